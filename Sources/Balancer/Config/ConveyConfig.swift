@@ -1,0 +1,199 @@
+/// The whole validated configuration: what `convey --check` prints and what reload swaps in.
+///
+/// A value type: the loader builds it from TOML, validation guarantees its invariants
+/// (every frontend names a pool that exists and has servers, weights in range, NAT ports sane),
+/// and everything downstream reads it without re-checking.
+public struct ConveyConfig: Sendable, Equatable {
+    /// Frontends (listeners / VIPs), sorted by name.
+    public var frontends: [FrontendConfig]
+    /// Backend pools, sorted by name.
+    public var pools: [PoolConfig]
+    public var stats: StatsConfig
+    public var proxy: ProxySettings
+    public var passthrough: PassthroughConfig
+    public var xdp: XDPConfig
+
+    public init(frontends: [FrontendConfig], pools: [PoolConfig], stats: StatsConfig = .init(),
+                proxy: ProxySettings = .init(), passthrough: PassthroughConfig = .init(),
+                xdp: XDPConfig = .init()) {
+        self.frontends = frontends.sorted { $0.name < $1.name }
+        self.pools = pools.sorted { $0.name < $1.name }
+        self.stats = stats
+        self.proxy = proxy
+        self.passthrough = passthrough
+        self.xdp = xdp
+    }
+
+    /// The pool called `name`, if any.
+    public func pool(named name: String) -> PoolConfig? { pools.first { $0.name == name } }
+}
+
+/// One listener: `[frontends.NAME]`.
+public struct FrontendConfig: Sendable, Equatable {
+    public var name: String
+    /// `listen_addr`: the VIP and port clients connect to.
+    public var listen: Endpoint
+    /// `backend`: the name of the pool that serves it.
+    public var pool: String
+    public var balance: BalanceAlgorithm
+    /// 0 = unlimited (proxy mode).
+    public var maxConnections: Int
+    public var proxyProtocol: ProxyProtocolVersion
+
+    public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
+                maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none) {
+        self.name = name
+        self.listen = listen
+        self.pool = pool
+        self.balance = balance
+        self.maxConnections = maxConnections
+        self.proxyProtocol = proxyProtocol
+    }
+}
+
+/// `balance = ...`: how a frontend picks a server for a new connection.
+public enum BalanceAlgorithm: String, Sendable, CaseIterable {
+    /// Smooth weighted round robin (nginx-style): exact proportions, evenly interleaved.
+    case wrr
+    /// Fewest current connections, weighted.
+    case leastconn
+    /// Maglev consistent hashing of the connection's 5-tuple.
+    case maglev
+    /// Hash of the client address: one client sticks to one server.
+    case source
+}
+
+/// `proxy_protocol = ...`: the PROXY protocol header sent to servers in proxy mode.
+public enum ProxyProtocolVersion: String, Sendable, CaseIterable {
+    case none, v1, v2
+}
+
+/// One backend pool: `[backends.NAME]`.
+public struct PoolConfig: Sendable, Equatable {
+    public var name: String
+    public var health: HealthCheckConfig
+    public var connectTimeout: Duration
+    public var idleTimeout: Duration
+    public var drainTimeout: Duration
+    /// Servers, sorted by name.
+    public var servers: [ServerConfig]
+
+    public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
+                idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
+                servers: [ServerConfig]) {
+        self.name = name
+        self.health = health
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.drainTimeout = drainTimeout
+        self.servers = servers.sorted { $0.name < $1.name }
+    }
+}
+
+/// Active health checking of every server in a pool.
+public struct HealthCheckConfig: Sendable, Equatable {
+    public var interval: Duration
+    public var timeout: Duration
+    /// Consecutive successes that bring a down server back.
+    public var rise: Int
+    /// Consecutive failures that take an up server out.
+    public var fall: Int
+    /// Bytes sent after connecting (empty: connect only).
+    public var send: [UInt8]
+    /// Prefix the reply must start with (empty: any reply, or none).
+    public var expect: [UInt8]
+
+    public init(interval: Duration = .seconds(5), timeout: Duration = .seconds(1), rise: Int = 2,
+                fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = []) {
+        self.interval = interval
+        self.timeout = timeout
+        self.rise = rise
+        self.fall = fall
+        self.send = send
+        self.expect = expect
+    }
+}
+
+/// One server: `[backends.POOL.servers.NAME]`.
+public struct ServerConfig: Sendable, Equatable {
+    public var name: String
+    public var address: Endpoint
+    /// 0 = drain (no new flows); at most `ServerConfig.maxWeight`.
+    public var weight: Int
+
+    public static let maxWeight = 1000
+
+    public init(name: String, address: Endpoint, weight: Int = 1) {
+        self.name = name
+        self.address = address
+        self.weight = weight
+    }
+}
+
+/// `[stats]`: where the stats HTTP server listens.
+public struct StatsConfig: Sendable, Equatable {
+    public var address: IPAddress
+    /// 0 disables the stats server.
+    public var port: UInt16
+
+    public init(address: IPAddress = .v4(0x7F00_0001), port: UInt16 = 7000) {
+        self.address = address
+        self.port = port
+    }
+}
+
+/// `[proxy]`: proxy-mode settings.
+public struct ProxySettings: Sendable, Equatable {
+    /// Event-loop threads; 0 = one per CPU core.
+    public var workers: Int
+
+    public init(workers: Int = 0) { self.workers = workers }
+}
+
+/// `[passthrough]` (the seed's section, used by both AF_XDP modes).
+public struct PassthroughConfig: Sendable, Equatable {
+    /// Flows tracked per worker (hard cap; the oldest idle flow is evicted).
+    public var connectionTrackerCapacity: Int
+    /// Workers; 0 = one per RX queue of the interface.
+    public var workers: Int
+    public var statsUpdateFrequency: Duration
+
+    public init(connectionTrackerCapacity: Int = 20_000, workers: Int = 0,
+                statsUpdateFrequency: Duration = .seconds(5)) {
+        self.connectionTrackerCapacity = connectionTrackerCapacity
+        self.workers = workers
+        self.statsUpdateFrequency = statsUpdateFrequency
+    }
+}
+
+/// `[xdp]`: AF_XDP data path settings.
+public struct XDPConfig: Sendable, Equatable {
+    public enum AttachMode: String, Sendable, CaseIterable { case auto, native, skb }
+    public enum ZeroCopyMode: String, Sendable, CaseIterable { case auto, on, off }
+
+    /// Interface; `--iface` overrides it.
+    public var iface: String?
+    public var attach: AttachMode
+    public var zeroCopy: ZeroCopyMode
+    /// Passthrough source address; nil = the interface's IPv4 address.
+    public var natAddress: IPAddress?
+    /// Passthrough NAT ports; nil = the ports above the kernel's `ip_local_port_range`.
+    public var natPorts: ClosedRange<UInt16>?
+    public var synTimeout: Duration
+    public var establishedTimeout: Duration
+    public var closingTimeout: Duration
+
+    public init(iface: String? = nil, attach: AttachMode = .auto, zeroCopy: ZeroCopyMode = .auto,
+                natAddress: IPAddress? = nil, natPorts: ClosedRange<UInt16>? = nil,
+                synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
+                closingTimeout: Duration = .seconds(10)) {
+        self.iface = iface
+        self.attach = attach
+        self.zeroCopy = zeroCopy
+        self.natAddress = natAddress
+        self.natPorts = natPorts
+        self.synTimeout = synTimeout
+        self.establishedTimeout = establishedTimeout
+        self.closingTimeout = closingTimeout
+    }
+}

@@ -1,0 +1,85 @@
+/// Identifies a server across reloads: same pool, same server name.
+public struct ServerID: Hashable, Sendable, CustomStringConvertible {
+    public var pool: String
+    public var name: String
+
+    public init(pool: String, name: String) {
+        self.pool = pool
+        self.name = name
+    }
+
+    public var description: String { "\(pool)/\(name)" }
+}
+
+/// Whether a server takes new connections.
+public enum ServerState: String, Sendable, CaseIterable {
+    /// Healthy and weighted: takes new flows.
+    case up
+    /// Failed its health checks: takes no new flows; established ones continue.
+    case down
+    /// Weight 0 or removed from the config: no new flows; established ones continue until
+    /// they end or the pool's drain timeout passes.
+    case drain
+}
+
+/// Everything a data path needs to place and keep connections, as one immutable value.
+///
+/// Built by `BalancerRuntime` on every config reload, health change and drain expiry, and
+/// published through `SnapshotPublisher`; data-path threads adopt it between batches.
+public struct ForwardingSnapshot: Sendable {
+    public var frontends: [FrontendRoute]
+
+    public init(frontends: [FrontendRoute]) { self.frontends = frontends }
+
+    /// The route of the frontend called `name`.
+    public func frontend(named name: String) -> FrontendRoute? { frontends.first { $0.name == name } }
+}
+
+/// One frontend with the servers of its pool, as of one snapshot.
+public struct FrontendRoute: Sendable {
+    public var config: FrontendConfig
+    /// The pool's timeouts and health settings.
+    public var pool: PoolConfig
+    /// Every server of the pool that still holds or may take flows, in a stable order,
+    /// including draining ones (removed servers stay here until their drain time passes).
+    public var servers: [ServerRoute]
+    /// Indices into `servers` that may take new flows (state up and weight > 0).
+    public var selectable: [Int]
+    /// Prebuilt consistent-hash table over `selectable` for `maglev` and `source` frontends
+    /// (the table build is too costly to repeat per data-path thread).
+    public var maglev: MaglevTable?
+    public var counters: FrontendCounters
+
+    public var name: String { config.name }
+
+    public init(config: FrontendConfig, pool: PoolConfig, servers: [ServerRoute], selectable: [Int],
+                maglev: MaglevTable?, counters: FrontendCounters) {
+        self.config = config
+        self.pool = pool
+        self.servers = servers
+        self.selectable = selectable
+        self.maglev = maglev
+        self.counters = counters
+    }
+}
+
+/// One server as a data path sees it.
+public struct ServerRoute: Sendable {
+    public var id: ServerID
+    public var address: Endpoint
+    public var weight: Int
+    public var state: ServerState
+    /// False once a draining server's drain timeout has passed: its remaining flows are closed.
+    public var keepsFlows: Bool
+    public var counters: ServerCounters
+
+    public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, keepsFlows: Bool = true,
+                counters: ServerCounters) {
+        self.id = id
+        self.address = address
+        self.weight = weight
+        self.state = state
+        self.keepsFlows = keepsFlows
+        self.counters = counters
+    }
+}

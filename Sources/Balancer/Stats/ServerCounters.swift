@@ -1,0 +1,103 @@
+import Synchronization
+
+/// Live counters of one server, shared by every data-path thread that forwards to it.
+///
+/// Relaxed atomics: each update is one uncontended-in-practice atomic add, cheap enough for
+/// per-connection and per-read paths, and readers (the stats service) sum nothing. The object
+/// lives in `StatsRegistry` under the server's `ServerID`, so an unchanged server keeps its
+/// counters across reloads. "tx" is client→server and "rx" is server→client (the seed's meaning).
+public final class ServerCounters: Sendable {
+    public let totalConnections = Atomic<Int64>(0)
+    public let currentConnections = Atomic<Int64>(0)
+    public let bytesTx = Atomic<Int64>(0)
+    public let bytesRx = Atomic<Int64>(0)
+    /// Connect attempts that failed (refused, timed out, unreachable).
+    public let connectFailures = Atomic<Int64>(0)
+
+    public init() {}
+
+    /// A connection to this server was established.
+    @inlinable public func connectionOpened() {
+        totalConnections.wrappingAdd(1, ordering: .relaxed)
+        currentConnections.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// A connection to this server ended.
+    @inlinable public func connectionClosed() {
+        currentConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    /// Bytes forwarded client → server.
+    @inlinable public func addTx(_ n: Int) { bytesTx.wrappingAdd(Int64(n), ordering: .relaxed) }
+
+    /// Bytes forwarded server → client.
+    @inlinable public func addRx(_ n: Int) { bytesRx.wrappingAdd(Int64(n), ordering: .relaxed) }
+
+    /// A point-in-time copy for reporting.
+    public func snapshot() -> TrafficTotals {
+        TrafficTotals(totalConnections: totalConnections.load(ordering: .relaxed),
+                      currentConnections: currentConnections.load(ordering: .relaxed),
+                      bytesTx: bytesTx.load(ordering: .relaxed),
+                      bytesRx: bytesRx.load(ordering: .relaxed),
+                      connectFailures: connectFailures.load(ordering: .relaxed))
+    }
+}
+
+/// Live counters of one frontend (listener / VIP).
+public final class FrontendCounters: Sendable {
+    public let totalConnections = Atomic<Int64>(0)
+    public let currentConnections = Atomic<Int64>(0)
+    public let bytesTx = Atomic<Int64>(0)
+    public let bytesRx = Atomic<Int64>(0)
+    /// Clients closed at once because no server could take them (none up, or all refused).
+    public let noBackend = Atomic<Int64>(0)
+    /// Clients refused because `max_connections` was reached.
+    public let overLimit = Atomic<Int64>(0)
+
+    public init() {}
+
+    @inlinable public func connectionOpened() {
+        totalConnections.wrappingAdd(1, ordering: .relaxed)
+        currentConnections.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    @inlinable public func connectionClosed() {
+        currentConnections.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    @inlinable public func addTx(_ n: Int) { bytesTx.wrappingAdd(Int64(n), ordering: .relaxed) }
+    @inlinable public func addRx(_ n: Int) { bytesRx.wrappingAdd(Int64(n), ordering: .relaxed) }
+
+    public func snapshot() -> TrafficTotals {
+        TrafficTotals(totalConnections: totalConnections.load(ordering: .relaxed),
+                      currentConnections: currentConnections.load(ordering: .relaxed),
+                      bytesTx: bytesTx.load(ordering: .relaxed),
+                      bytesRx: bytesRx.load(ordering: .relaxed),
+                      connectFailures: 0)
+    }
+}
+
+/// Counter values read at one instant.
+public struct TrafficTotals: Sendable, Equatable {
+    public var totalConnections: Int64
+    public var currentConnections: Int64
+    public var bytesTx: Int64
+    public var bytesRx: Int64
+    public var connectFailures: Int64
+
+    public init(totalConnections: Int64 = 0, currentConnections: Int64 = 0, bytesTx: Int64 = 0,
+                bytesRx: Int64 = 0, connectFailures: Int64 = 0) {
+        self.totalConnections = totalConnections
+        self.currentConnections = currentConnections
+        self.bytesTx = bytesTx
+        self.bytesRx = bytesRx
+        self.connectFailures = connectFailures
+    }
+
+    public static func + (a: TrafficTotals, b: TrafficTotals) -> TrafficTotals {
+        TrafficTotals(totalConnections: a.totalConnections + b.totalConnections,
+                      currentConnections: a.currentConnections + b.currentConnections,
+                      bytesTx: a.bytesTx + b.bytesTx, bytesRx: a.bytesRx + b.bytesRx,
+                      connectFailures: a.connectFailures + b.connectFailures)
+    }
+}

@@ -1,0 +1,46 @@
+#ifndef CONVEY_CLINUX_H
+#define CONVEY_CLINUX_H
+/*
+ * Linux syscalls that Swift's Glibc module does not import cleanly: the ones that need
+ * _GNU_SOURCE (splice, pipe2, accept4, sched_setaffinity, F_SETPIPE_SZ) and epoll's flag
+ * macros. Each wrapper is a plain call-through (defined in shim.c, compiled with _GNU_SOURCE);
+ * errno is left as the syscall set it. Typed Swift wrappers above these turn errno into throws.
+ */
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+/* epoll event bits as plain constants (the C header declares them as enum + macro). */
+static const uint32_t CL_EPOLLIN = 0x001;
+static const uint32_t CL_EPOLLOUT = 0x004;
+static const uint32_t CL_EPOLLERR = 0x008;
+static const uint32_t CL_EPOLLHUP = 0x010;
+static const uint32_t CL_EPOLLRDHUP = 0x2000;
+static const uint32_t CL_EPOLLET = 1u << 31;
+
+int cl_epoll_create(void);
+int cl_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/* Waits for events; writes at most `max` (events, data) pairs. */
+int cl_epoll_wait(int epfd, struct epoll_event *events, int max, int timeout_ms);
+uint32_t cl_epoll_event_events(const struct epoll_event *ev);
+uint64_t cl_epoll_event_data(const struct epoll_event *ev);
+size_t cl_epoll_event_size(void);
+
+ssize_t cl_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+unsigned int cl_splice_flags_move_nonblock_more(void);
+int cl_pipe2_nonblock(int fds[2]);
+int cl_set_pipe_size(int fd, int size);
+int cl_accept4_nonblock(int fd, struct sockaddr *addr, socklen_t *len);
+int cl_socket_nonblock(int domain, int type);
+int cl_pin_thread_to_cpu(int cpu);
+int cl_eventfd_nonblock(void);
+int cl_inotify_init_nonblock(void);
+int cl_tcp_info_state(int fd);
+
+#endif
