@@ -105,8 +105,9 @@ struct MaglevTableTests {
     }
 }
 
-/// Computed once by this implementation and frozen: a change means two Convey versions would
-/// place DSR flows differently.
+/// Computed once and frozen (cross-checked against a separate implementation of the population
+/// documented on `MaglevTable`): a change means two Convey versions would place DSR flows
+/// differently.
 enum GoldenMaglev {
     static let first16: [Int32] = [4, 2, 3, 3, 3, 0, 0, 4, 2, 1, 3, 3, 3, 4, 4, 3]
     static let checksum: UInt64 = 11_866_152_533_191_823_494

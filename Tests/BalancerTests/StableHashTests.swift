@@ -40,6 +40,12 @@ struct StableHashTests {
         #expect(key.sourceHash == GoldenHashes.source)
         #expect(StableHash.flowV4(client: 0x0A4D_0001, clientPort: 40000, vip: 0x0A4D_0064, vipPort: 80)
                 == GoldenHashes.flow)
+        #expect(StableHash.sourceV4(client: 0x0A4D_0001) == GoldenHashes.source)
+
+        let v6 = FlowKey(client: try! Endpoint(parsing: "[2001:db8::1]:40000"),
+                         vip: try! Endpoint(parsing: "[2001:db8::100]:443"))
+        #expect(v6.hash == GoldenHashes.flowV6)
+        #expect(v6.sourceHash == GoldenHashes.sourceV6)
     }
 
     @Test("an IPv4 client hashes alike as a.b.c.d and as ::ffff:a.b.c.d")
@@ -71,11 +77,16 @@ struct StableHashTests {
     }
 }
 
-/// Values computed once by this implementation and frozen: if one changes, every deployed
-/// balancer would place connections differently from an upgraded one.
+/// Values computed once and frozen (cross-checked against a separate implementation of the
+/// encodings documented on `StableHash`): if one changes, every deployed balancer would place
+/// connections differently from an upgraded one.
 enum GoldenHashes {
     /// 10.77.0.1:40000 → 10.77.0.100:80, TCP.
-    static let flow: UInt64 = 15_548_928_064_579_130_275
+    static let flow: UInt64 = 12_252_236_246_339_837_268
     /// Client 10.77.0.1.
-    static let source: UInt64 = 5_787_556_080_214_051_407
+    static let source: UInt64 = 12_756_339_722_242_077_794
+    /// [2001:db8::1]:40000 → [2001:db8::100]:443, TCP.
+    static let flowV6: UInt64 = 16_929_878_001_377_032_101
+    /// Client 2001:db8::1.
+    static let sourceV6: UInt64 = 8_752_846_469_198_331_483
 }

@@ -63,35 +63,34 @@ public struct MaglevTable: Sendable, Equatable {
             entries = Array(repeating: -1, count: m)
             return
         }
-        // Per backend: its permutation as (next slot, step); advancing is one add and compare.
-        var next = [Int](repeating: 0, count: backends.count)
-        var skip = [Int](repeating: 0, count: backends.count)
-        for (i, backend) in backends.enumerated() {
+        // One cursor per backend that ever takes a turn: where its permutation goes next, its
+        // step, and its turn credit. Kept together so a turn touches one cache line.
+        var cursors: [Cursor] = []
+        cursors.reserveCapacity(backends.count)
+        for (i, backend) in backends.enumerated() where weights[i] > 0 {
             let h1 = StableHash.text(backend.key, key: StableHash.maglevOffsetKey)
             let h2 = StableHash.text(backend.key, key: StableHash.maglevSkipKey)
-            next[i] = Int(h1 % UInt64(m))
-            skip[i] = Int(h2 % UInt64(m - 1)) + 1
+            cursors.append(Cursor(next: Int(h1 % UInt64(m)), skip: Int(h2 % UInt64(m - 1)) + 1,
+                                  credit: 0, weight: weights[i], backend: Int32(truncatingIfNeeded: i)))
         }
-        // Only backends that ever take a turn are walked in the passes.
-        let active = weights.indices.filter { weights[$0] > 0 }
-        var credit = [Int](repeating: 0, count: backends.count)
         var table = [Int32](repeating: -1, count: m)
         table.withUnsafeMutableBufferPointer { slots in
-            next.withUnsafeMutableBufferPointer { next in
+            cursors.withUnsafeMutableBufferPointer { cursors in
                 var filled = 0
                 fill: while true {
-                    for i in active {
-                        credit[i] += weights[i]
-                        guard credit[i] >= maxWeight else { continue }
-                        credit[i] -= maxWeight
-                        var slot = next[i]
+                    for c in cursors.indices {
+                        cursors[c].credit += cursors[c].weight
+                        guard cursors[c].credit >= maxWeight else { continue }
+                        cursors[c].credit -= maxWeight
+                        let skip = cursors[c].skip
+                        var slot = cursors[c].next
                         while slots[slot] >= 0 {
-                            slot += skip[i]
+                            slot += skip
                             if slot >= m { slot -= m }
                         }
-                        slots[slot] = Int32(truncatingIfNeeded: i)
-                        slot += skip[i]
-                        next[i] = slot >= m ? slot - m : slot
+                        slots[slot] = cursors[c].backend
+                        slot += skip
+                        cursors[c].next = slot >= m ? slot - m : slot
                         filled += 1
                         if filled == m { break fill }
                     }
@@ -111,6 +110,15 @@ public struct MaglevTable: Sendable, Equatable {
         guard count > 0 else { return nil }
         let backend = entries[Int(hash % UInt64(count))]
         return backend < 0 ? nil : Int(backend)
+    }
+
+    /// A backend's place in its permutation while the table is filled.
+    private struct Cursor {
+        var next: Int
+        let skip: Int
+        var credit: Int
+        let weight: Int
+        let backend: Int32
     }
 
     /// How many slots each backend owns, indexed like `backends`: what operators and tests

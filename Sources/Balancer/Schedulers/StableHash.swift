@@ -96,8 +96,11 @@ extension UInt64 {
 ///
 /// Changing a key or an encoding below moves almost every flow to another server on upgrade:
 /// treat them as part of the wire contract. The encodings feed whole 64-bit words (no byte
-/// array is built); an address is first widened to 128 bits, IPv4 as the IPv4-mapped IPv6
-/// address `::ffff:a.b.c.d`, so an IPv4 client is placed alike whichever form it arrives in.
+/// array is built). An IPv4 address and its IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) are the
+/// same input, so a client is placed alike whichever form a socket or a packet reports. IPv4
+/// connections, the common case, use a compact encoding of fewer words (fewer SipHash rounds
+/// on the data path); the word count is part of SipHash's input, so the encodings never collide
+/// by construction.
 public enum StableHash {
     /// Key of the connection hashes (`flow`, `source`): the ASCII of "convey-f" and "lowkey\0\0"
     /// read as little-endian words. Computed properties so inlined callers see constants.
@@ -126,12 +129,22 @@ public enum StableHash {
         }
     }
 
-    /// The 5-tuple hash of a TCP connection from `client` to `vip`: SipHash-2-4 under
-    /// `flowKey` of the words [client hi, client lo, vip hi, vip lo,
-    /// clientPort << 32 | vipPort << 16 | 6].
+    /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), else nil.
+    @inlinable @inline(__always)
+    public static func mappedIPv4(hi: UInt64, lo: UInt64) -> UInt32? {
+        hi == 0 && lo >> 32 == 0xffff ? UInt32(truncatingIfNeeded: lo) : nil
+    }
+
+    /// The 5-tuple hash of a TCP connection from `client` to `vip`, addresses in the 128-bit
+    /// form of `widened`. When both are IPv4 (mapped) it equals `flowV4`; otherwise it is
+    /// SipHash-2-4 under `flowKey` of the five words
+    /// [client hi, client lo, vip hi, vip lo, clientPort << 32 | vipPort << 16 | 6].
     @inlinable
     public static func flow(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16,
                             vipHi: UInt64, vipLo: UInt64, vipPort: UInt16) -> UInt64 {
+        if let client = mappedIPv4(hi: clientHi, lo: clientLo), let vip = mappedIPv4(hi: vipHi, lo: vipLo) {
+            return flowV4(client: client, clientPort: clientPort, vip: vip, vipPort: vipPort)
+        }
         var h = SipHasher24(k0: flowKey.k0, k1: flowKey.k1)
         h.combine(clientHi)
         h.combine(clientLo)
@@ -141,21 +154,37 @@ public enum StableHash {
         return h.finalize()
     }
 
-    /// `flow` for IPv4 addresses in host byte order, as packet code reads them.
+    /// The 5-tuple hash of an IPv4 TCP connection, addresses in host byte order as packet code
+    /// reads them: SipHash-2-4 under `flowKey` of the two words
+    /// [client << 32 | vip, clientPort << 32 | vipPort << 16 | 6].
     @inlinable
     public static func flowV4(client: UInt32, clientPort: UInt16, vip: UInt32, vipPort: UInt16) -> UInt64 {
-        flow(clientHi: 0, clientLo: 0x0000_ffff_0000_0000 | UInt64(client), clientPort: clientPort,
-             vipHi: 0, vipLo: 0x0000_ffff_0000_0000 | UInt64(vip), vipPort: vipPort)
+        var h = SipHasher24(k0: flowKey.k0, k1: flowKey.k1)
+        h.combine(UInt64(client) << 32 | UInt64(vip))
+        h.combine(UInt64(clientPort) << 32 | UInt64(vipPort) << 16 | tcp)
+        return h.finalize()
     }
 
-    /// The client-address hash of the `source` algorithm: SipHash-2-4 under `flowKey` of the
-    /// words [client hi, client lo]. Ports and VIP are left out so one client keeps one server
-    /// across all its connections.
+    /// The client-address hash of the `source` algorithm. Ports and VIP are left out so one
+    /// client keeps one server across all its connections. IPv4 (mapped or not): SipHash-2-4
+    /// under `flowKey` of the one word [address]; IPv6: of the two words [hi, lo].
     @inlinable
     public static func source(clientHi: UInt64, clientLo: UInt64) -> UInt64 {
         var h = SipHasher24(k0: flowKey.k0, k1: flowKey.k1)
-        h.combine(clientHi)
-        h.combine(clientLo)
+        if let v4 = mappedIPv4(hi: clientHi, lo: clientLo) {
+            h.combine(UInt64(v4))
+        } else {
+            h.combine(clientHi)
+            h.combine(clientLo)
+        }
+        return h.finalize()
+    }
+
+    /// `source` for an IPv4 client address in host byte order.
+    @inlinable
+    public static func sourceV4(client: UInt32) -> UInt64 {
+        var h = SipHasher24(k0: flowKey.k0, k1: flowKey.k1)
+        h.combine(UInt64(client))
         return h.finalize()
     }
 
