@@ -16,9 +16,31 @@ struct Benchmark {
     /// A reference figure the value is compared with (e.g. a C program on the same path), with
     /// its name; nil when there is none.
     var anchor: (name: String, value: Double)? = nil
-    /// An upper bound the median should stay under (lower is better); shown in the table.
-    var goal: Double? = nil
+    /// What the median should achieve; shown in the table as met or MISSED.
+    var goal: Goal? = nil
     var sample: () throws -> Double
+}
+
+/// A target for a benchmark's median (lower is better for every figure so far).
+enum Goal {
+    /// Strictly under the bound (e.g. a time budget).
+    case below(Double)
+    /// At most the bound (e.g. 0 allocations).
+    case atMost(Double)
+
+    func isMet(by value: Double) -> Bool {
+        switch self {
+        case .below(let bound): return value < bound
+        case .atMost(let bound): return value <= bound
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .below(let bound): return "< " + Harness.format(bound)
+        case .atMost(let bound): return "<= " + Harness.format(bound)
+        }
+    }
 }
 
 /// What a benchmark measured.
@@ -27,7 +49,7 @@ struct BenchmarkResult {
     var unit: String
     var samples: [Double]
     var anchor: (name: String, value: Double)?
-    var goal: Double?
+    var goal: Goal?
 
     var sorted: [Double] { samples.sorted() }
     var median: Double {
@@ -75,7 +97,7 @@ enum Harness {
     static func table(_ results: [BenchmarkResult]) -> String {
         let header = ["benchmark", "unit", "median", "min", "max", "spread", "goal", "anchor ratio"]
         let rows = results.map { r -> [String] in
-            let goal = r.goal.map { "< \(format($0)) " + (r.median < $0 ? "met" : "MISSED") } ?? "-"
+            let goal = r.goal.map { $0.description + ($0.isMet(by: r.median) ? " met" : " MISSED") } ?? "-"
             let anchor = r.anchor.map { "\(format(r.ratio ?? .nan))x \($0.name)" } ?? "-"
             return [r.name, r.unit, format(r.median), format(r.minimum), format(r.maximum),
                     format(r.spreadPercent) + "%", goal, anchor]
@@ -135,13 +157,19 @@ enum Harness {
 
     static func format(_ value: Double) -> String {
         guard value.isFinite else { return "n/a" }
+        if value == 0 { return "0" }
         let magnitude = abs(value)
+        // Tiny but non-zero (say 1 allocation in 200000 picks) must not print as 0.
+        if magnitude != 0 && magnitude < 0.001 { return "\(value)" }
         let decimals = magnitude >= 100 ? 0 : magnitude >= 10 ? 1 : magnitude >= 1 ? 2 : 3
         return String(fixed: value, decimals: decimals)
     }
 
+    /// A JSON number: 4 decimals, or Swift's shortest exact form for tiny values (`5e-06`),
+    /// so a rare non-zero never reads as 0.
     static func number(_ value: Double) -> String {
-        value.isFinite ? String(fixed: value, decimals: 4) : "null"
+        guard value.isFinite else { return "null" }
+        return value != 0 && abs(value) < 0.001 ? "\(value)" : String(fixed: value, decimals: 4)
     }
 
     static func quoted(_ text: String) -> String {

@@ -77,7 +77,7 @@ public struct SipHasher24: Sendable {
     }
 
     /// The 64-bit hash of everything appended so far.
-    @inlinable
+    @inlinable @inline(__always)
     public consuming func finalize() -> UInt64 {
         compress(tail | (byteCount & 0xff) << 56)
         v2 ^= 0xff
