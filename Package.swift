@@ -72,7 +72,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        .testTarget(name: "BalancerTests", dependencies: ["Balancer"]),
+        .testTarget(
+            name: "BalancerTests",
+            dependencies: [
+                "Balancer",
+                // Health-check tests run real loopback servers (NIO) and capture log lines.
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Balancer"]),
         .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer"]),
     ],
