@@ -41,13 +41,28 @@ final class LoopbackServer: Sendable {
         return LoopbackServer(port: channel.localAddress!.port!, channel: channel, stats: stats)
     }
 
-    /// A port on 127.0.0.1 that nothing listens on (it was free a moment ago and is closed).
+    /// `count` distinct ports on 127.0.0.1 that nothing listens on.
+    ///
+    /// They come from below the kernel's ephemeral range (`ip_local_port_range` starts at 32768
+    /// by default), so no listener bound to port 0 and no outgoing connection of a test running
+    /// in parallel can take one of them between the moment it is handed out and the moment a
+    /// test expects it closed, or brings a listener back on it. Each candidate is proven free by
+    /// binding it once; ports are never handed out twice in one test run.
     static func closedPorts(_ count: Int) async throws -> [Int] {
-        var servers: [LoopbackServer] = []
-        for _ in 0..<count { servers.append(try await start(.silent)) }
-        for server in servers { try await server.stop() }
-        return servers.map(\.port)
+        var ports: [Int] = []
+        while ports.count < count {
+            let candidate = nextLowPort.add(1, ordering: .relaxed).newValue
+            precondition(candidate < 32_768, "ran out of test ports below the ephemeral range")
+            guard let probe = try? await start(.silent, port: candidate) else { continue }
+            try await probe.stop()
+            ports.append(candidate)
+        }
+        return ports
     }
+
+    /// Where the next closed port is looked for: a random start per run, so parallel runs from
+    /// several worktrees rarely meet.
+    private static let nextLowPort = Atomic<Int>(Int.random(in: 20_000..<28_000))
 
     /// Connections accepted so far: how many checks reached this backend.
     var acceptedConnections: Int { stats.accepted.load(ordering: .relaxed) }
