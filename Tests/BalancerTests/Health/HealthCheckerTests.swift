@@ -114,6 +114,40 @@ struct HealthCheckerTests {
         #expect(backend.receivedBytes.starts(with: Array("PING\r\nPING\r\n".utf8)), "each check sent its bytes")
     }
 
+    @Test("send without expect: the server is up once the bytes are written, and it receives them")
+    func sendOnlyIsUp() async throws {
+        let backend = try await LoopbackServer.start(.silent)
+        defer { Task { try await backend.stop() } }
+        let recorder = TransitionRecorder()
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = Self.target("a", port: backend.port, Self.check(fall: 1, send: "HEAD / HTTP/1.0\r\n\r\n"))
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: recorder.handler)
+
+        try await whileRunning(checker) {
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 2 })
+            #expect(await eventually { backend.receivedBytes.starts(with: Array("HEAD / HTTP/1.0\r\n\r\n".utf8)) })
+        }
+        #expect(checker.status(of: a.id)?.lastResult == .passed)
+        #expect(recorder.all.isEmpty)
+    }
+
+    @Test("an IPv6 server is checked like any other")
+    func ipv6Server() async throws {
+        let backend = try await LoopbackServer.start(.reply(Array("+PONG\r\n".utf8)), host: "::1")
+        defer { Task { try await backend.stop() } }
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = HealthTarget(id: ServerID(pool: Self.pool, name: "v6"),
+                             address: try Endpoint(parsing: "[::1]:\(backend.port)"),
+                             check: Self.check(fall: 1, send: "PING\r\n", expect: "+PONG"))
+        let checker = HealthChecker(targets: [a], logger: logger)
+
+        try await whileRunning(checker) {
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 2 })
+        }
+        #expect(checker.status(of: a.id)?.isUp == true)
+        #expect(checker.status(of: a.id)?.lastResult == .passed)
+    }
+
     @Test("send/expect: a server answering something else goes down, saying what it answered")
     func wrongReplyGoesDown() async throws {
         let backend = try await LoopbackServer.start(.reply(Array("-ERR unknown command\r\n".utf8)))

@@ -2,7 +2,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// A real TCP server on 127.0.0.1 that plays a backend in health-check tests.
+/// A real TCP server on 127.0.0.1 (or ::1) that plays a backend in health-check tests.
 final class LoopbackServer: Sendable {
     /// How the backend treats each connection it accepts.
     enum Behaviour: Sendable {
@@ -26,7 +26,7 @@ final class LoopbackServer: Sendable {
 
     /// Starts listening on `port` (0: any free port), reusing the address so a test can bring a
     /// listener back on a port it closed a moment ago.
-    static func start(_ behaviour: Behaviour, port: Int = 0) async throws -> LoopbackServer {
+    static func start(_ behaviour: Behaviour, host: String = "127.0.0.1", port: Int = 0) async throws -> LoopbackServer {
         let stats = Stats()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -36,7 +36,7 @@ final class LoopbackServer: Sendable {
                     try child.pipeline.syncOperations.addHandler(BackendHandler(behaviour: behaviour, stats: stats))
                 }
             }
-            .bind(host: "127.0.0.1", port: port)
+            .bind(host: host, port: port)
             .get()
         return LoopbackServer(port: channel.localAddress!.port!, channel: channel, stats: stats)
     }
