@@ -114,9 +114,6 @@ struct ConveyCommand: AsyncParsableCommand {
             }
             if let exit = error as? ExitCode { Glibc.exit(exit.rawValue) }
             printError(fullMessage(for: error))
-            if error is ValidationError || code == .validationFailure {
-                printError("Run 'convey --help' for usage.")
-            }
             Glibc.exit(code == .validationFailure ? 2 : (code.rawValue == 0 ? 1 : code.rawValue))
         }
     }

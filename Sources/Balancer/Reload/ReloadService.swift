@@ -8,7 +8,7 @@ import UnixSignals
 /// configuration stays. A valid one is applied to the runtime (new servers and weights take new
 /// connections at once; removed ones drain) and handed to `onApplied` (health checks follow it).
 /// Bursts of events (an editor's write + rename) are coalesced, and a file whose bytes did not
-/// change is not reloaded.
+/// change is not reloaded on a file event (SIGHUP always reloads).
 public struct ReloadService: Service {
     private let path: String
     private let runtime: BalancerRuntime
@@ -30,11 +30,11 @@ public struct ReloadService: Service {
     }
 
     public func run() async throws {
-        let (events, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (events, continuation) = AsyncStream.makeStream(of: Trigger.self, bufferingPolicy: .bufferingNewest(4))
         let directory = Self.directory(of: path)
         let watcher: DirectoryWatcher?
         do {
-            watcher = try DirectoryWatcher(directory: directory) { continuation.yield() }
+            watcher = try DirectoryWatcher(directory: directory) { continuation.yield(.fileEvent) }
         } catch {
             logger.warning("cannot watch config directory; reload on SIGHUP only",
                            metadata: ["directory": "\(directory)", "error": "\(error)"])
@@ -43,20 +43,21 @@ public struct ReloadService: Service {
         defer { watcher?.stop() }
         let signals = await UnixSignalsSequence(trapping: .sighup)
         let signalTask = Task {
-            for await _ in signals { continuation.yield() }
+            for await _ in signals { continuation.yield(.signal) }
         }
         defer { signalTask.cancel() }
 
         var lastSource = (try? Self.read(path)) ?? ""
         await withGracefulShutdownHandler {
-            for await _ in events.cancelOnGracefulShutdown() {
+            for await trigger in events.cancelOnGracefulShutdown() {
                 // Let the editor finish its write-then-rename before reading.
                 try? await Task.sleep(for: .milliseconds(100))
                 guard let source = try? Self.read(path) else {
                     logger.warning("config file unreadable; keeping the running configuration", metadata: ["file": "\(path)"])
                     continue
                 }
-                guard source != lastSource else { continue }
+                // File events repeat for one save; SIGHUP is an explicit request and always reloads.
+                guard source != lastSource || trigger == .signal else { continue }
                 lastSource = source
                 reload(source: source)
             }
@@ -64,6 +65,8 @@ public struct ReloadService: Service {
             continuation.finish()
         }
     }
+
+    private enum Trigger { case fileEvent, signal }
 
     /// Validates and applies `source`; returns whether it was applied.
     @discardableResult
