@@ -31,8 +31,8 @@ import Synchronization
 /// `update(targets:)` may be called at any time (before `run()` too) and replaces the target set
 /// live on config reload: a target whose id, address and check settings are unchanged keeps its
 /// state and its schedule; a new or changed one starts afresh (up, unchecked); a removed one
-/// stops, and its status disappears. A changed target starting afresh is not reported to
-/// `onChange`: the runtime rebuilds its snapshot on every reload and reads `allStatuses()` then.
+/// stops, and its status disappears. A changed target that was down and starts afresh (up) is
+/// reported to `onChange` like any other transition, so the runtime never keeps a stale "down".
 ///
 /// The checker knows nothing of proxy or XSK; it only reports health.
 public final class HealthChecker: Service, Sendable {
@@ -91,17 +91,21 @@ public final class HealthChecker: Service, Sendable {
     ///
     /// Unchanged targets (same id, address and check settings) keep their state and schedule;
     /// new and changed ones start up and unchecked, and are checked shortly; removed ones stop
-    /// at once. When two targets share an id, the first one counts.
+    /// at once. A changed target that was down comes back up by this restart, which is reported
+    /// to `onChange`. When two targets share an id, the first one counts.
     public func update(targets: [HealthTarget]) {
-        let (kept, started, stopped) = registry.withLock { registry in
+        let (kept, started, stopped, revived) = registry.withLock { registry in
             var next: [ServerID: Entry] = [:]
             var kept = 0, started = 0
+            var revived: [HealthTarget] = []
             for target in targets where next[target.id] == nil {
-                if let old = registry.entries[target.id], old.target == target {
+                let old = registry.entries[target.id]
+                if let old, old.target == target {
                     next[target.id] = old
                     kept += 1
                     continue
                 }
+                if let old, !old.status.isUp { revived.append(target) }
                 let entry = Entry(target: target, token: registry.newToken())
                 next[target.id] = entry
                 started += 1
@@ -113,10 +117,15 @@ public final class HealthChecker: Service, Sendable {
                 stopped += 1
             }
             registry.entries = next
-            return (kept, started, stopped)
+            return (kept, started, stopped, revived)
         }
         logger.debug("health check targets updated",
                      metadata: ["kept": "\(kept)", "started": "\(started)", "stopped": "\(stopped)"])
+        for target in revived {
+            logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address or check changed",
+                          metadata: ["server": "\(target.id)", "address": "\(target.address)"])
+            onChange(target.id, .unchecked)
+        }
     }
 
     /// The current status of `server`, or nil when it is not watched.

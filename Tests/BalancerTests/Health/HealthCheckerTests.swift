@@ -251,7 +251,7 @@ struct HealthCheckerTests {
         #expect(recorder.of(b.id).isEmpty && recorder.of(c.id).isEmpty)
     }
 
-    @Test("a reload that moves a server to a new address checks it afresh, starting up")
+    @Test("a reload that moves a down server to a new address checks it afresh, starting up, and says so")
     func reloadRestartsChangedTarget() async throws {
         let closed = try await LoopbackServer.closedPorts(1)[0]
         let newHome = try await LoopbackServer.start(.silent)
@@ -272,6 +272,9 @@ struct HealthCheckerTests {
         #expect(checker.status(of: a.id)?.isUp == true)
         #expect(checker.status(of: a.id)?.lastResult == .passed)
         #expect(await eventually { newHome.acceptedConnections >= 2 })
+        // Down at the old address, then up again by the restart: the runtime hears both.
+        #expect(recorder.of(a.id).map(\.isUp) == [false, true])
+        #expect(recorder.of(a.id).last == .unchecked)
     }
 
     @Test("200 servers, mostly closed ports and some silent ones, are all checked within one interval")
