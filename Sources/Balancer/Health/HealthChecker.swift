@@ -38,14 +38,17 @@ import Synchronization
 public final class HealthChecker: Service, Sendable {
     /// Called on every up↔down transition with the server and its new status.
     ///
-    /// Runs on the checker's tasks, possibly concurrently for different servers (never for the
-    /// same one); it should be quick and must not block.
+    /// Runs on the checker's tasks (or, for a target a reload restarted, on the caller of
+    /// `update(targets:)`), one call at a time. It should be quick, must not block, and must not
+    /// call `update(targets:)`; reading `status(of:)` is fine.
     public typealias ChangeHandler = @Sendable (ServerID, HealthStatus) -> Void
 
     private let probe: HealthProbe
     private let logger: Logger
     private let onChange: ChangeHandler
     private let registry: Mutex<Registry>
+    /// Held while a transition is logged and reported (see `deliver`); taken before `registry`.
+    private let delivery = Mutex<Void>(())
 
     /// Creates a checker for `targets`; checks begin when `run()` starts.
     ///
@@ -97,7 +100,7 @@ public final class HealthChecker: Service, Sendable {
         let (kept, started, stopped, revived) = registry.withLock { registry in
             var next: [ServerID: Entry] = [:]
             var kept = 0, started = 0
-            var revived: [HealthTarget] = []
+            var revived: [(target: HealthTarget, token: UInt64)] = []
             for target in targets where next[target.id] == nil {
                 let old = registry.entries[target.id]
                 if let old, old.target == target {
@@ -105,8 +108,8 @@ public final class HealthChecker: Service, Sendable {
                     kept += 1
                     continue
                 }
-                if let old, !old.status.isUp { revived.append(target) }
                 let entry = Entry(target: target, token: registry.newToken())
+                if let old, !old.status.isUp { revived.append((target, entry.token)) }
                 next[target.id] = entry
                 started += 1
                 if registry.phase == .running { start(entry, in: &registry) }
@@ -121,10 +124,11 @@ public final class HealthChecker: Service, Sendable {
         }
         logger.debug("health check targets updated",
                      metadata: ["kept": "\(kept)", "started": "\(started)", "stopped": "\(stopped)"])
-        for target in revived {
-            logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address or check changed",
-                          metadata: ["server": "\(target.id)", "address": "\(target.address)"])
-            onChange(target.id, .unchecked)
+        for (target, token) in revived {
+            deliver(.unchecked, of: target.id, token: token) {
+                logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address or check changed",
+                              metadata: ["server": "\(target.id)", "address": "\(target.address)"])
+            }
         }
     }
 
@@ -201,17 +205,37 @@ public final class HealthChecker: Service, Sendable {
         logger.trace("health check", metadata: ["server": "\(target.id)", "address": "\(target.address)",
                                                 "result": "\(result)"])
         guard let (transition, status) = change else { return }
-        switch transition {
-        case .wentDown:
-            logger.notice("server \(target.id) at \(target.address) is down: \(result) (\(status.consecutiveFailures) failed checks in a row)",
-                          metadata: ["server": "\(target.id)", "address": "\(target.address)",
-                                     "reason": "\(result)"])
-        case .wentUp:
-            logger.notice("server \(target.id) at \(target.address) is up again (\(status.consecutiveSuccesses) passed checks in a row)",
-                          metadata: ["server": "\(target.id)", "address": "\(target.address)",
-                                     "reason": "\(result)"])
+        deliver(status, of: target.id, token: token) {
+            switch transition {
+            case .wentDown:
+                logger.notice("server \(target.id) at \(target.address) is down: \(result) (\(status.consecutiveFailures) failed checks in a row)",
+                              metadata: ["server": "\(target.id)", "address": "\(target.address)",
+                                         "reason": "\(result)"])
+            case .wentUp:
+                logger.notice("server \(target.id) at \(target.address) is up again (\(status.consecutiveSuccesses) passed checks in a row)",
+                              metadata: ["server": "\(target.id)", "address": "\(target.address)",
+                                         "reason": "\(result)"])
+            }
         }
-        onChange(target.id, status)
+    }
+
+    /// Logs and reports a transition, unless the target it belongs to has been replaced or
+    /// removed by a reload in the meantime, or has already moved on to the opposite state.
+    ///
+    /// Deliveries are serialized, and each re-checks under `delivery` that its entry is still
+    /// current: a result of a replaced target that was recorded just before a reload can then
+    /// never reach `onChange` after the reload's own report, which would leave the runtime with a
+    /// stale verdict.
+    private func deliver(_ status: HealthStatus, of server: ServerID, token: UInt64, log: () -> Void) {
+        delivery.withLock { _ in
+            let current = registry.withLock { registry -> Bool in
+                guard let entry = registry.entries[server] else { return false }
+                return entry.token == token && entry.status.isUp == status.isUp
+            }
+            guard current else { return }
+            log()
+            onChange(server, status)
+        }
     }
 
     // MARK: - Shared state
