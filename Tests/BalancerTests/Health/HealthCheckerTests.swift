@@ -193,6 +193,23 @@ struct HealthCheckerTests {
         #expect(await eventually { backend.acceptedConnections >= 2 }, "the connects succeeded; the reply never came")
     }
 
+    @Test("expect without send: a server greeting with the expected banner is up")
+    func bannerIsUp() async throws {
+        let backend = try await LoopbackServer.start(.banner(Array("220 mail.example ESMTP\r\n".utf8)))
+        defer { Task { try await backend.stop() } }
+        let recorder = TransitionRecorder()
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = Self.target("a", port: backend.port, Self.check(fall: 1, expect: "220 "))
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: recorder.handler)
+
+        try await whileRunning(checker) {
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 3 })
+        }
+        #expect(checker.status(of: a.id)?.lastResult == .passed)
+        #expect(recorder.all.isEmpty)
+        #expect(backend.receivedBytes.isEmpty, "nothing was sent")
+    }
+
     @Test("send/expect: a server that hangs up before answering goes down")
     func hangUpGoesDown() async throws {
         let backend = try await LoopbackServer.start(.hangUp)

@@ -10,6 +10,8 @@ final class LoopbackServer: Sendable {
         case silent
         /// Answers `reply` once the first bytes of a request have arrived.
         case reply([UInt8])
+        /// Greets every connection with `banner` at once, without waiting for a request (SMTP-like).
+        case banner([UInt8])
         /// Closes every connection as soon as it is accepted.
         case hangUp
     }
@@ -94,7 +96,14 @@ final class LoopbackServer: Sendable {
         }
 
         func channelActive(context: ChannelHandlerContext) {
-            if case .hangUp = behaviour { context.close(promise: nil) }
+            switch behaviour {
+            case .hangUp:
+                context.close(promise: nil)
+            case .banner(let banner):
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: banner)), promise: nil)
+            case .silent, .reply:
+                break
+            }
             context.fireChannelActive()
         }
 
