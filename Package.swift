@@ -73,6 +73,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Benchmarks (not tests): `swift run -c release ConveyBench`; see bench/README.md.
+        .executableTarget(name: "ConveyBench", dependencies: ["Balancer", "CBenchSupport"],
+                          path: "bench/ConveyBench"),
+        // Benchmark-only C: a counting malloc shim. Linked into ConveyBench only.
+        .target(name: "CBenchSupport", path: "bench/CBenchSupport"),
         .testTarget(
             name: "BalancerTests",
             dependencies: [

@@ -1,32 +1,110 @@
-// PLACEHOLDER: replaced by the schedulers work (issue 2). API fixed here so other modules compile.
-
-/// The identity of a new connection as schedulers hash it.
-public struct FlowKey: Hashable, Sendable {
-    public var client: Endpoint
-    public var vip: Endpoint
-
-    public init(client: Endpoint, vip: Endpoint) {
-        self.client = client
-        self.vip = vip
-    }
-}
-
 /// Per-thread server selection for one frontend: owned by one proxy loop or XSK worker, rebuilt
 /// when that thread adopts a new `ForwardingSnapshot`.
+///
+/// The algorithm comes from `route.config.balance`:
+/// - `wrr`: `SmoothWeightedRoundRobin` over `route.selectable`.
+/// - `leastconn`: `LeastConnections` over `route.selectable`.
+/// - `maglev`: `FlowKey.hash` (the 5-tuple) looked up in `route.maglev`.
+/// - `source`: `FlowKey.sourceHash` (client address only) looked up in `route.maglev`.
+///
+/// For the two hashing algorithms the runtime prebuilds `route.maglev` over `route.selectable`
+/// in order (slot value k means `selectable[k]`), because a table build is too costly to repeat
+/// per thread. When that table is missing, or was built over a different number of servers than
+/// `selectable` holds, the scheduler places by `selectable[hash mod count]` instead: still
+/// deterministic across instances, but not consistent (a pool change moves most clients).
+///
+/// `pick` runs once per new connection on the data path: it allocates nothing, takes no lock and
+/// calls nothing through an existential (the state is an enum over concrete algorithm states).
+/// Each thread keeps its own `Scheduler`, so WRR cycles and tie rotation are per thread; the
+/// proportions hold per thread and therefore overall.
 public struct Scheduler: Sendable {
-    public init(route: FrontendRoute) {
-        fatalError("Scheduler not implemented yet")
+    /// The algorithm and its mutable state.
+    enum State: Sendable {
+        case wrr(SmoothWeightedRoundRobin)
+        case leastconn(LeastConnections)
+        case maglev
+        case source
+        /// Held only while a payload is mutated in place (so its buffer stays uniquely owned).
+        case moved
     }
 
-    /// The index into `route.servers` for a new flow, or nil when no server may take it.
+    var state: State
+
+    /// Selection state for `route`, sized for its servers.
+    public init(route: FrontendRoute) {
+        switch route.config.balance {
+        case .wrr: state = .wrr(SmoothWeightedRoundRobin(serverCount: route.servers.count))
+        case .leastconn: state = .leastconn(LeastConnections())
+        case .maglev: state = .maglev
+        case .source: state = .source
+        }
+    }
+
+    /// The algorithm this scheduler runs.
+    public var algorithm: BalanceAlgorithm {
+        switch state {
+        case .wrr: return .wrr
+        case .leastconn: return .leastconn
+        case .maglev: return .maglev
+        case .source: return .source
+        case .moved: preconditionFailure("Scheduler state observed mid-pick")
+        }
+    }
+
+    /// The index into `route.servers` for a new flow, or nil when no server may take it
+    /// (`route.selectable` is empty). `route` must be the route this scheduler was built from.
     public mutating func pick(for flow: FlowKey, in route: FrontendRoute) -> Int? {
-        fatalError("Scheduler not implemented yet")
+        switch state {
+        case .wrr(var wrr):
+            state = .moved
+            defer { state = .wrr(wrr) }
+            return wrr.pick(in: route)
+        case .leastconn(var leastconn):
+            state = .moved
+            defer { state = .leastconn(leastconn) }
+            return leastconn.pick(in: route)
+        case .maglev:
+            return Scheduler.place(hash: flow.hash, in: route)
+        case .source:
+            return Scheduler.place(hash: flow.sourceHash, in: route)
+        case .moved:
+            preconditionFailure("Scheduler.pick re-entered")
+        }
+    }
+
+    /// Consistent placement of `hash` on `route.selectable` through `route.maglev`, or by
+    /// `hash mod count` when the table is absent or does not match `selectable`.
+    @inline(__always)
+    static func place(hash: UInt64, in route: FrontendRoute) -> Int? {
+        let n = route.selectable.count
+        guard n > 0 else { return nil }
+        if route.maglev?.backendCount == n, let position = route.maglev?.lookup(hash) {
+            return route.selectable[position]
+        }
+        return route.selectable[Int(hash % UInt64(n))]
     }
 
     /// The server to try when `firstChoice` and the `attempt - 1` servers after it failed
-    /// (attempt is 1-based): walks `route.selectable` onward from `firstChoice`; nil once every
-    /// selectable server has been tried.
+    /// (attempt is 1-based): walks `route.selectable` onward from `firstChoice`, wrapping around;
+    /// nil once every selectable server has been tried.
+    ///
+    /// When `firstChoice` is selectable, attempts 1...count-1 visit every other selectable server
+    /// once. When it is not (it left selection since it was picked), the walk starts at the
+    /// first selectable server after it and attempts 1...count visit them all.
     public static func fallback(after firstChoice: Int, attempt: Int, in route: FrontendRoute) -> Int? {
-        fatalError("Scheduler not implemented yet")
+        let selectable = route.selectable
+        let n = selectable.count
+        guard attempt >= 1, n > 0 else { return nil }
+        let start: Int
+        let remaining: Int
+        if let position = selectable.firstIndex(of: firstChoice) {
+            start = position + 1
+            remaining = n - 1
+        } else {
+            start = selectable.firstIndex { $0 > firstChoice } ?? 0
+            remaining = n
+        }
+        guard attempt <= remaining else { return nil }
+        return selectable[(start + attempt - 1) % n]
     }
 }
