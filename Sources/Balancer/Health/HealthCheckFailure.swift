@@ -30,6 +30,7 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
     /// The server's address cannot be used by the socket layer (should not pass validation).
     case badAddress(String)
 
+    /// The reason as one line for logs and `/stats`.
     public var description: String {
         switch self {
         case .connectRefused:

@@ -4,6 +4,7 @@ public enum HealthCheckerError: Error, Sendable, Equatable, CustomStringConverti
     /// running one and call `update(targets:)`.
     case alreadyRun
 
+    /// What went wrong and what to do instead.
     public var description: String {
         switch self {
         case .alreadyRun: return "the health checker has already been run; it runs once per instance"

@@ -25,6 +25,7 @@ public struct HealthStatus: Sendable, Equatable {
     public static let unchecked = HealthStatus(isUp: true, consecutiveSuccesses: 0, consecutiveFailures: 0,
                                                checks: 0, lastResult: nil, lastCheck: nil)
 
+    /// A status with every field given (the checker builds these; tests and stats may too).
     public init(isUp: Bool, consecutiveSuccesses: Int, consecutiveFailures: Int, checks: Int,
                 lastResult: HealthCheckResult?, lastCheck: Date?) {
         self.isUp = isUp

@@ -10,12 +10,14 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
     /// Interval, timeout, rise, fall, send and expect of the server's pool.
     public var check: HealthCheckConfig
 
+    /// A target for server `id` at `address`, checked as `check` says.
     public init(id: ServerID, address: Endpoint, check: HealthCheckConfig) {
         self.id = id
         self.address = address
         self.check = check
     }
 
+    /// `pool/name (ip:port)`, as log lines name a server.
     public var description: String { "\(id) (\(address))" }
 
     /// One target per server of every pool in `config`, in pool then server order: what the
