@@ -40,6 +40,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -75,6 +76,8 @@ let package = Package(
         .testTarget(name: "BalancerTests", dependencies: ["Balancer"]),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Balancer"]),
         .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer"]),
+        // Runs the built `convey` binary as an operator would (it depends on it to get it built).
+        .testTarget(name: "ConveyTests", dependencies: ["convey"], exclude: ["configs"]),
     ],
     swiftLanguageModes: [.v6]
 )
