@@ -48,4 +48,6 @@ int cl_eventfd_nonblock(void);
 int cl_inotify_init_nonblock(void);
 int cl_tcp_info_state(int fd);
 
+#include "CLinuxNetlink.h"
+
 #endif
