@@ -66,7 +66,8 @@ struct Launcher {
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
         switch mode {
         case .proxy:
-            throw LaunchFailure(description: "proxy data plane: not wired yet")
+            let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
+            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() })
         case .passthrough, .dsr:
             throw LaunchFailure(description: "\(mode.rawValue) mode is not implemented in this build yet " +
                                 "(the AF_XDP data planes are being built); use proxy mode")
