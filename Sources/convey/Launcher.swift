@@ -25,10 +25,17 @@ struct Launcher {
         let dataPlane = try makeDataPlane(runtime: runtime)
         services.append(dataPlane.service)
 
+        let health = HealthChecker(targets: HealthTarget.targets(for: config), logger: logger) { id, status in
+            runtime.setHealth(id, up: status.isUp)
+        }
+        services.append(health)
         services.append(DrainTimer(runtime: runtime))
         services.append(ReloadService(path: configPath, runtime: runtime, logger: logger,
                                       check: { [mode, configPath] candidate in
                                           ModeChecks.problems(for: mode, config: candidate, file: configPath)
+                                      },
+                                      onApplied: { applied in
+                                          health.update(targets: HealthTarget.targets(for: applied))
                                       }))
 
         if config.stats.port != 0 {
@@ -37,7 +44,8 @@ struct Launcher {
                 address: Endpoint(address: config.stats.address, port: config.stats.port), logger: logger
             ) {
                 StatsDocument(view: runtime.view(), mode: mode, uptime: ContinuousClock.now - started,
-                              version: version, dataPlane: stats?())
+                              version: version, dataPlane: stats?(),
+                              lastCheck: health.allStatuses().mapValues(\.lastResultText))
             })
         }
 
