@@ -22,6 +22,10 @@ for b in a:9001 b:9002; do
   pids+=($!)
 done
 
+for port in 9001 9002; do
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
 echo "== convey --check"
 "$BIN" --check --config "$CONFIG" | head -12
 echo "..."
@@ -31,7 +35,7 @@ pids+=($!)
 for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:7000/stats && break; sleep 0.1; done
 
 echo "== 8 requests through 127.0.0.1:8080 (weights a:b = 3:1)"
-for _ in $(seq 8); do curl -fs --max-time 2 http://127.0.0.1:8080/; done | sort | uniq -c
+for _ in $(seq 8); do curl -fs --max-time 2 http://127.0.0.1:8080/ || echo "request failed"; done | sort | uniq -c
 echo "== /stats (seed keys + detail)"
 curl -fs http://127.0.0.1:7000/stats | head -40
 echo "== /metrics (excerpt)"

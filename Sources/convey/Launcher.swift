@@ -92,7 +92,9 @@ struct DrainTimer: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             runtime.expireDrains()
             let next = runtime.nextDrainDeadline.map { $0 - ContinuousClock.now } ?? .seconds(1)
-            try? await Task.sleep(for: min(max(next, .milliseconds(20)), .seconds(1)))
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: min(max(next, .milliseconds(20)), .seconds(1)))
+            }
         }
     }
 }
