@@ -323,9 +323,14 @@ struct HealthCheckerTests {
         #expect(statuses.count == 200)
         #expect(statuses.values.allSatisfy { !$0.isUp })
         #expect(targets.prefix(160).allSatisfy { statuses[$0.id]?.lastResult == .failed(.connectRefused) })
+        // A silent server fails by timeout: waiting for the reply, or, when the machine is so
+        // loaded that 40 connects queue up, already while connecting.
         #expect(targets.suffix(40).allSatisfy {
-            statuses[$0.id]?.lastResult == .failed(.replyTimeout(.seconds(1), received: 0))
-        })
+            switch statuses[$0.id]?.lastResult {
+            case .failed(.replyTimeout(.seconds(1), received: 0)), .failed(.connectTimeout(.seconds(1))): true
+            default: false
+            }
+        }, "\(targets.suffix(40).map { statuses[$0.id]?.lastResultText ?? "-" })")
         #expect(recorder.all.count == 200, "one down transition each")
         #expect(await eventually { silent.acceptedConnections >= 40 })
     }
