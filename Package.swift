@@ -40,6 +40,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -77,9 +78,21 @@ let package = Package(
                           path: "bench/ConveyBench"),
         // Benchmark-only C: a counting malloc shim. Linked into ConveyBench only.
         .target(name: "CBenchSupport", path: "bench/CBenchSupport"),
-        .testTarget(name: "BalancerTests", dependencies: ["Balancer"]),
+        .testTarget(
+            name: "BalancerTests",
+            dependencies: [
+                "Balancer",
+                // Health-check tests run real loopback servers (NIO) and capture log lines.
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Balancer"]),
         .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer"]),
+        // Runs the built `convey` binary as an operator would (it depends on it to get it built).
+        .testTarget(name: "ConveyTests", dependencies: ["convey"], exclude: ["configs"]),
     ],
     swiftLanguageModes: [.v6]
 )

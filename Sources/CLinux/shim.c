@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 int cl_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -30,6 +31,16 @@ ssize_t cl_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
 
 unsigned int cl_splice_flags_move_nonblock_more(void) {
     return SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE;
+}
+
+unsigned int cl_splice_flags_move_nonblock(void) { return SPLICE_F_MOVE | SPLICE_F_NONBLOCK; }
+
+int cl_get_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
+
+int cl_pipe_bytes(int fd) {
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) != 0) return -1;
+    return n;
 }
 
 int cl_pipe2_nonblock(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC); }

@@ -34,6 +34,11 @@ size_t cl_epoll_event_size(void);
 
 ssize_t cl_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
 unsigned int cl_splice_flags_move_nonblock_more(void);
+/* SPLICE_F_MOVE | SPLICE_F_NONBLOCK: no SPLICE_F_MORE, which would cork small replies. */
+unsigned int cl_splice_flags_move_nonblock(void);
+int cl_get_pipe_size(int fd);
+/* Bytes waiting in a pipe (FIONREAD), or -1. */
+int cl_pipe_bytes(int fd);
 int cl_pipe2_nonblock(int fds[2]);
 int cl_set_pipe_size(int fd, int size);
 int cl_accept4_nonblock(int fd, struct sockaddr *addr, socklen_t *len);
@@ -42,5 +47,7 @@ int cl_pin_thread_to_cpu(int cpu);
 int cl_eventfd_nonblock(void);
 int cl_inotify_init_nonblock(void);
 int cl_tcp_info_state(int fd);
+
+#include "CLinuxNetlink.h"
 
 #endif

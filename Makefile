@@ -1,0 +1,53 @@
+# Convey: the two operator commands are `make demo` (the main job) and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+# Debian packages the build, the tests, the demo and the benchmarks need.
+DEPS_BUILD := libxdp-dev libbpf-dev pkg-config
+DEPS_LAB   := iproute2 ethtool curl python3
+DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables
+
+.PHONY: all build release deps deps-bench test demo bench clean
+
+all: build
+
+## deps: install what a fresh Debian machine lacks (apt; needs root)
+deps:
+	@missing=$$(for p in $(DEPS_BUILD) $(DEPS_LAB); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+deps-bench: deps
+	@missing=$$(for p in $(DEPS_BENCH); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+## test: every test, unit and lab (the lab tests need root; in CI they must not skip)
+# Serial: several tests count process-wide descriptors or build namespace labs, which
+# parallel tests in the same process would disturb.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --no-parallel
+
+## demo: convey in proxy mode on loopback in front of two local backends, with live stats
+demo: release
+	./demo/proxy-demo.sh
+
+## bench: measurements against their anchors (BENCH_QUICK=1 for a short run)
+bench: deps-bench
+	$(SWIFT) build -c release
+	./bench/run.sh
+
+clean:
+	rm -rf .build

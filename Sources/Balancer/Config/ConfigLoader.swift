@@ -1,0 +1,235 @@
+import SystemPackage
+import TOMLKit
+
+/// A configuration that passed validation, with the warnings found on the way (unknown keys).
+public struct LoadedConfig: Sendable, Equatable {
+    public var config: ConveyConfig
+    /// Problems that do not stop the balancer; `convey --check` treats them as errors.
+    public var warnings: [ConfigProblem]
+}
+
+/// Turns a TOML file into a validated `ConveyConfig`.
+///
+/// Accepts the seed's files unchanged (`port = "7000"` as a string, `health_check_interval = 0`
+/// meaning 5 s, pools without the new keys) and the keys CONFIG.md adds. Every problem in the
+/// file is reported at once, each with file, line and dotted key, so an operator fixes a file in
+/// one pass; nothing here throws past the first problem.
+public enum ConfigLoader {
+    /// Reads and validates `path`.
+    public static func load(path: String) throws(ConfigError) -> LoadedConfig {
+        let text: String
+        do {
+            text = try readFile(path)
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(file: path, line: nil, key: nil,
+                                                       message: "cannot read: \(error)")])
+        }
+        return try load(source: text, file: path)
+    }
+
+    /// Validates TOML `source`; `file` names it in messages.
+    public static func load(source: String, file: String) throws(ConfigError) -> LoadedConfig {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: source)
+        } catch let error as TOMLParseError {
+            throw ConfigError(problems: [ConfigProblem(file: file, line: error.source.begin.line, key: nil,
+                                                       message: "TOML syntax error: \(error.description)")])
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(file: file, line: nil, key: nil,
+                                                       message: "TOML syntax error: \(error)")])
+        }
+        let context = LoadContext(file: file, source: source)
+        let reader = TableReader(root, path: [], context: context)
+        let config = read(reader)
+        reader.reportUnknownKeys()
+        let byLine = { (a: ConfigProblem, b: ConfigProblem) in (a.line ?? 0) < (b.line ?? 0) }
+        if !context.problems.isEmpty { throw ConfigError(problems: context.problems.sorted(by: byLine)) }
+        return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine))
+    }
+
+    static func readFile(_ path: String) throws -> String {
+        let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        return try fd.closeAfter {
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
+                if n == 0 { break }
+                bytes += chunk[0..<n]
+                if bytes.count > 16 << 20 { throw Errno.fileTooLarge }
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    // MARK: - Sections
+
+    private static func read(_ root: TableReader) -> ConveyConfig {
+        let pools = root.table("backends")?.namedTables().compactMap { readPool($0.name, $0.reader) } ?? []
+        let frontendTables = root.table("frontends", required: true)?.namedTables() ?? []
+        if frontendTables.isEmpty, root.table.contains(key: "frontends") {
+            root.fail("frontends", "defines no frontend: add a [frontends.NAME] table with listen_addr and backend")
+        }
+        let frontends = frontendTables.compactMap { readFrontend($0.name, $0.reader, pools: pools, root: root) }
+        checkDistinctListeners(frontends, root)
+
+        let stats = root.table("stats").map(readStats) ?? StatsConfig()
+        let proxy = root.table("proxy").map(readProxy) ?? ProxySettings()
+        let passthrough = root.table("passthrough").map(readPassthrough) ?? PassthroughConfig()
+        let xdp = root.table("xdp").map(readXDP) ?? XDPConfig()
+        return ConveyConfig(frontends: frontends, pools: pools, stats: stats, proxy: proxy,
+                            passthrough: passthrough, xdp: xdp)
+    }
+
+    private static func readFrontend(_ name: String, _ t: TableReader, pools: [PoolConfig],
+                                      root: TableReader) -> FrontendConfig? {
+        defer { t.reportUnknownKeys() }
+        let listen = endpoint(t, "listen_addr", required: true)
+        let poolName = t.string("backend", required: true)
+        let balance = t.choice("balance", BalanceAlgorithm.self) ?? .wrr
+        let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
+        let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
+        guard let listen, let poolName else { return nil }
+        if let pool = pools.first(where: { $0.name == poolName }) {
+            if pool.servers.isEmpty {
+                t.fail("backend", "pool '\(poolName)' has no servers\(serverHint(root, pool: poolName))")
+            }
+        } else if root.table.contains(key: "backends"), root.table["backends"]?.table?.contains(key: poolName) == true {
+            // The pool exists but failed validation itself; its own problems are reported.
+        } else {
+            let known = pools.map(\.name).sorted()
+            t.fail("backend", "pool '\(poolName)' does not exist" +
+                   (known.isEmpty ? " (no [backends.NAME] table is defined)" : " (defined: \(known.joined(separator: ", ")))"))
+        }
+        return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
+                              maxConnections: maxConnections, proxyProtocol: proxyProtocol)
+    }
+
+    /// When a pool is empty, points at a pool whose servers sit under another name: the seed's
+    /// own sample made that mistake (`[backends.a]` with `[backends.b.servers.x]`).
+    private static func serverHint(_ root: TableReader, pool: String) -> String {
+        guard let backends = root.table["backends"]?.table else { return "" }
+        let others = backends.keys.sorted().filter { name in
+            name != pool && (backends[name]?.table?["servers"]?.table?.isEmpty == false)
+        }
+        guard !others.isEmpty else { return ": add [backends.\(pool).servers.NAME] tables with addr" }
+        return ": servers are listed under [backends.\(others.joined(separator: "], [backends."))]; " +
+            "did you mean backend = \"\(others[0])\", or to write [backends.\(pool).servers.NAME]?"
+    }
+
+    private static func checkDistinctListeners(_ frontends: [FrontendConfig], _ root: TableReader) {
+        var seen: [Endpoint: String] = [:]
+        for f in frontends.sorted(by: { $0.name < $1.name }) {
+            if let other = seen[f.listen] {
+                root.loadContext.problem(path: ["frontends", f.name, "listen_addr"],
+                                         "\(f.listen) is already the listen_addr of frontend '\(other)'")
+            } else {
+                seen[f.listen] = f.name
+            }
+        }
+    }
+
+    private static func readPool(_ name: String, _ t: TableReader) -> PoolConfig? {
+        defer { t.reportUnknownKeys() }
+        var health = HealthCheckConfig()
+        if let interval = t.seconds("health_check_interval") {
+            health.interval = interval == .zero ? .seconds(5) : interval  // seed: 0 means 5 s
+        }
+        if let timeout = t.seconds("health_check_timeout", minimum: 0.001) { health.timeout = timeout }
+        if health.timeout > health.interval {
+            t.fail("health_check_timeout", "\(health.timeout) is longer than health_check_interval (\(health.interval))")
+        }
+        health.rise = t.int("rise", in: 1...1000) ?? health.rise
+        health.fall = t.int("fall", in: 1...1000) ?? health.fall
+        health.send = Array((t.string("health_check_send") ?? "").utf8)
+        health.expect = Array((t.string("health_check_expect") ?? "").utf8)
+        let connectTimeout = t.seconds("connect_timeout", minimum: 0.001) ?? .seconds(2)
+        let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
+        let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
+
+        var servers: [ServerConfig] = []
+        if let table = t.table("servers") {
+            var addresses: [Endpoint: String] = [:]
+            for (serverName, s) in table.namedTables() {
+                let address = endpoint(s, "addr", required: true)
+                let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
+                s.reportUnknownKeys()
+                guard let address else { continue }
+                if let other = addresses[address] {
+                    s.fail("addr", "\(address) is already server '\(other)' of this pool")
+                    continue
+                }
+                addresses[address] = serverName
+                servers.append(ServerConfig(name: serverName, address: address, weight: weight))
+            }
+            table.reportUnknownKeys()
+        }
+        return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
+                          drainTimeout: drainTimeout, servers: servers)
+    }
+
+    private static func readStats(_ t: TableReader) -> StatsConfig {
+        defer { t.reportUnknownKeys() }
+        var stats = StatsConfig()
+        if let port = t.intOrNumericString("port", in: 0...65_535) { stats.port = UInt16(port) }
+        if let addr = t.string("addr") {
+            if let ip = IPAddress(addr) { stats.address = ip } else {
+                t.fail("addr", "'\(addr)' is not an IPv4 or IPv6 address")
+            }
+        }
+        return stats
+    }
+
+    private static func readProxy(_ t: TableReader) -> ProxySettings {
+        defer { t.reportUnknownKeys() }
+        return ProxySettings(workers: t.int("workers", in: 0...1024) ?? 0)
+    }
+
+    private static func readPassthrough(_ t: TableReader) -> PassthroughConfig {
+        defer { t.reportUnknownKeys() }
+        var p = PassthroughConfig()
+        p.connectionTrackerCapacity = t.int("connection_tracker_capacity", in: 1...(64 << 20)) ?? p.connectionTrackerCapacity
+        p.workers = t.int("workers", in: 0...1024) ?? p.workers
+        p.statsUpdateFrequency = t.seconds("stats_update_frequency", minimum: 0.1) ?? p.statsUpdateFrequency
+        return p
+    }
+
+    private static func readXDP(_ t: TableReader) -> XDPConfig {
+        defer { t.reportUnknownKeys() }
+        var x = XDPConfig()
+        if let iface = t.string("iface"), !iface.isEmpty {
+            if iface.utf8.count > 15 || iface.contains("/") || iface.contains(" ") {
+                t.fail("iface", "'\(iface)' is not an interface name (at most 15 characters, no '/' or spaces)")
+            } else {
+                x.iface = iface
+            }
+        }
+        x.attach = t.choice("attach", XDPConfig.AttachMode.self) ?? x.attach
+        x.zeroCopy = t.choice("zero_copy", XDPConfig.ZeroCopyMode.self) ?? x.zeroCopy
+        if let nat = t.string("nat_addr"), !nat.isEmpty {
+            if let ip = IPAddress(nat) { x.natAddress = ip } else {
+                t.fail("nat_addr", "'\(nat)' is not an IPv4 or IPv6 address")
+            }
+        }
+        if let ports = t.string("nat_ports"), !ports.isEmpty {
+            if let range = NATPortRange.parse(ports) { x.natPorts = range } else {
+                t.fail("nat_ports", "'\(ports)' is not a port range: write \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535")
+            }
+        }
+        x.synTimeout = t.seconds("syn_timeout", minimum: 0.1) ?? x.synTimeout
+        x.establishedTimeout = t.seconds("established_timeout", minimum: 0.1) ?? x.establishedTimeout
+        x.closingTimeout = t.seconds("closing_timeout", minimum: 0.1) ?? x.closingTimeout
+        return x
+    }
+
+    private static func endpoint(_ t: TableReader, _ key: String, required: Bool) -> Endpoint? {
+        guard let text = t.string(key, required: required) else { return nil }
+        do {
+            return try Endpoint(parsing: text.trimmingSpaces())
+        } catch {
+            t.fail(key, error.description)
+            return nil
+        }
+    }
+}

@@ -1,0 +1,158 @@
+import TOMLKit
+
+/// Reads typed fields out of one TOML table, recording every problem with its file, line and
+/// dotted key instead of stopping at the first, and noticing keys nobody asked for.
+///
+/// One reader per table: ask for each known key with the typed accessors, then call
+/// `reportUnknownKeys()`; whatever was not asked for becomes a warning.
+final class TableReader {
+    let table: TOMLTable
+    let path: [String]
+    private let context: LoadContext
+    var loadContext: LoadContext { context }
+    private var seen: Set<String> = []
+
+    init(_ table: TOMLTable, path: [String], context: LoadContext) {
+        self.table = table
+        self.path = path
+        self.context = context
+    }
+
+    var dottedPath: String { path.joined(separator: ".") }
+
+    /// Records an error about `key` (or the table itself when nil).
+    func fail(_ key: String?, _ message: String) {
+        context.problem(path: key.map { path + [$0] } ?? path, message)
+    }
+
+    /// Records a warning about `key`.
+    func warn(_ key: String?, _ message: String) {
+        context.warning(path: key.map { path + [$0] } ?? path, message)
+    }
+
+    private func value(_ key: String) -> TOMLValueConvertible? {
+        seen.insert(key)
+        return table.contains(key: key) ? table[key] as TOMLValueConvertible? : nil
+    }
+
+    /// A string; `nil` when absent (and an error when `required`).
+    func string(_ key: String, required: Bool = false) -> String? {
+        guard let v = value(key) else {
+            if required { fail(key, "is required") }
+            return nil
+        }
+        guard let s = v.string else {
+            fail(key, "must be a string (in quotes), found \(v.type)")
+            return nil
+        }
+        return s
+    }
+
+    /// An integer in `range`; `nil` when absent or wrong.
+    func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let v = value(key) else { return nil }
+        guard let i = v.int else {
+            fail(key, "must be an integer, found \(v.type)")
+            return nil
+        }
+        guard range.contains(i) else {
+            fail(key, "\(i) is out of range (\(range.lowerBound)-\(range.upperBound))")
+            return nil
+        }
+        return i
+    }
+
+    /// An integer that the seed wrote as a string (`port = "7000"`) or as a number.
+    func intOrNumericString(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let v = value(key) else { return nil }
+        if let s = v.string {
+            guard let i = Int(s.trimmingSpaces()) else {
+                fail(key, "'\(s)' is not a number")
+                return nil
+            }
+            guard range.contains(i) else {
+                fail(key, "\(i) is out of range (\(range.lowerBound)-\(range.upperBound))")
+                return nil
+            }
+            return i
+        }
+        seen.remove(key)
+        return int(key, in: range)
+    }
+
+    /// Seconds as an integer or a decimal number, at least `minimum`.
+    func seconds(_ key: String, minimum: Double = 0) -> Duration? {
+        guard let v = value(key) else { return nil }
+        let number: Double
+        if let i = v.int { number = Double(i) } else if let d = v.double { number = d } else {
+            fail(key, "must be a number of seconds, found \(v.type)")
+            return nil
+        }
+        guard number >= minimum, number <= 86_400 * 365 else {
+            fail(key, "\(number) seconds is out of range (at least \(minimum))")
+            return nil
+        }
+        return .milliseconds(Int64((number * 1000).rounded()))
+    }
+
+    /// One of an enumeration's raw values.
+    func choice<E: RawRepresentable & CaseIterable>(_ key: String, _ type: E.Type) -> E? where E.RawValue == String {
+        guard let s = string(key) else { return nil }
+        guard let e = E(rawValue: s) else {
+            fail(key, "'\(s)' is not one of: \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return e
+    }
+
+    /// A sub-table; an error when the key holds something else.
+    func table(_ key: String, required: Bool = false) -> TableReader? {
+        guard let v = value(key) else {
+            if required { fail(key, "is required") }
+            return nil
+        }
+        guard let t = v.table else {
+            fail(key, "must be a table ([\((path + [key]).joined(separator: "."))]), found \(v.type)")
+            return nil
+        }
+        return TableReader(t, path: path + [key], context: context)
+    }
+
+    /// Every key of this table, each as a sub-table (for `[frontends.NAME]`-style maps).
+    func namedTables() -> [(name: String, reader: TableReader)] {
+        table.keys.sorted().compactMap { name in
+            guard let reader = table(name) else { return nil }
+            return (name, reader)
+        }
+    }
+
+    /// Warns about every key of this table that no accessor asked for.
+    func reportUnknownKeys() {
+        for key in table.keys.sorted() where !seen.contains(key) {
+            warn(key, "unknown key (ignored)")
+        }
+    }
+}
+
+/// Collects problems and warnings for one load, locating each on its line.
+final class LoadContext {
+    let file: String
+    let locator: TOMLKeyLocator
+    private(set) var problems: [ConfigProblem] = []
+    private(set) var warnings: [ConfigProblem] = []
+
+    init(file: String, source: String) {
+        self.file = file
+        self.locator = TOMLKeyLocator(source: source)
+    }
+
+    func problem(path: [String], _ message: String) {
+        problems.append(ConfigProblem(file: file, line: locator.line(of: path),
+                                      key: path.isEmpty ? nil : path.joined(separator: "."), message: message))
+    }
+
+    func warning(path: [String], _ message: String) {
+        warnings.append(ConfigProblem(file: file, line: locator.line(of: path),
+                                      key: path.isEmpty ? nil : path.joined(separator: "."), message: message))
+    }
+}

@@ -1,0 +1,258 @@
+import Synchronization
+
+/// The live state every mode shares: the running configuration, server health, drains and
+/// counters, turned into `ForwardingSnapshot`s for the data paths.
+///
+/// The control plane (reload, health checks, the drain timer) calls in here; each change that
+/// affects forwarding builds a new snapshot and publishes it with one generation bump. Data paths
+/// only ever read `snapshots`. Counters are keyed by `ServerID` and frontend name, so an
+/// unchanged server keeps its counters across reloads.
+public final class BalancerRuntime: Sendable {
+    /// What the data paths read.
+    public let snapshots: SnapshotPublisher<ForwardingSnapshot>
+    private let state: Mutex<State>
+    private let clock = ContinuousClock()
+
+    private struct State {
+        var config: ConveyConfig
+        var healthy: [ServerID: Bool] = [:]
+        var serverCounters: [ServerID: ServerCounters] = [:]
+        var serverAddresses: [ServerID: Endpoint] = [:]
+        var frontendCounters: [String: FrontendCounters] = [:]
+        /// Servers removed from the config that still hold flows, with their drain deadline.
+        var removed: [ServerID: RemovedServer] = [:]
+        /// Configured servers at weight 0: when their drain started.
+        var weightZeroSince: [ServerID: ContinuousClock.Instant] = [:]
+        /// Weight-0 servers whose drain has ended (their flows are closed).
+        var weightZeroExpired: Set<ServerID> = []
+    }
+
+    private struct RemovedServer {
+        var config: ServerConfig
+        var deadline: ContinuousClock.Instant
+    }
+
+    public init(config: ConveyConfig) {
+        var state = State(config: config)
+        let now = ContinuousClock.now
+        Self.syncCounters(&state, config: config, now: now)
+        self.state = Mutex(state)
+        self.snapshots = SnapshotPublisher(Self.buildSnapshot(state, now: now))
+    }
+
+    /// The configuration in force.
+    public var config: ConveyConfig { state.withLock { $0.config } }
+
+    /// Installs a new validated configuration: servers and weights apply to new flows at once;
+    /// removed or weight-0 servers drain for their pool's `drain_timeout`. Returns what changed
+    /// and what could not change live (listen addresses, new or removed frontends).
+    @discardableResult
+    public func apply(_ new: ConveyConfig) -> ReloadReport {
+        let now = clock.now
+        let report: ReloadReport = state.withLock { state in
+            let report = ReloadReport(old: state.config, new: new)
+            // Servers that disappear keep draining under their old address.
+            let newIDs = Set(new.pools.flatMap { p in p.servers.map { ServerID(pool: p.name, name: $0.name) } })
+            for pool in state.config.pools {
+                for server in pool.servers {
+                    let id = ServerID(pool: pool.name, name: server.name)
+                    guard !newIDs.contains(id) else { continue }
+                    let drain = new.pool(named: pool.name)?.drainTimeout ?? pool.drainTimeout
+                    if drain > .zero { state.removed[id] = RemovedServer(config: server, deadline: now + drain) }
+                }
+            }
+            for id in newIDs { state.removed[id] = nil }
+            // A listen address cannot move live: keep the running frontend's listener.
+            var effective = new
+            effective.frontends = new.frontends.compactMap { f in
+                guard let old = state.config.frontends.first(where: { $0.name == f.name }) else { return f }
+                var kept = f
+                kept.listen = old.listen
+                return kept
+            }
+            state.config = effective
+            Self.syncCounters(&state, config: effective, now: now)
+            return report
+        }
+        republish(now: now)
+        return report
+    }
+
+    /// Records a health verdict; republishes when it changes selection.
+    public func setHealth(_ id: ServerID, up: Bool) {
+        let changed = state.withLock { state -> Bool in
+            let old = state.healthy[id] ?? true
+            state.healthy[id] = up
+            return old != up
+        }
+        if changed { republish(now: clock.now) }
+    }
+
+    /// Ends drains whose time has passed; called periodically by the control plane.
+    /// Returns true when a snapshot was republished.
+    @discardableResult
+    public func expireDrains() -> Bool {
+        let now = clock.now
+        let expired = state.withLock { state -> Bool in
+            let before = state.removed.count
+            state.removed = state.removed.filter { $0.value.deadline > now }
+            var changed = state.removed.count != before
+            for (id, since) in state.weightZeroSince where !state.weightZeroExpired.contains(id) {
+                let drain = state.config.pool(named: id.pool)?.drainTimeout ?? .zero
+                if since + drain <= now {
+                    state.weightZeroExpired.insert(id)
+                    changed = true
+                }
+            }
+            return changed
+        }
+        if expired { republish(now: now) }
+        return expired
+    }
+
+    /// The seconds until the next drain deadline, for the timer that calls `expireDrains`.
+    public var nextDrainDeadline: ContinuousClock.Instant? {
+        let now = clock.now
+        return state.withLock { state in
+            let removed = state.removed.values.map(\.deadline)
+            let zero = state.weightZeroSince.compactMap { id, since -> ContinuousClock.Instant? in
+                guard !state.weightZeroExpired.contains(id),
+                      let drain = state.config.pool(named: id.pool)?.drainTimeout else { return nil }
+                return since + drain
+            }
+            return (removed + zero).min().map { max($0, now) }
+        }
+    }
+
+    /// Counters and state of every server and frontend, for the stats service.
+    public func view() -> RuntimeView {
+        let snapshot = snapshots.load().value
+        return state.withLock { state in
+            RuntimeView(config: state.config, snapshot: snapshot, healthy: state.healthy,
+                        frontendCounters: state.frontendCounters)
+        }
+    }
+
+    private func republish(now: ContinuousClock.Instant) {
+        // Build under the lock so two publishers cannot publish out of order.
+        snapshots.update { _ in state.withLock { Self.buildSnapshot($0, now: now) } }
+    }
+
+    /// Keeps counters for unchanged servers, creates them for new ones, forgets gone ones,
+    /// and tracks when weight-0 drains began.
+    private static func syncCounters(_ state: inout State, config: ConveyConfig, now: ContinuousClock.Instant) {
+        var counters: [ServerID: ServerCounters] = [:]
+        var addresses: [ServerID: Endpoint] = [:]
+        var zero: [ServerID: ContinuousClock.Instant] = [:]
+        for pool in config.pools {
+            for server in pool.servers {
+                let id = ServerID(pool: pool.name, name: server.name)
+                if let existing = state.serverCounters[id], state.serverAddresses[id] == server.address {
+                    counters[id] = existing
+                } else {
+                    counters[id] = ServerCounters()
+                }
+                addresses[id] = server.address
+                if server.weight == 0 { zero[id] = state.weightZeroSince[id] ?? now }
+            }
+        }
+        for (id, removed) in state.removed {
+            counters[id] = state.serverCounters[id] ?? ServerCounters()
+            addresses[id] = removed.config.address
+        }
+        state.serverCounters = counters
+        state.serverAddresses = addresses
+        state.weightZeroSince = zero
+        state.weightZeroExpired = state.weightZeroExpired.filter { zero[$0] != nil }
+        state.healthy = state.healthy.filter { counters[$0.key] != nil }
+        var frontends: [String: FrontendCounters] = [:]
+        for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
+        state.frontendCounters = frontends
+    }
+
+    private static func buildSnapshot(_ state: State, now: ContinuousClock.Instant) -> ForwardingSnapshot {
+        let config = state.config
+        var frontends: [FrontendRoute] = []
+        for f in config.frontends {
+            guard let pool = config.pool(named: f.pool) else { continue }
+            var servers: [ServerRoute] = []
+            for s in pool.servers {
+                let id = ServerID(pool: pool.name, name: s.name)
+                let up = state.healthy[id] ?? true
+                let serverState: ServerState = s.weight == 0 ? .drain : (up ? .up : .down)
+                let keeps = !state.weightZeroExpired.contains(id)
+                servers.append(ServerRoute(id: id, address: s.address, weight: s.weight, state: serverState,
+                                           keepsFlows: keeps,
+                                           counters: state.serverCounters[id] ?? ServerCounters()))
+            }
+            for (id, removed) in state.removed.sorted(by: { $0.key.name < $1.key.name }) where id.pool == pool.name {
+                servers.append(ServerRoute(id: id, address: removed.config.address, weight: 0, state: .drain,
+                                           keepsFlows: removed.deadline > now,
+                                           counters: state.serverCounters[id] ?? ServerCounters()))
+            }
+            let selectable = servers.indices.filter { servers[$0].state == .up && servers[$0].weight > 0 }
+            var table: MaglevTable? = nil
+            if f.balance == .maglev || f.balance == .source, !selectable.isEmpty {
+                table = MaglevTable(backends: selectable.map { (servers[$0].address.description, servers[$0].weight) })
+            }
+            frontends.append(FrontendRoute(config: f, pool: pool, servers: servers, selectable: selectable,
+                                           maglev: table,
+                                           counters: state.frontendCounters[f.name] ?? FrontendCounters()))
+        }
+        return ForwardingSnapshot(frontends: frontends)
+    }
+}
+
+/// What a reload changed, for the log and for operators.
+public struct ReloadReport: Sendable, Equatable {
+    /// Human-readable changes applied live.
+    public var applied: [String] = []
+    /// Changes that need a restart (listen addresses, frontends added or removed, modes).
+    public var needsRestart: [String] = []
+
+    public init(applied: [String] = [], needsRestart: [String] = []) {
+        self.applied = applied
+        self.needsRestart = needsRestart
+    }
+
+    init(old: ConveyConfig, new: ConveyConfig) {
+        for f in new.frontends {
+            guard let o = old.frontends.first(where: { $0.name == f.name }) else {
+                needsRestart.append("frontend '\(f.name)' is new: its listener starts on restart")
+                continue
+            }
+            if o.listen != f.listen {
+                needsRestart.append("frontend '\(f.name)': listen_addr \(o.listen) -> \(f.listen) needs a restart")
+            }
+            if o.pool != f.pool { applied.append("frontend '\(f.name)': backend \(o.pool) -> \(f.pool)") }
+            if o.balance != f.balance { applied.append("frontend '\(f.name)': balance \(o.balance) -> \(f.balance)") }
+        }
+        for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
+            needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new connections")
+        }
+        for p in new.pools {
+            let o = old.pool(named: p.name)
+            for s in p.servers {
+                if let os = o?.servers.first(where: { $0.name == s.name }) {
+                    if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
+                    if os.weight != s.weight { applied.append("server \(p.name)/\(s.name): weight \(os.weight) -> \(s.weight)") }
+                } else {
+                    applied.append("server \(p.name)/\(s.name) added (\(s.address), weight \(s.weight))")
+                }
+            }
+            for os in o?.servers ?? [] where !p.servers.contains(where: { $0.name == os.name }) {
+                applied.append("server \(p.name)/\(os.name) removed: draining for \(p.drainTimeout)")
+            }
+        }
+        if old.xdp.iface != new.xdp.iface { needsRestart.append("xdp.iface needs a restart") }
+        if old.stats != new.stats { needsRestart.append("[stats] address/port need a restart") }
+    }
+}
+
+/// A consistent read of the runtime for reporting.
+public struct RuntimeView: Sendable {
+    public var config: ConveyConfig
+    public var snapshot: ForwardingSnapshot
+    public var healthy: [ServerID: Bool]
+    public var frontendCounters: [String: FrontendCounters]
+}

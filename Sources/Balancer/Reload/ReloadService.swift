@@ -1,0 +1,106 @@
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// Reloads the configuration when its file changes (inotify on its directory) or on SIGHUP.
+///
+/// A new file is validated first: a broken one is logged with every problem and the running
+/// configuration stays. A valid one is applied to the runtime (new servers and weights take new
+/// connections at once; removed ones drain) and handed to `onApplied` (health checks follow it).
+/// Bursts of events (an editor's write + rename) are coalesced, and a file whose bytes did not
+/// change is not reloaded on a file event (SIGHUP always reloads).
+public struct ReloadService: Service {
+    private let path: String
+    private let runtime: BalancerRuntime
+    private let logger: Logger
+    private let onApplied: @Sendable (ConveyConfig) -> Void
+    private let check: @Sendable (ConveyConfig) -> [ConfigProblem]
+
+    /// - Parameters:
+    ///   - check: mode-specific validation run on every candidate (e.g. NAT port safety); any
+    ///     problem rejects the file like a syntax error would.
+    public init(path: String, runtime: BalancerRuntime, logger: Logger,
+                check: @escaping @Sendable (ConveyConfig) -> [ConfigProblem] = { _ in [] },
+                onApplied: @escaping @Sendable (ConveyConfig) -> Void = { _ in }) {
+        self.path = path
+        self.runtime = runtime
+        self.logger = logger
+        self.check = check
+        self.onApplied = onApplied
+    }
+
+    public func run() async throws {
+        let (events, continuation) = AsyncStream.makeStream(of: Trigger.self, bufferingPolicy: .bufferingNewest(4))
+        let directory = Self.directory(of: path)
+        let watcher: DirectoryWatcher?
+        do {
+            watcher = try DirectoryWatcher(directory: directory) { continuation.yield(.fileEvent) }
+        } catch {
+            logger.warning("cannot watch config directory; reload on SIGHUP only",
+                           metadata: ["directory": "\(directory)", "error": "\(error)"])
+            watcher = nil
+        }
+        defer { watcher?.stop() }
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        let signalTask = Task {
+            for await _ in signals { continuation.yield(.signal) }
+        }
+        defer { signalTask.cancel() }
+
+        var lastSource = (try? Self.read(path)) ?? ""
+        await withGracefulShutdownHandler {
+            for await trigger in events.cancelOnGracefulShutdown() {
+                // Let the editor finish its write-then-rename before reading.
+                try? await Task.sleep(for: .milliseconds(100))
+                guard let source = try? Self.read(path) else {
+                    logger.warning("config file unreadable; keeping the running configuration", metadata: ["file": "\(path)"])
+                    continue
+                }
+                // File events repeat for one save; SIGHUP is an explicit request and always reloads.
+                guard source != lastSource || trigger == .signal else { continue }
+                lastSource = source
+                reload(source: source)
+            }
+        } onGracefulShutdown: {
+            continuation.finish()
+        }
+    }
+
+    private enum Trigger { case fileEvent, signal }
+
+    /// Validates and applies `source`; returns whether it was applied.
+    @discardableResult
+    func reload(source: String) -> Bool {
+        let loaded: LoadedConfig
+        do {
+            loaded = try ConfigLoader.load(source: source, file: path)
+        } catch {
+            for problem in error.problems {
+                logger.error("config rejected, running configuration kept: \(problem)")
+            }
+            return false
+        }
+        let problems = check(loaded.config)
+        guard problems.isEmpty else {
+            for problem in problems { logger.error("config rejected, running configuration kept: \(problem)") }
+            return false
+        }
+        for warning in loaded.warnings { logger.warning("\(warning)") }
+        let report = runtime.apply(loaded.config)
+        for change in report.applied { logger.notice("reload: \(change)") }
+        for change in report.needsRestart { logger.warning("reload: \(change)") }
+        logger.notice("configuration reloaded", metadata: ["file": "\(path)", "changes": "\(report.applied.count)"])
+        onApplied(runtime.config)
+        return true
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let dir = String(path[..<slash])
+        return dir.isEmpty ? "/" : dir
+    }
+
+    static func read(_ path: String) throws -> String {
+        try ConfigLoader.readFile(path)
+    }
+}

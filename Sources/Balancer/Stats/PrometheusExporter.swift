@@ -1,0 +1,87 @@
+import Prometheus
+import Synchronization
+
+/// Renders a `StatsDocument` as Prometheus text exposition (`/metrics`), names prefixed `convey_`.
+///
+/// Convey's counters live in its own atomics (cheap for data paths); at scrape time they are
+/// copied into swift-prometheus metrics, which own the exposition format. Scrapes are
+/// serialised so a reset-then-set of a counter is never seen half done.
+public final class PrometheusExporter: Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    private let lock = Mutex<Void>(())
+
+    public init() {}
+
+    /// The exposition text for `document`.
+    public func render(_ document: StatsDocument) -> String {
+        lock.withLock { _ in
+            for sample in Self.samples(document) { record(sample) }
+            return registry.emitToString()
+        }
+    }
+
+    private func record(_ s: MetricSample) {
+        // The sample carries its full name; the descriptor's unit part stays empty.
+        let descriptor = MetricNameDescriptor(metricName: s.name, unitName: "", helpText: s.help)
+        switch s.kind {
+        case .counter:
+            let counter = registry.makeCounter(descriptor: descriptor, labels: s.labels)
+            counter.reset()
+            counter.increment(by: s.value)
+        case .gauge:
+            registry.makeGauge(descriptor: descriptor, labels: s.labels).set(s.value)
+        }
+    }
+
+    /// Every sample of the document, data plane included.
+    static func samples(_ d: StatsDocument) -> [MetricSample] {
+        var out: [MetricSample] = [
+            MetricSample(name: "convey_uptime_seconds", help: "Seconds since convey started.", kind: .gauge,
+                         labels: [("mode", d.mode.rawValue), ("version", d.version)], value: d.uptimeSeconds),
+        ]
+        for f in d.frontends {
+            let l = [("frontend", f.name)]
+            out += [
+                MetricSample(name: "convey_frontend_connections_total", help: "Client connections accepted.",
+                             kind: .counter, labels: l, value: Double(f.totals.totalConnections)),
+                MetricSample(name: "convey_frontend_connections", help: "Client connections open now.",
+                             kind: .gauge, labels: l, value: Double(f.totals.currentConnections)),
+                MetricSample(name: "convey_frontend_bytes_tx_total", help: "Bytes forwarded client to server.",
+                             kind: .counter, labels: l, value: Double(f.totals.bytesTx)),
+                MetricSample(name: "convey_frontend_bytes_rx_total", help: "Bytes forwarded server to client.",
+                             kind: .counter, labels: l, value: Double(f.totals.bytesRx)),
+                MetricSample(name: "convey_frontend_no_backend_total",
+                             help: "Clients closed because no server could take them.",
+                             kind: .counter, labels: l, value: Double(f.noBackend)),
+                MetricSample(name: "convey_frontend_over_limit_total",
+                             help: "Clients refused because max_connections was reached.",
+                             kind: .counter, labels: l, value: Double(f.overLimit)),
+            ]
+        }
+        for pool in d.pools {
+            for s in pool.servers {
+                let l = [("pool", pool.name), ("server", s.name), ("addr", s.address.description)]
+                out += [
+                    MetricSample(name: "convey_server_up", help: "1 when the server takes new connections.",
+                                 kind: .gauge, labels: l, value: s.state == .up ? 1 : 0),
+                    MetricSample(name: "convey_server_healthy", help: "1 when the server passes its health checks.",
+                                 kind: .gauge, labels: l, value: s.healthy ? 1 : 0),
+                    MetricSample(name: "convey_server_weight", help: "Configured weight.",
+                                 kind: .gauge, labels: l, value: Double(s.weight)),
+                    MetricSample(name: "convey_server_connections_total", help: "Connections to the server.",
+                                 kind: .counter, labels: l, value: Double(s.totals.totalConnections)),
+                    MetricSample(name: "convey_server_connections", help: "Connections to the server open now.",
+                                 kind: .gauge, labels: l, value: Double(s.totals.currentConnections)),
+                    MetricSample(name: "convey_server_bytes_tx_total", help: "Bytes forwarded client to server.",
+                                 kind: .counter, labels: l, value: Double(s.totals.bytesTx)),
+                    MetricSample(name: "convey_server_bytes_rx_total", help: "Bytes forwarded server to client.",
+                                 kind: .counter, labels: l, value: Double(s.totals.bytesRx)),
+                    MetricSample(name: "convey_server_connect_failures_total", help: "Failed connection attempts.",
+                                 kind: .counter, labels: l, value: Double(s.totals.connectFailures)),
+                ]
+            }
+        }
+        out += d.dataPlane?.metrics ?? []
+        return out
+    }
+}

@@ -1,0 +1,122 @@
+/// Which data path is running, as shown in stats and logs.
+public enum ConveyMode: String, Sendable, CaseIterable {
+    case proxy, passthrough, dsr
+}
+
+/// Everything the stats endpoints render, read at one instant.
+///
+/// `/stats` JSON keeps the seed's keys with their meaning (`total_connections`,
+/// `current_connections`, `total_bytes_tx` = client→server, `total_bytes_rx` = server→client,
+/// `backends.NAME.servers{"ip:port": bool}`, `frontends.NAME`), and adds new keys beside them.
+public struct StatsDocument: Sendable {
+    public struct ServerRow: Sendable {
+        public var pool: String
+        public var name: String
+        public var address: Endpoint
+        public var state: ServerState
+        public var healthy: Bool
+        public var weight: Int
+        public var keepsFlows: Bool
+        public var totals: TrafficTotals
+        public var lastCheck: String?
+    }
+
+    public struct FrontendRow: Sendable {
+        public var name: String
+        public var listen: Endpoint
+        public var pool: String
+        public var balance: BalanceAlgorithm
+        public var totals: TrafficTotals
+        public var noBackend: Int64
+        public var overLimit: Int64
+    }
+
+    public var mode: ConveyMode
+    public var uptimeSeconds: Double
+    public var version: String
+    public var frontends: [FrontendRow]
+    /// Per pool, its servers (draining removed ones included).
+    public var pools: [(name: String, servers: [ServerRow])]
+    public var dataPlane: DataPlaneStats?
+
+    /// Reads the runtime (and optional data-plane and health details) into a document.
+    public init(view: RuntimeView, mode: ConveyMode, uptime: Duration, version: String,
+                dataPlane: DataPlaneStats? = nil, lastCheck: [ServerID: String] = [:]) {
+        self.mode = mode
+        self.version = version
+        let (s, atto) = uptime.components
+        self.uptimeSeconds = Double(s) + Double(atto) / 1e18
+        self.dataPlane = dataPlane
+        var rowsByPool: [String: [ServerRow]] = [:]
+        var seen = Set<ServerID>()
+        for route in view.snapshot.frontends {
+            for server in route.servers where !seen.contains(server.id) {
+                seen.insert(server.id)
+                rowsByPool[server.id.pool, default: []].append(
+                    ServerRow(pool: server.id.pool, name: server.id.name, address: server.address,
+                              state: server.state, healthy: view.healthy[server.id] ?? true,
+                              weight: server.weight, keepsFlows: server.keepsFlows,
+                              totals: server.counters.snapshot(), lastCheck: lastCheck[server.id]))
+            }
+        }
+        // Pools no frontend uses still appear (their servers carry no traffic).
+        for pool in view.config.pools where rowsByPool[pool.name] == nil {
+            rowsByPool[pool.name] = pool.servers.map { s in
+                let id = ServerID(pool: pool.name, name: s.name)
+                return ServerRow(pool: pool.name, name: s.name, address: s.address,
+                                 state: s.weight == 0 ? .drain : ((view.healthy[id] ?? true) ? .up : .down),
+                                 healthy: view.healthy[id] ?? true, weight: s.weight, keepsFlows: true,
+                                 totals: TrafficTotals(), lastCheck: lastCheck[id])
+            }
+        }
+        pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
+        frontends = view.snapshot.frontends.map { route in
+            let c = route.counters
+            return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
+                               balance: route.config.balance, totals: c.snapshot(),
+                               noBackend: c.noBackend.load(ordering: .relaxed),
+                               overLimit: c.overLimit.load(ordering: .relaxed))
+        }
+    }
+
+    /// Sum over all frontends.
+    public var totals: TrafficTotals { frontends.reduce(TrafficTotals()) { $0 + $1.totals } }
+
+    /// The `/stats` JSON.
+    public var json: JSONValue {
+        func four(_ t: TrafficTotals, prefix: String) -> [(String, JSONValue)] {
+            [("total_connections", .int(t.totalConnections)), ("current_connections", .int(t.currentConnections)),
+             ("\(prefix)bytes_tx", .int(t.bytesTx)), ("\(prefix)bytes_rx", .int(t.bytesRx))]
+        }
+        let all = totals
+        var root: [(String, JSONValue)] = four(all, prefix: "total_")
+        root.append(("backends", .object(pools.map { pool in
+            let sum = pool.servers.reduce(TrafficTotals()) { $0 + $1.totals }
+            var fields = four(sum, prefix: "")
+            fields.append(("servers", .object(pool.servers.map { ($0.address.description, .bool($0.state == .up)) })))
+            fields.append(("server_detail", .object(pool.servers.map { s in
+                var detail: [(String, JSONValue)] = [
+                    ("addr", .string(s.address.description)), ("state", .string(s.state.rawValue)),
+                    ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))),
+                    ("keeps_flows", .bool(s.keepsFlows)),
+                ]
+                detail += four(s.totals, prefix: "")
+                detail.append(("connect_failures", .int(s.totals.connectFailures)))
+                if let check = s.lastCheck { detail.append(("last_check", .string(check))) }
+                return (s.name, .object(detail))
+            })))
+            return (pool.name, .object(fields))
+        })))
+        root.append(("frontends", .object(frontends.map { f in
+            var fields = four(f.totals, prefix: "")
+            fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
+                       ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
+                       ("over_limit", .int(f.overLimit))]
+            return (f.name, .object(fields))
+        })))
+        root += [("mode", .string(mode.rawValue)), ("uptime_seconds", .double((uptimeSeconds * 1000).rounded() / 1000)),
+                 ("version", .string(version))]
+        if let dp = dataPlane { root.append(("dataplane", dp.json)) }
+        return .object(root)
+    }
+}

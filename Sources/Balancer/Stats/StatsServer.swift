@@ -1,0 +1,78 @@
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// The stats HTTP server: `/stats` (JSON), `/metrics` (Prometheus text) and `/` (a page for
+/// people), on `[stats] addr:port` (127.0.0.1:7000 by default). Built on Hummingbird; it reads
+/// counters only, so a slow scraper can never stall a data path.
+public struct StatsServer: Service {
+    /// Produces the document to render, fresh for every request.
+    public typealias DocumentProvider = @Sendable () -> StatsDocument
+
+    private let address: Endpoint
+    private let provider: DocumentProvider
+    private let logger: Logger
+    private let onListening: @Sendable (Int) async -> Void
+
+    /// - Parameters:
+    ///   - address: where to listen; port 0 picks a free port (tests), reported to `onListening`.
+    ///   - onListening: called with the bound port once the server accepts requests.
+    public init(address: Endpoint, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+                provider: @escaping DocumentProvider) {
+        self.address = address
+        self.provider = provider
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let exporter = PrometheusExporter()
+        let provider = self.provider
+        let router = Router()
+        router.get("/stats") { _, _ -> Response in
+            Self.response(provider().json.serialized(pretty: true) + "\n", type: "application/json")
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Self.response(exporter.render(provider()), type: "text/plain; version=0.0.4; charset=utf-8")
+        }
+        router.get("/") { _, _ -> Response in
+            Self.response(StatusPage.html, type: "text/html; charset=utf-8")
+        }
+        let onListening = self.onListening
+        let logger = self.logger
+        let host = address.address.description
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: Int(address.port)), serverName: "convey"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("stats listening", metadata: ["url": "http://\(host):\(port)/"])
+                await onListening(port)
+            },
+            logger: logger
+        )
+        do {
+            try await app.run()
+        } catch {
+            throw StatsServerError.cannotListen(address: address.description, reason: "\(error)")
+        }
+    }
+
+    private static func response(_ body: String, type: String) -> Response {
+        Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Why the stats server could not run.
+public enum StatsServerError: Error, CustomStringConvertible {
+    case cannotListen(address: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .cannotListen(let address, let reason):
+            return "stats server cannot listen on \(address): \(reason) (set [stats] addr/port, or port = 0 to disable)"
+        }
+    }
+}

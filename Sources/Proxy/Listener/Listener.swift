@@ -1,0 +1,41 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Balancer
+import SystemPackage
+
+/// A listening TCP socket of one frontend in one event loop.
+///
+/// Every loop binds its own socket to the frontend's address with `SO_REUSEPORT`, so the kernel
+/// spreads new connections over the loops by flow hash and no loop ever takes a lock or wakes
+/// another to accept.
+struct Listener {
+    /// The listening descriptor (non-blocking, close-on-exec).
+    let fd: Int32
+    /// The address really bound (differs from the configured one when that had port 0).
+    let address: Endpoint
+
+    /// The accept queue length asked of `listen(2)` (the kernel caps it at `somaxconn`).
+    static let backlog: Int32 = 4096
+
+    /// Creates, binds and listens; the error names the frontend and address for the operator.
+    static func bind(frontend: String, address: Endpoint) throws(ProxyError) -> Listener {
+        let fd: Int32
+        do { fd = try SocketCalls.tcpSocket(for: address.address) } catch {
+            throw .bindFailed(frontend: frontend, address: address, errno: error)
+        }
+        do {
+            try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+            try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1)
+            if !address.address.isIPv4 {
+                try SocketCalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
+            }
+            try SocketCalls.bind(fd, to: address)
+            try SocketCalls.listen(fd, backlog: backlog)
+        } catch {
+            SocketCalls.close(fd)
+            throw .bindFailed(frontend: frontend, address: address, errno: error)
+        }
+        return Listener(fd: fd, address: SocketCalls.localEndpoint(fd) ?? address)
+    }
+}

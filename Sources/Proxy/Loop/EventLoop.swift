@@ -1,0 +1,537 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Balancer
+import CLinux
+import Logging
+import SystemPackage
+
+/// One proxy event loop: a thread of its own, its own epoll, its own `SO_REUSEPORT` listener per
+/// frontend, its own connections and pipes. Loops share nothing but the snapshot publisher and
+/// the (atomic) counters, so nothing on the data path takes a lock.
+///
+/// ## A connection's life
+/// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered), over-limit clients are closed at once
+///    (`max_connections`), otherwise the frontend's scheduler picks a server.
+/// 2. *Connect*: non-blocking; completion shows as writability (checked with `SO_ERROR` and
+///    `TCP_INFO`). Refusal, error or `connect_timeout` moves to the next server
+///    (`Scheduler.fallback`) until every selectable server was tried; then the client is closed
+///    and counted in `noBackend`.
+/// 3. *Established*: the PROXY header (if configured) is written, then each event pumps the
+///    direction(s) it concerns (`Direction.pump`). A reset or error on either side closes both
+///    (the other side gets a reset too). When both directions have passed on their end of
+///    stream, both sockets are closed normally.
+/// 4. *Timeouts*: a sweep every `sweepInterval` closes connections idle for `idle_timeout` and
+///    fails connects past their deadline; while draining, it closes what outlives `drain_timeout`.
+///
+/// ## Snapshots
+/// Between epoll batches the loop compares the publisher's generation with its own; on change it
+/// adopts the new snapshot: new connections use it at once, established ones keep their server
+/// (re-indexed by `ServerID`) unless that server left the frontend or has `keepsFlows == false`,
+/// in which case they are closed.
+final class EventLoop {
+    /// A loop-local view of one frontend.
+    struct LoopFrontend {
+        let name: String
+        var listener: Listener?
+        /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
+        var route: FrontendRoute?
+        var scheduler: Scheduler?
+        var counters: FrontendCounters
+        var connectTimeout: UInt64
+        var idleTimeout: UInt64
+        var drainTimeout: UInt64
+        var proxyProtocol: ProxyProtocolVersion
+        var maxConnections: Int
+        var vip: Endpoint
+    }
+
+    private enum TokenKind: UInt64 {
+        case wake = 0, listener = 1, client = 2, backend = 3
+    }
+
+    static let sweepInterval: UInt64 = 100_000_000
+
+    let control: LoopControl
+    private let snapshots: SnapshotPublisher<ForwardingSnapshot>
+    private var generation: UInt64
+    private var logger: Logger
+    private let epoll: Epoll
+    private var frontends: [LoopFrontend]
+    private var slab = ConnectionSlab()
+    private var pipes: PipePool
+    private let forceCopy: Bool
+    private var now: UInt64 = 0
+    private var lastSweep: UInt64 = 0
+    private var drainStarted: UInt64 = 0
+    private var isDraining = false
+
+    /// Builds a loop around listeners already bound (the service binds them all before starting
+    /// any thread, so a bind error stops `run()` before any traffic is taken).
+    init(index: Int, listeners: [Listener], snapshot: ForwardingSnapshot, generation: UInt64,
+         snapshots: SnapshotPublisher<ForwardingSnapshot>, tuning: ProxyTuning, logger: Logger) throws(ProxyError) {
+        let epoll: Epoll
+        do { epoll = try Epoll() } catch { throw .loopSetupFailed(what: "epoll_create1", errno: error) }
+        let wake = cl_eventfd_nonblock()
+        guard wake >= 0 else { throw .loopSetupFailed(what: "eventfd", errno: Errno(rawValue: errno)) }
+        self.epoll = epoll
+        self.control = LoopControl(index: index, wakeFD: wake)
+        self.snapshots = snapshots
+        self.generation = generation
+        var logger = logger
+        logger[metadataKey: "loop"] = "\(index)"
+        self.logger = logger
+        self.pipes = PipePool(limit: tuning.pooledPipesPerLoop, pipeSize: tuning.pipeSize)
+        self.forceCopy = tuning.forceCopy
+        self.frontends = []
+        for (i, listener) in listeners.enumerated() {
+            let route = snapshot.frontends[i]
+            frontends.append(LoopFrontend(
+                name: route.name, listener: listener, route: route, scheduler: Scheduler(route: route),
+                counters: route.counters,
+                connectTimeout: Self.nanoseconds(route.pool.connectTimeout),
+                idleTimeout: Self.nanoseconds(route.pool.idleTimeout),
+                drainTimeout: Self.nanoseconds(route.pool.drainTimeout),
+                proxyProtocol: route.config.proxyProtocol, maxConnections: route.config.maxConnections,
+                vip: listener.address))
+        }
+        do {
+            try epoll.add(wake, events: Epoll.readInterest, token: Self.token(.wake, 0, 0))
+            for (i, listener) in listeners.enumerated() {
+                try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, i, 0))
+            }
+        } catch {
+            throw .loopSetupFailed(what: "epoll_ctl", errno: error)
+        }
+    }
+
+    deinit {
+        for f in frontends { if let l = f.listener { SocketCalls.close(l.fd) } }
+    }
+
+    // MARK: - The loop
+
+    /// Runs until a stop request, or a drain request once every connection has ended.
+    func run() {
+        now = Self.monotonicNow()
+        lastSweep = now
+        while true {
+            if control.stopRequested.load(ordering: .acquiring) { break }
+            if !isDraining && control.drainRequested.load(ordering: .acquiring) { beginDrain() }
+            if isDraining && slab.live == 0 { break }
+            let timeout: Int32 = slab.live > 0 || isDraining ? 100 : 250
+            let ready = epoll.wait(timeoutMilliseconds: timeout)
+            now = Self.monotonicNow()
+            let published = snapshots.generation
+            if published != generation { adopt() }
+            for i in 0..<ready {
+                let (events, token) = epoll.event(i)
+                dispatch(events: events, token: token)
+            }
+            if now &- lastSweep >= Self.sweepInterval {
+                sweep()
+                lastSweep = now
+            }
+            control.openConnections.store(slab.live, ordering: .relaxed)
+            control.pipesPooled.store(pipes.count, ordering: .relaxed)
+        }
+        closeEverything()
+    }
+
+    @inline(__always)
+    private func dispatch(events: UInt32, token: UInt64) {
+        let kind = TokenKind(rawValue: token & 3)!
+        let index = Int(truncatingIfNeeded: (token >> 2) & 0x3FFF_FFFF)
+        switch kind {
+        case .wake:
+            var value: UInt64 = 0
+            _ = Glibc.read(control.wakeFD, &value, 8)
+        case .listener:
+            acceptAll(frontend: index)
+        case .client, .backend:
+            guard index < slab.highWater else { return }
+            let conn = slab.slots + index
+            guard conn.pointee.phase != .free, conn.pointee.generation == UInt32(truncatingIfNeeded: token >> 32) else { return }
+            if kind == .backend && conn.pointee.phase == .connecting {
+                connectProgress(index, events: events)
+            } else if conn.pointee.phase == .established {
+                service(index, events: events, fromClient: kind == .client)
+            }
+        }
+    }
+
+    // MARK: - Accept
+
+    private func acceptAll(frontend f: Int) {
+        guard let listener = frontends[f].listener else { return }
+        var peer = sockaddr_storage()
+        while true {
+            let accepted: Int32?
+            do { accepted = try SocketCalls.accept(listener.fd, peer: &peer) } catch {
+                logger.warning("accept on \(listener.address) failed: \(error)", metadata: ["frontend": "\(frontends[f].name)"])
+                return
+            }
+            guard let fd = accepted else { return }
+            control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
+            admit(fd, peer: peer, frontend: f)
+        }
+    }
+
+    private func admit(_ fd: Int32, peer: sockaddr_storage, frontend f: Int) {
+        let counters = frontends[f].counters
+        guard let route = frontends[f].route else {
+            counters.noBackend.wrappingAdd(1, ordering: .relaxed)
+            SocketCalls.close(fd)
+            return
+        }
+        let limit = frontends[f].maxConnections
+        if limit > 0 && counters.currentConnections.load(ordering: .relaxed) >= Int64(limit) {
+            counters.overLimit.wrappingAdd(1, ordering: .relaxed)
+            SocketCalls.close(fd)
+            return
+        }
+        SocketCalls.setNoDelay(fd)
+        let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
+        let key = FlowKey(client: client, vip: frontends[f].vip)
+        guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
+            counters.noBackend.wrappingAdd(1, ordering: .relaxed)
+            SocketCalls.close(fd)
+            return
+        }
+        let index = slab.allocate()
+        let conn = slab.slots + index
+        conn.pointee.phase = .connecting
+        conn.pointee.client = fd
+        conn.pointee.frontend = f
+        conn.pointee.firstChoice = choice
+        conn.pointee.clientAddress = client
+        conn.pointee.frontendCounters = counters
+        conn.pointee.lastActive = now
+        counters.connectionOpened()
+        do {
+            try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.client, index, conn.pointee.generation))
+        } catch {
+            logger.warning("epoll_ctl for a client failed: \(error)")
+            close(index, abort: true)
+            return
+        }
+        connect(index, to: choice, route: route)
+    }
+
+    // MARK: - Connect and retry
+
+    /// Starts a connect to `route.servers[server]`, moving on to the next candidate on an
+    /// immediate failure.
+    private func connect(_ index: Int, to server: Int, route: FrontendRoute) {
+        let conn = slab.slots + index
+        var target = server
+        while true {
+            let s = route.servers[target]
+            var fd: Int32 = -1
+            do {
+                fd = try SocketCalls.tcpSocket(for: s.address.address)
+                SocketCalls.setNoDelay(fd)
+                conn.pointee.backend = fd
+                conn.pointee.server = target
+                conn.pointee.serverCounters = s.counters
+                conn.pointee.connectDeadline = now &+ frontends[conn.pointee.frontend].connectTimeout
+                try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.backend, index, conn.pointee.generation))
+                if try SocketCalls.connect(fd, to: s.address) { established(index) }
+                return
+            } catch {
+                if fd >= 0 { SocketCalls.close(fd) }
+                conn.pointee.backend = -1
+                s.counters.connectFailures.wrappingAdd(1, ordering: .relaxed)
+                guard let next = nextCandidate(index, route: route) else {
+                    noServer(index)
+                    return
+                }
+                target = next
+            }
+        }
+    }
+
+    /// The next server to try after one more failure, or nil when all were tried.
+    private func nextCandidate(_ index: Int, route: FrontendRoute) -> Int? {
+        let conn = slab.slots + index
+        conn.pointee.failures += 1
+        guard conn.pointee.failures < max(route.servers.count, 1) else { return nil }
+        return Scheduler.fallback(after: conn.pointee.firstChoice, attempt: conn.pointee.failures, in: route)
+    }
+
+    private func connectProgress(_ index: Int, events: UInt32) {
+        let conn = slab.slots + index
+        let fd = conn.pointee.backend
+        if SocketCalls.pendingError(fd) != nil || events & (CL_EPOLLERR | CL_EPOLLHUP) != 0 {
+            connectFailed(index)
+        } else if SocketCalls.isEstablished(fd) {
+            established(index)
+        }
+    }
+
+    /// The attempt in flight failed (refused, unreachable, timed out, or its server left).
+    private func connectFailed(_ index: Int) {
+        let conn = slab.slots + index
+        conn.pointee.serverCounters?.connectFailures.wrappingAdd(1, ordering: .relaxed)
+        SocketCalls.close(conn.pointee.backend)
+        conn.pointee.backend = -1
+        conn.pointee.serverCounters = nil
+        guard let route = frontends[conn.pointee.frontend].route, let next = nextCandidate(index, route: route) else {
+            noServer(index)
+            return
+        }
+        connect(index, to: next, route: route)
+    }
+
+    /// No server could take the client: close it at once and count it.
+    private func noServer(_ index: Int) {
+        let conn = slab.slots + index
+        conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
+        conn.pointee.serverCounters = nil
+        close(index, abort: false)
+    }
+
+    private func established(_ index: Int) {
+        let conn = slab.slots + index
+        let f = conn.pointee.frontend
+        conn.pointee.phase = .established
+        conn.pointee.lastActive = now
+        conn.pointee.serverCounters?.connectionOpened()
+        if frontends[f].proxyProtocol != .none {
+            let destination = SocketCalls.localEndpoint(conn.pointee.client) ?? frontends[f].vip
+            let header = ProxyProtocolHeader.encode(frontends[f].proxyProtocol, source: conn.pointee.clientAddress,
+                                                    destination: destination)
+            // A fresh connection's send buffer is empty, so the header (≤ 108 bytes) goes in whole.
+            let written = header.withUnsafeBytes { try? SocketCalls.write(conn.pointee.backend, $0.baseAddress!, $0.count) }
+            guard written == header.count else {
+                close(index, abort: true)
+                return
+            }
+        }
+        attachPipe(&conn.pointee.toServer)
+        attachPipe(&conn.pointee.toClient)
+        service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true)
+    }
+
+    private func attachPipe(_ direction: inout Direction) {
+        if !forceCopy, let pipe = try? pipes.take() {
+            direction.pipe = pipe
+            control.pipesInUse.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            direction.switchToCopy()
+            control.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    // MARK: - Data
+
+    /// Pumps the direction(s) an event on one socket concerns, then closes the connection when
+    /// it failed or both directions are finished.
+    @inline(__always)
+    private func service(_ index: Int, events: UInt32, fromClient: Bool) {
+        let conn = slab.slots + index
+        let readable = events & (CL_EPOLLIN | CL_EPOLLRDHUP | CL_EPOLLHUP | CL_EPOLLERR) != 0
+        let writable = events & (CL_EPOLLOUT | CL_EPOLLHUP | CL_EPOLLERR) != 0
+        let pumpToServer = fromClient ? readable : writable
+        let pumpToClient = fromClient ? writable : readable
+        var failed = false
+        if pumpToServer {
+            let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend)
+            if outcome.moved > 0 {
+                conn.pointee.lastActive = now
+                conn.pointee.frontendCounters?.addTx(outcome.moved)
+                conn.pointee.serverCounters?.addTx(outcome.moved)
+            }
+            failed = outcome.error != nil
+        }
+        if pumpToClient && !failed {
+            let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client)
+            if outcome.moved > 0 {
+                conn.pointee.lastActive = now
+                conn.pointee.frontendCounters?.addRx(outcome.moved)
+                conn.pointee.serverCounters?.addRx(outcome.moved)
+            }
+            failed = outcome.error != nil
+        }
+        if !failed && events & CL_EPOLLERR != 0 {
+            failed = SocketCalls.pendingError(fromClient ? conn.pointee.client : conn.pointee.backend) != nil
+        }
+        if failed {
+            close(index, abort: true)
+        } else if conn.pointee.toServer.finished && conn.pointee.toClient.finished {
+            close(index, abort: false)
+        }
+    }
+
+    // MARK: - Closing
+
+    /// Closes both sockets (with a reset when `abort`), returns the pipes, updates the counters
+    /// and frees the slot.
+    private func close(_ index: Int, abort: Bool) {
+        let conn = slab.slots + index
+        closeSocket(conn.pointee.client, abort: abort)
+        closeSocket(conn.pointee.backend, abort: abort)
+        if conn.pointee.toServer.pipe.isOpen { control.pipesInUse.wrappingSubtract(1, ordering: .relaxed) }
+        if conn.pointee.toClient.pipe.isOpen { control.pipesInUse.wrappingSubtract(1, ordering: .relaxed) }
+        _ = conn.pointee.toServer.release(to: &pipes)
+        _ = conn.pointee.toClient.release(to: &pipes)
+        if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
+        conn.pointee.frontendCounters?.connectionClosed()
+        slab.free(index)
+    }
+
+    private func closeSocket(_ fd: Int32, abort: Bool) {
+        guard fd >= 0 else { return }
+        if abort { SocketCalls.closeAbortively(fd) } else { SocketCalls.close(fd) }
+    }
+
+    /// Closes connections idle too long, fails connects past their deadline, and while
+    /// draining closes what outlived its pool's drain timeout.
+    private func sweep() {
+        let drainElapsed = now &- drainStarted
+        for index in 0..<slab.highWater {
+            let conn = slab.slots + index
+            let f = conn.pointee.frontend
+            switch conn.pointee.phase {
+            case .free:
+                continue
+            case .connecting:
+                if isDraining && drainElapsed >= frontends[f].drainTimeout {
+                    close(index, abort: true)
+                } else if now >= conn.pointee.connectDeadline {
+                    connectFailed(index)
+                }
+            case .established:
+                if isDraining && drainElapsed >= frontends[f].drainTimeout {
+                    close(index, abort: true)
+                } else if now &- conn.pointee.lastActive >= frontends[f].idleTimeout {
+                    close(index, abort: false)
+                }
+            }
+        }
+    }
+
+    private func beginDrain() {
+        isDraining = true
+        drainStarted = now
+        control.draining.store(true, ordering: .relaxed)
+        for f in frontends.indices {
+            if let listener = frontends[f].listener {
+                epoll.remove(listener.fd)
+                SocketCalls.close(listener.fd)
+                frontends[f].listener = nil
+            }
+        }
+        logger.debug("draining: listeners closed, \(slab.live) connection(s) open")
+    }
+
+    private func closeEverything() {
+        for index in 0..<slab.highWater where slab.slots[index].phase != .free {
+            close(index, abort: true)
+        }
+        for f in frontends.indices {
+            if let listener = frontends[f].listener {
+                SocketCalls.close(listener.fd)
+                frontends[f].listener = nil
+            }
+        }
+        pipes.drain()
+        control.openConnections.store(0, ordering: .relaxed)
+        control.pipesPooled.store(0, ordering: .relaxed)
+    }
+
+    // MARK: - Snapshot adoption
+
+    private func adopt() {
+        let (snapshot, newGeneration) = snapshots.load()
+        generation = newGeneration
+        // For each frontend: old server index -> new server index (-1: gone or no longer kept).
+        var remaps: [[Int]] = []
+        var newRoutes: [FrontendRoute?] = []
+        for f in frontends.indices {
+            let old = frontends[f].route
+            let new = snapshot.frontend(named: frontends[f].name)
+            var map: [Int] = []
+            if let old {
+                map = old.servers.map { server in
+                    guard let new, let j = new.servers.firstIndex(where: { $0.id == server.id }),
+                          new.servers[j].keepsFlows else { return -1 }
+                    return j
+                }
+            }
+            remaps.append(map)
+            newRoutes.append(new)
+            if let new {
+                frontends[f].route = new
+                frontends[f].scheduler = Scheduler(route: new)
+                frontends[f].counters = new.counters
+                frontends[f].connectTimeout = Self.nanoseconds(new.pool.connectTimeout)
+                frontends[f].idleTimeout = Self.nanoseconds(new.pool.idleTimeout)
+                frontends[f].drainTimeout = Self.nanoseconds(new.pool.drainTimeout)
+                frontends[f].proxyProtocol = new.config.proxyProtocol
+                frontends[f].maxConnections = new.config.maxConnections
+            } else if frontends[f].route != nil {
+                logger.warning("frontend left the configuration; its listener stays bound and refuses clients until restart",
+                               metadata: ["frontend": "\(frontends[f].name)"])
+                frontends[f].route = nil
+                frontends[f].scheduler = nil
+            }
+        }
+        for name in snapshot.frontends.map(\.name) where !frontends.contains(where: { $0.name == name }) {
+            logger.warning("new frontend is not bound until restart (listen addresses do not change live)",
+                           metadata: ["frontend": "\(name)"])
+        }
+        for index in 0..<slab.highWater {
+            let conn = slab.slots + index
+            guard conn.pointee.phase != .free else { continue }
+            let f = conn.pointee.frontend
+            let map = remaps[f]
+            let old = conn.pointee.server
+            let moved = old >= 0 && old < map.count ? map[old] : -1
+            guard let route = newRoutes[f], moved >= 0 else {
+                if conn.pointee.phase == .connecting && newRoutes[f] != nil {
+                    // The server it was connecting to left: start over with the new route.
+                    SocketCalls.close(conn.pointee.backend)
+                    conn.pointee.backend = -1
+                    conn.pointee.serverCounters = nil
+                    let route = newRoutes[f]!
+                    let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
+                    if let choice = frontends[f].scheduler?.pick(for: key, in: route) {
+                        conn.pointee.firstChoice = choice
+                        conn.pointee.failures = 0
+                        connect(index, to: choice, route: route)
+                    } else {
+                        noServer(index)
+                    }
+                } else {
+                    close(index, abort: true)
+                }
+                continue
+            }
+            conn.pointee.server = moved
+            conn.pointee.serverCounters = route.servers[moved].counters
+            let first = conn.pointee.firstChoice
+            conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved
+        }
+    }
+
+    // MARK: - Helpers
+
+    @inline(__always)
+    private static func token(_ kind: TokenKind, _ index: Int, _ generation: UInt32) -> UInt64 {
+        UInt64(generation) << 32 | UInt64(index) << 2 | kind.rawValue
+    }
+
+    @inline(__always)
+    static func monotonicNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    static func nanoseconds(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        guard s >= 0 else { return 0 }
+        return UInt64(s) &* 1_000_000_000 &+ UInt64(atto / 1_000_000_000)
+    }
+}

@@ -1,0 +1,142 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Balancer
+import CLinux
+import SystemPackage
+
+/// Typed wrappers over the socket syscalls the proxy loops use, on raw descriptors.
+///
+/// The loops keep descriptors as plain `Int32` inside their connection slab (no object per
+/// socket, no ARC on the data path), so these are free functions over `Int32`. Each turns
+/// `errno` into a thrown `Errno`; "would block" is not an error here but a `nil` result, because
+/// on a non-blocking, edge-triggered socket it is the normal end of every read and write burst.
+enum SocketCalls {
+    /// `socket(2)` for TCP, non-blocking and close-on-exec, in `address`'s family.
+    static func tcpSocket(for address: IPAddress) throws(Errno) -> Int32 {
+        let family = address.isIPv4 ? AF_INET : AF_INET6
+        let fd = cl_socket_nonblock(family, Int32(SOCK_STREAM.rawValue))
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        return fd
+    }
+
+    /// `setsockopt(2)` with an `int` value.
+    static func setOption(_ fd: Int32, level: Int32, name: Int32, value: Int32) throws(Errno) {
+        var v = value
+        guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw Errno(rawValue: errno)
+        }
+    }
+
+    /// `TCP_NODELAY`: forward small segments at once (a proxy must not add Nagle delays).
+    static func setNoDelay(_ fd: Int32) {
+        _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+    }
+
+    /// `bind(2)`.
+    static func bind(_ fd: Int32, to endpoint: Endpoint) throws(Errno) {
+        let rc = endpoint.withSockAddr { Glibc.bind(fd, $0, $1) }
+        guard rc == 0 else { throw Errno(rawValue: errno) }
+    }
+
+    /// `listen(2)`.
+    static func listen(_ fd: Int32, backlog: Int32) throws(Errno) {
+        guard Glibc.listen(fd, backlog) == 0 else { throw Errno(rawValue: errno) }
+    }
+
+    /// `connect(2)` on a non-blocking socket: true when connected at once, false when in
+    /// progress (`EINPROGRESS`; completion shows as writability, then `pendingError`).
+    static func connect(_ fd: Int32, to endpoint: Endpoint) throws(Errno) -> Bool {
+        while true {
+            let rc = endpoint.withSockAddr { Glibc.connect(fd, $0, $1) }
+            if rc == 0 { return true }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EINPROGRESS { return false }
+            throw Errno(rawValue: e)
+        }
+    }
+
+    /// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: the new descriptor and the peer's
+    /// address, or nil when the queue is empty.
+    static func accept(_ fd: Int32, peer: inout sockaddr_storage) throws(Errno) -> Int32? {
+        while true {
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { cl_accept4_nonblock(fd, $0, &length) }
+            }
+            if client >= 0 { return client }
+            let e = errno
+            if e == EINTR || e == ECONNABORTED { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: e)
+        }
+    }
+
+    /// `getsockopt(SO_ERROR)`: the error a non-blocking connect ended with, or nil.
+    static func pendingError(_ fd: Int32) -> Errno? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0 else { return Errno(rawValue: errno) }
+        return value == 0 ? nil : Errno(rawValue: value)
+    }
+
+    /// True once a TCP socket reached ESTABLISHED (`TCP_INFO`), which tells a finished
+    /// non-blocking connect from a spurious wake-up.
+    static func isEstablished(_ fd: Int32) -> Bool { cl_tcp_info_state(fd) == 1 /* TCP_ESTABLISHED */ }
+
+    /// `getsockname(2)`: the local address a socket is bound to.
+    static func localEndpoint(_ fd: Int32) -> Endpoint? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return rc == 0 ? Endpoint(sockaddr: storage) : nil
+    }
+
+    /// `shutdown(fd, SHUT_WR)`: sends FIN toward the peer once everything queued is sent.
+    static func shutdownWrite(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// `close(2)` after `SO_LINGER {1, 0}`: the peer gets a reset instead of a clean FIN, which
+    /// is how an error on one side of a proxied connection is passed on to the other.
+    static func closeAbortively(_ fd: Int32) {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        _ = Glibc.close(fd)
+    }
+
+    /// `close(2)`; `EINTR` is not retried (Linux has already released the descriptor).
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// `write(2)` on a non-blocking descriptor: bytes written, or nil when it would block.
+    @inline(__always)
+    static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(Errno) -> Int? {
+        while true {
+            let n = Glibc.write(fd, buffer, count)
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: e)
+        }
+    }
+
+    /// `read(2)` on a non-blocking descriptor: bytes read (0 at end of stream), or nil when
+    /// nothing is waiting.
+    @inline(__always)
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int? {
+        while true {
+            let n = Glibc.read(fd, buffer, count)
+            if n >= 0 { return n }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: e)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Balancer
+import Logging
+import Proxy
+import ServiceLifecycle
+import XSK
+
+/// Why convey could not start or keep running (exit status 1).
+struct LaunchFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Builds the shared services and the mode's data plane, and runs them until SIGTERM/SIGINT.
+struct Launcher {
+    var mode: ConveyMode
+    var configPath: String
+    var config: ConveyConfig
+    var logger: Logger
+    var version: String
+
+    func run() async throws {
+        let runtime = BalancerRuntime(config: config)
+        let started = ContinuousClock.now
+        var services: [any Service] = []
+
+        let dataPlane = try makeDataPlane(runtime: runtime)
+        services.append(dataPlane.service)
+
+        let health = HealthChecker(targets: HealthTarget.targets(for: config), logger: logger) { id, status in
+            runtime.setHealth(id, up: status.isUp)
+        }
+        services.append(health)
+        services.append(DrainTimer(runtime: runtime))
+        services.append(ReloadService(path: configPath, runtime: runtime, logger: logger,
+                                      check: { [mode, configPath] candidate in
+                                          ModeChecks.problems(for: mode, config: candidate, file: configPath)
+                                      },
+                                      onApplied: { applied in
+                                          health.update(targets: HealthTarget.targets(for: applied))
+                                      }))
+
+        if config.stats.port != 0 {
+            let mode = self.mode, version = self.version, stats = dataPlane.stats
+            services.append(StatsServer(
+                address: Endpoint(address: config.stats.address, port: config.stats.port), logger: logger
+            ) {
+                StatsDocument(view: runtime.view(), mode: mode, uptime: ContinuousClock.now - started,
+                              version: version, dataPlane: stats?(),
+                              lastCheck: health.allStatuses().mapValues(\.lastResultText))
+            })
+        }
+
+        logger.notice("convey \(version) starting", metadata: [
+            "mode": "\(mode.rawValue)", "config": "\(configPath)",
+            "frontends": "\(config.frontends.map { "\($0.name)=\($0.listen)" }.joined(separator: ","))",
+        ])
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        do {
+            try await group.run()
+        } catch {
+            throw LaunchFailure(description: "\(error)")
+        }
+        logger.notice("convey stopped")
+    }
+
+    private struct DataPlane {
+        var service: any Service
+        var stats: DataPlaneStatsSource?
+    }
+
+    private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
+        switch mode {
+        case .proxy:
+            let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
+            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() })
+        case .passthrough, .dsr:
+            throw LaunchFailure(description: "\(mode.rawValue) mode is not implemented in this build yet " +
+                                "(the AF_XDP data planes are being built); use proxy mode")
+        }
+    }
+}
+
+/// Ends drains on time: wakes at the next drain deadline (or every second) and lets the runtime
+/// republish when a drained server's time is up.
+struct DrainTimer: Service {
+    let runtime: BalancerRuntime
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            runtime.expireDrains()
+            let next = runtime.nextDrainDeadline.map { $0 - ContinuousClock.now } ?? .seconds(1)
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: min(max(next, .milliseconds(20)), .seconds(1)))
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+import Balancer
+
+/// Checks that depend on the mode and on this host, beyond what the file alone can tell.
+enum ModeChecks {
+    static func problems(for mode: ConveyMode, config: ConveyConfig, file: String) -> [ConfigProblem] {
+        var out: [ConfigProblem] = []
+        func problem(_ key: String?, _ message: String) {
+            out.append(ConfigProblem(file: file, line: nil, key: key, message: message))
+        }
+        guard mode != .proxy else { return out }
+        if config.xdp.iface == nil {
+            problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
+        }
+        if mode == .passthrough {
+            let facts = try? NATPortRange.LocalPortFacts.current()
+            if let range = config.xdp.natPorts, let facts,
+               let conflict = NATPortRange.conflict(of: range, with: facts) {
+                problem("xdp.nat_ports", conflict)
+            } else if config.xdp.natPorts == nil, let facts, NATPortRange.defaultRange(facts) == nil {
+                problem("xdp.nat_ports", "the kernel's ephemeral ports reach 65535, so there is no free default NAT range: set nat_ports and reserve it with sysctl net.ipv4.ip_local_reserved_ports")
+            }
+        }
+        return out
+    }
+}

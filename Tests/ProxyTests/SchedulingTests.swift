@@ -1,0 +1,103 @@
+import Balancer
+import Testing
+
+/// Opens a connection, sends one line, and returns the name of the server that answered.
+func whoAnswers(_ address: Endpoint) throws -> String? {
+    let client = try TestSocket.connect(to: address)
+    defer { client.close() }
+    try client.send("?")
+    var reply: [UInt8] = []
+    while reply.last != UInt8(ascii: "?") {
+        let chunk = try client.receive(exactly: 1)
+        if chunk.isEmpty { return nil }
+        reply += chunk
+    }
+    return String(decoding: reply.dropLast(2), as: UTF8.self)
+}
+
+extension ProxyTests {
+    @Suite struct Scheduling {
+        @Test("weights 1:2:3 give each server its share of 600 connections")
+        func weightsAreHonoured() async throws {
+            let servers = try ["a", "b", "c"].map { try TestServer.naming($0) }
+            defer { servers.forEach { $0.stop() } }
+            let proxy = ProxyHarness(servers: zip(servers, [1, 2, 3]).map { .init(name: $0.name, address: $0.endpoint, weight: $1) })
+            let address = try await proxy.start()
+            var seen: [String: Int] = [:]
+            for _ in 0..<600 { seen[try whoAnswers(address) ?? "none", default: 0] += 1 }
+            // Each of the 2 loops runs its own smooth WRR: exact per cycle of 6, so a loop is off
+            // by at most one partial cycle.
+            #expect(abs(seen["a", default: 0] - 100) <= 12, "\(seen)")
+            #expect(abs(seen["b", default: 0] - 200) <= 12, "\(seen)")
+            #expect(abs(seen["c", default: 0] - 300) <= 12, "\(seen)")
+            #expect(seen["none"] == nil)
+            #expect(proxy.counters(server: "c").snapshot().totalConnections == Int64(seen["c", default: 0]))
+            try await proxy.stop()
+        }
+
+        @Test("a server that refuses is skipped: every client reaches the next server")
+        func retryWhenRefused() async throws {
+            let dead = try TestServer.echo()
+            dead.stop()  // its port now refuses connections
+            let live = try TestServer.naming("live")
+            defer { live.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "dead", address: dead.endpoint), .init(name: "live", address: live.endpoint)])
+            let address = try await proxy.start()
+            for _ in 0..<40 { #expect(try whoAnswers(address) == "live") }
+            #expect(proxy.counters(server: "dead").snapshot().connectFailures >= 1)
+            #expect(proxy.counters(server: "dead").snapshot().totalConnections == 0)
+            #expect(proxy.counters(server: "live").snapshot().totalConnections == 40)
+            #expect(proxy.counters().noBackend.load(ordering: .relaxed) == 0)
+            try await proxy.stop()
+        }
+
+        @Test("when every server refuses, the client is closed at once and counted")
+        func allRefuse() async throws {
+            let dead1 = try TestServer.echo(), dead2 = try TestServer.echo()
+            dead1.stop(); dead2.stop()
+            let proxy = ProxyHarness(servers: [.init(name: "x", address: dead1.endpoint), .init(name: "y", address: dead2.endpoint)])
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            #expect(client.waitForClose() == "eof")
+            #expect(await eventually { proxy.counters().noBackend.load(ordering: .relaxed) == 1 })
+            #expect(proxy.counters(server: "x").snapshot().connectFailures == 1)
+            #expect(proxy.counters(server: "y").snapshot().connectFailures == 1)
+            #expect(await eventually { proxy.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            try await proxy.stop()
+        }
+
+        @Test("with no server up, a client is closed at once and counted")
+        func noServerUp() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, state: .down)])
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            #expect(client.waitForClose() == "eof")
+            #expect(await eventually { proxy.counters().noBackend.load(ordering: .relaxed) == 1 })
+            #expect(server.accepted == 0)
+            try await proxy.stop()
+        }
+
+        @Test("max_connections: the client over the limit is closed and counted, the others are served")
+        func maxConnections() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.maxConnections = 2 }, workers: 1)
+            let address = try await proxy.start()
+            let first = try TestSocket.connect(to: address), second = try TestSocket.connect(to: address)
+            try first.send("1"); try second.send("2")
+            #expect(try first.receive(exactly: 1) == Array("1".utf8))
+            #expect(try second.receive(exactly: 1) == Array("2".utf8))
+            let third = try TestSocket.connect(to: address, timeout: 5)
+            #expect(third.waitForClose() == "eof")
+            #expect(proxy.counters().overLimit.load(ordering: .relaxed) == 1)
+            first.close()
+            #expect(await eventually { proxy.counters().currentConnections.load(ordering: .relaxed) == 1 })
+            let fourth = try TestSocket.connect(to: address)
+            try fourth.send("4")
+            #expect(try fourth.receive(exactly: 1) == Array("4".utf8))
+            try await proxy.stop()
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import Balancer
+import Logging
+@testable import Proxy
+import ServiceLifecycle
+import Synchronization
+
+/// Builds forwarding snapshots by hand the way the runtime does (counters kept per server and
+/// per frontend across republishes), runs a `ProxyService` on loopback and stops it.
+final class ProxyHarness: Sendable {
+    let publisher: SnapshotPublisher<ForwardingSnapshot>
+    let service: ProxyService
+    private let serverCounters = Mutex<[ServerID: ServerCounters]>([:])
+    private let frontendCounters = Mutex<[String: FrontendCounters]>([:])
+    private let task = Mutex<Task<Void, any Error>?>(nil)
+
+    /// One server as a test describes it.
+    struct Server {
+        var name: String
+        var address: Endpoint
+        var weight = 1
+        var state: ServerState? = nil
+        var keepsFlows = true
+    }
+
+    /// A frontend on 127.0.0.1 (ephemeral port) in front of `servers`.
+    init(servers: [Server], balance: BalanceAlgorithm = .wrr, pool: (inout PoolConfig) -> Void = { _ in },
+         frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false) {
+        var tuning = ProxyTuning()
+        tuning.forceCopy = forceCopy
+        tuning.pinThreads = false
+        let initial = ForwardingSnapshot(frontends: [])
+        publisher = SnapshotPublisher(initial)
+        service = ProxyService(snapshots: publisher, settings: ProxySettings(workers: workers),
+                               logger: Logger(label: "proxy-test"), tuning: tuning)
+        var poolConfig = PoolConfig(name: "pool", servers: servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight) })
+        pool(&poolConfig)
+        var frontendConfig = FrontendConfig(name: "web", listen: Endpoint(address: .v4(0x7F00_0001), port: 0),
+                                            pool: "pool", balance: balance)
+        frontend(&frontendConfig)
+        self.frontendConfig = Mutex(frontendConfig)
+        self.poolConfig = Mutex(poolConfig)
+        publish(servers)
+    }
+
+    private let frontendConfig: Mutex<FrontendConfig>
+    private let poolConfig: Mutex<PoolConfig>
+
+    /// Publishes a snapshot with `servers` as the frontend's pool (the runtime's view after a
+    /// reload or health change): state defaults to up for weight > 0, drain for weight 0.
+    func publish(_ servers: [Server]) {
+        let f = frontendConfig.withLock { $0 }
+        var p = poolConfig.withLock { $0 }
+        p.servers = servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight) }
+        let routes = servers.map { s in
+            let id = ServerID(pool: p.name, name: s.name)
+            let counters = serverCounters.withLock { table in
+                if let c = table[id] { return c }
+                let c = ServerCounters()
+                table[id] = c
+                return c
+            }
+            return ServerRoute(id: id, address: s.address, weight: s.weight,
+                               state: s.state ?? (s.weight > 0 ? .up : .drain), keepsFlows: s.keepsFlows, counters: counters)
+        }
+        let selectable = routes.indices.filter { routes[$0].state == .up && routes[$0].weight > 0 }
+        let fc = counters(frontend: f.name)
+        publisher.publish(ForwardingSnapshot(frontends: [
+            FrontendRoute(config: f, pool: p, servers: routes, selectable: selectable, maglev: nil, counters: fc),
+        ]))
+    }
+
+    func counters(server name: String) -> ServerCounters {
+        serverCounters.withLock { table in
+            let id = ServerID(pool: "pool", name: name)
+            if let c = table[id] { return c }
+            let c = ServerCounters()
+            table[id] = c
+            return c
+        }
+    }
+
+    func counters(frontend name: String = "web") -> FrontendCounters {
+        frontendCounters.withLock { table in
+            if let c = table[name] { return c }
+            let c = FrontendCounters()
+            table[name] = c
+            return c
+        }
+    }
+
+    /// Starts the service and waits until it listens; returns the frontend's address.
+    @discardableResult
+    func start() async throws -> Endpoint {
+        let service = self.service
+        task.withLock { $0 = Task { try await service.run() } }
+        guard await eventually({ service.status().listening["web"] != nil }) else {
+            try await stop()
+            throw TestError.timeout("the proxy to listen")
+        }
+        return service.status().listening["web"]!
+    }
+
+    var address: Endpoint { service.status().listening["web"]! }
+
+    /// Stops the service (cancellation: everything closed at once) and waits for `run()`.
+    func stop() async throws {
+        guard let t = task.withLock({ $0 }) else { return }
+        t.cancel()
+        try await t.value
+    }
+}
