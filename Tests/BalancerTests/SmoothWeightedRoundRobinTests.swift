@@ -72,4 +72,14 @@ struct SmoothWeightedRoundRobinTests {
         #expect(scheduler.pick(for: anyFlow, in: route) == nil)
         #expect(scheduler.pick(for: anyFlow, in: route) == nil)
     }
+
+    @Test("a scheduler handed a route with more servers than it was built for starts afresh")
+    func routeOfAnotherSize() {
+        let small = makeRoute(.wrr, [ServerSpec(name: "a"), ServerSpec(name: "b")])
+        let grown = makeRoute(.wrr, [ServerSpec(name: "a"), ServerSpec(name: "b"), ServerSpec(name: "c", weight: 2)])
+        var scheduler = Scheduler(route: small)
+        _ = scheduler.pick(for: anyFlow, in: small)
+        let picks = names((0..<8).map { _ in scheduler.pick(for: anyFlow, in: grown) }, in: grown)
+        #expect(picks == ["c", "a", "b", "c", "c", "a", "b", "c"])
+    }
 }
