@@ -6,8 +6,11 @@ import Glibc
 /// the harness repeats it and reports the median and the spread.
 ///
 /// Add a benchmark by building one of these in a `...Benchmarks.swift` file and listing it in
-/// `main.swift`. Keep setup out of `sample` (do it when building the benchmark) so only the
-/// workload is measured.
+/// `main.swift`. Keep setup out of `sample` so only the workload is measured: cheap setup may
+/// happen when the benchmark is built; costly or privileged setup (a namespace lab, a
+/// traffic generator) belongs in `setUp`, which runs only when the benchmark is chosen, with
+/// `tearDown` run afterwards whatever happened. `setUp` throws `BenchError.skipped` when the
+/// benchmark cannot run here (no root, no XDP), which skips it with the reason on stderr.
 struct Benchmark {
     var name: String
     var unit: String
@@ -18,6 +21,8 @@ struct Benchmark {
     var anchor: (name: String, value: Double)? = nil
     /// What the median should achieve; shown in the table as met or MISSED.
     var goal: Goal? = nil
+    var setUp: () throws -> Void = {}
+    var tearDown: () -> Void = {}
     var sample: () throws -> Double
 }
 
@@ -78,19 +83,34 @@ enum Harness {
         line.withUTF8 { _ = Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
-    /// Runs `benchmarks` whose name starts with one of `filters` (all when empty).
-    static func run(_ benchmarks: [Benchmark], filters: [String]) throws -> [BenchmarkResult] {
+    /// Runs `benchmarks` whose name starts with one of `filters` (all when empty). A benchmark
+    /// that fails is reported on stderr and left out of the results; the others still run.
+    static func run(_ benchmarks: [Benchmark], filters: [String]) -> (results: [BenchmarkResult], failures: Int) {
         let chosen = benchmarks.filter { b in filters.isEmpty || filters.contains { b.name.hasPrefix($0) } }
         var results: [BenchmarkResult] = []
+        var failures = 0
         for (n, benchmark) in chosen.enumerated() {
             progress("[\(n + 1)/\(chosen.count)] \(benchmark.name): warm-up + \(benchmark.repetitions) runs")
-            _ = try benchmark.sample()
-            var samples: [Double] = []
-            for _ in 0..<benchmark.repetitions { samples.append(try benchmark.sample()) }
-            results.append(BenchmarkResult(name: benchmark.name, unit: benchmark.unit, samples: samples,
-                                           anchor: benchmark.anchor, goal: benchmark.goal))
+            do {
+                results.append(try measure(benchmark))
+            } catch BenchError.skipped(let reason) {
+                progress("  skipped: \(reason)")
+            } catch {
+                progress("  FAILED: \(error)")
+                failures += 1
+            }
         }
-        return results
+        return (results, failures)
+    }
+
+    static func measure(_ benchmark: Benchmark) throws -> BenchmarkResult {
+        try benchmark.setUp()
+        defer { benchmark.tearDown() }
+        _ = try benchmark.sample()
+        var samples: [Double] = []
+        for _ in 0..<benchmark.repetitions { samples.append(try benchmark.sample()) }
+        return BenchmarkResult(name: benchmark.name, unit: benchmark.unit, samples: samples,
+                               anchor: benchmark.anchor, goal: benchmark.goal)
     }
 
     /// The results as a fixed-width table.
@@ -192,6 +212,8 @@ enum Harness {
 enum BenchError: Error, CustomStringConvertible {
     case cannotWrite(path: String, errno: Int32)
     case failed(benchmark: String, reason: String)
+    /// The benchmark cannot run on this machine or with these privileges; not a failure.
+    case skipped(reason: String)
 
     var description: String {
         switch self {
@@ -199,6 +221,8 @@ enum BenchError: Error, CustomStringConvertible {
             return "cannot write \(path): \(String(cString: strerror(code))) (set BENCH_RESULTS to another path)"
         case .failed(let benchmark, let reason):
             return "\(benchmark) failed: \(reason)"
+        case .skipped(let reason):
+            return "skipped: \(reason)"
         }
     }
 }

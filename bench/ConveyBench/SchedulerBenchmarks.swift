@@ -56,13 +56,14 @@ enum SchedulerBenchmarks {
         let route = makeRoute(algorithm)
         let flows = makeFlows()
         let picks = Harness.quick ? 20_000 : 200_000
-        return Benchmark(name: "scheduler_pick_allocs_\(algorithm.rawValue)", unit: "allocs/pick",
-                         repetitions: Harness.quick ? 3 : 5, goal: .atMost(0)) {
+        let name = "scheduler_pick_allocs_\(algorithm.rawValue)"
+        return Benchmark(name: name, unit: "allocs/pick", repetitions: Harness.quick ? 3 : 5, goal: .atMost(0),
+                         setUp: {
+                             guard Measure.allocationCounterWorks() else {
+                                 throw BenchError.failed(benchmark: name, reason: "the counting allocator is not in place")
+                             }
+                         }) {
             var scheduler = Scheduler(route: route)
-            guard Measure.allocationCounterWorks() else {
-                throw BenchError.failed(benchmark: "scheduler_pick_allocs_\(algorithm.rawValue)",
-                                        reason: "the counting allocator is not in place")
-            }
             var sum = 0
             let allocations = Measure.allocations {
                 for n in 0..<picks {

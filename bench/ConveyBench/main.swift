@@ -5,19 +5,24 @@ import Glibc
 // ConveyBench: `swift run -c release ConveyBench [name-prefix ...]`.
 // Prints a table on stdout, progress on stderr, and writes bench/results/latest.json.
 // BENCH_QUICK=1 makes every benchmark brief; BENCH_RESULTS=<path> writes the JSON elsewhere.
+// A filtered run writes only the rows it ran. Exit status 1 when a benchmark failed.
 
 let benchmarks: [Benchmark] = SchedulerBenchmarks.all
 
+#if DEBUG
+Harness.progress("warning: a debug build; measure with `swift run -c release ConveyBench`")
+#endif
+let (results, failures) = Harness.run(benchmarks, filters: Array(CommandLine.arguments.dropFirst()))
+print(Harness.table(results))
+let path = Harness.resultsPath()
 do {
-    #if DEBUG
-    Harness.progress("warning: a debug build; measure with `swift run -c release ConveyBench`")
-    #endif
-    let results = try Harness.run(benchmarks, filters: Array(CommandLine.arguments.dropFirst()))
-    print(Harness.table(results))
-    let path = Harness.resultsPath()
     try Harness.write(Harness.json(results), to: path)
     Harness.progress("wrote \(path)")
 } catch {
     Harness.progress("ConveyBench: \(error)")
+    exit(1)
+}
+if failures > 0 {
+    Harness.progress("ConveyBench: \(failures) benchmark(s) failed")
     exit(1)
 }

@@ -5,9 +5,9 @@ import Synchronization
 ///
 /// Ratios are compared by cross-multiplication (`a.conns * b.weight < b.conns * a.weight`), so
 /// no division and no rounding. Ties are broken by a rotating start: the scan begins one past
-/// the previous pick, so a burst of new connections arriving before the counters move (the
-/// counters count established connections) is spread over the tied servers instead of all
-/// landing on the first one.
+/// the previous pick, so a burst of new connections arriving before the counters move (they
+/// count a connection only once the data path records it) is spread over the tied servers
+/// instead of all landing on the first one.
 ///
 /// The counters are relaxed atomics shared by all threads, so the choice is as fresh as the
 /// last connect/close any thread recorded; that is the usual least-connections contract.
