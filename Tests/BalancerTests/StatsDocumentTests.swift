@@ -60,6 +60,24 @@ struct StatsDocumentTests {
         #expect(again.contains("convey_frontend_connections_total{frontend=\"web\"} 1"))
     }
 
+    @Test("/metrics drops the series of a server a reload removed")
+    func removedServerSeriesGo() {
+        let exporter = PrometheusExporter()
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .zero))
+        func scrape() -> String {
+            exporter.render(StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test",
+                                          dataPlane: nil, lastCheck: [:]))
+        }
+        #expect(scrape().contains("addr=\"127.0.0.1:9002\""))
+        _ = runtime.apply(config(ports: [9001], drain: .zero))
+        _ = runtime.expireDrains()
+        let listed = runtime.view().snapshot.frontend(named: "web")?.servers.contains { $0.address.port == 9002 }
+        #expect(listed == false, "with drain_timeout 0 the removed server leaves at once")
+        let after = scrape()
+        #expect(after.contains("addr=\"127.0.0.1:9001\""))
+        #expect(!after.contains("addr=\"127.0.0.1:9002\""))
+    }
+
     @Test("JSON strings are escaped")
     func escaping() {
         #expect(JSONValue.string("a\"b\\c\n\u{1}").serialized() == #""a\"b\\c\n\u0001""#)

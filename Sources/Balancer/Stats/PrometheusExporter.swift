@@ -8,19 +8,42 @@ import Synchronization
 /// serialised so a reset-then-set of a counter is never seen half done.
 public final class PrometheusExporter: Sendable {
     private let registry = PrometheusCollectorRegistry()
-    private let lock = Mutex<Void>(())
+    /// The series written by the previous scrape, so those that disappeared (a server removed
+    /// by a reload, a worker gone) are unregistered instead of reported frozen forever.
+    private let lastSeries = Mutex<[SeriesKey: Series]>([:])
+
+    private struct SeriesKey: Hashable {
+        var name: String
+        var labels: [String]
+    }
+
+    private enum Series: @unchecked Sendable {
+        case counter(Counter)
+        case gauge(Gauge)
+    }
 
     public init() {}
 
     /// The exposition text for `document`.
     public func render(_ document: StatsDocument) -> String {
-        lock.withLock { _ in
-            for sample in Self.samples(document) { record(sample) }
+        lastSeries.withLock { last in
+            var current: [SeriesKey: Series] = [:]
+            for sample in Self.samples(document) {
+                let key = SeriesKey(name: sample.name, labels: sample.labels.map { $0.0 + "=" + $0.1 })
+                current[key] = record(sample)
+            }
+            for (key, series) in last where current[key] == nil {
+                switch series {
+                case .counter(let c): registry.unregisterCounter(c)
+                case .gauge(let g): registry.unregisterGauge(g)
+                }
+            }
+            last = current
             return registry.emitToString()
         }
     }
 
-    private func record(_ s: MetricSample) {
+    private func record(_ s: MetricSample) -> Series {
         // The sample carries its full name; the descriptor's unit part stays empty.
         let descriptor = MetricNameDescriptor(metricName: s.name, unitName: "", helpText: s.help)
         switch s.kind {
@@ -28,8 +51,11 @@ public final class PrometheusExporter: Sendable {
             let counter = registry.makeCounter(descriptor: descriptor, labels: s.labels)
             counter.reset()
             counter.increment(by: s.value)
+            return .counter(counter)
         case .gauge:
-            registry.makeGauge(descriptor: descriptor, labels: s.labels).set(s.value)
+            let gauge = registry.makeGauge(descriptor: descriptor, labels: s.labels)
+            gauge.set(s.value)
+            return .gauge(gauge)
         }
     }
 
