@@ -35,11 +35,11 @@ public enum Checksum {
 
     /// The sum of a 32-bit value as two 16-bit words.
     @inlinable @inline(__always)
-    static func words(_ v: UInt32) -> UInt64 { UInt64(v >> 16) &+ UInt64(v & 0xffff) }
+    public static func words(_ v: UInt32) -> UInt64 { UInt64(v >> 16) &+ UInt64(v & 0xffff) }
 
     /// The sum of a 64-bit value as four 16-bit words.
     @inlinable @inline(__always)
-    static func words(_ v: UInt64) -> UInt64 {
+    public static func words(_ v: UInt64) -> UInt64 {
         (v >> 48) &+ (v >> 32 & 0xffff) &+ (v >> 16 & 0xffff) &+ (v & 0xffff)
     }
 
