@@ -74,7 +74,7 @@ let package = Package(
             ]
         ),
         // Benchmarks (not tests): `swift run -c release ConveyBench`; see bench/README.md.
-        .executableTarget(name: "ConveyBench", dependencies: ["Balancer", "CBenchSupport"],
+        .executableTarget(name: "ConveyBench", dependencies: ["Balancer", "XSK", "CBenchSupport"],
                           path: "bench/ConveyBench"),
         // Benchmark-only C: a counting malloc shim. Linked into ConveyBench only.
         .target(name: "CBenchSupport", path: "bench/CBenchSupport"),

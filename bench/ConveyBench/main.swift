@@ -7,7 +7,12 @@ import Glibc
 // BENCH_QUICK=1 makes every benchmark brief; BENCH_RESULTS=<path> writes the JSON elsewhere.
 // A filtered run writes only the rows it ran. Exit status 1 when a benchmark failed.
 
-let benchmarks: [Benchmark] = SchedulerBenchmarks.all
+// `--packet-loop MODE FLOWS PACKETS`: one run of the packet path for bench/packet-callgrind.sh.
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "--packet-loop" {
+    exit(PacketBenchmarks.loopMode(Array(CommandLine.arguments.dropFirst(2))))
+}
+
+let benchmarks: [Benchmark] = SchedulerBenchmarks.all + PacketBenchmarks.all
 
 #if DEBUG
 Harness.progress("warning: a debug build; measure with `swift run -c release ConveyBench`")

@@ -1,0 +1,123 @@
+/// A worker's connection table: fixed-size `FlowEntry`s in one buffer allocated once, open
+/// addressing with linear probing over a bounded window.
+///
+/// Layout and invariants:
+/// - `slotCount` is a power of two, at least 5/4 of `capacity`; a key's home slot is the top
+///   bits of a multiplicative hash (seeded per table), and the key can only live in the
+///   `window` slots starting there (wrapping). Lookups scan the whole window, so removal just
+///   empties a slot (no tombstones) and lookups never degrade with churn.
+/// - At most `capacity` flows are held (`connection_tracker_capacity`). Inserting when the table
+///   is full, or when the key's window has no empty slot, takes the window's least recently seen
+///   entry if it has been idle at least `minIdleForEviction`; otherwise the insert fails and the
+///   forwarder drops the SYN as "table full". A SYN flood therefore evicts idle and half-open
+///   flows, never a busy connection, and memory never grows.
+///
+/// Not thread-safe: one table belongs to one worker. Copies of this struct share the buffer;
+/// `FlowTableStorage` owns it.
+public struct FlowTable {
+    @usableFromInline let entries: UnsafeMutablePointer<FlowEntry>
+    public let slotCount: Int
+    @usableFromInline let mask: Int
+    @usableFromInline let shift: UInt64
+    public let capacity: Int
+    public let window: Int
+    @usableFromInline let seed: UInt64
+    /// Flows held now.
+    public internal(set) var count: Int = 0
+
+    init(storage: FlowTableStorage, capacity: Int, window: Int, seed: UInt64) {
+        entries = storage.entries
+        slotCount = storage.slotCount
+        mask = storage.slotCount - 1
+        shift = UInt64(64 - storage.slotCount.trailingZeroBitCount)
+        self.capacity = capacity
+        self.window = min(window, storage.slotCount)
+        self.seed = seed
+    }
+
+    /// The key's home slot.
+    @inline(__always)
+    func home(hi: UInt64, lo: UInt64, key: UInt32) -> Int {
+        var h = (lo ^ seed) &* 0x9E37_79B9_7F4A_7C15
+        h ^= (hi ^ UInt64(key) << 17 ^ UInt64(key)) &* 0xC2B2_AE3D_27D4_EB4F
+        h ^= h >> 31
+        h = h &* 0x9E37_79B9_7F4A_7C15
+        return Int(truncatingIfNeeded: h >> shift)
+    }
+
+    /// The slot holding the key, or -1.
+    @inline(__always)
+    func find(hi: UInt64, lo: UInt64, key: UInt32, home: Int) -> Int {
+        var i = home
+        for _ in 0..<window {
+            let e = entries + i
+            if e.pointee.clientLo == lo, e.pointee.portAndVIP == key, e.pointee.clientHi == hi,
+               e.pointee.state != .empty {
+                return i
+            }
+            i = (i &+ 1) & mask
+        }
+        return -1
+    }
+
+    /// A slot for a new key homed at `home`: an empty one in the window when the table is below
+    /// capacity, else the window's least recently seen entry if idle for at least `minIdle`
+    /// nanoseconds (the caller must end that flow before reusing the slot), else -1.
+    @inline(__always)
+    func slotForInsert(home: Int, now: UInt64, minIdle: UInt64) -> Int {
+        var i = home
+        var oldest = -1
+        var oldestSeen = UInt64.max
+        let full = count >= capacity
+        for _ in 0..<window {
+            let e = entries + i
+            if e.pointee.state == .empty {
+                if !full { return i }
+            } else if e.pointee.lastSeen < oldestSeen {
+                oldest = i
+                oldestSeen = e.pointee.lastSeen
+            }
+            i = (i &+ 1) & mask
+        }
+        guard oldest >= 0, now &- oldestSeen >= minIdle || oldestSeen > now else { return -1 }
+        return oldest
+    }
+
+    /// The entry at `slot`.
+    @inline(__always)
+    public func entry(at slot: Int) -> UnsafeMutablePointer<FlowEntry> { entries + slot }
+
+    /// Stores a new flow in an empty `slot`.
+    @inline(__always)
+    mutating func insert(_ entry: FlowEntry, at slot: Int) {
+        entries[slot] = entry
+        count &+= 1
+    }
+
+    /// Empties an occupied `slot`.
+    @inline(__always)
+    mutating func remove(at slot: Int) {
+        entries[slot].state = .empty
+        entries[slot].clientLo = 0
+        count &-= 1
+    }
+}
+
+/// Owns the memory of one `FlowTable` and frees it exactly once.
+public final class FlowTableStorage {
+    let entries: UnsafeMutablePointer<FlowEntry>
+    let slotCount: Int
+
+    /// Allocates (and zeroes) room for `capacity` flows: the next power of two ≥ 5/4 × capacity.
+    init(capacity: Int) {
+        let wanted = max(16, capacity + capacity / 4)
+        var slots = 1
+        while slots < wanted { slots <<= 1 }
+        slotCount = slots
+        entries = .allocate(capacity: slots)
+        entries.initialize(repeating: FlowEntry(clientHi: 0, clientLo: 0, lastSeen: 0, clientMAC: 0, backendSlot: 0,
+                                                portAndVIP: 0, natPort: 0, state: .empty), count: slots)
+    }
+
+    deinit { entries.deallocate() }
+}

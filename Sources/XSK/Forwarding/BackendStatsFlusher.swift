@@ -1,0 +1,45 @@
+import Balancer
+
+/// Moves per-worker backend traffic into the Balancer's shared `ServerCounters`, on the control
+/// plane's `[passthrough] stats_update_frequency` timer.
+///
+/// Workers only ever add to their own plain counters; this reads each worker's running totals,
+/// and adds the difference since its previous call to the server's `ServerCounters`
+/// (connections opened, open connections, bytes each way). So the shared atomics see one add
+/// per backend per period instead of one per packet. Not thread-safe: call it from one place.
+public final class BackendStatsFlusher {
+    private let workers: [ForwarderCounters]
+    private var previous: [[BackendTraffic]]
+
+    /// A flusher over the counters of every worker (`forwarder.counters`).
+    public init(workers: [ForwarderCounters]) {
+        self.workers = workers
+        previous = workers.map { [BackendTraffic](repeating: BackendTraffic(), count: $0.backendSlots) }
+    }
+
+    /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
+    /// newest published ones). Traffic of a slot no longer in `routes` is dropped from the
+    /// books, as its server's counters are gone too.
+    public func flush(into routes: PacketRoutes) {
+        for (w, counters) in workers.enumerated() {
+            let slots = min(counters.backendSlots, routes.slotCount)
+            for slot in 0..<slots {
+                let now = counters.backend(slot)
+                let before = previous[w][slot]
+                guard now != before else { continue }
+                previous[w][slot] = now
+                guard let server = routes.serverCounters[slot] else { continue }
+                let opened = Int64(truncatingIfNeeded: now.opened &- before.opened)
+                let closed = Int64(truncatingIfNeeded: now.closed &- before.closed)
+                if opened != 0 { server.totalConnections.wrappingAdd(opened, ordering: .relaxed) }
+                if opened != closed {
+                    server.currentConnections.wrappingAdd(opened &- closed, ordering: .relaxed)
+                }
+                let tx = Int64(truncatingIfNeeded: now.bytesTx &- before.bytesTx)
+                let rx = Int64(truncatingIfNeeded: now.bytesRx &- before.bytesRx)
+                if tx != 0 { server.bytesTx.wrappingAdd(tx, ordering: .relaxed) }
+                if rx != 0 { server.bytesRx.wrappingAdd(rx, ordering: .relaxed) }
+            }
+        }
+    }
+}

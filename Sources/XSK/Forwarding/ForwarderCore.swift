@@ -1,0 +1,285 @@
+import Balancer
+
+/// The state and steps the DSR and passthrough forwarders share: routes adoption, the flow
+/// table, backend choice, flow lifetime, NAT port ownership and counters.
+///
+/// Everything the packet path touches is reached through raw pointers cached at adoption
+/// (`routes` is held strongly only to keep them valid), so a packet causes no reference
+/// counting, no allocation and no lock. One core belongs to one worker thread.
+struct ForwarderCore {
+    let settings: ForwarderSettings
+    let publisher: PacketRoutesPublisher
+    let counters: ForwarderCounters
+    let c: CounterView
+
+    private(set) var routes: PacketRoutes
+    private(set) var generation: UInt64 = 0
+    var frontends: UnsafeMutablePointer<PacketRoutes.Frontend>
+    var backends: UnsafeMutablePointer<PacketRoutes.Backend>
+    var backendCount: Int = 0
+    var slots: UnsafeMutablePointer<UInt32>
+    var vipBuckets: UnsafeMutablePointer<UInt16>
+    var vipMask: Int = 0
+    var interfaceMAC: UInt64 = 0
+    /// Per frontend: the next position in its weighted sequence (wrr) or candidate list (leastconn ties).
+    var cursors: [Int] = []
+
+    let tableStorage: FlowTableStorage
+    var table: FlowTable
+    var sweepCursor = 0
+    /// The batch's clock (monotonic nanoseconds).
+    var now: UInt64 = 0
+
+    /// Passthrough only: this worker's NAT ports and the shared reply map.
+    let natEnabled: Bool
+    let natIPv4: UInt32
+    let portStorage: NATPortStorage
+    var ports: NATPortPool
+    let reverseMap: NATReverseMap?
+    let reverse: NATReverseView?
+
+    init(settings: ForwarderSettings, publisher: PacketRoutesPublisher, reverseMap: NATReverseMap?) {
+        self.settings = settings
+        self.publisher = publisher
+        counters = ForwarderCounters(backendSlots: publisher.maxBackendSlots)
+        c = CounterView(counters)
+        let (routes, _) = publisher.current()
+        self.routes = routes
+        frontends = routes.frontends
+        backends = routes.backends
+        slots = routes.slots
+        vipBuckets = routes.vipBuckets
+        tableStorage = FlowTableStorage(capacity: settings.capacity)
+        // Seed from the storage address and the worker index: differs per table and run.
+        let seed = UInt64(UInt(bitPattern: tableStorage.entries)) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(settings.workerIndex)
+        table = FlowTable(storage: tableStorage, capacity: settings.capacity, window: settings.probeWindow, seed: seed)
+        natEnabled = reverseMap != nil
+        if case .v4(let a) = settings.natAddress { natIPv4 = a } else { natIPv4 = 0 }
+        portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
+        ports = NATPortPool(storage: portStorage)
+        self.reverseMap = reverseMap
+        reverse = reverseMap.map(NATReverseView.init)
+        adopt()
+    }
+
+    // MARK: Per batch
+
+    /// Adopts newer routes if published, and expires a bounded number of slots.
+    mutating func beginBatch(now: UInt64) {
+        self.now = now
+        if publisher.generation != generation { adopt() }
+        sweep(settings.sweepPerBatch)
+    }
+
+    private mutating func adopt() {
+        let (routes, generation) = publisher.current()
+        self.routes = routes
+        self.generation = generation
+        frontends = routes.frontends
+        backends = routes.backends
+        backendCount = routes.backendCount
+        slots = routes.slots
+        vipBuckets = routes.vipBuckets
+        vipMask = routes.vipMask
+        interfaceMAC = routes.interfaceMAC.rawValue
+        // Workers start their weighted sequences at different places, so together they
+        // interleave servers instead of all sending their first flows to the same one.
+        cursors = (0..<routes.frontendCount).map { i in
+            let n = Int(routes.frontends[i].sequenceCount)
+            return n == 0 ? 0 : n * settings.workerIndex / settings.workerCount
+        }
+    }
+
+    /// Checks `count` slots from the sweep cursor: ends expired flows and flows whose backend
+    /// is gone or whose drain has ended.
+    mutating func sweep(_ count: Int) {
+        var i = sweepCursor
+        let mask = table.mask
+        for _ in 0..<count {
+            let e = table.entry(at: i)
+            if e.pointee.state != .empty {
+                if isExpired(e) {
+                    end(i, ForwarderCounters.flowsExpired)
+                } else if !keepsFlows(e.pointee.backendSlot) {
+                    end(i, ForwarderCounters.flowsEnded)
+                }
+            }
+            i = (i &+ 1) & mask
+        }
+        sweepCursor = i
+    }
+
+    // MARK: Flows
+
+    /// The frontend index for a destination (widened address, port), or -1.
+    @inline(__always)
+    func frontendIndex(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
+        var b = PacketRoutes.vipHash(hi: hi, lo: lo, port: port) & vipMask
+        while true {
+            let v = Int(vipBuckets[b])
+            if v == 0 { return -1 }
+            let f = frontends + (v &- 1)
+            if f.pointee.vipLo == lo, f.pointee.vipPort == port, f.pointee.vipHi == hi { return v &- 1 }
+            b = (b &+ 1) & vipMask
+        }
+    }
+
+    @inline(__always)
+    func isExpired(_ e: UnsafeMutablePointer<FlowEntry>) -> Bool {
+        let seen = e.pointee.lastSeen
+        return now > seen && now &- seen > settings.timeout(e.pointee.state)
+    }
+
+    @inline(__always)
+    func keepsFlows(_ slot: UInt32) -> Bool {
+        let s = Int(slot)
+        guard s < backendCount else { return false }
+        let flags = backends[s].flags
+        return flags & PacketRoutes.Backend.present != 0 && flags & PacketRoutes.Backend.keepsFlows != 0
+    }
+
+    /// Ends the flow in table slot `i`, counting it under `counter`.
+    mutating func end(_ i: Int, _ counter: Int) {
+        let e = table.entry(at: i)
+        c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
+        let port = e.pointee.natPort
+        if port != 0 {
+            reverse?.retire(port)
+            ports.release(port)
+        }
+        table.remove(at: i)
+        c.add(counter, 1)
+        c.set(ForwarderCounters.flowsActive, UInt64(table.count))
+    }
+
+    /// Finds or creates the flow of a client→VIP segment and returns its table slot, or -1
+    /// after counting why the frame is dropped. Updates the flow's state and last-seen time.
+    @inline(__always)
+    mutating func track(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int,
+                        vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8, clientMAC: UInt64) -> Int {
+        let key = FlowEntry.key(port: clientPort, vip: frontend)
+        let home = table.home(hi: clientHi, lo: clientLo, key: key)
+        let found = table.find(hi: clientHi, lo: clientLo, key: key, home: home)
+        let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
+        if found >= 0 {
+            let e = table.entry(at: found)
+            if isExpired(e) {
+                end(found, ForwarderCounters.flowsExpired)
+            } else if isSYN && e.pointee.state == .closing {
+                // The client reuses its port for a new connection: place it afresh.
+                end(found, ForwarderCounters.flowsEnded)
+            } else {
+                let b = backends + Int(e.pointee.backendSlot)
+                let usable = PacketRoutes.Backend.usable
+                if _slowPath(Int(e.pointee.backendSlot) >= backendCount || b.pointee.flags & usable != usable) {
+                    if !keepsFlows(e.pointee.backendSlot) {
+                        end(found, ForwarderCounters.flowsEnded)
+                        c.drop(.backendGone)
+                    } else {
+                        c.drop(.noBackend)
+                    }
+                    return -1
+                }
+                if _slowPath(flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
+                    e.pointee.state = .closing
+                } else if _slowPath(e.pointee.state == .syn) && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
+                    e.pointee.state = .established
+                }
+                e.pointee.lastSeen = now
+                return found
+            }
+        }
+        return create(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, frontend: frontend, key: key,
+                      home: home, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort, isSYN: isSYN, clientMAC: clientMAC)
+    }
+
+    private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
+                                 home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, isSYN: Bool,
+                                 clientMAC: UInt64) -> Int {
+        guard isSYN else {
+            c.drop(.noFlow)
+            return -1
+        }
+        let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
+                        vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
+        guard slot != UInt32.max, Int(slot) < backendCount,
+              !(natEnabled && backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0) else {
+            c.drop(.noBackend)
+            return -1
+        }
+        let at = table.slotForInsert(home: home, now: now, minIdle: settings.minIdleForEviction)
+        guard at >= 0 else {
+            c.drop(.tableFull)
+            return -1
+        }
+        var natPort: UInt16 = 0
+        if natEnabled {
+            natPort = ports.allocate()
+            guard natPort != 0 else {
+                c.drop(.noNATPort)
+                return -1
+            }
+        }
+        if table.entry(at: at).pointee.state != .empty { end(at, ForwarderCounters.flowsEvicted) }
+        table.insert(FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
+                               backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn), at: at)
+        if natEnabled, let reverse {
+            let b = backends[Int(slot)]
+            reverse.publish(natPort, NATReverseEntry(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
+                                                     clientMAC: clientMAC, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort,
+                                                     backendHi: b.addressHi, backendLo: b.addressLo,
+                                                     backendPort: b.port, backendSlot: slot))
+        }
+        c.add(ForwarderCounters.flowsCreated, 1)
+        c.set(ForwarderCounters.flowsActive, UInt64(table.count))
+        c.add(c.backend(slot), 1)
+        return at
+    }
+
+    /// The backend slot for a new flow of `frontend`, or `UInt32.max` when none can take it.
+    mutating func pick(frontend: Int, clientHi: UInt64, clientLo: UInt64, clientPort: UInt16,
+                       vipHi: UInt64, vipLo: UInt64, vipPort: UInt16) -> UInt32 {
+        let f = frontends[frontend]
+        let count = Int(f.candidatesCount)
+        guard count > 0 else { return UInt32.max }
+        switch f.algorithm {
+        case PacketRoutes.Frontend.maglev, PacketRoutes.Frontend.source:
+            let hash = f.algorithm == PacketRoutes.Frontend.maglev
+                ? StableHash.flow(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
+                                  vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
+                : StableHash.source(clientHi: clientHi, clientLo: clientLo)
+            if f.maglevSize > 0 {
+                return slots[Int(f.maglevStart) &+ Int(hash % UInt64(f.maglevSize))]
+            }
+            return slots[Int(f.candidatesStart) &+ Int(hash % UInt64(count))]
+        case PacketRoutes.Frontend.leastconn:
+            // Fewest open connections on this worker per unit of weight; ties rotate.
+            var best = UInt32.max
+            var bestOpen: UInt64 = 0
+            var bestWeight: UInt64 = 1
+            var position = cursors[frontend] % count
+            var bestPosition = position
+            for _ in 0..<count {
+                let slot = slots[Int(f.candidatesStart) &+ position]
+                let weight = UInt64(max(1, backends[Int(slot)].weight))
+                let open = c.open(slot)
+                if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
+                    best = slot
+                    bestOpen = open
+                    bestWeight = weight
+                    bestPosition = position
+                }
+                position = position &+ 1 == count ? 0 : position &+ 1
+            }
+            cursors[frontend] = bestPosition &+ 1
+            return best
+        default:
+            let n = Int(f.sequenceCount)
+            guard n > 0 else { return UInt32.max }
+            var position = cursors[frontend]
+            if position >= n { position = 0 }
+            cursors[frontend] = position &+ 1
+            return slots[Int(f.sequenceStart) &+ position]
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import Synchronization
+
+/// Why a forwarder dropped a frame.
+public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// A new flow found no selectable backend with a MAC, or its backend lost its MAC.
+    case noBackend
+    /// The flow table was full and nothing in the key's window was idle enough to evict.
+    case tableFull
+    /// Passthrough: the worker's NAT port slice is exhausted.
+    case noNATPort
+    /// Truncated frame or inconsistent header lengths.
+    case malformed
+    /// Not IPv4/IPv6 TCP, a fragment, IPv6 extension headers, or a family the mode cannot NAT.
+    case unsupported
+    /// Passthrough: a frame to the NAT address whose port has no live flow, or not from the
+    /// backend that port was given to (spoofing).
+    case unknownReply
+    /// A non-SYN frame of no tracked flow.
+    case noFlow
+    /// The flow's backend left the routes or its drain time passed: the flow was removed.
+    case backendGone
+    /// Destination is no VIP (nor the NAT address): the steering program should not send it.
+    case notForUs
+
+    public var description: String {
+        switch self {
+        case .noBackend: return "no_backend"
+        case .tableFull: return "table_full"
+        case .noNATPort: return "no_nat_port"
+        case .malformed: return "malformed"
+        case .unsupported: return "unsupported"
+        case .unknownReply: return "unknown_reply"
+        case .noFlow: return "no_flow"
+        case .backendGone: return "backend_gone"
+        case .notForUs: return "not_for_us"
+        }
+    }
+}
+
+/// One worker's counters, written by the worker with plain (relaxed) stores and readable from
+/// any thread without a lock.
+///
+/// Layout: `fixedCount` scalar counters, then four per backend slot (connections opened,
+/// connections closed, bytes client→server, bytes server→client). Every counter has a single
+/// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
+/// locked instruction — and a reader sees each word whole.
+public final class ForwarderCounters: @unchecked Sendable {
+    static let rxPackets = 0, rxBytes = 1, txPackets = 2, txBytes = 3
+    static let flowsCreated = 4, flowsActive = 5, flowsExpired = 6, flowsEvicted = 7, flowsEnded = 8
+    static let dropBase = 9
+    static let fixedCount = dropBase + DropReason.allCases.count
+    static let perBackend = 4
+
+    let base: UnsafeMutablePointer<Atomic<UInt64>>
+    /// Backend slots counted (`PacketRoutesPublisher`'s `maxBackendSlots`).
+    public let backendSlots: Int
+
+    init(backendSlots: Int) {
+        self.backendSlots = backendSlots
+        let n = Self.fixedCount + Self.perBackend * backendSlots
+        base = .allocate(capacity: n)
+        for i in 0..<n { (base + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        base.deinitialize(count: Self.fixedCount + Self.perBackend * backendSlots)
+        base.deallocate()
+    }
+
+    @inline(__always)
+    func load(_ i: Int) -> UInt64 { (base + i).pointee.load(ordering: .relaxed) }
+
+    /// A consistent-enough copy for /stats (each counter read once, relaxed).
+    public func snapshot() -> ForwarderStats {
+        var drops: [DropReason: UInt64] = [:]
+        for reason in DropReason.allCases { drops[reason] = load(Self.dropBase + reason.rawValue) }
+        return ForwarderStats(rxPackets: load(Self.rxPackets), rxBytes: load(Self.rxBytes),
+                              txPackets: load(Self.txPackets), txBytes: load(Self.txBytes),
+                              flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
+                              flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
+                              flowsEnded: load(Self.flowsEnded), drops: drops)
+    }
+
+    /// The running totals of backend `slot` on this worker.
+    public func backend(_ slot: Int) -> BackendTraffic {
+        guard slot >= 0, slot < backendSlots else { return BackendTraffic() }
+        let b = Self.fixedCount + Self.perBackend * slot
+        return BackendTraffic(opened: load(b), closed: load(b + 1), bytesTx: load(b + 2), bytesRx: load(b + 3))
+    }
+}
+
+/// Unretained, single-writer access to a `ForwarderCounters` for the packet path.
+struct CounterView {
+    let base: UnsafeMutablePointer<Atomic<UInt64>>
+    let backendSlots: Int
+
+    init(_ counters: ForwarderCounters) {
+        base = counters.base
+        backendSlots = counters.backendSlots
+    }
+
+    @inline(__always)
+    func add(_ i: Int, _ n: UInt64) {
+        let p = base + i
+        p.pointee.store(p.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    @inline(__always)
+    func set(_ i: Int, _ v: UInt64) { (base + i).pointee.store(v, ordering: .relaxed) }
+
+    @inline(__always)
+    func get(_ i: Int) -> UInt64 { (base + i).pointee.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func drop(_ reason: DropReason) { add(ForwarderCounters.dropBase &+ reason.rawValue, 1) }
+
+    /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).
+    @inline(__always)
+    func backend(_ slot: UInt32) -> Int { ForwarderCounters.fixedCount &+ ForwarderCounters.perBackend &* Int(slot) }
+
+    /// Open connections of `slot` on this worker.
+    @inline(__always)
+    func open(_ slot: UInt32) -> UInt64 { let b = backend(slot); return get(b) &- get(b &+ 1) }
+}
+
+/// A worker's counters at one instant, for /stats and /metrics.
+public struct ForwarderStats: Sendable, Equatable {
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    public var flowsCreated: UInt64 = 0
+    public var flowsActive: UInt64 = 0
+    public var flowsExpired: UInt64 = 0
+    public var flowsEvicted: UInt64 = 0
+    /// Flows removed because their backend left or a new SYN reused a closing flow's tuple.
+    public var flowsEnded: UInt64 = 0
+    public var drops: [DropReason: UInt64] = [:]
+
+    public init(rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0,
+                flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
+                flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
+        self.rxPackets = rxPackets
+        self.rxBytes = rxBytes
+        self.txPackets = txPackets
+        self.txBytes = txBytes
+        self.flowsCreated = flowsCreated
+        self.flowsActive = flowsActive
+        self.flowsExpired = flowsExpired
+        self.flowsEvicted = flowsEvicted
+        self.flowsEnded = flowsEnded
+        self.drops = drops
+    }
+
+    /// Drops for `reason` (0 when none).
+    public func drops(_ reason: DropReason) -> UInt64 { drops[reason] ?? 0 }
+
+    /// The sum of two workers' figures.
+    public static func + (a: ForwarderStats, b: ForwarderStats) -> ForwarderStats {
+        ForwarderStats(rxPackets: a.rxPackets + b.rxPackets, rxBytes: a.rxBytes + b.rxBytes,
+                       txPackets: a.txPackets + b.txPackets, txBytes: a.txBytes + b.txBytes,
+                       flowsCreated: a.flowsCreated + b.flowsCreated, flowsActive: a.flowsActive + b.flowsActive,
+                       flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
+                       flowsEnded: a.flowsEnded + b.flowsEnded,
+                       drops: a.drops.merging(b.drops, uniquingKeysWith: +))
+    }
+}
+
+/// One backend's traffic on one worker, as running totals.
+public struct BackendTraffic: Sendable, Equatable {
+    public var opened: UInt64 = 0
+    public var closed: UInt64 = 0
+    /// Client → server bytes (the seed's "tx").
+    public var bytesTx: UInt64 = 0
+    /// Server → client bytes (the seed's "rx"; passthrough only — DSR never sees replies).
+    public var bytesRx: UInt64 = 0
+
+    public init(opened: UInt64 = 0, closed: UInt64 = 0, bytesTx: UInt64 = 0, bytesRx: UInt64 = 0) {
+        self.opened = opened
+        self.closed = closed
+        self.bytesTx = bytesTx
+        self.bytesRx = bytesRx
+    }
+}

@@ -1,0 +1,73 @@
+import Balancer
+
+/// The fixed settings of one worker's forwarder, from `ConveyConfig` plus what the control
+/// plane resolves at start (worker index and count, NAT address and ports).
+public struct ForwarderSettings: Sendable, Equatable {
+    /// Flows tracked by this worker (`[passthrough] connection_tracker_capacity`).
+    public var capacity: Int
+    /// Idle timeouts by flow state, nanoseconds (`[xdp] syn/established/closing_timeout`).
+    public var synTimeout: UInt64
+    public var establishedTimeout: UInt64
+    public var closingTimeout: UInt64
+    /// Passthrough source address (`[xdp] nat_addr` or the interface's IPv4); unused in DSR.
+    public var natAddress: IPAddress?
+    /// All NAT ports (`[xdp] nat_ports` or the default above the ephemeral range); this
+    /// worker owns slice `workerIndex` of `workerCount`.
+    public var natPorts: ClosedRange<UInt16>?
+    public var workerIndex: Int
+    public var workerCount: Int
+    /// Slots a key may occupy from its home slot: bounds every lookup.
+    public var probeWindow: Int = 16
+    /// A flow seen more recently than this is never evicted to make room (nanoseconds).
+    public var minIdleForEviction: UInt64 = 1_000_000_000
+    /// Table slots checked for expiry per batch (`beginBatch`).
+    public var sweepPerBatch: Int = 256
+
+    public init(capacity: Int, synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
+                closingTimeout: Duration = .seconds(10), natAddress: IPAddress? = nil,
+                natPorts: ClosedRange<UInt16>? = nil, workerIndex: Int = 0, workerCount: Int = 1) {
+        precondition(capacity > 0, "flow table capacity must be positive")
+        precondition(workerCount > 0 && workerIndex >= 0 && workerIndex < workerCount,
+                     "worker \(workerIndex) of \(workerCount)")
+        self.capacity = capacity
+        self.synTimeout = Self.nanoseconds(synTimeout)
+        self.establishedTimeout = Self.nanoseconds(establishedTimeout)
+        self.closingTimeout = Self.nanoseconds(closingTimeout)
+        self.natAddress = natAddress
+        self.natPorts = natPorts
+        self.workerIndex = workerIndex
+        self.workerCount = workerCount
+    }
+
+    /// Settings for worker `workerIndex` of `workerCount` from `config`. `natAddress` and
+    /// `natPorts` override the config's when the control plane resolved defaults (the
+    /// interface's address, the ports above `ip_local_port_range`).
+    public init(config: ConveyConfig, workerIndex: Int, workerCount: Int, natAddress: IPAddress? = nil,
+                natPorts: ClosedRange<UInt16>? = nil) {
+        self.init(capacity: max(1, config.passthrough.connectionTrackerCapacity),
+                  synTimeout: config.xdp.synTimeout, establishedTimeout: config.xdp.establishedTimeout,
+                  closingTimeout: config.xdp.closingTimeout,
+                  natAddress: natAddress ?? config.xdp.natAddress, natPorts: natPorts ?? config.xdp.natPorts,
+                  workerIndex: workerIndex, workerCount: workerCount)
+    }
+
+    static func nanoseconds(_ d: Duration) -> UInt64 {
+        let c = d.components
+        guard c.seconds >= 0 else { return 0 }
+        return UInt64(c.seconds) &* 1_000_000_000 &+ UInt64(c.attoseconds / 1_000_000_000)
+    }
+
+    /// This worker's NAT ports.
+    public var workerNATPorts: ClosedRange<UInt16>? {
+        natPorts.flatMap { NATPortPool.slice(of: $0, worker: workerIndex, of: workerCount) }
+    }
+
+    @inline(__always)
+    func timeout(_ state: FlowState) -> UInt64 {
+        switch state {
+        case .syn: return synTimeout
+        case .established: return establishedTimeout
+        case .closing, .empty: return closingTimeout
+        }
+    }
+}

@@ -1,0 +1,267 @@
+import Balancer
+
+/// Everything a packet forwarder needs to place and keep flows, as one immutable object built
+/// by the control plane from a `ForwardingSnapshot` and the neighbour table, and swapped in
+/// atomically through `PacketRoutesPublisher`.
+///
+/// What it holds:
+/// - VIP lookup: (address, port) → frontend index through a small open-addressed table;
+///   a lookup reads two cache lines and allocates nothing.
+/// - Backends by slot (`BackendSlotRegistry`: stable across builds): address, port, MAC, and
+///   flags (present in this snapshot, keeps its flows, has a MAC). Flows name their backend by
+///   slot, so they survive any swap; a slot that left the snapshot, or whose drain ended
+///   (`keepsFlows == false`), ends its flows.
+/// - Per frontend, the candidates for new flows: the selectable servers that have a MAC, and
+///   for `maglev`/`source` a Maglev table mapping hash → slot. It is the runtime's table when
+///   every selectable server has a MAC (so placement equals `Scheduler` for the same 5-tuple on
+///   every balancer); otherwise a table rebuilt over the servers that do, with the same keys —
+///   what the runtime itself would build if the others were down. `wrr` walks a precomputed
+///   smooth weighted sequence (each worker its own cursor); `leastconn` compares the worker's
+///   own open-connection counts (a per-worker approximation: reading shared atomics per SYN
+///   would cost a cache miss per candidate).
+/// - `unresolved`: servers that cannot take flows because the neighbour table has no MAC for
+///   them (or no slot was left); /stats shows them.
+///
+/// The buffers are allocated in `init` and freed in `deinit`; workers keep a strong reference to
+/// the routes they use and read through raw pointers, so the packet path does no reference
+/// counting.
+public final class PacketRoutes: @unchecked Sendable {
+    /// A backend as the packet path reads it.
+    struct Backend {
+        var addressHi: UInt64
+        var addressLo: UInt64
+        var mac: UInt64
+        var port: UInt16
+        var flags: UInt8
+        var weight: UInt16
+
+        static let present: UInt8 = 1
+        static let keepsFlows: UInt8 = 2
+        static let hasMAC: UInt8 = 4
+        static let ipv6: UInt8 = 8
+        /// Present, keeping flows and with a MAC: established flows may go on.
+        static let usable: UInt8 = present | keepsFlows | hasMAC
+    }
+
+    /// A frontend as the packet path reads it.
+    struct Frontend {
+        var vipHi: UInt64
+        var vipLo: UInt64
+        var vipPort: UInt16
+        var algorithm: UInt8
+        var isIPv6: Bool
+        var candidatesStart: Int32
+        var candidatesCount: Int32
+        var maglevStart: Int32
+        /// 0: no table, place by `candidates[hash mod count]` (as `Scheduler` does without one).
+        var maglevSize: Int32
+        var sequenceStart: Int32
+        var sequenceCount: Int32
+
+        static let wrr: UInt8 = 0
+        static let leastconn: UInt8 = 1
+        static let maglev: UInt8 = 2
+        static let source: UInt8 = 3
+    }
+
+    /// A server that cannot take new flows for a reason the data plane owns.
+    public struct Unresolved: Sendable, Equatable, CustomStringConvertible {
+        public var server: ServerID
+        public var address: Endpoint
+        public var reason: String
+        public var description: String { "\(server) (\(address)): \(reason)" }
+    }
+
+    let frontendCount: Int
+    let frontends: UnsafeMutablePointer<Frontend>
+    let vipBuckets: UnsafeMutablePointer<UInt16>
+    let vipMask: Int
+    let backendCount: Int
+    let backends: UnsafeMutablePointer<Backend>
+    let slots: UnsafeMutablePointer<UInt32>
+    let slotsCount: Int
+
+    /// The interface's own MAC: the source of every transmitted frame.
+    public let interfaceMAC: MACAddress
+    /// Servers left out of selection by the data plane (no MAC, no slot).
+    public let unresolved: [Unresolved]
+    /// The frontends' names, by frontend index.
+    public let frontendNames: [String]
+    /// The counters of each slot's server in this snapshot (nil for slots not in it), for
+    /// `BackendStatsFlusher`.
+    public let serverCounters: [ServerCounters?]
+    /// The server of each slot in this snapshot (nil for slots not in it).
+    public let servers: [ServerID?]
+
+    /// Routes with no frontend: every frame is dropped (before the first publish).
+    convenience init() {
+        self.init(snapshot: ForwardingSnapshot(frontends: []), backendMACs: [:], interfaceMAC: MACAddress(rawValue: 0),
+                  registry: BackendSlotRegistry(limit: 0))
+    }
+
+    init(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress], interfaceMAC: MACAddress,
+         registry: BackendSlotRegistry) {
+        self.interfaceMAC = interfaceMAC
+        var unresolved: [Unresolved] = []
+        var backendList: [Int: Backend] = [:]
+        var counters: [Int: ServerCounters] = [:]
+        var ids: [Int: ServerID] = [:]
+        var frontendList: [Frontend] = []
+        var slotList: [UInt32] = []
+        var names: [String] = []
+
+        for route in snapshot.frontends {
+            // Slots of every server of the route (nil: none left).
+            var routeSlots: [UInt32?] = []
+            for server in route.servers {
+                guard let slot = registry.slot(for: server.id, address: server.address) else {
+                    routeSlots.append(nil)
+                    if !unresolved.contains(where: { $0.server == server.id }) {
+                        unresolved.append(Unresolved(server: server.id, address: server.address,
+                                                     reason: "no backend slot left (limit \(registry.limit))"))
+                    }
+                    continue
+                }
+                routeSlots.append(slot)
+                let wide = StableHash.widened(server.address.address)
+                let mac = backendMACs[server.address.address]
+                var flags = Backend.present
+                if server.keepsFlows { flags |= Backend.keepsFlows }
+                if let mac, !mac.isZero { flags |= Backend.hasMAC }
+                if !server.address.address.isIPv4 { flags |= Backend.ipv6 }
+                backendList[Int(slot)] = Backend(addressHi: wide.hi, addressLo: wide.lo, mac: mac?.rawValue ?? 0,
+                                                 port: server.address.port, flags: flags,
+                                                 weight: UInt16(clamping: max(0, server.weight)))
+                counters[Int(slot)] = server.counters
+                ids[Int(slot)] = server.id
+                if flags & Backend.hasMAC == 0, server.state == .up,
+                   !unresolved.contains(where: { $0.server == server.id }) {
+                    unresolved.append(Unresolved(server: server.id, address: server.address,
+                                                 reason: "no MAC address in the neighbour table"))
+                }
+            }
+            // Candidates: selectable servers with a slot and a MAC, in `selectable` order.
+            let eligible = route.selectable.filter { i in
+                routeSlots[i].map { backendList[Int($0)]!.flags & Backend.hasMAC != 0 } ?? false
+            }
+            let vip = StableHash.widened(route.config.listen.address)
+            var f = Frontend(vipHi: vip.hi, vipLo: vip.lo, vipPort: route.config.listen.port, algorithm: Frontend.wrr,
+                             isIPv6: !route.config.listen.address.isIPv4,
+                             candidatesStart: Int32(slotList.count), candidatesCount: Int32(eligible.count),
+                             maglevStart: 0, maglevSize: 0, sequenceStart: 0, sequenceCount: 0)
+            slotList.append(contentsOf: eligible.map { routeSlots[$0]! })
+            switch route.config.balance {
+            case .wrr, .leastconn:
+                f.algorithm = route.config.balance == .wrr ? Frontend.wrr : Frontend.leastconn
+                let sequence = Self.smoothSequence(weights: eligible.map { route.servers[$0].weight })
+                f.sequenceStart = Int32(slotList.count)
+                f.sequenceCount = Int32(sequence.count)
+                slotList.append(contentsOf: sequence.map { routeSlots[eligible[$0]]! })
+            case .maglev, .source:
+                f.algorithm = route.config.balance == .maglev ? Frontend.maglev : Frontend.source
+                var table: MaglevTable? = nil
+                if eligible.count == route.selectable.count {
+                    if let t = route.maglev, t.backendCount == eligible.count { table = t }
+                } else if !eligible.isEmpty {
+                    table = MaglevTable(backends: eligible.map { (route.servers[$0].address.description,
+                                                                  route.servers[$0].weight) })
+                }
+                if let table {
+                    f.maglevStart = Int32(slotList.count)
+                    f.maglevSize = Int32(table.size)
+                    slotList.append(contentsOf: table.entries.map { $0 < 0 ? UInt32.max : routeSlots[eligible[Int($0)]]! })
+                }
+            }
+            frontendList.append(f)
+            names.append(route.name)
+        }
+
+        frontendCount = frontendList.count
+        frontends = .allocate(capacity: max(1, frontendList.count))
+        frontends.initialize(from: frontendList, count: frontendList.count)
+        frontendNames = names
+
+        backendCount = registry.count
+        backends = .allocate(capacity: max(1, backendCount))
+        backends.initialize(repeating: Backend(addressHi: 0, addressLo: 0, mac: 0, port: 0, flags: 0, weight: 0),
+                            count: max(1, backendCount))
+        for (slot, b) in backendList { backends[slot] = b }
+        serverCounters = (0..<backendCount).map { counters[$0] }
+        servers = (0..<backendCount).map { ids[$0] }
+
+        slotsCount = slotList.count
+        slots = .allocate(capacity: max(1, slotList.count))
+        slots.initialize(from: slotList, count: slotList.count)
+
+        var buckets = 8
+        while buckets < frontendList.count * 2 { buckets <<= 1 }
+        vipMask = buckets - 1
+        vipBuckets = .allocate(capacity: buckets)
+        vipBuckets.initialize(repeating: 0, count: buckets)
+        for (i, f) in frontendList.enumerated() {
+            var b = Self.vipHash(hi: f.vipHi, lo: f.vipLo, port: f.vipPort) & vipMask
+            while vipBuckets[b] != 0 { b = (b + 1) & vipMask }
+            vipBuckets[b] = UInt16(i + 1)
+        }
+        self.unresolved = unresolved
+    }
+
+    deinit {
+        frontends.deallocate()
+        backends.deallocate()
+        slots.deallocate()
+        vipBuckets.deallocate()
+    }
+
+    @inline(__always)
+    static func vipHash(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
+        let h = (lo ^ hi ^ UInt64(port) << 40) &* 0x9E37_79B9_7F4A_7C15
+        return Int(truncatingIfNeeded: h >> 40)
+    }
+
+    /// The smooth weighted round-robin order (nginx) over `weights`, reduced by their GCD:
+    /// indices into `weights`, each appearing weight/gcd times, evenly interleaved.
+    static func smoothSequence(weights: [Int]) -> [Int] {
+        let positive = weights.map { max(0, $0) }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let g = positive.reduce(0, gcd)
+        guard g > 0 else { return [] }
+        let reduced = positive.map { $0 / g }
+        let total = reduced.reduce(0, +)
+        var current = [Int](repeating: 0, count: reduced.count)
+        var out: [Int] = []
+        out.reserveCapacity(total)
+        for _ in 0..<total {
+            var best = -1
+            for i in reduced.indices where reduced[i] > 0 {
+                current[i] += reduced[i]
+                if best < 0 || current[i] > current[best] { best = i }
+            }
+            current[best] -= total
+            out.append(best)
+        }
+        return out
+    }
+
+    /// The frontend index for a destination (address halves in the widened form, port), or -1.
+    @inline(__always)
+    func frontendIndex(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
+        var b = Self.vipHash(hi: hi, lo: lo, port: port) & vipMask
+        while true {
+            let v = Int(vipBuckets[b])
+            if v == 0 { return -1 }
+            let f = frontends + (v - 1)
+            if f.pointee.vipLo == lo, f.pointee.vipPort == port, f.pointee.vipHi == hi { return v - 1 }
+            b = (b + 1) & vipMask
+        }
+    }
+
+    /// The frontend index named `name` (tests and the control plane).
+    public func frontendIndex(named name: String) -> Int? { frontendNames.firstIndex(of: name) }
+
+    /// The slot of `server` in these routes, if it is in them (tests and the control plane).
+    public func slot(of server: ServerID) -> Int? { servers.firstIndex { $0 == server } }
+
+    /// Slots assigned so far (the size per-backend arrays need).
+    public var slotCount: Int { backendCount }
+}

@@ -1,0 +1,53 @@
+import Balancer
+import Synchronization
+
+/// Hands `PacketRoutes` from the control plane to the workers without a lock on their path.
+///
+/// The control plane calls `publish` on every snapshot or neighbour change; the build runs
+/// under a mutex (so slots are assigned in one order) and ends with a releasing store of the
+/// new generation. A worker compares `generation` with the one it holds once per batch — one
+/// acquiring load — and only on a change calls `current()`, which takes the mutex briefly to
+/// copy the reference out. The old routes are freed when the last worker lets go of them.
+public final class PacketRoutesPublisher: Sendable {
+    private struct State {
+        var routes: PacketRoutes
+        var registry: BackendSlotRegistry
+        var generation: UInt64
+    }
+
+    private let state: Mutex<State>
+    private let published = Atomic<UInt64>(1)
+    /// The most backend slots any routes will use: the size of each worker's per-backend counters.
+    public let maxBackendSlots: Int
+
+    /// An empty publisher: until the first `publish`, routes have no frontend (every frame is
+    /// dropped). `maxBackendSlots` bounds the distinct (server, address) pairs ever routed.
+    public init(maxBackendSlots: Int = 4096) {
+        self.maxBackendSlots = maxBackendSlots
+        state = Mutex(State(routes: PacketRoutes(), registry: BackendSlotRegistry(limit: maxBackendSlots),
+                            generation: 1))
+    }
+
+    /// Builds routes from `snapshot`, the backends' MACs (from `NeighbourTable`) and the
+    /// interface's MAC, and makes them the current ones. Returns them (for /stats: `unresolved`).
+    @discardableResult
+    public func publish(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress],
+                        interfaceMAC: MACAddress) -> PacketRoutes {
+        state.withLock { state in
+            let routes = PacketRoutes(snapshot: snapshot, backendMACs: backendMACs, interfaceMAC: interfaceMAC,
+                                      registry: state.registry)
+            state.routes = routes
+            state.generation &+= 1
+            published.store(state.generation, ordering: .releasing)
+            return routes
+        }
+    }
+
+    /// The generation of the newest routes.
+    public var generation: UInt64 { published.load(ordering: .acquiring) }
+
+    /// The newest routes and their generation.
+    public func current() -> (routes: PacketRoutes, generation: UInt64) {
+        state.withLock { ($0.routes, $0.generation) }
+    }
+}

@@ -1,0 +1,155 @@
+import Balancer
+
+/// Passthrough full NAT: a client's segment to VIP:port leaves as NAT address:NAT port →
+/// backend address:port, and the backend's reply to NAT address:NAT port leaves as VIP:port →
+/// client address:port. MACs: the backend's (or the client's, stored with the flow) as
+/// destination, the interface's as source. IPv4 header and TCP checksums are adjusted
+/// incrementally (RFC 1624, pseudo-header included); TTL, options and payload are left as
+/// received.
+///
+/// Each worker owns a disjoint slice of the NAT ports (`NATPortPool`), and publishes every
+/// port's reply rewrite in the shared `NATReverseMap`, because the backend's reply may arrive on
+/// another worker's queue. A reply is accepted only from the backend address and port its NAT
+/// port was given to ("unknown reply" otherwise), so nobody can inject into a flow by guessing
+/// a port.
+///
+/// IPv4 only: IPv6 frames, IPv6 VIPs and IPv6 backends are dropped as unsupported / no backend
+/// (IPv6 passthrough needs an IPv6 NAT address; not built yet).
+///
+/// One value per worker; all workers share one `NATReverseMap` and one publisher.
+public struct PassthroughForwarder: PacketHandler {
+    var core: ForwarderCore
+    let natLo: UInt64
+    let natLow: UInt16
+    let natHigh: UInt16
+
+    /// A forwarder for worker `settings.workerIndex`: `settings.natAddress` must be IPv4 and
+    /// `settings.natPorts` set; `reverseMap` is the one map every worker of the process shares.
+    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher, reverseMap: NATReverseMap) {
+        precondition(settings.natAddress?.isIPv4 == true, "passthrough needs an IPv4 NAT address")
+        precondition(settings.natPorts != nil, "passthrough needs NAT ports")
+        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: reverseMap)
+        natLo = 0xffff_0000_0000 | UInt64(core.natIPv4)
+        natLow = settings.natPorts?.lowerBound ?? 1
+        natHigh = settings.natPorts?.upperBound ?? 0
+    }
+
+    /// This worker's counters (read them from any thread).
+    public var counters: ForwarderCounters { core.counters }
+
+    /// Flows in this worker's table now.
+    public var flowCount: Int { core.table.count }
+
+    /// Free NAT ports of this worker.
+    public var freeNATPorts: Int { core.ports.available }
+
+    /// The backend slot of the tracked flow (`client`, `vip`), if any (tests, diagnostics).
+    public func backendSlot(client: Endpoint, vip: Endpoint) -> Int? { core.backendSlot(client: client, vip: vip) }
+
+    /// The NAT port of the tracked flow (`client`, `vip`), if any (tests, diagnostics).
+    public func natPort(client: Endpoint, vip: Endpoint) -> UInt16? {
+        let v = StableHash.widened(vip.address)
+        let f = core.frontendIndex(hi: v.hi, lo: v.lo, port: vip.port)
+        guard f >= 0 else { return nil }
+        let a = StableHash.widened(client.address)
+        let key = FlowEntry.key(port: client.port, vip: f)
+        let i = core.table.find(hi: a.hi, lo: a.lo, key: key, home: core.table.home(hi: a.hi, lo: a.lo, key: key))
+        return i < 0 ? nil : core.table.entry(at: i).pointee.natPort
+    }
+
+    public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
+
+    public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        guard let p = packet.baseAddress else {
+            core.c.drop(.malformed)
+            return .drop
+        }
+        let length = packet.count
+        core.c.add(ForwarderCounters.rxPackets, 1)
+        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
+        let frame: TCPFrame
+        switch FrameParser.classify(p, length: length) {
+        case .tcp(let t) where !t.isIPv6: frame = t
+        case .tcp, .unsupported:
+            core.c.drop(.unsupported)
+            return .drop
+        case .malformed:
+            core.c.drop(.malformed)
+            return .drop
+        }
+        let ip = IPv4Header(p + frame.ipOffset)
+        let tcp = TCPHeader(p + frame.tcpOffset)
+        let eth = EthernetHeader(p)
+        let dst = ip.destination
+        let dstLo = 0xffff_0000_0000 | UInt64(dst)
+        let dstPort = tcp.destinationPort
+        if dstLo == natLo && dstPort >= natLow && dstPort <= natHigh {
+            return reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort)
+        }
+        let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
+        guard frontend >= 0 else {
+            core.c.drop(.notForUs)
+            return .drop
+        }
+        let src = ip.source
+        let srcPort = tcp.sourcePort
+        let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(src), clientPort: srcPort,
+                           frontend: frontend, vipHi: 0, vipLo: dstLo, vipPort: dstPort, flags: tcp.flags,
+                           clientMAC: eth.source)
+        guard i >= 0 else { return .drop }
+        let e = core.table.entry(at: i)
+        let slot = e.pointee.backendSlot
+        let natPort = e.pointee.natPort
+        let b = core.backends + Int(slot)
+        let newDst = UInt32(truncatingIfNeeded: b.pointee.addressLo)
+        let newDstPort = b.pointee.port
+        let nat = core.natIPv4
+        let ipDelta = Checksum.delta(src, nat) &+ Checksum.delta(dst, newDst)
+        ip.checksum = Checksum.adjust(ip.checksum, delta: ipDelta)
+        tcp.checksum = Checksum.adjust(tcp.checksum, delta: ipDelta &+ Checksum.delta(srcPort, natPort)
+                                           &+ Checksum.delta(dstPort, newDstPort))
+        ip.source = nat
+        ip.destination = newDst
+        tcp.sourcePort = natPort
+        tcp.destinationPort = newDstPort
+        eth.destination = b.pointee.mac
+        eth.source = core.interfaceMAC
+        core.c.add(ForwarderCounters.txPackets, 1)
+        core.c.add(ForwarderCounters.txBytes, UInt64(length))
+        core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
+        return .transmit
+    }
+
+    /// A backend's segment to NAT address:`natPort`: back to the client as from the VIP.
+    @inline(__always)
+    private mutating func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
+                                natPort: UInt16) -> PacketVerdict {
+        guard let r = core.reverse?.read(natPort) else {
+            core.c.drop(.unknownReply)
+            return .drop
+        }
+        let src = ip.source
+        let srcPort = tcp.sourcePort
+        guard r.backendHi == 0, r.backendLo == 0xffff_0000_0000 | UInt64(src), r.backendPort == srcPort,
+              r.vipHi == 0, r.clientHi == 0 else {
+            core.c.drop(.unknownReply)
+            return .drop
+        }
+        let vip = UInt32(truncatingIfNeeded: r.vipLo)
+        let client = UInt32(truncatingIfNeeded: r.clientLo)
+        let ipDelta = Checksum.delta(src, vip) &+ Checksum.delta(core.natIPv4, client)
+        ip.checksum = Checksum.adjust(ip.checksum, delta: ipDelta)
+        tcp.checksum = Checksum.adjust(tcp.checksum, delta: ipDelta &+ Checksum.delta(srcPort, r.vipPort)
+                                           &+ Checksum.delta(natPort, r.clientPort))
+        ip.source = vip
+        ip.destination = client
+        tcp.sourcePort = r.vipPort
+        tcp.destinationPort = r.clientPort
+        eth.destination = r.clientMAC
+        eth.source = core.interfaceMAC
+        core.c.add(ForwarderCounters.txPackets, 1)
+        core.c.add(ForwarderCounters.txBytes, UInt64(length))
+        if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
+        return .transmit
+    }
+}

@@ -1,0 +1,75 @@
+/// One worker's share of the passthrough NAT ports: a FIFO of free ports allocated once.
+///
+/// Worker `i` of `n` owns the `i`-th of `n` contiguous, disjoint slices of `nat_ports`, so no
+/// two workers ever hand out the same port and allocation needs no atomic at all. A port goes
+/// back to the queue only when its flow ends, and to the back of it: the longest-free port is
+/// reused first, which keeps a fresh flow off a port whose previous connection the backend may
+/// still hold in TIME_WAIT for as long as the slice allows.
+public struct NATPortPool {
+    @usableFromInline let ring: UnsafeMutablePointer<UInt16>
+    @usableFromInline let size: Int
+    @usableFromInline var head = 0
+    /// Free ports now.
+    public internal(set) var available: Int
+    /// The ports this worker owns.
+    public let range: ClosedRange<UInt16>?
+
+    init(storage: NATPortStorage) {
+        ring = storage.ring
+        size = storage.size
+        available = storage.size
+        range = storage.range
+    }
+
+    /// The `index`-th of `count` disjoint slices of `ports` (nil when there are more workers
+    /// than ports).
+    public static func slice(of ports: ClosedRange<UInt16>, worker index: Int, of count: Int) -> ClosedRange<UInt16>? {
+        precondition(count > 0 && index >= 0 && index < count, "worker \(index) of \(count)")
+        let total = Int(ports.upperBound) - Int(ports.lowerBound) + 1
+        let low = Int(ports.lowerBound) + total * index / count
+        let high = Int(ports.lowerBound) + total * (index + 1) / count - 1
+        guard low <= high else { return nil }
+        return UInt16(low)...UInt16(high)
+    }
+
+    /// Takes a free port, or 0 when the slice is exhausted.
+    @inline(__always)
+    mutating func allocate() -> UInt16 {
+        guard available > 0 else { return 0 }
+        let port = ring[head]
+        head = head &+ 1 == size ? 0 : head &+ 1
+        available &-= 1
+        return port
+    }
+
+    /// Returns `port` (one this pool handed out) to the back of the queue.
+    @inline(__always)
+    mutating func release(_ port: UInt16) {
+        var tail = head &+ available
+        if tail >= size { tail &-= size }
+        ring[tail] = port
+        available &+= 1
+    }
+}
+
+/// Owns a `NATPortPool`'s queue.
+final class NATPortStorage {
+    let ring: UnsafeMutablePointer<UInt16>
+    let size: Int
+    let range: ClosedRange<UInt16>?
+
+    init(range: ClosedRange<UInt16>?) {
+        self.range = range
+        size = range.map { Int($0.upperBound) - Int($0.lowerBound) + 1 } ?? 0
+        ring = .allocate(capacity: max(size, 1))
+        if let range {
+            var i = 0
+            for port in range {
+                ring[i] = port
+                i += 1
+            }
+        }
+    }
+
+    deinit { ring.deallocate() }
+}

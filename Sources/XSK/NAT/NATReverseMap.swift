@@ -1,0 +1,127 @@
+import Synchronization
+
+/// What a backend's reply needs to become the VIP's reply to the client.
+public struct NATReverseEntry: Sendable, Equatable {
+    public var clientHi: UInt64
+    public var clientLo: UInt64
+    public var clientPort: UInt16
+    public var clientMAC: UInt64
+    public var vipHi: UInt64
+    public var vipLo: UInt64
+    public var vipPort: UInt16
+    public var backendHi: UInt64
+    public var backendLo: UInt64
+    public var backendPort: UInt16
+    /// The backend's `PacketRoutes` slot, for its per-backend byte counters.
+    public var backendSlot: UInt32
+
+    public init(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, clientMAC: UInt64, vipHi: UInt64,
+                vipLo: UInt64, vipPort: UInt16, backendHi: UInt64, backendLo: UInt64, backendPort: UInt16,
+                backendSlot: UInt32) {
+        self.clientHi = clientHi
+        self.clientLo = clientLo
+        self.clientPort = clientPort
+        self.clientMAC = clientMAC
+        self.vipHi = vipHi
+        self.vipLo = vipLo
+        self.vipPort = vipPort
+        self.backendHi = backendHi
+        self.backendLo = backendLo
+        self.backendPort = backendPort
+        self.backendSlot = backendSlot
+    }
+}
+
+/// The passthrough reply map, indexed by NAT port: one structure for all workers, allocated
+/// once (65536 entries of 80 bytes, about 5 MiB).
+///
+/// Who writes: only the worker owning the port (ports are sliced per worker), when its flow
+/// starts (`publish`) and ends (`retire`). Who reads: any worker, because a backend's reply can
+/// arrive on any RX queue. Publication is a sequence lock per entry: word 0 holds
+/// `version << 2 | valid << 1 | busy`; the writer marks the entry busy, writes the fields,
+/// then stores the next version with release ordering; a reader loads word 0 with acquire,
+/// reads the fields, and re-checks word 0 after an acquire fence — a torn read is detected and
+/// treated as no entry. Every field is a relaxed atomic word, so there is no data race, and on
+/// x86-64 each access is a plain move. No lock, no allocation, no reference counting.
+public final class NATReverseMap: @unchecked Sendable {
+    static let words = 10
+    let base: UnsafeMutablePointer<Atomic<UInt64>>
+
+    public init() {
+        let count = 65_536 * Self.words
+        base = .allocate(capacity: count)
+        for i in 0..<count { (base + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        base.deinitialize(count: 65_536 * Self.words)
+        base.deallocate()
+    }
+
+    /// The entry for `port` as published, or nil when none is live (a test and /stats helper;
+    /// the packet path uses `NATReverseView`).
+    public func entry(forPort port: UInt16) -> NATReverseEntry? { NATReverseView(self).read(port) }
+}
+
+/// Unretained access to a `NATReverseMap` for the packet path (the forwarder keeps the map
+/// alive).
+struct NATReverseView {
+    let base: UnsafeMutablePointer<Atomic<UInt64>>
+
+    init(_ map: NATReverseMap) { base = map.base }
+
+    @inline(__always)
+    private func word(_ port: UInt16, _ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        base + (Int(port) &* NATReverseMap.words &+ i)
+    }
+
+    /// Writes the entry for `port` (owner only).
+    @inline(__always)
+    func publish(_ port: UInt16, _ e: NATReverseEntry) {
+        let head = word(port, 0)
+        let old = head.pointee.load(ordering: .relaxed)
+        head.pointee.store(old | 1, ordering: .relaxed)
+        atomicMemoryFence(ordering: .releasing)
+        word(port, 1).pointee.store(e.clientHi, ordering: .relaxed)
+        word(port, 2).pointee.store(e.clientLo, ordering: .relaxed)
+        word(port, 3).pointee.store(e.clientMAC << 16 | UInt64(e.clientPort), ordering: .relaxed)
+        word(port, 4).pointee.store(e.vipHi, ordering: .relaxed)
+        word(port, 5).pointee.store(e.vipLo, ordering: .relaxed)
+        word(port, 6).pointee.store(e.backendHi, ordering: .relaxed)
+        word(port, 7).pointee.store(e.backendLo, ordering: .relaxed)
+        word(port, 8).pointee.store(UInt64(e.backendSlot) << 32 | UInt64(e.vipPort) << 16 | UInt64(e.backendPort),
+                                    ordering: .relaxed)
+        head.pointee.store(((old >> 2) &+ 1) << 2 | 2, ordering: .releasing)
+    }
+
+    /// Marks the entry for `port` dead (owner only).
+    @inline(__always)
+    func retire(_ port: UInt16) {
+        let head = word(port, 0)
+        let old = head.pointee.load(ordering: .relaxed)
+        head.pointee.store(((old >> 2) &+ 1) << 2, ordering: .releasing)
+    }
+
+    /// A consistent copy of the live entry for `port`, or nil (none, or being rewritten).
+    @inline(__always)
+    func read(_ port: UInt16) -> NATReverseEntry? {
+        let head = word(port, 0)
+        let v1 = head.pointee.load(ordering: .acquiring)
+        guard v1 & 3 == 2 else { return nil }
+        let w3 = word(port, 3).pointee.load(ordering: .relaxed)
+        let w8 = word(port, 8).pointee.load(ordering: .relaxed)
+        let e = NATReverseEntry(
+            clientHi: word(port, 1).pointee.load(ordering: .relaxed),
+            clientLo: word(port, 2).pointee.load(ordering: .relaxed),
+            clientPort: UInt16(truncatingIfNeeded: w3), clientMAC: w3 >> 16,
+            vipHi: word(port, 4).pointee.load(ordering: .relaxed),
+            vipLo: word(port, 5).pointee.load(ordering: .relaxed),
+            vipPort: UInt16(truncatingIfNeeded: w8 >> 16),
+            backendHi: word(port, 6).pointee.load(ordering: .relaxed),
+            backendLo: word(port, 7).pointee.load(ordering: .relaxed),
+            backendPort: UInt16(truncatingIfNeeded: w8), backendSlot: UInt32(truncatingIfNeeded: w8 >> 32))
+        atomicMemoryFence(ordering: .acquiring)
+        guard head.pointee.load(ordering: .relaxed) == v1 else { return nil }
+        return e
+    }
+}

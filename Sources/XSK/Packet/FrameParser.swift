@@ -1,0 +1,86 @@
+/// Where the headers of a TCP frame are, once `FrameParser` has checked them.
+public struct TCPFrame: Equatable {
+    /// Offset of the IP header (after Ethernet).
+    public var ipOffset: Int
+    /// Offset of the TCP header.
+    public var tcpOffset: Int
+    /// One past the last byte the IP header's length field covers (≤ the frame length; the
+    /// frame may carry Ethernet padding after it).
+    public var ipEnd: Int
+    /// True for IPv6, false for IPv4.
+    public var isIPv6: Bool
+
+    @inlinable
+    public init(ipOffset: Int, tcpOffset: Int, ipEnd: Int, isIPv6: Bool) {
+        self.ipOffset = ipOffset
+        self.tcpOffset = tcpOffset
+        self.ipEnd = ipEnd
+        self.isIPv6 = isIPv6
+    }
+}
+
+/// What a frame is, as far as the forwarders care.
+public enum FrameClass: Equatable {
+    /// An IPv4 or IPv6 TCP segment whose headers all lie inside the frame.
+    case tcp(TCPFrame)
+    /// Well-formed but not forwarded: not IP, VLAN-tagged, not TCP, an IPv4 fragment, or an
+    /// IPv6 packet with extension headers.
+    case unsupported
+    /// Truncated, or a header whose length fields contradict the frame.
+    case malformed
+}
+
+/// Classifies frames: every length field is checked against the received length, so a
+/// truncated or lying header yields `.malformed` and never an out-of-bounds read.
+public enum FrameParser {
+    /// Classifies the frame at `frame` of `length` received bytes.
+    @inlinable @inline(__always)
+    public static func classify(_ frame: UnsafeMutableRawPointer, length: Int) -> FrameClass {
+        guard length >= EthernetHeader.length + 20 else { return length >= EthernetHeader.length ? .unsupportedOrMalformed(frame) : .malformed }
+        let type = Wire.load16(frame, 12)
+        let l3 = EthernetHeader.length
+        if type == EthernetHeader.typeIPv4 {
+            let ip = IPv4Header(frame + l3)
+            let headerLength = ip.headerLength
+            let total = ip.totalLength
+            guard ip.version == 4, headerLength >= 20, total >= headerLength, l3 &+ total <= length else { return .malformed }
+            guard !ip.isFragment, ip.proto == 6 else { return .unsupported }
+            let l4 = l3 &+ headerLength
+            let end = l3 &+ total
+            guard l4 &+ 20 <= end else { return .malformed }
+            let tcpLength = TCPHeader(frame + l4).headerLength
+            guard tcpLength >= 20, l4 &+ tcpLength <= end else { return .malformed }
+            return .tcp(TCPFrame(ipOffset: l3, tcpOffset: l4, ipEnd: end, isIPv6: false))
+        }
+        if type == EthernetHeader.typeIPv6 {
+            guard length >= l3 &+ IPv6Header.length else { return .malformed }
+            let ip = IPv6Header(frame + l3)
+            let end = l3 &+ IPv6Header.length &+ ip.payloadLength
+            guard ip.version == 6, end <= length else { return .malformed }
+            guard ip.nextHeader == 6 else { return .unsupported }
+            let l4 = l3 &+ IPv6Header.length
+            guard l4 &+ 20 <= end else { return .malformed }
+            let tcpLength = TCPHeader(frame + l4).headerLength
+            guard tcpLength >= 20, l4 &+ tcpLength <= end else { return .malformed }
+            return .tcp(TCPFrame(ipOffset: l3, tcpOffset: l4, ipEnd: end, isIPv6: true))
+        }
+        return .unsupported
+    }
+
+    /// Classifies a frame given as a buffer (its count is the received length).
+    @inlinable @inline(__always)
+    public static func classify(_ frame: UnsafeMutableRawBufferPointer) -> FrameClass {
+        guard let base = frame.baseAddress else { return .malformed }
+        return classify(base, length: frame.count)
+    }
+}
+
+extension FrameClass {
+    /// A frame with a full Ethernet header but too short for any IP header: not IP is
+    /// unsupported, claimed IP is malformed.
+    @inlinable
+    static func unsupportedOrMalformed(_ frame: UnsafeMutableRawPointer) -> FrameClass {
+        let type = Wire.load16(frame, 12)
+        return type == EthernetHeader.typeIPv4 || type == EthernetHeader.typeIPv6 ? .malformed : .unsupported
+    }
+}

@@ -1,0 +1,63 @@
+import Testing
+@testable import XSK
+
+@Suite("Checksums: RFC 1624 incremental updates equal a full recomputation")
+struct ChecksumTests {
+    @Test func theRFC1071ExampleSums() {
+        let bytes: [UInt8] = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]
+        #expect(bytes.withUnsafeBytes { Checksum.fold(Checksum.sum($0)) } == 0xddf2)
+    }
+
+    /// Random IPv4/TCP frames (random options, payload lengths, addresses, ports), then random
+    /// address and port rewrites through the incremental updates: both checksums must equal
+    /// the ones computed from scratch over the rewritten bytes.
+    @Test func incrementalUpdatesMatchFullRecomputationOverRandomPackets() {
+        var rng = TestRandom(seed: 42)
+        for _ in 0..<5_000 {
+            let optionWords = Int.random(in: 0...10, using: &rng)
+            let options = (0..<(optionWords * 4)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let payload = (0..<Int.random(in: 0...300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            var f = TestFrames.ipv4TCP(src: .random(in: 0...UInt32.max, using: &rng),
+                                       dst: .random(in: 0...UInt32.max, using: &rng),
+                                       sport: .random(in: 0...UInt16.max, using: &rng),
+                                       dport: .random(in: 0...UInt16.max, using: &rng),
+                                       flags: .random(in: 0...255, using: &rng), ipOptions: options, payload: payload)
+            let newSrc = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let newDst = UInt32.random(in: 0...UInt32.max, using: &rng)
+            let newSport = UInt16.random(in: 0...UInt16.max, using: &rng)
+            let newDport = UInt16.random(in: 0...UInt16.max, using: &rng)
+            f.withUnsafeMutableBytes { raw in
+                guard case .tcp(let t) = FrameParser.classify(raw) else { Issue.record("not TCP"); return }
+                let ip = IPv4Header(raw.baseAddress! + t.ipOffset)
+                let tcp = TCPHeader(raw.baseAddress! + t.tcpOffset)
+                let ipDelta = Checksum.delta(ip.source, newSrc) &+ Checksum.delta(ip.destination, newDst)
+                ip.checksum = Checksum.adjust(ip.checksum, delta: ipDelta)
+                tcp.checksum = Checksum.adjust(tcp.checksum, delta: ipDelta
+                                                   &+ Checksum.delta(tcp.sourcePort, newSport)
+                                                   &+ Checksum.delta(tcp.destinationPort, newDport))
+                ip.source = newSrc
+                ip.destination = newDst
+                tcp.sourcePort = newSport
+                tcp.destinationPort = newDport
+                #expect(ip.checksum == ip.computedChecksum())
+            }
+            #expect(TestFrames.storedIPv4Checksum(f) == TestFrames.recomputedIPv4Checksum(f))
+            #expect(TestFrames.storedTCPChecksum(f) == TestFrames.recomputedTCPChecksum(f))
+        }
+    }
+
+    @Test func sixteenBitUpdateMatchesRecomputation() {
+        var rng = TestRandom(seed: 7)
+        for _ in 0..<10_000 {
+            var words = (0..<8).map { _ in UInt16.random(in: 0...UInt16.max, using: &rng) }
+            let bytes = words.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
+            let before = TestFrames.checksum(bytes)
+            let i = Int.random(in: 0..<8, using: &rng)
+            let new = UInt16.random(in: 0...UInt16.max, using: &rng)
+            let updated = Checksum.update(before, old: words[i], new: new)
+            words[i] = new
+            let after = TestFrames.checksum(words.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] })
+            #expect(updated == after)
+        }
+    }
+}

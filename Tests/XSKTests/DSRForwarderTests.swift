@@ -1,0 +1,179 @@
+import Balancer
+import Testing
+@testable import XSK
+
+@Suite("DSR: MAC rewrite, consistent placement, flows kept until they end")
+struct DSRForwarderTests {
+    static func forwarder(_ fixture: RoutesFixture, capacity: Int = 1024) -> DSRForwarder {
+        var f = DSRForwarder(settings: ForwarderSettings(capacity: capacity), routes: fixture.publisher)
+        f.beginBatch(now: second)
+        return f
+    }
+
+    /// Sends `frame` through `forwarder`; returns the backend number it went to, or nil if dropped.
+    static func send(_ frame: [UInt8], _ forwarder: inout DSRForwarder) -> Int? {
+        var f = frame
+        let verdict = withFrame(&f) { forwarder.handle($0) }
+        guard verdict == .transmit else { return nil }
+        return RoutesFixture.backendNumber(mac: TestFrames.fields(f).dstMAC)
+    }
+
+    @Test func aClientFrameLeavesWithTheBackendsMACAndEveryOtherByteAsReceived() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = Self.forwarder(fixture)
+        let original = clientFrame(port: 40_000, flags: TCPHeader.syn, payload: Array("hello".utf8),
+                                   ipOptions: [1, 1, 1, 0])
+        var f = original
+        #expect(withFrame(&f) { dsr.handle($0) } == .transmit)
+        let out = TestFrames.fields(f)
+        #expect(RoutesFixture.backendNumber(mac: out.dstMAC) != nil)
+        #expect(out.srcMAC == TestFrames.lbMAC)
+        #expect(Array(f[12...]) == Array(original[12...]), "IP and TCP must be untouched")
+        let stats = dsr.counters.snapshot()
+        #expect(stats.txPackets == 1 && stats.flowsCreated == 1 && stats.flowsActive == 1)
+    }
+
+    @Test func maglevPlacementEqualsTheBalancersSchedulerForTheSame5Tuple() {
+        for balance in [BalanceAlgorithm.maglev, .source] {
+            let fixture = RoutesFixture(balance: balance, count: 5, weights: [1, 2, 3, 1, 1])
+            var dsr = Self.forwarder(fixture, capacity: 4096)
+            let route = fixture.runtime.snapshots.load().value.frontends[0]
+            var scheduler = Scheduler(route: route)
+            var rng = TestRandom(seed: 99)
+            for _ in 0..<1000 {
+                let client = UInt32.random(in: 0x0A00_0000...0x0AFF_FFFF, using: &rng)
+                let port = UInt16.random(in: 1024...65535, using: &rng)
+                let chosen = Self.send(clientFrame(client: client, port: port, flags: TCPHeader.syn), &dsr)
+                let expected = scheduler.pick(for: FlowKey(client: Endpoint(address: .v4(client), port: port),
+                                                           vip: RoutesFixture.vip), in: route)
+                #expect(chosen != nil && expected != nil)
+                if let chosen, let expected { #expect(route.servers[expected].id.name == "s\(chosen)") }
+            }
+        }
+    }
+
+    @Test func aBackendWithoutAMACIsNeverChosenAndIsReported() {
+        for balance in BalanceAlgorithm.allCases {
+            let fixture = RoutesFixture(balance: balance, count: 3, withoutMAC: [2])
+            let routes = fixture.publisher.current().routes
+            #expect(routes.unresolved.map(\.server.name) == ["s2"])
+            var dsr = Self.forwarder(fixture, capacity: 4096)
+            var seen = Set<Int>()
+            for port in UInt16(1000)..<1300 {
+                // Many clients: `source` places by client address only.
+                let chosen = Self.send(clientFrame(client: 0x0A4D_1000 + UInt32(port), port: port, flags: TCPHeader.syn),
+                                       &dsr)
+                #expect(chosen != nil)
+                if let chosen { seen.insert(chosen) }
+            }
+            #expect(seen == [1, 3], "\(balance): \(seen)")
+        }
+    }
+
+    @Test func aNonSYNFrameOfNoFlowIsDroppedAndCounted() {
+        var dsr = Self.forwarder(RoutesFixture(balance: .wrr))
+        #expect(Self.send(clientFrame(port: 5000, flags: TCPHeader.ack), &dsr) == nil)
+        #expect(dsr.counters.snapshot().drops(.noFlow) == 1)
+        #expect(dsr.flowCount == 0)
+    }
+
+    @Test func aFrameToNoVIPIsDroppedAsNotForUs() {
+        var dsr = Self.forwarder(RoutesFixture(balance: .wrr))
+        var f = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: 0x0A4D_0065, sport: 1, dport: 80, flags: TCPHeader.syn)
+        #expect(withFrame(&f) { dsr.handle($0) } == .drop)
+        #expect(dsr.counters.snapshot().drops(.notForUs) == 1)
+    }
+
+    @Test func establishedFlowsKeepTheirBackendWhenWeightsChange() {
+        for balance in [BalanceAlgorithm.wrr, .maglev] {
+            var fixture = RoutesFixture(balance: balance, count: 3)
+            var dsr = Self.forwarder(fixture)
+            var placed: [UInt16: Int] = [:]
+            for port in UInt16(2000)..<2060 {
+                placed[port] = Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr)
+                #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == placed[port])
+            }
+            // New weights: new flows now go mostly to s3, but the established ones stay put.
+            fixture.config = RoutesFixture.makeConfig(balance: balance, count: 3, weights: [1, 1, 20])
+            fixture.runtime.apply(fixture.config)
+            fixture.republish()
+            dsr.beginBatch(now: 2 * second)
+            for port in UInt16(2000)..<2060 {
+                #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack, payload: [1]), &dsr) == placed[port])
+            }
+            var toThird = 0
+            for port in UInt16(3000)..<3100 where Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == 3 {
+                toThird += 1
+            }
+            #expect(toThird > 70, "\(balance): the new weights apply to new flows")
+        }
+    }
+
+    @Test func aFlowOfABackendWhoseDrainEndedIsDroppedAndRemoved() {
+        let fixture = RoutesFixture(balance: .wrr, count: 2)
+        var dsr = Self.forwarder(fixture)
+        var onFirst: [UInt16] = []
+        for port in UInt16(4000)..<4010 where Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == 1 {
+            onFirst.append(port)
+        }
+        #expect(!onFirst.isEmpty)
+        // Draining (weight 0, still keeping flows): established flows go on.
+        fixture.republish { snapshot in
+            snapshot.frontends[0].servers[0].state = .drain
+            snapshot.frontends[0].selectable = [1]
+        }
+        dsr.beginBatch(now: 2 * second)
+        #expect(Self.send(clientFrame(port: onFirst[0], flags: TCPHeader.ack), &dsr) == 1)
+        // Drain over: its flows are dropped, counted, and removed.
+        fixture.republish { snapshot in
+            snapshot.frontends[0].servers[0].state = .drain
+            snapshot.frontends[0].servers[0].keepsFlows = false
+            snapshot.frontends[0].selectable = [1]
+        }
+        let before = dsr.flowCount
+        dsr.beginBatch(now: 3 * second)
+        let afterSweep = dsr.flowCount
+        for port in onFirst { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == nil) }
+        let stats = dsr.counters.snapshot()
+        #expect(before - dsr.flowCount == onFirst.count)
+        // The batch sweep may already have removed them (flowsEnded); the rest are dropped on sight.
+        #expect(stats.flowsEnded == UInt64(onFirst.count))
+        #expect(stats.drops(.backendGone) + stats.drops(.noFlow) == UInt64(onFirst.count))
+        #expect(afterSweep <= before)
+    }
+
+    @Test func aBackendRemovedFromTheSnapshotEndsItsFlows() {
+        let fixture = RoutesFixture(balance: .wrr, count: 2)
+        var dsr = Self.forwarder(fixture, capacity: 100_000)  // too big for one sweep to reach every slot
+        var onSecond: [UInt16] = []
+        for port in UInt16(4000)..<4010 where Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == 2 {
+            onSecond.append(port)
+        }
+        fixture.republish { snapshot in
+            snapshot.frontends[0].servers.removeLast()
+            snapshot.frontends[0].selectable = [0]
+        }
+        dsr.beginBatch(now: 2 * second)
+        for port in onSecond { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == nil) }
+        let stats = dsr.counters.snapshot()
+        #expect(stats.drops(.backendGone) + stats.drops(.noFlow) == UInt64(onSecond.count))
+        #expect(stats.flowsEnded == UInt64(onSecond.count))
+        #expect(dsr.flowCount == 10 - onSecond.count)
+    }
+
+    @Test func perBackendTrafficIsFlushedIntoTheServersCounters() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var dsr = Self.forwarder(fixture)
+        let syn = clientFrame(port: 7000, flags: TCPHeader.syn)
+        let data = clientFrame(port: 7000, flags: TCPHeader.ack, payload: [UInt8](repeating: 1, count: 100))
+        #expect(Self.send(syn, &dsr) == 1)
+        #expect(Self.send(data, &dsr) == 1)
+        let flusher = BackendStatsFlusher(workers: [dsr.counters])
+        let routes = fixture.publisher.current().routes
+        flusher.flush(into: routes)
+        flusher.flush(into: routes)  // a second flush adds nothing new
+        let totals = fixture.runtime.snapshots.load().value.frontends[0].servers[0].counters.snapshot()
+        #expect(totals.totalConnections == 1 && totals.currentConnections == 1)
+        #expect(totals.bytesTx == Int64(syn.count + data.count))
+    }
+}

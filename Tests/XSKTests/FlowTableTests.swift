@@ -1,0 +1,84 @@
+import Balancer
+import Testing
+@testable import XSK
+
+@Suite("Flow table: hard capacity, eviction of idle flows, expiry by state")
+struct FlowTableTests {
+    static func send(_ frame: [UInt8], _ forwarder: inout DSRForwarder) -> PacketVerdict {
+        var f = frame
+        return withFrame(&f) { forwarder.handle($0) }
+    }
+
+    @Test func aFullTableEvictsTheOldestIdleFlowAndCountsIt() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var settings = ForwarderSettings(capacity: 8)
+        settings.minIdleForEviction = second
+        var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        for port in UInt16(1)...8 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        // Full, and every flow was seen this very second: nothing is idle enough to evict.
+        #expect(Self.send(clientFrame(port: 100, flags: TCPHeader.syn), &dsr) == .drop)
+        #expect(dsr.counters.snapshot().drops(.tableFull) == 1)
+        // Later, flows 1...8 are idle; keep flow 8 busy so it is not one to go.
+        dsr.beginBatch(now: 3 * second)
+        #expect(Self.send(clientFrame(port: 8, flags: TCPHeader.ack), &dsr) == .transmit)
+        for port in UInt16(101)...107 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        // Now every flow was seen within the second again: the next SYN finds no idle victim.
+        #expect(Self.send(clientFrame(port: 108, flags: TCPHeader.syn), &dsr) == .drop)
+        let stats = dsr.counters.snapshot()
+        #expect(dsr.flowCount == 8)
+        #expect(stats.flowsEvicted == 7)
+        #expect(stats.drops(.tableFull) == 2)
+        #expect(stats.flowsActive == 8)
+        #expect(Self.send(clientFrame(port: 8, flags: TCPHeader.ack), &dsr) == .transmit, "the busy flow survived")
+    }
+
+    @Test func flowsExpireByTheirStatesTimeout() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 100, synTimeout: .seconds(5),
+                                                           establishedTimeout: .seconds(300),
+                                                           closingTimeout: .seconds(10)),
+                               routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        // 1: half-open; 2: established; 3: closing.
+        for port in UInt16(1)...3 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.ack), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 3, flags: TCPHeader.ack), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 3, flags: TCPHeader.fin | TCPHeader.ack), &dsr) == .transmit)
+        dsr.beginBatch(now: 7 * second)  // > 5 s: the half-open flow goes
+        #expect(dsr.flowCount == 2)
+        dsr.beginBatch(now: 12 * second)  // > 10 s: the closing flow goes
+        #expect(dsr.flowCount == 1)
+        dsr.beginBatch(now: 300 * second)  // 299 s idle: established stays
+        #expect(dsr.flowCount == 1)
+        dsr.beginBatch(now: 302 * second)
+        #expect(dsr.flowCount == 0)
+        #expect(dsr.counters.snapshot().flowsExpired == 3)
+        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.ack), &dsr) == .drop)
+        #expect(dsr.counters.snapshot().drops(.noFlow) == 1)
+    }
+
+    @Test func anExpiredFlowFoundByLookupIsEndedEvenBeforeTheSweepReachesIt() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var settings = ForwarderSettings(capacity: 100_000, synTimeout: .seconds(5))
+        settings.sweepPerBatch = 0
+        var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        #expect(Self.send(clientFrame(port: 9, flags: TCPHeader.syn), &dsr) == .transmit)
+        dsr.beginBatch(now: 10 * second)
+        #expect(Self.send(clientFrame(port: 9, flags: TCPHeader.ack), &dsr) == .drop)
+        let stats = dsr.counters.snapshot()
+        #expect(stats.flowsExpired == 1 && stats.drops(.noFlow) == 1 && dsr.flowCount == 0)
+    }
+
+    @Test func aSYNReusingAClosingFlowsTupleIsPlacedAfresh() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 100), routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        #expect(Self.send(clientFrame(port: 9, flags: TCPHeader.syn), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 9, flags: TCPHeader.rst), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 9, flags: TCPHeader.syn), &dsr) == .transmit)
+        let stats = dsr.counters.snapshot()
+        #expect(stats.flowsCreated == 2 && stats.flowsEnded == 1 && dsr.flowCount == 1)
+    }
+}

@@ -1,0 +1,151 @@
+import Balancer
+import Testing
+@testable import XSK
+
+@Suite("Passthrough NAT: both directions rewritten with valid checksums, replies authenticated")
+struct PassthroughForwarderTests {
+    static let nat: UInt32 = 0x0A4D_0002
+    static let client: UInt32 = 0x0A4D_000A
+
+    static func forwarder(_ fixture: RoutesFixture, ports: ClosedRange<UInt16> = 61000...61999, worker: Int = 0,
+                          of count: Int = 1, map: NATReverseMap = NATReverseMap()) -> PassthroughForwarder {
+        var f = PassthroughForwarder(settings: ForwarderSettings(capacity: 1024, natAddress: .v4(nat), natPorts: ports,
+                                                                 workerIndex: worker, workerCount: count),
+                                     routes: fixture.publisher, reverseMap: map)
+        f.beginBatch(now: second)
+        return f
+    }
+
+    static func expectValidChecksums(_ f: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(TestFrames.storedIPv4Checksum(f) == TestFrames.recomputedIPv4Checksum(f), sourceLocation: sourceLocation)
+        #expect(TestFrames.storedTCPChecksum(f) == TestFrames.recomputedTCPChecksum(f), sourceLocation: sourceLocation)
+    }
+
+    @Test func aConnectionIsRewrittenBothWaysWithValidChecksums() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = Self.forwarder(fixture)
+        let options: [UInt8] = [0x94, 4, 0, 0]  // router alert: must survive untouched
+        var out = TestFrames.ipv4TCP(src: Self.client, dst: 0x0A4D_0064, sport: 40_000, dport: 80,
+                                     flags: TCPHeader.syn, ttl: 61, ipOptions: options, payload: Array("GET".utf8))
+        let original = out
+        #expect(withFrame(&out) { pt.handle($0) } == .transmit)
+        let o = TestFrames.fields(out)
+        #expect(o.dstMAC == RoutesFixture.backendMAC(1) && o.srcMAC == TestFrames.lbMAC)
+        #expect(o.src == Self.nat && o.dst == 0x0A4D_0015 && o.dport == 8080)
+        #expect((61000...61999).contains(o.sport))
+        #expect(o.ttl == 61)
+        #expect(Array(out[34..<38]) == options)
+        #expect(Array(out[(out.count - 3)...]) == Array(original[(original.count - 3)...]))
+        Self.expectValidChecksums(out)
+
+        var reply = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: o.sport,
+                                       flags: TCPHeader.syn | TCPHeader.ack, srcMAC: RoutesFixture.backendMAC(1),
+                                       ttl: 64, payload: Array("200 OK".utf8))
+        #expect(withFrame(&reply) { pt.handle($0) } == .transmit)
+        let r = TestFrames.fields(reply)
+        #expect(r.dstMAC == TestFrames.clientMAC && r.srcMAC == TestFrames.lbMAC)
+        #expect(r.src == 0x0A4D_0064 && r.sport == 80 && r.dst == Self.client && r.dport == 40_000)
+        #expect(r.ttl == 64)
+        Self.expectValidChecksums(reply)
+
+        // The reverse map holds what the reply needed.
+        let entry = fixture.publisher.current().routes.slot(of: ServerID(pool: "pool", name: "s1"))
+        #expect(entry != nil)
+        let stats = pt.counters.snapshot()
+        #expect(stats.txPackets == 2 && stats.flowsCreated == 1)
+        let traffic = pt.counters.backend(entry!)
+        #expect(traffic.bytesTx == UInt64(original.count) && traffic.bytesRx == UInt64(reply.count))
+    }
+
+    @Test func manyRandomFlowsKeepValidChecksumsBothWays() {
+        let fixture = RoutesFixture(balance: .maglev, count: 3)
+        var pt = Self.forwarder(fixture)
+        var rng = TestRandom(seed: 5)
+        for _ in 0..<300 {
+            let client = UInt32.random(in: 0x0A00_0000...0x0AFF_FFFF, using: &rng)
+            let port = UInt16.random(in: 1024...65535, using: &rng)
+            let payload = (0..<Int.random(in: 0...200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            var f = TestFrames.ipv4TCP(src: client, dst: 0x0A4D_0064, sport: port, dport: 80, flags: TCPHeader.syn,
+                                       payload: payload)
+            #expect(withFrame(&f) { pt.handle($0) } == .transmit)
+            Self.expectValidChecksums(f)
+            let o = TestFrames.fields(f)
+            var reply = TestFrames.ipv4TCP(src: o.dst, dst: o.src, sport: o.dport, dport: o.sport,
+                                           flags: TCPHeader.syn | TCPHeader.ack, payload: payload.reversed())
+            #expect(withFrame(&reply) { pt.handle($0) } == .transmit)
+            Self.expectValidChecksums(reply)
+            let r = TestFrames.fields(reply)
+            #expect(r.dst == client && r.dport == port && r.src == 0x0A4D_0064 && r.sport == 80)
+        }
+    }
+
+    @Test func aReplyFromAnotherHostOrPortOrToAnUnusedPortIsDropped() {
+        let fixture = RoutesFixture(balance: .wrr, count: 2)
+        var pt = Self.forwarder(fixture)
+        var out = clientFrame(client: Self.client, port: 40_001, flags: TCPHeader.syn)
+        #expect(withFrame(&out) { pt.handle($0) } == .transmit)
+        let o = TestFrames.fields(out)
+        let otherBackend: UInt32 = o.dst == 0x0A4D_0015 ? 0x0A4D_0016 : 0x0A4D_0015
+        var spoofedHost = TestFrames.ipv4TCP(src: otherBackend, dst: Self.nat, sport: 8080, dport: o.sport, flags: TCPHeader.ack)
+        var spoofedPort = TestFrames.ipv4TCP(src: o.dst, dst: Self.nat, sport: 8081, dport: o.sport, flags: TCPHeader.ack)
+        var unusedPort = TestFrames.ipv4TCP(src: o.dst, dst: Self.nat, sport: 8080,
+                                            dport: o.sport == 61999 ? 61998 : 61999, flags: TCPHeader.ack)
+        #expect(withFrame(&spoofedHost) { pt.handle($0) } == .drop)
+        #expect(withFrame(&spoofedPort) { pt.handle($0) } == .drop)
+        #expect(withFrame(&unusedPort) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 3)
+    }
+
+    @Test func exhaustedNATPortsDropTheSYNUntilAFlowEnds() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = Self.forwarder(fixture, ports: 61000...61003)
+        for port in UInt16(1)...4 {
+            var f = clientFrame(port: port, flags: TCPHeader.syn)
+            #expect(withFrame(&f) { pt.handle($0) } == .transmit)
+        }
+        var fifth = clientFrame(port: 5, flags: TCPHeader.syn)
+        #expect(withFrame(&fifth) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.noNATPort) == 1)
+        #expect(pt.freeNATPorts == 0)
+        // Flow 1 closes; after the closing timeout its port is free again.
+        var rst = clientFrame(port: 1, flags: TCPHeader.rst)
+        #expect(withFrame(&rst) { pt.handle($0) } == .transmit)
+        pt.beginBatch(now: 4 * second)
+        var again = clientFrame(port: 5, flags: TCPHeader.syn)
+        #expect(withFrame(&again) { pt.handle($0) } == .drop)
+        // Enough batches for the bounded sweep to cover the whole table.
+        for _ in 0..<16 { pt.beginBatch(now: 12 * second) }
+        #expect(pt.freeNATPorts == 4)
+        var later = clientFrame(port: 5, flags: TCPHeader.syn)
+        #expect(withFrame(&later) { pt.handle($0) } == .transmit)
+    }
+
+    @Test func workersOwnDisjointPortSlicesAndAnswerEachOthersReplies() {
+        let slices = (0..<3).compactMap { NATPortPool.slice(of: 61000...61010, worker: $0, of: 3) }
+        #expect(slices == [61000...61002, 61003...61006, 61007...61010])
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        let map = NATReverseMap()
+        var w0 = Self.forwarder(fixture, ports: 61000...61010, worker: 0, of: 2, map: map)
+        var w1 = Self.forwarder(fixture, ports: 61000...61010, worker: 1, of: 2, map: map)
+        var a = clientFrame(port: 1, flags: TCPHeader.syn)
+        var b = clientFrame(port: 2, flags: TCPHeader.syn)
+        #expect(withFrame(&a) { w0.handle($0) } == .transmit)
+        #expect(withFrame(&b) { w1.handle($0) } == .transmit)
+        let portA = TestFrames.fields(a).sport, portB = TestFrames.fields(b).sport
+        #expect((61000...61004).contains(portA) && (61005...61010).contains(portB))
+        // The reply to worker 0's flow arrives on worker 1's queue.
+        var reply = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: portA,
+                                       flags: TCPHeader.syn | TCPHeader.ack)
+        #expect(withFrame(&reply) { w1.handle($0) } == .transmit)
+        #expect(TestFrames.fields(reply).dport == 1)
+        Self.expectValidChecksums(reply)
+    }
+
+    @Test func ipv6FramesAreUnsupportedInPassthrough() {
+        var pt = Self.forwarder(RoutesFixture(balance: .wrr, count: 1))
+        var f = TestFrames.ipv6TCP(src: [UInt8](repeating: 0xfd, count: 16), dst: [UInt8](repeating: 1, count: 16),
+                                   sport: 1, dport: 80, flags: TCPHeader.syn)
+        #expect(withFrame(&f) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unsupported) == 1)
+    }
+}
