@@ -77,8 +77,13 @@ struct Launcher {
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() })
         case .passthrough, .dsr:
-            throw LaunchFailure(description: "\(mode.rawValue) mode is not implemented in this build yet " +
-                                "(the AF_XDP data planes are being built); use proxy mode")
+            do {
+                let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
+                                                         snapshots: runtime.snapshots, logger: logger)
+                return DataPlane(service: running.service, stats: running.stats)
+            } catch {
+                throw LaunchFailure(description: "cannot start the \(mode.rawValue) data plane: \(error)")
+            }
         }
     }
 }

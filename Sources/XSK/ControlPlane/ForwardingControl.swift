@@ -1,0 +1,103 @@
+import Balancer
+import Logging
+import Synchronization
+
+/// The AF_XDP modes' control plane: turns the Balancer's forwarding snapshots and the kernel's
+/// neighbour table into the `PacketRoutes` the workers forward by, and moves the workers'
+/// per-backend traffic into the shared counters that `/stats` and `/metrics` read.
+///
+/// Runs on one task (`refresh` and `flushCounters` are called from the data plane service's
+/// timer); the read-side properties may be used from any thread.
+public final class ForwardingControl: Sendable {
+    /// What the workers adopt between batches.
+    public let routes: PacketRoutesPublisher
+    private let snapshots: SnapshotPublisher<ForwardingSnapshot>
+    private let interfaceIndex: Int32
+    private let interfaceMAC: MACAddress
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var snapshotGeneration: UInt64 = 0
+        var macs: [IPAddress: MACAddress] = [:]
+        var unresolved: [PacketRoutes.Unresolved] = []
+        var neighbourError: String?
+        var publications = 0
+    }
+
+    /// - Parameters:
+    ///   - snapshots: the runtime's publisher (config reloads, health changes, drains).
+    ///   - interfaceIndex: where backends' MACs are looked up (the data-path interface).
+    ///   - interfaceMAC: the source MAC of every transmitted frame.
+    public init(snapshots: SnapshotPublisher<ForwardingSnapshot>, routes: PacketRoutesPublisher,
+                interfaceIndex: Int32, interfaceMAC: MACAddress, logger: Logger) {
+        self.snapshots = snapshots
+        self.routes = routes
+        self.interfaceIndex = interfaceIndex
+        self.interfaceMAC = interfaceMAC
+        self.logger = logger
+    }
+
+    /// Publishes new routes when the runtime published a new snapshot or a backend's MAC
+    /// appeared, changed or went away; does nothing otherwise. Returns whether it published.
+    @discardableResult
+    public func refresh(force: Bool = false) -> Bool {
+        let (snapshot, generation) = snapshots.load()
+        let macs = backendMACs(for: snapshot)
+        return state.withLock { state in
+            guard force || generation != state.snapshotGeneration || macs != state.macs else { return false }
+            let published = routes.publish(snapshot: snapshot, backendMACs: macs, interfaceMAC: interfaceMAC)
+            report(old: state.unresolved, new: published.unresolved)
+            state.snapshotGeneration = generation
+            state.macs = macs
+            state.unresolved = published.unresolved
+            state.publications += 1
+            return true
+        }
+    }
+
+    /// Servers the data plane cannot select now (no known MAC), with the reason; for `/stats`.
+    public var unresolved: [PacketRoutes.Unresolved] { state.withLock { $0.unresolved } }
+
+    /// Routes published so far (1 after the first `refresh`).
+    public var publications: Int { state.withLock { $0.publications } }
+
+    /// The last neighbour-table read error, if the last read failed.
+    public var neighbourError: String? { state.withLock { $0.neighbourError } }
+
+    /// MACs of the snapshot's backends from the neighbour table of the data-path interface.
+    /// A read failure keeps the MACs known before (and is logged once), so a transient
+    /// netlink error never unroutes every backend.
+    private func backendMACs(for snapshot: ForwardingSnapshot) -> [IPAddress: MACAddress] {
+        let wanted = Set(snapshot.frontends.flatMap { $0.servers.map(\.address.address) })
+        do {
+            let table = try NeighbourTable.dump(interfaceIndex: interfaceIndex)
+            state.withLock { $0.neighbourError = nil }
+            var macs: [IPAddress: MACAddress] = [:]
+            for entry in table where entry.isUsable && wanted.contains(entry.address) {
+                macs[entry.address] = entry.mac
+            }
+            return macs
+        } catch {
+            return state.withLock { state in
+                if state.neighbourError == nil {
+                    logger.warning("cannot read the neighbour table; keeping the backend MACs known before",
+                                   metadata: ["error": "\(error)"])
+                }
+                state.neighbourError = "\(error)"
+                return state.macs.filter { wanted.contains($0.key) }
+            }
+        }
+    }
+
+    private func report(old: [PacketRoutes.Unresolved], new: [PacketRoutes.Unresolved]) {
+        let before = Set(old.map(\.server)), after = Set(new.map(\.server))
+        for u in new where !before.contains(u.server) {
+            logger.warning("server left out of selection", metadata: ["server": "\(u.server)",
+                                                                     "addr": "\(u.address)", "reason": "\(u.reason)"])
+        }
+        for u in old where !after.contains(u.server) {
+            logger.notice("server back in selection", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Balancer
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Which AF_XDP data plane to run.
+public enum XDPForwardingMode: String, Sendable {
+    /// Direct server return: MAC rewrite, the backend answers the client itself.
+    case dsr
+    /// Full NAT: the balancer rewrites both directions.
+    case passthrough
+}
+
+/// Why an AF_XDP data plane could not start; the message says what to change.
+public struct XDPStartError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The running AF_XDP data plane of one interface, as a service: the steering program and the
+/// workers (`XSKDataPath`), the forwarders they run, and the control plane that keeps their
+/// routes and the shared counters current.
+///
+/// Setting up (`init`) attaches the program and opens the sockets or throws with nothing left
+/// behind; `run()` starts the workers and, until shutdown, republishes routes when the
+/// runtime's snapshot or a backend's MAC changes and flushes traffic counters every
+/// `[passthrough] stats_update_frequency`; on SIGTERM/SIGINT it stops the workers and detaches
+/// the program before returning.
+public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
+    public let mode: XDPForwardingMode
+    /// Fixed facts about this data plane, shown in `/stats`.
+    public let facts: XDPDataPlaneFacts
+    private let dataPath: XSKDataPath<Handler>
+    private let control: ForwardingControl
+    private let counters: [ForwarderCounters]
+    private let flusher: Mutex<BackendStatsFlusher>
+    private let statsPeriod: Duration
+    private let logger: Logger
+
+    init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
+         counters: [ForwarderCounters], statsPeriod: Duration, logger: Logger) {
+        self.mode = mode
+        self.facts = facts
+        self.dataPath = dataPath
+        self.control = control
+        self.counters = counters
+        flusher = Mutex(BackendStatsFlusher(workers: counters))
+        self.statsPeriod = statsPeriod
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try dataPath.start()
+        logger.notice("AF_XDP data plane running", metadata: [
+            "mode": "\(mode.rawValue)", "iface": "\(facts.interface)", "attach": "\(dataPath.program.attachMode.rawValue)",
+            "zero_copy": "\(dataPath.stats().zeroCopy)", "workers": "\(counters.count)",
+        ])
+        defer {
+            dataPath.stop()
+            flushCounters()
+            logger.notice("AF_XDP data plane stopped; XDP program detached", metadata: ["iface": "\(facts.interface)"])
+        }
+        var lastFlush = ContinuousClock.now
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            control.refresh()
+            if ContinuousClock.now - lastFlush >= statsPeriod {
+                flushCounters()
+                lastFlush = .now
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(200)) }
+        }
+    }
+
+    /// Adds the workers' traffic since the last flush to the servers' and frontends' counters.
+    public func flushCounters() {
+        let routes = control.routes.current().routes
+        flusher.withLock { $0.flush(into: routes) }
+    }
+
+    /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.
+    public func dataPlaneStats() -> DataPlaneStats {
+        XDPStatsReport(mode: mode, facts: facts, path: dataPath.stats(),
+                       forwarders: counters.map { $0.snapshot() }, unresolved: control.unresolved,
+                       neighbourError: control.neighbourError).dataPlaneStats
+    }
+}
+
+/// What was decided at start and does not change while running.
+public struct XDPDataPlaneFacts: Sendable {
+    public var interface: String
+    public var vips: [Endpoint]
+    public var natAddress: IPAddress?
+    public var natPorts: ClosedRange<UInt16>?
+}

@@ -1,0 +1,137 @@
+import Balancer
+
+/// The AF_XDP data plane's part of `/stats` (under `dataplane`) and `/metrics`: per-worker
+/// packets and drops by reason, flows, XSK ring statistics, the steering program's verdicts,
+/// the attach and copy modes in use, and the servers the data plane cannot select.
+struct XDPStatsReport {
+    var mode: XDPForwardingMode
+    var facts: XDPDataPlaneFacts
+    var path: XSKDataPathStats
+    /// One per worker, in worker order.
+    var forwarders: [ForwarderStats]
+    var unresolved: [PacketRoutes.Unresolved]
+    var neighbourError: String?
+
+    var dataPlaneStats: DataPlaneStats { DataPlaneStats(json: json, metrics: metrics) }
+
+    private var totals: ForwarderStats { forwarders.reduce(ForwarderStats(), +) }
+
+    var json: JSONValue {
+        var fields: [(String, JSONValue)] = [
+            ("kind", .string("af_xdp")),
+            ("interface", .string(facts.interface)),
+            ("attach_mode", .string(path.attachMode.rawValue)),
+            ("zero_copy", .bool(path.zeroCopy)),
+            ("vips", .array(facts.vips.map { .string($0.description) })),
+        ]
+        if let address = facts.natAddress, let ports = facts.natPorts {
+            fields.append(("nat", .object([("address", .string(address.description)),
+                                           ("ports", .string("\(ports.lowerBound)-\(ports.upperBound)"))])))
+        }
+        fields.append(("totals", Self.forwarderJSON(totals)))
+        fields.append(("unresolved_servers", .array(unresolved.map {
+            .object([("server", .string($0.server.description)), ("addr", .string($0.address.description)),
+                     ("reason", .string($0.reason))])
+        })))
+        if let neighbourError { fields.append(("neighbour_table_error", .string(neighbourError))) }
+        fields.append(("workers", .array(path.workers.enumerated().map { i, w in
+            var worker: [(String, JSONValue)] = [
+                ("index", .int(Int64(w.index))), ("queue", .int(Int64(w.queue))),
+                ("cpu", w.cpu.map { .int(Int64($0)) } ?? .null),
+                ("copy_mode", .string(w.mode.rawValue)),
+                ("rx_packets", .int(Int64(clamping: w.counters.rxPackets))),
+                ("rx_bytes", .int(Int64(clamping: w.counters.rxBytes))),
+                ("tx_packets", .int(Int64(clamping: w.counters.txPackets))),
+                ("dropped", .int(Int64(clamping: w.counters.drops))),
+                ("tx_ring_full", .int(Int64(clamping: w.counters.txRingFullDrops))),
+                ("batches", .int(Int64(clamping: w.counters.batches))),
+                ("wakeups", .int(Int64(clamping: w.counters.wakeups))),
+            ]
+            if i < forwarders.count { worker.append(("forwarder", Self.forwarderJSON(forwarders[i]))) }
+            worker.append(("ring", w.ring.map(Self.ringJSON) ?? .null))
+            return .object(worker)
+        })))
+        if let v = path.verdicts {
+            fields.append(("steering", .object([
+                ("redirected_vip", .int(Int64(clamping: v.redirectedVIP))),
+                ("redirected_nat", .int(Int64(clamping: v.redirectedNAT))),
+                ("passed_not_ip", .int(Int64(clamping: v.passedNotIP))),
+                ("passed_not_steered", .int(Int64(clamping: v.passedNotSteered))),
+                ("passed_vlan", .int(Int64(clamping: v.passedVLAN))),
+                ("passed_fragment", .int(Int64(clamping: v.passedFragment))),
+                ("passed_extension_header", .int(Int64(clamping: v.passedExtensionHeader))),
+                ("passed_no_socket", .int(Int64(clamping: v.passedNoSocket))),
+                ("malformed", .int(Int64(clamping: v.malformed))),
+            ])))
+        }
+        return .object(fields)
+    }
+
+    static func forwarderJSON(_ f: ForwarderStats) -> JSONValue {
+        .object([
+            ("rx_packets", .int(Int64(clamping: f.rxPackets))), ("rx_bytes", .int(Int64(clamping: f.rxBytes))),
+            ("tx_packets", .int(Int64(clamping: f.txPackets))), ("tx_bytes", .int(Int64(clamping: f.txBytes))),
+            ("flows_active", .int(Int64(clamping: f.flowsActive))),
+            ("flows_created", .int(Int64(clamping: f.flowsCreated))),
+            ("flows_ended", .int(Int64(clamping: f.flowsEnded))),
+            ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
+            ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
+            ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
+        ])
+    }
+
+    static func ringJSON(_ r: XSKRingStatistics) -> JSONValue {
+        .object([
+            ("rx_dropped", .int(Int64(clamping: r.rxDropped))),
+            ("rx_invalid_descs", .int(Int64(clamping: r.rxInvalidDescriptors))),
+            ("tx_invalid_descs", .int(Int64(clamping: r.txInvalidDescriptors))),
+            ("rx_ring_full", .int(Int64(clamping: r.rxRingFull))),
+            ("rx_fill_ring_empty_descs", .int(Int64(clamping: r.rxFillRingEmptyDescriptors))),
+            ("tx_ring_empty_descs", .int(Int64(clamping: r.txRingEmptyDescriptors))),
+        ])
+    }
+
+    var metrics: [MetricSample] {
+        var out: [MetricSample] = [
+            MetricSample(name: "convey_xdp_zero_copy", help: "1 when every AF_XDP socket runs zero-copy.",
+                         kind: .gauge, labels: [("iface", facts.interface)], value: path.zeroCopy ? 1 : 0),
+            MetricSample(name: "convey_xdp_unresolved_servers", help: "Servers left out of selection (no known MAC).",
+                         kind: .gauge, value: Double(unresolved.count)),
+        ]
+        for (i, f) in forwarders.enumerated() {
+            let l = [("worker", String(i))]
+            out += [
+                MetricSample(name: "convey_xdp_rx_packets_total", help: "Frames the worker received.",
+                             kind: .counter, labels: l, value: Double(f.rxPackets)),
+                MetricSample(name: "convey_xdp_tx_packets_total", help: "Frames the worker forwarded.",
+                             kind: .counter, labels: l, value: Double(f.txPackets)),
+                MetricSample(name: "convey_xdp_tx_bytes_total", help: "Bytes the worker forwarded.",
+                             kind: .counter, labels: l, value: Double(f.txBytes)),
+                MetricSample(name: "convey_xdp_flows", help: "Flows in the worker's table.",
+                             kind: .gauge, labels: l, value: Double(f.flowsActive)),
+                MetricSample(name: "convey_xdp_flows_evicted_total", help: "Flows evicted because the table was full.",
+                             kind: .counter, labels: l, value: Double(f.flowsEvicted)),
+            ]
+            for reason in DropReason.allCases {
+                out.append(MetricSample(name: "convey_xdp_drops_total", help: "Frames dropped, by reason.",
+                                        kind: .counter, labels: l + [("reason", reason.description)],
+                                        value: Double(f.drops(reason))))
+            }
+        }
+        for w in path.workers {
+            guard let r = w.ring else { continue }
+            let l = [("worker", String(w.index)), ("queue", String(w.queue))]
+            out += [
+                MetricSample(name: "convey_xsk_rx_dropped_total", help: "Frames the kernel dropped for the socket.",
+                             kind: .counter, labels: l, value: Double(r.rxDropped)),
+                MetricSample(name: "convey_xsk_rx_ring_full_total", help: "Frames dropped because the RX ring was full.",
+                             kind: .counter, labels: l, value: Double(r.rxRingFull)),
+                MetricSample(name: "convey_xsk_fill_ring_empty_total", help: "Times the FILL ring was empty.",
+                             kind: .counter, labels: l, value: Double(r.rxFillRingEmptyDescriptors)),
+                MetricSample(name: "convey_xsk_tx_invalid_descs_total", help: "Invalid TX descriptors.",
+                             kind: .counter, labels: l, value: Double(r.txInvalidDescriptors)),
+            ]
+        }
+        return out
+    }
+}
