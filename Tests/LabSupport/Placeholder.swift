@@ -1,0 +1,1 @@
+// LabSupport: see Lab.swift
