@@ -137,4 +137,11 @@ static inline int cxdp_xsk_kick_rx(int fd)
     return -errno;
 }
 
+/* setns(fd, CLONE_NEWNET) for the calling thread (declared here: glibc needs _GNU_SOURCE). */
+extern int setns(int fd, int nstype);
+static inline int cxdp_setns_net(int fd)
+{
+    return setns(fd, 0x40000000 /* CLONE_NEWNET */) < 0 ? -errno : 0;
+}
+
 #endif

@@ -45,6 +45,10 @@ public final class SteeringProgram: @unchecked Sendable {
 
     let object: OpaquePointer
     let program: OpaquePointer
+    /// The network namespace the program was attached in (`/proc/thread-self/ns/net`), so that
+    /// `detach()` from a thread in another namespace still detaches from the right interface
+    /// (interface indexes repeat across namespaces). -1 when it could not be opened.
+    let namespaceFD: Int32
     /// Set once detached (detach is idempotent and may race with a signal-driven stop).
     private let detached = Mutex(false)
 
@@ -53,6 +57,9 @@ public final class SteeringProgram: @unchecked Sendable {
     public init(attachingTo interface: NetworkInterface, mode: XDPConfig.AttachMode = .auto) throws(XSKError) {
         Self.installLogger()
         self.interface = interface
+        let nsFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        var succeeded = false
+        defer { if !succeeded && nsFD >= 0 { close(nsFD) } }
         replacedStaleProgram = try Self.clearStaleProgram(on: interface)
 
         let bytes = EmbeddedBPFObject.steer
@@ -108,12 +115,15 @@ public final class SteeringProgram: @unchecked Sendable {
         vipsMapFD = vips
         natMapFD = nat
         verdictsMapFD = verdicts
+        namespaceFD = nsFD
+        succeeded = true
     }
 
     deinit {
         detach()
         xdp_program__close(program)
         bpf_object__close(object)
+        if namespaceFD >= 0 { close(namespaceFD) }
     }
 
     /// Removes the program from the interface (once; later calls do nothing). Safe to call
@@ -124,7 +134,22 @@ public final class SteeringProgram: @unchecked Sendable {
             return !done
         }
         guard first else { return }
-        _ = xdp_program__detach(program, interface.index, attachMode == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0)
+        let mode = attachMode == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB
+        let current = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        defer { if current >= 0 { close(current) } }
+        if namespaceFD >= 0, current >= 0, !Self.sameFile(namespaceFD, current), cxdp_setns_net(namespaceFD) == 0 {
+            _ = xdp_program__detach(program, interface.index, mode, 0)
+            _ = cxdp_setns_net(current)
+        } else {
+            _ = xdp_program__detach(program, interface.index, mode, 0)
+        }
+    }
+
+    static func sameFile(_ a: Int32, _ b: Int32) -> Bool {
+        var sa = stat()
+        var sb = stat()
+        guard fstat(a, &sa) == 0, fstat(b, &sb) == 0 else { return false }
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 
     // MARK: Maps

@@ -1,1 +1,0 @@
-// LabSupport: see Lab.swift
