@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "convey", targets: ["convey"]),
+        .executable(name: "XSKReflect", targets: ["XSKReflect"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -62,8 +63,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The steering program is compiled to BPF and embedded by the BPFEmbed plugin.
+            exclude: ["Program/steer.bpf.c"],
+            plugins: ["BPFEmbed"]
         ),
+        // Build-time only: compiles `*.bpf.c` with the toolchain's clang and embeds the object.
+        .plugin(name: "BPFEmbed", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),
+        .executableTarget(name: "BPFEmbedTool"),
+        // AF_XDP reflector (benchmark subject): `XSKReflect --iface veth0 --vip 10.77.0.100:80`.
+        .executableTarget(name: "XSKReflect", dependencies: ["XSK", "Balancer"]),
+        // Lab helpers shared by test targets: namespace labs via lab/lab.sh, setns threads.
+        .target(name: "LabSupport", dependencies: ["CXDP"], path: "Tests/LabSupport"),
         .executableTarget(
             name: "convey",
             dependencies: [
@@ -90,7 +101,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Balancer"]),
-        .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer"]),
+        // XSKTests links CBenchSupport's counting malloc (the allocation-free worker loop test);
+        // it forwards to glibc's allocator, so the other tests are unaffected.
+        .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer", "LabSupport", "CBenchSupport"]),
         // Runs the built `convey` binary as an operator would (it depends on it to get it built).
         .testTarget(name: "ConveyTests", dependencies: ["convey"], exclude: ["configs"]),
     ],

@@ -1,10 +1,147 @@
 #ifndef CONVEY_CXDP_SHIM_H
 #define CONVEY_CXDP_SHIM_H
-/* libxdp / libbpf and the kernel's AF_XDP definitions, imported into Swift as one module. */
+/*
+ * libxdp / libbpf and the kernel's AF_XDP definitions, imported into Swift as one module,
+ * plus the steering program's map layouts (steer_maps.h) and a few static inline shims for
+ * what Swift cannot call directly: ioctl (variadic) with struct ifreq / ethtool requests,
+ * and AF_XDP socket options. Each shim returns 0 (or a value >= 0) on success and -errno on
+ * failure; typed Swift wrappers turn that into thrown errors.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <net/if.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <linux/if_xdp.h>
 #include <linux/if_link.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 #include <xdp/libxdp.h>
 #include <xdp/xsk.h>
+#include "steer_maps.h"
+
+/* Runs one SIOC* ioctl on `name` with a throwaway datagram socket. */
+static inline int cxdp__ifreq_ioctl(const char *name, unsigned long request, struct ifreq *ifr)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    memset(ifr->ifr_name, 0, IFNAMSIZ);
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    int rc = ioctl(fd, request, ifr);
+    int err = errno;
+    close(fd);
+    return rc < 0 ? -err : 0;
+}
+
+/* SIOCGIFHWADDR: the interface's 6-byte hardware address. */
+static inline int cxdp_if_hwaddr(const char *name, uint8_t mac[6])
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    int rc = cxdp__ifreq_ioctl(name, SIOCGIFHWADDR, &ifr);
+    if (rc == 0)
+        memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    return rc;
+}
+
+/* SIOCGIFMTU: the MTU, or -errno. */
+static inline int cxdp_if_mtu(const char *name)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    int rc = cxdp__ifreq_ioctl(name, SIOCGIFMTU, &ifr);
+    return rc < 0 ? rc : ifr.ifr_mtu;
+}
+
+/* ETHTOOL_GCHANNELS: current rx and combined channel counts. */
+static inline int cxdp_if_channels(const char *name, uint32_t *rx, uint32_t *combined)
+{
+    struct ethtool_channels channels;
+    memset(&channels, 0, sizeof channels);
+    channels.cmd = ETHTOOL_GCHANNELS;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)&channels;
+    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    if (rc == 0) {
+        *rx = channels.rx_count;
+        *combined = channels.combined_count;
+    }
+    return rc;
+}
+
+/* ETHTOOL_GDRVINFO: the driver's name ("veth", "mlx5_core", ...). */
+static inline int cxdp_if_driver(const char *name, char *buffer, size_t size)
+{
+    struct ethtool_drvinfo info;
+    memset(&info, 0, sizeof info);
+    info.cmd = ETHTOOL_GDRVINFO;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)&info;
+    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    if (rc == 0 && size > 0) {
+        memset(buffer, 0, size);
+        strncpy(buffer, info.driver, size - 1);
+    }
+    return rc;
+}
+
+/* getsockopt(XDP_OPTIONS): XDP_OPTIONS_ZEROCOPY when the socket runs in zero-copy mode. */
+static inline int cxdp_xsk_options(int fd, uint32_t *flags)
+{
+    struct xdp_options options;
+    socklen_t len = sizeof options;
+    if (getsockopt(fd, SOL_XDP, XDP_OPTIONS, &options, &len) < 0)
+        return -errno;
+    *flags = options.flags;
+    return 0;
+}
+
+/* getsockopt(XDP_STATISTICS). */
+static inline int cxdp_xsk_statistics(int fd, struct xdp_statistics *stats)
+{
+    socklen_t len = sizeof *stats;
+    memset(stats, 0, sizeof *stats);
+    if (getsockopt(fd, SOL_XDP, XDP_STATISTICS, stats, &len) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Wakes the kernel to transmit what is on the TX ring (the need_wakeup protocol). */
+static inline int cxdp_xsk_kick_tx(int fd)
+{
+    if (sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0)
+        return 0;
+    return -errno;
+}
+
+/* Waits up to timeout_ms for the socket to become readable; >0 ready, 0 timeout, -errno. */
+static inline int cxdp_poll_in(int fd, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN, .revents = 0 };
+    int rc = poll(&pfd, 1, timeout_ms);
+    return rc < 0 ? -errno : rc;
+}
+
+/* Wakes the kernel to refill from the FILL ring (recvfrom with MSG_DONTWAIT). */
+static inline int cxdp_xsk_kick_rx(int fd)
+{
+    if (recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL) >= 0)
+        return 0;
+    return -errno;
+}
+
+/* setns(fd, CLONE_NEWNET) for the calling thread (declared here: glibc needs _GNU_SOURCE). */
+extern int setns(int fd, int nstype);
+static inline int cxdp_setns_net(int fd)
+{
+    return setns(fd, 0x40000000 /* CLONE_NEWNET */) < 0 ? -errno : 0;
+}
+
 #endif

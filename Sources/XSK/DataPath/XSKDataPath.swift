@@ -1,0 +1,107 @@
+import Balancer
+import Glibc
+import Synchronization
+
+/// The AF_XDP data path on one interface: the steering program plus one `XSKWorker` per RX
+/// queue, each with its own socket, UMEM and handler.
+///
+/// `init` sets everything up (attach, sockets, XSKMAP registration) or, on any error, undoes
+/// what it did and throws: nothing is left half-configured. `start()` starts the threads;
+/// `stop()` stops and joins them and detaches the program. `stop()` is idempotent, callable
+/// from any thread (e.g. a service's shutdown path after SIGTERM), and also runs on `deinit`.
+public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
+    public let interface: NetworkInterface
+    public let program: SteeringProgram
+    @usableFromInline let workers: [XSKWorker<Handler>]
+    private let stopped = Mutex(false)
+
+    /// Sets up the data path.
+    /// - Parameters:
+    ///   - interfaceName: the interface (in the calling thread's network namespace).
+    ///   - config: attach mode and zero-copy policy (`[xdp]`).
+    ///   - workerLimit: at most this many workers (`[passthrough] workers`); nil = one per RX queue.
+    ///   - queues: explicit queue ids (overrides the queue count and `workerLimit`).
+    ///   - pinThreads: pin worker i to CPU i modulo the online CPUs.
+    ///   - vips: VIPs steered from the start (more with `program.addVIP`).
+    ///   - makeHandler: builds worker i's handler.
+    public init(interface interfaceName: String, config: XDPConfig, workerLimit: Int? = nil, queues: [UInt32]? = nil,
+                pinThreads: Bool = true, vips: [(Endpoint, SteeringProgram.TransportProtocol)] = [],
+                frameCount: Int = 4096, makeHandler: (Int) throws -> Handler) throws {
+        let interface = try NetworkInterface(named: interfaceName)
+        let queueIDs: [UInt32]
+        if let queues {
+            guard !queues.isEmpty else { throw XSKError.invalidArgument("no queues given for \(interfaceName)") }
+            for q in queues where Int(q) >= interface.rxQueueCount {
+                throw XSKError.invalidArgument("\(interfaceName) has \(interface.rxQueueCount) RX queue(s); queue \(q) does not exist")
+            }
+            queueIDs = queues
+        } else {
+            let count = min(interface.rxQueueCount, max(1, workerLimit ?? interface.rxQueueCount))
+            queueIDs = (0..<UInt32(count)).map { $0 }
+        }
+        let program = try SteeringProgram(attachingTo: interface, mode: config.attach)
+        do {
+            let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            var workers: [XSKWorker<Handler>] = []
+            for (i, queue) in queueIDs.enumerated() {
+                let umem = try UMEM(frameCount: frameCount)
+                let socket = try XSKSocket(interface: interfaceName, queue: queue, umem: umem, zeroCopy: config.zeroCopy)
+                try socket.register(inXSKMap: program.xsksMapFD)
+                let handler = try makeHandler(i)
+                workers.append(XSKWorker(index: i, socket: socket, handler: handler,
+                                         cpu: pinThreads ? Int32(i % cpus) : nil))
+            }
+            for (endpoint, proto) in vips {
+                try program.addVIP(endpoint, protocol: proto)
+            }
+            self.workers = workers
+        } catch {
+            program.detach()
+            throw error
+        }
+        self.interface = interface
+        self.program = program
+    }
+
+    deinit { stop() }
+
+    /// Starts every worker thread. If one cannot start, the data path is stopped and the error
+    /// thrown. `@inlinable` so that the worker loops are specialized for `Handler`.
+    @inlinable
+    public func start() throws(XSKError) {
+        for worker in workers {
+            do {
+                try worker.start()
+            } catch {
+                stop()
+                throw error
+            }
+        }
+    }
+
+    /// Stops and joins the workers, then detaches the steering program. Idempotent.
+    public func stop() {
+        let first = stopped.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        for worker in workers { worker.requestStop() }
+        for worker in workers { worker.join() }
+        program.detach()
+    }
+
+    /// The workers (e.g. to read a handler after `stop()`).
+    public var allWorkers: [XSKWorker<Handler>] { workers }
+
+    /// Counters, ring statistics, modes and verdicts now.
+    public func stats() -> XSKDataPathStats {
+        let workerStats = workers.map { w in
+            XSKDataPathStats.Worker(index: w.index, queue: w.socket.queue, cpu: w.cpu, counters: w.counters.snapshot,
+                                    ring: try? w.socket.statistics(), mode: w.socket.mode)
+        }
+        return XSKDataPathStats(interface: interface.name, attachMode: program.attachMode,
+                                zeroCopy: !workers.isEmpty && workers.allSatisfy { $0.socket.mode == .zeroCopy },
+                                workers: workerStats, verdicts: try? program.verdicts())
+    }
+}

@@ -1,0 +1,115 @@
+import Balancer
+import CXDP
+import Glibc
+import SystemPackage
+
+/// Facts about one network interface in the calling thread's network namespace, read once
+/// (`if_nametoindex`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, `getifaddrs`, ethtool `ETHTOOL_GCHANNELS`
+/// and `ETHTOOL_GDRVINFO`). Errors name the interface.
+public struct NetworkInterface: Sendable, Equatable {
+    /// How an XDP program can be attached.
+    public enum AttachMode: String, Sendable, Equatable {
+        /// In the driver (`XDP_FLAGS_DRV_MODE`).
+        case native
+        /// Generic XDP in the stack (`XDP_FLAGS_SKB_MODE`), every driver.
+        case skb
+    }
+
+    public let name: String
+    public let index: Int32
+    public let mac: MACAddress
+    public let mtu: Int
+    public let ipv4: [IPAddress]
+    public let ipv6: [IPAddress]
+    /// RX queues: ethtool's rx + combined channels; 1 when the driver has no channel API.
+    public let rxQueueCount: Int
+    /// The driver's name as ethtool reports it ("veth", "mlx5_core", ...), if any.
+    public let driver: String?
+    /// Attach modes this interface supports. `skb` always; `native` for drivers known to
+    /// implement XDP (the kernel has no query for it before a program is attached, so the
+    /// final word is the attach itself: `SteeringProgram` falls back to skb under `auto`).
+    public let attachModes: [AttachMode]
+
+    /// Drivers with native XDP support (mainline, 6.x).
+    static let nativeXDPDrivers: Set<String> = [
+        "veth", "virtio_net", "mlx5_core", "mlx4_en", "i40e", "ice", "ixgbe", "ixgbevf", "igb", "igc",
+        "bnxt_en", "nfp", "qede", "ena", "tun", "netdevsim", "stmmaceth", "sfc", "thunder-nicvf",
+        "mvneta", "mvpp2", "fec", "enetc", "dpaa2-eth", "lan966x", "gve", "idpf", "bond", "hv_netvsc",
+    ]
+
+    /// Reads the facts of `name`.
+    public init(named name: String) throws(XSKError) {
+        guard !name.isEmpty, name.utf8.count < Int(IF_NAMESIZE) else {
+            throw .invalidArgument("interface name '\(name)' is empty or longer than \(IF_NAMESIZE - 1) characters")
+        }
+        let index = if_nametoindex(name)
+        guard index != 0 else { throw .noSuchInterface(name) }
+        self.name = name
+        self.index = Int32(index)
+
+        var macBytes = [UInt8](repeating: 0, count: 6)
+        var rc = cxdp_if_hwaddr(name, &macBytes)
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "ioctl(SIOCGIFHWADDR)", name) }
+        mac = MACAddress(bytes: macBytes) ?? MACAddress(rawValue: 0)
+
+        rc = cxdp_if_mtu(name)
+        guard rc >= 0 else { throw XSKError.fromNegative(rc, "ioctl(SIOCGIFMTU)", name) }
+        mtu = Int(rc)
+
+        var rx: UInt32 = 0
+        var combined: UInt32 = 0
+        rc = cxdp_if_channels(name, &rx, &combined)
+        if rc == 0 {
+            rxQueueCount = max(1, Int(rx) + Int(combined))
+        } else if rc == -EOPNOTSUPP {
+            rxQueueCount = 1
+        } else {
+            throw XSKError.fromNegative(rc, "ioctl(ETHTOOL_GCHANNELS)", name)
+        }
+
+        driver = Self.driverName(name)
+        if let driver, Self.nativeXDPDrivers.contains(driver) {
+            attachModes = [.native, .skb]
+        } else {
+            attachModes = [.skb]
+        }
+        (ipv4, ipv6) = try Self.addresses(of: name)
+    }
+
+    /// The driver name via ethtool, or nil.
+    static func driverName(_ name: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 64)
+        guard cxdp_if_driver(name, &buffer, buffer.count) == 0 else { return nil }
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text.isEmpty ? nil : text
+    }
+
+    /// IPv4 and IPv6 addresses of `name` (`getifaddrs`).
+    static func addresses(of name: String) throws(XSKError) -> ([IPAddress], [IPAddress]) {
+        var head: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&head) == 0 else {
+            throw .system(operation: "getifaddrs", subject: name, errno: .current)
+        }
+        defer { freeifaddrs(head) }
+        var v4: [IPAddress] = []
+        var v6: [IPAddress] = []
+        var cursor = head
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            guard let addr = entry.pointee.ifa_addr, String(cString: entry.pointee.ifa_name) == name else { continue }
+            switch Int32(addr.pointee.sa_family) {
+            case AF_INET:
+                let value = addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
+                v4.append(.v4(UInt32(bigEndian: value)))
+            case AF_INET6:
+                let bytes = addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) }
+                }
+                v6.append(IPAddress(ipv6NetworkBytes: bytes))
+            default:
+                break
+            }
+        }
+        return (v4, v6)
+    }
+}

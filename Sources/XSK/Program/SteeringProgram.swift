@@ -1,0 +1,287 @@
+import Balancer
+import CXDP
+import Glibc
+import Synchronization
+import SystemPackage
+
+/// Convey's XDP steering program (`steer.bpf.c`, embedded in the binary) on one interface:
+/// loading, attaching, detaching, and typed access to its maps.
+///
+/// Lifecycle: `attach(to:mode:)` opens the embedded object (`bpf_object__open_mem` →
+/// `xdp_program__from_bpf_obj`) and attaches it with libxdp (`xdp_program__attach`). What is on
+/// the interface first decides what happens:
+/// - nothing: attach;
+/// - a steering program left by a convey that was killed (recognised by its program name,
+///   `convey_steer`): it is detached and replaced;
+/// - anything else: `XSKError.foreignProgram`, whose message says how to remove it. A foreign
+///   program is never replaced silently.
+///
+/// `detach()` removes exactly what `attach` put there and is idempotent (also called from
+/// `deinit`), so the interface is left as it was found.
+///
+/// The control plane fills the maps: VIPs (`addVIP`/`removeVIP`), the passthrough NAT range
+/// (`setNATRange`), sockets (`XSKSocket.register(inXSKMap:)` with `xsksMapFD`); it reads the
+/// per-CPU verdict counters with `verdicts()`.
+public final class SteeringProgram: @unchecked Sendable {
+    /// Transport protocols a VIP can be steered for.
+    public enum TransportProtocol: UInt8, Sendable {
+        case tcp = 6
+        case udp = 17
+    }
+
+    /// The program's name as the kernel reports it; how a stale program is recognised.
+    public static let programName = STEER_PROGRAM_NAME
+
+    public let interface: NetworkInterface
+    /// The mode the program is attached in.
+    public let attachMode: NetworkInterface.AttachMode
+    /// True when a stale steering program from an earlier (killed) convey was replaced.
+    public let replacedStaleProgram: Bool
+    /// File descriptor of the XSKMAP (queue index → socket).
+    public let xsksMapFD: Int32
+    let vipsMapFD: Int32
+    let natMapFD: Int32
+    let verdictsMapFD: Int32
+
+    let object: OpaquePointer
+    let program: OpaquePointer
+    /// The network namespace the program was attached in (`/proc/thread-self/ns/net`), so that
+    /// `detach()` from a thread in another namespace still detaches from the right interface
+    /// (interface indexes repeat across namespaces). -1 when it could not be opened.
+    let namespaceFD: Int32
+    /// Set once detached (detach is idempotent and may race with a signal-driven stop).
+    private let detached = Mutex(false)
+
+    /// Loads the embedded program and attaches it to `interface`.
+    /// - Parameter mode: `.auto` tries native XDP and falls back to skb; `.native`/`.skb` force.
+    public init(attachingTo interface: NetworkInterface, mode: XDPConfig.AttachMode = .auto) throws(XSKError) {
+        Self.installLogger()
+        self.interface = interface
+        let nsFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        var succeeded = false
+        defer { if !succeeded && nsFD >= 0 { close(nsFD) } }
+        replacedStaleProgram = try Self.clearStaleProgram(on: interface)
+
+        let bytes = EmbeddedBPFObject.steer
+        let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
+            bpf_object__open_mem(raw.baseAddress, raw.count, nil)
+        }
+        guard let opened else { throw .program(step: "bpf_object__open_mem", errno: .current) }
+        guard let xdpProgram = xdp_program__from_bpf_obj(opened, "xdp"), libxdp_get_error(UnsafeRawPointer(xdpProgram)) == 0 else {
+            bpf_object__close(opened)
+            throw .program(step: "xdp_program__from_bpf_obj", errno: .current)
+        }
+
+        var attached: NetworkInterface.AttachMode?
+        var lastError: Int32 = 0
+        let tries: [NetworkInterface.AttachMode] = switch mode {
+        case .auto: [.native, .skb]
+        case .native: [.native]
+        case .skb: [.skb]
+        }
+        for attempt in tries {
+            let rc = xdp_program__attach(xdpProgram, interface.index, attempt == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0)
+            if rc == 0 {
+                attached = attempt
+                break
+            }
+            lastError = rc
+        }
+        guard let attached else {
+            xdp_program__close(xdpProgram)
+            bpf_object__close(opened)
+            if lastError == -EEXIST || lastError == -EBUSY {
+                throw .foreignProgram(interface: interface.name, programs: Self.attachedProgramNames(interface.index))
+            }
+            throw XSKError.fromNegative(lastError, "xdp_program__attach (\(mode.rawValue))", interface.name)
+        }
+        object = opened
+        program = xdpProgram
+        attachMode = attached
+
+        func mapFD(_ name: String) -> Int32? {
+            guard let map = bpf_object__find_map_by_name(opened, name) else { return nil }
+            let fd = bpf_map__fd(map)
+            return fd >= 0 ? fd : nil
+        }
+        guard let xsks = mapFD(STEER_MAP_XSKS), let vips = mapFD(STEER_MAP_VIPS),
+              let nat = mapFD(STEER_MAP_NAT), let verdicts = mapFD(STEER_MAP_VERDICTS) else {
+            _ = xdp_program__detach(xdpProgram, interface.index, attached == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0)
+            xdp_program__close(xdpProgram)
+            bpf_object__close(opened)
+            throw .missingMap("steer_*")
+        }
+        xsksMapFD = xsks
+        vipsMapFD = vips
+        natMapFD = nat
+        verdictsMapFD = verdicts
+        namespaceFD = nsFD
+        succeeded = true
+    }
+
+    deinit {
+        detach()
+        xdp_program__close(program)
+        bpf_object__close(object)
+        if namespaceFD >= 0 { close(namespaceFD) }
+    }
+
+    /// Removes the program from the interface (once; later calls do nothing). Safe to call
+    /// from any thread. Errors are not thrown: a vanished interface has no program anyway.
+    public func detach() {
+        let first = detached.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        let mode = attachMode == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB
+        let current = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        defer { if current >= 0 { close(current) } }
+        if namespaceFD >= 0, current >= 0, !Self.sameFile(namespaceFD, current), cxdp_setns_net(namespaceFD) == 0 {
+            _ = xdp_program__detach(program, interface.index, mode, 0)
+            _ = cxdp_setns_net(current)
+        } else {
+            _ = xdp_program__detach(program, interface.index, mode, 0)
+        }
+    }
+
+    static func sameFile(_ a: Int32, _ b: Int32) -> Bool {
+        var sa = stat()
+        var sb = stat()
+        guard fstat(a, &sa) == 0, fstat(b, &sb) == 0 else { return false }
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+    }
+
+    // MARK: Maps
+
+    /// Steers (address, port, protocol) to the XSK sockets.
+    public func addVIP(_ endpoint: Endpoint, protocol proto: TransportProtocol = .tcp, index: UInt32 = 0) throws(XSKError) {
+        var key = Self.key(endpoint, proto)
+        var value = steer_vip_value(index: index)
+        let rc = bpf_map_update_elem(vipsMapFD, &key, &value, UInt64(BPF_ANY))
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "bpf_map_update_elem(steer_vips)", "VIP \(endpoint)") }
+    }
+
+    /// Stops steering a VIP. Removing one that is not there is not an error.
+    public func removeVIP(_ endpoint: Endpoint, protocol proto: TransportProtocol = .tcp) throws(XSKError) {
+        var key = Self.key(endpoint, proto)
+        let rc = bpf_map_delete_elem(vipsMapFD, &key)
+        guard rc == 0 || rc == -ENOENT else { throw XSKError.fromNegative(rc, "bpf_map_delete_elem(steer_vips)", "VIP \(endpoint)") }
+    }
+
+    /// Steers backend replies (TCP) to `address` with a destination port in `ports`
+    /// (passthrough); nil turns it off.
+    public func setNATRange(address: IPAddress?, ports: ClosedRange<UInt16>) throws(XSKError) {
+        var config = steer_nat_config()
+        if let address {
+            config.enabled = 1
+            config.port_min = ports.lowerBound
+            config.port_max = ports.upperBound
+            withUnsafeMutableBytes(of: &config.addr) { Self.store(address, into: $0) }
+        }
+        var zero: UInt32 = 0
+        let rc = bpf_map_update_elem(natMapFD, &zero, &config, UInt64(BPF_ANY))
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "bpf_map_update_elem(steer_nat)", interface.name) }
+    }
+
+    /// The verdict counters summed over all CPUs.
+    public func verdicts() throws(XSKError) -> SteeringVerdicts {
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw .system(operation: "libbpf_num_possible_cpus", subject: interface.name, errno: Errno(rawValue: -Int32(cpus))) }
+        var values = [UInt64](repeating: 0, count: cpus)
+        var sums = [UInt64](repeating: 0, count: Int(STEER_VERDICT_COUNT.rawValue))
+        for index in 0..<UInt32(STEER_VERDICT_COUNT.rawValue) {
+            var key = index
+            let rc = bpf_map_lookup_elem(verdictsMapFD, &key, &values)
+            guard rc == 0 else { throw XSKError.fromNegative(rc, "bpf_map_lookup_elem(steer_verdicts)", interface.name) }
+            sums[Int(index)] = values.reduce(0, &+)
+        }
+        return SteeringVerdicts(counters: sums)
+    }
+
+    // MARK: Helpers
+
+    static func key(_ endpoint: Endpoint, _ proto: TransportProtocol) -> steer_vip_key {
+        var key = steer_vip_key()
+        withUnsafeMutableBytes(of: &key.addr) { store(endpoint.address, into: $0) }
+        key.port = endpoint.port.bigEndian
+        key.proto = proto.rawValue
+        return key
+    }
+
+    /// IPv6 as is, IPv4 as ::ffff:a.b.c.d (the layout steer_maps.h documents).
+    static func store(_ address: IPAddress, into bytes: UnsafeMutableRawBufferPointer) {
+        for i in 0..<16 { bytes[i] = 0 }
+        switch address {
+        case .v4:
+            bytes[10] = 0xff
+            bytes[11] = 0xff
+            for (i, b) in address.networkBytes.enumerated() { bytes[12 + i] = b }
+        case .v6:
+            for (i, b) in address.networkBytes.enumerated() { bytes[i] = b }
+        }
+    }
+
+    /// Names of the programs on an interface (the dispatcher's components included).
+    static func attachedProgramNames(_ ifindex: Int32) -> [String] {
+        guard let mp = xdp_multiprog__get_from_ifindex(ifindex), libxdp_get_error(UnsafeRawPointer(mp)) == 0 else { return [] }
+        defer { xdp_multiprog__close(mp) }
+        return programNames(mp)
+    }
+
+    static func programNames(_ mp: OpaquePointer) -> [String] {
+        var names: [String] = []
+        if xdp_multiprog__is_legacy(mp) {
+            if let main = xdp_multiprog__main_prog(mp), let name = xdp_program__name(main) {
+                names.append(String(cString: name))
+            }
+        } else {
+            if let main = xdp_multiprog__main_prog(mp), let name = xdp_program__name(main) {
+                names.append(String(cString: name))
+            }
+            var prog = xdp_multiprog__next_prog(nil, mp)
+            while let p = prog {
+                if let name = xdp_program__name(p) { names.append(String(cString: name)) }
+                prog = xdp_multiprog__next_prog(p, mp)
+            }
+        }
+        return names
+    }
+
+    /// Looks at what is attached to the interface: nothing → false; a stale convey steering
+    /// program only → detaches it, true; anything else → `foreignProgram`.
+    static func clearStaleProgram(on interface: NetworkInterface) throws(XSKError) -> Bool {
+        guard let mp = xdp_multiprog__get_from_ifindex(interface.index) else { return false }
+        let error = libxdp_get_error(UnsafeRawPointer(mp))
+        if error == -Int(ENOENT) { return false }
+        guard error == 0 else {
+            throw XSKError.fromNegative(Int32(error), "xdp_multiprog__get_from_ifindex", interface.name)
+        }
+        defer { xdp_multiprog__close(mp) }
+        let names = programNames(mp)
+        if names.isEmpty { return false }
+        let ours: Set<String> = [programName]
+        let componentNames = xdp_multiprog__is_legacy(mp) ? names : Array(names.dropFirst())
+        guard !componentNames.isEmpty, Set(componentNames).isSubset(of: ours) else {
+            throw .foreignProgram(interface: interface.name, programs: names)
+        }
+        let rc = xdp_multiprog__detach(mp)
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "xdp_multiprog__detach (stale \(programName))", interface.name) }
+        return true
+    }
+
+    /// Routes libbpf/libxdp messages: warnings to stderr, the rest dropped.
+    private static let loggerInstalled: Bool = {
+        _ = libxdp_set_print { level, format, args in
+            guard level == LIBXDP_WARN, let format, let args else { return 0 }
+            return vdprintf(2, format, args)
+        }
+        _ = libbpf_set_print { level, format, args in
+            guard level == LIBBPF_WARN, let format, let args else { return 0 }
+            return vdprintf(2, format, args)
+        }
+        return true
+    }()
+
+    static func installLogger() { _ = loggerInstalled }
+}

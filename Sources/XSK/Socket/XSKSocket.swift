@@ -1,0 +1,104 @@
+import Balancer
+import CXDP
+import Glibc
+import SystemPackage
+
+/// One AF_XDP socket bound to one RX queue of an interface, with its own RX and TX rings, over
+/// a UMEM that it alone uses.
+///
+/// Created with `XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD`: the steering program is Convey's own
+/// (`SteeringProgram`), and the socket is registered in its XSKMAP with `register(in:)`.
+/// need_wakeup is always on, so the worker makes a syscall only when the kernel asks for one.
+public final class XSKSocket {
+    /// The zero-copy mode the kernel actually chose for this socket.
+    public enum CopyMode: String, Sendable, Equatable {
+        case zeroCopy = "zero-copy"
+        case copy
+    }
+
+    public let interface: String
+    public let queue: UInt32
+    public let umem: UMEM
+    /// Whether the socket runs zero-copy or copy mode (read back with `XDP_OPTIONS`).
+    public let mode: CopyMode
+    /// The socket's descriptor (for poll/sendto; owned by this object).
+    public let fd: Int32
+    public let rxSize: UInt32
+    public let txSize: UInt32
+
+    @usableFromInline let rx: UnsafeMutablePointer<xsk_ring_cons>
+    @usableFromInline let tx: UnsafeMutablePointer<xsk_ring_prod>
+    let handle: OpaquePointer
+
+    /// Creates the socket and binds it (`xsk_socket__create`).
+    ///
+    /// - `zeroCopy = .auto` binds without a mode flag: the kernel uses zero-copy when the driver
+    ///   offers it and copy mode otherwise; `.on` insists on zero-copy (a clear error on a driver
+    ///   without it), `.off` forces copy mode.
+    public init(interface: String, queue: UInt32, umem: UMEM, zeroCopy: XDPConfig.ZeroCopyMode = .auto,
+                rxSize: UInt32 = 2048, txSize: UInt32 = 2048) throws(XSKError) {
+        let subject = "\(interface) queue \(queue)"
+        self.interface = interface
+        self.queue = queue
+        self.umem = umem
+        self.rxSize = rxSize
+        self.txSize = txSize
+        rx = .allocate(capacity: 1)
+        rx.initialize(to: xsk_ring_cons())
+        tx = .allocate(capacity: 1)
+        tx.initialize(to: xsk_ring_prod())
+        var bindFlags = UInt16(XDP_USE_NEED_WAKEUP)
+        switch zeroCopy {
+        case .auto: break
+        case .on: bindFlags |= UInt16(XDP_ZEROCOPY)
+        case .off: bindFlags |= UInt16(XDP_COPY)
+        }
+        var config = xsk_socket_config()
+        config.rx_size = rxSize
+        config.tx_size = txSize
+        config.libxdp_flags = UInt32(XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD)
+        config.xdp_flags = 0
+        config.bind_flags = bindFlags
+        var socket: OpaquePointer?
+        let rc = xsk_socket__create(&socket, interface, queue, umem.handle, rx, tx, &config)
+        guard rc == 0, let socket else {
+            rx.deallocate()
+            tx.deallocate()
+            if zeroCopy == .on && (rc == -EOPNOTSUPP || rc == -EINVAL || rc == -EPROTONOSUPPORT) {
+                throw .zeroCopyUnsupported(interface: interface, driver: NetworkInterface.driverName(interface) ?? "unknown")
+            }
+            if rc == -ENODEV || rc == -ENOENT || if_nametoindex(interface) == 0 {
+                throw .noSuchInterface(interface)
+            }
+            throw XSKError.fromNegative(rc, "xsk_socket__create", subject)
+        }
+        handle = socket
+        fd = xsk_socket__fd(socket)
+        var options: UInt32 = 0
+        if cxdp_xsk_options(fd, &options) == 0, options & UInt32(XDP_OPTIONS_ZEROCOPY) != 0 {
+            mode = .zeroCopy
+        } else {
+            mode = .copy
+        }
+    }
+
+    deinit {
+        xsk_socket__delete(handle)
+        rx.deallocate()
+        tx.deallocate()
+    }
+
+    /// Puts this socket into an XSKMAP at its queue index (`xsk_socket__update_xskmap`).
+    public func register(inXSKMap mapFD: Int32) throws(XSKError) {
+        let rc = xsk_socket__update_xskmap(handle, mapFD)
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "xsk_socket__update_xskmap", "\(interface) queue \(queue)") }
+    }
+
+    /// The kernel's ring counters for this socket (`XDP_STATISTICS`).
+    public func statistics() throws(XSKError) -> XSKRingStatistics {
+        var stats = xdp_statistics()
+        let rc = cxdp_xsk_statistics(fd, &stats)
+        guard rc == 0 else { throw XSKError.fromNegative(rc, "getsockopt(XDP_STATISTICS)", "\(interface) queue \(queue)") }
+        return XSKRingStatistics(stats)
+    }
+}

@@ -1,0 +1,78 @@
+import CXDP
+import Glibc
+import SystemPackage
+
+/// An AF_XDP UMEM: the packet buffer area shared with the kernel, cut into equal frames, and
+/// its FILL (frames the kernel may receive into) and COMPLETION (frames the kernel has sent)
+/// rings.
+///
+/// Owns its memory and rings and releases them exactly once in `deinit` (after every socket
+/// using it is closed: a socket keeps its UMEM alive). One UMEM per worker; frames never move
+/// between UMEMs.
+public final class UMEM {
+    /// Number of frames in the area.
+    public let frameCount: Int
+    /// Bytes per frame (a power of two, 2048 or 4096).
+    public let frameSize: Int
+    /// FILL and COMPLETION ring sizes.
+    public let fillSize: UInt32
+    public let completionSize: UInt32
+
+    @usableFromInline let area: UnsafeMutableRawPointer
+    let areaSize: Int
+    @usableFromInline let fill: UnsafeMutablePointer<xsk_ring_prod>
+    @usableFromInline let completion: UnsafeMutablePointer<xsk_ring_cons>
+    let handle: OpaquePointer
+
+    /// Maps the area (`mmap`, page-aligned) and registers it (`xsk_umem__create`).
+    /// - Parameters:
+    ///   - frameCount: frames in the area; the ring sizes must be powers of two below it.
+    ///   - frameSize: bytes per frame (power of two, 2048 or 4096).
+    public init(frameCount: Int = 4096, frameSize: Int = 2048,
+                fillSize: UInt32 = 2048, completionSize: UInt32 = 2048) throws(XSKError) {
+        guard frameSize == 2048 || frameSize == 4096 else {
+            throw .invalidArgument("UMEM frame size must be 2048 or 4096, got \(frameSize)")
+        }
+        guard frameCount > 0, fillSize.nonzeroBitCount == 1, completionSize.nonzeroBitCount == 1,
+              Int(fillSize) <= frameCount else {
+            throw .invalidArgument("UMEM rings must be powers of two not above the frame count (\(frameCount))")
+        }
+        self.frameCount = frameCount
+        self.frameSize = frameSize
+        self.fillSize = fillSize
+        self.completionSize = completionSize
+        areaSize = frameCount * frameSize
+        let mapped = mmap(nil, areaSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw .system(operation: "mmap", subject: "UMEM area of \(areaSize) bytes", errno: .current)
+        }
+        area = mapped
+        fill = .allocate(capacity: 1)
+        fill.initialize(to: xsk_ring_prod())
+        completion = .allocate(capacity: 1)
+        completion.initialize(to: xsk_ring_cons())
+        var config = xsk_umem_config(fill_size: fillSize, comp_size: completionSize,
+                                     frame_size: UInt32(frameSize), frame_headroom: 0, flags: 0)
+        var umem: OpaquePointer?
+        let rc = xsk_umem__create(&umem, area, UInt64(areaSize), fill, completion, &config)
+        guard rc == 0, let umem else {
+            munmap(area, areaSize)
+            fill.deallocate()
+            completion.deallocate()
+            throw XSKError.fromNegative(rc, "xsk_umem__create", "UMEM of \(frameCount) frames")
+        }
+        handle = umem
+    }
+
+    deinit {
+        _ = xsk_umem__delete(handle)
+        munmap(area, areaSize)
+        fill.deallocate()
+        completion.deallocate()
+    }
+}
+
+extension Errno {
+    /// The calling thread's errno as a typed value.
+    static var current: Errno { Errno(rawValue: Glibc.errno) }
+}

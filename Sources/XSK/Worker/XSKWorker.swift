@@ -1,0 +1,305 @@
+import CLinux
+import CXDP
+import Glibc
+import Synchronization
+
+/// One AF_XDP worker: a thread bound to one RX queue, with its own socket, UMEM and frame pool,
+/// running a `PacketHandler` over every received frame.
+///
+/// Frame ownership (the invariant everything below keeps): a frame is in exactly one place at
+/// a time: the worker's `FramePool`, the FILL ring, the RX ring (until released), the TX ring,
+/// or the COMPLETION ring. The loop moves frames between them:
+///
+///     COMPLETION → pool        (reap: the kernel has sent them)
+///     pool → FILL              (refill: the kernel may receive into them)
+///     RX → handler → TX        (.transmit: the same frame, rewritten in place, no copy)
+///     RX → handler → pool      (.drop; also .transmit when the TX ring is full)
+///
+/// The loop allocates nothing, takes no lock, retains nothing and calls the handler directly
+/// (the worker is generic and `@inlinable`, so it is specialized for the handler in the module
+/// that names it). Syscalls happen only when the kernel asks (need_wakeup), plus a `poll()`
+/// when idle so an idle worker sleeps instead of burning its core.
+public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
+    /// The largest RX batch.
+    public static var batchSize: Int { 64 }
+
+    public let index: Int
+    public let socket: XSKSocket
+    /// CPU the thread is pinned to (nil: not pinned).
+    public let cpu: Int32?
+    /// Counters readable from any thread.
+    public let counters: WorkerCounters
+
+    @usableFromInline var handler: Handler
+    @usableFromInline var state: LoopState
+    @usableFromInline let rings: Rings
+    @usableFromInline let stopRequested = Atomic<Bool>(false)
+    /// Consecutive empty polls of the RX ring before the worker sleeps in poll().
+    @usableFromInline let spinLimit: Int
+    /// poll() timeout: how long an idle worker sleeps, and so how soon it notices a stop.
+    @usableFromInline let idleTimeoutMilliseconds: Int32
+    private let thread = Mutex<pthread_t?>(nil)
+
+    /// Raw ring and area pointers, copied out of the socket and UMEM once.
+    @usableFromInline struct Rings {
+        @usableFromInline let rx: UnsafeMutablePointer<xsk_ring_cons>
+        @usableFromInline let tx: UnsafeMutablePointer<xsk_ring_prod>
+        @usableFromInline let fill: UnsafeMutablePointer<xsk_ring_prod>
+        @usableFromInline let completion: UnsafeMutablePointer<xsk_ring_cons>
+        @usableFromInline let area: UnsafeMutableRawPointer
+        @usableFromInline let frameMask: UInt64
+        @usableFromInline let fd: Int32
+        @usableFromInline let fillSize: UInt32
+        /// Scratch for the TX descriptors of one batch (allocated once).
+        @usableFromInline let pending: UnsafeMutablePointer<xdp_desc>
+    }
+
+    /// What the loop carries from one iteration to the next.
+    @usableFromInline struct LoopState {
+        @usableFromInline var pool: FramePool
+        /// Frames on TX or COMPLETION (not yet reaped).
+        @usableFromInline var txOutstanding: Int = 0
+        @usableFromInline var emptyPolls: Int = 0
+        @usableFromInline init(pool: FramePool) { self.pool = pool }
+    }
+
+    /// A worker over `socket` (whose UMEM it owns from now on) running `handler`.
+    public init(index: Int, socket: XSKSocket, handler: Handler, cpu: Int32? = nil,
+                spinLimit: Int = 32, idleTimeout: Duration = .milliseconds(100)) {
+        self.index = index
+        self.socket = socket
+        self.cpu = cpu
+        self.handler = handler
+        self.spinLimit = spinLimit
+        let (seconds, attoseconds) = idleTimeout.components
+        idleTimeoutMilliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        counters = WorkerCounters()
+        let umem = socket.umem
+        rings = Rings(rx: socket.rx, tx: socket.tx, fill: umem.fill, completion: umem.completion,
+                      area: umem.area, frameMask: ~UInt64(umem.frameSize - 1), fd: socket.fd,
+                      fillSize: umem.fillSize, pending: .allocate(capacity: 64))
+        state = LoopState(pool: FramePool(frameCount: umem.frameCount, frameSize: umem.frameSize))
+    }
+
+    deinit {
+        requestStop()
+        join()
+        rings.pending.deallocate()
+        state.pool.deallocate()
+    }
+
+    /// The handler as the worker left it (read it after `join()`).
+    public var finalHandler: Handler { handler }
+
+    // MARK: Thread
+
+    /// Starts the worker thread (pinned to `cpu` when given). Starting twice is an error.
+    ///
+    /// `@inlinable` on purpose: the thread's closure is formed where the handler type is
+    /// concrete, so the loop it runs is the specialized one.
+    @inlinable
+    public func start() throws(XSKError) {
+        try spawn { [self] in self.runLoop() }
+    }
+
+    @usableFromInline
+    func spawn(_ body: @escaping () -> Void) throws(XSKError) {
+        var error: Int32 = 0
+        thread.withLock { thread in
+            guard thread == nil else {
+                error = EALREADY
+                return
+            }
+            let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+            var created = pthread_t()
+            let rc = pthread_create(&created, nil, { raw in
+                let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+                body.run()
+                return nil
+            }, context)
+            if rc == 0 {
+                thread = created
+            } else {
+                Unmanaged<ThreadBody>.fromOpaque(context).release()
+                error = rc
+            }
+        }
+        guard error == 0 else {
+            throw .system(operation: "pthread_create", subject: "worker \(index) (\(socket.interface) queue \(socket.queue))",
+                          errno: .init(rawValue: error))
+        }
+    }
+
+    /// Asks the loop to end; it notices within one idle timeout. Safe from any thread and
+    /// from a signal-driven shutdown path; idempotent.
+    public func requestStop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// Waits for the thread to end (after `requestStop()`); idempotent.
+    public func join() {
+        let joined: pthread_t? = thread.withLock { thread in
+            defer { thread = nil }
+            return thread
+        }
+        if let joined { pthread_join(joined, nil) }
+    }
+
+    // MARK: Loop
+
+    /// The worker thread's body: iterate until a stop is requested.
+    @inlinable
+    public func runLoop() {
+        if let cpu { _ = cl_pin_thread_to_cpu(cpu) }
+        var handler = self.handler
+        var state = self.state
+        let rings = self.rings
+        let counters = self.counters
+        while !stopRequested.load(ordering: .acquiring) {
+            _ = Self.iterate(rings: rings, state: &state, handler: &handler, counters: counters,
+                             spinLimit: spinLimit, idleTimeout: idleTimeoutMilliseconds)
+        }
+        self.handler = handler
+        self.state = state
+    }
+
+    /// Runs `count` loop iterations on the calling thread (tests and benchmarks: the loop
+    /// without a thread). Must not be used while the worker thread runs. Returns frames received.
+    @inlinable
+    public func runIterations(_ count: Int) -> Int {
+        var handler = self.handler
+        var state = self.state
+        var received = 0
+        for _ in 0..<count {
+            received += Self.iterate(rings: rings, state: &state, handler: &handler, counters: counters,
+                                     spinLimit: spinLimit, idleTimeout: idleTimeoutMilliseconds)
+        }
+        self.handler = handler
+        self.state = state
+        return received
+    }
+
+    /// One iteration: reap completions → refill FILL → peek RX → handle → TX → kick if asked;
+    /// when nothing arrived: kick pending TX, spin a little, then sleep in poll().
+    @inlinable
+    static func iterate(rings: Rings, state: inout LoopState, handler: inout Handler, counters: WorkerCounters,
+                        spinLimit: Int, idleTimeout: Int32) -> Int {
+        var wakeups: UInt64 = 0
+
+        // 1. Reap completions: the kernel is done sending these frames.
+        var index: UInt32 = 0
+        let completed = xsk_ring_cons__peek(rings.completion, rings.fillSize, &index)
+        if completed > 0 {
+            for i in 0..<completed {
+                state.pool.push(xsk_ring_cons__comp_addr(rings.completion, index &+ i).pointee & rings.frameMask)
+            }
+            xsk_ring_cons__release(rings.completion, completed)
+            state.txOutstanding -= Int(completed)
+        }
+
+        // 2. Refill FILL from the pool.
+        let wanted = UInt32(min(state.pool.count, Int(rings.fillSize)))
+        if wanted > 0 {
+            let free = xsk_prod_nb_free(rings.fill, wanted)
+            if free > 0 {
+                let n = min(free, wanted)
+                if xsk_ring_prod__reserve(rings.fill, n, &index) == n {
+                    for i in 0..<n {
+                        xsk_ring_prod__fill_addr(rings.fill, index &+ i).pointee = state.pool.pop()!
+                    }
+                    xsk_ring_prod__submit(rings.fill, n)
+                }
+            }
+        }
+
+        // 3. Peek RX.
+        let received = xsk_ring_cons__peek(rings.rx, UInt32(batchSize), &index)
+        if received == 0 {
+            if state.txOutstanding > 0 && xsk_ring_prod__needs_wakeup(rings.tx) != 0 {
+                _ = cxdp_xsk_kick_tx(rings.fd)
+                wakeups += 1
+            } else {
+                state.emptyPolls += 1
+                if state.emptyPolls >= spinLimit {
+                    if xsk_ring_prod__needs_wakeup(rings.fill) != 0 {
+                        _ = cxdp_xsk_kick_rx(rings.fd)
+                    }
+                    _ = cxdp_poll_in(rings.fd, idleTimeout)
+                    wakeups += 1
+                    state.emptyPolls = 0
+                }
+            }
+            if wakeups > 0 { counters.add(.wakeups, wakeups) }
+            return 0
+        }
+        state.emptyPolls = 0
+
+        // 4. Handle the batch.
+        handler.beginBatch(now: monotonicNanoseconds())
+        var bytes: UInt64 = 0
+        var transmit = 0
+        var drops: UInt64 = 0
+        for i in 0..<received {
+            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ i)!
+            let addr = desc.pointee.addr
+            let length = Int(desc.pointee.len)
+            bytes &+= UInt64(length)
+            let packet = UnsafeMutableRawBufferPointer(start: rings.area + Int(addr), count: length)
+            switch handler.handle(packet) {
+            case .transmit:
+                rings.pending[transmit] = xdp_desc(addr: addr, len: UInt32(length), options: 0)
+                transmit += 1
+            case .drop:
+                state.pool.push(addr & rings.frameMask)
+                drops += 1
+            }
+        }
+        xsk_ring_cons__release(rings.rx, received)
+
+        // 5. Transmit the same frames.
+        var sent: UInt32 = 0
+        var ringFull: UInt64 = 0
+        if transmit > 0 {
+            sent = xsk_ring_prod__reserve(rings.tx, UInt32(transmit), &index)
+            for i in 0..<Int(sent) {
+                xsk_ring_prod__tx_desc(rings.tx, index &+ UInt32(i)).pointee = rings.pending[i]
+            }
+            for i in Int(sent)..<transmit {
+                state.pool.push(rings.pending[i].addr & rings.frameMask)
+                ringFull += 1
+            }
+            if sent > 0 {
+                xsk_ring_prod__submit(rings.tx, sent)
+                state.txOutstanding += Int(sent)
+            }
+        }
+        if state.txOutstanding > 0 && xsk_ring_prod__needs_wakeup(rings.tx) != 0 {
+            _ = cxdp_xsk_kick_tx(rings.fd)
+            wakeups += 1
+        }
+
+        counters.add(.rxPackets, UInt64(received))
+        counters.add(.rxBytes, bytes)
+        counters.add(.txPackets, UInt64(sent))
+        counters.add(.drops, drops)
+        if ringFull > 0 { counters.add(.txRingFullDrops, ringFull) }
+        counters.add(.batches, 1)
+        if wakeups > 0 { counters.add(.wakeups, wakeups) }
+        return Int(received)
+    }
+
+    /// CLOCK_MONOTONIC in nanoseconds.
+    @inlinable @inline(__always)
+    static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// Kernel ring statistics of this worker's socket.
+    public func ringStatistics() throws(XSKError) -> XSKRingStatistics { try socket.statistics() }
+}
+
+/// The closure a worker thread runs (boxed to cross pthread_create's C entry point).
+final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}

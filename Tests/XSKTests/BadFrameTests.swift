@@ -1,0 +1,61 @@
+import Balancer
+import LabSupport
+import Testing
+import XSK
+
+/// Frames that are truncated, fragmented, tagged or carry options or extension headers: the
+/// program passes or counts them, and neither it nor the worker falls over.
+@Suite(.serialized)
+struct BadFrameTests {
+    @Test("Bad and unusual frames are passed or counted, never a crash; the worker keeps working")
+    func badFramesArePassedOrCounted() throws {
+        guard try labAvailable("bad frames") else { return }
+        try Lab.with(backends: 0) { lab in
+            let lbMAC = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0").mac }
+            let clientMAC = try lab.inNamespace("client") { try NetworkInterface(named: "veth0").mac }
+            let path = try lab.inNamespace("lb") {
+                let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
+                                                       vips: [(vip4, .tcp), (vip6, .tcp)]) { _ in SYNCounter() }
+                try path.start()
+                return path
+            }
+            defer { path.stop() }
+
+            func send(_ kind: String) throws -> SteeringVerdicts {
+                let before = try path.program.verdicts()
+                _ = try lab.check("client", ["python3", "-c", Scripts.badFrames, "\(lbMAC)", "\(clientMAC)", kind, "3"])
+                _ = waitUntil(seconds: 0.3) { false }
+                let after = try path.program.verdicts()
+                var d = SteeringVerdicts()
+                d.passedNotIP = after.passedNotIP - before.passedNotIP
+                d.passedNotSteered = after.passedNotSteered - before.passedNotSteered
+                d.passedVLAN = after.passedVLAN - before.passedVLAN
+                d.passedFragment = after.passedFragment - before.passedFragment
+                d.passedExtensionHeader = after.passedExtensionHeader - before.passedExtensionHeader
+                d.redirectedVIP = after.redirectedVIP - before.redirectedVIP
+                d.malformed = after.malformed - before.malformed
+                return d
+            }
+
+            #expect(try send("runt").malformed == 3)
+            #expect(try send("short-ip4").malformed == 3)
+            #expect(try send("bad-ihl").malformed == 3)
+            #expect(try send("long-ihl").malformed == 3)
+            #expect(try send("short-tcp").malformed == 3)
+            #expect(try send("short-ip6").malformed == 3)
+            #expect(try send("fragment").passedFragment == 3)
+            #expect(try send("later-fragment").passedFragment == 3)
+            #expect(try send("vlan").passedVLAN == 3)
+            #expect(try send("ext6").passedExtensionHeader == 3)
+            let withOptions = try send("options")
+            #expect(withOptions.redirectedVIP == 3, "IP options are valid: the frame is steered")
+            #expect(try send("syn4").redirectedVIP == 3, "the worker still takes SYNs")
+            #expect(try waitUntil(seconds: 3) { path.stats().totals.rxPackets >= 6 })
+
+            path.stop()
+            let handlers = path.allWorkers.map(\.finalHandler)
+            #expect(handlers.reduce(0) { $0 + $1.synV4WithOptions } == 3)
+            #expect(handlers.reduce(0) { $0 + $1.synV4 } == 6)
+        }
+    }
+}

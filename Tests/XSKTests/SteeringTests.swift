@@ -1,0 +1,51 @@
+import Balancer
+import LabSupport
+import Testing
+import XSK
+
+/// The steering program decides per frame: VIP traffic to Convey's sockets, everything else to
+/// the balancer's own kernel.
+@Suite(.serialized)
+struct SteeringTests {
+    @Test("TCP SYNs to a VIP (IPv4 and IPv6) reach the XSK socket; another port, ping and ARP still reach the lb's kernel")
+    func vipTrafficIsSteeredOtherTrafficPasses() throws {
+        guard try labAvailable("steering") else { return }
+        try Lab.with(backends: 0) { lab in
+            let server = try lab.spawn("lb", ["python3", "-c", Scripts.tcpServer, "10.77.0.2", "8080"], timeout: 40)
+            defer { server.kill() }
+            let path = try lab.inNamespace("lb") {
+                let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
+                                                       vips: [(vip4, .tcp), (vip6, .tcp)]) { _ in SYNCounter() }
+                try path.start()
+                return path
+            }
+            defer { path.stop() }
+            #expect(try lab.xdpProgramName("lb") == SteeringProgram.programName)
+
+            // The kernel's own services on the lb keep working (ARP/ND resolve the lb's MAC).
+            #expect(waitUntil(seconds: 5) { (try? lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "8080"])) == "kernel 8080\n" })
+            #expect(try lab.check("client", ["python3", "-c", Scripts.ping, "10.77.0.2"]) == "reply\n")
+
+            // Connections to the VIP are taken by the worker (which drops them: the client times out).
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.100", "80"]) == "timeout\n")
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "fd77::100", "80"]) == "timeout\n")
+            let verdicts = try path.program.verdicts()
+            path.stop()
+
+            let handlers = path.allWorkers.map(\.finalHandler)
+            #expect(handlers.reduce(0) { $0 + $1.synV4 } >= 1)
+            #expect(handlers.reduce(0) { $0 + $1.synV6 } >= 1)
+            #expect(verdicts.redirectedVIP >= 2)
+            #expect(verdicts.passedNotIP >= 1, "ARP passes")
+            #expect(verdicts.passedNotSteered >= 1, "TCP to port 8080 and ICMP pass")
+            #expect(verdicts.malformed == 0)
+            let stats = path.stats()
+            #expect(stats.attachMode == .native)
+            #expect(!stats.zeroCopy, "veth has no zero-copy")
+            #expect(stats.totals.rxPackets >= 2)
+
+            // Stopped: the interface has no XDP program any more.
+            #expect(try lab.xdpProgramName("lb") == nil)
+        }
+    }
+}
