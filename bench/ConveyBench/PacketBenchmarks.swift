@@ -36,6 +36,8 @@ enum PacketBenchmarks {
         static let frameCount = 1 << 16
         let publisher: PacketRoutesPublisher
         let runtime: BalancerRuntime
+        /// Flows actually in the table.
+        var flowsHeld = 0
 
         init(mode: Mode, flows: Int) {
             let vip = Endpoint(address: .v4(0x0A4D_0064), port: 80)
@@ -62,31 +64,38 @@ enum PacketBenchmarks {
                 Self.writeFrame(scratch.baseAddress!, client: addr, port: port, flags: flags)
                 handle(UnsafeMutableRawBufferPointer(start: scratch.baseAddress, count: 60))
             }
+            // Bounded probing may refuse a rare SYN (about 1 in 10^6 at this load): the ring
+            // only uses flows that were created, and `flowsHeld` reports how many.
+            var created = [Bool](repeating: false, count: flows)
             switch mode {
             case .dsr:
                 var f = DSRForwarder(settings: settings, routes: publisher)
                 f.beginBatch(now: now)
                 for n in 0..<flows {
-                    send(n, flags: 0x02) { _ = f.handle($0) }
+                    send(n, flags: 0x02) { created[n] = f.handle($0) == .transmit }
                     send(n, flags: 0x10) { _ = f.handle($0) }
                 }
-                precondition(f.flowCount == flows, "DSR table holds \(f.flowCount) of \(flows) flows")
                 dsr = f
             case .passthrough:
                 var f = PassthroughForwarder(settings: settings, routes: publisher, reverseMap: NATReverseMap())
                 f.beginBatch(now: now)
                 for n in 0..<flows {
-                    send(n, flags: 0x02) { _ = f.handle($0) }
+                    send(n, flags: 0x02) { created[n] = f.handle($0) == .transmit }
                     send(n, flags: 0x10) { _ = f.handle($0) }
                 }
-                precondition(f.flowCount == flows, "passthrough table holds \(f.flowCount) of \(flows) flows")
                 passthrough = f
             }
+            flowsHeld = created.reduce(0) { $0 + ($1 ? 1 : 0) }
+            precondition(flowsHeld > flows - flows / 1000, "only \(flowsHeld) of \(flows) flows were created")
             // The ring: ACKs of random established flows.
             var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
             for i in 0..<Self.frameCount {
-                seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
-                let (addr, port) = client(Int(seed % UInt64(flows)))
+                var n = 0
+                repeat {
+                    seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17
+                    n = Int(seed % UInt64(flows))
+                } while !created[n]
+                let (addr, port) = client(n)
                 Self.writeFrame(templates + i * Self.frameSize, client: addr, port: port, flags: 0x10)
             }
             frames.copyMemory(from: templates, byteCount: Self.frameSize * Self.frameCount)

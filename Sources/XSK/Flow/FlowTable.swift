@@ -2,7 +2,9 @@
 /// addressing with linear probing over a bounded window.
 ///
 /// Layout and invariants:
-/// - `slotCount` is a power of two, at least 5/4 of `capacity`; a key's home slot is the top
+/// - `slotCount` is the power of two at or above 2 × `capacity` (load at most 1/2: with linear
+///   probing and a 32-slot window, about one insert in a million finds its window full at that
+///   load, then an idle flow is evicted or the SYN dropped); a key's home slot is the top
 ///   bits of a multiplicative hash (seeded per table), and the key can only live in the
 ///   `window` slots starting there (wrapping). Lookups scan the whole window, so removal just
 ///   empties a slot (no tombstones) and lookups never degrade with churn.
@@ -108,9 +110,10 @@ public final class FlowTableStorage {
     let entries: UnsafeMutablePointer<FlowEntry>
     let slotCount: Int
 
-    /// Allocates (and zeroes) room for `capacity` flows: the next power of two ≥ 5/4 × capacity.
+    /// Allocates (and zeroes) room for `capacity` flows: the next power of two ≥ 2 × capacity
+    /// (48 bytes a slot, so 96 to 192 bytes per flow of capacity).
     init(capacity: Int) {
-        let wanted = max(16, capacity + capacity / 4)
+        let wanted = max(16, 2 * capacity)
         var slots = 1
         while slots < wanted { slots <<= 1 }
         slotCount = slots

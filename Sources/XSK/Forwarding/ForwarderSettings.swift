@@ -17,7 +17,7 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var workerIndex: Int
     public var workerCount: Int
     /// Slots a key may occupy from its home slot: bounds every lookup.
-    public var probeWindow: Int = 16
+    public var probeWindow: Int = 32
     /// A flow seen more recently than this is never evicted to make room (nanoseconds).
     public var minIdleForEviction: UInt64 = 1_000_000_000
     /// Table slots checked for expiry per batch (`beginBatch`).

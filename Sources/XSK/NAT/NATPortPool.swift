@@ -58,13 +58,15 @@ final class NATPortStorage {
     let size: Int
     let range: ClosedRange<UInt16>?
 
+    /// Port 0 is never handed out (0 means "exhausted" to `allocate`, and is no valid port).
     init(range: ClosedRange<UInt16>?) {
-        self.range = range
-        size = range.map { Int($0.upperBound) - Int($0.lowerBound) + 1 } ?? 0
+        let usable = range.flatMap { $0.upperBound == 0 ? nil : max(1, $0.lowerBound)...$0.upperBound }
+        self.range = usable
+        size = usable.map { Int($0.upperBound) - Int($0.lowerBound) + 1 } ?? 0
         ring = .allocate(capacity: max(size, 1))
-        if let range {
+        if let usable {
             var i = 0
-            for port in range {
+            for port in usable {
                 ring[i] = port
                 i += 1
             }

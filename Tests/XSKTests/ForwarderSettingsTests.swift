@@ -1,0 +1,74 @@
+import Balancer
+import Testing
+@testable import XSK
+
+@Suite("Forwarder settings and placement rules")
+struct ForwarderSettingsTests {
+    @Test func settingsComeFromTheConfigsPassthroughAndXDPSections() {
+        var config = RoutesFixture.makeConfig(balance: .wrr, count: 1, weights: nil)
+        config.passthrough.connectionTrackerCapacity = 5000
+        config.xdp.synTimeout = .seconds(3)
+        config.xdp.establishedTimeout = .seconds(600)
+        config.xdp.closingTimeout = .milliseconds(1500)
+        config.xdp.natAddress = .v4(0x0A4D_0002)
+        config.xdp.natPorts = 61000...61999
+        let s = ForwarderSettings(config: config, workerIndex: 1, workerCount: 4)
+        #expect(s.capacity == 5000)
+        #expect(s.synTimeout == 3_000_000_000 && s.establishedTimeout == 600_000_000_000)
+        #expect(s.closingTimeout == 1_500_000_000)
+        #expect(s.natAddress == .v4(0x0A4D_0002))
+        #expect(s.workerNATPorts == 61250...61499)
+        let resolved = ForwarderSettings(config: config, workerIndex: 0, workerCount: 1, natPorts: 50000...50009)
+        #expect(resolved.workerNATPorts == 50000...50009)
+    }
+
+    @Test func wrrFollowsTheWeightsExactlyOverOneCycle() {
+        let fixture = RoutesFixture(balance: .wrr, count: 3, weights: [1, 2, 3])
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 4096), routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        var counts = [0, 0, 0, 0]
+        for port in UInt16(1)...600 {
+            var f = clientFrame(port: port, flags: TCPHeader.syn)
+            #expect(withFrame(&f) { dsr.handle($0) } == .transmit)
+            counts[RoutesFixture.backendNumber(mac: TestFrames.fields(f).dstMAC) ?? 0] += 1
+        }
+        #expect(counts == [0, 100, 200, 300])
+    }
+
+    @Test func leastconnSendsNewFlowsToTheServerWithFewestOpenFlows() {
+        let fixture = RoutesFixture(balance: .leastconn, count: 2)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 4096), routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        func open(_ port: UInt16) -> Int {
+            var syn = clientFrame(port: port, flags: TCPHeader.syn)
+            var ack = clientFrame(port: port, flags: TCPHeader.ack)
+            #expect(withFrame(&syn) { dsr.handle($0) } == .transmit)
+            #expect(withFrame(&ack) { dsr.handle($0) } == .transmit)
+            return RoutesFixture.backendNumber(mac: TestFrames.fields(syn).dstMAC) ?? 0
+        }
+        var counts = [0, 0, 0]
+        for port in UInt16(1)...10 { counts[open(port)] += 1 }
+        #expect(counts == [0, 5, 5])
+        // The flows on s1 end (RST, then the closing timeout passes).
+        let s1 = fixture.publisher.current().routes.slot(of: ServerID(pool: "pool", name: "s1"))
+        for port in UInt16(1)...10
+        where dsr.backendSlot(client: Endpoint(address: .v4(0x0A4D_000A), port: port), vip: RoutesFixture.vip) == s1 {
+            var rst = clientFrame(port: port, flags: TCPHeader.rst)
+            #expect(withFrame(&rst) { dsr.handle($0) } == .transmit)
+        }
+        for _ in 0..<64 { dsr.beginBatch(now: 12 * second) }
+        #expect(dsr.flowCount == 5)
+        // s1 has 0 open flows, s2 has 5: the next five go to s1.
+        counts = [0, 0, 0]
+        for port in UInt16(100)..<105 { counts[open(port)] += 1 }
+        #expect(counts == [0, 5, 0])
+    }
+
+    @Test func portZeroIsNeverANATPort() {
+        let storage = NATPortStorage(range: 0...2)
+        var pool = NATPortPool(storage: storage)
+        #expect(pool.allocate() == 1 && pool.allocate() == 2 && pool.allocate() == 0)
+        pool.release(1)
+        #expect(pool.allocate() == 1)
+    }
+}

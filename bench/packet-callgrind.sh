@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Instructions per packet of the userspace packet path (parse, flow lookup, rewrite, checksum),
+# counted by callgrind: `ConveyBench --packet-loop MODE FLOWS N` runs the same setup and then N
+# established-flow frames; two runs with different N cancel the setup, so
+#   instructions/packet = (Ir(N2) - Ir(N1)) / (N2 - N1).
+# The passthrough loop includes its 64-byte frame copy (see PacketBenchmarks.swift).
+#
+#   swift build -c release --product ConveyBench && bench/packet-callgrind.sh
+#   FLOWS=65536 N1=100000 N2=300000 BIN=.build/release/ConveyBench bench/packet-callgrind.sh
+# Goal: at most 150 instructions per established-flow packet. Needs valgrind (Debian: valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.build/release/ConveyBench}
+FLOWS=${FLOWS:-65536}
+N1=${N1:-100000}
+N2=${N2:-300000}
+command -v valgrind >/dev/null || { echo "packet-callgrind: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "packet-callgrind: $BIN missing; run: swift build -c release --product ConveyBench" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Total instructions (Ir) of one run.
+ir() {
+    local mode=$1 n=$2 out="$tmp/callgrind.$1.$2"
+    if ! valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --packet-loop "$mode" "$FLOWS" "$n" \
+            >"$tmp/log" 2>&1; then
+        echo "packet-callgrind: $mode with $n packets failed:" >&2
+        cat "$tmp/log" >&2
+        exit 1
+    fi
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+for mode in passthrough dsr; do
+    a=$(ir "$mode" "$N1")
+    b=$(ir "$mode" "$N2")
+    row=$([ "$mode" = passthrough ] && echo rewrite || echo dsr)
+    awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" -v row="$row" -v flows="$FLOWS" 'BEGIN {
+        per = (b - a) / (n2 - n1)
+        printf "%s_instructions_per_packet  %.1f  (goal <= 150: %s; %d flows; Ir %d -> %d)\n",
+               row, per, (per <= 150 ? "met" : "MISSED"), flows, a, b
+    }'
+done
