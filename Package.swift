@@ -105,7 +105,7 @@ let package = Package(
         // it forwards to glibc's allocator, so the other tests are unaffected.
         .testTarget(name: "XSKTests", dependencies: ["XSK", "Balancer", "LabSupport", "CBenchSupport"]),
         // Runs the built `convey` binary as an operator would (it depends on it to get it built).
-        .testTarget(name: "ConveyTests", dependencies: ["convey"], exclude: ["configs"]),
+        .testTarget(name: "ConveyTests", dependencies: ["convey", "LabSupport"], exclude: ["configs"]),
     ],
     swiftLanguageModes: [.v6]
 )

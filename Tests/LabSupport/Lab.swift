@@ -185,6 +185,9 @@ public final class BackgroundProcess: @unchecked Sendable {
 
     public var isRunning: Bool { process.isRunning }
 
+    /// Its exit status (valid once it has ended, e.g. after `kill`).
+    public var terminationStatus: Int32 { process.terminationStatus }
+
     /// Sends `signal` to the process group member we started and waits for it to end.
     public func kill(_ signal: Int32 = SIGTERM) {
         if process.isRunning { Glibc.kill(process.processIdentifier, signal) }

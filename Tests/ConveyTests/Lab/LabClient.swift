@@ -1,0 +1,120 @@
+import Foundation
+import Glibc
+import LabSupport
+
+/// A blocking TCP client for lab tests, created inside a host's namespace (its socket stays
+/// there whichever thread uses it later). Every call is bounded by the socket's timeouts.
+final class LabClient: @unchecked Sendable {
+    let fd: Int32
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Connects to `host:port` (IPv4) within `timeout` seconds.
+    init(to host: String, port: UInt16, timeout: Double = 3) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int32((timeout - timeout.rounded(.down)) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &address.sin_addr)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw Failure(description: "connect \(host):\(port): \(String(cString: strerror(e)))")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw Failure(description: "send: \(String(cString: strerror(errno)))") }
+            offset += n
+        }
+    }
+
+    func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Half-closes: the peer reads EOF, we can still read.
+    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Reads until EOF (or `limit` bytes).
+    func readToEnd(limit: Int = 1 << 26) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while out.count < limit {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { break }
+            guard n > 0 else { throw Failure(description: "recv after \(out.count) bytes: \(String(cString: strerror(errno)))") }
+            out += buffer[0..<n]
+        }
+        return out
+    }
+
+    /// One `WHO` exchange: the backend's name and the address it saw us from.
+    static func who(_ host: String = "10.77.0.100", port: UInt16 = 80, timeout: Double = 3) throws -> (name: String, peer: String) {
+        let client = try LabClient(to: host, port: port, timeout: timeout)
+        try client.send("WHO\n")
+        let words = String(decoding: try client.readToEnd(limit: 256), as: UTF8.self).split(separator: " ")
+        guard words.count == 3 else { throw Failure(description: "unexpected WHO answer: \(words)") }
+        return (String(words[0]), String(words[1]))
+    }
+
+    /// Sends `payload` after `ECHO`, half-closes, and returns what came back.
+    static func echo(_ payload: [UInt8], host: String = "10.77.0.100", port: UInt16 = 80, timeout: Double = 5) throws -> [UInt8] {
+        let client = try LabClient(to: host, port: port, timeout: timeout)
+        try client.send("ECHO\n")
+        // Write and read at once: the echo comes back while we still send.
+        let reader = ReadAll(client)
+        try client.send(payload)
+        client.shutdownWrite()
+        return try reader.result()
+    }
+}
+
+/// Reads a client to EOF on a thread of its own (so a sender never deadlocks on full buffers).
+final class ReadAll: @unchecked Sendable {
+    private var value: Result<[UInt8], Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ client: LabClient) {
+        Thread { [self] in
+            value = Result { try client.readToEnd() }
+            done.signal()
+        }.start()
+    }
+
+    func result() throws -> [UInt8] {
+        done.wait()
+        return try value!.get()
+    }
+}
+
+/// Pseudo-random bytes (deterministic per seed; SplitMix64).
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    var out = [UInt8](repeating: 0, count: count)
+    var i = 0
+    while i < count {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        for b in 0..<8 where i < count {
+            out[i] = UInt8(truncatingIfNeeded: z >> (8 * UInt64(b)))
+            i += 1
+        }
+    }
+    return out
+}

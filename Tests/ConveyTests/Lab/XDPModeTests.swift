@@ -1,0 +1,216 @@
+import Foundation
+import Glibc
+import LabSupport
+import Testing
+
+/// The AF_XDP modes end to end: real kernel TCP from a client namespace through `convey --dsr`
+/// or `convey --passthrough` (the real binary, the real XDP program) to backends in their own
+/// namespaces, bytes checked end to end.
+@Suite("AF_XDP modes end to end, in a namespace lab", .serialized)
+struct XDPModeTests {
+    func labAvailable(_ test: String) throws -> Bool {
+        if try Lab.requireRoot() { return true }
+        print("SKIPPED \(test): needs root for network namespaces and XDP (CI=true makes this a failure)")
+        return false
+    }
+
+    @Test("DSR: requests spread by Maglev, 16 MiB byte-exact, backends see the client, the balancer never sees a reply, XDP gone after SIGTERM")
+    func dsrEndToEnd() throws {
+        guard try labAvailable("dsrEndToEnd") else { return }
+        try ConveyLab.with(mode: "dsr", config: labConfig()) { lab in
+            // A counter on the balancer's ingress of any packet coming *from* the VIP: replies.
+            _ = try lab.lab.check("lb", ["nft", "add table netdev replies; add chain netdev replies in { type filter hook ingress device veth0 priority 0; }; add rule netdev replies in ip saddr 10.77.0.100 tcp sport 80 counter"])
+
+            let answers = try lab.fromClient { try (0..<30).map { _ in try LabClient.who() } }
+            let names = Set(answers.map(\.name))
+            #expect(names.count >= 2, "Maglev over 30 distinct flows used \(names)")
+            #expect(answers.allSatisfy { $0.peer == "10.77.0.10" }, "DSR backends see the client's own address")
+
+            let payload = randomBytes(16 << 20, seed: 1)
+            let back = try lab.fromClient { try LabClient.echo(payload, timeout: 20) }
+            #expect(back.count == payload.count)
+            #expect(back == payload, "16 MiB echoed byte-exact through DSR")
+
+            let replies = try lab.lab.check("lb", ["nft", "list chain netdev replies in"])
+            #expect(replies.contains("counter packets 0 bytes 0"), "the balancer saw replies: \(replies)")
+
+            let totals = try lab.forwarderTotals()
+            #expect((totals["tx_packets"] as? Int ?? 0) > 10_000, "\(totals)")
+            let stats = try lab.stats()
+            #expect(stats["mode"] as? String == "dsr")
+
+            #expect(lab.stopConvey() == 0, "SIGTERM ends convey with status 0")
+            #expect(try !lab.balancerHasXDP(), "the XDP program is detached on exit")
+        }
+    }
+
+    @Test("Passthrough: exact weights, 16 MiB byte-exact, 200 concurrent connections, backends see the NAT address")
+    func passthroughEndToEnd() throws {
+        guard try labAvailable("passthroughEndToEnd") else { return }
+        try ConveyLab.with(mode: "passthrough", config: labConfig(weights: [2, 1, 1], balance: "wrr")) { lab in
+            let answers = try lab.fromClient { try (0..<40).map { _ in try LabClient.who() } }
+            let counts = Dictionary(grouping: answers, by: \.name).mapValues(\.count)
+            #expect(counts == ["b1": 20, "b2": 10, "b3": 10], "smooth WRR 2:1:1 over 40 connections")
+            #expect(answers.allSatisfy { $0.peer == "10.77.0.2" }, "passthrough backends see the NAT address")
+
+            let payload = randomBytes(16 << 20, seed: 2)
+            let back = try lab.fromClient { try LabClient.echo(payload, timeout: 20) }
+            #expect(back == payload, "16 MiB echoed byte-exact through passthrough NAT")
+
+            // 200 connections open at once, then each asks who it reached.
+            let names = try lab.fromClient {
+                let clients = try (0..<200).map { _ in try LabClient(to: "10.77.0.100", port: 80) }
+                for c in clients { try c.send("WHO\n") }
+                return try clients.map { String(decoding: try $0.readToEnd(limit: 256), as: UTF8.self) }
+            }
+            #expect(names.allSatisfy { $0.hasPrefix("b") && $0.contains(" 10.77.0.2 ") }, "every one of 200 answered")
+            #expect(Set(names.map { $0.prefix(2) }).count == 3)
+
+            let stats = try lab.stats()
+            #expect(stats["mode"] as? String == "passthrough")
+            let dataplane = stats["dataplane"] as? [String: Any]
+            #expect((dataplane?["nat"] as? [String: Any])?["address"] as? String == "10.77.0.2")
+            #expect(lab.stopConvey() == 0)
+            #expect(try !lab.balancerHasXDP())
+        }
+    }
+
+    @Test("Passthrough under load: a killed backend leaves selection after interval × fall, the others' flows continue; a weight change breaks no connection")
+    func backendFailureAndReload() throws {
+        guard try labAvailable("backendFailureAndReload") else { return }
+        try ConveyLab.with(mode: "passthrough", config: labConfig(balance: "wrr")) { lab in
+            // Six long-lived echo connections: two per backend (smooth WRR 1:1:1).
+            let streams = try lab.fromClient {
+                try (0..<6).map { _ -> LabClient in
+                    let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 3)
+                    try c.send("ECHO\n")
+                    return c
+                }
+            }
+            func roundTrip(_ c: LabClient, _ seed: UInt64) -> Bool {
+                let chunk = randomBytes(64 << 10, seed: seed)
+                guard (try? c.send(chunk)) != nil else { return false }
+                var got: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while got.count < chunk.count {
+                    let n = buffer.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+                    guard n > 0 else { return false }
+                    got += buffer[0..<n]
+                }
+                return got == chunk
+            }
+            #expect(streams.enumerated().allSatisfy { roundTrip($1, UInt64($0)) })
+
+            lab.killBackend("b3")
+            let start = Date()
+            // interval 0.5 s × fall 2: b3 leaves selection after about a second.
+            let left = waitFor(seconds: 6) {
+                let stats = try? lab.stats()
+                let servers = (stats?["backends"] as? [String: Any])?["web_pool"] as? [String: Any]
+                return (servers?["servers"] as? [String: Bool])?["10.77.0.23:80"] == false
+            }
+            #expect(left, "b3 marked down")
+            #expect(Date().timeIntervalSince(start) < 4)
+            let after = try lab.fromClient { try (0..<20).map { _ in try LabClient.who().name } }
+            #expect(!after.contains("b3") && after.count == 20, "no new connection goes to the dead backend: \(after)")
+            let survivors = streams.enumerated().filter { roundTrip($1, 100 + UInt64($0)) }.map(\.element)
+            #expect(survivors.count == 4, "the four connections to b1 and b2 continue unbroken")
+
+            // Weights change under load: established connections stay, new ones follow 5:1.
+            try lab.rewriteConfig(labConfig(weights: [5, 1, 1], balance: "wrr"))
+            let applied = waitFor(seconds: 5) {
+                let stats = try? lab.stats()
+                let detail = ((stats?["backends"] as? [String: Any])?["web_pool"] as? [String: Any])?["server_detail"] as? [String: Any]
+                return (detail?["b1"] as? [String: Any])?["weight"] as? Int == 5
+            }
+            #expect(applied, "the new weights were applied")
+            #expect(survivors.enumerated().allSatisfy { roundTrip($1, 200 + UInt64($0)) },
+                    "a weight change breaks no established connection")
+            let weighted = try lab.fromClient { try (0..<12).map { _ in try LabClient.who().name } }
+            let counts = Dictionary(grouping: weighted, by: { $0 }).mapValues(\.count)
+            #expect(counts["b1", default: 0] == 10 && counts["b2", default: 0] == 2, "5:1 between the live backends: \(counts)")
+            for s in survivors { s.shutdownWrite() }
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+
+    @Test("Limits: NAT port exhaustion drops the SYN and counts it, ports return when flows end, flows expire")
+    func natExhaustionAndExpiry() throws {
+        guard try labAvailable("natExhaustionAndExpiry") else { return }
+        try ConveyLab.with(mode: "passthrough", backends: 1,
+                           config: labConfig(backends: 1, balance: "wrr", natPorts: "61000-61007",
+                                             establishedTimeout: 1)) { lab in
+            let outcome = try lab.fromClient { () -> (held: [LabClient], failed: Int) in
+                var held: [LabClient] = []
+                var failed = 0
+                for _ in 0..<12 {
+                    do {
+                        let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 1.5)
+                        try c.send("ECHO\n")
+                        held.append(c)
+                    } catch { failed += 1 }
+                }
+                return (held, failed)
+            }
+            #expect(outcome.held.count == 8, "8 NAT ports, 8 connections")
+            #expect(outcome.failed == 4)
+            #expect(try lab.drops("no_nat_port") > 0)
+            #expect(lab.convey?.isRunning == true, "exhaustion is not a crash")
+
+            // Idle past established_timeout (1 s): the flows expire and their ports return.
+            let expired = waitFor(seconds: 8) {
+                let totals = try? lab.forwarderTotals()
+                return totals?["flows_active"] as? Int == 0 && (totals?["flows_expired"] as? Int ?? 0) >= 8
+            }
+            #expect(expired, "idle flows expire: \(String(describing: try? lab.forwarderTotals()))")
+            withExtendedLifetime(outcome.held) {}
+            let again = try lab.fromClient { try LabClient.who() }
+            #expect(again.name == "b1", "ports came back to their worker")
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+
+    @Test("Limits: a full flow table drops new SYNs and counts them, evicts idle flows, and never crashes (DSR)")
+    func flowTableCapacity() throws {
+        guard try labAvailable("flowTableCapacity") else { return }
+        try ConveyLab.with(mode: "dsr", backends: 1, config: labConfig(backends: 1, capacity: 4)) { lab in
+            let opened = try lab.fromClient { () -> [LabClient] in
+                var held: [LabClient] = []
+                for _ in 0..<16 {
+                    if let c = try? LabClient(to: "10.77.0.100", port: 80, timeout: 0.5) { held.append(c) }
+                }
+                return held
+            }
+            let totals = try lab.forwarderTotals()
+            let full = (totals["drops"] as? [String: Any])?["table_full"] as? Int ?? 0
+            #expect(opened.count < 16 && full > 0, "the cap holds: \(opened.count) opened, \(full) SYNs dropped")
+            #expect(lab.convey?.isRunning == true)
+            // After a second idle, the oldest flows may be evicted for new ones.
+            usleep(1_500_000)
+            let later = try lab.fromClient { try LabClient.who() }
+            #expect(later.name == "b1")
+            #expect(try (lab.forwarderTotals()["flows_evicted"] as? Int ?? 0) > 0)
+            withExtendedLifetime(opened) {}
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+
+    @Test("A foreign XDP program on the interface is refused with a message saying how to remove it; exit 1, nothing changed")
+    func foreignProgramRefused() throws {
+        guard try labAvailable("foreignProgramRefused") else { return }
+        try Lab.with(backends: 1) { lab in
+            let object = Lab.packageRoot + "/lab/.cache/xdp_pass.o"
+            _ = try lab.check("lb", ["ip", "link", "set", "dev", "veth0", "xdpgeneric", "obj", object, "sec", "xdp"])
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(lab.prefix)-conf")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let path = directory.appendingPathComponent("convey.toml").path
+            try labConfig(backends: 1).write(toFile: path, atomically: true, encoding: .utf8)
+            let run = try lab.run("lb", [ConveyRun.binary, "--dsr", "--iface", "veth0", "--config", path])
+            #expect(run.status == 1)
+            let text = run.stdout + run.stderr
+            #expect(text.contains("xdp off") || text.contains("xdp-loader"), "the message says how to remove it: \(text)")
+            #expect(try lab.check("lb", ["ip", "link", "show", "veth0"]).contains("xdp"), "the foreign program stays")
+        }
+    }
+}
