@@ -8,8 +8,8 @@ final class ConveyLab: @unchecked Sendable {
     let lab: Lab
     let mode: String
     let configPath: String
-    private(set) var convey: BackgroundProcess?
-    private var backendProcesses: [String: BackgroundProcess] = [:]
+    private(set) var convey: LabDaemon?
+    private var backendProcesses: [String: LabDaemon] = [:]
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -42,7 +42,7 @@ final class ConveyLab: @unchecked Sendable {
 
     /// Starts `lab/backend.py NAME 80` in `host` and waits until it answers from the client.
     func startBackend(_ host: String) throws {
-        backendProcesses[host] = try lab.spawn(host, ["python3", Self.backendScript, host, "80"], timeout: 600)
+        backendProcesses[host] = try LabDaemon(lab: lab, host: host, ["python3", Self.backendScript, host, "80"])
         let address = "10.77.0.2" + host.dropFirst()
         let up = waitFor(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who(address, timeout: 1) }) != nil }
         guard up else { throw Failure(description: "backend \(host) did not come up") }
@@ -50,14 +50,14 @@ final class ConveyLab: @unchecked Sendable {
 
     /// Kills the backend server of `host` (its host stays: connections are refused).
     func killBackend(_ host: String) {
-        backendProcesses[host]?.kill(SIGKILL)
+        backendProcesses[host]?.stop(SIGKILL)
         backendProcesses[host] = nil
     }
 
     /// Starts convey and waits until its stats answer and every backend has a known MAC.
     func startConvey() throws {
-        convey = try lab.spawn("lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0", "--config", configPath,
-                                      "--log-level", "info"], timeout: nil)
+        convey = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0",
+                                                      "--config", configPath, "--log-level", "info"])
         let ready = waitFor(seconds: 15) {
             guard convey?.isRunning == true, let stats = try? self.stats() else { return false }
             let dataplane = stats["dataplane"] as? [String: Any]
@@ -72,15 +72,14 @@ final class ConveyLab: @unchecked Sendable {
     @discardableResult
     func stopConvey() -> Int32? {
         guard let process = convey else { return nil }
-        process.kill(SIGTERM)
         convey = nil
-        return process.terminationStatus
+        return process.stop(SIGTERM)
     }
 
     func stopAll() {
-        if let convey { convey.kill(SIGKILL) }
+        convey?.stop(SIGKILL)
         convey = nil
-        for (_, p) in backendProcesses { p.kill(SIGKILL) }
+        for (_, p) in backendProcesses { p.stop(SIGKILL) }
         backendProcesses = [:]
     }
 
