@@ -168,7 +168,9 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var handler = self.handler
         var state = self.state
         var received = 0
-        for _ in 0..<count {
+        var n = 0
+        while n < count {
+            n &+= 1
             received += Self.iterate(rings: rings, state: &state, handler: &handler, counters: counters,
                                      spinLimit: spinLimit, idleTimeout: idleTimeoutMilliseconds)
         }
@@ -188,8 +190,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var index: UInt32 = 0
         let completed = xsk_ring_cons__peek(rings.completion, rings.fillSize, &index)
         if completed > 0 {
-            for i in 0..<completed {
+            var i: UInt32 = 0
+            while i < completed {
                 state.pool.push(xsk_ring_cons__comp_addr(rings.completion, index &+ i).pointee & rings.frameMask)
+                i &+= 1
             }
             xsk_ring_cons__release(rings.completion, completed)
             state.txOutstanding -= Int(completed)
@@ -202,8 +206,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
             if free > 0 {
                 let n = min(free, wanted)
                 if xsk_ring_prod__reserve(rings.fill, n, &index) == n {
-                    for i in 0..<n {
+                    var i: UInt32 = 0
+                    while i < n {
                         xsk_ring_prod__fill_addr(rings.fill, index &+ i).pointee = state.pool.pop()!
+                        i &+= 1
                     }
                     xsk_ring_prod__submit(rings.fill, n)
                 }
@@ -237,8 +243,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var bytes: UInt64 = 0
         var transmit = 0
         var drops: UInt64 = 0
-        for i in 0..<received {
-            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ i)!
+        var r: UInt32 = 0
+        while r < received {
+            defer { r &+= 1 }
+            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ r)!
             let addr = desc.pointee.addr
             let length = Int(desc.pointee.len)
             bytes &+= UInt64(length)
@@ -259,12 +267,15 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var ringFull: UInt64 = 0
         if transmit > 0 {
             sent = xsk_ring_prod__reserve(rings.tx, UInt32(transmit), &index)
-            for i in 0..<Int(sent) {
+            var i = 0
+            while i < Int(sent) {
                 xsk_ring_prod__tx_desc(rings.tx, index &+ UInt32(i)).pointee = rings.pending[i]
+                i &+= 1
             }
-            for i in Int(sent)..<transmit {
+            while i < transmit {
                 state.pool.push(rings.pending[i].addr & rings.frameMask)
-                ringFull += 1
+                ringFull &+= 1
+                i &+= 1
             }
             if sent > 0 {
                 xsk_ring_prod__submit(rings.tx, sent)
