@@ -80,7 +80,7 @@ struct BadFrameTests {
             let withOptions = try send("options")
             #expect(withOptions.redirectedVIP == 3, "IP options are valid: the frame is steered")
             #expect(try send("syn4").redirectedVIP == 3, "the worker still takes SYNs")
-            #expect(try waitUntil(seconds: 3) { path.stats().totals.rxPackets >= 6 })
+            #expect(waitUntil(seconds: 3) { path.stats().totals.rxPackets >= 6 })
 
             path.stop()
             let handlers = path.allWorkers.map(\.finalHandler)
