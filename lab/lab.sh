@@ -115,6 +115,10 @@ cmd_up() {
     ip -n "$br" link set lo up
     ip -n "$br" link add br0 type bridge stp_state 0 forward_delay 0
     ip -n "$br" link set br0 up
+    # A pure L2 switch: when br_netfilter is loaded, bridged frames would go through
+    # ip(6)tables and malformed IP frames would be dropped by the bridge (per-netns sysctls).
+    in_ns "$br" sysctl -q -w net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
+        net.bridge.bridge-nf-call-arptables=0 >/dev/null 2>&1 || true
 
     add_host "$prefix" client 10.77.0.10 fd77::10
     add_host "$prefix" lb 10.77.0.2 fd77::2

@@ -107,8 +107,25 @@ public final class Lab: Sendable {
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try Self.launch(process)
         return BackgroundProcess(process: process, log: log, handle: handle)
+    }
+
+    /// Starts `process` from a thread with no blocked signals. A child inherits the signal mask
+    /// of the thread that spawns it, and test code runs on dispatch worker threads that block
+    /// most signals: started from there, a helper would ignore the SIGTERM meant to stop it.
+    static func launch(_ process: Process) throws {
+        let box = ResultBox<Void>()
+        let thread = Thread {
+            defer { box.signal() }
+            var empty = sigset_t()
+            sigemptyset(&empty)
+            pthread_sigmask(SIG_SETMASK, &empty, nil)
+            box.result = Result { try process.run() }
+        }
+        thread.start()
+        box.wait()
+        try box.result!.get()
     }
 
     static func runScript(_ arguments: [String], timeout: Int) throws -> CommandResult {
@@ -120,7 +137,7 @@ public final class Lab: Sendable {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try Self.launch(process)
         // Read both pipes to their end (the child may fill one while we wait on the other).
         let errData = LockedData()
         let errDone = DispatchSemaphore(value: 0)

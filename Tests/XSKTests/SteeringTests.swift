@@ -7,7 +7,7 @@ import XSK
 /// the balancer's own kernel.
 @Suite(.serialized)
 struct SteeringTests {
-    @Test("TCP SYNs to a VIP (IPv4 and IPv6) reach the XSK socket; another port, ping and ARP still reach the lb's kernel")
+    @Test("TCP SYNs to a VIP (IPv4 and IPv6) and to the NAT range reach the XSK socket; another port, ping and ARP still reach the lb's kernel")
     func vipTrafficIsSteeredOtherTrafficPasses() throws {
         guard try labAvailable("steering") else { return }
         try Lab.with(backends: 0) { lab in
@@ -29,11 +29,28 @@ struct SteeringTests {
             // Connections to the VIP are taken by the worker (which drops them: the client times out).
             #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.100", "80"]) == "timeout\n")
             #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "fd77::100", "80"]) == "timeout\n")
+
+            // Passthrough: backend replies to the NAT address and port range are steered too;
+            // the same address outside the range still reaches the kernel.
+            try path.program.setNATRange(address: IPAddress("10.77.0.2")!, ports: 61000...61010)
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "61005"]) == "timeout\n")
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "8080"]) == "kernel 8080\n")
             let verdicts = try path.program.verdicts()
+            #expect(verdicts.redirectedNAT >= 1)
+            try path.program.setNATRange(address: nil, ports: 61000...61010)
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "61005"]).hasPrefix("error"),
+                    "NAT steering off: the kernel refuses the closed port")
+            // A removed VIP is no longer steered (the lb's kernel, which does not own it, drops it).
+            try path.program.removeVIP(vip4)
+            let beforeRemoval = try path.program.verdicts()
+            _ = try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.100", "80"])
+            let afterRemoval = try path.program.verdicts()
+            #expect(afterRemoval.redirectedVIP == beforeRemoval.redirectedVIP)
+            #expect(afterRemoval.passedNotSteered > beforeRemoval.passedNotSteered)
             path.stop()
 
             let handlers = path.allWorkers.map(\.finalHandler)
-            #expect(handlers.reduce(0) { $0 + $1.synV4 } >= 1)
+            #expect(handlers.reduce(0) { $0 + $1.synV4 } >= 2, "VIP and NAT SYNs")
             #expect(handlers.reduce(0) { $0 + $1.synV6 } >= 1)
             #expect(verdicts.redirectedVIP >= 2)
             #expect(verdicts.passedNotIP >= 1, "ARP passes")

@@ -270,10 +270,12 @@ public final class SteeringProgram: @unchecked Sendable {
         return true
     }
 
-    /// Routes libbpf/libxdp messages: warnings to stderr, the rest dropped.
+    /// Routes libbpf/libxdp messages: warnings to stderr, the rest dropped. libxdp's notes that
+    /// no bpffs is mounted (so it attaches without its multi-program dispatcher, as inside
+    /// `ip netns exec`) are expected with one program per interface and dropped too.
     private static let loggerInstalled: Bool = {
         _ = libxdp_set_print { level, format, args in
-            guard level == LIBXDP_WARN, let format, let args else { return 0 }
+            guard level == LIBXDP_WARN, let format, let args, strstr(format, "bpffs") == nil else { return 0 }
             return vdprintf(2, format, args)
         }
         _ = libbpf_set_print { level, format, args in

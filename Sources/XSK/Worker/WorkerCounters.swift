@@ -19,11 +19,6 @@ public final class WorkerCounters: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
-    @inlinable @inline(__always)
-    func add(_ slot: Slot, _ value: UInt64) {
-        storage[slot.rawValue] &+= value
-    }
-
     @inline(__always)
     func load(_ slot: Slot) -> UInt64 {
         UnsafeRawPointer(storage + slot.rawValue).load(as: UInt64.self)

@@ -52,6 +52,9 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         @usableFromInline let fillSize: UInt32
         /// Scratch for the TX descriptors of one batch (allocated once).
         @usableFromInline let pending: UnsafeMutablePointer<xdp_desc>
+        /// The worker's counter words (`WorkerCounters.storage`): a raw pointer, so the loop
+        /// touches no reference and does no reference counting.
+        @usableFromInline let counters: UnsafeMutablePointer<UInt64>
     }
 
     /// What the loop carries from one iteration to the next.
@@ -77,7 +80,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         let umem = socket.umem
         rings = Rings(rx: socket.rx, tx: socket.tx, fill: umem.fill, completion: umem.completion,
                       area: umem.area, frameMask: ~UInt64(umem.frameSize - 1), fd: socket.fd,
-                      fillSize: umem.fillSize, pending: .allocate(capacity: 64))
+                      fillSize: umem.fillSize, pending: .allocate(capacity: 64), counters: counters.storage)
         state = LoopState(pool: FramePool(frameCount: umem.frameCount, frameSize: umem.frameSize))
     }
 
@@ -152,9 +155,8 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var handler = self.handler
         var state = self.state
         let rings = self.rings
-        let counters = self.counters
         while !stopRequested.load(ordering: .acquiring) {
-            _ = Self.iterate(rings: rings, state: &state, handler: &handler, counters: counters,
+            _ = Self.iterate(rings: rings, state: &state, handler: &handler,
                              spinLimit: spinLimit, idleTimeout: idleTimeoutMilliseconds)
         }
         self.handler = handler
@@ -168,8 +170,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var handler = self.handler
         var state = self.state
         var received = 0
-        for _ in 0..<count {
-            received += Self.iterate(rings: rings, state: &state, handler: &handler, counters: counters,
+        var n = 0
+        while n < count {
+            n &+= 1
+            received += Self.iterate(rings: rings, state: &state, handler: &handler,
                                      spinLimit: spinLimit, idleTimeout: idleTimeoutMilliseconds)
         }
         self.handler = handler
@@ -180,7 +184,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
     /// One iteration: reap completions → refill FILL → peek RX → handle → TX → kick if asked;
     /// when nothing arrived: kick pending TX, spin a little, then sleep in poll().
     @inlinable
-    static func iterate(rings: Rings, state: inout LoopState, handler: inout Handler, counters: WorkerCounters,
+    static func iterate(rings: Rings, state: inout LoopState, handler: inout Handler,
                         spinLimit: Int, idleTimeout: Int32) -> Int {
         var wakeups: UInt64 = 0
 
@@ -188,8 +192,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var index: UInt32 = 0
         let completed = xsk_ring_cons__peek(rings.completion, rings.fillSize, &index)
         if completed > 0 {
-            for i in 0..<completed {
+            var i: UInt32 = 0
+            while i < completed {
                 state.pool.push(xsk_ring_cons__comp_addr(rings.completion, index &+ i).pointee & rings.frameMask)
+                i &+= 1
             }
             xsk_ring_cons__release(rings.completion, completed)
             state.txOutstanding -= Int(completed)
@@ -202,8 +208,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
             if free > 0 {
                 let n = min(free, wanted)
                 if xsk_ring_prod__reserve(rings.fill, n, &index) == n {
-                    for i in 0..<n {
+                    var i: UInt32 = 0
+                    while i < n {
                         xsk_ring_prod__fill_addr(rings.fill, index &+ i).pointee = state.pool.pop()!
+                        i &+= 1
                     }
                     xsk_ring_prod__submit(rings.fill, n)
                 }
@@ -227,7 +235,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
                     state.emptyPolls = 0
                 }
             }
-            if wakeups > 0 { counters.add(.wakeups, wakeups) }
+            if wakeups > 0 { Self.count(rings, .wakeups, wakeups) }
             return 0
         }
         state.emptyPolls = 0
@@ -237,8 +245,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var bytes: UInt64 = 0
         var transmit = 0
         var drops: UInt64 = 0
-        for i in 0..<received {
-            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ i)!
+        var r: UInt32 = 0
+        while r < received {
+            defer { r &+= 1 }
+            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ r)!
             let addr = desc.pointee.addr
             let length = Int(desc.pointee.len)
             bytes &+= UInt64(length)
@@ -259,12 +269,15 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var ringFull: UInt64 = 0
         if transmit > 0 {
             sent = xsk_ring_prod__reserve(rings.tx, UInt32(transmit), &index)
-            for i in 0..<Int(sent) {
+            var i = 0
+            while i < Int(sent) {
                 xsk_ring_prod__tx_desc(rings.tx, index &+ UInt32(i)).pointee = rings.pending[i]
+                i &+= 1
             }
-            for i in Int(sent)..<transmit {
+            while i < transmit {
                 state.pool.push(rings.pending[i].addr & rings.frameMask)
-                ringFull += 1
+                ringFull &+= 1
+                i &+= 1
             }
             if sent > 0 {
                 xsk_ring_prod__submit(rings.tx, sent)
@@ -276,14 +289,20 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
             wakeups += 1
         }
 
-        counters.add(.rxPackets, UInt64(received))
-        counters.add(.rxBytes, bytes)
-        counters.add(.txPackets, UInt64(sent))
-        counters.add(.drops, drops)
-        if ringFull > 0 { counters.add(.txRingFullDrops, ringFull) }
-        counters.add(.batches, 1)
-        if wakeups > 0 { counters.add(.wakeups, wakeups) }
+        Self.count(rings, .rxPackets, UInt64(received))
+        Self.count(rings, .rxBytes, bytes)
+        Self.count(rings, .txPackets, UInt64(sent))
+        Self.count(rings, .drops, drops)
+        if ringFull > 0 { Self.count(rings, .txRingFullDrops, ringFull) }
+        Self.count(rings, .batches, 1)
+        if wakeups > 0 { Self.count(rings, .wakeups, wakeups) }
         return Int(received)
+    }
+
+    /// Adds to one of the worker's counters (a plain store of an aligned word; see `WorkerCounters`).
+    @inlinable @inline(__always)
+    static func count(_ rings: Rings, _ slot: WorkerCounters.Slot, _ value: UInt64) {
+        rings.counters[slot.rawValue] &+= value
     }
 
     /// CLOCK_MONOTONIC in nanoseconds.

@@ -55,7 +55,7 @@ enum Scripts {
         """
 
     /// argv: host port count seconds. Sends up to `count` 64-byte UDP datagrams within
-    /// `seconds` (paced in bursts of 32), then exits.
+    /// `seconds` (paced in bursts of 64), then exits.
     static let udpFlood = """
         import socket, sys, time
         fam = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
@@ -63,7 +63,7 @@ enum Scripts {
         dst = (sys.argv[1], int(sys.argv[2])); n = int(sys.argv[3]); end = time.time() + float(sys.argv[4])
         sent = 0
         while sent < n and time.time() < end:
-            for _ in range(32):
+            for _ in range(64):
                 s.sendto(b'x' * 22, dst); sent += 1
             time.sleep(0.001)
         """
