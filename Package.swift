@@ -1,5 +1,14 @@
 // swift-tools-version: 6.0
 import PackageDescription
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// ConveyBench lists the packet engineer's `PacketBenchmarks.all` when that file exists.
+let packetBenchmarks = FileManager.default.fileExists(
+    atPath: Context.packageDirectory + "/bench/ConveyBench/PacketBenchmarks.swift")
 
 /// Convey: a Layer-4 TCP load balancer for Linux (proxy, passthrough and DSR modes).
 ///
@@ -75,7 +84,8 @@ let package = Package(
         ),
         // Benchmarks (not tests): `swift run -c release ConveyBench`; see bench/README.md.
         .executableTarget(name: "ConveyBench", dependencies: ["Balancer", "CBenchSupport"],
-                          path: "bench/ConveyBench"),
+                          path: "bench/ConveyBench",
+                          swiftSettings: packetBenchmarks ? [.define("CONVEY_PACKET_BENCHMARKS")] : []),
         // Benchmark-only C: a counting malloc shim. Linked into ConveyBench only.
         .target(name: "CBenchSupport", path: "bench/CBenchSupport"),
         .testTarget(

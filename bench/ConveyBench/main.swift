@@ -7,7 +7,14 @@ import Glibc
 // BENCH_QUICK=1 makes every benchmark brief; BENCH_RESULTS=<path> writes the JSON elsewhere.
 // A filtered run writes only the rows it ran. Exit status 1 when a benchmark failed.
 
-let benchmarks: [Benchmark] = SchedulerBenchmarks.all
+var benchmarks: [Benchmark] = SchedulerBenchmarks.all
+// The packet engineer's rewrite benchmarks (`PacketBenchmarks.all`), when that file is in the
+// tree; Package.swift defines the flag by looking for it.
+#if CONVEY_PACKET_BENCHMARKS
+benchmarks += PacketBenchmarks.all
+#endif
+benchmarks += ProxyBenchmarks.all
+benchmarks += XDPBenchmarks.all
 
 #if DEBUG
 Harness.progress("warning: a debug build; measure with `swift run -c release ConveyBench`")
