@@ -174,12 +174,16 @@ enum Harness {
                 let s = (k + round) % samplers.count  // rotate who goes first
                 guard errors[s] == nil else { continue }
                 let began = clock.now
+                let verbose = samplers.count > 1 || benchmark.secondsPerSample >= 1
+                let label = names[s] + (recorded ? " run \(samples[s].count + 1)/\(benchmark.repetitions)" : " warm-up")
+                // Announced first: an external sample's own diagnostics (CPU per process,
+                // offered vs delivered) follow on stderr and belong to it.
+                if verbose { progress("  \(label)...") }
                 do {
                     let value = try samplers[s]()
                     if recorded { samples[s].append(value) }
-                    if samplers.count > 1 || benchmark.secondsPerSample >= 1 {
-                        progress("  \(names[s]) \(recorded ? "run \(samples[s].count)/\(benchmark.repetitions)" : "warm-up"): "
-                                 + "\(format(value)) \(benchmark.unit) (\(format(seconds(clock.now - began))) s)")
+                    if verbose {
+                        progress("  \(label): \(format(value)) \(benchmark.unit) (\(format(seconds(clock.now - began))) s)")
                     }
                 } catch {
                     errors[s] = error

@@ -79,7 +79,11 @@ down() {
     for f in "$s"/*.pid; do [[ -e $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
     rm -rf "$s"
   fi
-  if [[ -x $LAB ]]; then "$LAB" down "$prefix" >/dev/null 2>&1 || "$LAB" down "$prefix"; fi
+  if [[ -x $LAB ]]; then
+    "$LAB" down "$prefix" >/dev/null 2>&1 || "$LAB" down "$prefix"
+  elif ip netns list | grep -q "^$prefix-"; then
+    die "no lab script at $LAB to remove the namespaces $prefix-* (set LAB=/path/to/lab.sh)"
+  fi
   return 0
 }
 
