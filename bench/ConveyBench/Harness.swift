@@ -25,6 +25,8 @@ struct Benchmark {
     /// there is none. A first contender, measured in this run, takes precedence.
     var anchor: (name: String, value: Double)? = nil
     /// What the median should achieve; shown in the table as met or MISSED.
+    var goal: Goal? = nil
+    /// Further goals (e.g. against two contenders); `goal` and these are all checked.
     var goals: [Goal] = []
     /// Reference series measured in the same run, alternately with `sample`; the first is the
     /// anchor.
@@ -37,6 +39,9 @@ struct Benchmark {
     var setUp: () throws -> Void = {}
     var tearDown: () -> Void = {}
     var sample: () throws -> Double
+
+    /// `goal` and `goals` together.
+    var allGoals: [Goal] { (goal.map { [$0] } ?? []) + goals }
 
     /// Samples the harness will take, warm-ups included, for the time-left estimate.
     var plannedSamples: Int { (repetitions + (warmUp ? 1 : 0)) * (1 + contenders.count) }
@@ -217,7 +222,7 @@ enum Harness {
         }
         guard errors[0] == nil else { return (contenderRows, errors[0]) }
         let main = BenchmarkResult(name: benchmark.name, unit: benchmark.unit, samples: samples[0], anchor: anchor,
-                                   anchorSpreadPercent: anchorSpread, goals: benchmark.goals, contenderMedians: medians)
+                                   anchorSpreadPercent: anchorSpread, goals: benchmark.allGoals, contenderMedians: medians)
         return ([main] + contenderRows, nil)
     }
 

@@ -23,7 +23,7 @@ enum SchedulerBenchmarks {
     static func maglevBuild() -> Benchmark {
         let backends = (0..<1000).map { i in ("10.77.\(i / 250 + 1).\(i % 250 + 1):80", 1) }
         return Benchmark(name: "maglev_build_ms_n1000", unit: "ms", repetitions: Harness.quick ? 5 : 21,
-                         goals: [.below(5)]) {
+                         goal: .below(5)) {
             var table: MaglevTable?
             let seconds = Measure.cpuSeconds { table = MaglevTable(backends: backends, size: 65_537) }
             blackHole(table)
@@ -57,7 +57,7 @@ enum SchedulerBenchmarks {
         let flows = makeFlows()
         let picks = Harness.quick ? 20_000 : 200_000
         let name = "scheduler_pick_allocs_\(algorithm.rawValue)"
-        return Benchmark(name: name, unit: "allocs/pick", repetitions: Harness.quick ? 3 : 5, goals: [.atMost(0)],
+        return Benchmark(name: name, unit: "allocs/pick", repetitions: Harness.quick ? 3 : 5, goal: .atMost(0),
                          setUp: {
                              guard Measure.allocationCounterWorks() else {
                                  throw BenchError.failed(benchmark: name, reason: "the counting allocator is not in place")
