@@ -176,7 +176,8 @@ start_balancer() {
       # samples of 4096 flows (measured: 32%, then 0% delivered), since established entries
       # live for days. In the lb namespace they now expire after 5 s idle; an expired entry's
       # tuple is reused at once (measured: 100% delivered with 11873 old entries present).
-      inns "$lb" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established=5
+      # TCP runs keep the kernel's default (iperf3's idle control connection must survive).
+      inns "$lb" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established=$([[ $kind == packets ]] && echo 5 || echo 432000)
       ;;
     convey-dsr|convey-passthrough)
       [[ -x $CONVEY ]] || die "no convey at $CONVEY (swift build -c release --product convey)"
