@@ -6,7 +6,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEPS_BUILD := libxdp-dev libbpf-dev pkg-config
 DEPS_LAB   := iproute2 ethtool curl python3
-DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables
+DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables python3-matplotlib gcc libc6-dev
 
 .PHONY: all build release deps deps-bench test demo bench clean
 
@@ -44,9 +44,12 @@ test: deps
 demo: release
 	./demo/proxy-demo.sh
 
-## bench: measurements against their anchors (BENCH_QUICK=1 for a short run)
+## bench: measurements against their anchors (BENCH_QUICK=1 for a short run; root for the
+## proxy and AF_XDP benchmarks, which build network-namespace labs)
 bench: deps-bench
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --product convey
+	$(SWIFT) build -c release --product ConveyBench
+	./bench/build-tools.sh
 	./bench/run.sh
 
 clean:
