@@ -1,14 +1,5 @@
 // swift-tools-version: 6.0
 import PackageDescription
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-
-/// ConveyBench lists the packet engineer's `PacketBenchmarks.all` when that file exists.
-let packetBenchmarks = FileManager.default.fileExists(
-    atPath: Context.packageDirectory + "/bench/ConveyBench/PacketBenchmarks.swift")
 
 /// Convey: a Layer-4 TCP load balancer for Linux (proxy, passthrough and DSR modes).
 ///

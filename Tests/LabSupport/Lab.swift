@@ -128,30 +128,73 @@ public final class Lab: Sendable {
         try box.result!.get()
     }
 
+    /// Runs `lab.sh` with `arguments` and collects its output and status.
+    ///
+    /// Spawned with `posix_spawn` and reaped with `waitpid` rather than Foundation's `Process`:
+    /// `Process.waitUntilExit` was seen to miss the exit of a short-lived child here and wait
+    /// forever. The child starts with every signal unblocked and at its default action.
     static func runScript(_ arguments: [String], timeout: Int) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-k", "2", String(timeout), script] + arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try Self.launch(process)
-        // Read both pipes to their end (the child may fill one while we wait on the other).
+        let argv = ["/usr/bin/timeout", "-k", "2", String(timeout), script] + arguments
+        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
+            throw Failure("pipe: \(String(cString: strerror(errno)))")
+        }
+        // Close-on-exec, so no other child spawned meanwhile keeps a write end open.
+        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cArguments { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, &cArguments, environ)
+        close(outPipe[1])
+        close(errPipe[1])
+        guard rc == 0 else {
+            close(outPipe[0])
+            close(errPipe[0])
+            throw Failure("posix_spawn \(argv[0]): \(String(cString: strerror(rc)))")
+        }
         let errData = LockedData()
         let errDone = DispatchSemaphore(value: 0)
-        let reader = Thread {
-            errData.set(err.fileHandleForReading.readDataToEndOfFile())
+        let errFD = errPipe[0]
+        Thread {
+            errData.set(Self.readAll(errFD))
             errDone.signal()
-        }
-        reader.start()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        }.start()
+        let outData = Self.readAll(outPipe[0])
         errDone.wait()
-        return CommandResult(status: process.terminationStatus,
-                             stdout: String(decoding: outData, as: UTF8.self),
+        close(outPipe[0])
+        close(errPipe[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return CommandResult(status: exit, stdout: String(decoding: outData, as: UTF8.self),
                              stderr: String(decoding: errData.get(), as: UTF8.self))
+    }
+
+    /// Reads `fd` to its end.
+    static func readAll(_ fd: Int32) -> Data {
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { data.append(contentsOf: buffer[0..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            return data
+        }
     }
 
     // MARK: Threads in a namespace

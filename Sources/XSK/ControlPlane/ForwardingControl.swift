@@ -38,16 +38,28 @@ public final class ForwardingControl: Sendable {
         self.logger = logger
     }
 
-    /// Publishes new routes when the runtime published a new snapshot or a backend's MAC
-    /// appeared, changed or went away; does nothing otherwise. Returns whether it published.
+    /// Publishes new routes when the runtime published a new snapshot or (with
+    /// `readNeighbours`) a backend's MAC appeared, changed or went away; does nothing
+    /// otherwise. Returns whether it published. Without `readNeighbours` and with no new
+    /// snapshot it costs one atomic load, so it can run often; the neighbour table is a netlink
+    /// dump, read on a slower cadence and whenever the snapshot changed.
     @discardableResult
-    public func refresh(force: Bool = false) -> Bool {
+    public func refresh(force: Bool = false, readNeighbours: Bool = true) -> Bool {
+        let seen = state.withLock { $0.snapshotGeneration }
+        if !force && !readNeighbours && snapshots.generation == seen { return false }
         let (snapshot, generation) = snapshots.load()
         let macs = backendMACs(for: snapshot)
         return state.withLock { state in
             guard force || generation != state.snapshotGeneration || macs != state.macs else { return false }
             let published = routes.publish(snapshot: snapshot, backendMACs: macs, interfaceMAC: interfaceMAC)
-            report(old: state.unresolved, new: published.unresolved)
+            if state.publications > 0 {
+                report(old: state.unresolved, new: published.unresolved)
+            } else if !published.unresolved.isEmpty {
+                // At start the neighbour table rarely knows the backends yet: the health
+                // checks about to run resolve them.
+                logger.info("waiting for the backends' MAC addresses (resolved as health checks reach them)",
+                            metadata: ["servers": "\(published.unresolved.map(\.server.description).joined(separator: ","))"])
+            }
             state.snapshotGeneration = generation
             state.macs = macs
             state.unresolved = published.unresolved
@@ -97,7 +109,7 @@ public final class ForwardingControl: Sendable {
                                                                      "addr": "\(u.address)", "reason": "\(u.reason)"])
         }
         for u in old where !after.contains(u.server) {
-            logger.notice("server back in selection", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
+            logger.info("server's MAC address known; in selection", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
         }
     }
 }

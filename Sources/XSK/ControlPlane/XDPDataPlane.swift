@@ -60,14 +60,18 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             flushCounters()
             logger.notice("AF_XDP data plane stopped; XDP program detached", metadata: ["iface": "\(facts.interface)"])
         }
-        var lastFlush = ContinuousClock.now
+        // Snapshots (reloads, health, drains) are picked up within 50 ms; the neighbour table
+        // is read every second; counters flush every stats_update_frequency.
+        var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            control.refresh()
+            let neighboursDue = ContinuousClock.now - lastNeighbours >= .seconds(1)
+            control.refresh(readNeighbours: neighboursDue)
+            if neighboursDue { lastNeighbours = .now }
             if ContinuousClock.now - lastFlush >= statsPeriod {
                 flushCounters()
                 lastFlush = .now
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(200)) }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(50)) }
         }
     }
 

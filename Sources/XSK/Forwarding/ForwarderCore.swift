@@ -27,6 +27,8 @@ struct ForwarderCore {
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
+    /// When the sweep last advanced by elapsed time (see `beginBatch`).
+    var sweepMark: UInt64 = 0
     /// The batch's clock (monotonic nanoseconds).
     var now: UInt64 = 0
 
@@ -68,7 +70,12 @@ struct ForwarderCore {
     mutating func beginBatch(now: UInt64) {
         self.now = now
         if publisher.generation != generation { adopt() }
-        sweep(settings.sweepPerBatch)
+        // The whole table is swept about once a second whatever the traffic (workers call this
+        // after idle sleeps too), so idle flows expire on time; busy batches add a fixed share.
+        if sweepMark == 0 { sweepMark = now }
+        let due = now > sweepMark ? UInt64(table.slotCount) &* (now &- sweepMark) / 1_000_000_000 : 0
+        if due > 0 { sweepMark = now }
+        sweep(max(settings.sweepPerBatch, Int(min(due, UInt64(table.slotCount)))))
     }
 
     private mutating func adopt() {

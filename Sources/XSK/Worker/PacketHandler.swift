@@ -13,8 +13,9 @@ public enum PacketVerdict: Sendable, Equatable {
 /// never calls through an existential. One handler value belongs to one worker thread; it
 /// keeps its own flow table and counters and needs no lock.
 public protocol PacketHandler {
-    /// Called once before each RX batch with the monotonic clock in nanoseconds: the place to
-    /// adopt a newer forwarding snapshot and to expire flows. Not called per packet.
+    /// Called once before each RX batch, and after each idle sleep when nothing arrives, with
+    /// the monotonic clock in nanoseconds: the place to adopt a newer forwarding snapshot and
+    /// to expire flows. Not called per packet.
     mutating func beginBatch(now: UInt64)
 
     /// Looks at one frame (`packet.count` is the received length, starting at the Ethernet

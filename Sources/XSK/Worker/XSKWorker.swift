@@ -233,6 +233,8 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
                     _ = cxdp_poll_in(rings.fd, idleTimeout)
                     wakeups += 1
                     state.emptyPolls = 0
+                    // Idle: let the handler adopt new routes and expire flows all the same.
+                    handler.beginBatch(now: monotonicNanoseconds())
                 }
             }
             if wakeups > 0 { Self.count(rings, .wakeups, wakeups) }
