@@ -196,7 +196,7 @@ enum PacketBenchmarks {
                              guard Measure.allocationCounterWorks() else {
                                  throw BenchError.failed(benchmark: name, reason: "the counting allocator is not in place")
                              }
-                             setup = Setup(mode: mode, flows: Harness.quick ? 65_536 : mode.flows)
+                             setup = Setup(mode: mode, flows: Harness.quick ? min(65_536, mode.flows) : mode.flows)
                          },
                          tearDown: { setup = nil }) {
             guard let s = setup else { throw BenchError.failed(benchmark: name, reason: "no setup") }
@@ -233,7 +233,8 @@ enum PacketBenchmarks {
             Harness.progress("usage: ConveyBench --packet-loop dsr|passthrough FLOWS PACKETS")
             return 2
         }
-        let setup = Setup(mode: mode, flows: flows)
+        // Passthrough holds at most one NAT address's ports of flows.
+        let setup = Setup(mode: mode, flows: min(flows, mode.flows))
         let sent = runPackets(setup, packets: packets)
         guard sent == packets else {
             Harness.progress("packet loop: \(packets - sent) of \(packets) frames dropped")

@@ -127,7 +127,7 @@ struct ForwarderCore {
     @inline(__always)
     func isExpired(_ e: UnsafeMutablePointer<FlowEntry>) -> Bool {
         let seen = e.pointee.lastSeen
-        return now > seen && now &- seen > settings.timeout(e.pointee.state)
+        return now > seen && now &- seen > e.pointee.idleTimeout
     }
 
     @inline(__always)
@@ -139,6 +139,7 @@ struct ForwarderCore {
     }
 
     /// Ends the flow in table slot `i`, counting it under `counter`.
+    @inline(never)
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
         c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
@@ -182,8 +183,10 @@ struct ForwarderCore {
                 }
                 if _slowPath(flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
                     e.pointee.state = .closing
+                    e.pointee.idleTimeout = settings.closingTimeout
                 } else if _slowPath(e.pointee.state == .syn) && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
                     e.pointee.state = .established
+                    e.pointee.idleTimeout = settings.establishedTimeout
                 }
                 e.pointee.lastSeen = now
                 return found
@@ -193,6 +196,8 @@ struct ForwarderCore {
                       home: home, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort, isSYN: isSYN, clientMAC: clientMAC)
     }
 
+    /// The new-flow path (SYN): kept out of line so `track`'s hit path inlines into `handle`.
+    @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, isSYN: Bool,
                                  clientMAC: UInt64) -> Int {
@@ -221,8 +226,10 @@ struct ForwarderCore {
             }
         }
         if table.entry(at: at).pointee.state != .empty { end(at, ForwarderCounters.flowsEvicted) }
-        table.insert(FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
-                               backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn), at: at)
+        var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
+                              backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn)
+        entry.idleTimeout = settings.synTimeout
+        table.insert(entry, at: at)
         if natEnabled, let reverse {
             let b = backends[Int(slot)]
             reverse.publish(natPort, NATReverseEntry(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,

@@ -61,13 +61,4 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var workerNATPorts: ClosedRange<UInt16>? {
         natPorts.flatMap { NATPortPool.slice(of: $0, worker: workerIndex, of: workerCount) }
     }
-
-    @inline(__always)
-    func timeout(_ state: FlowState) -> UInt64 {
-        switch state {
-        case .syn: return synTimeout
-        case .established: return establishedTimeout
-        case .closing, .empty: return closingTimeout
-        }
-    }
 }
