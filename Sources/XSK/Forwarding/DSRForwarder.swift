@@ -16,9 +16,14 @@ import Balancer
 public struct DSRForwarder: PacketHandler {
     var core: ForwarderCore
 
-    /// A forwarder for worker `settings.workerIndex`, adopting routes from `publisher`.
-    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher) {
-        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: nil)
+    /// A forwarder for worker `settings.workerIndex`, adopting routes from `publisher`, counting
+    /// into `counters` (new ones when nil; at least `publisher.maxBackendSlots` backends).
+    ///
+    /// Not Sendable (it owns a flow table for one thread): build it on its worker thread from
+    /// these Sendable parts.
+    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher,
+                counters: ForwarderCounters? = nil) {
+        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: nil, counters: counters)
     }
 
     /// This worker's counters (read them from any thread).

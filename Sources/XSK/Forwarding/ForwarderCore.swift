@@ -38,10 +38,14 @@ struct ForwarderCore {
     let reverseMap: NATReverseMap?
     let reverse: NATReverseView?
 
-    init(settings: ForwarderSettings, publisher: PacketRoutesPublisher, reverseMap: NATReverseMap?) {
+    init(settings: ForwarderSettings, publisher: PacketRoutesPublisher, reverseMap: NATReverseMap?,
+         counters: ForwarderCounters?) {
         self.settings = settings
         self.publisher = publisher
-        counters = ForwarderCounters(backendSlots: publisher.maxBackendSlots)
+        let counters = counters ?? ForwarderCounters(backendSlots: publisher.maxBackendSlots)
+        precondition(counters.backendSlots >= publisher.maxBackendSlots,
+                     "counters for \(counters.backendSlots) backends, routes may use \(publisher.maxBackendSlots)")
+        self.counters = counters
         c = CounterView(counters)
         let (routes, _) = publisher.current()
         self.routes = routes

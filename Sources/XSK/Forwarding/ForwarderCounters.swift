@@ -55,7 +55,10 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// Backend slots counted (`PacketRoutesPublisher`'s `maxBackendSlots`).
     public let backendSlots: Int
 
-    init(backendSlots: Int) {
+    /// Zeroed counters for `backendSlots` backends (use the publisher's `maxBackendSlots`).
+    /// Create them on the control thread and hand them to a forwarder built on its worker
+    /// thread, so the stats service holds them from the start.
+    public init(backendSlots: Int) {
         self.backendSlots = backendSlots
         let n = Self.fixedCount + Self.perBackend * backendSlots
         base = .allocate(capacity: n)

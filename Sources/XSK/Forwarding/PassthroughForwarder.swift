@@ -25,10 +25,12 @@ public struct PassthroughForwarder: PacketHandler {
 
     /// A forwarder for worker `settings.workerIndex`: `settings.natAddress` must be IPv4 and
     /// `settings.natPorts` set; `reverseMap` is the one map every worker of the process shares.
-    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher, reverseMap: NATReverseMap) {
+    /// `counters` as for `DSRForwarder`. Build it on its worker thread (it is not Sendable).
+    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher, reverseMap: NATReverseMap,
+                counters: ForwarderCounters? = nil) {
         precondition(settings.natAddress?.isIPv4 == true, "passthrough needs an IPv4 NAT address")
         precondition(settings.natPorts != nil, "passthrough needs NAT ports")
-        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: reverseMap)
+        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: reverseMap, counters: counters)
         natLo = 0xffff_0000_0000 | UInt64(core.natIPv4)
         natLow = settings.natPorts?.lowerBound ?? 1
         natHigh = settings.natPorts?.upperBound ?? 0
