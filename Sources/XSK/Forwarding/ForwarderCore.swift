@@ -27,6 +27,9 @@ struct ForwarderCore {
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
+    /// Sweep work owed, in slot × nanoseconds (see `ForwarderSettings.fullSweepInterval`).
+    var sweepCredit: UInt64 = 0
+    var lastSweep: UInt64 = 0
     /// The batch's clock (monotonic nanoseconds).
     var now: UInt64 = 0
 
@@ -68,11 +71,23 @@ struct ForwarderCore {
 
     // MARK: Per batch
 
-    /// Adopts newer routes if published, and expires a bounded number of slots.
+    /// Adopts newer routes if published, and sweeps the slots the elapsed time pays for
+    /// (at most `sweepPerBatch`).
     mutating func beginBatch(now: UInt64) {
         self.now = now
         if publisher.generation != generation { adopt() }
-        sweep(settings.sweepPerBatch)
+        let interval = max(1, settings.fullSweepInterval)
+        let slots = UInt64(table.slotCount)
+        if now > lastSweep {
+            let elapsed = min(now &- lastSweep, interval)
+            sweepCredit = min(sweepCredit &+ elapsed &* slots, slots &* interval)
+            lastSweep = now
+        }
+        let budget = min(sweepCredit / interval, UInt64(max(0, settings.sweepPerBatch)))
+        if budget > 0 {
+            sweep(Int(budget))
+            sweepCredit &-= budget &* interval
+        }
     }
 
     private mutating func adopt() {

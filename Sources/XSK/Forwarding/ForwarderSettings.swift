@@ -20,8 +20,12 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var probeWindow: Int = 32
     /// A flow seen more recently than this is never evicted to make room (nanoseconds).
     public var minIdleForEviction: UInt64 = 1_000_000_000
-    /// Table slots checked for expiry per batch (`beginBatch`).
-    public var sweepPerBatch: Int = 256
+    /// The expiry sweep visits every table slot once per this interval (nanoseconds), spread
+    /// over the batches in proportion to the time between them: cost follows the clock, not
+    /// the packet rate (a 1M-flow table: about one slot per microsecond).
+    public var fullSweepInterval: UInt64 = 2_000_000_000
+    /// At most this many slots are swept in one batch (`beginBatch`); the rest carries over.
+    public var sweepPerBatch: Int = 1024
 
     public init(capacity: Int, synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
                 closingTimeout: Duration = .seconds(10), natAddress: IPAddress? = nil,
