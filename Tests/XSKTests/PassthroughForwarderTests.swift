@@ -141,6 +141,29 @@ struct PassthroughForwarderTests {
         Self.expectValidChecksums(reply)
     }
 
+    @Test func aBackendsRSTStartsTheClosingTimeoutEvenWhenAnotherWorkerSawIt() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        let map = NATReverseMap()
+        var w0 = Self.forwarder(fixture, ports: 61000...61010, worker: 0, of: 2, map: map)
+        var w1 = Self.forwarder(fixture, ports: 61000...61010, worker: 1, of: 2, map: map)
+        var syn = clientFrame(port: 1, flags: TCPHeader.syn)
+        var ack = clientFrame(port: 1, flags: TCPHeader.ack)
+        #expect(withFrame(&syn) { w0.handle($0) } == .transmit)
+        #expect(withFrame(&ack) { w0.handle($0) } == .transmit)
+        let natPort = TestFrames.fields(syn).sport
+        var rst = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: natPort, flags: TCPHeader.rst)
+        #expect(withFrame(&rst) { w1.handle($0) } == .transmit)
+        // Two batches 2 s later sweep the whole table (1024 slots a batch): the mark is seen,
+        // the flow is closing, 10 s from its last packet.
+        for _ in 0..<2 { w0.beginBatch(now: 3 * second) }
+        #expect(w0.flowCount == 1)
+        // Established would last 300 s; closing ends now.
+        for _ in 0..<2 { w0.beginBatch(now: 20 * second) }
+        #expect(w0.flowCount == 0)
+        #expect(w0.counters.snapshot().flowsExpired == 1)
+        #expect(map.entry(forPort: natPort) == nil)
+    }
+
     @Test func ipv6FramesAreUnsupportedInPassthrough() {
         var pt = Self.forwarder(RoutesFixture(balance: .wrr, count: 1))
         var f = TestFrames.ipv6TCP(src: [UInt8](repeating: 0xfd, count: 16), dst: [UInt8](repeating: 1, count: 16),

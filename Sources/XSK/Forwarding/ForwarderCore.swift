@@ -110,7 +110,8 @@ struct ForwarderCore {
     }
 
     /// Checks `count` slots from the sweep cursor: ends expired flows and flows whose backend
-    /// is gone or whose drain has ended.
+    /// is gone or whose drain has ended, and moves passthrough flows the backend closed to the
+    /// closing state.
     mutating func sweep(_ count: Int) {
         var i = sweepCursor
         let mask = table.mask
@@ -121,6 +122,11 @@ struct ForwarderCore {
                     end(i, ForwarderCounters.flowsExpired)
                 } else if !keepsFlows(e.pointee.backendSlot) {
                     end(i, ForwarderCounters.flowsEnded)
+                } else if e.pointee.state != .closing, e.pointee.natPort != 0,
+                          let reverse, reverse.isClosedByServer(e.pointee.natPort) {
+                    // The backend sent FIN/RST (seen by whichever worker got the reply).
+                    e.pointee.state = .closing
+                    e.pointee.idleTimeout = settings.closingTimeout
                 }
             }
             i = (i &+ 1) & mask

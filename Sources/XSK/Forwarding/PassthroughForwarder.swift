@@ -126,7 +126,7 @@ public struct PassthroughForwarder: PacketHandler {
     @inline(__always)
     private mutating func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
                                 natPort: UInt16) -> PacketVerdict {
-        guard let r = core.reverse?.read(natPort) else {
+        guard let reverse = core.reverse, let (r, version) = reverse.read(natPort) else {
             core.c.drop(.unknownReply)
             return .drop
         }
@@ -136,6 +136,9 @@ public struct PassthroughForwarder: PacketHandler {
               r.vipHi == 0, r.clientHi == 0 else {
             core.c.drop(.unknownReply)
             return .drop
+        }
+        if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
+            reverse.markClosedByServer(natPort, version: version)
         }
         let vip = UInt32(truncatingIfNeeded: r.vipLo)
         let client = UInt32(truncatingIfNeeded: r.clientLo)
