@@ -164,11 +164,50 @@ struct PassthroughForwarderTests {
         #expect(map.entry(forPort: natPort) == nil)
     }
 
-    @Test func ipv6FramesAreUnsupportedInPassthrough() {
+    @Test func anIPv6FrameToNoVIPIsDroppedAsNotForUs() {
         var pt = Self.forwarder(RoutesFixture(balance: .wrr, count: 1))
         var f = TestFrames.ipv6TCP(src: [UInt8](repeating: 0xfd, count: 16), dst: [UInt8](repeating: 1, count: 16),
                                    sport: 1, dport: 80, flags: TCPHeader.syn)
         #expect(withFrame(&f) { pt.handle($0) } == .drop)
-        #expect(pt.counters.snapshot().drops(.unsupported) == 1)
+        #expect(pt.counters.snapshot().drops(.notForUs) == 1)
+    }
+
+    @Test func anIPv6ConnectionIsRewrittenBothWaysWithValidChecksums() {
+        func v6(_ text: String) -> IPAddress { IPAddress(text)! }
+        let vip = Endpoint(address: v6("fd77::100"), port: 80)
+        let backend = Endpoint(address: v6("fd77::21"), port: 8080)
+        let config = ConveyConfig(frontends: [FrontendConfig(name: "web6", listen: vip, pool: "pool")],
+                                  pools: [PoolConfig(name: "pool", servers: [ServerConfig(name: "b", address: backend)])])
+        let runtime = BalancerRuntime(config: config)
+        let publisher = PacketRoutesPublisher()
+        publisher.publish(snapshot: runtime.snapshots.load().value,
+                          backendMACs: [backend.address: MACAddress(rawValue: RoutesFixture.backendMAC(1))],
+                          interfaceMAC: RoutesFixture.interfaceMAC)
+        var settings = ForwarderSettings(capacity: 64, natAddress: .v4(Self.nat), natPorts: 61000...61099)
+        settings.natAddressV6 = v6("fd77::2")
+        var pt = PassthroughForwarder(settings: settings, routes: publisher, reverseMap: NATReverseMap())
+        pt.beginBatch(now: second)
+        let client = v6("fd77::10").networkBytes
+        var out = TestFrames.ipv6TCP(src: client, dst: vip.address.networkBytes, sport: 40_000, dport: 80,
+                                     flags: TCPHeader.syn, payload: Array("GET /".utf8))
+        #expect(withFrame(&out) { pt.handle($0) } == .transmit)
+        #expect(Array(out[22..<38]) == v6("fd77::2").networkBytes)
+        #expect(Array(out[38..<54]) == backend.address.networkBytes)
+        let natPort = UInt16(out[54]) << 8 | UInt16(out[55])
+        #expect((61000...61099).contains(natPort) && out[56] == 0x1f && out[57] == 0x90)
+        #expect(TestFrames.storedTCP6Checksum(out) == TestFrames.recomputedTCP6Checksum(out))
+        var reply = TestFrames.ipv6TCP(src: backend.address.networkBytes, dst: v6("fd77::2").networkBytes,
+                                       sport: 8080, dport: natPort, flags: TCPHeader.syn | TCPHeader.ack,
+                                       payload: Array("200".utf8))
+        #expect(withFrame(&reply) { pt.handle($0) } == .transmit)
+        #expect(Array(reply[22..<38]) == vip.address.networkBytes && Array(reply[38..<54]) == client)
+        #expect(reply[54] == 0 && reply[55] == 80 && UInt16(reply[56]) << 8 | UInt16(reply[57]) == 40_000)
+        #expect(TestFrames.storedTCP6Checksum(reply) == TestFrames.recomputedTCP6Checksum(reply))
+        #expect(TestFrames.fields(reply).dstMAC == TestFrames.clientMAC)
+        // A spoofed IPv6 reply (another source) is refused.
+        var spoofed = TestFrames.ipv6TCP(src: v6("fd77::22").networkBytes, dst: v6("fd77::2").networkBytes,
+                                         sport: 8080, dport: natPort, flags: TCPHeader.ack)
+        #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 1)
     }
 }

@@ -36,6 +36,10 @@ struct ForwarderCore {
     /// Passthrough only: this worker's NAT ports and the shared reply map.
     let natEnabled: Bool
     let natIPv4: UInt32
+    /// The IPv6 NAT address (hi, lo), and which families have one.
+    let natV6: (hi: UInt64, lo: UInt64)
+    let hasNAT4: Bool
+    let hasNAT6: Bool
     let portStorage: NATPortStorage
     var ports: NATPortPool
     let reverseMap: NATReverseMap?
@@ -62,6 +66,10 @@ struct ForwarderCore {
         table = FlowTable(storage: tableStorage, capacity: settings.capacity, window: settings.probeWindow, seed: seed)
         natEnabled = reverseMap != nil
         if case .v4(let a) = settings.natAddress { natIPv4 = a } else { natIPv4 = 0 }
+        hasNAT4 = settings.natAddress?.isIPv4 == true
+        let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
+        natV6 = v6.map(StableHash.widened) ?? (0, 0)
+        hasNAT6 = v6 != nil
         portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
         ports = NATPortPool(storage: portStorage)
         self.reverseMap = reverseMap
@@ -232,10 +240,18 @@ struct ForwarderCore {
         }
         let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
-        guard slot != UInt32.max, Int(slot) < backendCount,
-              !(natEnabled && backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0) else {
+        guard slot != UInt32.max, Int(slot) < backendCount else {
             c.drop(.noBackend)
             return -1
+        }
+        if natEnabled {
+            // NAT keeps the family: the backend's must be the client's, with a NAT address of it.
+            let clientIsV6 = StableHash.mappedIPv4(hi: clientHi, lo: clientLo) == nil
+            let backendIsV6 = backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0
+            guard clientIsV6 == backendIsV6, clientIsV6 ? hasNAT6 : hasNAT4 else {
+                c.drop(.noBackend)
+                return -1
+            }
         }
         let at = table.slotForInsert(home: home, now: now, minIdle: settings.minIdleForEviction)
         guard at >= 0 else {

@@ -11,6 +11,10 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var closingTimeout: UInt64
     /// Passthrough source address (`[xdp] nat_addr` or the interface's IPv4); unused in DSR.
     public var natAddress: IPAddress?
+    /// Passthrough source address for IPv6 flows (the config has no key for it yet: the control
+    /// plane may set the interface's IPv6 address). Nil: IPv6 passthrough flows are not taken,
+    /// unless `natAddress` itself is IPv6.
+    public var natAddressV6: IPAddress? = nil
     /// All NAT ports (`[xdp] nat_ports` or the default above the ephemeral range); this
     /// worker owns slice `workerIndex` of `workerCount`.
     public var natPorts: ClosedRange<UInt16>?
