@@ -20,6 +20,8 @@ struct ForwarderCore {
     var slots: UnsafeMutablePointer<UInt32>
     var vipBuckets: UnsafeMutablePointer<UInt16>
     var vipMask: Int = 0
+    /// True when the routes have exactly one frontend: the lookup is one comparison.
+    var singleFrontend = false
     var interfaceMAC: UInt64 = 0
     /// Per frontend: the next position in its weighted sequence (wrr) or candidate list (leastconn ties).
     var cursors: [Int] = []
@@ -108,6 +110,7 @@ struct ForwarderCore {
         slots = routes.slots
         vipBuckets = routes.vipBuckets
         vipMask = routes.vipMask
+        singleFrontend = routes.frontendCount == 1
         interfaceMAC = routes.interfaceMAC.rawValue
         // Workers start their weighted sequences at different places, so together they
         // interleave servers instead of all sending their first flows to the same one.
@@ -147,6 +150,10 @@ struct ForwarderCore {
     /// The frontend index for a destination (widened address, port), or -1.
     @inline(__always)
     func frontendIndex(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
+        if singleFrontend {
+            let f = frontends
+            return f.pointee.vipLo == lo && f.pointee.vipPort == port && f.pointee.vipHi == hi ? 0 : -1
+        }
         var b = PacketRoutes.vipHash(hi: hi, lo: lo, port: port) & vipMask
         while true {
             let v = Int(vipBuckets[b])
