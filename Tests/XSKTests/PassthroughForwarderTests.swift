@@ -53,6 +53,7 @@ struct PassthroughForwarderTests {
         #expect(entry != nil)
         let stats = pt.counters.snapshot()
         #expect(stats.txPackets == 2 && stats.flowsCreated == 1)
+        #expect(stats.rxBytes == UInt64(original.count + reply.count) && stats.txBytes == stats.rxBytes)
         let traffic = pt.counters.backend(entry!)
         #expect(traffic.bytesTx == UInt64(original.count) && traffic.bytesRx == UInt64(reply.count))
     }

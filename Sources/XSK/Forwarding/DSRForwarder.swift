@@ -38,13 +38,13 @@ public struct DSRForwarder: PacketHandler {
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        let length = packet.count
+        core.c.add(ForwarderCounters.rxPackets, 1)
+        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         guard let p = packet.baseAddress else {
             core.c.drop(.malformed)
             return .drop
         }
-        let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         let frame: TCPFrame
         switch FrameParser.classify(p, length: length) {
         case .tcp(let t): frame = t
@@ -81,8 +81,6 @@ public struct DSRForwarder: PacketHandler {
         let slot = core.table.entry(at: i).pointee.backendSlot
         eth.destination = core.backends[Int(slot)].mac
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }

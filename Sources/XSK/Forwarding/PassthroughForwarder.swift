@@ -64,13 +64,13 @@ public struct PassthroughForwarder: PacketHandler {
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        let length = packet.count
+        core.c.add(ForwarderCounters.rxPackets, 1)
+        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         guard let p = packet.baseAddress else {
             core.c.drop(.malformed)
             return .drop
         }
-        let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         let frame: TCPFrame
         switch FrameParser.classify(p, length: length) {
         case .tcp(let t) where !t.isIPv6: frame = t
@@ -119,8 +119,6 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.destinationPort = newDstPort
         eth.destination = b.pointee.mac
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }
@@ -155,8 +153,6 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.destinationPort = r.clientPort
         eth.destination = r.clientMAC
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
         return .transmit
     }
@@ -187,8 +183,6 @@ public struct PassthroughForwarder: PacketHandler {
             tcp.destinationPort = r.clientPort
             eth.destination = r.clientMAC
             eth.source = core.interfaceMAC
-            core.c.add(ForwarderCounters.txPackets, 1)
-            core.c.add(ForwarderCounters.txBytes, UInt64(length))
             if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
             return .transmit
         }
@@ -215,8 +209,6 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.destinationPort = b.pointee.port
         eth.destination = b.pointee.mac
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }
