@@ -70,6 +70,34 @@ struct DSRForwarderTests {
         }
     }
 
+    @Test func severalVIPsEachReachTheirOwnPool() {
+        let web = Endpoint(address: .v4(0x0A4D_0064), port: 80)
+        let tls = Endpoint(address: .v4(0x0A4D_0064), port: 443)
+        let other = Endpoint(address: .v4(0x0A4D_0065), port: 80)
+        let pools = (1...3).map { i in
+            PoolConfig(name: "p\(i)", servers: [ServerConfig(name: "s", address: RoutesFixture.backendAddress(i))])
+        }
+        let config = ConveyConfig(frontends: [FrontendConfig(name: "web", listen: web, pool: "p1"),
+                                              FrontendConfig(name: "tls", listen: tls, pool: "p2"),
+                                              FrontendConfig(name: "other", listen: other, pool: "p3")],
+                                  pools: pools)
+        let runtime = BalancerRuntime(config: config)
+        let publisher = PacketRoutesPublisher()
+        var macs: [IPAddress: MACAddress] = [:]
+        for i in 1...3 { macs[RoutesFixture.backendAddress(i).address] = MACAddress(rawValue: RoutesFixture.backendMAC(i)) }
+        publisher.publish(snapshot: runtime.snapshots.load().value, backendMACs: macs, interfaceMAC: RoutesFixture.interfaceMAC)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 64), routes: publisher)
+        dsr.beginBatch(now: second)
+        for (vip, expected) in [(web, 1), (tls, 2), (other, 3)] {
+            guard case .v4(let a) = vip.address else { continue }
+            let f = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: a, sport: 5555, dport: vip.port, flags: TCPHeader.syn)
+            #expect(Self.send(f, &dsr) == expected)
+        }
+        let stray = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: 0x0A4D_0065, sport: 5555, dport: 443, flags: TCPHeader.syn)
+        #expect(Self.send(stray, &dsr) == nil)
+        #expect(dsr.counters.snapshot().drops(.notForUs) == 1)
+    }
+
     @Test func aNonSYNFrameOfNoFlowIsDroppedAndCounted() {
         var dsr = Self.forwarder(RoutesFixture(balance: .wrr))
         #expect(Self.send(clientFrame(port: 5000, flags: TCPHeader.ack), &dsr) == nil)

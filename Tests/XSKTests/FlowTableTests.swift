@@ -81,4 +81,18 @@ struct FlowTableTests {
         let stats = dsr.counters.snapshot()
         #expect(stats.flowsCreated == 2 && stats.flowsEnded == 1 && dsr.flowCount == 1)
     }
+
+    @Test func theExpirySweepFollowsTheClockNotThePacketRate() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: fixture.publisher)
+        #expect(dsr.core.table.slotCount == 2048)
+        dsr.beginBatch(now: 10 * second)  // 2 s of credit (a full pass), at most 1024 slots a batch
+        #expect(dsr.core.sweepCursor == 1024)
+        dsr.beginBatch(now: 10 * second)  // the carried-over rest, though no time passed
+        #expect(dsr.core.sweepCursor == 0)
+        dsr.beginBatch(now: 10 * second)
+        #expect(dsr.core.sweepCursor == 0)
+        dsr.beginBatch(now: 10 * second + 10_000_000)  // 10 ms: 2048 × 10 ms / 2 s ≈ 10 slots
+        #expect(dsr.core.sweepCursor == 10)
+    }
 }

@@ -64,6 +64,17 @@ struct ForwarderSettingsTests {
         #expect(counts == [0, 5, 0])
     }
 
+    @Test func countersMadeOnTheControlThreadSeeTheWorkersTraffic() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        let counters = ForwarderCounters(backendSlots: fixture.publisher.maxBackendSlots)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 16), routes: fixture.publisher, counters: counters)
+        dsr.beginBatch(now: second)
+        var f = clientFrame(port: 1, flags: TCPHeader.syn)
+        #expect(withFrame(&f) { dsr.handle($0) } == .transmit)
+        #expect(counters.snapshot().txPackets == 1 && counters.backend(0).opened == 1)
+        #expect((counters.snapshot() + counters.snapshot()).txPackets == 2)
+    }
+
     @Test func portZeroIsNeverANATPort() {
         let storage = NATPortStorage(range: 0...2)
         var pool = NATPortPool(storage: storage)

@@ -53,6 +53,7 @@ struct PassthroughForwarderTests {
         #expect(entry != nil)
         let stats = pt.counters.snapshot()
         #expect(stats.txPackets == 2 && stats.flowsCreated == 1)
+        #expect(stats.rxBytes == UInt64(original.count + reply.count) && stats.txBytes == stats.rxBytes)
         let traffic = pt.counters.backend(entry!)
         #expect(traffic.bytesTx == UInt64(original.count) && traffic.bytesRx == UInt64(reply.count))
     }
@@ -141,11 +142,73 @@ struct PassthroughForwarderTests {
         Self.expectValidChecksums(reply)
     }
 
-    @Test func ipv6FramesAreUnsupportedInPassthrough() {
+    @Test func aBackendsRSTStartsTheClosingTimeoutEvenWhenAnotherWorkerSawIt() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        let map = NATReverseMap()
+        var w0 = Self.forwarder(fixture, ports: 61000...61010, worker: 0, of: 2, map: map)
+        var w1 = Self.forwarder(fixture, ports: 61000...61010, worker: 1, of: 2, map: map)
+        var syn = clientFrame(port: 1, flags: TCPHeader.syn)
+        var ack = clientFrame(port: 1, flags: TCPHeader.ack)
+        #expect(withFrame(&syn) { w0.handle($0) } == .transmit)
+        #expect(withFrame(&ack) { w0.handle($0) } == .transmit)
+        let natPort = TestFrames.fields(syn).sport
+        var rst = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: natPort, flags: TCPHeader.rst)
+        #expect(withFrame(&rst) { w1.handle($0) } == .transmit)
+        // Two batches 2 s later sweep the whole table (1024 slots a batch): the mark is seen,
+        // the flow is closing, 10 s from its last packet.
+        for _ in 0..<2 { w0.beginBatch(now: 3 * second) }
+        #expect(w0.flowCount == 1)
+        // Established would last 300 s; closing ends now.
+        for _ in 0..<2 { w0.beginBatch(now: 20 * second) }
+        #expect(w0.flowCount == 0)
+        #expect(w0.counters.snapshot().flowsExpired == 1)
+        #expect(map.entry(forPort: natPort) == nil)
+    }
+
+    @Test func anIPv6FrameToNoVIPIsDroppedAsNotForUs() {
         var pt = Self.forwarder(RoutesFixture(balance: .wrr, count: 1))
         var f = TestFrames.ipv6TCP(src: [UInt8](repeating: 0xfd, count: 16), dst: [UInt8](repeating: 1, count: 16),
                                    sport: 1, dport: 80, flags: TCPHeader.syn)
         #expect(withFrame(&f) { pt.handle($0) } == .drop)
-        #expect(pt.counters.snapshot().drops(.unsupported) == 1)
+        #expect(pt.counters.snapshot().drops(.notForUs) == 1)
+    }
+
+    @Test func anIPv6ConnectionIsRewrittenBothWaysWithValidChecksums() {
+        func v6(_ text: String) -> IPAddress { IPAddress(text)! }
+        let vip = Endpoint(address: v6("fd77::100"), port: 80)
+        let backend = Endpoint(address: v6("fd77::21"), port: 8080)
+        let config = ConveyConfig(frontends: [FrontendConfig(name: "web6", listen: vip, pool: "pool")],
+                                  pools: [PoolConfig(name: "pool", servers: [ServerConfig(name: "b", address: backend)])])
+        let runtime = BalancerRuntime(config: config)
+        let publisher = PacketRoutesPublisher()
+        publisher.publish(snapshot: runtime.snapshots.load().value,
+                          backendMACs: [backend.address: MACAddress(rawValue: RoutesFixture.backendMAC(1))],
+                          interfaceMAC: RoutesFixture.interfaceMAC)
+        var settings = ForwarderSettings(capacity: 64, natAddress: .v4(Self.nat), natPorts: 61000...61099)
+        settings.natAddressV6 = v6("fd77::2")
+        var pt = PassthroughForwarder(settings: settings, routes: publisher, reverseMap: NATReverseMap())
+        pt.beginBatch(now: second)
+        let client = v6("fd77::10").networkBytes
+        var out = TestFrames.ipv6TCP(src: client, dst: vip.address.networkBytes, sport: 40_000, dport: 80,
+                                     flags: TCPHeader.syn, payload: Array("GET /".utf8))
+        #expect(withFrame(&out) { pt.handle($0) } == .transmit)
+        #expect(Array(out[22..<38]) == v6("fd77::2").networkBytes)
+        #expect(Array(out[38..<54]) == backend.address.networkBytes)
+        let natPort = UInt16(out[54]) << 8 | UInt16(out[55])
+        #expect((61000...61099).contains(natPort) && out[56] == 0x1f && out[57] == 0x90)
+        #expect(TestFrames.storedTCP6Checksum(out) == TestFrames.recomputedTCP6Checksum(out))
+        var reply = TestFrames.ipv6TCP(src: backend.address.networkBytes, dst: v6("fd77::2").networkBytes,
+                                       sport: 8080, dport: natPort, flags: TCPHeader.syn | TCPHeader.ack,
+                                       payload: Array("200".utf8))
+        #expect(withFrame(&reply) { pt.handle($0) } == .transmit)
+        #expect(Array(reply[22..<38]) == vip.address.networkBytes && Array(reply[38..<54]) == client)
+        #expect(reply[54] == 0 && reply[55] == 80 && UInt16(reply[56]) << 8 | UInt16(reply[57]) == 40_000)
+        #expect(TestFrames.storedTCP6Checksum(reply) == TestFrames.recomputedTCP6Checksum(reply))
+        #expect(TestFrames.fields(reply).dstMAC == TestFrames.clientMAC)
+        // A spoofed IPv6 reply (another source) is refused.
+        var spoofed = TestFrames.ipv6TCP(src: v6("fd77::22").networkBytes, dst: v6("fd77::2").networkBytes,
+                                         sport: 8080, dport: natPort, flags: TCPHeader.ack)
+        #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 1)
     }
 }

@@ -16,9 +16,14 @@ import Balancer
 public struct DSRForwarder: PacketHandler {
     var core: ForwarderCore
 
-    /// A forwarder for worker `settings.workerIndex`, adopting routes from `publisher`.
-    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher) {
-        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: nil)
+    /// A forwarder for worker `settings.workerIndex`, adopting routes from `publisher`, counting
+    /// into `counters` (new ones when nil; at least `publisher.maxBackendSlots` backends).
+    ///
+    /// Not Sendable (it owns a flow table for one thread): build it on its worker thread from
+    /// these Sendable parts.
+    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher,
+                counters: ForwarderCounters? = nil) {
+        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: nil, counters: counters)
     }
 
     /// This worker's counters (read them from any thread).
@@ -33,13 +38,13 @@ public struct DSRForwarder: PacketHandler {
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        let length = packet.count
+        core.c.add(ForwarderCounters.rxPackets, 1)
+        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         guard let p = packet.baseAddress else {
             core.c.drop(.malformed)
             return .drop
         }
-        let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         let frame: TCPFrame
         switch FrameParser.classify(p, length: length) {
         case .tcp(let t): frame = t
@@ -76,8 +81,6 @@ public struct DSRForwarder: PacketHandler {
         let slot = core.table.entry(at: i).pointee.backendSlot
         eth.destination = core.backends[Int(slot)].mac
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }

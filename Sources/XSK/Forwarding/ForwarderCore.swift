@@ -20,6 +20,8 @@ struct ForwarderCore {
     var slots: UnsafeMutablePointer<UInt32>
     var vipBuckets: UnsafeMutablePointer<UInt16>
     var vipMask: Int = 0
+    /// True when the routes have exactly one frontend: the lookup is one comparison.
+    var singleFrontend = false
     var interfaceMAC: UInt64 = 0
     /// Per frontend: the next position in its weighted sequence (wrr) or candidate list (leastconn ties).
     var cursors: [Int] = []
@@ -27,23 +29,32 @@ struct ForwarderCore {
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
-    /// When the sweep last advanced by elapsed time (see `beginBatch`).
-    var sweepMark: UInt64 = 0
+    /// Sweep work owed, in slot × nanoseconds (see `ForwarderSettings.fullSweepInterval`).
+    var sweepCredit: UInt64 = 0
+    var lastSweep: UInt64 = 0
     /// The batch's clock (monotonic nanoseconds).
     var now: UInt64 = 0
 
     /// Passthrough only: this worker's NAT ports and the shared reply map.
     let natEnabled: Bool
     let natIPv4: UInt32
+    /// The IPv6 NAT address (hi, lo), and which families have one.
+    let natV6: (hi: UInt64, lo: UInt64)
+    let hasNAT4: Bool
+    let hasNAT6: Bool
     let portStorage: NATPortStorage
     var ports: NATPortPool
     let reverseMap: NATReverseMap?
     let reverse: NATReverseView?
 
-    init(settings: ForwarderSettings, publisher: PacketRoutesPublisher, reverseMap: NATReverseMap?) {
+    init(settings: ForwarderSettings, publisher: PacketRoutesPublisher, reverseMap: NATReverseMap?,
+         counters: ForwarderCounters?) {
         self.settings = settings
         self.publisher = publisher
-        counters = ForwarderCounters(backendSlots: publisher.maxBackendSlots)
+        let counters = counters ?? ForwarderCounters(backendSlots: publisher.maxBackendSlots)
+        precondition(counters.backendSlots >= publisher.maxBackendSlots,
+                     "counters for \(counters.backendSlots) backends, routes may use \(publisher.maxBackendSlots)")
+        self.counters = counters
         c = CounterView(counters)
         let (routes, _) = publisher.current()
         self.routes = routes
@@ -57,6 +68,10 @@ struct ForwarderCore {
         table = FlowTable(storage: tableStorage, capacity: settings.capacity, window: settings.probeWindow, seed: seed)
         natEnabled = reverseMap != nil
         if case .v4(let a) = settings.natAddress { natIPv4 = a } else { natIPv4 = 0 }
+        hasNAT4 = settings.natAddress?.isIPv4 == true
+        let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
+        natV6 = v6.map(StableHash.widened) ?? (0, 0)
+        hasNAT6 = v6 != nil
         portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
         ports = NATPortPool(storage: portStorage)
         self.reverseMap = reverseMap
@@ -66,16 +81,24 @@ struct ForwarderCore {
 
     // MARK: Per batch
 
-    /// Adopts newer routes if published, and expires a bounded number of slots.
+    /// Adopts newer routes if published, and sweeps the slots the elapsed time pays for.
     mutating func beginBatch(now: UInt64) {
         self.now = now
         if publisher.generation != generation { adopt() }
-        // The whole table is swept about once a second whatever the traffic (workers call this
-        // after idle sleeps too), so idle flows expire on time; busy batches add a fixed share.
-        if sweepMark == 0 { sweepMark = now }
-        let due = now > sweepMark ? UInt64(table.slotCount) &* (now &- sweepMark) / 1_000_000_000 : 0
-        if due > 0 { sweepMark = now }
-        sweep(max(settings.sweepPerBatch, Int(min(due, UInt64(table.slotCount)))))
+        let interval = max(1, settings.fullSweepInterval)
+        let slots = UInt64(table.slotCount)
+        if now > lastSweep {
+            let elapsed = min(now &- lastSweep, interval)
+            sweepCredit = min(sweepCredit &+ elapsed &* slots, slots &* interval)
+            lastSweep = now
+        }
+        // Paced by the clock alone (the worker also calls this after idle sleeps), so the whole
+        // table is checked once per interval however busy or idle the worker is.
+        let budget = sweepCredit / interval
+        if budget > 0 {
+            sweep(Int(budget))
+            sweepCredit &-= budget &* interval
+        }
     }
 
     private mutating func adopt() {
@@ -88,6 +111,7 @@ struct ForwarderCore {
         slots = routes.slots
         vipBuckets = routes.vipBuckets
         vipMask = routes.vipMask
+        singleFrontend = routes.frontendCount == 1
         interfaceMAC = routes.interfaceMAC.rawValue
         // Workers start their weighted sequences at different places, so together they
         // interleave servers instead of all sending their first flows to the same one.
@@ -98,7 +122,8 @@ struct ForwarderCore {
     }
 
     /// Checks `count` slots from the sweep cursor: ends expired flows and flows whose backend
-    /// is gone or whose drain has ended.
+    /// is gone or whose drain has ended, and moves passthrough flows the backend closed to the
+    /// closing state.
     mutating func sweep(_ count: Int) {
         var i = sweepCursor
         let mask = table.mask
@@ -109,6 +134,11 @@ struct ForwarderCore {
                     end(i, ForwarderCounters.flowsExpired)
                 } else if !keepsFlows(e.pointee.backendSlot) {
                     end(i, ForwarderCounters.flowsEnded)
+                } else if e.pointee.state != .closing, e.pointee.natPort != 0,
+                          let reverse, reverse.isClosedByServer(e.pointee.natPort) {
+                    // The backend sent FIN/RST (seen by whichever worker got the reply).
+                    e.pointee.state = .closing
+                    e.pointee.idleTimeout = settings.closingTimeout
                 }
             }
             i = (i &+ 1) & mask
@@ -121,6 +151,10 @@ struct ForwarderCore {
     /// The frontend index for a destination (widened address, port), or -1.
     @inline(__always)
     func frontendIndex(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
+        if singleFrontend {
+            let f = frontends
+            return f.pointee.vipLo == lo && f.pointee.vipPort == port && f.pointee.vipHi == hi ? 0 : -1
+        }
         var b = PacketRoutes.vipHash(hi: hi, lo: lo, port: port) & vipMask
         while true {
             let v = Int(vipBuckets[b])
@@ -134,7 +168,7 @@ struct ForwarderCore {
     @inline(__always)
     func isExpired(_ e: UnsafeMutablePointer<FlowEntry>) -> Bool {
         let seen = e.pointee.lastSeen
-        return now > seen && now &- seen > settings.timeout(e.pointee.state)
+        return now > seen && now &- seen > e.pointee.idleTimeout
     }
 
     @inline(__always)
@@ -146,6 +180,7 @@ struct ForwarderCore {
     }
 
     /// Ends the flow in table slot `i`, counting it under `counter`.
+    @inline(never)
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
         c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
@@ -189,8 +224,10 @@ struct ForwarderCore {
                 }
                 if _slowPath(flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
                     e.pointee.state = .closing
+                    e.pointee.idleTimeout = settings.closingTimeout
                 } else if _slowPath(e.pointee.state == .syn) && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
                     e.pointee.state = .established
+                    e.pointee.idleTimeout = settings.establishedTimeout
                 }
                 e.pointee.lastSeen = now
                 return found
@@ -200,6 +237,8 @@ struct ForwarderCore {
                       home: home, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort, isSYN: isSYN, clientMAC: clientMAC)
     }
 
+    /// The new-flow path (SYN): kept out of line so `track`'s hit path inlines into `handle`.
+    @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, isSYN: Bool,
                                  clientMAC: UInt64) -> Int {
@@ -209,10 +248,18 @@ struct ForwarderCore {
         }
         let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
-        guard slot != UInt32.max, Int(slot) < backendCount,
-              !(natEnabled && backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0) else {
+        guard slot != UInt32.max, Int(slot) < backendCount else {
             c.drop(.noBackend)
             return -1
+        }
+        if natEnabled {
+            // NAT keeps the family: the backend's must be the client's, with a NAT address of it.
+            let clientIsV6 = StableHash.mappedIPv4(hi: clientHi, lo: clientLo) == nil
+            let backendIsV6 = backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0
+            guard clientIsV6 == backendIsV6, clientIsV6 ? hasNAT6 : hasNAT4 else {
+                c.drop(.noBackend)
+                return -1
+            }
         }
         let at = table.slotForInsert(home: home, now: now, minIdle: settings.minIdleForEviction)
         guard at >= 0 else {
@@ -228,8 +275,10 @@ struct ForwarderCore {
             }
         }
         if table.entry(at: at).pointee.state != .empty { end(at, ForwarderCounters.flowsEvicted) }
-        table.insert(FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
-                               backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn), at: at)
+        var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
+                              backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn)
+        entry.idleTimeout = settings.synTimeout
+        table.insert(entry, at: at)
         if natEnabled, let reverse {
             let b = backends[Int(slot)]
             reverse.publish(natPort, NATReverseEntry(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,

@@ -45,9 +45,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
 /// locked instruction — and a reader sees each word whole.
 public final class ForwarderCounters: @unchecked Sendable {
-    static let rxPackets = 0, rxBytes = 1, txPackets = 2, txBytes = 3
-    static let flowsCreated = 4, flowsActive = 5, flowsExpired = 6, flowsEvicted = 7, flowsEnded = 8
-    static let dropBase = 9
+    static let rxPackets = 0, rxBytes = 1
+    static let flowsCreated = 2, flowsActive = 3, flowsExpired = 4, flowsEvicted = 5, flowsEnded = 6
+    static let dropBase = 7
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -55,7 +55,10 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// Backend slots counted (`PacketRoutesPublisher`'s `maxBackendSlots`).
     public let backendSlots: Int
 
-    init(backendSlots: Int) {
+    /// Zeroed counters for `backendSlots` backends (use the publisher's `maxBackendSlots`).
+    /// Create them on the control thread and hand them to a forwarder built on its worker
+    /// thread, so the stats service holds them from the start.
+    public init(backendSlots: Int) {
         self.backendSlots = backendSlots
         let n = Self.fixedCount + Self.perBackend * backendSlots
         base = .allocate(capacity: n)
@@ -71,11 +74,26 @@ public final class ForwarderCounters: @unchecked Sendable {
     func load(_ i: Int) -> UInt64 { (base + i).pointee.load(ordering: .relaxed) }
 
     /// A consistent-enough copy for /stats (each counter read once, relaxed).
+    ///
+    /// Transmitted figures are derived rather than counted per packet (two counter updates
+    /// fewer on the hot path): every frame received is either dropped, with a reason, or
+    /// transmitted, and every transmitted byte is counted against one backend.
     public func snapshot() -> ForwarderStats {
         var drops: [DropReason: UInt64] = [:]
-        for reason in DropReason.allCases { drops[reason] = load(Self.dropBase + reason.rawValue) }
-        return ForwarderStats(rxPackets: load(Self.rxPackets), rxBytes: load(Self.rxBytes),
-                              txPackets: load(Self.txPackets), txBytes: load(Self.txBytes),
+        var dropped: UInt64 = 0
+        for reason in DropReason.allCases {
+            let n = load(Self.dropBase + reason.rawValue)
+            drops[reason] = n
+            dropped &+= n
+        }
+        var txBytes: UInt64 = 0
+        for slot in 0..<backendSlots {
+            let b = Self.fixedCount + Self.perBackend * slot
+            txBytes &+= load(b + 2) &+ load(b + 3)
+        }
+        let rxPackets = load(Self.rxPackets)
+        return ForwarderStats(rxPackets: rxPackets, rxBytes: load(Self.rxBytes),
+                              txPackets: rxPackets >= dropped ? rxPackets - dropped : 0, txBytes: txBytes,
                               flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
                               flowsEnded: load(Self.flowsEnded), drops: drops)

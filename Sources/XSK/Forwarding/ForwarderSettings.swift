@@ -11,6 +11,10 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var closingTimeout: UInt64
     /// Passthrough source address (`[xdp] nat_addr` or the interface's IPv4); unused in DSR.
     public var natAddress: IPAddress?
+    /// Passthrough source address for IPv6 flows (the config has no key for it yet: the control
+    /// plane may set the interface's IPv6 address). Nil: IPv6 passthrough flows are not taken,
+    /// unless `natAddress` itself is IPv6.
+    public var natAddressV6: IPAddress? = nil
     /// All NAT ports (`[xdp] nat_ports` or the default above the ephemeral range); this
     /// worker owns slice `workerIndex` of `workerCount`.
     public var natPorts: ClosedRange<UInt16>?
@@ -20,8 +24,10 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var probeWindow: Int = 32
     /// A flow seen more recently than this is never evicted to make room (nanoseconds).
     public var minIdleForEviction: UInt64 = 1_000_000_000
-    /// Table slots checked for expiry per batch (`beginBatch`).
-    public var sweepPerBatch: Int = 256
+    /// The expiry sweep visits every table slot once per this interval (nanoseconds), spread
+    /// over the batches in proportion to the time between them: cost follows the clock, not
+    /// the packet rate (a 1M-flow table: about one slot per microsecond).
+    public var fullSweepInterval: UInt64 = 2_000_000_000
 
     public init(capacity: Int, synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
                 closingTimeout: Duration = .seconds(10), natAddress: IPAddress? = nil,
@@ -60,14 +66,5 @@ public struct ForwarderSettings: Sendable, Equatable {
     /// This worker's NAT ports.
     public var workerNATPorts: ClosedRange<UInt16>? {
         natPorts.flatMap { NATPortPool.slice(of: $0, worker: workerIndex, of: workerCount) }
-    }
-
-    @inline(__always)
-    func timeout(_ state: FlowState) -> UInt64 {
-        switch state {
-        case .syn: return synTimeout
-        case .established: return establishedTimeout
-        case .closing, .empty: return closingTimeout
-        }
     }
 }

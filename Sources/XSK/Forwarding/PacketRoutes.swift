@@ -72,6 +72,9 @@ public final class PacketRoutes: @unchecked Sendable {
         public var description: String { "\(server) (\(address)): \(reason)" }
     }
 
+    /// The most frontends routes hold (flow entries name a frontend in 16 bits).
+    public static let maxFrontends = 65_535
+
     let frontendCount: Int
     let frontends: UnsafeMutablePointer<Frontend>
     let vipBuckets: UnsafeMutablePointer<UInt16>
@@ -110,7 +113,8 @@ public final class PacketRoutes: @unchecked Sendable {
         var slotList: [UInt32] = []
         var names: [String] = []
 
-        for route in snapshot.frontends {
+        // Frontend indices are 16-bit in flow keys and the VIP table: 65535 frontends at most.
+        for route in snapshot.frontends.prefix(Self.maxFrontends) {
             // Slots of every server of the route (nil: none left).
             var routeSlots: [UInt32?] = []
             for server in route.servers {

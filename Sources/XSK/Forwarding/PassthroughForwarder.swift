@@ -13,8 +13,10 @@ import Balancer
 /// port was given to ("unknown reply" otherwise), so nobody can inject into a flow by guessing
 /// a port.
 ///
-/// IPv4 only: IPv6 frames, IPv6 VIPs and IPv6 backends are dropped as unsupported / no backend
-/// (IPv6 passthrough needs an IPv6 NAT address; not built yet).
+/// IPv4 and IPv6: a flow keeps its family (IPv4 client → IPv4 backend from the IPv4 NAT
+/// address; IPv6 likewise from `settings.natAddressV6`); a family without a NAT address, or a
+/// backend of the other family, drops the SYN as "no backend". IPv6 has no header checksum;
+/// the TCP checksum is adjusted for the 128-bit pseudo-header addresses.
 ///
 /// One value per worker; all workers share one `NATReverseMap` and one publisher.
 public struct PassthroughForwarder: PacketHandler {
@@ -23,12 +25,14 @@ public struct PassthroughForwarder: PacketHandler {
     let natLow: UInt16
     let natHigh: UInt16
 
-    /// A forwarder for worker `settings.workerIndex`: `settings.natAddress` must be IPv4 and
-    /// `settings.natPorts` set; `reverseMap` is the one map every worker of the process shares.
-    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher, reverseMap: NATReverseMap) {
-        precondition(settings.natAddress?.isIPv4 == true, "passthrough needs an IPv4 NAT address")
+    /// A forwarder for worker `settings.workerIndex`: `settings.natAddress` (IPv4) and/or
+    /// `settings.natAddressV6` and `settings.natPorts` must be set; `reverseMap` is the one map every worker of the process shares.
+    /// `counters` as for `DSRForwarder`. Build it on its worker thread (it is not Sendable).
+    public init(settings: ForwarderSettings, routes publisher: PacketRoutesPublisher, reverseMap: NATReverseMap,
+                counters: ForwarderCounters? = nil) {
+        precondition(settings.natAddress != nil || settings.natAddressV6 != nil, "passthrough needs a NAT address")
         precondition(settings.natPorts != nil, "passthrough needs NAT ports")
-        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: reverseMap)
+        core = ForwarderCore(settings: settings, publisher: publisher, reverseMap: reverseMap, counters: counters)
         natLo = 0xffff_0000_0000 | UInt64(core.natIPv4)
         natLow = settings.natPorts?.lowerBound ?? 1
         natHigh = settings.natPorts?.upperBound ?? 0
@@ -60,17 +64,18 @@ public struct PassthroughForwarder: PacketHandler {
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        let length = packet.count
+        core.c.add(ForwarderCounters.rxPackets, 1)
+        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         guard let p = packet.baseAddress else {
             core.c.drop(.malformed)
             return .drop
         }
-        let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
         let frame: TCPFrame
         switch FrameParser.classify(p, length: length) {
         case .tcp(let t) where !t.isIPv6: frame = t
-        case .tcp, .unsupported:
+        case .tcp(let t): return handle6(p, length: length, frame: t)
+        case .unsupported:
             core.c.drop(.unsupported)
             return .drop
         case .malformed:
@@ -83,7 +88,7 @@ public struct PassthroughForwarder: PacketHandler {
         let dst = ip.destination
         let dstLo = 0xffff_0000_0000 | UInt64(dst)
         let dstPort = tcp.destinationPort
-        if dstLo == natLo && dstPort >= natLow && dstPort <= natHigh {
+        if core.hasNAT4 && dstLo == natLo && dstPort >= natLow && dstPort <= natHigh {
             return reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort)
         }
         let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
@@ -114,8 +119,6 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.destinationPort = newDstPort
         eth.destination = b.pointee.mac
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }
@@ -124,7 +127,7 @@ public struct PassthroughForwarder: PacketHandler {
     @inline(__always)
     private mutating func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
                                 natPort: UInt16) -> PacketVerdict {
-        guard let r = core.reverse?.read(natPort) else {
+        guard let reverse = core.reverse, let (r, version) = reverse.read(natPort) else {
             core.c.drop(.unknownReply)
             return .drop
         }
@@ -134,6 +137,9 @@ public struct PassthroughForwarder: PacketHandler {
               r.vipHi == 0, r.clientHi == 0 else {
             core.c.drop(.unknownReply)
             return .drop
+        }
+        if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
+            reverse.markClosedByServer(natPort, version: version)
         }
         let vip = UInt32(truncatingIfNeeded: r.vipLo)
         let client = UInt32(truncatingIfNeeded: r.clientLo)
@@ -147,9 +153,63 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.destinationPort = r.clientPort
         eth.destination = r.clientMAC
         eth.source = core.interfaceMAC
-        core.c.add(ForwarderCounters.txPackets, 1)
-        core.c.add(ForwarderCounters.txBytes, UInt64(length))
         if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
+        return .transmit
+    }
+
+    /// The IPv6 half of `handle`: client → VIP or a backend's reply to the IPv6 NAT address.
+    private mutating func handle6(_ p: UnsafeMutableRawPointer, length: Int, frame: TCPFrame) -> PacketVerdict {
+        let ip = IPv6Header(p + frame.ipOffset)
+        let tcp = TCPHeader(p + frame.tcpOffset)
+        let eth = EthernetHeader(p)
+        let src = ip.source
+        let dst = ip.destination
+        let srcPort = tcp.sourcePort
+        let dstPort = tcp.destinationPort
+        if core.hasNAT6, dst.hi == core.natV6.hi, dst.lo == core.natV6.lo, dstPort >= natLow, dstPort <= natHigh {
+            guard let reverse = core.reverse, let (r, version) = reverse.read(dstPort),
+                  r.backendHi == src.hi, r.backendLo == src.lo, r.backendPort == srcPort else {
+                core.c.drop(.unknownReply)
+                return .drop
+            }
+            if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 { reverse.markClosedByServer(dstPort, version: version) }
+            let sum = Checksum.delta(src.hi, r.vipHi) &+ Checksum.delta(src.lo, r.vipLo)
+                &+ Checksum.delta(dst.hi, r.clientHi) &+ Checksum.delta(dst.lo, r.clientLo)
+                &+ Checksum.delta(srcPort, r.vipPort) &+ Checksum.delta(dstPort, r.clientPort)
+            tcp.checksum = Checksum.adjust(tcp.checksum, delta: sum)
+            ip.source = (r.vipHi, r.vipLo)
+            ip.destination = (r.clientHi, r.clientLo)
+            tcp.sourcePort = r.vipPort
+            tcp.destinationPort = r.clientPort
+            eth.destination = r.clientMAC
+            eth.source = core.interfaceMAC
+            if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
+            return .transmit
+        }
+        let frontend = core.frontendIndex(hi: dst.hi, lo: dst.lo, port: dstPort)
+        guard frontend >= 0 else {
+            core.c.drop(.notForUs)
+            return .drop
+        }
+        let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
+                           vipHi: dst.hi, vipLo: dst.lo, vipPort: dstPort, flags: tcp.flags, clientMAC: eth.source)
+        guard i >= 0 else { return .drop }
+        let e = core.table.entry(at: i)
+        let slot = e.pointee.backendSlot
+        let natPort = e.pointee.natPort
+        let b = core.backends + Int(slot)
+        let nat = core.natV6
+        let sum = Checksum.delta(src.hi, nat.hi) &+ Checksum.delta(src.lo, nat.lo)
+            &+ Checksum.delta(dst.hi, b.pointee.addressHi) &+ Checksum.delta(dst.lo, b.pointee.addressLo)
+            &+ Checksum.delta(srcPort, natPort) &+ Checksum.delta(dstPort, b.pointee.port)
+        tcp.checksum = Checksum.adjust(tcp.checksum, delta: sum)
+        ip.source = nat
+        ip.destination = (b.pointee.addressHi, b.pointee.addressLo)
+        tcp.sourcePort = natPort
+        tcp.destinationPort = b.pointee.port
+        eth.destination = b.pointee.mac
+        eth.source = core.interfaceMAC
+        core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }
 }

@@ -33,7 +33,9 @@ public struct NATReverseEntry: Sendable, Equatable {
 }
 
 /// The passthrough reply map, indexed by NAT port: one structure for all workers, allocated
-/// once (65536 entries of 80 bytes, about 5 MiB).
+/// once (65536 entries of 80 bytes, about 5 MiB). Word 9 of an entry records a FIN/RST from
+/// the backend, so the owning worker can start the closing timeout of a flow whose replies it
+/// never sees.
 ///
 /// Who writes: only the worker owning the port (ports are sliced per worker), when its flow
 /// starts (`publish`) and ends (`retire`). Who reads: any worker, because a backend's reply can
@@ -60,7 +62,7 @@ public final class NATReverseMap: @unchecked Sendable {
 
     /// The entry for `port` as published, or nil when none is live (a test and /stats helper;
     /// the packet path uses `NATReverseView`).
-    public func entry(forPort port: UInt16) -> NATReverseEntry? { NATReverseView(self).read(port) }
+    public func entry(forPort port: UInt16) -> NATReverseEntry? { NATReverseView(self).read(port)?.entry }
 }
 
 /// Unretained access to a `NATReverseMap` for the packet path (the forwarder keeps the map
@@ -91,6 +93,7 @@ struct NATReverseView {
         word(port, 7).pointee.store(e.backendLo, ordering: .relaxed)
         word(port, 8).pointee.store(UInt64(e.backendSlot) << 32 | UInt64(e.vipPort) << 16 | UInt64(e.backendPort),
                                     ordering: .relaxed)
+        word(port, 9).pointee.store(0, ordering: .relaxed)
         head.pointee.store(((old >> 2) &+ 1) << 2 | 2, ordering: .releasing)
     }
 
@@ -102,9 +105,25 @@ struct NATReverseView {
         head.pointee.store(((old >> 2) &+ 1) << 2, ordering: .releasing)
     }
 
-    /// A consistent copy of the live entry for `port`, or nil (none, or being rewritten).
+    /// Records that the backend sent FIN or RST on the flow of `port` as published at
+    /// `version` (any worker may call it; the owner reads it in its sweep). Storing the version
+    /// rather than a flag means a late mark can never hit the port's next flow.
     @inline(__always)
-    func read(_ port: UInt16) -> NATReverseEntry? {
+    func markClosedByServer(_ port: UInt16, version: UInt64) {
+        word(port, 9).pointee.store(version, ordering: .relaxed)
+    }
+
+    /// True when the backend has closed the live flow of `port` (owner only).
+    @inline(__always)
+    func isClosedByServer(_ port: UInt16) -> Bool {
+        let mark = word(port, 9).pointee.load(ordering: .relaxed)
+        return mark != 0 && mark == word(port, 0).pointee.load(ordering: .relaxed)
+    }
+
+    /// A consistent copy of the live entry for `port` and its version, or nil (none, or being
+    /// rewritten).
+    @inline(__always)
+    func read(_ port: UInt16) -> (entry: NATReverseEntry, version: UInt64)? {
         let head = word(port, 0)
         let v1 = head.pointee.load(ordering: .acquiring)
         guard v1 & 3 == 2 else { return nil }
@@ -122,6 +141,6 @@ struct NATReverseView {
             backendPort: UInt16(truncatingIfNeeded: w8), backendSlot: UInt32(truncatingIfNeeded: w8 >> 32))
         atomicMemoryFence(ordering: .acquiring)
         guard head.pointee.load(ordering: .relaxed) == v1 else { return nil }
-        return e
+        return (e, v1)
     }
 }

@@ -87,6 +87,18 @@ enum TestFrames {
         return checksum(pseudo + segment)
     }
 
+    /// The TCP checksum of an IPv6 frame recomputed over its segment and pseudo-header.
+    static func recomputedTCP6Checksum(_ frame: [UInt8]) -> UInt16 {
+        let length = Int(frame[18]) << 8 | Int(frame[19])
+        var segment = Array(frame[54..<(54 + length)])
+        segment[16] = 0
+        segment[17] = 0
+        let pseudo = Array(frame[22..<54]) + be32(UInt32(length)) + [0, 0, 0, 6]
+        return checksum(pseudo + segment)
+    }
+
+    static func storedTCP6Checksum(_ frame: [UInt8]) -> UInt16 { UInt16(frame[70]) << 8 | UInt16(frame[71]) }
+
     static func storedIPv4Checksum(_ frame: [UInt8]) -> UInt16 { UInt16(frame[24]) << 8 | UInt16(frame[25]) }
 
     static func storedTCPChecksum(_ frame: [UInt8]) -> UInt16 {
