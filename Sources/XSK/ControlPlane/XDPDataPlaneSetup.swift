@@ -36,10 +36,10 @@ public enum XDPDataPlaneSetup {
                 interface: ifaceName, config: config.xdp, queues: queues,
                 vips: vips.map { ($0, .tcp) }
             ) { i in
-                let f = DSRForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count),
-                                     routes: routes)
-                counters.append(f.counters)
-                return f
+                let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
+                counters.append(workerCounters)
+                return DSRForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count),
+                                    routes: routes, counters: workerCounters)
             }
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nil, natPorts: nil)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
@@ -56,9 +56,9 @@ public enum XDPDataPlaneSetup {
             ) { i in
                 let settings = ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
                                                  natAddress: natAddress, natPorts: natPorts)
-                let f = PassthroughForwarder(settings: settings, routes: routes, reverseMap: reverse)
-                counters.append(f.counters)
-                return f
+                let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
+                counters.append(workerCounters)
+                return PassthroughForwarder(settings: settings, routes: routes, reverseMap: reverse, counters: workerCounters)
             }
             do {
                 try path.program.setNATRange(address: natAddress, ports: natPorts)

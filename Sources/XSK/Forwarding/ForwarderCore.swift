@@ -94,7 +94,7 @@ struct ForwarderCore {
         }
         // Paced by the clock alone (the worker also calls this after idle sleeps), so the whole
         // table is checked once per interval however busy or idle the worker is.
-        let budget = sweepCredit / interval
+        let budget = min(sweepCredit / interval, UInt64(max(0, settings.sweepPerBatch)))
         if budget > 0 {
             sweep(Int(budget))
             sweepCredit &-= budget &* interval

@@ -28,6 +28,10 @@ public struct ForwarderSettings: Sendable, Equatable {
     /// over the batches in proportion to the time between them: cost follows the clock, not
     /// the packet rate (a 1M-flow table: about one slot per microsecond).
     public var fullSweepInterval: UInt64 = 2_000_000_000
+    /// At most this many slots are swept in one call of `beginBatch`; the rest carries over.
+    /// Unlimited by default: the pacing above already bounds the work (tests set it to 0 to
+    /// switch the sweep off).
+    public var sweepPerBatch: Int = .max
 
     public init(capacity: Int, synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
                 closingTimeout: Duration = .seconds(10), natAddress: IPAddress? = nil,
