@@ -35,10 +35,13 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let counters: [ForwarderCounters]
     private let flusher: Mutex<BackendStatsFlusher>
     private let statsPeriod: Duration
+    private let snapshots: SnapshotPublisher<ForwardingSnapshot>
     private let logger: Logger
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
-         counters: [ForwarderCounters], statsPeriod: Duration, logger: Logger) {
+         counters: [ForwarderCounters], statsPeriod: Duration, snapshots: SnapshotPublisher<ForwardingSnapshot>,
+         logger: Logger) {
+        self.snapshots = snapshots
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -78,7 +81,13 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     /// Adds the workers' traffic since the last flush to the servers' and frontends' counters.
     public func flushCounters() {
         let routes = control.routes.current().routes
-        flusher.withLock { $0.flush(into: routes) }
+        // A pool's traffic counts toward the first frontend that uses it (frontends sharing a
+        // pool are rare; their traffic cannot be told apart per backend slot).
+        var frontendOfPool: [String: FrontendCounters] = [:]
+        for f in snapshots.load().value.frontends where frontendOfPool[f.config.pool] == nil {
+            frontendOfPool[f.config.pool] = f.counters
+        }
+        flusher.withLock { $0.flush(into: routes) { frontendOfPool[$0.pool] } }
     }
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.

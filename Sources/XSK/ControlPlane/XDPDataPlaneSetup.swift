@@ -43,7 +43,7 @@ public enum XDPDataPlaneSetup {
             }
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nil, natPorts: nil)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, logger: logger)
+                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() })
 
         case .passthrough:
@@ -68,7 +68,7 @@ public enum XDPDataPlaneSetup {
             }
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: natAddress, natPorts: natPorts)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, logger: logger)
+                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() })
         }
     }

@@ -1,3 +1,4 @@
+import Synchronization
 import Balancer
 
 /// Moves per-worker backend traffic into the Balancer's shared `ServerCounters`, on the control
@@ -18,9 +19,11 @@ public final class BackendStatsFlusher {
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
-    /// newest published ones). Traffic of a slot no longer in `routes` is dropped from the
-    /// books, as its server's counters are gone too.
-    public func flush(into routes: PacketRoutes) {
+    /// newest published ones), and to the `FrontendCounters` that `frontend` names for its
+    /// server (the frontend whose pool it is: the seed's top-level totals are the frontends'
+    /// sums). Traffic of a slot no longer in `routes` is dropped from the books, as its
+    /// server's counters are gone too.
+    public func flush(into routes: PacketRoutes, frontend: (ServerID) -> FrontendCounters? = { _ in nil }) {
         for (w, counters) in workers.enumerated() {
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {
@@ -31,15 +34,24 @@ public final class BackendStatsFlusher {
                 guard let server = routes.serverCounters[slot] else { continue }
                 let opened = Int64(truncatingIfNeeded: now.opened &- before.opened)
                 let closed = Int64(truncatingIfNeeded: now.closed &- before.closed)
-                if opened != 0 { server.totalConnections.wrappingAdd(opened, ordering: .relaxed) }
-                if opened != closed {
-                    server.currentConnections.wrappingAdd(opened &- closed, ordering: .relaxed)
-                }
                 let tx = Int64(truncatingIfNeeded: now.bytesTx &- before.bytesTx)
                 let rx = Int64(truncatingIfNeeded: now.bytesRx &- before.bytesRx)
-                if tx != 0 { server.bytesTx.wrappingAdd(tx, ordering: .relaxed) }
-                if rx != 0 { server.bytesRx.wrappingAdd(rx, ordering: .relaxed) }
+                Self.add(opened: opened, closed: closed, tx: tx, rx: rx, to: server.totalConnections,
+                         server.currentConnections, server.bytesTx, server.bytesRx)
+                if let id = routes.servers[slot], let f = frontend(id) {
+                    Self.add(opened: opened, closed: closed, tx: tx, rx: rx, to: f.totalConnections,
+                             f.currentConnections, f.bytesTx, f.bytesRx)
+                }
             }
         }
+    }
+
+    private static func add(opened: Int64, closed: Int64, tx: Int64, rx: Int64, to total: borrowing Atomic<Int64>,
+                            _ current: borrowing Atomic<Int64>, _ bytesTx: borrowing Atomic<Int64>,
+                            _ bytesRx: borrowing Atomic<Int64>) {
+        if opened != 0 { total.wrappingAdd(opened, ordering: .relaxed) }
+        if opened != closed { current.wrappingAdd(opened &- closed, ordering: .relaxed) }
+        if tx != 0 { bytesTx.wrappingAdd(tx, ordering: .relaxed) }
+        if rx != 0 { bytesRx.wrappingAdd(rx, ordering: .relaxed) }
     }
 }

@@ -38,6 +38,12 @@ struct XDPModeTests {
             #expect((totals["tx_packets"] as? Int ?? 0) > 10_000, "\(totals)")
             let stats = try lab.stats()
             #expect(stats["mode"] as? String == "dsr")
+            // The seed's counters keep their meaning: flows (connections) and client→server bytes.
+            let counted = waitFor(seconds: 3) {
+                let s = try? lab.stats()
+                return s?["total_connections"] as? Int ?? 0 >= 31 && s?["total_bytes_tx"] as? Int ?? 0 >= 16 << 20
+            }
+            #expect(counted, "total_connections and total_bytes_tx count the DSR flows: \(String(describing: try? lab.stats()["total_connections"]))")
 
             #expect(lab.stopConvey() == 0, "SIGTERM ends convey with status 0")
             #expect(try !lab.balancerHasXDP(), "the XDP program is detached on exit")
