@@ -5,8 +5,8 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEPS_BUILD := libxdp-dev libbpf-dev pkg-config
-DEPS_LAB   := iproute2 ethtool curl python3
-DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables python3-matplotlib gcc libc6-dev
+DEPS_LAB   := iproute2 ethtool curl python3 nftables procps
+DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables python3-matplotlib gcc libc6-dev valgrind binutils
 
 .PHONY: all build release deps deps-bench test demo bench clean
 
@@ -40,15 +40,18 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 
-## demo: convey in proxy mode on loopback in front of two local backends, with live stats
+## demo: convey in proxy mode on loopback in front of two local backends, with live stats;
+## then (as root) DSR and passthrough over AF_XDP in a network-namespace lab
 demo: release
 	./demo/proxy-demo.sh
+	./demo/lab-demo.sh
 
 ## bench: measurements against their anchors (BENCH_QUICK=1 for a short run; root for the
 ## proxy and AF_XDP benchmarks, which build network-namespace labs)
 bench: deps-bench
 	$(SWIFT) build -c release --product convey
 	$(SWIFT) build -c release --product ConveyBench
+	$(SWIFT) build -c release --product XSKReflect
 	./bench/build-tools.sh
 	./bench/run.sh
 

@@ -86,13 +86,24 @@ struct FlowTableTests {
         let fixture = RoutesFixture(balance: .wrr)
         var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: fixture.publisher)
         #expect(dsr.core.table.slotCount == 2048)
-        dsr.beginBatch(now: 10 * second)  // 2 s of credit (a full pass), at most 1024 slots a batch
+        dsr.beginBatch(now: 10 * second)  // 2 s of credit: one full pass, then back at slot 0
+        #expect(dsr.core.sweepCursor == 0)
+        dsr.beginBatch(now: 10 * second)  // no time passed: nothing owed
+        #expect(dsr.core.sweepCursor == 0)
+        dsr.beginBatch(now: 10 * second + 10_000_000)  // 10 ms: 2048 × 10 ms / 2 s ≈ 10 slots
+        #expect(dsr.core.sweepCursor == 10)
+    }
+
+    @Test func aPerBatchCapCarriesTheRestOver() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var settings = ForwarderSettings(capacity: 1024)
+        settings.sweepPerBatch = 1024
+        var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
+        dsr.beginBatch(now: 10 * second)  // a full pass owed, at most 1024 slots a batch
         #expect(dsr.core.sweepCursor == 1024)
         dsr.beginBatch(now: 10 * second)  // the carried-over rest, though no time passed
         #expect(dsr.core.sweepCursor == 0)
         dsr.beginBatch(now: 10 * second)
         #expect(dsr.core.sweepCursor == 0)
-        dsr.beginBatch(now: 10 * second + 10_000_000)  // 10 ms: 2048 × 10 ms / 2 s ≈ 10 slots
-        #expect(dsr.core.sweepCursor == 10)
     }
 }

@@ -26,7 +26,6 @@ public enum XDPDataPlaneSetup {
         let routes = PacketRoutesPublisher()
         let control = ForwardingControl(snapshots: snapshots, routes: routes, interfaceIndex: interface.index,
                                         interfaceMAC: interface.mac, logger: logger)
-        control.refresh(force: true)
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
 
         switch mode {
@@ -41,6 +40,7 @@ public enum XDPDataPlaneSetup {
                 return DSRForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count),
                                     routes: routes, counters: workerCounters)
             }
+            control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nil, natPorts: nil)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
@@ -66,6 +66,7 @@ public enum XDPDataPlaneSetup {
                 path.stop()
                 throw error
             }
+            control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: natAddress, natPorts: natPorts)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
