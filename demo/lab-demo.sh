@@ -11,8 +11,11 @@ LAB=lab/lab.sh
 P=cvdemo$$
 work=$(mktemp -d)
 convey_pid=""
+backend_pids=()
 cleanup() {
   [ -n "$convey_pid" ] && kill -TERM "$convey_pid" 2>/dev/null && wait "$convey_pid" 2>/dev/null || true
+  for p in "${backend_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   "$LAB" down "$P" || true
   rm -rf "$work"
 }
@@ -23,43 +26,55 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 
-in() { local host=$1; shift; "$LAB" exec "$P" "$host" "$@"; }
+on() { local host=$1; shift; "$LAB" exec "$P" "$host" "$@"; }
 
 echo "== building the lab ($P: client, lb, b1..b3 on one bridge)"
 "$LAB" up "$P" 3
 for i in 1 2 3; do
   mkdir -p "$work/b$i"; echo "hello from backend b$i (10.77.0.2$i)" > "$work/b$i/index.html"
   # Backends listen on every address, the VIP on lo included (DSR needs that).
-  in "b$i" python3 -m http.server 80 --bind 0.0.0.0 --directory "$work/b$i" >/dev/null 2>&1 &
+  "$LAB" exec "$P" "b$i" python3 -m http.server 80 --bind 0.0.0.0 --directory "$work/b$i" >/dev/null 2>&1 &
+  backend_pids+=($!)
 done
 for i in 1 2 3; do
-  for _ in $(seq 100); do in client curl -fs -o /dev/null --max-time 1 "http://10.77.0.2$i/" && break; sleep 0.1; done
+  for _ in $(seq 100); do on client curl -fs -o /dev/null --max-time 1 "http://10.77.0.2$i/" && break; sleep 0.1; done
 done
 
 run_mode() {
   local mode=$1 config=$2
   echo
   echo "== convey --$mode --iface veth0 --config $config (in the balancer's namespace)"
-  in lb "$BIN" "--$mode" --iface veth0 --config "$config" --log-level notice &
+  "$LAB" exec "$P" lb "$BIN" "--$mode" --iface veth0 --config "$config" --log-level notice &
   convey_pid=$!
-  for _ in $(seq 100); do in lb curl -fs -o /dev/null http://127.0.0.1:7000/stats && break; sleep 0.1; done
+  # Ready when the stats answer and every backend's MAC is known (the first health checks).
+  for _ in $(seq 100); do
+    on lb curl -fs http://127.0.0.1:7000/stats 2>/dev/null | grep -q '"unresolved_servers": \[\]' && break
+    sleep 0.1
+  done
   echo "== 12 requests from the client to the VIP 10.77.0.100:80"
   for _ in $(seq 12); do
-    in client curl -fs --max-time 2 "http://10.77.0.100/" || echo "request failed"
+    on client curl -fs --max-time 2 "http://10.77.0.100/" || echo "request failed"
   done | sort | uniq -c
+  sleep 1.2  # counters are folded into /stats every stats_update_frequency (1 s here)
   echo "== /stats (excerpt)"
-  in lb curl -fs http://127.0.0.1:7000/stats | python3 -c '
+  on lb curl -fs http://127.0.0.1:7000/stats | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print("mode:", d["mode"], " total_connections:", d["total_connections"])
 for name, pool in d["backends"].items():
     print("pool", name, "servers:", pool["servers"])
 dp = d.get("dataplane", {})
-print("dataplane:", json.dumps({k: dp[k] for k in dp if k != "workers"}, sort_keys=True)[:400])
+t = dp.get("totals", {})
+print("dataplane: iface", dp.get("interface"), "attach", dp.get("attach_mode"), "zero_copy", dp.get("zero_copy"),
+      "nat", dp.get("nat", "-"))
+print("  packets rx", t.get("rx_packets"), "tx", t.get("tx_packets"), " flows created", t.get("flows_created"),
+      "active", t.get("flows_active"), " drops", {k: v for k, v in t.get("drops", {}).items() if v} or "none")
 '
   echo "== SIGTERM"
-  kill -TERM "$convey_pid"; wait "$convey_pid" && echo "convey exited 0"; convey_pid=""
-  if in lb ip link show veth0 | grep -q "xdp"; then echo "XDP program still attached!"; exit 1; fi
+  kill -TERM "$convey_pid"
+  rc=0; wait "$convey_pid" || rc=$?
+  echo "convey exited $rc"; convey_pid=""
+  if on lb ip link show veth0 | grep -q "xdp"; then echo "XDP program still attached!"; exit 1; fi
   echo "veth0 has no XDP program any more"
 }
 

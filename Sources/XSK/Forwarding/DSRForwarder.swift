@@ -39,22 +39,7 @@ public struct DSRForwarder: PacketHandler {
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
         let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
-        guard let p = packet.baseAddress else {
-            core.c.drop(.malformed)
-            return .drop
-        }
-        let frame: TCPFrame
-        switch FrameParser.classify(p, length: length) {
-        case .tcp(let t): frame = t
-        case .unsupported:
-            core.c.drop(.unsupported)
-            return .drop
-        case .malformed:
-            core.c.drop(.malformed)
-            return .drop
-        }
+        guard let (p, frame) = core.receive(packet) else { return .drop }
         let tcp = TCPHeader(p + frame.tcpOffset)
         let srcHi: UInt64, srcLo: UInt64, dstHi: UInt64, dstLo: UInt64
         if frame.isIPv6 {

@@ -79,6 +79,29 @@ struct ForwarderCore {
         adopt()
     }
 
+    // MARK: Per frame
+
+    /// Counts a received frame and parses it: the TCP frame, or nil after counting why it is
+    /// dropped (no buffer, not TCP over IPv4/IPv6, malformed).
+    @inline(__always)
+    func receive(_ packet: UnsafeMutableRawBufferPointer) -> (UnsafeMutableRawPointer, TCPFrame)? {
+        c.add(ForwarderCounters.rxPackets, 1)
+        c.add(ForwarderCounters.rxBytes, UInt64(packet.count))
+        guard let p = packet.baseAddress else {
+            c.drop(.malformed)
+            return nil
+        }
+        switch FrameParser.classify(p, length: packet.count) {
+        case .tcp(let frame): return (p, frame)
+        case .unsupported:
+            c.drop(.unsupported)
+            return nil
+        case .malformed:
+            c.drop(.malformed)
+            return nil
+        }
+    }
+
     // MARK: Per batch
 
     /// Adopts newer routes if published, and sweeps the slots the elapsed time pays for.

@@ -65,23 +65,8 @@ public struct PassthroughForwarder: PacketHandler {
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
         let length = packet.count
-        core.c.add(ForwarderCounters.rxPackets, 1)
-        core.c.add(ForwarderCounters.rxBytes, UInt64(length))
-        guard let p = packet.baseAddress else {
-            core.c.drop(.malformed)
-            return .drop
-        }
-        let frame: TCPFrame
-        switch FrameParser.classify(p, length: length) {
-        case .tcp(let t) where !t.isIPv6: frame = t
-        case .tcp(let t): return handle6(p, length: length, frame: t)
-        case .unsupported:
-            core.c.drop(.unsupported)
-            return .drop
-        case .malformed:
-            core.c.drop(.malformed)
-            return .drop
-        }
+        guard let (p, frame) = core.receive(packet) else { return .drop }
+        if frame.isIPv6 { return handle6(p, length: length, frame: frame) }
         let ip = IPv4Header(p + frame.ipOffset)
         let tcp = TCPHeader(p + frame.tcpOffset)
         let eth = EthernetHeader(p)
