@@ -286,7 +286,9 @@ tcp() {
   local prefix=$1 mode=$2 seconds=$3 s target json srv
   s=$(state "$prefix")
   [[ -d $s ]] || die "no lab $prefix (xdp-lab.sh up $prefix)"
-  ip netns exec "$prefix-b1" iperf3 -s -1 -p 5201 >"$s/iperf3-s.log" 2>&1 &
+  # Not one-off (-1): convey's health checks connect to this port too, and a one-off
+  # server would take the first check for its test and exit.
+  ip netns exec "$prefix-b1" iperf3 -s -p 5201 >"$s/iperf3-s.log" 2>&1 &
   srv=$!
   trap 'stop_balancer "$prefix" "$mode"; kill $srv 2>/dev/null || true' EXIT
   target=$VIP; [[ $mode == direct ]] && target=10.77.0.21
