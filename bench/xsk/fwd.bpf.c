@@ -5,28 +5,9 @@
  * backend chosen by a hash of (source address, source port) and the interface's own MAC as
  * source, and leaves by XDP_TX; IP and TCP stay untouched. Everything else passes.
  */
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/tcp.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-#include "common.h"
+#include "xdp_common.bpf.h"
 
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct xdp_counters);
-} counters SEC(".maps");
-
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct fwd_cfg);
-} fwd_cfg SEC(".maps");
+CONFIG_MAP(fwd_cfg, struct fwd_cfg);
 
 SEC("xdp")
 int forward(struct xdp_md *ctx) {
@@ -35,11 +16,11 @@ int forward(struct xdp_md *ctx) {
     struct xdp_counters *c = bpf_map_lookup_elem(&counters, &zero);
     struct fwd_cfg *cfg = bpf_map_lookup_elem(&fwd_cfg, &zero);
     if (!c || !cfg) return XDP_PASS;
-    struct ethhdr *eth = data;
-    struct iphdr *ip = (void *)(eth + 1);
-    struct tcphdr *tcp = (void *)(ip + 1);
-    if ((void *)(tcp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_TCP ||
-        ip->ihl != 5 || ip->daddr != cfg->vip || tcp->dest != cfg->port || cfg->backends == 0) {
+    struct ethhdr *eth;
+    struct iphdr *ip;
+    struct tcphdr *tcp;
+    if (!parse_ipv4_tcp(data, end, &eth, &ip, &tcp) || ip->daddr != cfg->vip || tcp->dest != cfg->port ||
+        cfg->backends == 0) {
         c->passed++;
         return XDP_PASS;
     }
