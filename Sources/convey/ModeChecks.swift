@@ -17,7 +17,7 @@ enum ModeChecks {
                let conflict = NATPortRange.conflict(of: range, with: facts) {
                 problem("xdp.nat_ports", conflict)
             } else if config.xdp.natPorts == nil, let facts, NATPortRange.defaultRange(facts) == nil {
-                problem("xdp.nat_ports", "the kernel's ephemeral ports reach 65535, so there is no free default NAT range: set nat_ports and reserve it with sysctl net.ipv4.ip_local_reserved_ports")
+                problem("xdp.nat_ports", NATPortRange.noDefaultRange)
             }
         }
         return out

@@ -13,12 +13,7 @@ struct BadFrameTests {
         try Lab.with(backends: 0) { lab in
             let lbMAC = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0").mac }
             let clientMAC = try lab.inNamespace("client") { try NetworkInterface(named: "veth0").mac }
-            let path = try lab.inNamespace("lb") {
-                let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
-                                                       vips: [(vip4, .tcp), (vip6, .tcp)]) { _ in SYNCounter() }
-                try path.start()
-                return path
-            }
+            let path = try lab.startSYNCounter()
             defer { path.stop() }
 
             func send(_ kind: String) throws -> SteeringVerdicts {

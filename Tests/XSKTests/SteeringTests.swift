@@ -13,12 +13,7 @@ struct SteeringTests {
         try Lab.with(backends: 0) { lab in
             let server = try lab.spawn("lb", ["python3", "-c", Scripts.tcpServer, "10.77.0.2", "8080"], timeout: 40)
             defer { server.kill() }
-            let path = try lab.inNamespace("lb") {
-                let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
-                                                       vips: [(vip4, .tcp), (vip6, .tcp)]) { _ in SYNCounter() }
-                try path.start()
-                return path
-            }
+            let path = try lab.startSYNCounter()
             defer { path.stop() }
             #expect(try lab.xdpProgramName("lb") == SteeringProgram.programName)
 

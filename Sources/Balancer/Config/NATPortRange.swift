@@ -75,6 +75,10 @@ public enum NATPortRange {
         return (facts.ephemeral.upperBound + 1)...65_535
     }
 
+    /// Why there is no default range (`defaultRange` returned nil), for `xdp.nat_ports` errors.
+    public static let noDefaultRange = "the kernel's ephemeral ports reach 65535, so there is no free default NAT "
+        + "range: set nat_ports and reserve it with sysctl net.ipv4.ip_local_reserved_ports"
+
     /// Why `range` cannot be used for NAT, or nil when it can.
     public static func conflict(of range: ClosedRange<UInt16>, with facts: LocalPortFacts) -> String? {
         let overlap = unreservedText(facts.unreservedOverlap(with: range))

@@ -28,76 +28,73 @@ public enum XDPDataPlaneSetup {
                                         interfaceMAC: interface.mac, logger: logger)
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
 
+        func start<Handler: PacketHandler & SendableMetatype>(
+            nat: (address: IPAddress, ports: ClosedRange<UInt16>)?,
+            _ makeHandler: (_ worker: Int, ForwarderCounters) -> Handler
+        ) throws -> Running {
+            var counters: [ForwarderCounters] = []
+            let path = try XSKDataPath<Handler>(interface: ifaceName, config: config.xdp, queues: queues,
+                                                vips: vips.map { ($0, .tcp) }) { i in
+                let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
+                counters.append(workerCounters)
+                return makeHandler(i, workerCounters)
+            }
+            if let nat {
+                do {
+                    try path.program.setNATRange(address: nat.address, ports: nat.ports)
+                } catch {
+                    path.stop()
+                    throw error
+                }
+            }
+            control.refresh(force: true)
+            let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nat?.address, natPorts: nat?.ports)
+            let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
+                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
+            return Running(service: plane, stats: { plane.dataPlaneStats() })
+        }
+
         switch mode {
         case .dsr:
-            var counters: [ForwarderCounters] = []
-            let path = try XSKDataPath<DSRForwarder>(
-                interface: ifaceName, config: config.xdp, queues: queues,
-                vips: vips.map { ($0, .tcp) }
-            ) { i in
-                let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
-                counters.append(workerCounters)
-                return DSRForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count),
-                                    routes: routes, counters: workerCounters)
+            return try start(nat: nil) { i, counters in
+                DSRForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count),
+                             routes: routes, counters: counters)
             }
-            control.refresh(force: true)
-            let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nil, natPorts: nil)
-            let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
-            return Running(service: plane, stats: { plane.dataPlaneStats() })
-
         case .passthrough:
-            let (natAddress, natPorts) = try natSettings(config: config, interface: interface, workers: queues.count)
+            let nat = try natSettings(config: config, interface: interface, workers: queues.count)
             let reverse = NATReverseMap()
-            var counters: [ForwarderCounters] = []
-            let path = try XSKDataPath<PassthroughForwarder>(
-                interface: ifaceName, config: config.xdp, queues: queues,
-                vips: vips.map { ($0, .tcp) }
-            ) { i in
-                let settings = ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
-                                                 natAddress: natAddress, natPorts: natPorts)
-                let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
-                counters.append(workerCounters)
-                return PassthroughForwarder(settings: settings, routes: routes, reverseMap: reverse, counters: workerCounters)
+            return try start(nat: nat) { i, counters in
+                PassthroughForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
+                                                                 natAddress: nat.address, natPorts: nat.ports),
+                                     routes: routes, reverseMap: reverse, counters: counters)
             }
-            do {
-                try path.program.setNATRange(address: natAddress, ports: natPorts)
-            } catch {
-                path.stop()
-                throw error
-            }
-            control.refresh(force: true)
-            let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: natAddress, natPorts: natPorts)
-            let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
-            return Running(service: plane, stats: { plane.dataPlaneStats() })
         }
     }
 
     /// The NAT source address and ports: the configured ones, else the interface's first IPv4
     /// address and the ports above the kernel's ephemeral range.
     static func natSettings(config: ConveyConfig, interface: NetworkInterface,
-                            workers: Int) throws -> (IPAddress, ClosedRange<UInt16>) {
+                            workers: Int) throws -> (address: IPAddress, ports: ClosedRange<UInt16>) {
         guard let address = config.xdp.natAddress ?? interface.ipv4.first else {
             throw XDPStartError("xdp.nat_addr: \(interface.name) has no IPv4 address to use as the NAT source; " +
                                 "set [xdp] nat_addr")
         }
+        let facts: NATPortRange.LocalPortFacts?
+        do { facts = try NATPortRange.LocalPortFacts.current() } catch {
+            guard config.xdp.natPorts != nil else {
+                throw XDPStartError("xdp.nat_ports: cannot read the kernel's ip_local_port_range (\(error)); set [xdp] nat_ports")
+            }
+            facts = nil
+        }
         let ports: ClosedRange<UInt16>
         if let configured = config.xdp.natPorts {
             ports = configured
-        } else {
-            let facts: NATPortRange.LocalPortFacts
-            do { facts = try NATPortRange.LocalPortFacts.current() } catch {
-                throw XDPStartError("xdp.nat_ports: cannot read the kernel's ip_local_port_range (\(error)); set [xdp] nat_ports")
-            }
-            guard let range = NATPortRange.defaultRange(facts) else {
-                throw XDPStartError("xdp.nat_ports: the kernel's ephemeral ports reach 65535, so there is no free " +
-                                    "default NAT range: set nat_ports and reserve it with sysctl net.ipv4.ip_local_reserved_ports")
-            }
+        } else if let facts, let range = NATPortRange.defaultRange(facts) {
             ports = range
+        } else {
+            throw XDPStartError("xdp.nat_ports: " + NATPortRange.noDefaultRange)
         }
-        if interface.ipv4.contains(address), let facts = try? NATPortRange.LocalPortFacts.current(),
-           let conflict = NATPortRange.conflict(of: ports, with: facts) {
+        if interface.ipv4.contains(address), let facts, let conflict = NATPortRange.conflict(of: ports, with: facts) {
             throw XDPStartError("xdp.nat_ports: \(conflict)")
         }
         guard ports.count >= workers else {

@@ -44,7 +44,7 @@ final class ConveyLab: @unchecked Sendable {
     func startBackend(_ host: String) throws {
         backendProcesses[host] = try LabDaemon(lab: lab, host: host, ["python3", Self.backendScript, host, "80"])
         let address = "10.77.0.2" + host.dropFirst()
-        let up = waitFor(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who(address, timeout: 1) }) != nil }
+        let up = waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who(address, timeout: 1) }) != nil }
         guard up else { throw Failure(description: "backend \(host) did not come up") }
     }
 
@@ -58,7 +58,7 @@ final class ConveyLab: @unchecked Sendable {
     func startConvey() throws {
         convey = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0",
                                                       "--config", configPath, "--log-level", "info"])
-        let ready = waitFor(seconds: 15) {
+        let ready = waitUntil(seconds: 15) {
             guard convey?.isRunning == true, let stats = try? self.stats() else { return false }
             let dataplane = stats["dataplane"] as? [String: Any]
             return (dataplane?["unresolved_servers"] as? [Any])?.isEmpty == true
@@ -117,16 +117,6 @@ final class ConveyLab: @unchecked Sendable {
     func balancerHasXDP() throws -> Bool {
         try lab.check("lb", ["ip", "link", "show", "veth0"]).contains("xdp")
     }
-}
-
-/// Polls `condition` every 50 ms for at most `seconds`.
-func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(seconds)
-    while Date() < end {
-        if condition() { return true }
-        usleep(50_000)
-    }
-    return condition()
 }
 
 /// The lab's AF_XDP config: frontend `web` on the VIP, backends b1..bN, fast health checks.

@@ -8,12 +8,6 @@ import Testing
 /// namespaces, bytes checked end to end.
 @Suite("AF_XDP modes end to end, in a namespace lab", .serialized)
 struct XDPModeTests {
-    func labAvailable(_ test: String) throws -> Bool {
-        if try Lab.requireRoot() { return true }
-        print("SKIPPED \(test): needs root for network namespaces and XDP (CI=true makes this a failure)")
-        return false
-    }
-
     @Test("DSR: requests spread by Maglev, 16 MiB byte-exact, backends see the client, the balancer never sees a reply, XDP gone after SIGTERM")
     func dsrEndToEnd() throws {
         guard try labAvailable("dsrEndToEnd") else { return }
@@ -39,7 +33,7 @@ struct XDPModeTests {
             let stats = try lab.stats()
             #expect(stats["mode"] as? String == "dsr")
             // The seed's counters keep their meaning: flows (connections) and client→server bytes.
-            let counted = waitFor(seconds: 3) {
+            let counted = waitUntil(seconds: 3) {
                 let s = try? lab.stats()
                 return s?["total_connections"] as? Int ?? 0 >= 31 && s?["total_bytes_tx"] as? Int ?? 0 >= 16 << 20
             }
@@ -110,7 +104,7 @@ struct XDPModeTests {
             lab.killBackend("b3")
             let start = Date()
             // interval 0.5 s × fall 2: b3 leaves selection after about a second.
-            let left = waitFor(seconds: 6) {
+            let left = waitUntil(seconds: 6) {
                 let stats = try? lab.stats()
                 let servers = (stats?["backends"] as? [String: Any])?["web_pool"] as? [String: Any]
                 return (servers?["servers"] as? [String: Bool])?["10.77.0.23:80"] == false
@@ -125,7 +119,7 @@ struct XDPModeTests {
 
             // Weights change under load: established connections stay, new ones follow 5:1.
             try lab.rewriteConfig(labConfig(weights: [5, 1, 1], balance: "wrr"))
-            let applied = waitFor(seconds: 5) {
+            let applied = waitUntil(seconds: 5) {
                 let stats = try? lab.stats()
                 let detail = ((stats?["backends"] as? [String: Any])?["web_pool"] as? [String: Any])?["server_detail"] as? [String: Any]
                 return (detail?["b1"] as? [String: Any])?["weight"] as? Int == 5
@@ -170,14 +164,14 @@ struct XDPModeTests {
             for c in outcome.held.prefix(4) { c.shutdownWrite(); _ = try? c.readToEnd() }
             // A closed flow keeps its port for closing_timeout (2 s), then gives it back.
             var reached: String?
-            _ = waitFor(seconds: 8) {
+            _ = waitUntil(seconds: 8) {
                 reached = try? lab.fromClient { try LabClient.who(timeout: 1).name }
                 return reached != nil
             }
             #expect(reached == "b1", "ports of ended flows came back to their worker")
 
             // The other four stay idle past established_timeout (4 s): their flows expire.
-            let expired = waitFor(seconds: 12) {
+            let expired = waitUntil(seconds: 12) {
                 let totals = try? lab.forwarderTotals()
                 return totals?["flows_active"] as? Int == 0 && (totals?["flows_expired"] as? Int ?? 0) >= 4
             }

@@ -2,29 +2,23 @@ import Balancer
 import Foundation
 import LabSupport
 import Testing
+import XSK
 
 let vip4 = Endpoint(address: IPAddress("10.77.0.100")!, port: 80)
 let vip6 = Endpoint(address: IPAddress("fd77::100")!, port: 80)
 
-/// Polls `condition` every 20 ms for at most `seconds`; true when it held.
-func waitUntil(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let end = Date().addingTimeInterval(seconds)
-    while Date() < end {
-        if try condition() { return true }
-        usleep(20_000)
-    }
-    return try condition()
-}
-
-/// True when the lab may run; otherwise prints why the test is skipped (and, with CI=true,
-/// `Lab.requireRoot()` throws instead, so CI never skips).
-func labAvailable(_ test: String) throws -> Bool {
-    if try Lab.requireRoot() { return true }
-    print("SKIPPED \(test): needs root for network namespaces and XDP (CI=true makes this a failure)")
-    return false
-}
-
 extension Lab {
+    /// A started data path on the lb's veth0 that steers TCP to `vip4` and `vip6` into
+    /// `SYNCounter` workers (unpinned). Stop it when done.
+    func startSYNCounter() throws -> XSKDataPath<SYNCounter> {
+        try inNamespace("lb") {
+            let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
+                                                   vips: [(vip4, .tcp), (vip6, .tcp)]) { _ in SYNCounter() }
+            try path.start()
+            return path
+        }
+    }
+
     /// `ip link show veth0` in `host`.
     func link(_ host: String) throws -> String {
         try check(host, ["ip", "link", "show", "veth0"])
