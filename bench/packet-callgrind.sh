@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Instructions per packet of the userspace packet path (parse, flow lookup, rewrite, checksum),
 # counted by callgrind: `ConveyBench --packet-loop MODE FLOWS N` runs the same setup and then N
-# established-flow frames; two runs with different N cancel the setup, so
+# established-flow frames, in batches of 64 through the forwarder's `handle(batch:verdicts:)`,
+# the function the XSK worker calls. Only instructions inside that function (and what it calls)
+# are counted, so the benchmark's own loop and the passthrough frame restore are not; two runs
+# with different N cancel the setup's frames, so
 #   instructions/packet = (Ir(N2) - Ir(N1)) / (N2 - N1).
-# The passthrough loop includes its 64-byte frame copy (see PacketBenchmarks.swift).
+# Not counted: the expiry sweep, which runs per batch and is paced by the clock (a whole table
+# every ForwarderSettings.fullSweepInterval), not by packets.
 #
 #   swift build -c release --product ConveyBench && bench/packet-callgrind.sh
 #   FLOWS=65536 N1=100000 N2=300000 BIN=.build/release/ConveyBench bench/packet-callgrind.sh
@@ -26,7 +30,8 @@ BIN="$tmp/ConveyBench"
 # Total instructions (Ir) of one run.
 ir() {
     local mode=$1 n=$2 out="$tmp/callgrind.$1.$2"
-    if ! valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --packet-loop "$mode" "$FLOWS" "$n" \
+    if ! valgrind --tool=callgrind --toggle-collect='*handle5batch*' --callgrind-out-file="$out" \
+            "$BIN" --packet-loop "$mode" "$FLOWS" "$n" \
             >"$tmp/log" 2>&1; then
         echo "packet-callgrind: $mode with $n packets failed:" >&2
         cat "$tmp/log" >&2

@@ -46,6 +46,30 @@ struct ChecksumTests {
         }
     }
 
+    /// The per-flow form (folded difference, both values in memory order) gives what RFC 1624
+    /// eq. 3 gives, byte-swapped, for every checksum and difference.
+    @Test func storedFormMatchesTheHostOrderUpdate() {
+        var rng = TestRandom(seed: 9)
+        for n in 0..<200_000 {
+            let checksum = n < 4 ? [0, 0xffff, 1, 0xfffe][n] : UInt16.random(in: 0...UInt16.max, using: &rng)
+            let delta = Checksum.delta(UInt32.random(in: 0...UInt32.max, using: &rng),
+                                       UInt32.random(in: 0...UInt32.max, using: &rng))
+                &+ Checksum.delta(UInt16.random(in: 0...UInt16.max, using: &rng), UInt16.random(in: 0...UInt16.max, using: &rng))
+            let stored = Checksum.adjustStored(checksum.bigEndian, storedDelta: Checksum.storedDelta(delta))
+            #expect(UInt16(bigEndian: stored) == Checksum.adjust(checksum, delta: delta))
+        }
+    }
+
+    @Test func ethernetAddressesAreTheHeaderBytes() {
+        var frame = [UInt8](repeating: 0xEE, count: 14)
+        frame.withUnsafeMutableBytes { raw in
+            let eth = EthernetHeader(raw.baseAddress!)
+            eth.store(EthernetAddresses(destination: 0x0A0B_0C0D_0E0F, source: 0x1112_1314_1516))
+            #expect(eth.destination == 0x0A0B_0C0D_0E0F && eth.source == 0x1112_1314_1516)
+        }
+        #expect(frame == [0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0xEE, 0xEE])
+    }
+
     @Test func sixteenBitUpdateMatchesRecomputation() {
         var rng = TestRandom(seed: 7)
         for _ in 0..<10_000 {

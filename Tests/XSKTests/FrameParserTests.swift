@@ -109,6 +109,10 @@ struct FrameParserTests {
                 tcpSeen += 1
                 #expect(t.tcpOffset + 20 <= t.ipEnd && t.ipEnd <= f.count)
             }
+            // The shortcut for plain IPv4 frames never accepts what the full checks refuse.
+            if let base = buffer.baseAddress, let fast = FrameParser.plainIPv4TCP(base, length: f.count) {
+                #expect(FrameParser.classifyFully(base, length: f.count) == .tcp(fast))
+            }
             _ = dsr.handle(buffer)
             buffer.copyBytes(from: f)
             _ = nat.handle(buffer)

@@ -1,3 +1,5 @@
+import CXDP
+
 /// A worker's connection table: fixed-size `FlowEntry`s in one buffer allocated once, open
 /// addressing with linear probing over a bounded window.
 ///
@@ -37,25 +39,42 @@ public struct FlowTable {
         self.seed = seed
     }
 
-    /// The key's home slot.
+    /// The key's home slot: one multiply-xorshift-multiply over the key folded into one word
+    /// (for IPv4 `lo`'s top half is the constant 0xffff, so `key << 32` keeps every bit), and
+    /// the product's top bits, which depend on every input bit.
     @inline(__always)
     func home(hi: UInt64, lo: UInt64, key: UInt32) -> Int {
-        var h = (lo ^ seed) &* 0x9E37_79B9_7F4A_7C15
-        h ^= (hi ^ UInt64(key) << 17 ^ UInt64(key)) &* 0xC2B2_AE3D_27D4_EB4F
-        h ^= h >> 31
-        h = h &* 0x9E37_79B9_7F4A_7C15
+        var h = (lo ^ seed ^ UInt64(key) << 32) &+ hi &* 0xC2B2_AE3D_27D4_EB4F
+        h = (h ^ h >> 29) &* 0x9E37_79B9_7F4A_7C15
         return Int(truncatingIfNeeded: h &>> shift)
     }
+
+    /// Asks the CPU to start loading the cache line of `home` (the first slot `find` reads).
+    @inline(__always)
+    func prefetch(home: Int) { cxdp_prefetch(entries + home) }
 
     /// The slot holding the key, or -1.
     @inline(__always)
     func find(hi: UInt64, lo: UInt64, key: UInt32, home: Int) -> Int {
-        var i = home
-        var left = window
+        // Most keys sit in their home slot: that one is checked before the loop is set up.
+        // An empty slot's key is `FlowEntry.noKey`, which no flow has: no state check.
+        let e = entries + home
+        if _fastPath(e.pointee.clientLo == lo && e.pointee.portAndVIP == key && e.pointee.clientHi == hi) {
+            return home
+        }
+        return Self.find(hi: hi, lo: lo, key: key, after: home, entries: entries, mask: mask, window: window)
+    }
+
+    /// `find` past the home slot, through the rest of the window (static, so the call passes
+    /// three words rather than a copy of the table).
+    @inline(never)
+    static func find(hi: UInt64, lo: UInt64, key: UInt32, after home: Int,
+                     entries: UnsafeMutablePointer<FlowEntry>, mask: Int, window: Int) -> Int {
+        var i = (home &+ 1) & mask
+        var left = window &- 1
         while left > 0 {
             let e = entries + i
-            if e.pointee.clientLo == lo, e.pointee.portAndVIP == key, e.pointee.clientHi == hi,
-               e.pointee.state != .empty {
+            if e.pointee.clientLo == lo, e.pointee.portAndVIP == key, e.pointee.clientHi == hi {
                 return i
             }
             i = (i &+ 1) & mask
@@ -102,7 +121,7 @@ public struct FlowTable {
     @inline(__always)
     mutating func remove(at slot: Int) {
         entries[slot].state = .empty
-        entries[slot].clientLo = 0
+        entries[slot].portAndVIP = FlowEntry.noKey
         count &-= 1
     }
 }
@@ -117,14 +136,15 @@ public final class FlowTableStorage {
     /// Allocates (and zeroes) room for `capacity` flows: the next power of two ≥ 2 × capacity
     /// (one 64-byte cache line a slot, so 128 to 256 bytes per flow of capacity).
     init(capacity: Int) {
+        precondition(MemoryLayout<FlowEntry>.stride == 64, "a FlowEntry must fill exactly one cache line")
         let wanted = max(16, 2 * capacity)
         var slots = 1
         while slots < wanted { slots <<= 1 }
         slotCount = slots
         memory = HugePageMemory(byteCount: slots * MemoryLayout<FlowEntry>.stride)
         entries = memory.base.bindMemory(to: FlowEntry.self, capacity: slots)
-        entries.initialize(repeating: FlowEntry(clientHi: 0, clientLo: 0, lastSeen: 0, clientMAC: 0, backendSlot: 0,
-                                                portAndVIP: 0, natPort: 0, state: .empty), count: slots)
+        entries.initialize(repeating: FlowEntry(clientHi: 0, clientLo: 0, lastSeen: 0, backendSlot: 0,
+                                                portAndVIP: FlowEntry.noKey, natPort: 0, state: .empty), count: slots)
     }
 
     deinit {

@@ -37,37 +37,88 @@ public struct DSRForwarder: PacketHandler {
 
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
+    /// Two passes (see `FrameLookup`): every frame's lookup, starting its slot's load; then
+    /// each frame, where an established flow's segment costs its MAC rewrite and the rest
+    /// goes through `process`.
+    public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
+                                verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        var start = 0
+        while start < frames.count {
+            let n = min(frames.count &- start, FrameLookupBuffer.capacity)
+            handle(part: UnsafeBufferPointer(rebasing: frames[start..<(start &+ n)]), verdicts: verdicts + start)
+            start &+= n
+        }
+    }
+
+    @inline(__always)
+    private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
+                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        let lookups = core.lookups
+        var bytes: UInt64 = 0
+        var i = 0
+        while i < frames.count {
+            bytes &+= UInt64(frames[i].length)
+            lookups[i] = core.lookUp(frames[i])
+            i &+= 1
+        }
+        core.countReceived(frames: frames.count, bytes: bytes)
+        let steady = core.steadyPath()
+        i = 0
+        while i < frames.count {
+            let frame = frames[i]
+            let l = lookups[i]
+            if l.home >= 0, let e = steady.flow(l) {
+                let slot = e.pointee.backendSlot
+                EthernetHeader(frame.base).store(steady.backends[Int(slot)].ethernet)
+                steady.c.add(steady.c.backend(slot) &+ 2, UInt64(frame.length))
+                verdicts[i] = .transmit
+            } else {
+                verdicts[i] = process(frame.buffer)
+            }
+            i &+= 1
+        }
+    }
+
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        core.countReceived(frames: 1, bytes: UInt64(packet.count))
+        return process(packet)
+    }
+
+    /// The whole path for one frame, counted as received already.
+    @inline(never)
+    private mutating func process(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
         let length = packet.count
-        guard let (p, frame) = core.receive(packet) else { return .drop }
+        guard let (p, frame) = core.parse(packet) else { return .drop }
         let tcp = TCPHeader(p + frame.tcpOffset)
-        let srcHi: UInt64, srcLo: UInt64, dstHi: UInt64, dstLo: UInt64
-        if frame.isIPv6 {
-            let ip = IPv6Header(p + frame.ipOffset)
-            (srcHi, srcLo) = ip.source
-            (dstHi, dstLo) = ip.destination
-        } else {
-            let ip = IPv4Header(p + frame.ipOffset)
-            srcHi = 0
-            srcLo = 0xffff_0000_0000 | UInt64(ip.source)
-            dstHi = 0
-            dstLo = 0xffff_0000_0000 | UInt64(ip.destination)
-        }
         let vipPort = tcp.destinationPort
-        let frontend = core.frontendIndex(hi: dstHi, lo: dstLo, port: vipPort)
-        guard frontend >= 0 else {
-            core.c.drop(.notForUs)
-            return .drop
+        let i: Int
+        // Two copies of the lookup, so IPv4's constant high address words fold away.
+        if !frame.isIPv6 {
+            let ip = IPv4Header(p + frame.ipOffset)
+            let frontend = core.frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(ip.destination), port: vipPort)
+            guard frontend >= 0 else { return notForUs() }
+            i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
+                           frontend: frontend, flags: tcp.flags, frame: p)
+        } else {
+            let ip = IPv6Header(p + frame.ipOffset)
+            let dst = ip.destination
+            let frontend = core.frontendIndex(hi: dst.hi, lo: dst.lo, port: vipPort)
+            guard frontend >= 0 else { return notForUs() }
+            let src = ip.source
+            i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: tcp.sourcePort, frontend: frontend,
+                           flags: tcp.flags, frame: p)
         }
-        let eth = EthernetHeader(p)
-        let i = core.track(clientHi: srcHi, clientLo: srcLo, clientPort: tcp.sourcePort, frontend: frontend,
-                           vipHi: dstHi, vipLo: dstLo, vipPort: vipPort, flags: tcp.flags, clientMAC: eth.source)
         guard i >= 0 else { return .drop }
         let slot = core.table.entry(at: i).pointee.backendSlot
-        eth.destination = core.backends[Int(slot)].mac
-        eth.source = core.interfaceMAC
+        EthernetHeader(p).store(core.backends[Int(slot)].ethernet)
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
+    }
+
+    @inline(never)
+    private func notForUs() -> PacketVerdict {
+        core.c.drop(.notForUs)
+        return .drop
     }
 }
 

@@ -26,6 +26,10 @@ struct ForwarderCore {
     /// Per frontend: the next position in its weighted sequence (wrr) or candidate list (leastconn ties).
     var cursors: [Int] = []
 
+    /// The batch's first-pass results (see `FrameLookup`).
+    let lookupBuffer = FrameLookupBuffer()
+    let lookups: UnsafeMutablePointer<FrameLookup>
+
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
@@ -41,6 +45,10 @@ struct ForwarderCore {
     /// The IPv6 NAT address (hi, lo), and which families have one.
     let natV6: (hi: UInt64, lo: UInt64)
     let hasNAT4: Bool
+    /// Passthrough with an IPv4 NAT address: segments to it are backends' replies.
+    let repliesToIPv4: Bool
+    /// Passthrough: all workers' NAT ports (a reply may be to another worker's port).
+    let natPorts: ClosedRange<UInt16>
     let hasNAT6: Bool
     let portStorage: NATPortStorage
     var ports: NATPortPool
@@ -62,6 +70,7 @@ struct ForwarderCore {
         backends = routes.backends
         slots = routes.slots
         vipBuckets = routes.vipBuckets
+        lookups = lookupBuffer.lookups
         tableStorage = FlowTableStorage(capacity: settings.capacity)
         // Seed from the storage address and the worker index: differs per table and run.
         let seed = UInt64(UInt(bitPattern: tableStorage.entries)) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(settings.workerIndex)
@@ -69,6 +78,8 @@ struct ForwarderCore {
         natEnabled = reverseMap != nil
         if case .v4(let a) = settings.natAddress { natIPv4 = a } else { natIPv4 = 0 }
         hasNAT4 = settings.natAddress?.isIPv4 == true
+        repliesToIPv4 = reverseMap != nil && hasNAT4
+        natPorts = settings.natPorts ?? 1...1
         let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
         natV6 = v6.map(StableHash.widened) ?? (0, 0)
         hasNAT6 = v6 != nil
@@ -85,8 +96,21 @@ struct ForwarderCore {
     /// dropped (no buffer, not TCP over IPv4/IPv6, malformed).
     @inline(__always)
     func receive(_ packet: UnsafeMutableRawBufferPointer) -> (UnsafeMutableRawPointer, TCPFrame)? {
-        c.add(ForwarderCounters.rxPackets, 1)
-        c.add(ForwarderCounters.rxBytes, UInt64(packet.count))
+        countReceived(frames: 1, bytes: UInt64(packet.count))
+        return parse(packet)
+    }
+
+    /// Counts received frames (once per frame, or once per batch).
+    @inline(__always)
+    func countReceived(frames: Int, bytes: UInt64) {
+        c.add(ForwarderCounters.rxPackets, UInt64(frames))
+        c.add(ForwarderCounters.rxBytes, bytes)
+    }
+
+    /// The TCP frame, or nil after counting why it is dropped (no buffer, not TCP over
+    /// IPv4/IPv6, malformed). Counts nothing else.
+    @inline(__always)
+    func parse(_ packet: UnsafeMutableRawBufferPointer) -> (UnsafeMutableRawPointer, TCPFrame)? {
         guard let p = packet.baseAddress else {
             c.drop(.malformed)
             return nil
@@ -100,6 +124,78 @@ struct ForwarderCore {
             c.drop(.malformed)
             return nil
         }
+    }
+
+    /// The first pass over one frame of a batch (see `FrameLookup`): a plain IPv4 TCP segment
+    /// to a VIP gets its frontend, flow key and home slot, and that slot starts loading;
+    /// anything else is left to the full path.
+    ///
+    /// Passthrough: a plain IPv4 segment to a port of the IPv4 NAT address is a backend's
+    /// reply; its reverse-map entry starts loading instead.
+    @inline(__always)
+    func lookUp(_ frame: PacketFrame) -> FrameLookup {
+        let p = frame.base
+        guard FrameParser.plainIPv4TCP(p, length: frame.length) != nil else { return FrameLookup(home: FrameLookup.full) }
+        let dst = Wire.load32(p, 30)
+        let dstPort = Wire.load16(p, 36)
+        if repliesToIPv4 && dst == natIPv4 {
+            guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
+                return FrameLookup(home: FrameLookup.full)
+            }
+            reverse.prefetch(dstPort)
+            return FrameLookup(home: FrameLookup.reply)
+        }
+        let frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
+        guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
+        // A segment that opens or closes its flow takes the full path (its state changes).
+        guard p.load(fromByteOffset: 47, as: UInt8.self) & (TCPHeader.syn | TCPHeader.fin | TCPHeader.rst) == 0 else {
+            return FrameLookup(home: FrameLookup.full)
+        }
+        let clientLo = 0xffff_0000_0000 | UInt64(Wire.load32(p, 26))
+        let key = FlowEntry.key(port: Wire.load16(p, 34), vip: frontend)
+        let home = table.home(hi: 0, lo: clientLo, key: key)
+        table.prefetch(home: home)
+        return FrameLookup(home: home, clientLo: clientLo, key: key)
+    }
+
+    /// What the second pass of a batch reads, copied out of the forwarder once per batch so
+    /// that it stays in registers across the frames (the full path, a call that may change
+    /// the forwarder, would otherwise make every frame reload it). Nothing in it changes
+    /// within a batch: routes and the clock move only in `beginBatch`.
+    struct SteadyPath {
+        let table: FlowTable
+        let backends: UnsafeMutablePointer<PacketRoutes.Backend>
+        let now: UInt64
+        let c: CounterView
+
+        /// The flow of a looked-up frame, its last-seen time updated, when the segment simply
+        /// continues it (see `isSteady`); nil sends the frame down the full path.
+        @inline(__always)
+        func flow(_ l: FrameLookup) -> UnsafeMutablePointer<FlowEntry>? {
+            let found = table.find(hi: 0, lo: l.clientLo, key: l.key, home: l.home)
+            guard found >= 0 else { return nil }
+            let e = table.entry(at: found)
+            guard ForwarderCore.isSteady(e, now: now, backends: backends) else { return nil }
+            e.pointee.lastSeen = now
+            return e
+        }
+    }
+
+    @inline(__always)
+    func steadyPath() -> SteadyPath { SteadyPath(table: table, backends: backends, now: now, c: c) }
+
+    /// True when a segment that neither opens nor closes the flow `e` continues it unchanged:
+    /// established, within its idle time, to a usable backend.
+    ///
+    /// No bounds check on the backend slot: a flow's slot came from routes of this publisher,
+    /// whose registry only grows, so it is below every later routes' `backendCount`.
+    @inline(__always)
+    static func isSteady(_ e: UnsafeMutablePointer<FlowEntry>, now: UInt64,
+                         backends: UnsafeMutablePointer<PacketRoutes.Backend>) -> Bool {
+        let usable = PacketRoutes.Backend.usable
+        let seen = e.pointee.lastSeen
+        return e.pointee.state == .established && !(now > seen && now &- seen > e.pointee.idleTimeout)
+            && backends[Int(e.pointee.backendSlot)].flags & usable == usable
     }
 
     // MARK: Per batch
@@ -219,12 +315,36 @@ struct ForwarderCore {
 
     /// Finds or creates the flow of a client→VIP segment and returns its table slot, or -1
     /// after counting why the frame is dropped. Updates the flow's state and last-seen time.
+    ///
+    /// Inlined into `handle` is only the steady state (an established flow, a segment that
+    /// neither opens nor closes it, within its idle time, to a usable backend: one store);
+    /// everything else goes to `trackOther`, out of line.
+    ///
+    /// `frame` is the frame's first byte: the slow path reads the client's MAC from it (and
+    /// the VIP from the frontend), so the hot path keeps no more values alive than it uses.
     @inline(__always)
-    mutating func track(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int,
-                        vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8, clientMAC: UInt64) -> Int {
+    mutating func track(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, flags: UInt8,
+                        frame: UnsafeMutableRawPointer) -> Int {
         let key = FlowEntry.key(port: clientPort, vip: frontend)
         let home = table.home(hi: clientHi, lo: clientLo, key: key)
         let found = table.find(hi: clientHi, lo: clientLo, key: key, home: home)
+        if _fastPath(found >= 0) {
+            let e = table.entry(at: found)
+            if _fastPath(flags & (TCPHeader.syn | TCPHeader.fin | TCPHeader.rst) == 0
+                         && Self.isSteady(e, now: now, backends: backends)) {
+                e.pointee.lastSeen = now
+                return found
+            }
+        }
+        return trackOther(found: found, clientHi: clientHi, clientLo: clientLo, frontend: frontend, key: key,
+                          home: home, flags: flags, frame: frame)
+    }
+
+    /// `track` beyond the steady state: state changes, expiry, a backend that went away, and
+    /// new flows.
+    @inline(never)
+    private mutating func trackOther(found: Int, clientHi: UInt64, clientLo: UInt64, frontend: Int, key: UInt32,
+                                     home: Int, flags: UInt8, frame: UnsafeMutableRawPointer) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
         if found >= 0 {
             let e = table.entry(at: found)
@@ -236,7 +356,7 @@ struct ForwarderCore {
             } else {
                 let b = backends + Int(e.pointee.backendSlot)
                 let usable = PacketRoutes.Backend.usable
-                if _slowPath(Int(e.pointee.backendSlot) >= backendCount || b.pointee.flags & usable != usable) {
+                if Int(e.pointee.backendSlot) >= backendCount || b.pointee.flags & usable != usable {
                     if !keepsFlows(e.pointee.backendSlot) {
                         end(found, ForwarderCounters.flowsEnded)
                         c.drop(.backendGone)
@@ -245,10 +365,10 @@ struct ForwarderCore {
                     }
                     return -1
                 }
-                if _slowPath(flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
+                if flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
                     e.pointee.state = .closing
                     e.pointee.idleTimeout = settings.closingTimeout
-                } else if _slowPath(e.pointee.state == .syn) && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
+                } else if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
                     e.pointee.state = .established
                     e.pointee.idleTimeout = settings.establishedTimeout
                 }
@@ -256,8 +376,10 @@ struct ForwarderCore {
                 return found
             }
         }
-        return create(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, frontend: frontend, key: key,
-                      home: home, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort, isSYN: isSYN, clientMAC: clientMAC)
+        let vip = frontends + frontend
+        return create(clientHi: clientHi, clientLo: clientLo, clientPort: UInt16(truncatingIfNeeded: key >> 16),
+                      frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
+                      vipPort: vip.pointee.vipPort, isSYN: isSYN, clientMAC: EthernetHeader(frame).source)
     }
 
     /// The new-flow path (SYN): kept out of line so `track`'s hit path inlines into `handle`.
@@ -298,9 +420,13 @@ struct ForwarderCore {
             }
         }
         if table.entry(at: at).pointee.state != .empty { end(at, ForwarderCounters.flowsEvicted) }
-        var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, clientMAC: clientMAC,
-                              backendSlot: slot, portAndVIP: key, natPort: natPort, state: .syn)
+        var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, backendSlot: slot,
+                              portAndVIP: key, natPort: natPort, state: .syn)
         entry.idleTimeout = settings.synTimeout
+        if natEnabled {
+            setNATRewrite(&entry, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, vipHi: vipHi,
+                          vipLo: vipLo, vipPort: vipPort, backend: backends[Int(slot)], natPort: natPort)
+        }
         table.insert(entry, at: at)
         if natEnabled, let reverse {
             let b = backends[Int(slot)]
@@ -313,6 +439,28 @@ struct ForwarderCore {
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         c.add(c.backend(slot), 1)
         return at
+    }
+
+    /// Passthrough: stores in `entry` what every client→backend frame of the flow becomes —
+    /// addresses, ports, and the checksum differences, constant per flow.
+    private func setNATRewrite(_ entry: inout FlowEntry, clientHi: UInt64, clientLo: UInt64, clientPort: UInt16,
+                               vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, backend b: PacketRoutes.Backend,
+                               natPort: UInt16) {
+        let ports = Checksum.delta(clientPort, natPort) &+ Checksum.delta(vipPort, b.port)
+        entry.natPorts = (UInt32(natPort) << 16 | UInt32(b.port)).bigEndian
+        if StableHash.mappedIPv4(hi: clientHi, lo: clientLo) != nil {
+            let client = UInt32(truncatingIfNeeded: clientLo)
+            let vip = UInt32(truncatingIfNeeded: vipLo)
+            let backend = UInt32(truncatingIfNeeded: b.addressLo)
+            let ip = Checksum.delta(client, natIPv4) &+ Checksum.delta(vip, backend)
+            entry.natAddresses = (UInt64(natIPv4) << 32 | UInt64(backend)).bigEndian
+            entry.ipChecksumDelta = Checksum.storedDelta(ip)
+            entry.tcpChecksumDelta = Checksum.storedDelta(ip &+ ports)
+        } else {
+            let addresses = Checksum.delta(clientHi, natV6.hi) &+ Checksum.delta(clientLo, natV6.lo)
+                &+ Checksum.delta(vipHi, b.addressHi) &+ Checksum.delta(vipLo, b.addressLo)
+            entry.tcpChecksumDelta = Checksum.storedDelta(addresses &+ ports)
+        }
     }
 
     /// The backend slot for a new flow of `frontend`, or `UInt32.max` when none can take it.

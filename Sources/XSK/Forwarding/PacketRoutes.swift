@@ -31,9 +31,22 @@ public final class PacketRoutes: @unchecked Sendable {
         var addressHi: UInt64
         var addressLo: UInt64
         var mac: UInt64
+        /// The Ethernet addresses of a frame to this backend: its MAC, then the interface's.
+        var ethernet: EthernetAddresses = .zero
         var port: UInt16
         var flags: UInt8
         var weight: UInt16
+
+        init(addressHi: UInt64, addressLo: UInt64, mac: UInt64, port: UInt16, flags: UInt8, weight: UInt16,
+             interfaceMAC: UInt64 = 0) {
+            self.addressHi = addressHi
+            self.addressLo = addressLo
+            self.mac = mac
+            ethernet = EthernetAddresses(destination: mac, source: interfaceMAC)
+            self.port = port
+            self.flags = flags
+            self.weight = weight
+        }
 
         static let present: UInt8 = 1
         static let keepsFlows: UInt8 = 2
@@ -135,7 +148,8 @@ public final class PacketRoutes: @unchecked Sendable {
                 if !server.address.address.isIPv4 { flags |= Backend.ipv6 }
                 backendList[Int(slot)] = Backend(addressHi: wide.hi, addressLo: wide.lo, mac: mac?.rawValue ?? 0,
                                                  port: server.address.port, flags: flags,
-                                                 weight: UInt16(clamping: max(0, server.weight)))
+                                                 weight: UInt16(clamping: max(0, server.weight)),
+                                                 interfaceMAC: interfaceMAC.rawValue)
                 counters[Int(slot)] = server.counters
                 ids[Int(slot)] = server.id
                 if flags & Backend.hasMAC == 0, server.state == .up,

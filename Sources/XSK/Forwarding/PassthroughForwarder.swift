@@ -63,9 +63,65 @@ public struct PassthroughForwarder: PacketHandler {
 
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
+    /// Two passes (see `FrameLookup`): every frame's lookup, starting the load of its flow's
+    /// slot, or for a backend's reply of its NAT port's reverse entry; then each frame, where
+    /// an established flow's segment and a reply cost their rewrite and the rest goes through
+    /// `process`.
+    public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
+                                verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        var start = 0
+        while start < frames.count {
+            let n = min(frames.count &- start, FrameLookupBuffer.capacity)
+            handle(part: UnsafeBufferPointer(rebasing: frames[start..<(start &+ n)]), verdicts: verdicts + start)
+            start &+= n
+        }
+    }
+
+    @inline(__always)
+    private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
+                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        let lookups = core.lookups
+        var bytes: UInt64 = 0
+        var i = 0
+        while i < frames.count {
+            let frame = frames[i]
+            bytes &+= UInt64(frame.length)
+            lookups[i] = core.lookUp(frame)
+            i &+= 1
+        }
+        core.countReceived(frames: frames.count, bytes: bytes)
+        let steady = core.steadyPath()
+        i = 0
+        while i < frames.count {
+            let frame = frames[i]
+            let l = lookups[i]
+            if l.home >= 0, let e = steady.flow(l) {
+                Self.rewrite(frame.base, ipOffset: EthernetHeader.length, tcpOffset: EthernetHeader.length &+ 20,
+                             length: frame.length, flow: e, backends: steady.backends, counters: steady.c)
+                verdicts[i] = .transmit
+            } else if l.home == FrameLookup.reply {
+                // A plain IPv4 frame (checked in the first pass): the headers are at fixed places.
+                let p = frame.base
+                let tcp = TCPHeader(p + (EthernetHeader.length + 20))
+                verdicts[i] = reply(length: frame.length, ip: IPv4Header(p + EthernetHeader.length), tcp: tcp,
+                                    eth: EthernetHeader(p), natPort: tcp.destinationPort)
+            } else {
+                verdicts[i] = process(frame.buffer)
+            }
+            i &+= 1
+        }
+    }
+
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
+        core.countReceived(frames: 1, bytes: UInt64(packet.count))
+        return process(packet)
+    }
+
+    /// The whole path for one frame, counted as received already.
+    @inline(never)
+    private mutating func process(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
         let length = packet.count
-        guard let (p, frame) = core.receive(packet) else { return .drop }
+        guard let (p, frame) = core.parse(packet) else { return .drop }
         if frame.isIPv6 { return handle6(p, length: length, frame: frame) }
         let ip = IPv4Header(p + frame.ipOffset)
         let tcp = TCPHeader(p + frame.tcpOffset)
@@ -81,31 +137,34 @@ public struct PassthroughForwarder: PacketHandler {
             core.c.drop(.notForUs)
             return .drop
         }
-        let src = ip.source
-        let srcPort = tcp.sourcePort
-        let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(src), clientPort: srcPort,
-                           frontend: frontend, vipHi: 0, vipLo: dstLo, vipPort: dstPort, flags: tcp.flags,
-                           clientMAC: eth.source)
+        let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
+                           frontend: frontend, flags: tcp.flags, frame: p)
         guard i >= 0 else { return .drop }
-        let e = core.table.entry(at: i)
-        let slot = e.pointee.backendSlot
-        let natPort = e.pointee.natPort
-        let b = core.backends + Int(slot)
-        let newDst = UInt32(truncatingIfNeeded: b.pointee.addressLo)
-        let newDstPort = b.pointee.port
-        let nat = core.natIPv4
-        let ipDelta = Checksum.delta(src, nat) &+ Checksum.delta(dst, newDst)
-        ip.checksum = Checksum.adjust(ip.checksum, delta: ipDelta)
-        tcp.checksum = Checksum.adjust(tcp.checksum, delta: ipDelta &+ Checksum.delta(srcPort, natPort)
-                                           &+ Checksum.delta(dstPort, newDstPort))
-        ip.source = nat
-        ip.destination = newDst
-        tcp.sourcePort = natPort
-        tcp.destinationPort = newDstPort
-        eth.destination = b.pointee.mac
-        eth.source = core.interfaceMAC
-        core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
+        Self.rewrite(p, ipOffset: frame.ipOffset, tcpOffset: frame.tcpOffset, length: length,
+                     flow: core.table.entry(at: i), backends: core.backends, counters: core.c)
         return .transmit
+    }
+
+    /// An IPv4 client's segment of `flow` leaves for the backend: the rewrite computed when the
+    /// flow started (`FlowEntry`: addresses, ports and checksum differences as they lie in the
+    /// frame, so nothing is swapped), the backend's MAC, and its byte count.
+    @inline(__always)
+    private static func rewrite(_ p: UnsafeMutableRawPointer, ipOffset: Int, tcpOffset: Int, length: Int,
+                                flow e: UnsafeMutablePointer<FlowEntry>,
+                                backends: UnsafeMutablePointer<PacketRoutes.Backend>, counters c: CounterView) {
+        let slot = e.pointee.backendSlot
+        let ipBase = p + ipOffset
+        let tcpBase = p + tcpOffset
+        let ipSum = ipBase.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+        ipBase.storeBytes(of: Checksum.adjustStored(ipSum, storedDelta: e.pointee.ipChecksumDelta),
+                          toByteOffset: 10, as: UInt16.self)
+        let tcpSum = tcpBase.loadUnaligned(fromByteOffset: 16, as: UInt16.self)
+        tcpBase.storeBytes(of: Checksum.adjustStored(tcpSum, storedDelta: e.pointee.tcpChecksumDelta),
+                           toByteOffset: 16, as: UInt16.self)
+        ipBase.storeBytes(of: e.pointee.natAddresses, toByteOffset: 12, as: UInt64.self)
+        tcpBase.storeBytes(of: e.pointee.natPorts, toByteOffset: 0, as: UInt32.self)
+        EthernetHeader(p).store(backends[Int(slot)].ethernet)
+        c.add(c.backend(slot) &+ 2, UInt64(length))
     }
 
     /// A backend's segment to NAT address:`natPort`: back to the client as from the VIP.
@@ -177,23 +236,18 @@ public struct PassthroughForwarder: PacketHandler {
             return .drop
         }
         let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
-                           vipHi: dst.hi, vipLo: dst.lo, vipPort: dstPort, flags: tcp.flags, clientMAC: eth.source)
+                           flags: tcp.flags, frame: p)
         guard i >= 0 else { return .drop }
         let e = core.table.entry(at: i)
         let slot = e.pointee.backendSlot
-        let natPort = e.pointee.natPort
         let b = core.backends + Int(slot)
-        let nat = core.natV6
-        let sum = Checksum.delta(src.hi, nat.hi) &+ Checksum.delta(src.lo, nat.lo)
-            &+ Checksum.delta(dst.hi, b.pointee.addressHi) &+ Checksum.delta(dst.lo, b.pointee.addressLo)
-            &+ Checksum.delta(srcPort, natPort) &+ Checksum.delta(dstPort, b.pointee.port)
-        tcp.checksum = Checksum.adjust(tcp.checksum, delta: sum)
-        ip.source = nat
+        let tcpSum = tcp.base.loadUnaligned(fromByteOffset: 16, as: UInt16.self)
+        tcp.base.storeBytes(of: Checksum.adjustStored(tcpSum, storedDelta: e.pointee.tcpChecksumDelta),
+                            toByteOffset: 16, as: UInt16.self)
+        ip.source = core.natV6
         ip.destination = (b.pointee.addressHi, b.pointee.addressLo)
-        tcp.sourcePort = natPort
-        tcp.destinationPort = b.pointee.port
-        eth.destination = b.pointee.mac
-        eth.source = core.interfaceMAC
+        tcp.base.storeBytes(of: e.pointee.natPorts, toByteOffset: 0, as: UInt32.self)
+        eth.store(b.pointee.ethernet)
         core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
         return .transmit
     }

@@ -1,3 +1,4 @@
+import CXDP
 import Synchronization
 
 /// What a backend's reply needs to become the VIP's reply to the client.
@@ -76,6 +77,10 @@ struct NATReverseView {
     private func word(_ port: UInt16, _ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> {
         base + (Int(port) &* NATReverseMap.words &+ i)
     }
+
+    /// Starts loading the entry of `port` (its first cache line).
+    @inline(__always)
+    func prefetch(_ port: UInt16) { cxdp_prefetch(UnsafeRawPointer(word(port, 0))) }
 
     /// Writes the entry for `port` (owner only).
     @inline(__always)

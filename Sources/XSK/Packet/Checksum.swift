@@ -61,6 +61,22 @@ public enum Checksum {
     @inlinable @inline(__always)
     public static func delta(_ old: UInt64, _ new: UInt64) -> UInt64 { words(~old) &+ words(new) }
 
+    /// A difference term folded to 16 bits and put in memory (wire) order, for `adjustStored`:
+    /// computed once per flow, since a flow's rewrite changes the same fields to the same
+    /// values in every packet.
+    @inlinable @inline(__always)
+    public static func storedDelta(_ delta: UInt64) -> UInt16 { fold(delta).bigEndian }
+
+    /// RFC 1624 eq. 3 on a checksum as it lies in memory (`stored`, loaded without swapping)
+    /// with a `storedDelta`: the new checksum, in memory order. Ones'-complement sums commute
+    /// with byte swapping (RFC 1071 §2B), so neither value is swapped, and both are at most
+    /// 16 bits, so one end-around carry folds the sum.
+    @inlinable @inline(__always)
+    public static func adjustStored(_ stored: UInt16, storedDelta: UInt16) -> UInt16 {
+        let s = UInt32(~stored) &+ UInt32(storedDelta)
+        return ~UInt16(truncatingIfNeeded: (s & 0xffff) &+ (s >> 16))
+    }
+
     /// The checksum after one 16-bit field changed from `old` to `new`.
     @inlinable @inline(__always)
     public static func update(_ checksum: UInt16, old: UInt16, new: UInt16) -> UInt16 {

@@ -26,4 +26,38 @@ public struct EthernetHeader {
     @inlinable public var etherType: UInt16 {
         @inline(__always) get { Wire.load16(base, 12) }
     }
+
+    /// Writes both MAC addresses (bytes 0–11) at once.
+    @inlinable @inline(__always)
+    public func store(_ addresses: EthernetAddresses) {
+        base.storeBytes(of: addresses.first8.littleEndian, toByteOffset: 0, as: UInt64.self)
+        base.storeBytes(of: addresses.last4.littleEndian, toByteOffset: 8, as: UInt32.self)
+    }
+}
+
+/// The 12 address bytes of an Ethernet header (destination MAC, then source MAC) as two words
+/// in memory order: built once per backend or flow, so the packet path rewrites both MACs with
+/// two stores and no byte swapping.
+public struct EthernetAddresses: Sendable, Equatable {
+    /// Bytes 0–7 (byte 0 in the low bits).
+    public var first8: UInt64
+    /// Bytes 8–11 (byte 8 in the low bits).
+    public var last4: UInt32
+
+    /// The header bytes of a frame from `source` to `destination` (MACs in the low 48 bits,
+    /// most significant byte first on the wire).
+    public init(destination: UInt64, source: UInt64) {
+        var first: UInt64 = 0
+        var last: UInt32 = 0
+        for i in 0..<12 {
+            let mac = i < 6 ? destination : source
+            let byte = mac >> UInt64(40 - 8 * (i % 6)) & 0xff
+            if i < 8 { first |= byte << UInt64(8 * i) } else { last |= UInt32(byte) << UInt32(8 * (i - 8)) }
+        }
+        first8 = first
+        last4 = last
+    }
+
+    /// No addresses (all zero).
+    public static let zero = EthernetAddresses(destination: 0, source: 0)
 }

@@ -36,6 +36,13 @@ public enum FrameParser {
     /// Classifies the frame at `frame` of `length` received bytes.
     @inlinable @inline(__always)
     public static func classify(_ frame: UnsafeMutableRawPointer, length: Int) -> FrameClass {
+        if let tcp = plainIPv4TCP(frame, length: length) { return .tcp(tcp) }
+        return classifyFully(frame, length: length)
+    }
+
+    /// `classify` without the shortcut for the common frame: every shape, every check.
+    @inlinable
+    public static func classifyFully(_ frame: UnsafeMutableRawPointer, length: Int) -> FrameClass {
         guard length >= EthernetHeader.length + 20 else { return length >= EthernetHeader.length ? .unsupportedOrMalformed(frame) : .malformed }
         let type = Wire.load16(frame, 12)
         let l3 = EthernetHeader.length
@@ -65,6 +72,23 @@ public enum FrameParser {
             return .tcp(TCPFrame(ipOffset: l3, tcpOffset: l4, ipEnd: end, isIPv6: true))
         }
         return .unsupported
+    }
+
+    /// The common frame, checked with the fewest tests: IPv4 without options (IHL 5), not a
+    /// fragment, TCP, every length consistent. nil means "not this shape" (it may still be a
+    /// valid frame; `classify` then looks at it in full and says why it is dropped).
+    @inlinable @inline(__always)
+    public static func plainIPv4TCP(_ frame: UnsafeMutableRawPointer, length: Int) -> TCPFrame? {
+        let l3 = EthernetHeader.length
+        let l4 = l3 &+ 20
+        guard length >= l4 &+ 20, Wire.load16(frame, 12) == EthernetHeader.typeIPv4,
+              frame.load(fromByteOffset: l3, as: UInt8.self) == 0x45,
+              frame.load(fromByteOffset: l3 &+ 9, as: UInt8.self) == 6,
+              Wire.load16(frame, l3 &+ 6) & 0x3fff == 0 else { return nil }
+        let end = l3 &+ Int(Wire.load16(frame, l3 &+ 2))
+        let tcpEnd = l4 &+ Int(frame.load(fromByteOffset: l4 &+ 12, as: UInt8.self) >> 4) &* 4
+        guard end <= length, tcpEnd >= l4 &+ 20, tcpEnd <= end else { return nil }
+        return TCPFrame(ipOffset: l3, tcpOffset: l4, ipEnd: end, isIPv6: false)
     }
 
     /// Classifies a frame given as a buffer (its count is the received length).

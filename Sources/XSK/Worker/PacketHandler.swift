@@ -21,4 +21,23 @@ public protocol PacketHandler {
     /// Looks at one frame (`packet.count` is the received length, starting at the Ethernet
     /// header) and rewrites it in place. Must not allocate, lock, or retain anything.
     mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict
+
+    /// Handles one RX batch, `verdicts[i]` for `frames[i]`: what the worker calls, and what
+    /// the benchmarks measure. The default calls `handle` for each frame in order; the
+    /// forwarders work in two passes, so that all the batch's flow lookups overlap (see
+    /// `FrameLookup`). Same rules as `handle`.
+    mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
+                         verdicts: UnsafeMutablePointer<PacketVerdict>)
+}
+
+extension PacketHandler {
+    @inlinable @inline(__always)
+    public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
+                                verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        var i = 0
+        while i < frames.count {
+            verdicts[i] = handle(frames[i].buffer)
+            i &+= 1
+        }
+    }
 }

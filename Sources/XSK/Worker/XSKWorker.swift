@@ -52,6 +52,9 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         @usableFromInline let fillSize: UInt32
         /// Scratch for the TX descriptors of one batch (allocated once).
         @usableFromInline let pending: UnsafeMutablePointer<xdp_desc>
+        /// Scratch for the frames of one RX batch and their verdicts (allocated once).
+        @usableFromInline let frames: UnsafeMutablePointer<PacketFrame>
+        @usableFromInline let verdicts: UnsafeMutablePointer<PacketVerdict>
         /// The worker's counter words (`WorkerCounters.storage`): a raw pointer, so the loop
         /// touches no reference and does no reference counting.
         @usableFromInline let counters: UnsafeMutablePointer<UInt64>
@@ -80,7 +83,9 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         let umem = socket.umem
         rings = Rings(rx: socket.rx, tx: socket.tx, fill: umem.fill, completion: umem.completion,
                       area: umem.area, frameMask: ~UInt64(umem.frameSize - 1), fd: socket.fd,
-                      fillSize: umem.fillSize, pending: .allocate(capacity: 64), counters: counters.storage)
+                      fillSize: umem.fillSize, pending: .allocate(capacity: Self.batchSize),
+                      frames: .allocate(capacity: Self.batchSize), verdicts: .allocate(capacity: Self.batchSize),
+                      counters: counters.storage)
         state = LoopState(pool: FramePool(frameCount: umem.frameCount, frameSize: umem.frameSize))
     }
 
@@ -88,6 +93,8 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         requestStop()
         join()
         rings.pending.deallocate()
+        rings.frames.deallocate()
+        rings.verdicts.deallocate()
         state.pool.deallocate()
     }
 
@@ -244,20 +251,26 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
 
         // 4. Handle the batch.
         handler.beginBatch(now: monotonicNanoseconds())
+        var r: UInt32 = 0
+        while r < received {
+            let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ r)!
+            rings.frames[Int(r)] = PacketFrame(base: rings.area + Int(desc.pointee.addr), length: Int(desc.pointee.len))
+            r &+= 1
+        }
+        handler.handle(batch: UnsafeBufferPointer(start: rings.frames, count: Int(received)), verdicts: rings.verdicts)
         var bytes: UInt64 = 0
         var transmit = 0
         var drops: UInt64 = 0
-        var r: UInt32 = 0
+        r = 0
         while r < received {
             defer { r &+= 1 }
             let desc = xsk_ring_cons__rx_desc(rings.rx, index &+ r)!
             let addr = desc.pointee.addr
-            let length = Int(desc.pointee.len)
+            let length = desc.pointee.len
             bytes &+= UInt64(length)
-            let packet = UnsafeMutableRawBufferPointer(start: rings.area + Int(addr), count: length)
-            switch handler.handle(packet) {
+            switch rings.verdicts[Int(r)] {
             case .transmit:
-                rings.pending[transmit] = xdp_desc(addr: addr, len: UInt32(length), options: 0)
+                rings.pending[transmit] = xdp_desc(addr: addr, len: length, options: 0)
                 transmit += 1
             case .drop:
                 state.pool.push(addr & rings.frameMask)
