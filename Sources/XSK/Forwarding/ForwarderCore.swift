@@ -430,10 +430,11 @@ struct ForwarderCore {
         table.insert(entry, at: at)
         if natEnabled, let reverse {
             let b = backends[Int(slot)]
-            reverse.publish(natPort, NATReverseEntry(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
-                                                     clientMAC: clientMAC, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort,
-                                                     backendHi: b.addressHi, backendLo: b.addressLo,
-                                                     backendPort: b.port, backendSlot: slot))
+            let reverseEntry = NATReverseEntry(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
+                                               clientMAC: clientMAC, vipHi: vipHi, vipLo: vipLo, vipPort: vipPort,
+                                               backendHi: b.addressHi, backendLo: b.addressLo, backendPort: b.port,
+                                               backendSlot: slot)
+            reverse.publish(natPort, reverseEntry, rewrite: replyRewrite(reverseEntry, natPort: natPort))
         }
         c.add(ForwarderCounters.flowsCreated, 1)
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
@@ -461,6 +462,25 @@ struct ForwarderCore {
                 &+ Checksum.delta(vipHi, b.addressHi) &+ Checksum.delta(vipLo, b.addressLo)
             entry.tcpChecksumDelta = Checksum.storedDelta(addresses &+ ports)
         }
+    }
+
+    /// Passthrough, IPv4 flows: what every reply of the flow becomes (see `NATReplyRewrite`);
+    /// nil for IPv6 flows, whose replies take the full path.
+    private func replyRewrite(_ e: NATReverseEntry, natPort: UInt16) -> NATReplyRewrite? {
+        guard let client = StableHash.mappedIPv4(hi: e.clientHi, lo: e.clientLo),
+              let vip = StableHash.mappedIPv4(hi: e.vipHi, lo: e.vipLo),
+              let backend = StableHash.mappedIPv4(hi: e.backendHi, lo: e.backendLo) else { return nil }
+        let ip = Checksum.delta(backend, vip) &+ Checksum.delta(natIPv4, client)
+        let tcp = ip &+ Checksum.delta(e.backendPort, e.vipPort) &+ Checksum.delta(natPort, e.clientPort)
+        let ports = (UInt32(e.vipPort) << 16 | UInt32(e.clientPort)).bigEndian
+        let ethernet = EthernetAddresses(destination: e.clientMAC, source: interfaceMAC)
+        return NATReplyRewrite(
+            expectedSource: NATReplyRewrite.source(backend, e.backendPort),
+            addresses: (UInt64(vip) << 32 | UInt64(client)).bigEndian,
+            portsAndDeltas: UInt64(ports) | UInt64(Checksum.storedDelta(ip)) << 32
+                | UInt64(Checksum.storedDelta(tcp)) << 48,
+            ethernetFirst8: ethernet.first8,
+            ethernetLast4AndSlot: UInt64(ethernet.last4) | UInt64(e.backendSlot) << 32)
     }
 
     /// The backend slot for a new flow of `frontend`, or `UInt32.max` when none can take it.

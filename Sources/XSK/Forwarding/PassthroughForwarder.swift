@@ -167,37 +167,31 @@ public struct PassthroughForwarder: PacketHandler {
         c.add(c.backend(slot) &+ 2, UInt64(length))
     }
 
-    /// A backend's segment to NAT address:`natPort`: back to the client as from the VIP.
+    /// A backend's IPv4 segment to NAT address:`natPort`: back to the client as from the VIP,
+    /// with the rewrite computed when the flow started (`NATReplyRewrite`), if it comes from
+    /// the backend the port was given to.
     @inline(__always)
-    private mutating func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
-                                natPort: UInt16) -> PacketVerdict {
-        guard let reverse = core.reverse, let (r, version) = reverse.read(natPort) else {
-            core.c.drop(.unknownReply)
-            return .drop
-        }
-        let src = ip.source
-        let srcPort = tcp.sourcePort
-        guard r.backendHi == 0, r.backendLo == 0xffff_0000_0000 | UInt64(src), r.backendPort == srcPort,
-              r.vipHi == 0, r.clientHi == 0 else {
+    private func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
+                       natPort: UInt16) -> PacketVerdict {
+        guard let reverse = core.reverse, let (r, version) = reverse.readRewrite(natPort),
+              r.expectedSource == NATReplyRewrite.source(ip.source, tcp.sourcePort) else {
             core.c.drop(.unknownReply)
             return .drop
         }
         if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
             reverse.markClosedByServer(natPort, version: version)
         }
-        let vip = UInt32(truncatingIfNeeded: r.vipLo)
-        let client = UInt32(truncatingIfNeeded: r.clientLo)
-        let ipDelta = Checksum.delta(src, vip) &+ Checksum.delta(core.natIPv4, client)
-        ip.checksum = Checksum.adjust(ip.checksum, delta: ipDelta)
-        tcp.checksum = Checksum.adjust(tcp.checksum, delta: ipDelta &+ Checksum.delta(srcPort, r.vipPort)
-                                           &+ Checksum.delta(natPort, r.clientPort))
-        ip.source = vip
-        ip.destination = client
-        tcp.sourcePort = r.vipPort
-        tcp.destinationPort = r.clientPort
-        eth.destination = r.clientMAC
-        eth.source = core.interfaceMAC
-        if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
+        let ipSum = ip.base.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+        ip.base.storeBytes(of: Checksum.adjustStored(ipSum, storedDelta: r.ipChecksumDelta), toByteOffset: 10,
+                           as: UInt16.self)
+        let tcpSum = tcp.base.loadUnaligned(fromByteOffset: 16, as: UInt16.self)
+        tcp.base.storeBytes(of: Checksum.adjustStored(tcpSum, storedDelta: r.tcpChecksumDelta), toByteOffset: 16,
+                            as: UInt16.self)
+        ip.base.storeBytes(of: r.addresses, toByteOffset: 12, as: UInt64.self)
+        tcp.base.storeBytes(of: r.ports, toByteOffset: 0, as: UInt32.self)
+        eth.store(r.ethernet)
+        let slot = r.backendSlot
+        if Int(slot) < core.c.backendSlots { core.c.add(core.c.backend(slot) &+ 3, UInt64(length)) }
         return .transmit
     }
 

@@ -33,10 +33,42 @@ public struct NATReverseEntry: Sendable, Equatable {
     }
 }
 
+/// What a backend's IPv4 reply becomes, computed when its flow starts (the same fields change
+/// to the same values in every reply, so the checksum differences are constants too).
+struct NATReplyRewrite {
+    /// `1 << 63 | backend address << 16 | backend port`: the only source accepted.
+    var expectedSource: UInt64
+    /// The IPv4 header's bytes 12–19 as they leave (VIP, client), memory order.
+    var addresses: UInt64
+    /// The TCP header's bytes 0–3 (VIP port, client port) in memory order, then the IPv4
+    /// header's and the TCP `Checksum.storedDelta`s.
+    var portsAndDeltas: UInt64
+    /// The Ethernet addresses (client MAC, interface MAC) and, above bit 32 of the second
+    /// word, the backend slot.
+    var ethernetFirst8: UInt64
+    var ethernetLast4AndSlot: UInt64
+
+    @inline(__always) var ports: UInt32 { UInt32(truncatingIfNeeded: portsAndDeltas) }
+    @inline(__always) var ipChecksumDelta: UInt16 { UInt16(truncatingIfNeeded: portsAndDeltas >> 32) }
+    @inline(__always) var tcpChecksumDelta: UInt16 { UInt16(truncatingIfNeeded: portsAndDeltas >> 48) }
+    @inline(__always) var ethernet: EthernetAddresses {
+        var e = EthernetAddresses.zero
+        e.first8 = ethernetFirst8
+        e.last4 = UInt32(truncatingIfNeeded: ethernetLast4AndSlot)
+        return e
+    }
+    @inline(__always) var backendSlot: UInt32 { UInt32(truncatingIfNeeded: ethernetLast4AndSlot >> 32) }
+
+    /// The expected-source word of an IPv4 reply from `address`:`port`.
+    @inline(__always)
+    static func source(_ address: UInt32, _ port: UInt16) -> UInt64 { 1 << 63 | UInt64(address) << 16 | UInt64(port) }
+}
+
 /// The passthrough reply map, indexed by NAT port: one structure for all workers, allocated
-/// once (65536 entries of 80 bytes, about 5 MiB). Word 9 of an entry records a FIN/RST from
-/// the backend, so the owning worker can start the closing timeout of a flow whose replies it
-/// never sees.
+/// once (65536 entries of two 64-byte cache lines, 8 MiB). The first line holds what an IPv4
+/// reply needs (`NATReplyRewrite`) and, in word 6, a record of a FIN/RST from the backend, so
+/// the owning worker can start the closing timeout of a flow whose replies it never sees; the
+/// second line holds the whole `NATReverseEntry` (IPv6 replies, /stats, tests).
 ///
 /// Who writes: only the worker owning the port (ports are sliced per worker), when its flow
 /// starts (`publish`) and ends (`retire`). Who reads: any worker, because a backend's reply can
@@ -47,18 +79,21 @@ public struct NATReverseEntry: Sendable, Equatable {
 /// treated as no entry. Every field is a relaxed atomic word, so there is no data race, and on
 /// x86-64 each access is a plain move. No lock, no allocation, no reference counting.
 public final class NATReverseMap: @unchecked Sendable {
-    static let words = 10
+    static let words = 16
+    static let closedWord = 6
+    static let entryWord = 8
     let base: UnsafeMutablePointer<Atomic<UInt64>>
 
     public init() {
         let count = 65_536 * Self.words
-        base = .allocate(capacity: count)
+        base = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 128)
+            .bindMemory(to: Atomic<UInt64>.self, capacity: count)
         for i in 0..<count { (base + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
         base.deinitialize(count: 65_536 * Self.words)
-        base.deallocate()
+        UnsafeMutableRawPointer(base).deallocate()
     }
 
     /// The entry for `port` as published, or nil when none is live (a test and /stats helper;
@@ -78,27 +113,36 @@ struct NATReverseView {
         base + (Int(port) &* NATReverseMap.words &+ i)
     }
 
-    /// Starts loading the entry of `port` (its first cache line).
+    /// Starts loading the first line of `port`'s entry (what an IPv4 reply reads).
     @inline(__always)
     func prefetch(_ port: UInt16) { cxdp_prefetch(UnsafeRawPointer(word(port, 0))) }
 
-    /// Writes the entry for `port` (owner only).
+    /// Writes the entry for `port` (owner only), with the IPv4 reply rewrite when the flow is
+    /// IPv4 (`rewrite`).
     @inline(__always)
-    func publish(_ port: UInt16, _ e: NATReverseEntry) {
+    func publish(_ port: UInt16, _ e: NATReverseEntry, rewrite: NATReplyRewrite?) {
         let head = word(port, 0)
         let old = head.pointee.load(ordering: .relaxed)
         head.pointee.store(old | 1, ordering: .relaxed)
         atomicMemoryFence(ordering: .releasing)
-        word(port, 1).pointee.store(e.clientHi, ordering: .relaxed)
-        word(port, 2).pointee.store(e.clientLo, ordering: .relaxed)
-        word(port, 3).pointee.store(e.clientMAC << 16 | UInt64(e.clientPort), ordering: .relaxed)
-        word(port, 4).pointee.store(e.vipHi, ordering: .relaxed)
-        word(port, 5).pointee.store(e.vipLo, ordering: .relaxed)
-        word(port, 6).pointee.store(e.backendHi, ordering: .relaxed)
-        word(port, 7).pointee.store(e.backendLo, ordering: .relaxed)
-        word(port, 8).pointee.store(UInt64(e.backendSlot) << 32 | UInt64(e.vipPort) << 16 | UInt64(e.backendPort),
-                                    ordering: .relaxed)
-        word(port, 9).pointee.store(0, ordering: .relaxed)
+        let r = rewrite ?? NATReplyRewrite(expectedSource: 0, addresses: 0, portsAndDeltas: 0, ethernetFirst8: 0,
+                                           ethernetLast4AndSlot: 0)
+        word(port, 1).pointee.store(r.expectedSource, ordering: .relaxed)
+        word(port, 2).pointee.store(r.addresses, ordering: .relaxed)
+        word(port, 3).pointee.store(r.portsAndDeltas, ordering: .relaxed)
+        word(port, 4).pointee.store(r.ethernetFirst8, ordering: .relaxed)
+        word(port, 5).pointee.store(r.ethernetLast4AndSlot, ordering: .relaxed)
+        word(port, NATReverseMap.closedWord).pointee.store(0, ordering: .relaxed)
+        let w = NATReverseMap.entryWord
+        word(port, w).pointee.store(e.clientHi, ordering: .relaxed)
+        word(port, w + 1).pointee.store(e.clientLo, ordering: .relaxed)
+        word(port, w + 2).pointee.store(e.clientMAC << 16 | UInt64(e.clientPort), ordering: .relaxed)
+        word(port, w + 3).pointee.store(e.vipHi, ordering: .relaxed)
+        word(port, w + 4).pointee.store(e.vipLo, ordering: .relaxed)
+        word(port, w + 5).pointee.store(e.backendHi, ordering: .relaxed)
+        word(port, w + 6).pointee.store(e.backendLo, ordering: .relaxed)
+        word(port, w + 7).pointee.store(UInt64(e.backendSlot) << 32 | UInt64(e.vipPort) << 16 | UInt64(e.backendPort),
+                                        ordering: .relaxed)
         head.pointee.store(((old >> 2) &+ 1) << 2 | 2, ordering: .releasing)
     }
 
@@ -115,14 +159,31 @@ struct NATReverseView {
     /// rather than a flag means a late mark can never hit the port's next flow.
     @inline(__always)
     func markClosedByServer(_ port: UInt16, version: UInt64) {
-        word(port, 9).pointee.store(version, ordering: .relaxed)
+        word(port, NATReverseMap.closedWord).pointee.store(version, ordering: .relaxed)
     }
 
     /// True when the backend has closed the live flow of `port` (owner only).
     @inline(__always)
     func isClosedByServer(_ port: UInt16) -> Bool {
-        let mark = word(port, 9).pointee.load(ordering: .relaxed)
+        let mark = word(port, NATReverseMap.closedWord).pointee.load(ordering: .relaxed)
         return mark != 0 && mark == word(port, 0).pointee.load(ordering: .relaxed)
+    }
+
+    /// A consistent copy of the live entry's IPv4 reply rewrite for `port` and its version, or
+    /// nil (none, being rewritten, or an IPv6 flow's, whose expected source never matches).
+    @inline(__always)
+    func readRewrite(_ port: UInt16) -> (rewrite: NATReplyRewrite, version: UInt64)? {
+        let head = word(port, 0)
+        let v1 = head.pointee.load(ordering: .acquiring)
+        guard v1 & 3 == 2 else { return nil }
+        let r = NATReplyRewrite(expectedSource: word(port, 1).pointee.load(ordering: .relaxed),
+                                addresses: word(port, 2).pointee.load(ordering: .relaxed),
+                                portsAndDeltas: word(port, 3).pointee.load(ordering: .relaxed),
+                                ethernetFirst8: word(port, 4).pointee.load(ordering: .relaxed),
+                                ethernetLast4AndSlot: word(port, 5).pointee.load(ordering: .relaxed))
+        atomicMemoryFence(ordering: .acquiring)
+        guard head.pointee.load(ordering: .relaxed) == v1 else { return nil }
+        return (r, v1)
     }
 
     /// A consistent copy of the live entry for `port` and its version, or nil (none, or being
@@ -132,18 +193,19 @@ struct NATReverseView {
         let head = word(port, 0)
         let v1 = head.pointee.load(ordering: .acquiring)
         guard v1 & 3 == 2 else { return nil }
-        let w3 = word(port, 3).pointee.load(ordering: .relaxed)
-        let w8 = word(port, 8).pointee.load(ordering: .relaxed)
+        let w = NATReverseMap.entryWord
+        let w2 = word(port, w + 2).pointee.load(ordering: .relaxed)
+        let w7 = word(port, w + 7).pointee.load(ordering: .relaxed)
         let e = NATReverseEntry(
-            clientHi: word(port, 1).pointee.load(ordering: .relaxed),
-            clientLo: word(port, 2).pointee.load(ordering: .relaxed),
-            clientPort: UInt16(truncatingIfNeeded: w3), clientMAC: w3 >> 16,
-            vipHi: word(port, 4).pointee.load(ordering: .relaxed),
-            vipLo: word(port, 5).pointee.load(ordering: .relaxed),
-            vipPort: UInt16(truncatingIfNeeded: w8 >> 16),
-            backendHi: word(port, 6).pointee.load(ordering: .relaxed),
-            backendLo: word(port, 7).pointee.load(ordering: .relaxed),
-            backendPort: UInt16(truncatingIfNeeded: w8), backendSlot: UInt32(truncatingIfNeeded: w8 >> 32))
+            clientHi: word(port, w).pointee.load(ordering: .relaxed),
+            clientLo: word(port, w + 1).pointee.load(ordering: .relaxed),
+            clientPort: UInt16(truncatingIfNeeded: w2), clientMAC: w2 >> 16,
+            vipHi: word(port, w + 3).pointee.load(ordering: .relaxed),
+            vipLo: word(port, w + 4).pointee.load(ordering: .relaxed),
+            vipPort: UInt16(truncatingIfNeeded: w7 >> 16),
+            backendHi: word(port, w + 5).pointee.load(ordering: .relaxed),
+            backendLo: word(port, w + 6).pointee.load(ordering: .relaxed),
+            backendPort: UInt16(truncatingIfNeeded: w7), backendSlot: UInt32(truncatingIfNeeded: w7 >> 32))
         atomicMemoryFence(ordering: .acquiring)
         guard head.pointee.load(ordering: .relaxed) == v1 else { return nil }
         return (e, v1)
