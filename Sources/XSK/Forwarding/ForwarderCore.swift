@@ -22,6 +22,12 @@ struct ForwarderCore {
     var vipMask: Int = 0
     /// True when the routes have exactly one frontend: the lookup is one comparison.
     var singleFrontend = false
+    /// With one IPv4 frontend: its address and port as the 8 frame bytes from the IPv4
+    /// destination on read them (address, source port, destination port), masked by
+    /// `vipWordMask` (which drops the source port), so the first pass recognises it with one
+    /// load and one comparison. Otherwise a mask of 0 and a word of 1: never equal.
+    var vipWord: UInt64 = 1
+    var vipWordMask: UInt64 = 0
     var interfaceMAC: UInt64 = 0
     /// Per frontend: the next position in its weighted sequence (wrr) or candidate list (leastconn ties).
     var cursors: [Int] = []
@@ -126,6 +132,17 @@ struct ForwarderCore {
         }
     }
 
+    /// The 8 bytes of an IPv4 TCP frame from the destination address on (address, source
+    /// port, destination port) as `UnsafeRawPointer.loadUnaligned` reads them, for `address`
+    /// and `port`, and the mask that keeps all but the source port.
+    static func destinationWord(address: UInt32, port: UInt16) -> (word: UInt64, mask: UInt64) {
+        var word: UInt64 = 0
+        var mask: UInt64 = 0
+        withUnsafeMutableBytes(of: &word) { Wire.store32($0.baseAddress!, 0, address); Wire.store16($0.baseAddress!, 6, port) }
+        withUnsafeMutableBytes(of: &mask) { Wire.store32($0.baseAddress!, 0, .max); Wire.store16($0.baseAddress!, 6, .max) }
+        return (word, mask)
+    }
+
     /// The first pass over one frame of a batch (see `FrameLookup`): a plain IPv4 TCP segment
     /// to a VIP gets its frontend, flow key and home slot, and that slot starts loading;
     /// anything else is left to the full path.
@@ -136,17 +153,22 @@ struct ForwarderCore {
     func lookUp(_ frame: PacketFrame) -> FrameLookup {
         let p = frame.base
         guard FrameParser.plainIPv4TCP(p, length: frame.length) != nil else { return FrameLookup(home: FrameLookup.full) }
-        let dst = Wire.load32(p, 30)
-        let dstPort = Wire.load16(p, 36)
-        if repliesToIPv4 && dst == natIPv4 {
-            guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
-                return FrameLookup(home: FrameLookup.full)
+        let frontend: Int
+        if p.loadUnaligned(fromByteOffset: 30, as: UInt64.self) & vipWordMask == vipWord {
+            frontend = 0
+        } else {
+            let dst = Wire.load32(p, 30)
+            let dstPort = Wire.load16(p, 36)
+            if repliesToIPv4 && dst == natIPv4 {
+                guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
+                    return FrameLookup(home: FrameLookup.full)
+                }
+                reverse.prefetch(dstPort)
+                return FrameLookup(home: FrameLookup.reply)
             }
-            reverse.prefetch(dstPort)
-            return FrameLookup(home: FrameLookup.reply)
+            frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
+            guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
         }
-        let frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
-        guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
         // A segment that opens or closes its flow takes the full path (its state changes).
         guard p.load(fromByteOffset: 47, as: UInt8.self) & (TCPHeader.syn | TCPHeader.fin | TCPHeader.rst) == 0 else {
             return FrameLookup(home: FrameLookup.full)
@@ -231,6 +253,11 @@ struct ForwarderCore {
         vipBuckets = routes.vipBuckets
         vipMask = routes.vipMask
         singleFrontend = routes.frontendCount == 1
+        vipWord = 1
+        vipWordMask = 0
+        if singleFrontend, let vip = StableHash.mappedIPv4(hi: frontends.pointee.vipHi, lo: frontends.pointee.vipLo) {
+            (vipWord, vipWordMask) = Self.destinationWord(address: vip, port: frontends.pointee.vipPort)
+        }
         interfaceMAC = routes.interfaceMAC.rawValue
         // Workers start their weighted sequences at different places, so together they
         // interleave servers instead of all sending their first flows to the same one.

@@ -81,10 +81,15 @@ public enum FrameParser {
     public static func plainIPv4TCP(_ frame: UnsafeMutableRawPointer, length: Int) -> TCPFrame? {
         let l3 = EthernetHeader.length
         let l4 = l3 &+ 20
-        guard length >= l4 &+ 20, Wire.load16(frame, 12) == EthernetHeader.typeIPv4,
-              frame.load(fromByteOffset: l3, as: UInt8.self) == 0x45,
-              frame.load(fromByteOffset: l3 &+ 9, as: UInt8.self) == 6,
-              Wire.load16(frame, l3 &+ 6) & 0x3fff == 0 else { return nil }
+        guard length >= l4 &+ 20 else { return nil }
+        // Two words, little-endian (byte n of the frame in bits 8(n − first)):
+        // bytes 12–15: EtherType 0x0800, version 4 with IHL 5; bytes 20–23: flags and
+        // fragment offset (no MF, offset 0), TTL (any), protocol 6.
+        let typeAndVersion = UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+        let fragmentAndProtocol = UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: l3 &+ 6, as: UInt32.self))
+        guard typeAndVersion & 0x00FF_FFFF == 0x0045_0008, fragmentAndProtocol & 0xFF00_FF3F == 0x0600_0000 else {
+            return nil
+        }
         let end = l3 &+ Int(Wire.load16(frame, l3 &+ 2))
         let tcpEnd = l4 &+ Int(frame.load(fromByteOffset: l4 &+ 12, as: UInt8.self) >> 4) &* 4
         guard end <= length, tcpEnd >= l4 &+ 20, tcpEnd <= end else { return nil }
