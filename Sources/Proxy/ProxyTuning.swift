@@ -4,6 +4,10 @@ struct ProxyTuning: Sendable {
     /// `F_SETPIPE_SZ` for each direction's pipe. Bigger pipes move more per splice on bulk
     /// transfers; pages are only used while bytes wait in them.
     var pipeSize = 256 * 1024
+    /// Each loop's scratch buffer: a direction reads and writes through it until one read fills
+    /// it (then the direction splices through a pipe). Small enough that a bulk transfer leaves
+    /// it after one read, big enough for a typical request or reply. At most `pipeSize`.
+    var scratchSize = 16 * 1024
     /// Empty pipes each loop keeps for reuse (each holds two descriptors).
     var pooledPipesPerLoop = 1024
     /// Move bytes with read/write instead of splice (tests of the fallback path).

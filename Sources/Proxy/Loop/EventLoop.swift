@@ -60,6 +60,9 @@ final class EventLoop {
     private var frontends: [LoopFrontend]
     private var slab = ConnectionSlab()
     private var pipes: PipePool
+    /// The buffer every direction's first bytes pass through (see `Direction`); holds nothing
+    /// between two pumps.
+    private let scratch: UnsafeMutableRawBufferPointer
     private let forceCopy: Bool
     private var now: UInt64 = 0
     private var lastSweep: UInt64 = 0
@@ -82,6 +85,7 @@ final class EventLoop {
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
         self.pipes = PipePool(limit: tuning.pooledPipesPerLoop, pipeSize: tuning.pipeSize)
+        self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
         self.frontends = []
         for (i, listener) in listeners.enumerated() {
@@ -107,6 +111,7 @@ final class EventLoop {
 
     deinit {
         for f in frontends { if let l = f.listener { SocketCalls.close(l.fd) } }
+        scratch.deallocate()
     }
 
     // MARK: - The loop
@@ -308,19 +313,20 @@ final class EventLoop {
                 return
             }
         }
-        attachPipe(&conn.pointee.toServer)
-        attachPipe(&conn.pointee.toClient)
+        if forceCopy {
+            conn.pointee.toServer.switchToCopy()
+            conn.pointee.toClient.switchToCopy()
+            control.copyFallbacks.wrappingAdd(2, ordering: .relaxed)
+        }
+        // Pipes are attached by the directions themselves, once they carry more than a few bytes.
         service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true)
     }
 
-    private func attachPipe(_ direction: inout Direction) {
-        if !forceCopy, let pipe = try? pipes.take() {
-            direction.pipe = pipe
-            control.pipesInUse.wrappingAdd(1, ordering: .relaxed)
-        } else {
-            direction.switchToCopy()
-            control.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
-        }
+    /// Counts what a pump did to the loop's pipes.
+    @inline(__always)
+    private func account(_ outcome: Direction.Outcome) {
+        if outcome.tookPipe { control.pipesInUse.wrappingAdd(1, ordering: .relaxed) }
+        if outcome.fellBackToCopy { control.copyFallbacks.wrappingAdd(1, ordering: .relaxed) }
     }
 
     // MARK: - Data
@@ -336,7 +342,9 @@ final class EventLoop {
         let pumpToClient = fromClient ? writable : readable
         var failed = false
         if pumpToServer {
-            let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend)
+            let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend,
+                                                     scratch: scratch, pipes: &pipes)
+            account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
                 conn.pointee.frontendCounters?.addTx(outcome.moved)
@@ -345,7 +353,9 @@ final class EventLoop {
             failed = outcome.error != nil
         }
         if pumpToClient && !failed {
-            let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client)
+            let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client,
+                                                     scratch: scratch, pipes: &pipes)
+            account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
                 conn.pointee.frontendCounters?.addRx(outcome.moved)
