@@ -13,8 +13,9 @@ import SystemPackage
 /// ## A connection's life
 /// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered), over-limit clients are closed at once
 ///    (`max_connections`), otherwise the frontend's scheduler picks a server.
-/// 2. *Connect*: non-blocking; completion shows as writability (checked with `SO_ERROR` and
-///    `TCP_INFO`). Refusal, error or `connect_timeout` moves to the next server
+/// 2. *Connect*: non-blocking; completion shows as writability without `EPOLLERR`/`EPOLLHUP`
+///    (`tcp_poll` reports no writability while `SYN_SENT`, so the event bits alone tell; no
+///    `getsockopt` per connection). Refusal, error or `connect_timeout` moves to the next server
 ///    (`Scheduler.fallback`) until every selectable server was tried; then the client is closed
 ///    and counted in `noBackend`.
 /// 3. *Established*: the PROXY header (if configured) is written, then each event pumps the
@@ -195,7 +196,7 @@ final class EventLoop {
             SocketCalls.close(fd)
             return
         }
-        SocketCalls.setNoDelay(fd)
+        // TCP_NODELAY is inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
@@ -264,12 +265,13 @@ final class EventLoop {
         return Scheduler.fallback(after: conn.pointee.firstChoice, attempt: conn.pointee.failures, in: route)
     }
 
+    /// A connecting backend socket reported readiness: `EPOLLERR`/`EPOLLHUP` mean the connect
+    /// failed, writability means it completed. Anything else is the stale readiness of the
+    /// registration made before `connect` and is ignored.
     private func connectProgress(_ index: Int, events: UInt32) {
-        let conn = slab.slots + index
-        let fd = conn.pointee.backend
-        if SocketCalls.pendingError(fd) != nil || events & (CL_EPOLLERR | CL_EPOLLHUP) != 0 {
+        if events & (CL_EPOLLERR | CL_EPOLLHUP) != 0 {
             connectFailed(index)
-        } else if SocketCalls.isEstablished(fd) {
+        } else if events & CL_EPOLLOUT != 0 {
             established(index)
         }
     }
@@ -343,7 +345,8 @@ final class EventLoop {
         var failed = false
         if pumpToServer {
             let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend,
-                                                     scratch: scratch, pipes: &pipes)
+                                                     scratch: scratch, pipes: &pipes,
+                                                     closingAfter: conn.pointee.toClient.finished)
             account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
@@ -354,7 +357,8 @@ final class EventLoop {
         }
         if pumpToClient && !failed {
             let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client,
-                                                     scratch: scratch, pipes: &pipes)
+                                                     scratch: scratch, pipes: &pipes,
+                                                     closingAfter: conn.pointee.toServer.finished)
             account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now

@@ -33,7 +33,10 @@ import SystemPackage
 /// ## Half-close
 /// End of stream from the source (`splice`/`read` returning 0) is passed on as
 /// `shutdown(SHUT_WR)` on the destination once every buffered byte has been written, and the
-/// direction is then finished; the other direction goes on until it finishes too.
+/// direction is then finished; the other direction goes on until it finishes too. When the
+/// other direction has already finished, the connection is closed right after this pump and
+/// `close(2)` sends the FIN itself (both receive queues are empty: each source was read to its
+/// end), so the `shutdown` is left out.
 struct Direction {
     /// The pipe of this direction, or `.none` while bytes still go through the loop's scratch
     /// buffer (see "Small transfers first").
@@ -72,10 +75,11 @@ struct Direction {
 
     /// Moves everything that can move now from `source` to `destination` (see the type's notes).
     /// `scratch` is the loop's shared buffer for the first bytes; `pipes` gives the pipe when
-    /// the direction outgrows it.
+    /// the direction outgrows it. `closingAfter`: the other direction has finished, so this
+    /// one finishing closes the connection (see "Half-close").
     @inline(__always)
     mutating func pump(from source: Int32, to destination: Int32, scratch: UnsafeMutableRawBufferPointer,
-                       pipes: inout PipePool) -> Outcome {
+                       pipes: inout PipePool, closingAfter: Bool) -> Outcome {
         var outcome = Outcome()
         if finished { return outcome }
         if isStarting {
@@ -88,7 +92,7 @@ struct Direction {
             copyLoop(from: source, to: destination, &outcome)
         }
         if outcome.error == nil && sourceEnded && buffered == 0 && !finished {
-            SocketCalls.shutdownWrite(destination)
+            if !closingAfter { SocketCalls.shutdownWrite(destination) }
             finished = true
         }
         return outcome
