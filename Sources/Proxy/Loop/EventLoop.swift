@@ -321,7 +321,7 @@ final class EventLoop {
             control.copyFallbacks.wrappingAdd(2, ordering: .relaxed)
         }
         // Pipes are attached by the directions themselves, once they carry more than a few bytes.
-        service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true)
+        service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true, both: true)
     }
 
     /// Counts what a pump did to the loop's pipes.
@@ -335,13 +335,20 @@ final class EventLoop {
 
     /// Pumps the direction(s) an event on one socket concerns, then closes the connection when
     /// it failed or both directions are finished.
+    ///
+    /// Writability alone pumps a direction only when it holds bytes: an empty direction waits
+    /// on its source, whose own edge resumes it. (With edge-triggered epoll every new byte on a
+    /// socket reports `EPOLLOUT` again, so without this each event would also try the other
+    /// direction's source and get `EAGAIN`.) `both` pumps both directions regardless: the
+    /// first pump after connecting, when either side may already have sent.
     @inline(__always)
-    private func service(_ index: Int, events: UInt32, fromClient: Bool) {
+    private func service(_ index: Int, events: UInt32, fromClient: Bool, both: Bool = false) {
         let conn = slab.slots + index
         let readable = events & (CL_EPOLLIN | CL_EPOLLRDHUP | CL_EPOLLHUP | CL_EPOLLERR) != 0
-        let writable = events & (CL_EPOLLOUT | CL_EPOLLHUP | CL_EPOLLERR) != 0
-        let pumpToServer = fromClient ? readable : writable
-        let pumpToClient = fromClient ? writable : readable
+        let failing = events & (CL_EPOLLHUP | CL_EPOLLERR) != 0
+        let writable = events & CL_EPOLLOUT != 0
+        let pumpToServer = both || (fromClient ? readable : failing || (writable && conn.pointee.toServer.buffered > 0))
+        let pumpToClient = both || (fromClient ? failing || (writable && conn.pointee.toClient.buffered > 0) : readable)
         var failed = false
         if pumpToServer {
             let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend,
