@@ -71,6 +71,53 @@ extension ProxyTests {
         @Test("the read/write fallback moves the same 8 MiB each way byte-exact")
         func copyExchange() async throws { try await exchange(forceCopy: true) }
 
+        @Test("a short request and reply go through the scratch buffer: no pipe is taken")
+        func shortExchangeTakesNoPipe() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)])
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address)
+            try client.send("hello, proxy")
+            #expect(try client.receive(exactly: 12) == Array("hello, proxy".utf8))
+            #expect(await eventually { proxy.service.status().openConnections == 1 })
+            let status = proxy.service.status()
+            #expect(status.pipesInUse == 0)
+            #expect(status.loops.reduce(0) { $0 + $1.copyFallbacks } == 0)
+            client.close()
+            try await proxy.stop()
+        }
+
+        @Test("a stream of small writes to a backend that stops reading arrives byte-exact once it reads again")
+        func smallWritesUnderBackpressure() async throws {
+            let payload = randomBytes(6 * 1024 * 1024 + 321, seed: 0xBAC4)
+            let serverGot = Mutex<[UInt8]?>(nil)
+            let server = try TestServer(name: "slow") { socket, _ in
+                usleep(500_000)  // let the proxy's writes to this socket back up first
+                var received: [UInt8] = []
+                _ = try? socket.receiveUntilEnd { received.append(contentsOf: $0) }
+                serverGot.withLock { $0 = received }
+                socket.close()
+            }
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)])
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address, timeout: 30)
+            var offset = 0
+            while offset < payload.count {
+                let end = min(offset + 1000, payload.count)
+                try client.send(Array(payload[offset..<end]))
+                offset = end
+            }
+            client.shutdownWrite()
+            _ = try client.receiveUntilEnd()
+            client.close()
+            #expect(await eventually(timeout: 20) { serverGot.withLock { $0 != nil } })
+            #expect(serverGot.withLock { $0 } == payload)
+            #expect(await eventually { proxy.service.status().pipesInUse == 0 })
+            try await proxy.stop()
+        }
+
         @Test("a client that half-closes still gets the server's whole reply")
         func halfCloseThenReply() async throws {
             let server = try TestServer.echo()

@@ -27,6 +27,9 @@ struct Listener {
         do {
             try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
             try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1)
+            // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per
+            // listener instead of one per client.
+            SocketCalls.setNoDelay(fd)
             if !address.address.isIPv4 {
                 try SocketCalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
             }

@@ -13,8 +13,9 @@ import SystemPackage
 /// ## A connection's life
 /// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered), over-limit clients are closed at once
 ///    (`max_connections`), otherwise the frontend's scheduler picks a server.
-/// 2. *Connect*: non-blocking; completion shows as writability (checked with `SO_ERROR` and
-///    `TCP_INFO`). Refusal, error or `connect_timeout` moves to the next server
+/// 2. *Connect*: non-blocking; completion shows as writability without `EPOLLERR`/`EPOLLHUP`
+///    (`tcp_poll` reports no writability while `SYN_SENT`, so the event bits alone tell; no
+///    `getsockopt` per connection). Refusal, error or `connect_timeout` moves to the next server
 ///    (`Scheduler.fallback`) until every selectable server was tried; then the client is closed
 ///    and counted in `noBackend`.
 /// 3. *Established*: the PROXY header (if configured) is written, then each event pumps the
@@ -60,6 +61,9 @@ final class EventLoop {
     private var frontends: [LoopFrontend]
     private var slab = ConnectionSlab()
     private var pipes: PipePool
+    /// The buffer every direction's first bytes pass through (see `Direction`); holds nothing
+    /// between two pumps.
+    private let scratch: UnsafeMutableRawBufferPointer
     private let forceCopy: Bool
     private var now: UInt64 = 0
     private var lastSweep: UInt64 = 0
@@ -82,6 +86,7 @@ final class EventLoop {
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
         self.pipes = PipePool(limit: tuning.pooledPipesPerLoop, pipeSize: tuning.pipeSize)
+        self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
         self.frontends = []
         for (i, listener) in listeners.enumerated() {
@@ -107,6 +112,7 @@ final class EventLoop {
 
     deinit {
         for f in frontends { if let l = f.listener { SocketCalls.close(l.fd) } }
+        scratch.deallocate()
     }
 
     // MARK: - The loop
@@ -190,7 +196,7 @@ final class EventLoop {
             SocketCalls.close(fd)
             return
         }
-        SocketCalls.setNoDelay(fd)
+        // TCP_NODELAY is inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
@@ -259,12 +265,13 @@ final class EventLoop {
         return Scheduler.fallback(after: conn.pointee.firstChoice, attempt: conn.pointee.failures, in: route)
     }
 
+    /// A connecting backend socket reported readiness: `EPOLLERR`/`EPOLLHUP` mean the connect
+    /// failed, writability means it completed. Anything else is the stale readiness of the
+    /// registration made before `connect` and is ignored.
     private func connectProgress(_ index: Int, events: UInt32) {
-        let conn = slab.slots + index
-        let fd = conn.pointee.backend
-        if SocketCalls.pendingError(fd) != nil || events & (CL_EPOLLERR | CL_EPOLLHUP) != 0 {
+        if events & (CL_EPOLLERR | CL_EPOLLHUP) != 0 {
             connectFailed(index)
-        } else if SocketCalls.isEstablished(fd) {
+        } else if events & CL_EPOLLOUT != 0 {
             established(index)
         }
     }
@@ -308,35 +315,46 @@ final class EventLoop {
                 return
             }
         }
-        attachPipe(&conn.pointee.toServer)
-        attachPipe(&conn.pointee.toClient)
-        service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true)
+        if forceCopy {
+            conn.pointee.toServer.switchToCopy()
+            conn.pointee.toClient.switchToCopy()
+            control.copyFallbacks.wrappingAdd(2, ordering: .relaxed)
+        }
+        // Pipes are attached by the directions themselves, once they carry more than a few bytes.
+        service(index, events: CL_EPOLLIN | CL_EPOLLOUT, fromClient: true, both: true)
     }
 
-    private func attachPipe(_ direction: inout Direction) {
-        if !forceCopy, let pipe = try? pipes.take() {
-            direction.pipe = pipe
-            control.pipesInUse.wrappingAdd(1, ordering: .relaxed)
-        } else {
-            direction.switchToCopy()
-            control.copyFallbacks.wrappingAdd(1, ordering: .relaxed)
-        }
+    /// Counts what a pump did to the loop's pipes.
+    @inline(__always)
+    private func account(_ outcome: Direction.Outcome) {
+        if outcome.tookPipe { control.pipesInUse.wrappingAdd(1, ordering: .relaxed) }
+        if outcome.fellBackToCopy { control.copyFallbacks.wrappingAdd(1, ordering: .relaxed) }
     }
 
     // MARK: - Data
 
     /// Pumps the direction(s) an event on one socket concerns, then closes the connection when
     /// it failed or both directions are finished.
+    ///
+    /// Writability alone pumps a direction only when it holds bytes: an empty direction waits
+    /// on its source, whose own edge resumes it. (With edge-triggered epoll every new byte on a
+    /// socket reports `EPOLLOUT` again, so without this each event would also try the other
+    /// direction's source and get `EAGAIN`.) `both` pumps both directions regardless: the
+    /// first pump after connecting, when either side may already have sent.
     @inline(__always)
-    private func service(_ index: Int, events: UInt32, fromClient: Bool) {
+    private func service(_ index: Int, events: UInt32, fromClient: Bool, both: Bool = false) {
         let conn = slab.slots + index
         let readable = events & (CL_EPOLLIN | CL_EPOLLRDHUP | CL_EPOLLHUP | CL_EPOLLERR) != 0
-        let writable = events & (CL_EPOLLOUT | CL_EPOLLHUP | CL_EPOLLERR) != 0
-        let pumpToServer = fromClient ? readable : writable
-        let pumpToClient = fromClient ? writable : readable
+        let failing = events & (CL_EPOLLHUP | CL_EPOLLERR) != 0
+        let writable = events & CL_EPOLLOUT != 0
+        let pumpToServer = both || (fromClient ? readable : failing || (writable && conn.pointee.toServer.buffered > 0))
+        let pumpToClient = both || (fromClient ? failing || (writable && conn.pointee.toClient.buffered > 0) : readable)
         var failed = false
         if pumpToServer {
-            let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend)
+            let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend,
+                                                     scratch: scratch, pipes: &pipes,
+                                                     closingAfter: conn.pointee.toClient.finished)
+            account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
                 conn.pointee.frontendCounters?.addTx(outcome.moved)
@@ -345,7 +363,10 @@ final class EventLoop {
             failed = outcome.error != nil
         }
         if pumpToClient && !failed {
-            let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client)
+            let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client,
+                                                     scratch: scratch, pipes: &pipes,
+                                                     closingAfter: conn.pointee.toServer.finished)
+            account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
                 conn.pointee.frontendCounters?.addRx(outcome.moved)

@@ -13,6 +13,16 @@ import SystemPackage
 /// life, to `read(2)`/`write(2)` through a buffer of its own (allocated at that moment, never
 /// per read), after handing over what the pipe already held.
 ///
+/// ## Small transfers first
+/// A direction starts without a pipe: `read(2)` into the loop's scratch buffer and `write(2)`
+/// straight on. For the few dozen bytes of a request or reply that is cheaper than two splices
+/// (no pipe buffers, no page references, no pipe taken from the pool), which is most of the cost
+/// of a short connection. The first read that fills the scratch buffer (a bulk transfer) or a
+/// write the destination does not take whole (backpressure) attaches a pipe for the rest of
+/// the direction's life; bytes not yet written are written into that pipe, so from then on the
+/// pipe is again the only place bytes wait. The scratch buffer is shared by every connection of
+/// the loop and never holds bytes between two calls.
+///
 /// ## Backpressure
 /// The pipe (or buffer) is the only place bytes wait. While it is full the source is not read,
 /// so TCP's own window pushes back on the sender; the next writability edge of the destination
@@ -23,9 +33,13 @@ import SystemPackage
 /// ## Half-close
 /// End of stream from the source (`splice`/`read` returning 0) is passed on as
 /// `shutdown(SHUT_WR)` on the destination once every buffered byte has been written, and the
-/// direction is then finished; the other direction goes on until it finishes too.
+/// direction is then finished; the other direction goes on until it finishes too. When the
+/// other direction has already finished, the connection is closed right after this pump and
+/// `close(2)` sends the FIN itself (both receive queues are empty: each source was read to its
+/// end), so the `shutdown` is left out.
 struct Direction {
-    /// The pipe of this direction, or `.none` before the first byte (pipes are taken lazily).
+    /// The pipe of this direction, or `.none` while bytes still go through the loop's scratch
+    /// buffer (see "Small transfers first").
     var pipe: PipePair = .none
     /// Bytes read from the source and not yet written to the destination.
     var buffered = 0
@@ -48,26 +62,109 @@ struct Direction {
         var moved = 0
         /// The error that ends the connection (reset, broken pipe, ...), if any.
         var error: Errno?
+        /// This pump took a pipe from the pool (the loop counts pipes in use).
+        var tookPipe = false
+        /// This pump could not get a pipe and switched to the read/write fallback.
+        var fellBackToCopy = false
     }
 
     var isCopying: Bool { copyBuffer != nil }
 
+    /// Still moving bytes through the loop's scratch buffer: neither a pipe nor a copy buffer yet.
+    var isStarting: Bool { !pipe.isOpen && copyBuffer == nil }
+
     /// Moves everything that can move now from `source` to `destination` (see the type's notes).
+    /// `scratch` is the loop's shared buffer for the first bytes; `pipes` gives the pipe when
+    /// the direction outgrows it. `closingAfter`: the other direction has finished, so this
+    /// one finishing closes the connection (see "Half-close").
     @inline(__always)
-    mutating func pump(from source: Int32, to destination: Int32) -> Outcome {
+    mutating func pump(from source: Int32, to destination: Int32, scratch: UnsafeMutableRawBufferPointer,
+                       pipes: inout PipePool, closingAfter: Bool) -> Outcome {
         var outcome = Outcome()
         if finished { return outcome }
-        if copyBuffer == nil {
+        if isStarting {
+            scratchLoop(from: source, to: destination, scratch: scratch, pipes: &pipes, &outcome)
+        }
+        if pipe.isOpen && copyBuffer == nil && outcome.error == nil {
             spliceLoop(from: source, to: destination, &outcome)
         }
         if copyBuffer != nil && outcome.error == nil {
             copyLoop(from: source, to: destination, &outcome)
         }
         if outcome.error == nil && sourceEnded && buffered == 0 && !finished {
-            SocketCalls.shutdownWrite(destination)
+            if !closingAfter { SocketCalls.shutdownWrite(destination) }
             finished = true
         }
         return outcome
+    }
+
+    /// Read into `scratch`, write on at once, until the source has nothing more, ends, or the
+    /// direction needs a pipe: a read filled `scratch` (bulk) or the destination took less than
+    /// was read (what it did not take goes into the pipe).
+    @inline(__always)
+    private mutating func scratchLoop(from source: Int32, to destination: Int32, scratch: UnsafeMutableRawBufferPointer,
+                                      pipes: inout PipePool, _ outcome: inout Outcome) {
+        let base = scratch.baseAddress!
+        while !sourceEnded {
+            let n: Int
+            do {
+                guard let got = try SocketCalls.read(source, base, scratch.count) else { return }
+                n = got
+            } catch {
+                outcome.error = error
+                return
+            }
+            if n == 0 {
+                sourceEnded = true
+                return
+            }
+            var written = 0
+            do {
+                while written < n, let w = try SocketCalls.write(destination, base + written, n - written) {
+                    written += w
+                }
+            } catch {
+                outcome.error = error
+                return
+            }
+            outcome.moved += written
+            if written < n || n == scratch.count {
+                attachPipe(holding: UnsafeRawPointer(base + written), count: n - written, pipes: &pipes, &outcome)
+                return
+            }
+        }
+    }
+
+    /// Leaves the scratch buffer for good: takes a pipe and writes into it the `count` bytes
+    /// at `rest` that the destination has not taken yet. Without a pipe (descriptor limit), or
+    /// when the kernel gave one too small to hold `rest` whole, switches to the read/write
+    /// fallback with those bytes in its buffer instead.
+    private mutating func attachPipe(holding rest: UnsafeRawPointer, count: Int, pipes: inout PipePool,
+                                     _ outcome: inout Outcome) {
+        if let taken = try? pipes.take() {
+            if taken.capacity >= count {
+                var put = 0
+                while put < count, let w = try? SocketCalls.write(taken.writeEnd, rest + put, count - put), w > 0 {
+                    put += w
+                }
+                if put == count {
+                    pipe = taken
+                    buffered = count
+                    outcome.tookPipe = true
+                    return
+                }
+                // Not reached with an empty pipe of enough capacity; keep the bytes in order anyway.
+                pipe = taken
+                buffered = put
+                outcome.tookPipe = true
+                switchToCopy(carrying: rest + put, count: count - put)
+                outcome.fellBackToCopy = true
+                return
+            }
+            pipes.give(taken)
+        }
+        switchToCopy(carrying: rest, count: count)
+        outcome.fellBackToCopy = true
     }
 
     @inline(__always)
@@ -138,16 +235,23 @@ struct Direction {
     }
 
     /// Leaves splicing for good: allocates the copy buffer and moves into it whatever the pipe
-    /// holds (the pipe stays attached so `release` hands it back or closes it).
-    mutating func switchToCopy() {
-        copyCapacity = max(Direction.copyBufferSize, pipe.capacity)
+    /// holds, then the `count` bytes at `rest` (bytes read but not yet in the pipe). The pipe
+    /// stays attached so `release` hands it back or closes it.
+    mutating func switchToCopy(carrying rest: UnsafeRawPointer? = nil, count: Int = 0) {
+        copyCapacity = max(Direction.copyBufferSize, pipe.capacity + count)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: copyCapacity, alignment: 64)
         copyBuffer = buffer
         copyHead = 0
         var held = 0
-        while held < buffered {
-            guard let n = try? SocketCalls.read(pipe.readEnd, buffer + held, buffered - held), n > 0 else { break }
-            held += n
+        if pipe.isOpen {
+            while held < buffered {
+                guard let n = try? SocketCalls.read(pipe.readEnd, buffer + held, buffered - held), n > 0 else { break }
+                held += n
+            }
+        }
+        if let rest, count > 0 {
+            (buffer + held).copyMemory(from: rest, byteCount: count)
+            held += count
         }
         buffered = held
     }

@@ -45,7 +45,7 @@ enum SocketCalls {
     }
 
     /// `connect(2)` on a non-blocking socket: true when connected at once, false when in
-    /// progress (`EINPROGRESS`; completion shows as writability, then `pendingError`).
+    /// progress (`EINPROGRESS`; completion shows as writability without `EPOLLERR`).
     static func connect(_ fd: Int32, to endpoint: Endpoint) throws(Errno) -> Bool {
         while true {
             let rc = endpoint.withSockAddr { Glibc.connect(fd, $0, $1) }
@@ -80,10 +80,6 @@ enum SocketCalls {
         guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0 else { return Errno(rawValue: errno) }
         return value == 0 ? nil : Errno(rawValue: value)
     }
-
-    /// True once a TCP socket reached ESTABLISHED (`TCP_INFO`), which tells a finished
-    /// non-blocking connect from a spurious wake-up.
-    static func isEstablished(_ fd: Int32) -> Bool { cl_tcp_info_state(fd) == 1 /* TCP_ESTABLISHED */ }
 
     /// `getsockname(2)`: the local address a socket is bound to.
     static func localEndpoint(_ fd: Int32) -> Endpoint? {
