@@ -62,6 +62,12 @@ struct FlowTableTests {
         }
     }
 
+    /// The packet path's indexing assumes it (one shift, one cache line per lookup).
+    @Test func aFlowEntryAndABackendAreOneCacheLineEach() {
+        #expect(MemoryLayout<FlowEntry>.stride == 64)
+        #expect(MemoryLayout<PacketRoutes.Backend>.stride == 64)
+    }
+
     @Test func flowsExpireByTheirStatesTimeout() {
         let fixture = RoutesFixture(balance: .wrr)
         var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 100, synTimeout: .seconds(5),

@@ -20,7 +20,8 @@ public struct FlowEntry: Sendable {
     /// they leave, in memory order.
     var natAddresses: UInt64 = 0
     public var backendSlot: UInt32
-    /// `clientPort << 16 | vipIndex`: compared as one word.
+    /// The client port in network byte order, shifted 16, `| vipIndex`: compared as one
+    /// word (network order, so the packet path builds it from the frame without swapping).
     public var portAndVIP: UInt32
     /// Passthrough: the TCP header's bytes 0–3 (NAT port, backend port) in memory order.
     var natPorts: UInt32 = 0
@@ -42,13 +43,20 @@ public struct FlowEntry: Sendable {
         self.state = state
     }
 
-    public var clientPort: UInt16 { UInt16(truncatingIfNeeded: portAndVIP >> 16) }
+    public var clientPort: UInt16 { Self.port(ofKey: portAndVIP) }
     public var vipIndex: Int { Int(portAndVIP & 0xffff) }
 
     /// The key of an empty slot: VIP index 0xffff, which no frontend has
     /// (`PacketRoutes.maxFrontends` is 65535), so a lookup never matches an empty slot.
     static let noKey: UInt32 = 0xffff_ffff
 
+    /// The key of client port `port` (host order) and frontend `vip`.
     @inline(__always)
-    static func key(port: UInt16, vip: Int) -> UInt32 { UInt32(port) << 16 | UInt32(truncatingIfNeeded: vip) & 0xffff }
+    static func key(port: UInt16, vip: Int) -> UInt32 {
+        UInt32(port.bigEndian) << 16 | UInt32(truncatingIfNeeded: vip) & 0xffff
+    }
+
+    /// The client port (host order) of a key.
+    @inline(__always)
+    static func port(ofKey key: UInt32) -> UInt16 { UInt16(bigEndian: UInt16(truncatingIfNeeded: key >> 16)) }
 }

@@ -54,29 +54,29 @@ public struct DSRForwarder: PacketHandler {
     private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
                                  verdicts: UnsafeMutablePointer<PacketVerdict>) {
         let lookups = core.lookups
-        var bytes: UInt64 = 0
         var i = 0
         while i < frames.count {
-            bytes &+= UInt64(frames[i].length)
             lookups[i] = core.lookUp(frames[i])
             i &+= 1
         }
-        core.countReceived(frames: frames.count, bytes: bytes)
         let steady = core.steadyPath()
+        var bytes: UInt64 = 0
         i = 0
         while i < frames.count {
             let frame = frames[i]
+            bytes &+= UInt64(truncatingIfNeeded: frame.length)
             let l = lookups[i]
             if l.home >= 0, let e = steady.flow(l) {
                 let slot = e.pointee.backendSlot
                 EthernetHeader(frame.base).store(steady.backends[Int(slot)].ethernet)
-                steady.c.add(steady.c.backend(slot) &+ 2, UInt64(frame.length))
+                steady.c.add(steady.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: frame.length))
                 verdicts[i] = .transmit
             } else {
                 verdicts[i] = process(frame.buffer)
             }
             i &+= 1
         }
+        core.countReceived(frames: frames.count, bytes: bytes)
     }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
@@ -111,7 +111,7 @@ public struct DSRForwarder: PacketHandler {
         guard i >= 0 else { return .drop }
         let slot = core.table.entry(at: i).pointee.backendSlot
         EthernetHeader(p).store(core.backends[Int(slot)].ethernet)
-        core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
+        core.c.add(core.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))
         return .transmit
     }
 

@@ -153,22 +153,27 @@ struct ForwarderCore {
     func lookUp(_ frame: PacketFrame) -> FrameLookup {
         let p = frame.base
         guard FrameParser.plainIPv4TCP(p, length: frame.length) != nil else { return FrameLookup(home: FrameLookup.full) }
-        let frontend: Int
         if p.loadUnaligned(fromByteOffset: 30, as: UInt64.self) & vipWordMask == vipWord {
-            frontend = 0
-        } else {
-            let dst = Wire.load32(p, 30)
-            let dstPort = Wire.load16(p, 36)
-            if repliesToIPv4 && dst == natIPv4 {
-                guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
-                    return FrameLookup(home: FrameLookup.full)
-                }
-                reverse.prefetch(dstPort)
-                return FrameLookup(home: FrameLookup.reply)
-            }
-            frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
-            guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
+            return lookUpFlow(p, frontend: 0)
         }
+        let dst = Wire.load32(p, 30)
+        let dstPort = Wire.load16(p, 36)
+        if repliesToIPv4 && dst == natIPv4 {
+            guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
+                return FrameLookup(home: FrameLookup.full)
+            }
+            reverse.prefetch(dstPort)
+            return FrameLookup(home: FrameLookup.reply)
+        }
+        let frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
+        guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
+        return lookUpFlow(p, frontend: frontend)
+    }
+
+    /// `lookUp` once the frontend is known (inlined twice, so the single-VIP case has a
+    /// constant frontend).
+    @inline(__always)
+    private func lookUpFlow(_ p: UnsafeMutableRawPointer, frontend: Int) -> FrameLookup {
         // A segment that opens or closes its flow takes the full path (its state changes).
         guard p.load(fromByteOffset: 47, as: UInt8.self) & (TCPHeader.syn | TCPHeader.fin | TCPHeader.rst) == 0 else {
             return FrameLookup(home: FrameLookup.full)
@@ -404,7 +409,7 @@ struct ForwarderCore {
             }
         }
         let vip = frontends + frontend
-        return create(clientHi: clientHi, clientLo: clientLo, clientPort: UInt16(truncatingIfNeeded: key >> 16),
+        return create(clientHi: clientHi, clientLo: clientLo, clientPort: FlowEntry.port(ofKey: key),
                       frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
                       vipPort: vip.pointee.vipPort, isSYN: isSYN, clientMAC: EthernetHeader(frame).source)
     }

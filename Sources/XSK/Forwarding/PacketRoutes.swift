@@ -36,6 +36,8 @@ public final class PacketRoutes: @unchecked Sendable {
         var port: UInt16
         var flags: UInt8
         var weight: UInt16
+        /// Pads a backend to 64 bytes: one cache line, and indexing is one shift.
+        private var padding: (UInt64, UInt64) = (0, 0)
 
         init(addressHi: UInt64, addressLo: UInt64, mac: UInt64, port: UInt16, flags: UInt8, weight: UInt16,
              interfaceMAC: UInt64 = 0) {

@@ -81,19 +81,17 @@ public struct PassthroughForwarder: PacketHandler {
     private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
                                  verdicts: UnsafeMutablePointer<PacketVerdict>) {
         let lookups = core.lookups
-        var bytes: UInt64 = 0
         var i = 0
         while i < frames.count {
-            let frame = frames[i]
-            bytes &+= UInt64(frame.length)
-            lookups[i] = core.lookUp(frame)
+            lookups[i] = core.lookUp(frames[i])
             i &+= 1
         }
-        core.countReceived(frames: frames.count, bytes: bytes)
         let steady = core.steadyPath()
+        var bytes: UInt64 = 0
         i = 0
         while i < frames.count {
             let frame = frames[i]
+            bytes &+= UInt64(truncatingIfNeeded: frame.length)
             let l = lookups[i]
             if l.home >= 0, let e = steady.flow(l) {
                 Self.rewrite(frame.base, ipOffset: EthernetHeader.length, tcpOffset: EthernetHeader.length &+ 20,
@@ -110,6 +108,7 @@ public struct PassthroughForwarder: PacketHandler {
             }
             i &+= 1
         }
+        core.countReceived(frames: frames.count, bytes: bytes)
     }
 
     public mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
@@ -164,7 +163,7 @@ public struct PassthroughForwarder: PacketHandler {
         ipBase.storeBytes(of: e.pointee.natAddresses, toByteOffset: 12, as: UInt64.self)
         tcpBase.storeBytes(of: e.pointee.natPorts, toByteOffset: 0, as: UInt32.self)
         EthernetHeader(p).store(backends[Int(slot)].ethernet)
-        c.add(c.backend(slot) &+ 2, UInt64(length))
+        c.add(c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))
     }
 
     /// A backend's IPv4 segment to NAT address:`natPort`: back to the client as from the VIP,
@@ -191,7 +190,7 @@ public struct PassthroughForwarder: PacketHandler {
         tcp.base.storeBytes(of: r.ports, toByteOffset: 0, as: UInt32.self)
         eth.store(r.ethernet)
         let slot = r.backendSlot
-        if Int(slot) < core.c.backendSlots { core.c.add(core.c.backend(slot) &+ 3, UInt64(length)) }
+        if Int(slot) < core.c.backendSlots { core.c.add(core.c.backend(slot) &+ 3, UInt64(truncatingIfNeeded: length)) }
         return .transmit
     }
 
@@ -221,7 +220,7 @@ public struct PassthroughForwarder: PacketHandler {
             tcp.destinationPort = r.clientPort
             eth.destination = r.clientMAC
             eth.source = core.interfaceMAC
-            if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(length)) }
+            if Int(r.backendSlot) < core.c.backendSlots { core.c.add(core.c.backend(r.backendSlot) &+ 3, UInt64(truncatingIfNeeded: length)) }
             return .transmit
         }
         let frontend = core.frontendIndex(hi: dst.hi, lo: dst.lo, port: dstPort)
@@ -242,7 +241,7 @@ public struct PassthroughForwarder: PacketHandler {
         ip.destination = (b.pointee.addressHi, b.pointee.addressLo)
         tcp.base.storeBytes(of: e.pointee.natPorts, toByteOffset: 0, as: UInt32.self)
         eth.store(b.pointee.ethernet)
-        core.c.add(core.c.backend(slot) &+ 2, UInt64(length))
+        core.c.add(core.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))
         return .transmit
     }
 }
