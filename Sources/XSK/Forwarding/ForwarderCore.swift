@@ -98,14 +98,6 @@ struct ForwarderCore {
 
     // MARK: Per frame
 
-    /// Counts a received frame and parses it: the TCP frame, or nil after counting why it is
-    /// dropped (no buffer, not TCP over IPv4/IPv6, malformed).
-    @inline(__always)
-    func receive(_ packet: UnsafeMutableRawBufferPointer) -> (UnsafeMutableRawPointer, TCPFrame)? {
-        countReceived(frames: 1, bytes: UInt64(packet.count))
-        return parse(packet)
-    }
-
     /// Counts received frames (once per frame, or once per batch).
     @inline(__always)
     func countReceived(frames: Int, bytes: UInt64) {
