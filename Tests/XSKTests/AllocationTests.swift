@@ -10,6 +10,13 @@ import XSK
 /// around thousands of loop iterations over real traffic (RX, the handler, TX, completions).
 @Suite(.serialized)
 struct AllocationTests {
+    @Test("The per-thread allocation counter sees this thread's allocations")
+    func threadCounterCounts() {
+        let before = cb_thread_allocation_count()
+        let array = [Int](repeating: 7, count: 1000)
+        withExtendedLifetime(array) { #expect(cb_thread_allocation_count() > before) }
+    }
+
     @Test("The worker loop allocates nothing in the steady state")
     func workerLoopDoesNotAllocate() throws {
         guard try labAvailable("allocations") else { return }
@@ -40,9 +47,10 @@ struct AllocationTests {
             var rounds = 0
             let deadline = ContinuousClock.now + .seconds(15)
             while rounds < 5 || (received < 1000 && rounds < 200 && ContinuousClock.now < deadline) {
-                let before = cb_allocation_count()
+                // This thread's allocations only: other suites may run in parallel.
+                let before = cb_thread_allocation_count()
                 received += worker.runIterations(400)
-                allocations += cb_allocation_count() - before
+                allocations += cb_thread_allocation_count() - before
                 rounds += 1
             }
             if trap { raise(SIGTRAP) }

@@ -12,13 +12,20 @@ extern void *__libc_memalign(size_t alignment, size_t size);
 extern void __libc_free(void *ptr);
 
 static _Atomic uint64_t allocations;
+/* initial-exec: reading it never calls into the dynamic linker (which could allocate). */
+static _Thread_local uint64_t thread_allocations __attribute__((tls_model("initial-exec")));
 
 static inline void count_one(void) {
     atomic_fetch_add_explicit(&allocations, 1, memory_order_relaxed);
+    thread_allocations++;
 }
 
 uint64_t cb_allocation_count(void) {
     return atomic_load_explicit(&allocations, memory_order_relaxed);
+}
+
+uint64_t cb_thread_allocation_count(void) {
+    return thread_allocations;
 }
 
 void *malloc(size_t size) {

@@ -14,4 +14,8 @@
 /* Heap allocations (not frees) made by any thread since the process started. */
 uint64_t cb_allocation_count(void);
 
+/* Heap allocations made by the calling thread since it started: what a measurement on one
+ * thread wants when other threads (tests running in parallel) allocate meanwhile. */
+uint64_t cb_thread_allocation_count(void);
+
 #endif
