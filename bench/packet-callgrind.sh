@@ -40,10 +40,10 @@ ir() {
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 
-for mode in passthrough dsr; do
+for mode in passthrough dsr reply; do
     a=$(ir "$mode" "$N1")
     b=$(ir "$mode" "$N2")
-    row=$([ "$mode" = passthrough ] && echo rewrite || echo dsr)
+    case $mode in passthrough) row=rewrite ;; reply) row=rewrite_reply ;; *) row=dsr ;; esac
     awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" -v row="$row" -v flows="$FLOWS" 'BEGIN {
         per = (b - a) / (n2 - n1)
         printf "%s_instructions_per_packet  %.1f  (goal <= 150: %s; %d flows; Ir %d -> %d)\n",

@@ -10,6 +10,8 @@ import Glibc
 /// - DSR: 1 000 000 established flows in a table of capacity 1 000 000.
 /// - Passthrough: as many established flows as one NAT address has ports (1024–65535: 64 512),
 ///   in a table of capacity 1 000 000 — a NAT address cannot carry more flows at once.
+/// - Reply: the same passthrough flows, the frames being the backends' ACKs to the NAT address
+///   (checked against, and rewritten from, the shared reverse map).
 ///
 /// Each sample sends `packets` frames, each an ACK of a random established flow (a 60-byte
 /// frame), so flow-table reads miss the cache as they would under real load. Passthrough
@@ -18,12 +20,13 @@ import Glibc
 /// passthrough rows include); DSR's rewrite is idempotent and runs in place.
 enum PacketBenchmarks {
     static var all: [Benchmark] {
-        [cost(.passthrough), cost(.dsr), cost(.passthrough, hot: true), cost(.dsr, hot: true),
-         allocations(.passthrough), allocations(.dsr), frameCopy()]
+        [cost(.passthrough), cost(.dsr), cost(.reply), cost(.passthrough, hot: true), cost(.dsr, hot: true),
+         allocations(.passthrough), allocations(.dsr), allocations(.reply), frameCopy()]
     }
 
+    /// `reply`: passthrough, the backends' replies to the NAT address (the reverse map's path).
     enum Mode: String {
-        case dsr, passthrough
+        case dsr, passthrough, reply
         var flows: Int { self == .dsr ? 1_000_000 : 64_512 }
     }
 
@@ -72,6 +75,8 @@ enum PacketBenchmarks {
             // Bounded probing may refuse a rare SYN (about 1 in 10^6 at this load): the ring
             // only uses flows that were created, and `flowsHeld` reports how many.
             var created = [Bool](repeating: false, count: flows)
+            /// Passthrough: each flow's backend address and NAT port, read from its SYN as it left.
+            var replyTo = [(backend: UInt32, natPort: UInt16)](repeating: (0, 0), count: flows)
             switch mode {
             case .dsr:
                 var f = DSRForwarder(settings: settings, routes: publisher)
@@ -81,11 +86,15 @@ enum PacketBenchmarks {
                     send(n, flags: 0x10) { _ = f.handle($0) }
                 }
                 dsr = f
-            case .passthrough:
+            case .passthrough, .reply:
                 var f = PassthroughForwarder(settings: settings, routes: publisher, reverseMap: NATReverseMap())
                 f.beginBatch(now: now)
                 for n in 0..<flows {
-                    send(n, flags: 0x02) { created[n] = f.handle($0) == .transmit }
+                    send(n, flags: 0x02) { frame in
+                        created[n] = f.handle(frame) == .transmit
+                        let out = frame.baseAddress!
+                        replyTo[n] = (IPv4Header(out + 14).destination, TCPHeader(out + 34).sourcePort)
+                    }
                     send(n, flags: 0x10) { _ = f.handle($0) }
                 }
                 passthrough = f
@@ -101,7 +110,12 @@ enum PacketBenchmarks {
                     n = Int(seed % UInt64(flows))
                 } while !created[n]
                 let (addr, port) = client(n)
-                Self.writeFrame(templates + i * Self.frameSize, client: addr, port: port, flags: 0x10)
+                if mode == .reply {
+                    Self.writeFrame(templates + i * Self.frameSize, source: replyTo[n].backend, sourcePort: 8080,
+                                    destination: 0x0A4D_0002, destinationPort: replyTo[n].natPort, flags: 0x10)
+                } else {
+                    Self.writeFrame(templates + i * Self.frameSize, client: addr, port: port, flags: 0x10)
+                }
             }
             frames.copyMemory(from: templates, byteCount: Self.frameSize * Self.frameCount)
         }
@@ -115,17 +129,24 @@ enum PacketBenchmarks {
 
         /// A 60-byte Ethernet/IPv4/TCP ACK from `client:port` to the VIP, checksums valid.
         static func writeFrame(_ p: UnsafeMutableRawPointer, client: UInt32, port: UInt16, flags: UInt8) {
+            writeFrame(p, source: client, sourcePort: port, destination: 0x0A4D_0064, destinationPort: 80, flags: flags)
+        }
+
+        /// A 60-byte Ethernet/IPv4/TCP segment, checksums valid.
+        static func writeFrame(_ p: UnsafeMutableRawPointer, source: UInt32, sourcePort: UInt16, destination: UInt32,
+                               destinationPort: UInt16, flags: UInt8) {
             var bytes: [UInt8] = [0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x10, 0x08, 0x00,
                                   0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]
             func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
-            bytes += be32(client) + be32(0x0A4D_0064)
-            bytes += [UInt8(port >> 8), UInt8(port & 0xff), 0, 80] + be32(1000) + be32(2000) + [0x50, flags, 0xff, 0xff, 0, 0, 0, 0]
+            func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+            bytes += be32(source) + be32(destination)
+            bytes += be16(sourcePort) + be16(destinationPort) + be32(1000) + be32(2000) + [0x50, flags, 0xff, 0xff, 0, 0, 0, 0]
             bytes += [UInt8](repeating: 0, count: 64 - bytes.count)
             bytes.withUnsafeMutableBytes { raw in
                 let frame = raw.baseAddress!
                 let ip = IPv4Header(frame + 14)
                 ip.checksum = ip.computedChecksum()
-                let pseudo = Checksum.words(client) &+ Checksum.words(UInt32(0x0A4D_0064)) &+ 6 &+ 20
+                let pseudo = Checksum.words(source) &+ Checksum.words(destination) &+ 6 &+ 20
                 let tcpSum = Checksum.sum(UnsafeRawBufferPointer(start: frame + 34, count: 20), initial: pseudo)
                 TCPHeader(frame + 34).checksum = Checksum.finish(tcpSum)
             }
@@ -200,7 +221,13 @@ enum PacketBenchmarks {
         return sum
     }
 
-    static func name(_ mode: Mode) -> String { mode == .passthrough ? "rewrite" : "dsr" }
+    static func name(_ mode: Mode) -> String {
+        switch mode {
+        case .passthrough: return "rewrite"
+        case .reply: return "rewrite_reply"
+        case .dsr: return "dsr"
+        }
+    }
 
     /// `rewrite_ns_per_packet` (passthrough) and `dsr_ns_per_packet`; with `hot`,
     /// `..._hot_ns_per_packet`: the same over 4096 flows, whose entries stay in cache — the
@@ -266,7 +293,7 @@ enum PacketBenchmarks {
     static func loopMode(_ arguments: [String]) -> Int32 {
         guard arguments.count == 3, let mode = Mode(rawValue: arguments[0]), let flows = Int(arguments[1]),
               let packets = Int(arguments[2]), flows > 0, packets >= 0 else {
-            Harness.progress("usage: ConveyBench --packet-loop dsr|passthrough FLOWS PACKETS")
+            Harness.progress("usage: ConveyBench --packet-loop dsr|passthrough|reply FLOWS PACKETS")
             return 2
         }
         // Passthrough holds at most one NAT address's ports of flows.

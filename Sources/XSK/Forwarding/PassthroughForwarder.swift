@@ -173,7 +173,8 @@ public struct PassthroughForwarder: PacketHandler {
     private func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
                        natPort: UInt16) -> PacketVerdict {
         guard let reverse = core.reverse, let (r, version) = reverse.readRewrite(natPort),
-              r.expectedSource == NATReplyRewrite.source(ip.source, tcp.sourcePort) else {
+              r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
+                                                         tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)) else {
             core.c.drop(.unknownReply)
             return .drop
         }

@@ -36,7 +36,8 @@ public struct NATReverseEntry: Sendable, Equatable {
 /// What a backend's IPv4 reply becomes, computed when its flow starts (the same fields change
 /// to the same values in every reply, so the checksum differences are constants too).
 struct NATReplyRewrite {
-    /// `1 << 63 | backend address << 16 | backend port`: the only source accepted.
+    /// `1 << 63 | backend address << 16 | backend port`, address and port as the frame holds
+    /// them (network order, loaded without swapping): the only source accepted.
     var expectedSource: UInt64
     /// The IPv4 header's bytes 12–19 as they leave (VIP, client), memory order.
     var addresses: UInt64
@@ -52,16 +53,20 @@ struct NATReplyRewrite {
     @inline(__always) var ipChecksumDelta: UInt16 { UInt16(truncatingIfNeeded: portsAndDeltas >> 32) }
     @inline(__always) var tcpChecksumDelta: UInt16 { UInt16(truncatingIfNeeded: portsAndDeltas >> 48) }
     @inline(__always) var ethernet: EthernetAddresses {
-        var e = EthernetAddresses.zero
-        e.first8 = ethernetFirst8
-        e.last4 = UInt32(truncatingIfNeeded: ethernetLast4AndSlot)
-        return e
+        EthernetAddresses(first8: ethernetFirst8, last4: UInt32(truncatingIfNeeded: ethernetLast4AndSlot))
     }
     @inline(__always) var backendSlot: UInt32 { UInt32(truncatingIfNeeded: ethernetLast4AndSlot >> 32) }
 
-    /// The expected-source word of an IPv4 reply from `address`:`port`.
+    /// The expected-source word of an IPv4 reply from `address`:`port` (host order).
+    static func source(_ address: UInt32, _ port: UInt16) -> UInt64 {
+        source(stored: address.bigEndian, port.bigEndian)
+    }
+
+    /// The expected-source word from the address and port as loaded from a frame unswapped.
     @inline(__always)
-    static func source(_ address: UInt32, _ port: UInt16) -> UInt64 { 1 << 63 | UInt64(address) << 16 | UInt64(port) }
+    static func source(stored address: UInt32, _ port: UInt16) -> UInt64 {
+        1 << 63 | UInt64(address) << 16 | UInt64(port)
+    }
 }
 
 /// The passthrough reply map, indexed by NAT port: one structure for all workers, allocated

@@ -58,6 +58,13 @@ public struct EthernetAddresses: Sendable, Equatable {
         last4 = last
     }
 
+    /// The header bytes as the two words `first8` and `last4` hold them.
+    @inlinable @inline(__always)
+    public init(first8: UInt64, last4: UInt32) {
+        self.first8 = first8
+        self.last4 = last4
+    }
+
     /// No addresses (all zero).
-    public static let zero = EthernetAddresses(destination: 0, source: 0)
+    public static let zero = EthernetAddresses(first8: 0, last4: 0)
 }
