@@ -13,7 +13,7 @@ import Balancer
 /// leaves the routes or its drain ends.
 ///
 /// One value per worker (it owns a flow table); do not share copies across threads.
-public struct DSRForwarder: PacketHandler {
+public struct DSRForwarder: PacketHandler, FrameLookupBatching {
     var core: ForwarderCore
 
     /// A forwarder for worker `settings.workerIndex`, adopting routes from `publisher`, counting
@@ -42,26 +42,16 @@ public struct DSRForwarder: PacketHandler {
     /// goes through `process`.
     public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
-        var start = 0
-        while start < frames.count {
-            let n = min(frames.count &- start, FrameLookupBuffer.capacity)
-            handle(part: UnsafeBufferPointer(rebasing: frames[start..<(start &+ n)]), verdicts: verdicts + start)
-            start &+= n
-        }
+        handle(parts: frames, verdicts: verdicts)
     }
 
     @inline(__always)
-    private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
-                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
+    mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>, verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        core.lookUp(batch: frames)
         let lookups = core.lookups
-        var i = 0
-        while i < frames.count {
-            lookups[i] = core.lookUp(frames[i])
-            i &+= 1
-        }
         let steady = core.steadyPath()
         var bytes: UInt64 = 0
-        i = 0
+        var i = 0
         while i < frames.count {
             let frame = frames[i]
             bytes &+= UInt64(truncatingIfNeeded: frame.length)

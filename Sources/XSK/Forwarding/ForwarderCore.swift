@@ -162,6 +162,16 @@ struct ForwarderCore {
         return lookUpFlow(p, frontend: frontend)
     }
 
+    /// The first pass over (part of) a batch: every frame's `lookUp`, into `lookups`.
+    @inline(__always)
+    func lookUp(batch frames: UnsafeBufferPointer<PacketFrame>) {
+        var i = 0
+        while i < frames.count {
+            lookups[i] = lookUp(frames[i])
+            i &+= 1
+        }
+    }
+
     /// `lookUp` once the frontend is known (inlined twice, so the single-VIP case has a
     /// constant frontend).
     @inline(__always)
@@ -212,8 +222,7 @@ struct ForwarderCore {
     static func isSteady(_ e: UnsafeMutablePointer<FlowEntry>, now: UInt64,
                          backends: UnsafeMutablePointer<PacketRoutes.Backend>) -> Bool {
         let usable = PacketRoutes.Backend.usable
-        let seen = e.pointee.lastSeen
-        return e.pointee.state == .established && !(now > seen && now &- seen > e.pointee.idleTimeout)
+        return e.pointee.state == .established && !isExpired(e, now: now)
             && backends[Int(e.pointee.backendSlot)].flags & usable == usable
     }
 
@@ -309,7 +318,11 @@ struct ForwarderCore {
     }
 
     @inline(__always)
-    func isExpired(_ e: UnsafeMutablePointer<FlowEntry>) -> Bool {
+    func isExpired(_ e: UnsafeMutablePointer<FlowEntry>) -> Bool { Self.isExpired(e, now: now) }
+
+    /// True when the flow `e` has been idle longer than its state's timeout at `now`.
+    @inline(__always)
+    static func isExpired(_ e: UnsafeMutablePointer<FlowEntry>, now: UInt64) -> Bool {
         let seen = e.pointee.lastSeen
         return now > seen && now &- seen > e.pointee.idleTimeout
     }

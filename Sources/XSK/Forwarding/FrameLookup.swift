@@ -40,3 +40,23 @@ final class FrameLookupBuffer {
         lookups.deallocate()
     }
 }
+
+/// A handler that runs a batch through a `FrameLookupBuffer`: at most its capacity of frames
+/// at a time.
+protocol FrameLookupBatching {
+    /// Handles at most `FrameLookupBuffer.capacity` frames.
+    mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>, verdicts: UnsafeMutablePointer<PacketVerdict>)
+}
+
+extension FrameLookupBatching {
+    /// Handles a batch of any length, a buffer's capacity of frames at a time.
+    @inline(__always)
+    mutating func handle(parts frames: UnsafeBufferPointer<PacketFrame>, verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        var start = 0
+        while start < frames.count {
+            let n = min(frames.count &- start, FrameLookupBuffer.capacity)
+            handle(part: UnsafeBufferPointer(rebasing: frames[start..<(start &+ n)]), verdicts: verdicts + start)
+            start &+= n
+        }
+    }
+}

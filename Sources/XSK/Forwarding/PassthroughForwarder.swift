@@ -19,7 +19,7 @@ import Balancer
 /// the TCP checksum is adjusted for the 128-bit pseudo-header addresses.
 ///
 /// One value per worker; all workers share one `NATReverseMap` and one publisher.
-public struct PassthroughForwarder: PacketHandler {
+public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
     var core: ForwarderCore
     let natLo: UInt64
     let natLow: UInt16
@@ -69,26 +69,16 @@ public struct PassthroughForwarder: PacketHandler {
     /// `process`.
     public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
-        var start = 0
-        while start < frames.count {
-            let n = min(frames.count &- start, FrameLookupBuffer.capacity)
-            handle(part: UnsafeBufferPointer(rebasing: frames[start..<(start &+ n)]), verdicts: verdicts + start)
-            start &+= n
-        }
+        handle(parts: frames, verdicts: verdicts)
     }
 
     @inline(__always)
-    private mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>,
-                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {
+    mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>, verdicts: UnsafeMutablePointer<PacketVerdict>) {
+        core.lookUp(batch: frames)
         let lookups = core.lookups
-        var i = 0
-        while i < frames.count {
-            lookups[i] = core.lookUp(frames[i])
-            i &+= 1
-        }
         let steady = core.steadyPath()
         var bytes: UInt64 = 0
-        i = 0
+        var i = 0
         while i < frames.count {
             let frame = frames[i]
             bytes &+= UInt64(truncatingIfNeeded: frame.length)
