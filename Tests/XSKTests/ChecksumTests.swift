@@ -60,6 +60,29 @@ struct ChecksumTests {
         }
     }
 
+    /// `adjustStored`'s subtraction form is RFC 1624 eq. 3 exactly, including which zero it
+    /// gives: every checksum against differences at the edges (0, 1, 0xfffe, 0xffff, the
+    /// checksum itself and its neighbours) and random ones.
+    @Test func storedFormIsEquationThreeForEveryChecksum() {
+        func equationThree(_ stored: UInt16, _ delta: UInt16) -> UInt16 {
+            let s = UInt32(~stored) &+ UInt32(delta)
+            return ~UInt16(truncatingIfNeeded: (s & 0xffff) &+ (s >> 16))
+        }
+        var rng = TestRandom(seed: 11)
+        let randomDeltas = (0..<24).map { _ in UInt16.random(in: 0...UInt16.max, using: &rng) }
+        var mismatches = 0
+        var checked = 0
+        for stored in 0...UInt32(UInt16.max) {
+            let s = UInt16(stored)
+            for delta in [0, 1, 0xfffe, 0xffff, s, s &+ 1, s &- 1] + randomDeltas {
+                if Checksum.adjustStored(s, storedDelta: delta) != equationThree(s, delta) { mismatches += 1 }
+                checked += 1
+            }
+        }
+        #expect(checked == 65_536 * 31)
+        #expect(mismatches == 0)
+    }
+
     @Test func ethernetAddressesAreTheHeaderBytes() {
         var frame = [UInt8](repeating: 0xEE, count: 14)
         frame.withUnsafeMutableBytes { raw in
