@@ -30,6 +30,22 @@ struct FrameParserTests {
         #expect(c == .tcp(TCPFrame(ipOffset: 14, tcpOffset: 54, ipEnd: f.count, isIPv6: true)))
     }
 
+    /// ::ffff:a.b.c.d never appears on the wire (RFC 4291 §2.5.5.2), and would otherwise reach
+    /// an IPv4 VIP's frontend with an IPv6 header.
+    @Test func ipv4MappedIPv6AddressesAreMalformed() {
+        let mapped: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 77, 0, 100]
+        let other = [UInt8](repeating: 0xfd, count: 16)
+        var nearMiss = mapped
+        nearMiss[9] = 1  // ::1:ffff:a.b.c.d is an ordinary address
+        var toMapped = TestFrames.ipv6TCP(src: other, dst: mapped, sport: 5, dport: 80, flags: TCPHeader.syn)
+        var fromMapped = TestFrames.ipv6TCP(src: mapped, dst: other, sport: 5, dport: 80, flags: TCPHeader.ack)
+        var ordinary = TestFrames.ipv6TCP(src: other, dst: nearMiss, sport: 5, dport: 80, flags: TCPHeader.syn)
+        #expect(withFrame(&toMapped) { FrameParser.classify($0) } == .malformed)
+        #expect(withFrame(&fromMapped) { FrameParser.classify($0) } == .malformed)
+        #expect(withFrame(&ordinary) { FrameParser.classify($0) } == .tcp(TCPFrame(ipOffset: 14, tcpOffset: 54,
+                                                                                       ipEnd: ordinary.count, isIPv6: true)))
+    }
+
     @Test func fragmentsAndExtensionHeadersAndOtherProtocolsAreUnsupported() {
         let moreFragments = TestFrames.ipv4TCP(src: 1, dst: 2, sport: 1, dport: 2, flags: 0, fragment: 0x2000)
         let offset = TestFrames.ipv4TCP(src: 1, dst: 2, sport: 1, dport: 2, flags: 0, fragment: 0x0010)

@@ -173,6 +173,18 @@ struct PassthroughForwarderTests {
         #expect(pt.counters.snapshot().drops(.notForUs) == 1)
     }
 
+    /// An IPv6 segment to the IPv4 VIP's mapped form (::ffff:10.77.0.100) is refused, not
+    /// tracked under the IPv4 frontend.
+    @Test func anIPv6FrameToAnIPv4MappedVIPIsMalformedAndStartsNoFlow() {
+        var pt = Self.forwarder(RoutesFixture(balance: .wrr, count: 1))
+        var f = TestFrames.ipv6TCP(src: [UInt8](repeating: 0xfd, count: 16),
+                                   dst: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 77, 0, 100],
+                                   sport: 1, dport: 80, flags: TCPHeader.syn)
+        #expect(withFrame(&f) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.malformed) == 1)
+        #expect(pt.flowCount == 0)
+    }
+
     @Test func anIPv6ConnectionIsRewrittenBothWaysWithValidChecksums() {
         func v6(_ text: String) -> IPAddress { IPAddress(text)! }
         let vip = Endpoint(address: v6("fd77::100"), port: 80)
@@ -210,5 +222,14 @@ struct PassthroughForwarderTests {
                                          sport: 8080, dport: natPort, flags: TCPHeader.ack)
         #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)
         #expect(pt.counters.snapshot().drops(.unknownReply) == 1)
+        // The port's entry has no IPv4 rewrite: no IPv4 frame matches it, whatever its source
+        // (0.0.0.0:0 included).
+        for (src, sport) in [(UInt32(0), UInt16(0)), (0x0A4D_0015, 8080)] {
+            var v4 = TestFrames.ipv4TCP(src: src, dst: Self.nat, sport: sport, dport: natPort, flags: TCPHeader.ack)
+            #expect(withFrame(&v4) { pt.handle($0) } == .drop)
+            var batch = TestFrames.ipv4TCP(src: src, dst: Self.nat, sport: sport, dport: natPort, flags: TCPHeader.ack)
+            #expect(handleAsBatch(&batch, &pt) == .drop)
+        }
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 5)
     }
 }

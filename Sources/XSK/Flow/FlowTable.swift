@@ -70,6 +70,18 @@ public struct FlowTable {
         return Self.find(hi: hi, lo: lo, key: key, after: home, entries: entries, mask: mask, window: window)
     }
 
+    /// `find` for a key of an IPv4 frontend: the home slot is matched on address and key
+    /// alone. Every flow of an IPv4 frontend has an IPv4 client (`clientHi` 0): an IPv4
+    /// packet's source is IPv4, and an IPv6 packet never reaches an IPv4 frontend, since the
+    /// parser refuses IPv4-mapped IPv6 addresses. So the key, which holds the frontend,
+    /// implies the high half.
+    @inline(__always)
+    func findIPv4(lo: UInt64, key: UInt32, home: Int) -> Int {
+        let e = entries + home
+        if _fastPath(e.pointee.clientLo == lo && e.pointee.portAndVIP == key) { return home }
+        return Self.find(hi: 0, lo: lo, key: key, after: home, entries: entries, mask: mask, window: window)
+    }
+
     /// `find` past the home slot, through the rest of the window (static, so the call passes
     /// three words rather than a copy of the table).
     @inline(never)

@@ -55,6 +55,11 @@ struct ForwarderCore {
     let repliesToIPv4: Bool
     /// Passthrough: all workers' NAT ports (a reply may be to another worker's port).
     let natPorts: ClosedRange<UInt16>
+    /// With IPv4 replies: the IPv4 NAT address as the first pass loads a destination (memory
+    /// order, widened); otherwise a value above 32 bits, which no destination equals.
+    let replyAddressWord: UInt64
+    /// `natPorts` as lower bound and span, so the first pass checks a port with one compare.
+    let natPortSpan: UInt16
     let hasNAT6: Bool
     let portStorage: NATPortStorage
     var ports: NATPortPool
@@ -86,6 +91,8 @@ struct ForwarderCore {
         hasNAT4 = settings.natAddress?.isIPv4 == true
         repliesToIPv4 = reverseMap != nil && hasNAT4
         natPorts = settings.natPorts ?? 1...1
+        replyAddressWord = repliesToIPv4 ? UInt64(natIPv4.bigEndian) : .max
+        natPortSpan = natPorts.upperBound &- natPorts.lowerBound
         let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
         natV6 = v6.map(StableHash.widened) ?? (0, 0)
         hasNAT6 = v6 != nil
@@ -145,18 +152,19 @@ struct ForwarderCore {
     func lookUp(_ frame: PacketFrame) -> FrameLookup {
         let p = frame.base
         guard FrameParser.plainIPv4TCP(p, length: frame.length) != nil else { return FrameLookup(home: FrameLookup.full) }
-        if p.loadUnaligned(fromByteOffset: 30, as: UInt64.self) & vipWordMask == vipWord {
+        let destination = p.loadUnaligned(fromByteOffset: 30, as: UInt64.self)
+        if destination & vipWordMask == vipWord {
             return lookUpFlow(p, frontend: 0)
+        }
+        if UInt64(UInt32(truncatingIfNeeded: destination)) == replyAddressWord {
+            let port = UInt16(bigEndian: UInt16(truncatingIfNeeded: destination >> 48))
+            guard port &- natPorts.lowerBound <= natPortSpan else { return FrameLookup(home: FrameLookup.full) }
+            // `replyAddressWord` matches only with a reverse map.
+            reverse.unsafelyUnwrapped.prefetch(port)
+            return FrameLookup(home: FrameLookup.reply, clientLo: UInt64(port))
         }
         let dst = Wire.load32(p, 30)
         let dstPort = Wire.load16(p, 36)
-        if repliesToIPv4 && dst == natIPv4 {
-            guard dstPort >= natPorts.lowerBound && dstPort <= natPorts.upperBound, let reverse else {
-                return FrameLookup(home: FrameLookup.full)
-            }
-            reverse.prefetch(dstPort)
-            return FrameLookup(home: FrameLookup.reply)
-        }
         let frontend = frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(dst), port: dstPort)
         guard frontend >= 0 else { return FrameLookup(home: FrameLookup.full) }
         return lookUpFlow(p, frontend: frontend)
@@ -196,12 +204,14 @@ struct ForwarderCore {
         let backends: UnsafeMutablePointer<PacketRoutes.Backend>
         let now: UInt64
         let c: CounterView
+        /// Passthrough: the reply map (nil otherwise; a `FrameLookup.reply` implies one).
+        let reverse: NATReverseView?
 
         /// The flow of a looked-up frame, its last-seen time updated, when the segment simply
         /// continues it (see `isSteady`); nil sends the frame down the full path.
         @inline(__always)
         func flow(_ l: FrameLookup) -> UnsafeMutablePointer<FlowEntry>? {
-            let found = table.find(hi: 0, lo: l.clientLo, key: l.key, home: l.home)
+            let found = table.findIPv4(lo: l.clientLo, key: l.key, home: l.home)
             guard found >= 0 else { return nil }
             let e = table.entry(at: found)
             guard ForwarderCore.isSteady(e, now: now, backends: backends) else { return nil }
@@ -211,7 +221,9 @@ struct ForwarderCore {
     }
 
     @inline(__always)
-    func steadyPath() -> SteadyPath { SteadyPath(table: table, backends: backends, now: now, c: c) }
+    func steadyPath() -> SteadyPath {
+        SteadyPath(table: table, backends: backends, now: now, c: c, reverse: reverse)
+    }
 
     /// True when a segment that neither opens nor closes the flow `e` continues it unchanged:
     /// established, within its idle time, to a usable backend.
@@ -221,9 +233,8 @@ struct ForwarderCore {
     @inline(__always)
     static func isSteady(_ e: UnsafeMutablePointer<FlowEntry>, now: UInt64,
                          backends: UnsafeMutablePointer<PacketRoutes.Backend>) -> Bool {
-        let usable = PacketRoutes.Backend.usable
-        return e.pointee.state == .established && !isExpired(e, now: now)
-            && backends[Int(e.pointee.backendSlot)].flags & usable == usable
+        e.pointee.state == .established && !isExpired(e, now: now)
+            && backends[Int(e.pointee.backendSlot)].unusableBits == 0
     }
 
     // MARK: Per batch

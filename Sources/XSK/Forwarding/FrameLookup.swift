@@ -8,6 +8,7 @@
 struct FrameLookup {
     /// The flow key's home slot; `FrameLookup.full` (-1) or `FrameLookup.reply` (-2) otherwise.
     var home: Int
+    /// The client address (IPv4-mapped); for a reply, the NAT port (host order).
     var clientLo: UInt64
     var key: UInt32
 

@@ -34,7 +34,10 @@ public final class PacketRoutes: @unchecked Sendable {
         /// The Ethernet addresses of a frame to this backend: its MAC, then the interface's.
         var ethernet: EthernetAddresses = .zero
         var port: UInt16
-        var flags: UInt8
+        let flags: UInt8
+        /// The `usable` bits this backend lacks: zero when established flows may go on (one
+        /// byte compare on the packet path instead of a mask and compare).
+        let unusableBits: UInt8
         var weight: UInt16
         /// Pads a backend to 64 bytes: one cache line, and indexing is one shift.
         private var padding: (UInt64, UInt64) = (0, 0)
@@ -47,6 +50,7 @@ public final class PacketRoutes: @unchecked Sendable {
             ethernet = EthernetAddresses(destination: mac, source: interfaceMAC)
             self.port = port
             self.flags = flags
+            unusableBits = Self.usable & ~flags
             self.weight = weight
         }
 

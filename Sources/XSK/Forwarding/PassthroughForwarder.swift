@@ -90,9 +90,10 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             } else if l.home == FrameLookup.reply {
                 // A plain IPv4 frame (checked in the first pass): the headers are at fixed places.
                 let p = frame.base
-                let tcp = TCPHeader(p + (EthernetHeader.length + 20))
-                verdicts[i] = reply(length: frame.length, ip: IPv4Header(p + EthernetHeader.length), tcp: tcp,
-                                    eth: EthernetHeader(p), natPort: tcp.destinationPort)
+                verdicts[i] = Self.reply(length: frame.length, ip: IPv4Header(p + EthernetHeader.length),
+                                         tcp: TCPHeader(p + (EthernetHeader.length + 20)), eth: EthernetHeader(p),
+                                         natPort: UInt16(truncatingIfNeeded: l.clientLo),
+                                         reverse: steady.reverse.unsafelyUnwrapped, counters: steady.c)
             } else {
                 verdicts[i] = process(frame.buffer)
             }
@@ -119,7 +120,11 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         let dstLo = 0xffff_0000_0000 | UInt64(dst)
         let dstPort = tcp.destinationPort
         if core.hasNAT4 && dstLo == natLo && dstPort >= natLow && dstPort <= natHigh {
-            return reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort)
+            guard let reverse = core.reverse else {
+                core.c.drop(.unknownReply)
+                return .drop
+            }
+            return Self.reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort, reverse: reverse, counters: core.c)
         }
         let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
         guard frontend >= 0 else {
@@ -160,12 +165,12 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
     /// with the rewrite computed when the flow started (`NATReplyRewrite`), if it comes from
     /// the backend the port was given to.
     @inline(__always)
-    private func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader,
-                       natPort: UInt16) -> PacketVerdict {
-        guard let reverse = core.reverse, let (r, version) = reverse.readRewrite(natPort),
+    private static func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader, natPort: UInt16,
+                              reverse: NATReverseView, counters c: CounterView) -> PacketVerdict {
+        guard let (r, version) = reverse.readRewrite(natPort),
               r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
                                                          tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)) else {
-            core.c.drop(.unknownReply)
+            c.drop(.unknownReply)
             return .drop
         }
         if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
@@ -181,7 +186,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         tcp.base.storeBytes(of: r.ports, toByteOffset: 0, as: UInt32.self)
         eth.store(r.ethernet)
         let slot = r.backendSlot
-        if Int(slot) < core.c.backendSlots { core.c.add(core.c.backend(slot) &+ 3, UInt64(truncatingIfNeeded: length)) }
+        if Int(slot) < c.backendSlots { c.add(c.backend(slot) &+ 3, UInt64(truncatingIfNeeded: length)) }
         return .transmit
     }
 

@@ -36,8 +36,9 @@ public struct NATReverseEntry: Sendable, Equatable {
 /// What a backend's IPv4 reply becomes, computed when its flow starts (the same fields change
 /// to the same values in every reply, so the checksum differences are constants too).
 struct NATReplyRewrite {
-    /// `1 << 63 | backend address << 16 | backend port`, address and port as the frame holds
-    /// them (network order, loaded without swapping): the only source accepted.
+    /// `backend address << 16 | backend port`, address and port as the frame holds them
+    /// (network order, loaded without swapping): the only source accepted. `noSource` (above
+    /// 48 bits, so no frame matches it) for an IPv6 flow, whose replies take the full path.
     var expectedSource: UInt64
     /// The IPv4 header's bytes 12–19 as they leave (VIP, client), memory order.
     var addresses: UInt64
@@ -65,8 +66,11 @@ struct NATReplyRewrite {
     /// The expected-source word from the address and port as loaded from a frame unswapped.
     @inline(__always)
     static func source(stored address: UInt32, _ port: UInt16) -> UInt64 {
-        1 << 63 | UInt64(address) << 16 | UInt64(port)
+        UInt64(address) << 16 | UInt64(port)
     }
+
+    /// The expected source of an entry without an IPv4 rewrite: matches no frame.
+    static let noSource = UInt64.max
 }
 
 /// The passthrough reply map, indexed by NAT port: one structure for all workers, allocated
@@ -130,7 +134,7 @@ struct NATReverseView {
         let old = head.pointee.load(ordering: .relaxed)
         head.pointee.store(old | 1, ordering: .relaxed)
         atomicMemoryFence(ordering: .releasing)
-        let r = rewrite ?? NATReplyRewrite(expectedSource: 0, addresses: 0, portsAndDeltas: 0, ethernetFirst8: 0,
+        let r = rewrite ?? NATReplyRewrite(expectedSource: NATReplyRewrite.noSource, addresses: 0, portsAndDeltas: 0, ethernetFirst8: 0,
                                            ethernetLast4AndSlot: 0)
         word(port, 1).pointee.store(r.expectedSource, ordering: .relaxed)
         word(port, 2).pointee.store(r.addresses, ordering: .relaxed)

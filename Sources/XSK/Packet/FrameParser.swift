@@ -33,6 +33,12 @@ public enum FrameClass: Equatable {
 /// Classifies frames: every length field is checked against the received length, so a
 /// truncated or lying header yields `.malformed` and never an out-of-bounds read.
 public enum FrameParser {
+    /// True when the 16-byte address at `offset` is an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
+    @inlinable @inline(__always)
+    static func isIPv4Mapped(_ frame: UnsafeMutableRawPointer, _ offset: Int) -> Bool {
+        Wire.load64(frame, offset) == 0 && Wire.load32(frame, offset &+ 8) == 0xffff
+    }
+
     /// Classifies the frame at `frame` of `length` received bytes.
     @inlinable @inline(__always)
     public static func classify(_ frame: UnsafeMutableRawPointer, length: Int) -> FrameClass {
@@ -65,6 +71,10 @@ public enum FrameParser {
             let end = l3 &+ IPv6Header.length &+ ip.payloadLength
             guard ip.version == 6, end <= length else { return .malformed }
             guard ip.nextHeader == 6 else { return .unsupported }
+            // An IPv4-mapped address never appears on the wire (RFC 4291 §2.5.5.2; Linux
+            // drops such sources too). Refusing them keeps every flow of an IPv4 frontend an
+            // IPv4 flow (addresses are compared in their mapped form).
+            guard !Self.isIPv4Mapped(frame, l3 &+ 8), !Self.isIPv4Mapped(frame, l3 &+ 24) else { return .malformed }
             let l4 = l3 &+ IPv6Header.length
             guard l4 &+ 20 <= end else { return .malformed }
             let tcpLength = TCPHeader(frame + l4).headerLength

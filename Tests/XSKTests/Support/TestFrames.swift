@@ -138,3 +138,14 @@ struct TestRandom: RandomNumberGenerator {
 func withFrame<R>(_ frame: inout [UInt8], _ body: (UnsafeMutableRawBufferPointer) -> R) -> R {
     frame.withUnsafeMutableBytes { body($0) }
 }
+
+/// Runs one frame through `handler`'s batch path (`handle(batch:verdicts:)`, as the worker
+/// calls it), the frame's bytes updated in place; the verdict.
+func handleAsBatch<H: PacketHandler>(_ frame: inout [UInt8], _ handler: inout H) -> PacketVerdict {
+    var verdict = PacketVerdict.drop
+    frame.withUnsafeMutableBytes { bytes in
+        let frames = [PacketFrame(base: bytes.baseAddress!, length: bytes.count)]
+        frames.withUnsafeBufferPointer { handler.handle(batch: $0, verdicts: &verdict) }
+    }
+    return verdict
+}
