@@ -221,6 +221,20 @@ enum PacketBenchmarks {
         return sum
     }
 
+    /// `AnonHugePages` of this process (`/proc/self/smaps_rollup`), MiB; nil where unreadable.
+    static func anonHugePagesMiB() -> Int? {
+        guard let f = fopen("/proc/self/smaps_rollup", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), f) != nil {
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if text.hasPrefix("AnonHugePages:"), let kB = Int(text.split(separator: " ", omittingEmptySubsequences: true)[1]) {
+                return kB / 1024
+            }
+        }
+        return nil
+    }
+
     static func name(_ mode: Mode) -> String {
         switch mode {
         case .passthrough: return "rewrite"
@@ -237,7 +251,12 @@ enum PacketBenchmarks {
         let packets = Harness.quick ? 1_000_000 : 10_000_000
         let name = name(mode) + (hot ? "_hot" : "") + "_ns_per_packet"
         return Benchmark(name: name, unit: "ns/packet", repetitions: Harness.quick ? 3 : 9, goal: .atMost(25),
-                         setUp: { setup = Setup(mode: mode, flows: hot ? 4096 : mode.flows) },
+                         setUp: {
+                             setup = Setup(mode: mode, flows: hot ? 4096 : mode.flows)
+                             // The big table's cost depends on its TLB reach: say how much of
+                             // the process's anonymous memory got huge pages this time.
+                             if let huge = anonHugePagesMiB() { Harness.progress("  \(name): \(huge) MiB of anonymous memory in huge pages") }
+                         },
                          tearDown: { setup = nil }) {
             guard let s = setup else { throw BenchError.failed(benchmark: name, reason: "no setup") }
             var sent = 0

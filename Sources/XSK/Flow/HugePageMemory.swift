@@ -17,13 +17,22 @@ struct HugePageMemory {
 
     init(byteCount requested: Int) {
         let size = (max(requested, 1) + Self.hugePage - 1) / Self.hugePage * Self.hugePage
-        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+        // mmap aligns to 4 KiB only, and a huge page needs a 2 MiB-aligned range: map one huge
+        // page more and unmap the unaligned head and tail, so all of the table can be backed.
+        let mapped = size + Self.hugePage
+        guard let p = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               p != MAP_FAILED else {
             fatalError("cannot map \(size) bytes for a flow table: \(String(cString: strerror(errno))); "
                        + "lower [passthrough] connection_tracker_capacity")
         }
-        _ = madvise(p, size, MADV_HUGEPAGE)
-        base = p
+        let address = UInt(bitPattern: p)
+        let aligned = (address + UInt(Self.hugePage) - 1) & ~UInt(Self.hugePage - 1)
+        let head = Int(aligned - address)
+        if head > 0 { munmap(p, head) }
+        if mapped - head - size > 0 { munmap(p + head + size, mapped - head - size) }
+        let base = p + head
+        _ = madvise(base, size, MADV_HUGEPAGE)
+        self.base = base
         byteCount = size
     }
 
