@@ -45,7 +45,11 @@ public final class ForwardingControl: Sendable {
     /// dump, read on a slower cadence and whenever the snapshot changed.
     @discardableResult
     public func refresh(force: Bool = false, readNeighbours: Bool = true) -> Bool {
-        let seen = state.withLock { $0.snapshotGeneration }
+        let (seen, waitingForSlot) = state.withLock { state in
+            (state.snapshotGeneration, state.unresolved.contains { $0.reason.hasPrefix(PacketRoutes.noSlotReason) })
+        }
+        // Servers wait for a backend slot and a retired one can be reused now: build again.
+        let force = force || (waitingForSlot && routes.canReclaimSlots)
         if !force && !readNeighbours && snapshots.generation == seen { return false }
         let (snapshot, generation) = snapshots.load()
         let macs = backendMACs(for: snapshot)

@@ -80,6 +80,15 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
 
     /// Adds the workers' traffic since the last flush to the servers' and frontends' counters.
     public func flushCounters() {
+        flusher.withLock { flusher in
+            // Before the routes are read: a retired backend slot is reused only after a whole
+            // flush has run since its last flow ended (see `BackendSlotRegistry`).
+            control.routes.countersFlushStarting()
+            flush(flusher)
+        }
+    }
+
+    private func flush(_ flusher: BackendStatsFlusher) {
         let routes = control.routes.current().routes
         // A pool's traffic counts toward the first frontend that uses it (frontends sharing a
         // pool are rare; their traffic cannot be told apart per backend slot).
@@ -87,7 +96,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         for f in snapshots.load().value.frontends where frontendOfPool[f.config.pool] == nil {
             frontendOfPool[f.config.pool] = f.counters
         }
-        flusher.withLock { $0.flush(into: routes) { frontendOfPool[$0.pool] } }
+        flusher.flush(into: routes) { frontendOfPool[$0.pool] }
     }
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.

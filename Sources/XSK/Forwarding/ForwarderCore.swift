@@ -39,6 +39,11 @@ struct ForwarderCore {
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
+    /// The routes generation held when the current full sweep began (see `FlowSweepProgress`).
+    var sweepBegunUnder: UInt64 = 0
+    /// Published to the routes publisher, which reuses a retired backend slot only once every
+    /// worker's table is clean of it.
+    let sweepProgress: FlowSweepProgress
     /// Sweep work owed, in slot × nanoseconds (see `ForwarderSettings.fullSweepInterval`).
     var sweepCredit: UInt64 = 0
     var lastSweep: UInt64 = 0
@@ -100,7 +105,12 @@ struct ForwarderCore {
         ports = NATPortPool(storage: portStorage)
         self.reverseMap = reverseMap
         reverse = reverseMap.map(NATReverseView.init)
+        sweepProgress = FlowSweepProgress(cleanThrough: 0)
         adopt()
+        // The table is empty: clean of every backend missing from the routes just adopted.
+        sweepBegunUnder = generation
+        sweepProgress.completedSweep(begunUnder: generation)
+        publisher.register(sweepProgress)
     }
 
     // MARK: Per frame
@@ -305,6 +315,11 @@ struct ForwarderCore {
                 }
             }
             i = (i &+ 1) & mask
+            if i == 0 {
+                // A full pass over the table, all of it under routes at least this new.
+                sweepProgress.completedSweep(begunUnder: sweepBegunUnder)
+                sweepBegunUnder = generation
+            }
         }
         sweepCursor = i
     }

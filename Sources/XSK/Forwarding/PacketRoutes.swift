@@ -94,12 +94,17 @@ public final class PacketRoutes: @unchecked Sendable {
     /// The most frontends routes hold (flow entries name a frontend in 16 bits).
     public static let maxFrontends = 65_535
 
+    /// The `Unresolved.reason` of a server that found every backend slot taken.
+    static let noSlotReason = "no backend slot left"
+
     let frontendCount: Int
     let frontends: UnsafeMutablePointer<Frontend>
     let vipBuckets: UnsafeMutablePointer<UInt16>
     let vipMask: Int
     let backendCount: Int
     let backends: UnsafeMutablePointer<Backend>
+    /// The slots of the backends in these routes (the rest are free or retired).
+    let usedSlots: Set<UInt32>
     let slots: UnsafeMutablePointer<UInt32>
     let slotsCount: Int
 
@@ -141,7 +146,7 @@ public final class PacketRoutes: @unchecked Sendable {
                     routeSlots.append(nil)
                     if !unresolved.contains(where: { $0.server == server.id }) {
                         unresolved.append(Unresolved(server: server.id, address: server.address,
-                                                     reason: "no backend slot left (limit \(registry.limit))"))
+                                                     reason: "\(Self.noSlotReason) (limit \(registry.limit))"))
                     }
                     continue
                 }
@@ -206,6 +211,7 @@ public final class PacketRoutes: @unchecked Sendable {
         frontendNames = names
 
         backendCount = registry.count
+        usedSlots = Set(backendList.keys.map { UInt32($0) })
         backends = .allocate(capacity: max(1, backendCount))
         backends.initialize(repeating: Backend(addressHi: 0, addressLo: 0, mac: 0, port: 0, flags: 0, weight: 0),
                             count: max(1, backendCount))

@@ -13,10 +13,24 @@ public final class PacketRoutesPublisher: Sendable {
         var routes: PacketRoutes
         var registry: BackendSlotRegistry
         var generation: UInt64
+        /// The workers' sweep progress, held weakly (a stopped worker holds no slot back).
+        var sweepers: [WeakSweepProgress] = []
+
+        /// The oldest generation every live worker's table is clean under; nil with no worker.
+        mutating func cleanThrough() -> UInt64? {
+            sweepers.removeAll { $0.progress == nil }
+            return sweepers.compactMap { $0.progress?.cleanThrough }.min()
+        }
+    }
+
+    private struct WeakSweepProgress {
+        weak var progress: FlowSweepProgress?
     }
 
     private let state: Mutex<State>
     private let published = Atomic<UInt64>(1)
+    /// Counter flushes started (`countersFlushStarting`).
+    private let flushes = Atomic<UInt64>(0)
     /// The most backend slots any routes will use: the size of each worker's per-backend counters.
     public let maxBackendSlots: Int
 
@@ -34,14 +48,37 @@ public final class PacketRoutesPublisher: Sendable {
     public func publish(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress],
                         interfaceMAC: MACAddress) -> PacketRoutes {
         state.withLock { state in
+            state.registry.reclaim(cleanThrough: state.cleanThrough(), flushEpoch: flushes.load(ordering: .acquiring))
             let routes = PacketRoutes(snapshot: snapshot, backendMACs: backendMACs, interfaceMAC: interfaceMAC,
                                       registry: state.registry)
             state.routes = routes
             state.generation &+= 1
+            state.registry.retire(unusedBy: routes.usedSlots, generation: state.generation)
             published.store(state.generation, ordering: .releasing)
             return routes
         }
     }
+
+    /// Registers a worker's sweep progress: retired backend slots wait for it.
+    func register(_ progress: FlowSweepProgress) {
+        state.withLock { $0.sweepers.append(WeakSweepProgress(progress: progress)) }
+    }
+
+    /// Called by the counter flusher as it starts a flush (flushes run one at a time): a
+    /// retired slot is reused only after a whole flush following its last flow's end, so its
+    /// traffic is booked to the backend that had it.
+    public func countersFlushStarting() { flushes.add(1, ordering: .acquiringAndReleasing) }
+
+    /// True when publishing again would free a retired backend slot; the control plane
+    /// republishes then if servers wait for a slot.
+    public var canReclaimSlots: Bool {
+        state.withLock { state in
+            state.registry.canReclaim(cleanThrough: state.cleanThrough(), flushEpoch: flushes.load(ordering: .acquiring))
+        }
+    }
+
+    /// Backend slots held now (in routes, or retired and not yet reusable), for tests and /stats.
+    public var heldBackendSlots: Int { state.withLock { $0.registry.held } }
 
     /// The generation of the newest routes.
     public var generation: UInt64 { published.load(ordering: .acquiring) }

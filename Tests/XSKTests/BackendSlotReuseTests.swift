@@ -1,0 +1,91 @@
+import Balancer
+import Testing
+@testable import XSK
+
+/// Backend slots are reused, so servers may come and go for the life of the process; a slot
+/// is reused only when no flow can name it any more and its traffic has been counted.
+@Suite("Backend slots: reused after every worker swept and a flush ran, never under a live flow")
+struct BackendSlotReuseTests {
+    static func moved(_ fixture: RoutesFixture, server: Int, to last: UInt32) -> PacketRoutes {
+        fixture.republish { snapshot in
+            snapshot.frontends[0].servers[server].address = Endpoint(address: .v4(0x0A4D_0000 + last), port: 8080)
+        }
+    }
+
+    static func waitsForSlot(_ routes: PacketRoutes) -> Bool {
+        routes.unresolved.contains { $0.reason.hasPrefix(PacketRoutes.noSlotReason) }
+    }
+
+    @Test func aRetiredSlotWaitsForEverySweepAndAFlushThenServesTheNewServer() {
+        var fixture = RoutesFixture(balance: .wrr, count: 2, maxBackendSlots: 3)
+        var dsr = DSRForwarderTests.forwarder(fixture)
+        // A second worker that never sweeps (no traffic, no batches).
+        var idle: DSRForwarder? = DSRForwarderTests.forwarder(fixture)
+        var onFirst: [UInt16] = []
+        for port in UInt16(5000)..<5020 where DSRForwarderTests.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == 1 {
+            onFirst.append(port)
+        }
+        #expect(!onFirst.isEmpty)
+        // s1 moves to .50 (a new key: slot 2), then to .51: slot 0 is retired but its flows
+        // live, slot 2 is retired too, and the limit of 3 is reached.
+        fixture.macs[Endpoint(address: .v4(0x0A4D_0032), port: 8080).address] = MACAddress(rawValue: 0x02_00_00_00_00_50)
+        fixture.macs[Endpoint(address: .v4(0x0A4D_0033), port: 8080).address] = MACAddress(rawValue: 0x02_00_00_00_00_51)
+        #expect(!Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x32)))
+        #expect(Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x33)))
+        #expect(fixture.publisher.heldBackendSlots == 3)
+        // The busy worker sweeps its table: s1's old flows end (its slot is out of the routes).
+        for t in UInt64(2)...5 { dsr.beginBatch(now: t * second) }
+        #expect(dsr.counters.snapshot().flowsEnded == UInt64(onFirst.count))
+        // The worker that never swept holds the slots back, whatever the flushes.
+        for _ in 0..<3 { fixture.publisher.countersFlushStarting() }
+        #expect(!fixture.publisher.canReclaimSlots)
+        #expect(Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x33)))
+        #expect(idle?.flowCount == 0)
+        idle = nil
+        // Every live worker is clean now, but no flush has run since that was seen: still held.
+        #expect(Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x33)))
+        #expect(!fixture.publisher.canReclaimSlots)
+        fixture.publisher.countersFlushStarting()
+        #expect(!fixture.publisher.canReclaimSlots)
+        // That flush may have read the counters before the last flows ended: still held.
+        #expect(Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x33)))
+        fixture.publisher.countersFlushStarting()
+        #expect(fixture.publisher.canReclaimSlots)
+        let routes = Self.moved(fixture, server: 0, to: 0x33)
+        #expect(!Self.waitsForSlot(routes))
+        #expect(fixture.publisher.heldBackendSlots <= 3)
+        // New flows reach the new server; the old flows are gone, not delivered to it.
+        dsr.beginBatch(now: 6 * second)
+        var toNew = 0
+        for port in UInt16(6000)..<6040 {
+            var f = clientFrame(port: port, flags: TCPHeader.syn)
+            if withFrame(&f, { dsr.handle($0) }) == .transmit, TestFrames.fields(f).dstMAC == 0x02_00_00_00_00_51 {
+                toNew += 1
+            }
+        }
+        #expect(toNew > 10)
+        for port in onFirst { #expect(DSRForwarderTests.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == nil) }
+    }
+
+    @Test func serversComeAndGoForeverWithinTheSlotLimit() {
+        var fixture = RoutesFixture(balance: .wrr, count: 2, maxBackendSlots: 4)
+        var dsr = DSRForwarderTests.forwarder(fixture)
+        var now = 2 * second
+        for round in 0..<60 {
+            let last = UInt32(0x40 + round % 150)
+            let address = Endpoint(address: .v4(0x0A4D_0000 + last), port: 8080).address
+            fixture.macs[address] = MACAddress(rawValue: 0x02_00_00_00_01_00 | UInt64(last))
+            var routes = Self.moved(fixture, server: round % 2, to: last)
+            // Flows to the current servers come and go meanwhile.
+            for port in UInt16(7000)..<7004 { _ = DSRForwarderTests.send(clientFrame(port: port &+ UInt16(round * 4), flags: TCPHeader.syn), &dsr) }
+            for _ in 0..<2 {
+                now += 2 * second
+                dsr.beginBatch(now: now)
+                fixture.publisher.countersFlushStarting()
+                routes = Self.moved(fixture, server: round % 2, to: last)
+            }
+            #expect(!Self.waitsForSlot(routes), "round \(round): \(routes.unresolved)")
+            #expect(fixture.publisher.heldBackendSlots <= 4)
+        }
+    }
+}
