@@ -67,6 +67,24 @@ struct BackendSlotReuseTests {
         for port in onFirst { #expect(DSRForwarderTests.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == nil) }
     }
 
+    /// Nothing else publishes once the workers are clean: polling `canReclaimSlots` while
+    /// flushes run is enough for it to turn true (the control plane then republishes).
+    @Test func aWaitingServerNeedsNoOtherPublishToGetAFreedSlot() {
+        let fixture = RoutesFixture(balance: .wrr, count: 2, maxBackendSlots: 2)
+        var dsr = DSRForwarderTests.forwarder(fixture)
+        #expect(DSRForwarderTests.send(clientFrame(port: 9000, flags: TCPHeader.syn), &dsr) != nil)
+        #expect(Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x34)))
+        for t in UInt64(2)...5 { dsr.beginBatch(now: t * second) }
+        var polls = 0
+        while !fixture.publisher.canReclaimSlots && polls < 5 {
+            fixture.publisher.countersFlushStarting()
+            polls += 1
+        }
+        #expect(fixture.publisher.canReclaimSlots)
+        #expect(polls == 2)
+        #expect(!Self.waitsForSlot(Self.moved(fixture, server: 0, to: 0x34)))
+    }
+
     @Test func serversComeAndGoForeverWithinTheSlotLimit() {
         var fixture = RoutesFixture(balance: .wrr, count: 2, maxBackendSlots: 4)
         var dsr = DSRForwarderTests.forwarder(fixture)
@@ -87,5 +105,63 @@ struct BackendSlotReuseTests {
             #expect(!Self.waitsForSlot(routes), "round \(round): \(routes.unresolved)")
             #expect(fixture.publisher.heldBackendSlots <= 4)
         }
+    }
+}
+
+/// Frontend indices stay with their VIP: flow keys hold them, so a reload that adds or removes
+/// another frontend must not change what an index means under established flows.
+@Suite("Frontend indices: stable across reloads, reused only after the old VIP's flows are swept")
+struct FrontendIndexTests {
+    static func config(_ frontends: [(String, UInt32)]) -> ConveyConfig {
+        let servers = (1...2).map { ServerConfig(name: "s\($0)", address: RoutesFixture.backendAddress($0)) }
+        return ConveyConfig(frontends: frontends.map { name, last in
+                                FrontendConfig(name: name, listen: Endpoint(address: .v4(0x0A4D_0000 + last), port: 80),
+                                               pool: "pool", balance: .wrr)
+                            },
+                            pools: [PoolConfig(name: "pool", drainTimeout: .seconds(30), servers: servers)])
+    }
+
+    static func send(to vip: UInt32, port: UInt16, flags: UInt8, _ dsr: inout DSRForwarder) -> Int? {
+        var f = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: 0x0A4D_0000 + vip, sport: port, dport: 80, flags: flags)
+        guard withFrame(&f, { dsr.handle($0) }) == .transmit else { return nil }
+        return RoutesFixture.backendNumber(mac: TestFrames.fields(f).dstMAC)
+    }
+
+    @Test func aReloadThatAddsOrRemovesAFrontendKeepsTheOthersFlows() {
+        let runtime = BalancerRuntime(config: Self.config([("b", 0x65), ("c", 0x64)]))
+        let publisher = PacketRoutesPublisher(maxBackendSlots: 16)
+        let macs = Dictionary(uniqueKeysWithValues: (1...2).map {
+            (RoutesFixture.backendAddress($0).address, MACAddress(rawValue: RoutesFixture.backendMAC($0)))
+        })
+        func publish() { publisher.publish(snapshot: runtime.snapshots.load().value, backendMACs: macs,
+                                           interfaceMAC: RoutesFixture.interfaceMAC) }
+        publish()
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: publisher)
+        dsr.beginBatch(now: second)
+        var onC: [UInt16: Int] = [:]
+        for port in UInt16(1000)..<1020 { onC[port] = Self.send(to: 0x64, port: port, flags: TCPHeader.syn, &dsr) }
+        for port in UInt16(2000)..<2010 { #expect(Self.send(to: 0x65, port: port, flags: TCPHeader.syn, &dsr) != nil) }
+        #expect(onC.count == 20 && dsr.flowCount == 30)
+
+        // "b" goes: "c" is the only frontend now, and its flows go on to the same backends.
+        runtime.apply(Self.config([("c", 0x64)]))
+        publish()
+        dsr.beginBatch(now: 2 * second)
+        for (port, backend) in onC { #expect(Self.send(to: 0x64, port: port, flags: TCPHeader.ack, &dsr) == backend) }
+        // "b"'s flows are swept away (its VIP is no longer routed), none of "c"'s.
+        for t in UInt64(3)...6 { dsr.beginBatch(now: t * second) }
+        #expect(dsr.flowCount == 20)
+        #expect(dsr.counters.snapshot().flowsEnded == 10)
+
+        // "a" arrives (sorting first) and may take "b"'s old index once it is free; "c" keeps its own.
+        for _ in 0..<2 { publisher.countersFlushStarting() }
+        runtime.apply(Self.config([("a", 0x66), ("c", 0x64)]))
+        publish()
+        dsr.beginBatch(now: 7 * second)
+        for (port, backend) in onC { #expect(Self.send(to: 0x64, port: port, flags: TCPHeader.ack, &dsr) == backend) }
+        #expect(Self.send(to: 0x66, port: 3000, flags: TCPHeader.syn, &dsr) != nil)
+        #expect(Self.send(to: 0x66, port: 3000, flags: TCPHeader.ack, &dsr) != nil)
+        #expect(Self.send(to: 0x65, port: 2000, flags: TCPHeader.ack, &dsr) == nil)
+        #expect(dsr.counters.snapshot().drops(.noFlow) == 0)
     }
 }

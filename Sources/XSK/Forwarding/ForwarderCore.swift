@@ -1,5 +1,11 @@
 import Balancer
 
+// The first pass reads header fields out of whole words loaded from the frame, as a
+// little-endian CPU lays them out (see `lookUp`).
+#if !_endian(little)
+#error("the AF_XDP forwarders assume a little-endian CPU")
+#endif
+
 /// The state and steps the DSR and passthrough forwarders share: routes adoption, the flow
 /// table, backend choice, flow lifetime, NAT port ownership and counters.
 ///
@@ -22,6 +28,9 @@ struct ForwarderCore {
     var vipMask: Int = 0
     /// True when the routes have exactly one frontend: the lookup is one comparison.
     var singleFrontend = false
+    /// With one frontend, its index (indices stay with their VIP across reloads, so it need
+    /// not be 0).
+    var singleFrontendIndex = 0
     /// With one IPv4 frontend: its address and port as the 8 frame bytes from the IPv4
     /// destination on read them (address, source port, destination port), masked by
     /// `vipWordMask` (which drops the source port), so the first pass recognises it with one
@@ -105,12 +114,15 @@ struct ForwarderCore {
         ports = NATPortPool(storage: portStorage)
         self.reverseMap = reverseMap
         reverse = reverseMap.map(NATReverseView.init)
-        sweepProgress = FlowSweepProgress(cleanThrough: 0)
+        // Registered before adopting (as clean of nothing), so no publish in between can
+        // reuse a slot without counting this worker.
+        let progress = FlowSweepProgress(cleanThrough: 0)
+        publisher.register(progress)
+        sweepProgress = progress
         adopt()
-        // The table is empty: clean of every backend missing from the routes just adopted.
+        // The table is empty: clean of everything missing from the routes just adopted.
         sweepBegunUnder = generation
-        sweepProgress.completedSweep(begunUnder: generation)
-        publisher.register(sweepProgress)
+        progress.completedSweep(begunUnder: generation)
     }
 
     // MARK: Per frame
@@ -162,9 +174,11 @@ struct ForwarderCore {
     func lookUp(_ frame: PacketFrame) -> FrameLookup {
         let p = frame.base
         guard FrameParser.plainIPv4TCP(p, length: frame.length) != nil else { return FrameLookup(home: FrameLookup.full) }
+        // Bytes 30–37 as one little-endian word (x86-64, arm64): the destination address in
+        // the low half as the frame holds it, the destination port in the top 16 bits.
         let destination = p.loadUnaligned(fromByteOffset: 30, as: UInt64.self)
         if destination & vipWordMask == vipWord {
-            return lookUpFlow(p, frontend: 0)
+            return lookUpFlow(p, frontend: singleFrontendIndex)
         }
         if UInt64(UInt32(truncatingIfNeeded: destination)) == replyAddressWord {
             let port = UInt16(bigEndian: UInt16(truncatingIfNeeded: destination >> 48))
@@ -190,8 +204,8 @@ struct ForwarderCore {
         }
     }
 
-    /// `lookUp` once the frontend is known (inlined twice, so the single-VIP case has a
-    /// constant frontend).
+    /// `lookUp` once the frontend is known (inlined twice, so the single-VIP case reads its
+    /// frontend index from the forwarder instead of the VIP table).
     @inline(__always)
     private func lookUpFlow(_ p: UnsafeMutableRawPointer, frontend: Int) -> FrameLookup {
         // A segment that opens or closes its flow takes the full path (its state changes).
@@ -279,11 +293,13 @@ struct ForwarderCore {
         slots = routes.slots
         vipBuckets = routes.vipBuckets
         vipMask = routes.vipMask
-        singleFrontend = routes.frontendCount == 1
+        singleFrontend = routes.presentFrontendCount == 1
+        singleFrontendIndex = max(0, routes.singleFrontendIndex)
         vipWord = 1
         vipWordMask = 0
-        if singleFrontend, let vip = StableHash.mappedIPv4(hi: frontends.pointee.vipHi, lo: frontends.pointee.vipLo) {
-            (vipWord, vipWordMask) = Self.destinationWord(address: vip, port: frontends.pointee.vipPort)
+        let single = frontends[singleFrontendIndex]
+        if singleFrontend, let vip = StableHash.mappedIPv4(hi: single.vipHi, lo: single.vipLo) {
+            (vipWord, vipWordMask) = Self.destinationWord(address: vip, port: single.vipPort)
         }
         interfaceMAC = routes.interfaceMAC.rawValue
         // Workers start their weighted sequences at different places, so together they
@@ -305,7 +321,8 @@ struct ForwarderCore {
             if e.pointee.state != .empty {
                 if isExpired(e) {
                     end(i, ForwarderCounters.flowsExpired)
-                } else if !keepsFlows(e.pointee.backendSlot) {
+                } else if !keepsFlows(e.pointee.backendSlot) || !frontends[e.pointee.vipIndex].present {
+                    // Its backend is gone or drained, or its VIP is no longer routed.
                     end(i, ForwarderCounters.flowsEnded)
                 } else if e.pointee.state != .closing, e.pointee.natPort != 0,
                           let reverse, reverse.isClosedByServer(e.pointee.natPort) {
@@ -330,8 +347,8 @@ struct ForwarderCore {
     @inline(__always)
     func frontendIndex(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
         if singleFrontend {
-            let f = frontends
-            return f.pointee.vipLo == lo && f.pointee.vipPort == port && f.pointee.vipHi == hi ? 0 : -1
+            let f = frontends + singleFrontendIndex
+            return f.pointee.vipLo == lo && f.pointee.vipPort == port && f.pointee.vipHi == hi ? singleFrontendIndex : -1
         }
         var b = PacketRoutes.vipHash(hi: hi, lo: lo, port: port) & vipMask
         while true {

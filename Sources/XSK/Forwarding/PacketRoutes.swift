@@ -76,6 +76,14 @@ public final class PacketRoutes: @unchecked Sendable {
         var maglevSize: Int32
         var sequenceStart: Int32
         var sequenceCount: Int32
+        /// False at an index no frontend of these routes has (free, or retired with flows
+        /// of a removed VIP still to be swept): no lookup returns it.
+        var present = true
+
+        /// What stands at an index without a frontend.
+        static let absent = Frontend(vipHi: 0, vipLo: 0, vipPort: 0, algorithm: wrr, isIPv6: false, candidatesStart: 0,
+                                     candidatesCount: 0, maglevStart: 0, maglevSize: 0, sequenceStart: 0,
+                                     sequenceCount: 0, present: false)
 
         static let wrr: UInt8 = 0
         static let leastconn: UInt8 = 1
@@ -97,7 +105,14 @@ public final class PacketRoutes: @unchecked Sendable {
     /// The `Unresolved.reason` of a server that found every backend slot taken.
     static let noSlotReason = "no backend slot left"
 
+    /// Frontend indices in use or retired (the size of `frontends`; see `FrontendIndexRegistry`).
     let frontendCount: Int
+    /// The frontends of these routes (the rest are absent).
+    let presentFrontendCount: Int
+    /// With exactly one frontend, its index.
+    let singleFrontendIndex: Int
+    /// The indices of the frontends in these routes.
+    let usedFrontendIndices: Set<UInt32>
     let frontends: UnsafeMutablePointer<Frontend>
     let vipBuckets: UnsafeMutablePointer<UInt16>
     let vipMask: Int
@@ -112,7 +127,7 @@ public final class PacketRoutes: @unchecked Sendable {
     public let interfaceMAC: MACAddress
     /// Servers left out of selection by the data plane (no MAC, no slot).
     public let unresolved: [Unresolved]
-    /// The frontends' names, by frontend index.
+    /// The frontends' names, by frontend index ("" where none).
     public let frontendNames: [String]
     /// The counters of each slot's server in this snapshot (nil for slots not in it), for
     /// `BackendStatsFlusher`.
@@ -123,26 +138,31 @@ public final class PacketRoutes: @unchecked Sendable {
     /// Routes with no frontend: every frame is dropped (before the first publish).
     convenience init() {
         self.init(snapshot: ForwardingSnapshot(frontends: []), backendMACs: [:], interfaceMAC: MACAddress(rawValue: 0),
-                  registry: BackendSlotRegistry(limit: 0))
+                  registry: BackendSlotRegistry(limit: 0), frontendRegistry: FrontendIndexRegistry(limit: 0))
     }
 
     init(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress], interfaceMAC: MACAddress,
-         registry: BackendSlotRegistry) {
+         registry: BackendSlotRegistry, frontendRegistry: FrontendIndexRegistry) {
         self.interfaceMAC = interfaceMAC
         var unresolved: [Unresolved] = []
         var backendList: [Int: Backend] = [:]
         var counters: [Int: ServerCounters] = [:]
         var ids: [Int: ServerID] = [:]
-        var frontendList: [Frontend] = []
+        var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
-        var names: [String] = []
+        var names: [Int: String] = [:]
 
         // Frontend indices are 16-bit in flow keys and the VIP table: 65535 frontends at most.
-        for route in snapshot.frontends.prefix(Self.maxFrontends) {
+        for route in snapshot.frontends {
+            // A VIP keeps its index for as long as it is routed (flow keys hold it); a second
+            // frontend on the same VIP (refused by config validation) would be skipped.
+            guard let index = frontendRegistry.slot(for: route.config.listen).map(Int.init), names[index] == nil else {
+                continue
+            }
             // Slots of every server of the route (nil: none left).
             var routeSlots: [UInt32?] = []
             for server in route.servers {
-                guard let slot = registry.slot(for: server.id, address: server.address) else {
+                guard let slot = registry.slot(for: BackendKey(id: server.id, address: server.address)) else {
                     routeSlots.append(nil)
                     if !unresolved.contains(where: { $0.server == server.id }) {
                         unresolved.append(Unresolved(server: server.id, address: server.address,
@@ -201,14 +221,18 @@ public final class PacketRoutes: @unchecked Sendable {
                     slotList.append(contentsOf: table.entries.map { $0 < 0 ? UInt32.max : routeSlots[eligible[Int($0)]]! })
                 }
             }
-            frontendList.append(f)
-            names.append(route.name)
+            frontendList.append((index, f))
+            names[index] = route.name
         }
 
-        frontendCount = frontendList.count
-        frontends = .allocate(capacity: max(1, frontendList.count))
-        frontends.initialize(from: frontendList, count: frontendList.count)
-        frontendNames = names
+        frontendCount = frontendRegistry.count
+        presentFrontendCount = frontendList.count
+        singleFrontendIndex = frontendList.count == 1 ? frontendList[0].index : -1
+        usedFrontendIndices = Set(frontendList.map { UInt32($0.index) })
+        frontends = .allocate(capacity: max(1, frontendCount))
+        frontends.initialize(repeating: .absent, count: max(1, frontendCount))
+        for (index, f) in frontendList { frontends[index] = f }
+        frontendNames = (0..<frontendCount).map { names[$0] ?? "" }
 
         backendCount = registry.count
         usedSlots = Set(backendList.keys.map { UInt32($0) })
@@ -228,7 +252,7 @@ public final class PacketRoutes: @unchecked Sendable {
         vipMask = buckets - 1
         vipBuckets = .allocate(capacity: buckets)
         vipBuckets.initialize(repeating: 0, count: buckets)
-        for (i, f) in frontendList.enumerated() {
+        for (i, f) in frontendList {
             var b = Self.vipHash(hi: f.vipHi, lo: f.vipLo, port: f.vipPort) & vipMask
             while vipBuckets[b] != 0 { b = (b + 1) & vipMask }
             vipBuckets[b] = UInt16(i + 1)
@@ -287,7 +311,9 @@ public final class PacketRoutes: @unchecked Sendable {
     }
 
     /// The frontend index named `name` (tests and the control plane).
-    public func frontendIndex(named name: String) -> Int? { frontendNames.firstIndex(of: name) }
+    public func frontendIndex(named name: String) -> Int? {
+        name.isEmpty ? nil : frontendNames.firstIndex(of: name)
+    }
 
     /// The slot of `server` in these routes, if it is in them (tests and the control plane).
     public func slot(of server: ServerID) -> Int? { servers.firstIndex { $0 == server } }

@@ -12,6 +12,7 @@ public final class PacketRoutesPublisher: Sendable {
     private struct State {
         var routes: PacketRoutes
         var registry: BackendSlotRegistry
+        var frontendRegistry = FrontendIndexRegistry(limit: PacketRoutes.maxFrontends)
         var generation: UInt64
         /// The workers' sweep progress, held weakly (a stopped worker holds no slot back).
         var sweepers: [WeakSweepProgress] = []
@@ -48,12 +49,16 @@ public final class PacketRoutesPublisher: Sendable {
     public func publish(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress],
                         interfaceMAC: MACAddress) -> PacketRoutes {
         state.withLock { state in
-            state.registry.reclaim(cleanThrough: state.cleanThrough(), flushEpoch: flushes.load(ordering: .acquiring))
+            let clean = state.cleanThrough()
+            let flushEpoch = flushes.load(ordering: .acquiring)
+            state.registry.reclaim(cleanThrough: clean, flushEpoch: flushEpoch)
+            state.frontendRegistry.reclaim(cleanThrough: clean, flushEpoch: flushEpoch)
             let routes = PacketRoutes(snapshot: snapshot, backendMACs: backendMACs, interfaceMAC: interfaceMAC,
-                                      registry: state.registry)
+                                      registry: state.registry, frontendRegistry: state.frontendRegistry)
             state.routes = routes
             state.generation &+= 1
             state.registry.retire(unusedBy: routes.usedSlots, generation: state.generation)
+            state.frontendRegistry.retire(unusedBy: routes.usedFrontendIndices, generation: state.generation)
             published.store(state.generation, ordering: .releasing)
             return routes
         }
