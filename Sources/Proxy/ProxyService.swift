@@ -126,7 +126,7 @@ public final class ProxyService: Service, Sendable {
                 for route in snapshot.frontends {
                     let address = listening[route.name] ?? route.config.listen
                     do {
-                        let listener = try Listener.bind(frontend: route.name, address: address)
+                        let listener = try Listener.bind(frontend: route.name, address: address, notSentLowWater: tuning.notSentLowWater)
                         listeners.append(listener)
                         listening[route.name] = listener.address
                     } catch {

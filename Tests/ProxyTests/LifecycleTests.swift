@@ -100,5 +100,30 @@ extension ProxyTests {
             let message = ProxyError.bindFailed(frontend: "web", address: taken.endpoint, errno: .addressInUse).description
             #expect(message.contains("frontend 'web'") && message.contains("\(taken.endpoint)"))
         }
+
+        @Test("accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT from the listener")
+        func acceptedSocketsInheritOptions() throws {
+            let listener = try Listener.bind(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0),
+                                             notSentLowWater: 256 * 1024)
+            defer { SocketCalls.close(listener.fd) }
+            let client = try TestSocket.connect(to: listener.address)
+            defer { client.close() }
+            var peer = sockaddr_storage()
+            var accepted: Int32? = nil
+            for _ in 0..<100 where accepted == nil {
+                accepted = try SocketCalls.accept(listener.fd, peer: &peer)
+                if accepted == nil { usleep(10_000) }
+            }
+            let fd = try #require(accepted)
+            defer { SocketCalls.close(fd) }
+            func option(_ name: Int32) -> Int32 {
+                var value: Int32 = -1
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                _ = getsockopt(fd, Int32(IPPROTO_TCP), name, &value, &length)
+                return value
+            }
+            #expect(option(TCP_NODELAY) == 1)
+            #expect(option(TCP_NOTSENT_LOWAT) == 256 * 1024)
+        }
     }
 }

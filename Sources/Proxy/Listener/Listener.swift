@@ -19,7 +19,8 @@ struct Listener {
     static let backlog: Int32 = 4096
 
     /// Creates, binds and listens; the error names the frontend and address for the operator.
-    static func bind(frontend: String, address: Endpoint) throws(ProxyError) -> Listener {
+    /// `notSentLowWater`: `TCP_NOTSENT_LOWAT` for the accepted sockets (see `ProxyTuning`).
+    static func bind(frontend: String, address: Endpoint, notSentLowWater: Int = 0) throws(ProxyError) -> Listener {
         let fd: Int32
         do { fd = try SocketCalls.tcpSocket(for: address.address) } catch {
             throw .bindFailed(frontend: frontend, address: address, errno: error)
@@ -27,9 +28,10 @@ struct Listener {
         do {
             try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
             try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1)
-            // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt per
-            // listener instead of one per client.
+            // Accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT from the listener:
+            // one setsockopt per listener instead of one per client.
             SocketCalls.setNoDelay(fd)
+            SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
             if !address.address.isIPv4 {
                 try SocketCalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
             }

@@ -65,6 +65,8 @@ final class EventLoop {
     /// between two pumps.
     private let scratch: UnsafeMutableRawBufferPointer
     private let forceCopy: Bool
+    /// `TCP_NOTSENT_LOWAT` for backend sockets (see `ProxyTuning.notSentLowWater`).
+    private let notSentLowWater: Int
     private var now: UInt64 = 0
     private var lastSweep: UInt64 = 0
     private var drainStarted: UInt64 = 0
@@ -88,6 +90,7 @@ final class EventLoop {
         self.pipes = PipePool(limit: tuning.pooledPipesPerLoop, pipeSize: tuning.pipeSize)
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
+        self.notSentLowWater = tuning.notSentLowWater
         self.frontends = []
         for (i, listener) in listeners.enumerated() {
             let route = snapshot.frontends[i]
@@ -196,7 +199,7 @@ final class EventLoop {
             SocketCalls.close(fd)
             return
         }
-        // TCP_NODELAY is inherited from the listener (see `Listener.bind`).
+        // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
@@ -237,6 +240,7 @@ final class EventLoop {
             do {
                 fd = try SocketCalls.tcpSocket(for: s.address.address)
                 SocketCalls.setNoDelay(fd)
+                SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
                 conn.pointee.backend = fd
                 conn.pointee.server = target
                 conn.pointee.serverCounters = s.counters

@@ -33,6 +33,14 @@ enum SocketCalls {
         _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
     }
 
+    /// `TCP_NOTSENT_LOWAT`: the socket reports writable (and takes more) only while fewer than
+    /// `bytes` are queued but not yet sent. Best effort, like `setNoDelay`: without it the proxy
+    /// still works, with the kernel's unlimited default.
+    static func setNotSentLowWater(_ fd: Int32, bytes: Int) {
+        guard bytes > 0 else { return }
+        _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NOTSENT_LOWAT, value: Int32(clamping: bytes))
+    }
+
     /// `bind(2)`.
     static func bind(_ fd: Int32, to endpoint: Endpoint) throws(Errno) {
         let rc = endpoint.withSockAddr { Glibc.bind(fd, $0, $1) }
