@@ -136,6 +136,20 @@ static inline int cxdp_xsk_kick_tx(int fd)
     return -errno;
 }
 
+/* XDP_MAX_TX_SKB_BUDGET (Linux 6.17+, not in older headers): how many TX descriptors one
+ * sendto() may send in copy mode, from 32 (the default) up to the TX ring's size. Beyond its
+ * budget a sendto() returns EAGAIN with descriptors left on the ring. Older kernels answer
+ * ENOPROTOOPT. */
+#ifndef XDP_MAX_TX_SKB_BUDGET
+#define XDP_MAX_TX_SKB_BUDGET 9
+#endif
+static inline int cxdp_xsk_set_tx_budget(int fd, unsigned int budget)
+{
+    if (setsockopt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof budget) < 0)
+        return -errno;
+    return 0;
+}
+
 /* Waits up to timeout_ms for the socket to become readable; >0 ready, 0 timeout, -errno. */
 static inline int cxdp_poll_in(int fd, int timeout_ms)
 {

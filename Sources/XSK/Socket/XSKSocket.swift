@@ -25,6 +25,10 @@ public final class XSKSocket {
     public let fd: Int32
     public let rxSize: UInt32
     public let txSize: UInt32
+    /// In copy mode, the most TX descriptors one sendto() transmits: the TX ring's size when the
+    /// kernel takes `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+), else the kernel's fixed 32. (In
+    /// zero-copy mode the driver sends and a sendto() only wakes it.)
+    public let txBudget: UInt32
 
     @usableFromInline let rx: UnsafeMutablePointer<xsk_ring_cons>
     @usableFromInline let tx: UnsafeMutablePointer<xsk_ring_prod>
@@ -79,6 +83,14 @@ public final class XSKSocket {
             mode = .zeroCopy
         } else {
             mode = .copy
+        }
+        // Copy mode transmits inside sendto(), 32 frames per call by default: with a budget of
+        // the whole ring, one kick sends everything a batch put on TX (the worker kicks again
+        // on EAGAIN all the same, for kernels without the option).
+        if mode == .copy, cxdp_xsk_set_tx_budget(fd, txSize) == 0 {
+            txBudget = txSize
+        } else {
+            txBudget = 32
         }
     }
 
