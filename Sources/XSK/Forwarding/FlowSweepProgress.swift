@@ -8,6 +8,11 @@ import Synchronization
 ///
 /// Written by the worker once per full sweep; read by the routes publisher when it builds
 /// routes. The publisher holds it weakly, so a worker that is gone no longer holds slots back.
+///
+/// Not covered: a worker counting a passthrough reply from a reverse-map entry it read just
+/// before the owner ended the flow. If that worker then stalls for a whole counter-flush
+/// period, those reply bytes are booked to the slot's next server. Only the counters are
+/// affected, never forwarding.
 final class FlowSweepProgress: Sendable {
     private let clean: Atomic<UInt64>
 
