@@ -13,7 +13,7 @@ struct BackendSlotReuseTests {
     }
 
     static func waitsForSlot(_ routes: PacketRoutes) -> Bool {
-        routes.unresolved.contains { $0.reason.hasPrefix(PacketRoutes.noSlotReason) }
+        routes.unresolved.contains(where: \.waitsForSlot)
     }
 
     @Test func aRetiredSlotWaitsForEverySweepAndAFlushThenServesTheNewServer() {

@@ -46,7 +46,7 @@ public final class ForwardingControl: Sendable {
     @discardableResult
     public func refresh(force: Bool = false, readNeighbours: Bool = true) -> Bool {
         let (seen, waitingForSlot) = state.withLock { state in
-            (state.snapshotGeneration, state.unresolved.contains { $0.reason.hasPrefix(PacketRoutes.noSlotReason) })
+            (state.snapshotGeneration, state.unresolved.contains(where: \.waitsForSlot))
         }
         // Servers wait for a backend slot and a retired one can be reused now: build again.
         let force = force || (waitingForSlot && routes.canReclaimSlots)

@@ -65,12 +65,11 @@ struct ForwarderCore {
     /// The IPv6 NAT address (hi, lo), and which families have one.
     let natV6: (hi: UInt64, lo: UInt64)
     let hasNAT4: Bool
-    /// Passthrough with an IPv4 NAT address: segments to it are backends' replies.
-    let repliesToIPv4: Bool
     /// Passthrough: all workers' NAT ports (a reply may be to another worker's port).
     let natPorts: ClosedRange<UInt16>
-    /// With IPv4 replies: the IPv4 NAT address as the first pass loads a destination (memory
-    /// order, widened); otherwise a value above 32 bits, which no destination equals.
+    /// Passthrough with an IPv4 NAT address (segments to it are backends' replies): that
+    /// address as the first pass loads a destination (memory order, widened); otherwise a
+    /// value above 32 bits, which no destination equals.
     let replyAddressWord: UInt64
     /// `natPorts` as lower bound and span, so the first pass checks a port with one compare.
     let natPortSpan: UInt16
@@ -103,9 +102,8 @@ struct ForwarderCore {
         natEnabled = reverseMap != nil
         if case .v4(let a) = settings.natAddress { natIPv4 = a } else { natIPv4 = 0 }
         hasNAT4 = settings.natAddress?.isIPv4 == true
-        repliesToIPv4 = reverseMap != nil && hasNAT4
         natPorts = settings.natPorts ?? 1...1
-        replyAddressWord = repliesToIPv4 ? UInt64(natIPv4.bigEndian) : .max
+        replyAddressWord = reverseMap != nil && hasNAT4 ? UInt64(natIPv4.bigEndian) : .max
         natPortSpan = natPorts.upperBound &- natPorts.lowerBound
         let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
         natV6 = v6.map(StableHash.widened) ?? (0, 0)
@@ -435,8 +433,7 @@ struct ForwarderCore {
                 end(found, ForwarderCounters.flowsEnded)
             } else {
                 let b = backends + Int(e.pointee.backendSlot)
-                let usable = PacketRoutes.Backend.usable
-                if Int(e.pointee.backendSlot) >= backendCount || b.pointee.flags & usable != usable {
+                if Int(e.pointee.backendSlot) >= backendCount || b.pointee.unusableBits != 0 {
                     if !keepsFlows(e.pointee.backendSlot) {
                         end(found, ForwarderCounters.flowsEnded)
                         c.drop(.backendGone)

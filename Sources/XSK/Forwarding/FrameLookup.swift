@@ -44,6 +44,10 @@ final class FrameLookupBuffer {
 
 /// A handler that runs a batch through a `FrameLookupBuffer`: at most its capacity of frames
 /// at a time.
+///
+/// The two passes themselves stay in each forwarder: a shared loop here reaches the forwarder's
+/// `ForwarderCore` through the protocol, which copies it (retaining its references) per batch;
+/// tried, it cost 20–26 more instructions per packet.
 protocol FrameLookupBatching {
     /// Handles at most `FrameLookupBuffer.capacity` frames.
     mutating func handle(part frames: UnsafeBufferPointer<PacketFrame>, verdicts: UnsafeMutablePointer<PacketVerdict>)

@@ -97,6 +97,8 @@ public final class PacketRoutes: @unchecked Sendable {
         public var address: Endpoint
         public var reason: String
         public var description: String { "\(server) (\(address)): \(reason)" }
+        /// True when the server found every backend slot taken (a freed one would take it).
+        var waitsForSlot: Bool { reason.hasPrefix(PacketRoutes.noSlotReason) }
     }
 
     /// The most frontends routes hold (flow entries name a frontend in 16 bits).

@@ -77,19 +77,15 @@ final class SlotRegistry<Key: Hashable> {
     /// which is when another one has started (flushes run one at a time).
     private static func flushed(since at: UInt64?, epoch: UInt64) -> Bool { at.map { epoch >= $0 &+ 2 } ?? false }
 
-    /// Frees the retired slots that are safe to reuse (see the type's comment); how many.
-    @discardableResult
-    func reclaim(cleanThrough: UInt64?, flushEpoch: UInt64) -> Int {
+    /// Frees the retired slots that are safe to reuse (see the type's comment).
+    func reclaim(cleanThrough: UInt64?, flushEpoch: UInt64) {
         markClean(cleanThrough: cleanThrough, flushEpoch: flushEpoch)
-        var freed = 0
         for (slot, r) in retired where Self.flushed(since: r.cleanAtFlush, epoch: flushEpoch) {
             retired[slot] = nil
             if let key = keys[Int(slot)] { slots[key] = nil }
             keys[Int(slot)] = nil
             free.append(slot)
-            freed += 1
         }
-        return freed
     }
 
     /// True when `reclaim` with these arguments would free a slot now. Notes clean slots as
