@@ -204,4 +204,41 @@ struct DSRForwarderTests {
         #expect(totals.totalConnections == 1 && totals.currentConnections == 1)
         #expect(totals.bytesTx == Int64(syn.count + data.count))
     }
+
+    /// Two frontends over one pool: each frontend's flows and bytes are counted to it, and
+    /// each server's counters hold the sum over both.
+    @Test func aPoolSharedByTwoFrontendsCountsEachFrontendsOwnTraffic() {
+        let runtime = BalancerRuntime(config: FrontendIndexTests.config([("a", 0x64), ("b", 0x65)]))
+        let publisher = PacketRoutesPublisher(maxBackendSlots: 16)
+        let macs = Dictionary(uniqueKeysWithValues: (1...2).map {
+            (RoutesFixture.backendAddress($0).address, MACAddress(rawValue: RoutesFixture.backendMAC($0)))
+        })
+        publisher.publish(snapshot: runtime.snapshots.load().value, backendMACs: macs, interfaceMAC: RoutesFixture.interfaceMAC)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: publisher)
+        dsr.beginBatch(now: second)
+        var bytes: [UInt32: Int] = [0x64: 0, 0x65: 0]
+        let flows: [UInt32: Int] = [0x64: 3, 0x65: 5]
+        for (vip, count) in flows {
+            for port in UInt16(1000)..<UInt16(1000 + count) {
+                var syn = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: 0x0A4D_0000 + vip, sport: port, dport: 80,
+                                             flags: TCPHeader.syn)
+                var data = TestFrames.ipv4TCP(src: 0x0A4D_000A, dst: 0x0A4D_0000 + vip, sport: port, dport: 80,
+                                              flags: TCPHeader.ack, payload: [UInt8](repeating: 7, count: Int(vip) - 0x50))
+                bytes[vip]! += syn.count + data.count
+                #expect(withFrame(&syn, { dsr.handle($0) }) == .transmit)
+                #expect(withFrame(&data, { dsr.handle($0) }) == .transmit)
+            }
+        }
+        BackendStatsFlusher(workers: [dsr.counters]).flush(into: publisher.current().routes)
+
+        let snapshot = runtime.snapshots.load().value
+        for (name, vip) in [("a", UInt32(0x64)), ("b", 0x65)] {
+            let counted = snapshot.frontend(named: name)!.counters
+            #expect(counted.totalConnections.load(ordering: .relaxed) == Int64(flows[vip]!), "frontend \(name)")
+            #expect(counted.bytesTx.load(ordering: .relaxed) == Int64(bytes[vip]!), "frontend \(name)")
+        }
+        let servers = snapshot.frontends[0].servers.map { $0.counters.snapshot() }
+        #expect(servers.map(\.totalConnections).reduce(0, +) == 8)
+        #expect(servers.map(\.bytesTx).reduce(0, +) == Int64(bytes.values.reduce(0, +)))
+    }
 }

@@ -35,13 +35,10 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let counters: [ForwarderCounters]
     private let flusher: Mutex<BackendStatsFlusher>
     private let statsPeriod: Duration
-    private let snapshots: SnapshotPublisher<ForwardingSnapshot>
     private let logger: Logger
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
-         counters: [ForwarderCounters], statsPeriod: Duration, snapshots: SnapshotPublisher<ForwardingSnapshot>,
-         logger: Logger) {
-        self.snapshots = snapshots
+         counters: [ForwarderCounters], statsPeriod: Duration, logger: Logger) {
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -89,14 +86,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     }
 
     private func flush(_ flusher: BackendStatsFlusher) {
-        let routes = control.routes.current().routes
-        // A pool's traffic counts toward the first frontend that uses it (frontends sharing a
-        // pool are rare; their traffic cannot be told apart per backend slot).
-        var frontendOfPool: [String: FrontendCounters] = [:]
-        for f in snapshots.load().value.frontends where frontendOfPool[f.config.pool] == nil {
-            frontendOfPool[f.config.pool] = f.counters
-        }
-        flusher.flush(into: routes) { frontendOfPool[$0.pool] }
+        flusher.flush(into: control.routes.current().routes)
     }
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.

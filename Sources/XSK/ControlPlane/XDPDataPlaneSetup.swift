@@ -50,7 +50,7 @@ public enum XDPDataPlaneSetup {
             control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nat?.address, natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, snapshots: snapshots, logger: logger)
+                                     statsPeriod: statsPeriod, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() })
         }
 

@@ -19,11 +19,10 @@ public final class BackendStatsFlusher {
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
-    /// newest published ones), and to the `FrontendCounters` that `frontend` names for its
-    /// server (the frontend whose pool it is: the seed's top-level totals are the frontends'
-    /// sums). Traffic of a slot no longer in `routes` is dropped from the books, as its
-    /// server's counters are gone too.
-    public func flush(into routes: PacketRoutes, frontend: (ServerID) -> FrontendCounters? = { _ in nil }) {
+    /// newest published ones), and to its frontend's `FrontendCounters` (a slot belongs to one
+    /// frontend; the seed's top-level totals are the frontends' sums). Traffic of a slot no
+    /// longer in `routes` is dropped from the books, as its server's counters are gone too.
+    public func flush(into routes: PacketRoutes) {
         for (w, counters) in workers.enumerated() {
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {
@@ -38,7 +37,7 @@ public final class BackendStatsFlusher {
                 let rx = Int64(truncatingIfNeeded: now.bytesRx &- before.bytesRx)
                 Self.add(opened: opened, closed: closed, tx: tx, rx: rx, to: server.totalConnections,
                          server.currentConnections, server.bytesTx, server.bytesRx)
-                if let id = routes.servers[slot], let f = frontend(id) {
+                if let f = routes.frontendCounters[slot] {
                     Self.add(opened: opened, closed: closed, tx: tx, rx: rx, to: f.totalConnections,
                              f.currentConnections, f.bytesTx, f.bytesRx)
                 }

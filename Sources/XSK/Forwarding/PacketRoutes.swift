@@ -7,7 +7,8 @@ import Balancer
 /// What it holds:
 /// - VIP lookup: (address, port) → frontend index through a small open-addressed table;
 ///   a lookup reads two cache lines and allocates nothing.
-/// - Backends by slot (`BackendSlotRegistry`: stable across builds): address, port, MAC, and
+/// - Backends by slot (`BackendSlotRegistry`: stable across builds; one per frontend and
+///   server): address, port, MAC, and
 ///   flags (present in this snapshot, keeps its flows, has a MAC). Flows name their backend by
 ///   slot, so they survive any swap; a slot that left the snapshot, or whose drain ended
 ///   (`keepsFlows == false`), ends its flows.
@@ -17,8 +18,8 @@ import Balancer
 ///   every balancer); otherwise a table rebuilt over the servers that do, with the same keys —
 ///   what the runtime itself would build if the others were down. `wrr` walks a precomputed
 ///   smooth weighted sequence (each worker its own cursor); `leastconn` compares the worker's
-///   own open-connection counts (a per-worker approximation: reading shared atomics per SYN
-///   would cost a cache miss per candidate).
+///   own open-connection counts of the frontend's slots (a per-worker approximation: reading
+///   shared atomics per SYN would cost a cache miss per candidate).
 /// - `unresolved`: servers that cannot take flows because the neighbour table has no MAC for
 ///   them (or no slot was left); /stats shows them.
 ///
@@ -134,6 +135,9 @@ public final class PacketRoutes: @unchecked Sendable {
     /// The counters of each slot's server in this snapshot (nil for slots not in it), for
     /// `BackendStatsFlusher`.
     public let serverCounters: [ServerCounters?]
+    /// The counters of each slot's frontend in this snapshot (nil for slots not in it), for
+    /// `BackendStatsFlusher`.
+    public let frontendCounters: [FrontendCounters?]
     /// The server of each slot in this snapshot (nil for slots not in it).
     public let servers: [ServerID?]
 
@@ -149,6 +153,7 @@ public final class PacketRoutes: @unchecked Sendable {
         var unresolved: [Unresolved] = []
         var backendList: [Int: Backend] = [:]
         var counters: [Int: ServerCounters] = [:]
+        var frontendCountersOfSlot: [Int: FrontendCounters] = [:]
         var ids: [Int: ServerID] = [:]
         var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
@@ -164,7 +169,8 @@ public final class PacketRoutes: @unchecked Sendable {
             // Slots of every server of the route (nil: none left).
             var routeSlots: [UInt32?] = []
             for server in route.servers {
-                guard let slot = registry.slot(for: BackendKey(id: server.id, address: server.address)) else {
+                let key = BackendKey(frontend: route.config.listen, id: server.id, address: server.address)
+                guard let slot = registry.slot(for: key) else {
                     routeSlots.append(nil)
                     if !unresolved.contains(where: { $0.server == server.id }) {
                         unresolved.append(Unresolved(server: server.id, address: server.address,
@@ -184,6 +190,7 @@ public final class PacketRoutes: @unchecked Sendable {
                                                  weight: UInt16(clamping: max(0, server.weight)),
                                                  interfaceMAC: interfaceMAC.rawValue)
                 counters[Int(slot)] = server.counters
+                frontendCountersOfSlot[Int(slot)] = route.counters
                 ids[Int(slot)] = server.id
                 if flags & Backend.hasMAC == 0, server.state == .up,
                    !unresolved.contains(where: { $0.server == server.id }) {
@@ -243,6 +250,7 @@ public final class PacketRoutes: @unchecked Sendable {
                             count: max(1, backendCount))
         for (slot, b) in backendList { backends[slot] = b }
         serverCounters = (0..<backendCount).map { counters[$0] }
+        frontendCounters = (0..<backendCount).map { frontendCountersOfSlot[$0] }
         servers = (0..<backendCount).map { ids[$0] }
 
         slotsCount = slotList.count
@@ -317,7 +325,8 @@ public final class PacketRoutes: @unchecked Sendable {
         name.isEmpty ? nil : frontendNames.firstIndex(of: name)
     }
 
-    /// The slot of `server` in these routes, if it is in them (tests and the control plane).
+    /// The first slot of `server` in these routes, if it is in them (tests; a server has one
+    /// slot per frontend whose pool holds it).
     public func slot(of server: ServerID) -> Int? { servers.firstIndex { $0 == server } }
 
     /// Slots assigned so far (the size per-backend arrays need).

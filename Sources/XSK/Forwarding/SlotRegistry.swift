@@ -96,15 +96,19 @@ final class SlotRegistry<Key: Hashable> {
     }
 }
 
-/// What a backend slot stands for: the server and its address (a server whose address
-/// changes under the same name gets a new slot, and flows to the old address end as "backend
-/// gone" once it leaves the snapshot).
+/// What a backend slot stands for: one server, at one address, as a backend of one frontend
+/// (its VIP).
+/// - A server whose address changes under the same name gets a new slot, and flows to the old
+///   address end as "backend gone" once it leaves the snapshot.
+/// - A pool shared by two frontends has slots per frontend, so each frontend's traffic is
+///   counted to that frontend (the slot's counters are the only per-flow counters).
 struct BackendKey: Hashable {
+    var frontend: Endpoint
     var id: ServerID
     var address: Endpoint
 }
 
-/// Backend slots (at most `PacketRoutesPublisher.maxBackendSlots` at once).
+/// Backend slots (at most `PacketRoutesPublisher.maxBackendSlots` (frontend, server) pairs at once).
 typealias BackendSlotRegistry = SlotRegistry<BackendKey>
 
 /// Frontend indices, by VIP (at most `PacketRoutes.maxFrontends` at once).
