@@ -55,7 +55,9 @@ up() {
   "$LAB" up "$prefix" "$BACKENDS" || die "lab.sh up $prefix failed"
   for i in $(seq 1 $BACKENDS); do
     # The balancers' health checks connect to port 80 (the sinks let them through).
-    ip netns exec "$prefix-b$i" "$tools/rrserver" -t 1 -d 3600 0.0.0.0 80 >"$s/hc-b$i.log" 2>&1 &
+    # A day at most: long enough for a manual session, yet a listener leaked by a killed
+    # script does not outlive it by much.
+    ip netns exec "$prefix-b$i" "$tools/rrserver" -t 1 -d 86400 0.0.0.0 80 >"$s/hc-b$i.log" 2>&1 &
     echo $! >"$s/hc-b$i.pid"
     # Warm the neighbour tables (lb -> backends, client -> lb), as health checks would.
     reach "$prefix-lb" "10.77.0.$((20 + i))" 80 || die "lb cannot reach b$i:80"
