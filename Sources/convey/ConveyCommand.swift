@@ -89,7 +89,7 @@ struct ConveyCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         do {
-            try await Launcher(mode: mode, configPath: config, config: resolved, logger: logger,
+            try await Launcher(mode: mode, configPath: config, config: resolved, iface: iface, logger: logger,
                                version: Self.version).run()
         } catch let failure as LaunchFailure {
             logger.critical("\(failure)")

@@ -14,6 +14,8 @@ struct Launcher {
     var mode: ConveyMode
     var configPath: String
     var config: ConveyConfig
+    /// `--iface`, which outranks `[xdp] iface` at start and on every reload.
+    var iface: String?
     var logger: Logger
     var version: String
 
@@ -31,6 +33,9 @@ struct Launcher {
         services.append(health)
         services.append(DrainTimer(runtime: runtime))
         services.append(ReloadService(path: configPath, runtime: runtime, logger: logger,
+                                      overrides: { [iface] candidate in
+                                          if let iface { candidate.xdp.iface = iface }
+                                      },
                                       check: { [mode, configPath] candidate in
                                           ModeChecks.problems(for: mode, config: candidate, file: configPath)
                                       },

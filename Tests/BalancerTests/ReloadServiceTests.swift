@@ -72,6 +72,35 @@ struct ReloadServiceTests {
         }
     }
 
+    /// `sudo convey --iface eth0 --dsr --config f.toml` with no `[xdp] iface` in the file: a
+    /// reload must see the interface the command line gave, as the start did (before, every
+    /// reload was rejected with "dsr mode needs an interface").
+    @Test("command-line overrides apply to every reloaded file before it is checked")
+    func overridesApplyToReloads() async throws {
+        let dir = ConfigDirectory()
+        defer { dir.remove() }
+        dir.write(Self.toml(weights: [1]))
+        var config = try ConfigLoader.load(path: dir.file).config
+        #expect(config.xdp.iface == nil)
+        config.xdp.iface = "lab0"
+        let runtime = BalancerRuntime(config: config)
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"),
+                                    overrides: { $0.xdp.iface = "lab0" },
+                                    check: { candidate in
+                                        candidate.xdp.iface == nil
+                                            ? [ConfigProblem(file: dir.file, line: nil, key: "xdp.iface", message: "needs an interface")]
+                                            : []
+                                    })
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(100))
+            dir.write(Self.toml(weights: [5]))
+            #expect(try await waitFor { runtime.config.pools[0].servers[0].weight == 5 })
+            #expect(runtime.config.xdp.iface == "lab0")
+            group.cancelAll()
+        }
+    }
+
     @Test("SIGHUP reloads even without a file event")
     func sighup() async throws {
         let dir = ConfigDirectory()

@@ -15,16 +15,22 @@ public struct ReloadService: Service {
     private let logger: Logger
     private let onApplied: @Sendable (ConveyConfig) -> Void
     private let check: @Sendable (ConveyConfig) -> [ConfigProblem]
+    private let overrides: @Sendable (inout ConveyConfig) -> Void
 
     /// - Parameters:
+    ///   - overrides: the command line's settings, which outrank the file's (`--iface`):
+    ///     applied to every candidate before it is checked, as they were at start, so a file
+    ///     that leaves them to the command line reloads like the one convey started with.
     ///   - check: mode-specific validation run on every candidate (e.g. NAT port safety); any
     ///     problem rejects the file like a syntax error would.
     public init(path: String, runtime: BalancerRuntime, logger: Logger,
+                overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
                 check: @escaping @Sendable (ConveyConfig) -> [ConfigProblem] = { _ in [] },
                 onApplied: @escaping @Sendable (ConveyConfig) -> Void = { _ in }) {
         self.path = path
         self.runtime = runtime
         self.logger = logger
+        self.overrides = overrides
         self.check = check
         self.onApplied = onApplied
     }
@@ -80,13 +86,15 @@ public struct ReloadService: Service {
             }
             return false
         }
-        let problems = check(loaded.config)
+        var candidate = loaded.config
+        overrides(&candidate)
+        let problems = check(candidate)
         guard problems.isEmpty else {
             for problem in problems { logger.error("config rejected, running configuration kept: \(problem)") }
             return false
         }
         for warning in loaded.warnings { logger.warning("\(warning)") }
-        let report = runtime.apply(loaded.config)
+        let report = runtime.apply(candidate)
         for change in report.applied { logger.notice("reload: \(change)") }
         for change in report.needsRestart { logger.warning("reload: \(change)") }
         logger.notice("configuration reloaded", metadata: ["file": "\(path)", "changes": "\(report.applied.count)"])
