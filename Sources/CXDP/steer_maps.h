@@ -36,8 +36,13 @@ struct steer_vip_value {
 
 /*
  * Passthrough: backend replies addressed to (addr, port_min..port_max) are steered too.
- * One entry (key 0) in an array map. Ports in host order, address as in steer_vip_key.
+ * An array map with one entry per family: STEER_NAT_IPV4 and STEER_NAT_IPV6 (a dual-stack
+ * balancer has a NAT address of each). Ports in host order, address as in steer_vip_key.
  */
+#define STEER_NAT_IPV4 0
+#define STEER_NAT_IPV6 1
+#define STEER_NAT_ENTRIES 2
+
 struct steer_nat_config {
     __u32 enabled;
     __u16 port_min;

@@ -1,4 +1,5 @@
 import Balancer
+import XSK
 
 /// Checks that depend on the mode and on this host, beyond what the file alone can tell.
 enum ModeChecks {
@@ -12,6 +13,12 @@ enum ModeChecks {
             problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
         }
         if mode == .passthrough {
+            // Every VIP's family needs a NAT address: the configured ones, or (when the
+            // interface is on this host to ask) the interface's.
+            let interface = config.xdp.iface.flatMap { try? NetworkInterface(named: $0) }
+            if let nat = XDPDataPlaneSetup.natAddresses(config: config, interface: interface) {
+                for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat) { problem(p.key, p.message) }
+            }
             let facts = try? NATPortRange.LocalPortFacts.current()
             if let range = config.xdp.natPorts, let facts,
                let conflict = NATPortRange.conflict(of: range, with: facts) {

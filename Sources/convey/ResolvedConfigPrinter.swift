@@ -6,6 +6,11 @@ enum ResolvedConfigPrinter {
     static func render(_ c: ConveyConfig, mode: ConveyMode, file: String) -> String {
         var out = "# \(file): valid (mode: \(mode.rawValue))\n"
         func q(_ s: String) -> String { "\"" + s.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"") + "\"" }
+        /// One address as a string (as most configs write it), two as an array.
+        func natAddr(_ addresses: [IPAddress]) -> String {
+            addresses.count > 1 ? "[" + addresses.map { q($0.description) }.joined(separator: ", ") + "]"
+                                : q(addresses.first?.description ?? "")
+        }
         func secs(_ d: Duration) -> String {
             let (s, atto) = d.components
             return atto == 0 ? "\(s)" : String(Double(s) + Double(atto) / 1e18)
@@ -31,7 +36,7 @@ enum ResolvedConfigPrinter {
         out += "\n[passthrough]\nconnection_tracker_capacity = \(c.passthrough.connectionTrackerCapacity)\n"
         out += "workers = \(c.passthrough.workers)\nstats_update_frequency = \(secs(c.passthrough.statsUpdateFrequency))\n"
         out += "\n[xdp]\niface = \(q(c.xdp.iface ?? ""))\nattach = \(q(c.xdp.attach.rawValue))\n"
-        out += "zero_copy = \(q(c.xdp.zeroCopy.rawValue))\nnat_addr = \(q(c.xdp.natAddress?.description ?? ""))\n"
+        out += "zero_copy = \(q(c.xdp.zeroCopy.rawValue))\nnat_addr = \(natAddr(c.xdp.natAddresses))\n"
         out += "nat_ports = \(q(c.xdp.natPorts.map { "\($0.lowerBound)-\($0.upperBound)" } ?? ""))\n"
         out += "syn_timeout = \(secs(c.xdp.synTimeout))\nestablished_timeout = \(secs(c.xdp.establishedTimeout))\n"
         out += "closing_timeout = \(secs(c.xdp.closingTimeout))\n"

@@ -87,4 +87,17 @@ struct BalancerRuntimeTests {
         #expect(report.needsRestart.contains { $0.contains("listen_addr 127.0.0.1:18080 -> 127.0.0.1:18081") })
         #expect(runtime.config.frontends[0].listen.port == 18080)
     }
+
+    @Test("settings the data planes read once at start are reported as needing a restart, each by its key")
+    func startSettingsNeedRestart() {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        var changed = config(ports: [9001])
+        changed.xdp.natAddresses = [.v4(0x0A4D_0002)]
+        changed.xdp.establishedTimeout = .seconds(60)
+        changed.passthrough.connectionTrackerCapacity = 5
+        let report = runtime.apply(changed)
+        #expect(report.needsRestart == ["xdp.nat_addr needs a restart", "xdp.established_timeout needs a restart",
+                                        "passthrough.connection_tracker_capacity needs a restart"])
+        #expect(runtime.apply(changed).needsRestart.isEmpty)
+    }
 }

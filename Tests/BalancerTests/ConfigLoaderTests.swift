@@ -68,8 +68,48 @@ struct ConfigLoaderTests {
         #expect(c.stats.port == 7100 && c.stats.address == .v4(0))
         #expect(c.proxy.workers == 2)
         #expect(c.xdp.iface == "veth1" && c.xdp.attach == .skb && c.xdp.zeroCopy == .off)
-        #expect(c.xdp.natAddress == IPAddress("10.77.0.2") && c.xdp.natPorts == 61000...62000)
+        #expect(c.xdp.natAddresses == [IPAddress("10.77.0.2")!] && c.xdp.natPorts == 61000...62000)
         #expect(c.xdp.synTimeout == .seconds(3) && c.xdp.establishedTimeout == .seconds(300))
+    }
+
+    @Test("nat_addr: one address, or one of each family; anything else is refused on its line")
+    func natAddresses() throws {
+        let head = "[frontends.web]\nlisten_addr = \"10.0.0.1:80\"\nbackend = \"p\"\n[backends.p.servers.a]\naddr = \"10.0.0.2:80\"\n[xdp]\n"
+        #expect(try load(head + "nat_addr = \"fd77::2\"").xdp.natAddresses == [IPAddress("fd77::2")!])
+        #expect(try load(head + "nat_addr = [\"10.77.0.2\", \" fd77::2 \"]").xdp.natAddresses
+                    == [IPAddress("10.77.0.2")!, IPAddress("fd77::2")!])
+        #expect(try load(head + "nat_addr = []").xdp.natAddresses.isEmpty)
+        let cases: [(String, String)] = [
+            ("nat_addr = [\"10.77.0.2\", \"10.77.0.3\"]", "two IPv4 addresses (10.77.0.2, 10.77.0.3): give at most one per family"),
+            ("nat_addr = [\"fd77::2\", \"fd77::3\"]", "two IPv6 addresses"),
+            ("nat_addr = [\"10.77.0.2\", \"fd77::x\"]", "'fd77::x' is not an IPv4 or IPv6 address"),
+            ("nat_addr = 7", "must be a string or an array of strings, found"),
+            ("nat_addr = [\"10.77.0.2\", 7]", "must be a string or an array of strings, found an array holding"),
+        ]
+        for (line, message) in cases {
+            let p = problems(head + line)
+            #expect(p.count == 1 && p.first?.key == "xdp.nat_addr" && p.first?.line == 7, "\(line): \(p)")
+            #expect(p.first?.message.contains(message) == true, "\(line): \(p)")
+        }
+    }
+
+    @Test("passthrough: a VIP whose family has no NAT address is a problem naming the frontend and the fix")
+    func natFamilies() {
+        let frontends = [FrontendConfig(name: "v4", listen: Endpoint(address: .v4(0x0A00_0001), port: 80), pool: "p"),
+                         FrontendConfig(name: "v6", listen: Endpoint(address: IPAddress("fd77::100")!, port: 80), pool: "p")]
+        #expect(NATAddressFamilies.problems(frontends: frontends, addresses: [.v4(0x0A4D_0002), IPAddress("fd77::2")!],
+                                            source: "nat_addr").isEmpty)
+        let p = NATAddressFamilies.problems(frontends: frontends, addresses: [.v4(0x0A4D_0002)], source: "nat_addr is 10.77.0.2")
+        #expect(p.count == 1 && p.first?.key == "frontends.v6.listen_addr")
+        #expect(p.first?.message == "[fd77::100]:80 is IPv6, but passthrough has no IPv6 NAT address (nat_addr is 10.77.0.2); "
+                    + "add one: [xdp] nat_addr = [\"10.77.0.2\", \"<IPv6 address>\"]")
+        #expect(NATAddressFamilies.problems(frontends: frontends, addresses: [IPAddress("fd77::2")!], source: "")
+                    .map(\.key) == ["frontends.v4.listen_addr"])
+        #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("fe80::1")!))
+        #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("::1")!))
+        #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("127.0.0.1")!))
+        #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("fd77::2")!))
+        #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("2001:db8::1")!))
     }
 
     @Test("a syntax error names its line")

@@ -95,6 +95,27 @@ struct CommandLineTests {
         #expect(try ConveyRun(["--check", "--config", "Tests/ConveyTests/configs/nat-overlap.toml"]).status == 0)
     }
 
+    @Test("passthrough: a VIP whose family has no NAT address is refused with the fix; one address per family is fine")
+    func natFamily() throws {
+        let file = "Tests/ConveyTests/configs/nat-family.toml"
+        let run = try ConveyRun(["--check", "--passthrough", "--config", file])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains("frontends.web6.listen_addr: [fd77::100]:80 is IPv6, but passthrough has no IPv6 NAT "
+                                    + "address (nat_addr is 10.77.0.2); add one: [xdp] nat_addr = [\"10.77.0.2\", \"<IPv6 address>\"]"),
+                "stderr was: \(run.stderr)")
+        // DSR rewrites no address: the same file is fine there.
+        #expect(try ConveyRun(["--check", "--dsr", "--config", file]).status == 0)
+
+        let dual = try String(contentsOfFile: file, encoding: .utf8)
+            .replacingOccurrences(of: "nat_addr = \"10.77.0.2\"", with: "nat_addr = [\"10.77.0.2\", \"fd77::2\"]")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-nat-dual-\(getpid()).toml").path
+        try dual.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
+        #expect(ok.status == 0, "stderr was: \(ok.stderr)")
+        #expect(ok.stdout.contains("nat_addr = [\"10.77.0.2\", \"fd77::2\"]"), "stdout was: \(ok.stdout)")
+    }
+
     @Test("an AF_XDP mode without an interface is refused, saying how to name one")
     func xdpNeedsInterface() throws {
         let run = try ConveyRun(["--check", "--dsr", "--config", "examples/dsr.toml"])

@@ -10,16 +10,18 @@ struct ForwarderSettingsTests {
         config.xdp.synTimeout = .seconds(3)
         config.xdp.establishedTimeout = .seconds(600)
         config.xdp.closingTimeout = .milliseconds(1500)
-        config.xdp.natAddress = .v4(0x0A4D_0002)
+        config.xdp.natAddresses = [IPAddress("fd77::2")!, .v4(0x0A4D_0002)]
         config.xdp.natPorts = 61000...61999
         let s = ForwarderSettings(config: config, workerIndex: 1, workerCount: 4)
         #expect(s.capacity == 5000)
         #expect(s.synTimeout == 3_000_000_000 && s.establishedTimeout == 600_000_000_000)
         #expect(s.closingTimeout == 1_500_000_000)
-        #expect(s.natAddress == .v4(0x0A4D_0002))
+        #expect(s.natAddress == .v4(0x0A4D_0002) && s.natAddressV6 == IPAddress("fd77::2"))
         #expect(s.workerNATPorts == 61250...61499)
-        let resolved = ForwarderSettings(config: config, workerIndex: 0, workerCount: 1, natPorts: 50000...50009)
+        let resolved = ForwarderSettings(config: config, workerIndex: 0, workerCount: 1,
+                                         natAddresses: [.v4(0x0A4D_0003)], natPorts: 50000...50009)
         #expect(resolved.workerNATPorts == 50000...50009)
+        #expect(resolved.natAddress == .v4(0x0A4D_0003) && resolved.natAddressV6 == nil)
     }
 
     @Test func wrrFollowsTheWeightsExactlyOverOneCycle() {

@@ -27,12 +27,18 @@ struct SteeringTests {
 
             // Passthrough: backend replies to the NAT address and port range are steered too;
             // the same address outside the range still reaches the kernel.
-            try path.program.setNATRange(address: IPAddress("10.77.0.2")!, ports: 61000...61010)
+            // With a NAT address of each family (dual stack), both are steered.
+            try path.program.setNATRange(addresses: [IPAddress("10.77.0.2")!, IPAddress("fd77::2")!], ports: 61000...61010)
             #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "61005"]) == "timeout\n")
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "fd77::2", "61005"]) == "timeout\n")
             #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "8080"]) == "kernel 8080\n")
             let verdicts = try path.program.verdicts()
-            #expect(verdicts.redirectedNAT >= 1)
-            try path.program.setNATRange(address: nil, ports: 61000...61010)
+            #expect(verdicts.redirectedNAT >= 2)
+            // IPv4 only: the IPv6 address's ports go back to the kernel, which refuses them.
+            try path.program.setNATRange(addresses: [IPAddress("10.77.0.2")!], ports: 61000...61010)
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "fd77::2", "61005"]).hasPrefix("error"))
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "61005"]) == "timeout\n")
+            try path.program.setNATRange(addresses: [], ports: 61000...61010)
             #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.2", "61005"]).hasPrefix("error"),
                     "NAT steering off: the kernel refuses the closed port")
             // A removed VIP is no longer steered (the lb's kernel, which does not own it, drops it).

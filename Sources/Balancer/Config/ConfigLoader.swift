@@ -207,11 +207,7 @@ public enum ConfigLoader {
         }
         x.attach = t.choice("attach", XDPConfig.AttachMode.self) ?? x.attach
         x.zeroCopy = t.choice("zero_copy", XDPConfig.ZeroCopyMode.self) ?? x.zeroCopy
-        if let nat = t.string("nat_addr"), !nat.isEmpty {
-            if let ip = IPAddress(nat) { x.natAddress = ip } else {
-                t.fail("nat_addr", "'\(nat)' is not an IPv4 or IPv6 address")
-            }
-        }
+        x.natAddresses = natAddresses(t)
         if let ports = t.string("nat_ports"), !ports.isEmpty {
             if let range = NATPortRange.parse(ports) { x.natPorts = range } else {
                 t.fail("nat_ports", "'\(ports)' is not a port range: write \"FIRST-LAST\" with 1 <= FIRST <= LAST <= 65535")
@@ -221,6 +217,24 @@ public enum ConfigLoader {
         x.establishedTimeout = t.seconds("established_timeout", minimum: 0.1) ?? x.establishedTimeout
         x.closingTimeout = t.seconds("closing_timeout", minimum: 0.1) ?? x.closingTimeout
         return x
+    }
+
+    /// `nat_addr`: one address, or one of each family (`["192.0.2.10", "2001:db8::10"]`).
+    private static func natAddresses(_ t: TableReader) -> [IPAddress] {
+        guard let texts = t.strings("nat_addr") else { return [] }
+        var out: [IPAddress] = []
+        for text in texts.map({ $0.trimmingSpaces() }) where !text.isEmpty {
+            guard let ip = IPAddress(text) else {
+                t.fail("nat_addr", "'\(text)' is not an IPv4 or IPv6 address")
+                return []
+            }
+            if let same = out.first(where: { $0.isIPv4 == ip.isIPv4 }) {
+                t.fail("nat_addr", "two \(ip.isIPv4 ? "IPv4" : "IPv6") addresses (\(same), \(ip)): give at most one per family")
+                return []
+            }
+            out.append(ip)
+        }
+        return out
     }
 
     private static func endpoint(_ t: TableReader, _ key: String, required: Bool) -> Endpoint? {

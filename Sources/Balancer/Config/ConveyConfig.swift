@@ -175,8 +175,9 @@ public struct XDPConfig: Sendable, Equatable {
     public var iface: String?
     public var attach: AttachMode
     public var zeroCopy: ZeroCopyMode
-    /// Passthrough source address; nil = the interface's IPv4 address.
-    public var natAddress: IPAddress?
+    /// Passthrough source addresses, at most one per family (`nat_addr`); empty = the
+    /// interface's first IPv4 address and first global IPv6 address.
+    public var natAddresses: [IPAddress]
     /// Passthrough NAT ports; nil = the ports above the kernel's `ip_local_port_range`.
     public var natPorts: ClosedRange<UInt16>?
     public var synTimeout: Duration
@@ -184,13 +185,13 @@ public struct XDPConfig: Sendable, Equatable {
     public var closingTimeout: Duration
 
     public init(iface: String? = nil, attach: AttachMode = .auto, zeroCopy: ZeroCopyMode = .auto,
-                natAddress: IPAddress? = nil, natPorts: ClosedRange<UInt16>? = nil,
+                natAddresses: [IPAddress] = [], natPorts: ClosedRange<UInt16>? = nil,
                 synTimeout: Duration = .seconds(5), establishedTimeout: Duration = .seconds(300),
                 closingTimeout: Duration = .seconds(10)) {
         self.iface = iface
         self.attach = attach
         self.zeroCopy = zeroCopy
-        self.natAddress = natAddress
+        self.natAddresses = natAddresses
         self.natPorts = natPorts
         self.synTimeout = synTimeout
         self.establishedTimeout = establishedTimeout

@@ -48,6 +48,26 @@ final class TableReader {
         return s
     }
 
+    /// One string or an array of strings (`key = "a"` or `key = ["a", "b"]`); `nil` when
+    /// absent or wrong.
+    func strings(_ key: String) -> [String]? {
+        guard let v = value(key) else { return nil }
+        if let s = v.string { return [s] }
+        guard let array = v.array else {
+            fail(key, "must be a string or an array of strings, found \(v.type)")
+            return nil
+        }
+        var out: [String] = []
+        for element in array {
+            guard let s = element.string else {
+                fail(key, "must be a string or an array of strings, found an array holding \(element.type)")
+                return nil
+            }
+            out.append(s)
+        }
+        return out
+    }
+
     /// An integer in `range`; `nil` when absent or wrong.
     func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
         guard let v = value(key) else { return nil }

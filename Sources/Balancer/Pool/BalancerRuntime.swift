@@ -245,6 +245,20 @@ public struct ReloadReport: Sendable, Equatable {
             }
         }
         if old.xdp.iface != new.xdp.iface { needsRestart.append("xdp.iface needs a restart") }
+        // The data planes read these once, at start.
+        let settings: [(String, Bool)] = [
+            ("xdp.attach", old.xdp.attach != new.xdp.attach), ("xdp.zero_copy", old.xdp.zeroCopy != new.xdp.zeroCopy),
+            ("xdp.nat_addr", old.xdp.natAddresses != new.xdp.natAddresses), ("xdp.nat_ports", old.xdp.natPorts != new.xdp.natPorts),
+            ("xdp.syn_timeout", old.xdp.synTimeout != new.xdp.synTimeout),
+            ("xdp.established_timeout", old.xdp.establishedTimeout != new.xdp.establishedTimeout),
+            ("xdp.closing_timeout", old.xdp.closingTimeout != new.xdp.closingTimeout),
+            ("passthrough.connection_tracker_capacity",
+             old.passthrough.connectionTrackerCapacity != new.passthrough.connectionTrackerCapacity),
+            ("passthrough.workers", old.passthrough.workers != new.passthrough.workers),
+            ("passthrough.stats_update_frequency", old.passthrough.statsUpdateFrequency != new.passthrough.statsUpdateFrequency),
+            ("proxy.workers", old.proxy.workers != new.proxy.workers),
+        ]
+        for (key, changed) in settings where changed { needsRestart.append("\(key) needs a restart") }
         if old.stats != new.stats { needsRestart.append("[stats] address/port need a restart") }
     }
 }

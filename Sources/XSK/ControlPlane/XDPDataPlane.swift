@@ -101,6 +101,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
 public struct XDPDataPlaneFacts: Sendable {
     public var interface: String
     public var vips: [Endpoint]
-    public var natAddress: IPAddress?
+    /// Passthrough: the NAT source addresses, at most one per family (empty in DSR).
+    public var natAddresses: [IPAddress]
     public var natPorts: ClosedRange<UInt16>?
 }

@@ -29,7 +29,7 @@ public enum XDPDataPlaneSetup {
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
 
         func start<Handler: PacketHandler & SendableMetatype>(
-            nat: (address: IPAddress, ports: ClosedRange<UInt16>)?,
+            nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
             _ makeHandler: (_ worker: Int, ForwarderCounters) -> Handler
         ) throws -> Running {
             var counters: [ForwarderCounters] = []
@@ -41,14 +41,14 @@ public enum XDPDataPlaneSetup {
             }
             if let nat {
                 do {
-                    try path.program.setNATRange(address: nat.address, ports: nat.ports)
+                    try path.program.setNATRange(addresses: nat.addresses, ports: nat.ports)
                 } catch {
                     path.stop()
                     throw error
                 }
             }
             control.refresh(force: true)
-            let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddress: nat?.address, natPorts: nat?.ports)
+            let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() })
@@ -65,20 +65,25 @@ public enum XDPDataPlaneSetup {
             let reverse = NATReverseMap()
             return try start(nat: nat) { i, counters in
                 PassthroughForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
-                                                                 natAddress: nat.address, natPorts: nat.ports),
+                                                                 natAddresses: nat.addresses, natPorts: nat.ports),
                                      routes: routes, reverseMap: reverse, counters: counters)
             }
         }
     }
 
-    /// The NAT source address and ports: the configured ones, else the interface's first IPv4
-    /// address and the ports above the kernel's ephemeral range.
+    /// The NAT source addresses (at most one per family) and ports: the configured ones, else
+    /// the interface's first IPv4 and first global IPv6 address, and the ports above the
+    /// kernel's ephemeral range. Every frontend's family must have an address.
     static func natSettings(config: ConveyConfig, interface: NetworkInterface,
-                            workers: Int) throws -> (address: IPAddress, ports: ClosedRange<UInt16>) {
-        guard let address = config.xdp.natAddress ?? interface.ipv4.first else {
-            throw XDPStartError("xdp.nat_addr: \(interface.name) has no IPv4 address to use as the NAT source; " +
-                                "set [xdp] nat_addr")
+                            workers: Int) throws -> (addresses: [IPAddress], ports: ClosedRange<UInt16>) {
+        guard let nat = natAddresses(config: config, interface: interface), !nat.addresses.isEmpty else {
+            throw XDPStartError("xdp.nat_addr: \(interface.name) has no IPv4 or global IPv6 address to use as the " +
+                                "NAT source; set [xdp] nat_addr")
         }
+        if let problem = natFamilyProblems(config: config, nat: nat).first {
+            throw XDPStartError("\(problem.key): \(problem.message)")
+        }
+        let addresses = nat.addresses
         let facts: NATPortRange.LocalPortFacts?
         do { facts = try NATPortRange.LocalPortFacts.current() } catch {
             guard config.xdp.natPorts != nil else {
@@ -94,12 +99,37 @@ public enum XDPDataPlaneSetup {
         } else {
             throw XDPStartError("xdp.nat_ports: " + NATPortRange.noDefaultRange)
         }
-        if interface.ipv4.contains(address), let facts, let conflict = NATPortRange.conflict(of: ports, with: facts) {
+        // The kernel's own connections from a local address take ports in the ephemeral range
+        // (for both families), where replies would be taken for NAT flows.
+        if addresses.contains(where: { interface.ipv4.contains($0) || interface.ipv6.contains($0) }), let facts,
+           let conflict = NATPortRange.conflict(of: ports, with: facts) {
             throw XDPStartError("xdp.nat_ports: \(conflict)")
         }
         guard ports.count >= workers else {
             throw XDPStartError("xdp.nat_ports: \(ports.count) port(s) cannot be shared by \(workers) workers")
         }
-        return (address, ports)
+        return (addresses, ports)
+    }
+
+    /// The NAT source addresses passthrough uses with `config` on `interface`, and where they
+    /// come from (for messages): `[xdp] nat_addr`, else the interface's first IPv4 address
+    /// and first global IPv6 address (either may be missing). Nil when neither is known (no
+    /// `nat_addr`, and the interface is not on this host).
+    public static func natAddresses(config: ConveyConfig,
+                                    interface: NetworkInterface?) -> (addresses: [IPAddress], source: String)? {
+        if !config.xdp.natAddresses.isEmpty {
+            return (config.xdp.natAddresses, "nat_addr is \(config.xdp.natAddresses.map(\.description).joined(separator: ", "))")
+        }
+        guard let interface else { return nil }
+        let addresses = [interface.ipv4.first(where: NATAddressFamilies.isDefaultCandidate),
+                         interface.ipv6.first(where: NATAddressFamilies.isDefaultCandidate)].compactMap { $0 }
+        return (addresses, "nat_addr is not set and \(interface.name) has " +
+                           (addresses.isEmpty ? "no usable address" : addresses.map(\.description).joined(separator: " and ")))
+    }
+
+    /// A problem for each frontend whose VIP family has no NAT address (see `NATAddressFamilies`).
+    public static func natFamilyProblems(config: ConveyConfig, nat: (addresses: [IPAddress], source: String))
+        -> [(key: String, message: String)] {
+        NATAddressFamilies.problems(frontends: config.frontends, addresses: nat.addresses, source: nat.source)
     }
 }

@@ -24,8 +24,8 @@ struct XDPStatsReport {
             ("zero_copy", .bool(path.zeroCopy)),
             ("vips", .array(facts.vips.map { .string($0.description) })),
         ]
-        if let address = facts.natAddress, let ports = facts.natPorts {
-            fields.append(("nat", .object([("address", .string(address.description)),
+        if !facts.natAddresses.isEmpty, let ports = facts.natPorts {
+            fields.append(("nat", .object([("addresses", .array(facts.natAddresses.map { .string($0.description) })),
                                            ("ports", .string("\(ports.lowerBound)-\(ports.upperBound)"))])))
         }
         fields.append(("totals", Self.forwarderJSON(totals)))

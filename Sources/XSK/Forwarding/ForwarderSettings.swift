@@ -9,11 +9,11 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var synTimeout: UInt64
     public var establishedTimeout: UInt64
     public var closingTimeout: UInt64
-    /// Passthrough source address (`[xdp] nat_addr` or the interface's IPv4); unused in DSR.
+    /// Passthrough source address of IPv4 flows (or, set alone to an IPv6 address, of IPv6
+    /// flows); unused in DSR.
     public var natAddress: IPAddress?
-    /// Passthrough source address for IPv6 flows (the config has no key for it yet: the control
-    /// plane may set the interface's IPv6 address). Nil: IPv6 passthrough flows are not taken,
-    /// unless `natAddress` itself is IPv6.
+    /// Passthrough source address of IPv6 flows. With neither this nor an IPv6 `natAddress`,
+    /// IPv6 SYNs are dropped as "no backend" (and IPv4 SYNs likewise without an IPv4 one).
     public var natAddressV6: IPAddress? = nil
     /// All NAT ports (`[xdp] nat_ports` or the default above the ephemeral range); this
     /// worker owns slice `workerIndex` of `workerCount`.
@@ -49,16 +49,18 @@ public struct ForwarderSettings: Sendable, Equatable {
         self.workerCount = workerCount
     }
 
-    /// Settings for worker `workerIndex` of `workerCount` from `config`. `natAddress` and
-    /// `natPorts` override the config's when the control plane resolved defaults (the
-    /// interface's address, the ports above `ip_local_port_range`).
-    public init(config: ConveyConfig, workerIndex: Int, workerCount: Int, natAddress: IPAddress? = nil,
+    /// Settings for worker `workerIndex` of `workerCount` from `config`. `natAddresses` (at
+    /// most one per family) and `natPorts` override the config's when the control plane
+    /// resolved defaults (the interface's addresses, the ports above `ip_local_port_range`).
+    public init(config: ConveyConfig, workerIndex: Int, workerCount: Int, natAddresses: [IPAddress]? = nil,
                 natPorts: ClosedRange<UInt16>? = nil) {
+        let addresses = natAddresses ?? config.xdp.natAddresses
         self.init(capacity: max(1, config.passthrough.connectionTrackerCapacity),
                   synTimeout: config.xdp.synTimeout, establishedTimeout: config.xdp.establishedTimeout,
                   closingTimeout: config.xdp.closingTimeout,
-                  natAddress: natAddress ?? config.xdp.natAddress, natPorts: natPorts ?? config.xdp.natPorts,
+                  natAddress: addresses.first(where: \.isIPv4), natPorts: natPorts ?? config.xdp.natPorts,
                   workerIndex: workerIndex, workerCount: workerCount)
+        natAddressV6 = addresses.first { !$0.isIPv4 }
     }
 
     static func nanoseconds(_ d: Duration) -> UInt64 {

@@ -169,19 +169,22 @@ public final class SteeringProgram: @unchecked Sendable {
         guard rc == 0 || rc == -ENOENT else { throw XSKError.fromNegative(rc, "bpf_map_delete_elem(steer_vips)", "VIP \(endpoint)") }
     }
 
-    /// Steers backend replies (TCP) to `address` with a destination port in `ports`
-    /// (passthrough); nil turns it off.
-    public func setNATRange(address: IPAddress?, ports: ClosedRange<UInt16>) throws(XSKError) {
-        var config = steer_nat_config()
-        if let address {
-            config.enabled = 1
-            config.port_min = ports.lowerBound
-            config.port_max = ports.upperBound
-            withUnsafeMutableBytes(of: &config.addr) { Self.store(address, into: $0) }
+    /// Steers backend replies (TCP) to any of `addresses` (at most one per family) with a
+    /// destination port in `ports` (passthrough); a family not among them is not steered, and
+    /// no addresses turn it off.
+    public func setNATRange(addresses: [IPAddress], ports: ClosedRange<UInt16>) throws(XSKError) {
+        for (entry, isIPv4) in [(UInt32(STEER_NAT_IPV4), true), (UInt32(STEER_NAT_IPV6), false)] {
+            var config = steer_nat_config()
+            if let address = addresses.first(where: { $0.isIPv4 == isIPv4 }) {
+                config.enabled = 1
+                config.port_min = ports.lowerBound
+                config.port_max = ports.upperBound
+                withUnsafeMutableBytes(of: &config.addr) { Self.store(address, into: $0) }
+            }
+            var key = entry
+            let rc = bpf_map_update_elem(natMapFD, &key, &config, UInt64(BPF_ANY))
+            guard rc == 0 else { throw XSKError.fromNegative(rc, "bpf_map_update_elem(steer_nat)", interface.name) }
         }
-        var zero: UInt32 = 0
-        let rc = bpf_map_update_elem(natMapFD, &zero, &config, UInt64(BPF_ANY))
-        guard rc == 0 else { throw XSKError.fromNegative(rc, "bpf_map_update_elem(steer_nat)", interface.name) }
     }
 
     /// The verdict counters summed over all CPUs.

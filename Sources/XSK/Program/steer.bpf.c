@@ -37,7 +37,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, STEER_NAT_ENTRIES);
     __type(key, __u32);
     __type(value, struct steer_nat_config);
 } steer_nat SEC(".maps");
@@ -94,6 +94,7 @@ int convey_steer(struct xdp_md *ctx)
     void *data_end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
     struct steer_vip_key key = {};
+    __u32 nat_entry;
     void *l4;
 
     if ((void *)(eth + 1) > data_end)
@@ -118,6 +119,7 @@ int convey_steer(struct xdp_md *ctx)
         key.addr[11] = 0xff;
         __builtin_memcpy(&key.addr[12], &ip->daddr, 4);
         key.proto = ip->protocol;
+        nat_entry = STEER_NAT_IPV4;
     } else if (ether_type == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > data_end)
@@ -131,6 +133,7 @@ int convey_steer(struct xdp_md *ctx)
         l4 = (void *)(ip6 + 1);
         __builtin_memcpy(key.addr, &ip6->daddr, 16);
         key.proto = ip6->nexthdr;
+        nat_entry = STEER_NAT_IPV6;
     } else {
         return count(STEER_PASS_NOT_IP, XDP_PASS);
     }
@@ -143,8 +146,7 @@ int convey_steer(struct xdp_md *ctx)
     if (bpf_map_lookup_elem(&steer_vips, &key))
         return steer(ctx, STEER_REDIRECT_VIP);
 
-    __u32 zero = 0;
-    struct steer_nat_config *nat = bpf_map_lookup_elem(&steer_nat, &zero);
+    struct steer_nat_config *nat = bpf_map_lookup_elem(&steer_nat, &nat_entry);
     if (nat && nat->enabled && key.proto == IPPROTO_TCP) {
         __u16 port = bpf_ntohs(ports->dest);
         if (port >= nat->port_min && port <= nat->port_max

@@ -69,9 +69,46 @@ struct XDPModeTests {
             let stats = try lab.stats()
             #expect(stats["mode"] as? String == "passthrough")
             let dataplane = stats["dataplane"] as? [String: Any]
-            #expect((dataplane?["nat"] as? [String: Any])?["address"] as? String == "10.77.0.2")
+            // No nat_addr: the interface's IPv4 and global IPv6 addresses.
+            #expect((dataplane?["nat"] as? [String: Any])?["addresses"] as? [String] == ["10.77.0.2", "fd77::2"])
             #expect(lab.stopConvey() == 0)
             #expect(try !lab.balancerHasXDP())
+        }
+    }
+
+    @Test("Passthrough, dual stack: IPv4 and IPv6 VIPs at once, each family NATed from its own address (the interface's by default), byte-exact")
+    func passthroughDualStack() throws {
+        guard try labAvailable("passthroughDualStack") else { return }
+        let v6 = """
+
+            [frontends.web6]
+            listen_addr = "[fd77::100]:80"
+            backend = "web6_pool"
+            balance = "wrr"
+
+            [backends.web6_pool]
+            health_check_interval = 0.5
+            health_check_timeout = 0.4
+            rise = 1
+              [backends.web6_pool.servers.b1]
+              addr = "[fd77::21]:80"
+              [backends.web6_pool.servers.b2]
+              addr = "[fd77::22]:80"
+
+            """
+        try ConveyLab.with(mode: "passthrough", backends: 2, config: v6 + labConfig(backends: 2, balance: "wrr")) { lab in
+            let four = try lab.fromClient { try (0..<4).map { _ in try LabClient.who() } }
+            let six = try lab.fromClient { try (0..<4).map { _ in try LabClient.who("fd77::100") } }
+            #expect(four.allSatisfy { $0.peer == "10.77.0.2" }, "IPv4 flows leave from the IPv4 NAT address: \(four)")
+            #expect(six.allSatisfy { $0.peer == "fd77::2" }, "IPv6 flows leave from the IPv6 NAT address: \(six)")
+            #expect(Set(six.map(\.name)) == ["b1", "b2"], "wrr over the IPv6 pool")
+
+            let payload = randomBytes(4 << 20, seed: 6)
+            let back = try lab.fromClient { try LabClient.echo(payload, host: "fd77::100", timeout: 20) }
+            #expect(back == payload, "4 MiB echoed byte-exact through IPv6 passthrough NAT")
+            #expect(try lab.drops("no_backend") == 0)
+            #expect(try lab.drops("unknown_reply") == 0)
+            #expect(lab.stopConvey() == 0)
         }
     }
 

@@ -1,0 +1,34 @@
+/// Passthrough keeps a flow in its family: an IPv4 client reaches an IPv4 backend from the IPv4
+/// NAT address, an IPv6 client an IPv6 backend from the IPv6 one. These are the rules that
+/// tie the frontends' VIPs to the NAT addresses, checked at `--check`, at start and on reload,
+/// so that a VIP whose family has no NAT address is refused with a reason instead of having
+/// every SYN dropped as "no backend".
+public enum NATAddressFamilies {
+    /// The family's name as an operator reads it.
+    static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
+
+    /// Whether `address` is usable as a default NAT source: not IPv6 link-local (fe80::/10),
+    /// which a backend off the link could not answer, nor loopback.
+    public static func isDefaultCandidate(_ address: IPAddress) -> Bool {
+        switch address {
+        case .v4(let a): return a >> 24 != 127
+        case .v6(let hi, let lo): return hi >> 54 != 0x3FA && !(hi == 0 && lo == 1)
+        }
+    }
+
+    /// One problem for each frontend whose VIP family has no address in `addresses`, keyed by
+    /// its `frontends.NAME.listen_addr`. `source` says where the addresses came from, for the
+    /// message ("nat_addr is 10.0.0.2", "eth0 has no global IPv6 address").
+    public static func problems(frontends: [FrontendConfig], addresses: [IPAddress],
+                                source: String) -> [(key: String, message: String)] {
+        frontends.compactMap { f in
+            let vip = f.listen.address
+            guard !addresses.contains(where: { $0.isIPv4 == vip.isIPv4 }) else { return nil }
+            let name = family(vip)
+            let example = addresses.map { "\"\($0)\"" } + [vip.isIPv4 ? "\"<IPv4 address>\"" : "\"<IPv6 address>\""]
+            return ("frontends.\(f.name).listen_addr",
+                    "\(f.listen) is \(name), but passthrough has no \(name) NAT address (\(source)); " +
+                    "add one: [xdp] nat_addr = [\(example.joined(separator: ", "))]")
+        }
+    }
+}
