@@ -19,6 +19,7 @@ enum ModeChecks {
             if let nat = XDPDataPlaneSetup.natAddresses(config: config, interface: interface) {
                 for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat) { problem(p.key, p.message) }
             }
+            for p in NATAddressFamilies.serverProblems(config: config) { problem(p.key, p.message) }
             let facts = try? NATPortRange.LocalPortFacts.current()
             if let range = config.xdp.natPorts, let facts,
                let conflict = NATPortRange.conflict(of: range, with: facts) {

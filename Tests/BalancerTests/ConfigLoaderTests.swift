@@ -110,6 +110,17 @@ struct ConfigLoaderTests {
         #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("127.0.0.1")!))
         #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("fd77::2")!))
         #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("2001:db8::1")!))
+
+        // A server of the other family than a frontend its pool serves.
+        let servers = [ServerConfig(name: "a", address: Endpoint(address: .v4(0x0A4D_0015), port: 80)),
+                       ServerConfig(name: "b", address: Endpoint(address: IPAddress("fd77::22")!, port: 80))]
+        let mixed = ConveyConfig(frontends: [frontends[0]], pools: [PoolConfig(name: "p", servers: servers)])
+        let s = NATAddressFamilies.serverProblems(config: mixed)
+        #expect(s.map(\.key) == ["backends.p.servers.b.addr"])
+        #expect(s.first?.message == "[fd77::22]:80 is IPv6, but frontend 'v4' (10.0.0.1:80) is IPv4: passthrough keeps a "
+                    + "flow in its family; give this frontend a pool of IPv4 servers")
+        #expect(NATAddressFamilies.serverProblems(config: ConveyConfig(frontends: [frontends[0]],
+                    pools: [PoolConfig(name: "p", servers: [servers[0]])])).isEmpty)
     }
 
     @Test("a syntax error names its line")

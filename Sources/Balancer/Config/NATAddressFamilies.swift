@@ -1,8 +1,8 @@
 /// Passthrough keeps a flow in its family: an IPv4 client reaches an IPv4 backend from the IPv4
 /// NAT address, an IPv6 client an IPv6 backend from the IPv6 one. These are the rules that
-/// tie the frontends' VIPs to the NAT addresses, checked at `--check`, at start and on reload,
-/// so that a VIP whose family has no NAT address is refused with a reason instead of having
-/// every SYN dropped as "no backend".
+/// tie the frontends' VIPs to the NAT addresses and to their servers, checked at `--check`, at
+/// start and on reload, so that a VIP whose family has no NAT address, or a server of the
+/// other family, is refused with a reason instead of having SYNs dropped as "no backend".
 public enum NATAddressFamilies {
     /// The family's name as an operator reads it.
     static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
@@ -30,5 +30,24 @@ public enum NATAddressFamilies {
                     "\(f.listen) is \(name), but passthrough has no \(name) NAT address (\(source)); " +
                     "add one: [xdp] nat_addr = [\(example.joined(separator: ", "))]")
         }
+    }
+
+    /// One problem for each server whose family differs from the VIP of a frontend its pool
+    /// serves, keyed by its `backends.POOL.servers.NAME.addr`: passthrough could give it no
+    /// flow, and the SYNs placed on it would be dropped.
+    public static func serverProblems(config: ConveyConfig) -> [(key: String, message: String)] {
+        var out: [(key: String, message: String)] = []
+        for pool in config.pools {
+            guard let f = config.frontends.first(where: { f in
+                f.pool == pool.name && pool.servers.contains { $0.address.address.isIPv4 != f.listen.address.isIPv4 }
+            }) else { continue }
+            for server in pool.servers where server.address.address.isIPv4 != f.listen.address.isIPv4 {
+                out.append(("backends.\(pool.name).servers.\(server.name).addr",
+                            "\(server.address) is \(family(server.address.address)), but frontend '\(f.name)' " +
+                            "(\(f.listen)) is \(family(f.listen.address)): passthrough keeps a flow in its family; " +
+                            "give this frontend a pool of \(family(f.listen.address)) servers"))
+            }
+        }
+        return out
     }
 }
