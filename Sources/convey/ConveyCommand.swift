@@ -70,9 +70,10 @@ struct ConveyCommand: AsyncParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
-        var resolved = loaded.config
-        if let iface { resolved.xdp.iface = iface }
-        let modeProblems = ModeChecks.problems(for: mode, config: resolved, file: config)
+        var resolvedFile = loaded
+        if let iface { resolvedFile.config.xdp.iface = iface }
+        let resolved = resolvedFile.config
+        let modeProblems = ModeChecks.problems(for: mode, loaded: resolvedFile)
 
         if check {
             let all = loaded.warnings + modeProblems

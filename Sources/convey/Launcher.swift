@@ -36,8 +36,8 @@ struct Launcher {
                                       overrides: { [iface] candidate in
                                           if let iface { candidate.xdp.iface = iface }
                                       },
-                                      check: { [mode, configPath] candidate in
-                                          ModeChecks.problems(for: mode, config: candidate, file: configPath)
+                                      check: { [mode] candidate in
+                                          ModeChecks.problems(for: mode, loaded: candidate)
                                       },
                                       onApplied: { applied in
                                           health.update(targets: HealthTarget.targets(for: applied))

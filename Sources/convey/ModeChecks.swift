@@ -3,11 +3,11 @@ import XSK
 
 /// Checks that depend on the mode and on this host, beyond what the file alone can tell.
 enum ModeChecks {
-    static func problems(for mode: ConveyMode, config: ConveyConfig, file: String) -> [ConfigProblem] {
+    /// Each problem names the line of its key (or of the key's table).
+    static func problems(for mode: ConveyMode, loaded: LoadedConfig) -> [ConfigProblem] {
+        let config = loaded.config
         var out: [ConfigProblem] = []
-        func problem(_ key: String?, _ message: String) {
-            out.append(ConfigProblem(file: file, line: nil, key: key, message: message))
-        }
+        func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
         guard mode != .proxy else { return out }
         if config.xdp.iface == nil {
             problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")

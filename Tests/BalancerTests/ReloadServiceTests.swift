@@ -87,8 +87,8 @@ struct ReloadServiceTests {
         let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"),
                                     overrides: { $0.xdp.iface = "lab0" },
                                     check: { candidate in
-                                        candidate.xdp.iface == nil
-                                            ? [ConfigProblem(file: dir.file, line: nil, key: "xdp.iface", message: "needs an interface")]
+                                        candidate.config.xdp.iface == nil
+                                            ? [candidate.problem(key: "xdp.iface", "needs an interface")]
                                             : []
                                     })
         try await withThrowingTaskGroup(of: Void.self) { group in

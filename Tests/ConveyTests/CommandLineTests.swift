@@ -86,7 +86,7 @@ struct CommandLineTests {
         let overlaps = range.count == 2 && range[0] <= 40000 && range[1] >= 20000
         if overlaps && reserved.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             #expect(run.status == 2)
-            #expect(run.stderr.contains("xdp.nat_ports: NAT ports 20000-40000 overlap the kernel's ephemeral ports"))
+            #expect(run.stderr.contains("nat-overlap.toml:11: xdp.nat_ports: NAT ports 20000-40000 overlap the kernel's ephemeral ports"))
             #expect(run.stderr.contains("ip_local_reserved_ports=20000-40000"))
         } else {
             #expect(run.status == 0, "no overlap on this host: \(run.stderr)")
@@ -100,7 +100,7 @@ struct CommandLineTests {
         let file = "Tests/ConveyTests/configs/nat-family.toml"
         let run = try ConveyRun(["--check", "--passthrough", "--config", file])
         #expect(run.status == 2)
-        #expect(run.stderr.contains("frontends.web6.listen_addr: [fd77::100]:80 is IPv6, but passthrough has no IPv6 NAT "
+        #expect(run.stderr.contains("nat-family.toml:6: frontends.web6.listen_addr: [fd77::100]:80 is IPv6, but passthrough has no IPv6 NAT "
                                     + "address (nat_addr is 10.77.0.2); add one: [xdp] nat_addr = [\"10.77.0.2\", \"<IPv6 address>\"]"),
                 "stderr was: \(run.stderr)")
         // DSR rewrites no address: the same file is fine there.
@@ -120,7 +120,7 @@ struct CommandLineTests {
     func xdpNeedsInterface() throws {
         let run = try ConveyRun(["--check", "--dsr", "--config", "examples/dsr.toml"])
         #expect(run.status == 2)
-        #expect(run.stderr.contains("dsr mode needs an interface: pass --iface NAME or set [xdp] iface"))
+        #expect(run.stderr.contains("dsr.toml:23: xdp.iface: dsr mode needs an interface: pass --iface NAME or set [xdp] iface"))
         #expect(try ConveyRun(["--check", "--dsr", "--iface", "veth0", "--config", "examples/dsr.toml"]).status == 0)
     }
 

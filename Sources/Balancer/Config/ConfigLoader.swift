@@ -6,6 +6,17 @@ public struct LoadedConfig: Sendable, Equatable {
     public var config: ConveyConfig
     /// Problems that do not stop the balancer; `convey --check` treats them as errors.
     public var warnings: [ConfigProblem]
+    /// The file's name, as messages give it.
+    public var file: String
+    /// Where each key is written, for problems found after loading.
+    var keyLines: TOMLKeyLocator
+
+    /// A problem about dotted `key` (e.g. `xdp.nat_ports`), on the line the key is written on
+    /// (or its table's line, when the key itself is not in the file).
+    public func problem(key: String, _ message: String) -> ConfigProblem {
+        ConfigProblem(file: file, line: keyLines.line(of: key.split(separator: ".").map(String.init)), key: key,
+                      message: message)
+    }
 }
 
 /// Turns a TOML file into a validated `ConveyConfig`.
@@ -45,7 +56,8 @@ public enum ConfigLoader {
         reader.reportUnknownKeys()
         let byLine = { (a: ConfigProblem, b: ConfigProblem) in (a.line ?? 0) < (b.line ?? 0) }
         if !context.problems.isEmpty { throw ConfigError(problems: context.problems.sorted(by: byLine)) }
-        return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine))
+        return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine), file: file,
+                            keyLines: context.locator)
     }
 
     static func readFile(_ path: String) throws -> String {

@@ -5,7 +5,7 @@
 /// (`[a.b]`, `[[a]]`) and `key = value` lines, including dotted and quoted keys, and records the
 /// first line each full dotted path appears on. It only runs after toml++ accepted the file,
 /// so it may be simple: it never decides what is valid.
-struct TOMLKeyLocator {
+struct TOMLKeyLocator: Sendable, Equatable {
     private var lines: [String: Int] = [:]
 
     init(source: String) {

@@ -14,7 +14,7 @@ public struct ReloadService: Service {
     private let runtime: BalancerRuntime
     private let logger: Logger
     private let onApplied: @Sendable (ConveyConfig) -> Void
-    private let check: @Sendable (ConveyConfig) -> [ConfigProblem]
+    private let check: @Sendable (LoadedConfig) -> [ConfigProblem]
     private let overrides: @Sendable (inout ConveyConfig) -> Void
 
     /// - Parameters:
@@ -25,7 +25,7 @@ public struct ReloadService: Service {
     ///     problem rejects the file like a syntax error would.
     public init(path: String, runtime: BalancerRuntime, logger: Logger,
                 overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
-                check: @escaping @Sendable (ConveyConfig) -> [ConfigProblem] = { _ in [] },
+                check: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
                 onApplied: @escaping @Sendable (ConveyConfig) -> Void = { _ in }) {
         self.path = path
         self.runtime = runtime
@@ -86,15 +86,15 @@ public struct ReloadService: Service {
             }
             return false
         }
-        var candidate = loaded.config
-        overrides(&candidate)
+        var candidate = loaded
+        overrides(&candidate.config)
         let problems = check(candidate)
         guard problems.isEmpty else {
             for problem in problems { logger.error("config rejected, running configuration kept: \(problem)") }
             return false
         }
         for warning in loaded.warnings { logger.warning("\(warning)") }
-        let report = runtime.apply(candidate)
+        let report = runtime.apply(candidate.config)
         for change in report.applied { logger.notice("reload: \(change)") }
         for change in report.needsRestart { logger.warning("reload: \(change)") }
         logger.notice("configuration reloaded", metadata: ["file": "\(path)", "changes": "\(report.applied.count)"])
