@@ -20,6 +20,17 @@ struct EndpointTests {
         #expect(throws: Endpoint.ParseError.badAddress("2001:db8::1:80")) { try Endpoint(parsing: "2001:db8::1:80") }
     }
 
+    @Test("an IPv4-mapped IPv6 address is its IPv4 address (one address, one family)")
+    func mappedIsIPv4() throws {
+        #expect(IPAddress("::ffff:10.77.0.100") == .v4(0x0A4D_0064))
+        #expect(IPAddress("::FFFF:a4d:64") == .v4(0x0A4D_0064))
+        #expect(try Endpoint(parsing: "[::ffff:10.77.0.100]:80").description == "10.77.0.100:80")
+        // Neighbours of the mapped block stay IPv6.
+        #expect(IPAddress("::fffe:10.77.0.100")?.isIPv4 == false)
+        #expect(IPAddress("1::ffff:10.77.0.100")?.isIPv4 == false)
+        #expect(IPAddress("::10.77.0.100")?.isIPv4 == false)
+    }
+
     @Test("network bytes are big-endian for both families")
     func networkBytes() {
         #expect(IPAddress("10.77.0.21")!.networkBytes == [10, 77, 0, 21])

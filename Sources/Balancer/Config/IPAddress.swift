@@ -13,6 +13,11 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     case v6(UInt64, UInt64)
 
     /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (no brackets, no zone), via `inet_pton(3)`.
+    ///
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address `a.b.c.d`: one
+    /// address has one form, so a VIP, server or NAT address written either way is the same
+    /// family everywhere (the packet path and the steering program key IPv4 in that mapped
+    /// form, where the two would otherwise collide).
     public init?(_ text: String) {
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 {
@@ -23,6 +28,9 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
         let bytes = withUnsafeBytes(of: v6) { Array($0) }
         self.init(ipv6NetworkBytes: bytes)
+        if case .v6(0, let lo) = self, lo >> 32 == 0xffff {
+            self = .v4(UInt32(truncatingIfNeeded: lo))
+        }
     }
 
     /// Builds an IPv6 address from its 16 network-order bytes.
