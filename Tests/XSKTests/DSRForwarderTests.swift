@@ -241,4 +241,51 @@ struct DSRForwarderTests {
         #expect(servers.map(\.totalConnections).reduce(0, +) == 8)
         #expect(servers.map(\.bytesTx).reduce(0, +) == Int64(bytes.values.reduce(0, +)))
     }
+
+    /// A frontend sharing a pool goes away: its flows end (swept), and their ends are booked
+    /// to the servers, which live on under the other frontend, so their open counts come back
+    /// down to the other frontend's flows.
+    @Test func removingOneOfTwoFrontendsSharingAPoolBooksItsFlowsEnds() {
+        let runtime = BalancerRuntime(config: FrontendIndexTests.config([("a", 0x64), ("b", 0x65)]))
+        let publisher = PacketRoutesPublisher(maxBackendSlots: 16)
+        let macs = Dictionary(uniqueKeysWithValues: (1...2).map {
+            (RoutesFixture.backendAddress($0).address, MACAddress(rawValue: RoutesFixture.backendMAC($0)))
+        })
+        func publish() {
+            publisher.publish(snapshot: runtime.snapshots.load().value, backendMACs: macs, interfaceMAC: RoutesFixture.interfaceMAC)
+        }
+        publish()
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: publisher)
+        let flusher = BackendStatsFlusher(workers: [dsr.counters])
+        func flush() {
+            publisher.countersFlushStarting()
+            flusher.flush(into: publisher.current().routes)
+        }
+        func open() -> Int64 {
+            runtime.snapshots.load().value.frontend(named: "b")!.servers.map { $0.counters.snapshot().currentConnections }
+                .reduce(0, +)
+        }
+        dsr.beginBatch(now: second)
+        for (vip, count) in [(UInt32(0x64), 10), (0x65, 4)] {
+            for port in UInt16(1000)..<UInt16(1000 + count) {
+                #expect(FrontendIndexTests.send(to: vip, port: port, flags: TCPHeader.syn, &dsr) != nil)
+            }
+        }
+        flush()
+        #expect(open() == 14)
+
+        runtime.apply(FrontendIndexTests.config([("b", 0x65)]))
+        publish()
+        for t in UInt64(2)...6 { dsr.beginBatch(now: t * second) }  // the sweep ends a's flows
+        #expect(dsr.flowCount == 4)
+        flush()
+        #expect(open() == 4, "a's 10 flows ended and were booked to the servers b still uses")
+        // The retired slots are freed in time (seen clean, then a whole flush), and a's
+        // counters go with them.
+        #expect(publisher.heldBackendSlots == 4)
+        _ = publisher.canReclaimSlots
+        flush(); flush(); publish()
+        #expect(publisher.heldBackendSlots == 2)
+        #expect(publisher.current().routes.serverCounters.compactMap { $0 }.count == 2)
+    }
 }

@@ -20,8 +20,8 @@ public final class BackendStatsFlusher {
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
     /// newest published ones), and to its frontend's `FrontendCounters` (a slot belongs to one
-    /// frontend; the seed's top-level totals are the frontends' sums). Traffic of a slot no
-    /// longer in `routes` is dropped from the books, as its server's counters are gone too.
+    /// frontend; the seed's top-level totals are the frontends' sums). A slot that left the
+    /// routes is booked to the counters it had until it is free (`PacketRoutes.serverCounters`).
     public func flush(into routes: PacketRoutes) {
         for (w, counters) in workers.enumerated() {
             let slots = min(counters.backendSlots, routes.slotCount)

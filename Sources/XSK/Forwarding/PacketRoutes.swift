@@ -132,11 +132,11 @@ public final class PacketRoutes: @unchecked Sendable {
     public let unresolved: [Unresolved]
     /// The frontends' names, by frontend index ("" where none).
     public let frontendNames: [String]
-    /// The counters of each slot's server in this snapshot (nil for slots not in it), for
-    /// `BackendStatsFlusher`.
+    /// Where `BackendStatsFlusher` books each slot's traffic: the counters of its server and
+    /// of its frontend in this snapshot, or, for a slot that left the routes but is not free
+    /// yet, the ones it had when it left (its last flows' ends and bytes still arrive, and its
+    /// server may live on under another frontend); nil for free slots.
     public let serverCounters: [ServerCounters?]
-    /// The counters of each slot's frontend in this snapshot (nil for slots not in it), for
-    /// `BackendStatsFlusher`.
     public let frontendCounters: [FrontendCounters?]
     /// The server of each slot in this snapshot (nil for slots not in it).
     public let servers: [ServerID?]
@@ -147,8 +147,10 @@ public final class PacketRoutes: @unchecked Sendable {
                   registry: BackendSlotRegistry(limit: 0), frontendRegistry: FrontendIndexRegistry(limit: 0))
     }
 
+    /// Routes for `snapshot`; `previous` (the routes these replace) lends its counters to the
+    /// slots that left but are still held (see `serverCounters`).
     init(snapshot: ForwardingSnapshot, backendMACs: [IPAddress: MACAddress], interfaceMAC: MACAddress,
-         registry: BackendSlotRegistry, frontendRegistry: FrontendIndexRegistry) {
+         registry: BackendSlotRegistry, frontendRegistry: FrontendIndexRegistry, previous: PacketRoutes? = nil) {
         self.interfaceMAC = interfaceMAC
         var unresolved: [Unresolved] = []
         var backendList: [Int: Backend] = [:]
@@ -249,8 +251,12 @@ public final class PacketRoutes: @unchecked Sendable {
         backends.initialize(repeating: Backend(addressHi: 0, addressLo: 0, mac: 0, port: 0, flags: 0, weight: 0),
                             count: max(1, backendCount))
         for (slot, b) in backendList { backends[slot] = b }
-        serverCounters = (0..<backendCount).map { counters[$0] }
-        frontendCounters = (0..<backendCount).map { frontendCountersOfSlot[$0] }
+        func carried<T>(_ slot: Int, _ old: [T?]?) -> T? {
+            guard registry.isHeld(slot), let old, slot < old.count else { return nil }
+            return old[slot]
+        }
+        serverCounters = (0..<backendCount).map { counters[$0] ?? carried($0, previous?.serverCounters) }
+        frontendCounters = (0..<backendCount).map { frontendCountersOfSlot[$0] ?? carried($0, previous?.frontendCounters) }
         servers = (0..<backendCount).map { ids[$0] }
 
         slotsCount = slotList.count

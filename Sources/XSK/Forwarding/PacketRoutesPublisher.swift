@@ -36,7 +36,7 @@ public final class PacketRoutesPublisher: Sendable {
     public let maxBackendSlots: Int
 
     /// An empty publisher: until the first `publish`, routes have no frontend (every frame is
-    /// dropped). `maxBackendSlots` bounds the distinct (server, address) pairs ever routed.
+    /// dropped). `maxBackendSlots` bounds the (frontend, server, address) triples routed at once.
     public init(maxBackendSlots: Int = 4096) {
         self.maxBackendSlots = maxBackendSlots
         state = Mutex(State(routes: PacketRoutes(), registry: BackendSlotRegistry(limit: maxBackendSlots),
@@ -54,7 +54,8 @@ public final class PacketRoutesPublisher: Sendable {
             state.registry.reclaim(cleanThrough: clean, flushEpoch: flushEpoch)
             state.frontendRegistry.reclaim(cleanThrough: clean, flushEpoch: flushEpoch)
             let routes = PacketRoutes(snapshot: snapshot, backendMACs: backendMACs, interfaceMAC: interfaceMAC,
-                                      registry: state.registry, frontendRegistry: state.frontendRegistry)
+                                      registry: state.registry, frontendRegistry: state.frontendRegistry,
+                                      previous: state.routes)
             state.routes = routes
             state.generation &+= 1
             state.registry.retire(unusedBy: routes.usedSlots, generation: state.generation)

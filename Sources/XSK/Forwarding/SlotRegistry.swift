@@ -55,6 +55,9 @@ final class SlotRegistry<Key: Hashable> {
     /// Slots held now (in routes, or retired and not yet free).
     var held: Int { keys.count - free.count }
 
+    /// True when `slot` is held: assigned to a key, in routes or retired and not yet free.
+    func isHeld(_ slot: Int) -> Bool { slot < keys.count && keys[slot] != nil }
+
     /// After routes of `generation` were built: retires the held slots they do not use, and
     /// un-retires those they use again (the same key back before its slot was freed).
     func retire(unusedBy used: Set<UInt32>, generation: UInt64) {
