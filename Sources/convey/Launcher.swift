@@ -36,8 +36,12 @@ struct Launcher {
                                       overrides: { [iface] candidate in
                                           if let iface { candidate.xdp.iface = iface }
                                       },
-                                      check: { [mode] candidate in
-                                          ModeChecks.problems(for: mode, loaded: candidate)
+                                      check: { [mode, runningNAT = dataPlane.natAddresses] candidate in
+                                          // Judged as it would run: listen addresses and
+                                          // start-only settings stay as they are.
+                                          var effective = candidate
+                                          effective.config = runtime.effectiveConfig(candidate.config)
+                                          return ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT)
                                       },
                                       onApplied: { applied in
                                           health.update(targets: HealthTarget.targets(for: applied))
@@ -74,6 +78,8 @@ struct Launcher {
     private struct DataPlane {
         var service: any Service
         var stats: DataPlaneStatsSource?
+        /// Passthrough: the NAT addresses in use (nil in the other modes).
+        var natAddresses: [IPAddress]? = nil
     }
 
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
@@ -85,7 +91,8 @@ struct Launcher {
             do {
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
                                                          snapshots: runtime.snapshots, logger: logger)
-                return DataPlane(service: running.service, stats: running.stats)
+                return DataPlane(service: running.service, stats: running.stats,
+                                 natAddresses: mode == .passthrough ? running.natAddresses : nil)
             } catch {
                 throw LaunchFailure(description: "cannot start the \(mode.rawValue) data plane: \(error)")
             }

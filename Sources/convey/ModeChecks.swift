@@ -3,8 +3,10 @@ import XSK
 
 /// Checks that depend on the mode and on this host, beyond what the file alone can tell.
 enum ModeChecks {
-    /// Each problem names the line of its key (or of the key's table).
-    static func problems(for mode: ConveyMode, loaded: LoadedConfig) -> [ConfigProblem] {
+    /// Each problem names the line of its key (or of the key's table). `runningNAT`: on a
+    /// reload, the NAT addresses the running passthrough data plane resolved at start (the
+    /// file's `nat_addr` applies only on restart, and the interface's addresses may have moved).
+    static func problems(for mode: ConveyMode, loaded: LoadedConfig, runningNAT: [IPAddress]? = nil) -> [ConfigProblem] {
         let config = loaded.config
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
@@ -15,11 +17,15 @@ enum ModeChecks {
         if mode == .passthrough {
             // Every VIP's family needs a NAT address: the configured ones, or (when the
             // interface is on this host to ask) the interface's.
-            let interface = config.xdp.iface.flatMap { try? NetworkInterface(named: $0) }
-            if let nat = XDPDataPlaneSetup.natAddresses(config: config, interface: interface) {
-                for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat) { problem(p.key, p.message) }
+            let nat = runningNAT.map {
+                ($0, "the running NAT addresses are \($0.map(\.description).joined(separator: ", ")); a new nat_addr needs a restart")
+            } ?? XDPDataPlaneSetup.natAddresses(config: config, interface: config.xdp.iface.flatMap { try? NetworkInterface(named: $0) })
+            if let nat {
+                for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat) {
+                    out.append(loaded.problem(path: p.path, p.message))
+                }
             }
-            for p in NATAddressFamilies.serverProblems(config: config) { problem(p.key, p.message) }
+            for p in NATAddressFamilies.serverProblems(config: config) { out.append(loaded.problem(path: p.path, p.message)) }
             let facts = try? NATPortRange.LocalPortFacts.current()
             if let range = config.xdp.natPorts, let facts,
                let conflict = NATPortRange.conflict(of: range, with: facts) {

@@ -100,14 +100,16 @@ struct ConfigLoaderTests {
         #expect(NATAddressFamilies.problems(frontends: frontends, addresses: [.v4(0x0A4D_0002), IPAddress("fd77::2")!],
                                             source: "nat_addr").isEmpty)
         let p = NATAddressFamilies.problems(frontends: frontends, addresses: [.v4(0x0A4D_0002)], source: "nat_addr is 10.77.0.2")
-        #expect(p.count == 1 && p.first?.key == "frontends.v6.listen_addr")
+        #expect(p.count == 1 && p.first?.path == ["frontends", "v6", "listen_addr"])
         #expect(p.first?.message == "[fd77::100]:80 is IPv6, but passthrough has no IPv6 NAT address (nat_addr is 10.77.0.2); "
                     + "add one: [xdp] nat_addr = [\"10.77.0.2\", \"<IPv6 address>\"]")
         #expect(NATAddressFamilies.problems(frontends: frontends, addresses: [IPAddress("fd77::2")!], source: "")
-                    .map(\.key) == ["frontends.v4.listen_addr"])
+                    .map(\.path) == [["frontends", "v4", "listen_addr"]])
         #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("fe80::1")!))
         #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("::1")!))
         #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("127.0.0.1")!))
+        #expect(!NATAddressFamilies.isDefaultCandidate(IPAddress("169.254.1.2")!))
+        #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("10.77.0.2")!))
         #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("fd77::2")!))
         #expect(NATAddressFamilies.isDefaultCandidate(IPAddress("2001:db8::1")!))
 
@@ -116,9 +118,13 @@ struct ConfigLoaderTests {
                        ServerConfig(name: "b", address: Endpoint(address: IPAddress("fd77::22")!, port: 80))]
         let mixed = ConveyConfig(frontends: [frontends[0]], pools: [PoolConfig(name: "p", servers: servers)])
         let s = NATAddressFamilies.serverProblems(config: mixed)
-        #expect(s.map(\.key) == ["backends.p.servers.b.addr"])
+        #expect(s.map(\.path) == [["backends", "p", "servers", "b", "addr"]])
         #expect(s.first?.message == "[fd77::22]:80 is IPv6, but frontend 'v4' (10.0.0.1:80) is IPv4: passthrough keeps a "
                     + "flow in its family; give this frontend a pool of IPv4 servers")
+        // A mixed pool shared by a v4 and a v6 frontend: each side's mismatched server.
+        let shared = ConveyConfig(frontends: frontends, pools: [PoolConfig(name: "p", servers: servers)])
+        #expect(NATAddressFamilies.serverProblems(config: shared).map { $0.path[3] + "/" + $0.message.prefix(40) }.count == 2)
+        #expect(Set(NATAddressFamilies.serverProblems(config: shared).map { $0.path[3] }) == ["a", "b"])
         #expect(NATAddressFamilies.serverProblems(config: ConveyConfig(frontends: [frontends[0]],
                     pools: [PoolConfig(name: "p", servers: [servers[0]])])).isEmpty)
     }

@@ -11,11 +11,15 @@ public struct LoadedConfig: Sendable, Equatable {
     /// Where each key is written, for problems found after loading.
     var keyLines: TOMLKeyLocator
 
-    /// A problem about dotted `key` (e.g. `xdp.nat_ports`), on the line the key is written on
-    /// (or its table's line, when the key itself is not in the file).
+    /// A problem about the key at `path` (e.g. `["xdp", "nat_ports"]`), on the line the key is
+    /// written on (or its table's line, when the key itself is not in the file).
+    public func problem(path: [String], _ message: String) -> ConfigProblem {
+        ConfigProblem(file: file, line: keyLines.line(of: path), key: path.joined(separator: "."), message: message)
+    }
+
+    /// `problem(path:)` for a dotted key whose parts hold no dot (`xdp.nat_ports`).
     public func problem(key: String, _ message: String) -> ConfigProblem {
-        ConfigProblem(file: file, line: keyLines.line(of: key.split(separator: ".").map(String.init)), key: key,
-                      message: message)
+        problem(path: key.split(separator: ".").map(String.init), message)
     }
 }
 
@@ -246,7 +250,7 @@ public enum ConfigLoader {
             }
             out.append(ip)
         }
-        return out
+        return out.sorted { $0.isIPv4 && !$1.isIPv4 }  // one order: ["v6", "v4"] is ["v4", "v6"]
     }
 
     private static func endpoint(_ t: TableReader, _ key: String, required: Bool) -> Endpoint? {

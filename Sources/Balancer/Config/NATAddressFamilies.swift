@@ -7,45 +7,45 @@ public enum NATAddressFamilies {
     /// The family's name as an operator reads it.
     static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
 
-    /// Whether `address` is usable as a default NAT source: not IPv6 link-local (fe80::/10),
-    /// which a backend off the link could not answer, nor loopback.
+    /// Whether `address` is usable as a default NAT source: not link-local (169.254.0.0/16,
+    /// fe80::/10), which a backend off the link could not answer, nor loopback.
     public static func isDefaultCandidate(_ address: IPAddress) -> Bool {
         switch address {
-        case .v4(let a): return a >> 24 != 127
+        case .v4(let a): return a >> 24 != 127 && a >> 16 != 0xA9FE
         case .v6(let hi, let lo): return hi >> 54 != 0x3FA && !(hi == 0 && lo == 1)
         }
     }
 
     /// One problem for each frontend whose VIP family has no address in `addresses`, keyed by
-    /// its `frontends.NAME.listen_addr`. `source` says where the addresses came from, for the
-    /// message ("nat_addr is 10.0.0.2", "eth0 has no global IPv6 address").
+    /// its `frontends.NAME.listen_addr` (as path components). `source` says where the
+    /// addresses came from, for the message ("nat_addr is 10.0.0.2").
     public static func problems(frontends: [FrontendConfig], addresses: [IPAddress],
-                                source: String) -> [(key: String, message: String)] {
+                                source: String) -> [(path: [String], message: String)] {
         frontends.compactMap { f in
             let vip = f.listen.address
             guard !addresses.contains(where: { $0.isIPv4 == vip.isIPv4 }) else { return nil }
             let name = family(vip)
             let example = addresses.map { "\"\($0)\"" } + [vip.isIPv4 ? "\"<IPv4 address>\"" : "\"<IPv6 address>\""]
-            return ("frontends.\(f.name).listen_addr",
+            return (["frontends", f.name, "listen_addr"],
                     "\(f.listen) is \(name), but passthrough has no \(name) NAT address (\(source)); " +
                     "add one: [xdp] nat_addr = [\(example.joined(separator: ", "))]")
         }
     }
 
-    /// One problem for each server whose family differs from the VIP of a frontend its pool
-    /// serves, keyed by its `backends.POOL.servers.NAME.addr`: passthrough could give it no
-    /// flow, and the SYNs placed on it would be dropped.
-    public static func serverProblems(config: ConveyConfig) -> [(key: String, message: String)] {
-        var out: [(key: String, message: String)] = []
+    /// One problem for each (server, frontend) pair where the server's family differs from the
+    /// VIP of a frontend its pool serves, keyed by the server's `backends.POOL.servers.NAME.addr`
+    /// (as path components): passthrough could give it no flow of that frontend, and the SYNs
+    /// placed on it would be dropped.
+    public static func serverProblems(config: ConveyConfig) -> [(path: [String], message: String)] {
+        var out: [(path: [String], message: String)] = []
         for pool in config.pools {
-            guard let f = config.frontends.first(where: { f in
-                f.pool == pool.name && pool.servers.contains { $0.address.address.isIPv4 != f.listen.address.isIPv4 }
-            }) else { continue }
-            for server in pool.servers where server.address.address.isIPv4 != f.listen.address.isIPv4 {
-                out.append(("backends.\(pool.name).servers.\(server.name).addr",
+            for f in config.frontends where f.pool == pool.name {
+                for server in pool.servers where server.address.address.isIPv4 != f.listen.address.isIPv4 {
+                    out.append((["backends", pool.name, "servers", server.name, "addr"],
                             "\(server.address) is \(family(server.address.address)), but frontend '\(f.name)' " +
                             "(\(f.listen)) is \(family(f.listen.address)): passthrough keeps a flow in its family; " +
-                            "give this frontend a pool of \(family(f.listen.address)) servers"))
+                                "give this frontend a pool of \(family(f.listen.address)) servers"))
+                }
             }
         }
         return out

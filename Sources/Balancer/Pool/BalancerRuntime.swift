@@ -62,20 +62,35 @@ public final class BalancerRuntime: Sendable {
                 }
             }
             for id in newIDs { state.removed[id] = nil }
-            // A listen address cannot move live: keep the running frontend's listener.
-            var effective = new
-            effective.frontends = new.frontends.compactMap { f in
-                guard let old = state.config.frontends.first(where: { $0.name == f.name }) else { return f }
-                var kept = f
-                kept.listen = old.listen
-                return kept
-            }
+            let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
             return report
         }
         republish(now: now)
         return report
+    }
+
+    /// `new` as `apply` would run it: what cannot change live stays as running — each
+    /// frontend's listen address, and the settings the data planes read at start (`[xdp]`,
+    /// `[passthrough]`, `[proxy]`, `[stats]`). A reload's checks judge this, not the file.
+    public func effectiveConfig(_ new: ConveyConfig) -> ConveyConfig {
+        Self.effective(new, running: state.withLock { $0.config })
+    }
+
+    private static func effective(_ new: ConveyConfig, running: ConveyConfig) -> ConveyConfig {
+        var effective = new
+        effective.frontends = new.frontends.map { f in
+            guard let old = running.frontends.first(where: { $0.name == f.name }) else { return f }
+            var kept = f
+            kept.listen = old.listen
+            return kept
+        }
+        effective.xdp = running.xdp
+        effective.passthrough = running.passthrough
+        effective.proxy = running.proxy
+        effective.stats = running.stats
+        return effective
     }
 
     /// Records a health verdict; republishes when it changes selection.

@@ -10,6 +10,8 @@ public enum XDPDataPlaneSetup {
     public struct Running: Sendable {
         public var service: any Service
         public var stats: DataPlaneStatsSource
+        /// Passthrough: the NAT addresses resolved at start, which reloads cannot change.
+        public var natAddresses: [IPAddress]
     }
 
     public static func make(mode: XDPForwardingMode, config: ConveyConfig,
@@ -51,7 +53,7 @@ public enum XDPDataPlaneSetup {
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, logger: logger)
-            return Running(service: plane, stats: { plane.dataPlaneStats() })
+            return Running(service: plane, stats: { plane.dataPlaneStats() }, natAddresses: facts.natAddresses)
         }
 
         switch mode {
@@ -81,7 +83,7 @@ public enum XDPDataPlaneSetup {
                                 "NAT source; set [xdp] nat_addr")
         }
         if let problem = natFamilyProblems(config: config, nat: nat).first {
-            throw XDPStartError("\(problem.key): \(problem.message)")
+            throw XDPStartError("\(problem.path.joined(separator: ".")): \(problem.message)")
         }
         let addresses = nat.addresses
         let facts: NATPortRange.LocalPortFacts?
@@ -112,24 +114,27 @@ public enum XDPDataPlaneSetup {
     }
 
     /// The NAT source addresses passthrough uses with `config` on `interface`, and where they
-    /// come from (for messages): `[xdp] nat_addr`, else the interface's first IPv4 address
-    /// and first global IPv6 address (either may be missing). Nil when neither is known (no
-    /// `nat_addr`, and the interface is not on this host).
+    /// come from (for messages): `[xdp] nat_addr`, else, for each family some frontend's VIP
+    /// has, the interface's first IPv4 address or first global IPv6 address (so the ports of
+    /// a family no VIP uses stay the kernel's). Nil when neither is known (no `nat_addr`, and
+    /// the interface is not on this host).
     public static func natAddresses(config: ConveyConfig,
                                     interface: NetworkInterface?) -> (addresses: [IPAddress], source: String)? {
         if !config.xdp.natAddresses.isEmpty {
             return (config.xdp.natAddresses, "nat_addr is \(config.xdp.natAddresses.map(\.description).joined(separator: ", "))")
         }
         guard let interface else { return nil }
-        let addresses = [interface.ipv4.first(where: NATAddressFamilies.isDefaultCandidate),
-                         interface.ipv6.first(where: NATAddressFamilies.isDefaultCandidate)].compactMap { $0 }
+        let families = Set(config.frontends.map(\.listen.address.isIPv4))
+        let addresses = [families.contains(true) ? interface.ipv4.first(where: NATAddressFamilies.isDefaultCandidate) : nil,
+                         families.contains(false) ? interface.ipv6.first(where: NATAddressFamilies.isDefaultCandidate) : nil]
+            .compactMap { $0 }
         return (addresses, "nat_addr is not set and \(interface.name) has " +
                            (addresses.isEmpty ? "no usable address" : addresses.map(\.description).joined(separator: " and ")))
     }
 
     /// A problem for each frontend whose VIP family has no NAT address (see `NATAddressFamilies`).
     public static func natFamilyProblems(config: ConveyConfig, nat: (addresses: [IPAddress], source: String))
-        -> [(key: String, message: String)] {
+        -> [(path: [String], message: String)] {
         NATAddressFamilies.problems(frontends: config.frontends, addresses: nat.addresses, source: nat.source)
     }
 }
