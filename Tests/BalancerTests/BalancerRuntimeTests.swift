@@ -44,6 +44,38 @@ struct BalancerRuntimeTests {
         #expect(route.servers.map(\.id.name) == ["s0"])
     }
 
+    @Test("a frontend moved to another pool (blue/green): the old pool's servers keep its flows until their drain_timeout")
+    func poolSwitchDrains() async throws {
+        func blueGreen(_ pool: String) -> ConveyConfig {
+            var c = config(ports: [9001], drain: .milliseconds(150))
+            c.pools[0].name = "blue"
+            var green = c.pools[0]
+            green.name = "green"
+            green.servers[0].address.port = 9002
+            c.pools.append(green)
+            c.frontends[0].pool = pool
+            return c
+        }
+        let runtime = BalancerRuntime(config: blueGreen("blue"))
+        let report = runtime.apply(blueGreen("green"))
+        #expect(report.applied.contains { $0.contains("backend blue -> green") })
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id) == [ServerID(pool: "green", name: "s0"), ServerID(pool: "blue", name: "s0")])
+        #expect(route.servers[1].state == .drain && route.servers[1].keepsFlows && route.servers[1].weight == 0)
+        #expect(route.selectable == [0], "new flows go to green only")
+        #expect(runtime.expireDrains() == false)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(runtime.expireDrains() == true)
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.pool) == ["green"])
+
+        // Switching back: green's flows drain in turn, and blue's servers are the frontend's own again.
+        runtime.apply(blueGreen("blue"))
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.pool) == ["blue", "green"])
+        #expect(route.selectable == [0])
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

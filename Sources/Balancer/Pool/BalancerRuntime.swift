@@ -25,6 +25,14 @@ public final class BalancerRuntime: Sendable {
         var weightZeroSince: [ServerID: ContinuousClock.Instant] = [:]
         /// Weight-0 servers whose drain has ended (their flows are closed).
         var weightZeroExpired: Set<ServerID> = []
+        /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
+        /// that frontend's established flows (taking no new ones) until the deadline.
+        var poolSwitches: [String: PoolSwitch] = [:]
+    }
+
+    private struct PoolSwitch {
+        var oldPool: String
+        var deadline: ContinuousClock.Instant
     }
 
     private struct RemovedServer {
@@ -62,6 +70,15 @@ public final class BalancerRuntime: Sendable {
                 }
             }
             for id in newIDs { state.removed[id] = nil }
+            // A frontend moved to another pool (blue/green): the old pool's servers drain its
+            // flows for the old pool's drain_timeout, as removed servers do.
+            for f in new.frontends {
+                guard let old = state.config.frontends.first(where: { $0.name == f.name }), old.pool != f.pool else { continue }
+                if state.poolSwitches[f.name]?.oldPool == f.pool { state.poolSwitches[f.name] = nil }
+                let drain = state.config.pool(named: old.pool)?.drainTimeout ?? .zero
+                if drain > .zero { state.poolSwitches[f.name] = PoolSwitch(oldPool: old.pool, deadline: now + drain) }
+            }
+            state.poolSwitches = state.poolSwitches.filter { name, _ in new.frontends.contains { $0.name == name } }
             let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
@@ -112,6 +129,9 @@ public final class BalancerRuntime: Sendable {
             let before = state.removed.count
             state.removed = state.removed.filter { $0.value.deadline > now }
             var changed = state.removed.count != before
+            let switches = state.poolSwitches.count
+            state.poolSwitches = state.poolSwitches.filter { $0.value.deadline > now }
+            changed = changed || state.poolSwitches.count != switches
             for (id, since) in state.weightZeroSince where !state.weightZeroExpired.contains(id) {
                 let drain = state.config.pool(named: id.pool)?.drainTimeout ?? .zero
                 if since + drain <= now {
@@ -129,7 +149,7 @@ public final class BalancerRuntime: Sendable {
     public var nextDrainDeadline: ContinuousClock.Instant? {
         let now = clock.now
         return state.withLock { state in
-            let removed = state.removed.values.map(\.deadline)
+            let removed = state.removed.values.map(\.deadline) + state.poolSwitches.values.map(\.deadline)
             let zero = state.weightZeroSince.compactMap { id, since -> ContinuousClock.Instant? in
                 guard !state.weightZeroExpired.contains(id),
                       let drain = state.config.pool(named: id.pool)?.drainTimeout else { return nil }
@@ -204,6 +224,17 @@ public final class BalancerRuntime: Sendable {
                 servers.append(ServerRoute(id: id, address: removed.config.address, weight: 0, state: .drain,
                                            keepsFlows: removed.deadline > now,
                                            counters: state.serverCounters[id] ?? ServerCounters()))
+            }
+            // The pool this frontend left: its servers (configured or removed) keep the
+            // frontend's established flows, weight 0, until the switch's drain ends.
+            if let moved = state.poolSwitches[f.name], moved.deadline > now, moved.oldPool != pool.name {
+                let configured = (config.pool(named: moved.oldPool)?.servers ?? []).map { ($0.name, $0.address) }
+                let removed = state.removed.filter { $0.key.pool == moved.oldPool }.map { ($0.key.name, $0.value.config.address) }
+                for (name, address) in (configured + removed).sorted(by: { $0.0 < $1.0 }) {
+                    let id = ServerID(pool: moved.oldPool, name: name)
+                    servers.append(ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
+                                               counters: state.serverCounters[id] ?? ServerCounters()))
+                }
             }
             let selectable = servers.indices.filter { servers[$0].state == .up && servers[$0].weight > 0 }
             var table: MaglevTable? = nil
