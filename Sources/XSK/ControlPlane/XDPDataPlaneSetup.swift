@@ -41,6 +41,9 @@ public enum XDPDataPlaneSetup {
                 counters.append(workerCounters)
                 return makeHandler(i, workerCounters)
             }
+            if path.program.replacedStaleProgram {
+                logger.warning("replaced the steering program a convey that is no longer running left on \(ifaceName)")
+            }
             if let nat {
                 do {
                     try path.program.setNATRange(addresses: nat.addresses, ports: nat.ports)

@@ -37,6 +37,8 @@ public final class SteeringProgram: @unchecked Sendable {
     public let attachMode: NetworkInterface.AttachMode
     /// True when a stale steering program from an earlier (killed) convey was replaced.
     public let replacedStaleProgram: Bool
+    /// This process's claim on the interface (see `InterfaceClaim`), held while attached.
+    private let claim: InterfaceClaim?
     /// File descriptor of the XSKMAP (queue index → socket).
     public let xsksMapFD: Int32
     let vipsMapFD: Int32
@@ -60,6 +62,8 @@ public final class SteeringProgram: @unchecked Sendable {
         let nsFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
         var succeeded = false
         defer { if !succeeded && nsFD >= 0 { close(nsFD) } }
+        // Only a program nobody claims is stale: a running convey's is never replaced.
+        claim = try InterfaceClaim.acquire(interface)
         replacedStaleProgram = try Self.clearStaleProgram(on: interface)
 
         let bytes = EmbeddedBPFObject.steer

@@ -18,6 +18,8 @@ public enum XSKError: Error, CustomStringConvertible, Equatable {
     case missingMap(String)
     /// A configuration value cannot be used (e.g. a queue beyond the interface's queues).
     case invalidArgument(String)
+    /// Another running convey serves the interface (`pid` when it could be read).
+    case interfaceInUse(interface: String, pid: Int32?)
 
     public var description: String {
         switch self {
@@ -38,6 +40,10 @@ public enum XSKError: Error, CustomStringConvertible, Equatable {
             return "steering program: map '\(name)' not found in the embedded object"
         case let .invalidArgument(text):
             return text
+        case let .interfaceInUse(interface, pid):
+            let holder = pid.map { " (pid \($0))" } ?? ""
+            return "\(interface) is already served by another convey\(holder); refusing to replace its steering "
+                + "program. Stop that one first, or give this one another interface"
         }
     }
 

@@ -263,4 +263,22 @@ struct XDPModeTests {
             #expect(try lab.check("lb", ["ip", "link", "show", "veth0"]).contains("xdp"), "the foreign program stays")
         }
     }
+
+    @Test("A second convey on an interface a running one serves is refused (exit 1, naming it); the first keeps serving")
+    func secondInstanceRefused() throws {
+        guard try labAvailable("secondInstanceRefused") else { return }
+        try ConveyLab.with(mode: "dsr", backends: 1, config: labConfig(backends: 1)) { lab in
+            let second = lab.configPath + ".second.toml"
+            try labConfig(backends: 1).replacingOccurrences(of: "port = 7000", with: "port = 7001")
+                .write(toFile: second, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: second) }
+            let run = try lab.lab.run("lb", [ConveyRun.binary, "--dsr", "--iface", "veth0", "--config", second])
+            #expect(run.status == 1)
+            let text = run.stdout + run.stderr
+            #expect(text.contains("veth0 is already served by another convey (pid "), "\(text)")
+            #expect(try lab.balancerHasXDP(), "the running convey's program stays")
+            #expect(try lab.fromClient { try LabClient.who() }.name == "b1", "and it still serves the VIP")
+            #expect(lab.stopConvey() == 0)
+        }
+    }
 }
