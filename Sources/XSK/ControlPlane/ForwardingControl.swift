@@ -23,6 +23,8 @@ public final class ForwardingControl: Sendable {
         var unresolved: [PacketRoutes.Unresolved] = []
         var neighbourError: String?
         var publications = 0
+        /// Shutting down: no frontend takes new flows; established ones go on.
+        var draining = false
     }
 
     /// - Parameters:
@@ -51,10 +53,11 @@ public final class ForwardingControl: Sendable {
         // Servers wait for a backend slot and a retired one can be reused now: build again.
         let force = force || (waitingForSlot && routes.canReclaimSlots)
         if !force && !readNeighbours && snapshots.generation == seen { return false }
-        let (snapshot, generation) = snapshots.load()
-        let macs = backendMACs(for: snapshot)
+        let (loaded, generation) = snapshots.load()
+        let macs = backendMACs(for: loaded)
         return state.withLock { state in
             guard force || generation != state.snapshotGeneration || macs != state.macs else { return false }
+            let snapshot = state.draining ? Self.takingNoNewFlows(loaded) : loaded
             let published = routes.publish(snapshot: snapshot, backendMACs: macs, interfaceMAC: interfaceMAC)
             if state.publications > 0 {
                 report(old: state.unresolved, new: published.unresolved)
@@ -70,6 +73,28 @@ public final class ForwardingControl: Sendable {
             state.publications += 1
             return true
         }
+    }
+
+    /// Stops placing new flows on any server (their SYNs are dropped as "no backend") while
+    /// established flows go on: the start of a graceful shutdown.
+    public func drain() {
+        state.withLock { $0.draining = true }
+        refresh(force: true, readNeighbours: false)
+    }
+
+    /// The longest `drain_timeout` of the frontends' pools now: how long a shutdown waits.
+    public var longestDrainTimeout: Duration {
+        snapshots.load().value.frontends.map(\.pool.drainTimeout).max() ?? .zero
+    }
+
+    /// `snapshot` with no server selectable: every flow it carries is one already placed.
+    static func takingNoNewFlows(_ snapshot: ForwardingSnapshot) -> ForwardingSnapshot {
+        var s = snapshot
+        for i in s.frontends.indices {
+            s.frontends[i].selectable = []
+            s.frontends[i].maglev = nil
+        }
+        return s
     }
 
     /// Servers the data plane cannot select now (no known MAC), with the reason; for `/stats`.

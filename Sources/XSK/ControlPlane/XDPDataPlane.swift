@@ -73,6 +73,30 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(50)) }
         }
+        if !Task.isCancelled { await drain() }
+    }
+
+    /// SIGTERM/SIGINT: no new flows, established ones forwarded until they end or the longest
+    /// `drain_timeout` of the frontends' pools passes, then the caller detaches.
+    private func drain() async {
+        let active = { self.counters.reduce(UInt64(0)) { $0 + $1.snapshot().flowsActive } }
+        guard active() > 0 else { return }
+        let timeout = control.longestDrainTimeout
+        guard timeout > .zero else { return }
+        control.drain()
+        logger.notice("draining: no new flows; established ones go on until they end or drain_timeout passes",
+                      metadata: ["flows": "\(active())", "drain_timeout": "\(timeout)"])
+        let deadline = ContinuousClock.now + timeout
+        var lastFlush = ContinuousClock.now
+        while !Task.isCancelled, ContinuousClock.now < deadline, active() > 0 {
+            control.refresh(readNeighbours: false)
+            if ContinuousClock.now - lastFlush >= statsPeriod {
+                flushCounters()
+                lastFlush = .now
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        logger.notice("drain over", metadata: ["flows_left": "\(active())"])
     }
 
     /// Adds the workers' traffic since the last flush to the servers' and frontends' counters.

@@ -264,6 +264,26 @@ struct XDPModeTests {
         }
     }
 
+    @Test("SIGTERM drains (DSR): an established connection keeps working, a new one is not placed, then exit 0 with XDP gone")
+    func sigtermDrains() throws {
+        guard try labAvailable("sigtermDrains") else { return }
+        try ConveyLab.with(mode: "dsr", backends: 1, config: labConfig(backends: 1)) { lab in
+            let held = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 5) }
+            let convey = try #require(lab.convey)
+            kill(convey.pid, SIGTERM)
+            Thread.sleep(forTimeInterval: 0.5)
+            #expect(convey.isRunning, "draining while a flow is open")
+            #expect((try? lab.fromClient { try LabClient.who(timeout: 1) }) == nil, "no new flow while draining")
+            try held.send("ECHO\nstill here\n")
+            held.shutdownWrite()
+            #expect(String(decoding: try held.readToEnd(), as: UTF8.self) == "still here\n")
+            #expect(convey.output.contains("draining"), "\(convey.output)")
+            // The flow ends (closing_timeout 2 s in the lab), so convey exits well before drain_timeout.
+            #expect(lab.stopConvey() == 0)
+            #expect(try !lab.balancerHasXDP())
+        }
+    }
+
     @Test("A second convey on an interface a running one serves is refused (exit 1, naming it); the first keeps serving")
     func secondInstanceRefused() throws {
         guard try labAvailable("secondInstanceRefused") else { return }
