@@ -67,6 +67,13 @@ public enum XDPDataPlaneSetup {
             }
         case .passthrough:
             let nat = try natSettings(config: config, interface: interface, workers: queues.count)
+            for address in nat.addresses where !interface.ipv4.contains(address) && !interface.ipv6.contains(address) {
+                // Legitimate when routed here, but usually a typo: nobody answers ARP/ND for it.
+                let prefix = address.isIPv4 ? 32 : 128
+                let text = "xdp.nat_addr \(address) is not an address of \(ifaceName): backends reach it only if this "
+                    + "host answers ARP/ND for it (ip addr add \(address)/\(prefix) dev \(ifaceName)) or their route sends it here"
+                logger.warning("\(text)")
+            }
             let reverse = NATReverseMap()
             return try start(nat: nat) { i, counters in
                 PassthroughForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
