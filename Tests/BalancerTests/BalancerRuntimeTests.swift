@@ -76,6 +76,40 @@ struct BalancerRuntimeTests {
         #expect(route.selectable == [0])
     }
 
+    @Test("cumulative totals never go backwards: a removed server's counts stay in its pool's, a removed frontend's in the top level")
+    func totalsSurviveRemovals() throws {
+        var two = config(ports: [9001, 9002], drain: .zero)
+        two.frontends.append(FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "pool"))
+        let runtime = BalancerRuntime(config: two)
+        let route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        for server in route.servers {
+            server.counters.connectionOpened()
+            server.counters.addTx(100)
+            server.counters.connectionClosed()
+        }
+        route.counters.connectionOpened()
+        route.counters.addTx(200)
+        route.counters.connectionClosed()
+        let other = try #require(runtime.snapshots.load().value.frontend(named: "other"))
+        other.counters.connectionOpened()
+        other.counters.addTx(50)
+        func document() -> StatsDocument { StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "t") }
+        let before = document()
+        #expect(before.totals.totalConnections == 2 && before.totals.bytesTx == 250)
+
+        runtime.apply(config(ports: [9001], drain: .zero))  // s1 and frontend "other" go
+        let after = document()
+        #expect(after.totals.totalConnections == 2 && after.totals.bytesTx == 250, "top level keeps other's counts")
+        #expect(after.totals.currentConnections == 0, "a removed frontend holds nothing open")
+        guard case .object(let root) = after.json, case .object(let backends)? = root.first(where: { $0.0 == "backends" })?.1,
+              case .object(let pool)? = backends.first(where: { $0.0 == "pool" })?.1 else {
+            Issue.record("no backends.pool in /stats")
+            return
+        }
+        #expect(pool.first { $0.0 == "total_connections" }?.1 == .int(2), "pool keeps s1's connection")
+        #expect(pool.first { $0.0 == "bytes_tx" }?.1 == .int(200))
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

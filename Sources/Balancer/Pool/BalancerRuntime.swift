@@ -28,6 +28,9 @@ public final class BalancerRuntime: Sendable {
         /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
         /// that frontend's established flows (taking no new ones) until the deadline.
         var poolSwitches: [String: PoolSwitch] = [:]
+        /// What servers and frontends no longer in the configuration had counted, so the
+        /// cumulative totals of their pools and of the whole never go backwards.
+        var retired = RetiredTotals()
     }
 
     private struct PoolSwitch {
@@ -164,7 +167,7 @@ public final class BalancerRuntime: Sendable {
         let snapshot = snapshots.load().value
         return state.withLock { state in
             RuntimeView(config: state.config, snapshot: snapshot, healthy: state.healthy,
-                        frontendCounters: state.frontendCounters)
+                        frontendCounters: state.frontendCounters, retired: state.retired)
         }
     }
 
@@ -195,6 +198,10 @@ public final class BalancerRuntime: Sendable {
             counters[id] = state.serverCounters[id] ?? ServerCounters()
             addresses[id] = removed.config.address
         }
+        for (id, old) in state.serverCounters where counters[id] !== old {
+            state.retired.pools[id.pool, default: TrafficTotals()] = state.retired.pools[id.pool, default: TrafficTotals()]
+                + RetiredTotals.cumulative(old.snapshot())
+        }
         state.serverCounters = counters
         state.serverAddresses = addresses
         state.weightZeroSince = zero
@@ -202,6 +209,9 @@ public final class BalancerRuntime: Sendable {
         state.healthy = state.healthy.filter { counters[$0.key] != nil }
         var frontends: [String: FrontendCounters] = [:]
         for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
+        for (name, old) in state.frontendCounters where frontends[name] == nil {
+            state.retired.frontends = state.retired.frontends + RetiredTotals.cumulative(old.snapshot())
+        }
         state.frontendCounters = frontends
     }
 
@@ -315,4 +325,24 @@ public struct RuntimeView: Sendable {
     public var snapshot: ForwardingSnapshot
     public var healthy: [ServerID: Bool]
     public var frontendCounters: [String: FrontendCounters]
+    public var retired = RetiredTotals()
+}
+
+/// The cumulative counts (connections, bytes, connect failures) of servers and frontends that
+/// left the configuration, by pool and overall: added to the totals of what remains, so
+/// `total_connections` and the byte totals never go backwards on a reload.
+public struct RetiredTotals: Sendable, Equatable {
+    /// Per pool: its removed (or re-addressed) servers' counts.
+    public var pools: [String: TrafficTotals] = [:]
+    /// Removed frontends' counts.
+    public var frontends = TrafficTotals()
+
+    public init() {}
+
+    /// `totals` without the gauge: a removed thing holds no connection open.
+    static func cumulative(_ totals: TrafficTotals) -> TrafficTotals {
+        var t = totals
+        t.currentConnections = 0
+        return t
+    }
 }

@@ -38,6 +38,8 @@ public struct StatsDocument: Sendable {
     /// Per pool, its servers (draining removed ones included).
     public var pools: [(name: String, servers: [ServerRow])]
     public var dataPlane: DataPlaneStats?
+    /// Counts of servers and frontends that left the configuration (see `RetiredTotals`).
+    public var retired: RetiredTotals
 
     /// Reads the runtime (and optional data-plane and health details) into a document.
     public init(view: RuntimeView, mode: ConveyMode, uptime: Duration, version: String,
@@ -47,6 +49,7 @@ public struct StatsDocument: Sendable {
         let (s, atto) = uptime.components
         self.uptimeSeconds = Double(s) + Double(atto) / 1e18
         self.dataPlane = dataPlane
+        self.retired = view.retired
         var rowsByPool: [String: [ServerRow]] = [:]
         var seen = Set<ServerID>()
         for route in view.snapshot.frontends {
@@ -79,8 +82,8 @@ public struct StatsDocument: Sendable {
         }
     }
 
-    /// Sum over all frontends.
-    public var totals: TrafficTotals { frontends.reduce(TrafficTotals()) { $0 + $1.totals } }
+    /// Sum over all frontends, and what removed ones had counted.
+    public var totals: TrafficTotals { frontends.reduce(retired.frontends) { $0 + $1.totals } }
 
     /// The `/stats` JSON.
     public var json: JSONValue {
@@ -91,7 +94,7 @@ public struct StatsDocument: Sendable {
         let all = totals
         var root: [(String, JSONValue)] = four(all, prefix: "total_")
         root.append(("backends", .object(pools.map { pool in
-            let sum = pool.servers.reduce(TrafficTotals()) { $0 + $1.totals }
+            let sum = pool.servers.reduce(retired.pools[pool.name] ?? TrafficTotals()) { $0 + $1.totals }
             var fields = four(sum, prefix: "")
             fields.append(("servers", .object(pool.servers.map { ($0.address.description, .bool($0.state == .up)) })))
             fields.append(("server_detail", .object(pool.servers.map { s in
