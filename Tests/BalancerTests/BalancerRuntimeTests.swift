@@ -110,6 +110,23 @@ struct BalancerRuntimeTests {
         #expect(pool.first { $0.0 == "bytes_tx" }?.1 == .int(200))
     }
 
+    @Test("a removed frontend takes no new connections, and its open ones drain on its pool's servers until drain_timeout")
+    func removedFrontendDrains() async throws {
+        var two = config(ports: [9001], drain: .milliseconds(150))
+        two.frontends.append(FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "pool"))
+        let runtime = BalancerRuntime(config: two)
+        try #require(runtime.snapshots.load().value.frontend(named: "other")).counters.connectionOpened()
+        let report = runtime.apply(config(ports: [9001], drain: .milliseconds(150)))
+        #expect(report.needsRestart.contains { $0.contains("'other' was removed") && $0.contains("drain") })
+        let other = try #require(runtime.snapshots.load().value.frontend(named: "other"))
+        #expect(other.selectable.isEmpty && other.servers.allSatisfy { $0.keepsFlows && $0.state == .drain })
+        #expect(runtime.view().frontendCounters["other"]?.snapshot().totalConnections == 1)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(runtime.expireDrains() == true)
+        #expect(runtime.snapshots.load().value.frontend(named: "other") == nil)
+        #expect(runtime.view().retired.frontends.totalConnections == 1, "its counts stay in the totals")
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

@@ -118,7 +118,8 @@ struct FrontendIndexTests {
                                 FrontendConfig(name: name, listen: Endpoint(address: .v4(0x0A4D_0000 + last), port: 80),
                                                pool: "pool", balance: .wrr)
                             },
-                            pools: [PoolConfig(name: "pool", drainTimeout: .seconds(30), servers: servers)])
+                            // No drain: a removed frontend's flows end at once (no real clock here).
+                            pools: [PoolConfig(name: "pool", drainTimeout: .zero, servers: servers)])
     }
 
     static func send(to vip: UInt32, port: UInt16, flags: UInt8, _ dsr: inout DSRForwarder) -> Int? {

@@ -28,6 +28,9 @@ public final class BalancerRuntime: Sendable {
         /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
         /// that frontend's established flows (taking no new ones) until the deadline.
         var poolSwitches: [String: PoolSwitch] = [:]
+        /// Frontends a reload removed: they take no new connections, and their open ones
+        /// drain on their pool's servers until the deadline.
+        var removedFrontends: [String: RemovedFrontend] = [:]
         /// What servers and frontends no longer in the configuration had counted, so the
         /// cumulative totals of their pools and of the whole never go backwards.
         var retired = RetiredTotals()
@@ -35,6 +38,13 @@ public final class BalancerRuntime: Sendable {
 
     private struct PoolSwitch {
         var oldPool: String
+        var deadline: ContinuousClock.Instant
+    }
+
+    private struct RemovedFrontend {
+        var config: FrontendConfig
+        /// Its pool as it was, in case the reload removed that too.
+        var pool: PoolConfig?
         var deadline: ContinuousClock.Instant
     }
 
@@ -82,6 +92,12 @@ public final class BalancerRuntime: Sendable {
                 if drain > .zero { state.poolSwitches[f.name] = PoolSwitch(oldPool: old.pool, deadline: now + drain) }
             }
             state.poolSwitches = state.poolSwitches.filter { name, _ in new.frontends.contains { $0.name == name } }
+            for o in state.config.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
+                let pool = state.config.pool(named: o.pool)
+                let drain = new.pool(named: o.pool)?.drainTimeout ?? pool?.drainTimeout ?? .zero
+                if drain > .zero { state.removedFrontends[o.name] = RemovedFrontend(config: o, pool: pool, deadline: now + drain) }
+            }
+            for f in new.frontends { state.removedFrontends[f.name] = nil }
             let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
@@ -135,6 +151,13 @@ public final class BalancerRuntime: Sendable {
             let switches = state.poolSwitches.count
             state.poolSwitches = state.poolSwitches.filter { $0.value.deadline > now }
             changed = changed || state.poolSwitches.count != switches
+            for (name, removed) in state.removedFrontends where removed.deadline <= now {
+                state.removedFrontends[name] = nil
+                if let counters = state.frontendCounters.removeValue(forKey: name) {
+                    state.retired.frontends = state.retired.frontends + RetiredTotals.cumulative(counters.snapshot())
+                }
+                changed = true
+            }
             for (id, since) in state.weightZeroSince where !state.weightZeroExpired.contains(id) {
                 let drain = state.config.pool(named: id.pool)?.drainTimeout ?? .zero
                 if since + drain <= now {
@@ -153,6 +176,7 @@ public final class BalancerRuntime: Sendable {
         let now = clock.now
         return state.withLock { state in
             let removed = state.removed.values.map(\.deadline) + state.poolSwitches.values.map(\.deadline)
+                + state.removedFrontends.values.map(\.deadline)
             let zero = state.weightZeroSince.compactMap { id, since -> ContinuousClock.Instant? in
                 guard !state.weightZeroExpired.contains(id),
                       let drain = state.config.pool(named: id.pool)?.drainTimeout else { return nil }
@@ -209,6 +233,7 @@ public final class BalancerRuntime: Sendable {
         state.healthy = state.healthy.filter { counters[$0.key] != nil }
         var frontends: [String: FrontendCounters] = [:]
         for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
+        for name in state.removedFrontends.keys { frontends[name] = state.frontendCounters[name] }
         for (name, old) in state.frontendCounters where frontends[name] == nil {
             state.retired.frontends = state.retired.frontends + RetiredTotals.cumulative(old.snapshot())
         }
@@ -255,6 +280,18 @@ public final class BalancerRuntime: Sendable {
                                            maglev: table,
                                            counters: state.frontendCounters[f.name] ?? FrontendCounters()))
         }
+        // Removed frontends while they drain: their pool's servers keep the open flows; no
+        // server takes a new one.
+        for (name, removed) in state.removedFrontends.sorted(by: { $0.key < $1.key }) where removed.deadline > now {
+            guard let pool = config.pool(named: removed.config.pool) ?? removed.pool else { continue }
+            let servers = pool.servers.map { s in
+                let id = ServerID(pool: pool.name, name: s.name)
+                return ServerRoute(id: id, address: s.address, weight: 0, state: .drain, keepsFlows: true,
+                                   counters: state.serverCounters[id] ?? ServerCounters())
+            }
+            frontends.append(FrontendRoute(config: removed.config, pool: pool, servers: servers, selectable: [], maglev: nil,
+                                           counters: state.frontendCounters[name] ?? FrontendCounters()))
+        }
         return ForwardingSnapshot(frontends: frontends)
     }
 }
@@ -284,7 +321,8 @@ public struct ReloadReport: Sendable, Equatable {
             if o.balance != f.balance { applied.append("frontend '\(f.name)': balance \(o.balance) -> \(f.balance)") }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
-            needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new connections")
+            needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new "
+                                + "connections; its open ones drain for drain_timeout")
         }
         for p in new.pools {
             let o = old.pool(named: p.name)
