@@ -120,6 +120,9 @@ public final class ProxyService: Service, Sendable {
         // got (so a configured port 0 means one ephemeral port shared by all loops).
         var bound: [[Listener]] = []
         var listening: [String: Endpoint] = [:]
+        for route in snapshot.frontends {
+            try Listener.checkFree(frontend: route.name, address: route.config.listen)
+        }
         do {
             for _ in 0..<count {
                 var listeners: [Listener] = []

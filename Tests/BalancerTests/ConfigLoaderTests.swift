@@ -129,6 +129,29 @@ struct ConfigLoaderTests {
                     pools: [PoolConfig(name: "p", servers: [servers[0]])])).isEmpty)
     }
 
+    @Test("a wildcard listen address overlapping another frontend's port is refused on its line")
+    func overlappingListeners() {
+        let p = problems("""
+            [frontends.a]
+            listen_addr = "127.0.0.1:80"
+            backend = "p"
+            [frontends.b]
+            listen_addr = "0.0.0.0:80"
+            backend = "p"
+            [frontends.c]
+            listen_addr = "[::]:80"
+            backend = "p"
+            [frontends.d]
+            listen_addr = "0.0.0.0:81"
+            backend = "p"
+            [backends.p.servers.x]
+            addr = "127.0.0.1:9000"
+            """)
+        #expect(p.count == 1, "\(p)")
+        #expect(p.first?.key == "frontends.b.listen_addr" && p.first?.line == 5)
+        #expect(p.first?.message.contains("overlaps frontend 'a' on 127.0.0.1:80") == true)
+    }
+
     @Test("a syntax error names its line")
     func syntaxError() {
         let p = problems("[frontends.web]\nlisten_addr = \"127.0.0.1:80\"\nbackend = \"pool\n")

@@ -101,6 +101,20 @@ extension ProxyTests {
             #expect(message.contains("frontend 'web'") && message.contains("\(taken.endpoint)"))
         }
 
+        @Test("an address another convey's SO_REUSEPORT listeners hold is refused, not shared")
+        func reusePortListenerIsNotShared() async throws {
+            let first = try Listener.bind(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
+            defer { SocketCalls.close(first.fd) }
+            // A plain SO_REUSEPORT bind by the same user would succeed and share the traffic.
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                     frontend: { $0.listen = first.address })
+            await #expect(throws: ProxyError.bindFailed(frontend: "web", address: first.address, errno: .addressInUse)) {
+                try await proxy.service.run()
+            }
+        }
+
         @Test("accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT from the listener")
         func acceptedSocketsInheritOptions() throws {
             let listener = try Listener.bind(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0),

@@ -134,12 +134,22 @@ public enum ConfigLoader {
             "did you mean backend = \"\(others[0])\", or to write [backends.\(pool).servers.NAME]?"
     }
 
+    /// Two different listen addresses on one port where one is the wildcard of the other's family.
+    private static func overlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
+        func wildcard(_ e: Endpoint) -> Bool { e.address == .v4(0) || e.address == .v6(0, 0) }
+        return a.port == b.port && a.address.isIPv4 == b.address.isIPv4 && (wildcard(a) || wildcard(b))
+    }
+
     private static func checkDistinctListeners(_ frontends: [FrontendConfig], _ root: TableReader) {
         var seen: [Endpoint: String] = [:]
         for f in frontends.sorted(by: { $0.name < $1.name }) {
             if let other = seen[f.listen] {
                 root.loadContext.problem(path: ["frontends", f.name, "listen_addr"],
                                          "\(f.listen) is already the listen_addr of frontend '\(other)'")
+            } else if let (other, address) = seen.first(where: { Self.overlap($0.key, f.listen) }).map({ ($0.value, $0.key) }) {
+                root.loadContext.problem(path: ["frontends", f.name, "listen_addr"],
+                                         "\(f.listen) overlaps frontend '\(other)' on \(address): a wildcard address " +
+                                         "listens on that port of every address of its family")
             } else {
                 seen[f.listen] = f.name
             }

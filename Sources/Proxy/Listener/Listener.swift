@@ -18,6 +18,28 @@ struct Listener {
     /// The accept queue length asked of `listen(2)` (the kernel caps it at `somaxconn`).
     static let backlog: Int32 = 4096
 
+    /// Throws `.bindFailed(addressInUse)` when another socket holds `address`, even one with
+    /// `SO_REUSEPORT`: the listeners share the port with `SO_REUSEPORT`, which would otherwise
+    /// let a second convey (or any process of the same user) silently take part of the traffic.
+    /// A probe bound without `SO_REUSEPORT` conflicts with every listener there.
+    static func checkFree(frontend: String, address: Endpoint) throws(ProxyError) {
+        guard address.port != 0 else { return }
+        let fd: Int32
+        do { fd = try SocketCalls.tcpSocket(for: address.address) } catch {
+            throw .bindFailed(frontend: frontend, address: address, errno: error)
+        }
+        defer { SocketCalls.close(fd) }
+        do {
+            try SocketCalls.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+            if !address.address.isIPv4 {
+                try SocketCalls.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
+            }
+            try SocketCalls.bind(fd, to: address)
+        } catch {
+            throw .bindFailed(frontend: frontend, address: address, errno: error)
+        }
+    }
+
     /// Creates, binds and listens; the error names the frontend and address for the operator.
     /// `notSentLowWater`: `TCP_NOTSENT_LOWAT` for the accepted sockets (see `ProxyTuning`).
     static func bind(frontend: String, address: Endpoint, notSentLowWater: Int = 0) throws(ProxyError) -> Listener {
