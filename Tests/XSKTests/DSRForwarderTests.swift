@@ -205,6 +205,20 @@ struct DSRForwarderTests {
         #expect(totals.bytesTx == Int64(syn.count + data.count))
     }
 
+    /// A SYN no backend can take is a drop (`no_backend`) and counts to its frontend's
+    /// `no_backend`, as a refused client does in proxy mode.
+    @Test func newConnectionsNoBackendCanTakeCountToTheFrontend() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1, withoutMAC: [1])
+        var dsr = Self.forwarder(fixture)
+        for port in UInt16(7000)..<7003 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == nil) }
+        #expect(dsr.counters.snapshot().drops(.noBackend) == 3)
+        let flusher = BackendStatsFlusher(workers: [dsr.counters])
+        flusher.flush(into: fixture.publisher.current().routes)
+        flusher.flush(into: fixture.publisher.current().routes)  // counted once
+        let frontend = fixture.runtime.snapshots.load().value.frontends[0].counters
+        #expect(frontend.noBackend.load(ordering: .relaxed) == 3)
+    }
+
     /// Two frontends over one pool: each frontend's flows and bytes are counted to it, and
     /// each server's counters hold the sum over both.
     @Test func aPoolSharedByTwoFrontendsCountsEachFrontendsOwnTraffic() {

@@ -11,11 +11,14 @@ import Balancer
 public final class BackendStatsFlusher {
     private let workers: [ForwarderCounters]
     private var previous: [[BackendTraffic]]
+    /// Per worker, per frontend index: its `noBackend` count at the last flush.
+    private var previousNoBackend: [[Int: UInt64]]
 
     /// A flusher over the counters of every worker (`forwarder.counters`).
     public init(workers: [ForwarderCounters]) {
         self.workers = workers
         previous = workers.map { [BackendTraffic](repeating: BackendTraffic(), count: $0.backendSlots) }
+        previousNoBackend = workers.map { _ in [:] }
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
@@ -24,6 +27,13 @@ public final class BackendStatsFlusher {
     /// routes is booked to the counters it had until it is free (`PacketRoutes.serverCounters`).
     public func flush(into routes: PacketRoutes) {
         for (w, counters) in workers.enumerated() {
+            for (index, frontend) in routes.frontendCountersByIndex.enumerated() {
+                let now = counters.noBackend(frontend: index)
+                let before = previousNoBackend[w][index] ?? 0
+                guard now != before else { continue }
+                previousNoBackend[w][index] = now
+                frontend?.noBackend.wrappingAdd(Int64(truncatingIfNeeded: now &- before), ordering: .relaxed)
+            }
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {
                 let now = counters.backend(slot)

@@ -471,7 +471,7 @@ struct ForwarderCore {
         let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
         guard slot != UInt32.max, Int(slot) < backendCount else {
-            c.drop(.noBackend)
+            c.noBackend(frontend: frontend)
             return -1
         }
         if natEnabled {
@@ -479,7 +479,7 @@ struct ForwarderCore {
             let clientIsV6 = StableHash.mappedIPv4(hi: clientHi, lo: clientLo) == nil
             let backendIsV6 = backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0
             guard clientIsV6 == backendIsV6, clientIsV6 ? hasNAT6 : hasNAT4 else {
-                c.drop(.noBackend)
+                c.noBackend(frontend: frontend)
                 return -1
             }
         }

@@ -41,7 +41,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// any thread without a lock.
 ///
 /// Layout: `fixedCount` scalar counters, then four per backend slot (connections opened,
-/// connections closed, bytes client→server, bytes server→client). Every counter has a single
+/// connections closed, bytes client→server, bytes server→client), then one per frontend index
+/// (new connections no backend could take, the frontend's `no_backend`). Every counter has a single
 /// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
 /// locked instruction — and a reader sees each word whole.
 public final class ForwarderCounters: @unchecked Sendable {
@@ -54,20 +55,29 @@ public final class ForwarderCounters: @unchecked Sendable {
     let base: UnsafeMutablePointer<Atomic<UInt64>>
     /// Backend slots counted (`PacketRoutesPublisher`'s `maxBackendSlots`).
     public let backendSlots: Int
+    /// Frontend indices counted (every index `PacketRoutes` can give).
+    static let frontendSlots = PacketRoutes.maxFrontends
+    private var count: Int { Self.fixedCount + Self.perBackend * backendSlots + Self.frontendSlots }
 
     /// Zeroed counters for `backendSlots` backends (use the publisher's `maxBackendSlots`).
     /// Create them on the control thread and hand them to a forwarder built on its worker
     /// thread, so the stats service holds them from the start.
     public init(backendSlots: Int) {
         self.backendSlots = backendSlots
-        let n = Self.fixedCount + Self.perBackend * backendSlots
+        let n = Self.fixedCount + Self.perBackend * backendSlots + Self.frontendSlots
         base = .allocate(capacity: n)
         for i in 0..<n { (base + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
-        base.deinitialize(count: Self.fixedCount + Self.perBackend * backendSlots)
+        base.deinitialize(count: count)
         base.deallocate()
+    }
+
+    /// New connections to frontend index `frontend` that no backend could take, on this worker.
+    public func noBackend(frontend: Int) -> UInt64 {
+        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
+        return load(Self.fixedCount + Self.perBackend * backendSlots + frontend)
     }
 
     @inline(__always)
@@ -131,6 +141,14 @@ struct CounterView {
 
     @inline(__always)
     func drop(_ reason: DropReason) { add(ForwarderCounters.dropBase &+ reason.rawValue, 1) }
+
+    /// A new connection (SYN) to `frontend` no backend could take: dropped as `noBackend` and
+    /// counted to the frontend.
+    @inline(__always)
+    func noBackend(frontend: Int) {
+        drop(.noBackend)
+        add(ForwarderCounters.fixedCount &+ ForwarderCounters.perBackend &* backendSlots &+ frontend, 1)
+    }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).
     @inline(__always)

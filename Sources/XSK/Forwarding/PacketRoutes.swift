@@ -140,6 +140,9 @@ public final class PacketRoutes: @unchecked Sendable {
     public let frontendCounters: [FrontendCounters?]
     /// The server of each slot in this snapshot (nil for slots not in it).
     public let servers: [ServerID?]
+    /// The counters of each frontend index's frontend in this snapshot (nil where none), for
+    /// its `no_backend`.
+    public let frontendCountersByIndex: [FrontendCounters?]
 
     /// Routes with no frontend: every frame is dropped (before the first publish).
     convenience init() {
@@ -160,6 +163,7 @@ public final class PacketRoutes: @unchecked Sendable {
         var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
         var names: [Int: String] = [:]
+        var countersOfIndex: [Int: FrontendCounters] = [:]
 
         // Frontend indices are 16-bit in flow keys and the VIP table: 65535 frontends at most.
         for route in snapshot.frontends {
@@ -234,6 +238,7 @@ public final class PacketRoutes: @unchecked Sendable {
             }
             frontendList.append((index, f))
             names[index] = route.name
+            countersOfIndex[index] = route.counters
         }
 
         frontendCount = frontendRegistry.count
@@ -244,6 +249,7 @@ public final class PacketRoutes: @unchecked Sendable {
         frontends.initialize(repeating: .absent, count: max(1, frontendCount))
         for (index, f) in frontendList { frontends[index] = f }
         frontendNames = (0..<frontendCount).map { names[$0] ?? "" }
+        frontendCountersByIndex = (0..<frontendCount).map { countersOfIndex[$0] }
 
         backendCount = registry.count
         usedSlots = Set(backendList.keys.map { UInt32($0) })
