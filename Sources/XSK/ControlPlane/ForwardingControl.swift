@@ -60,7 +60,7 @@ public final class ForwardingControl: Sendable {
             let snapshot = state.draining ? Self.takingNoNewFlows(loaded) : loaded
             let published = routes.publish(snapshot: snapshot, backendMACs: macs, interfaceMAC: interfaceMAC)
             if state.publications > 0 {
-                report(old: state.unresolved, new: published.unresolved)
+                report(old: state.unresolved, new: published.unresolved, routes: published)
             } else if !published.unresolved.isEmpty {
                 // At start the neighbour table rarely knows the backends yet: the health
                 // checks about to run resolve them.
@@ -131,13 +131,14 @@ public final class ForwardingControl: Sendable {
         }
     }
 
-    private func report(old: [PacketRoutes.Unresolved], new: [PacketRoutes.Unresolved]) {
+    private func report(old: [PacketRoutes.Unresolved], new: [PacketRoutes.Unresolved], routes: PacketRoutes) {
         let before = Set(old.map(\.server)), after = Set(new.map(\.server))
         for u in new where !before.contains(u.server) {
             logger.warning("server left out of selection", metadata: ["server": "\(u.server)",
                                                                      "addr": "\(u.address)", "reason": "\(u.reason)"])
         }
-        for u in old where !after.contains(u.server) {
+        // A server also leaves the list when it goes down or away: only a known MAC is news.
+        for u in old where !after.contains(u.server) && routes.hasMAC(u.server) {
             logger.info("server's MAC address known; in selection", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
         }
     }

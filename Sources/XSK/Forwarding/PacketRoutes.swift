@@ -341,6 +341,11 @@ public final class PacketRoutes: @unchecked Sendable {
     /// slot per frontend whose pool holds it).
     public func slot(of server: ServerID) -> Int? { servers.firstIndex { $0 == server } }
 
+    /// True when `server` is in these routes with a known MAC (under any frontend).
+    public func hasMAC(_ server: ServerID) -> Bool {
+        servers.indices.contains { servers[$0] == server && backends[$0].flags & Backend.hasMAC != 0 }
+    }
+
     /// Slots assigned so far (the size per-backend arrays need).
     public var slotCount: Int { backendCount }
 }
