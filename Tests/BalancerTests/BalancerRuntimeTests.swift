@@ -183,6 +183,18 @@ struct BalancerRuntimeTests {
         #expect(effective.pools == file.pools)
     }
 
+    @Test("live changes of frontend limits and pool settings are reported as applied")
+    func liveSettingsAreReported() {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        var changed = config(ports: [9001])
+        changed.frontends[0].maxConnections = 10
+        changed.pools[0].idleTimeout = .seconds(60)
+        changed.pools[0].health.rise = 5
+        let report = runtime.apply(changed)
+        #expect(report.applied == ["frontend 'web': max_connections 0 -> 10", "pool pool: health check settings",
+                                   "pool pool: idle_timeout 300.0 seconds -> 60.0 seconds"])
+    }
+
     @Test("settings the data planes read once at start are reported as needing a restart, each by its key")
     func startSettingsNeedRestart() {
         let runtime = BalancerRuntime(config: config(ports: [9001]))

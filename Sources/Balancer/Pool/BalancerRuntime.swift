@@ -319,6 +319,12 @@ public struct ReloadReport: Sendable, Equatable {
             }
             if o.pool != f.pool { applied.append("frontend '\(f.name)': backend \(o.pool) -> \(f.pool)") }
             if o.balance != f.balance { applied.append("frontend '\(f.name)': balance \(o.balance) -> \(f.balance)") }
+            if o.maxConnections != f.maxConnections {
+                applied.append("frontend '\(f.name)': max_connections \(o.maxConnections) -> \(f.maxConnections)")
+            }
+            if o.proxyProtocol != f.proxyProtocol {
+                applied.append("frontend '\(f.name)': proxy_protocol \(o.proxyProtocol.rawValue) -> \(f.proxyProtocol.rawValue)")
+            }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
             needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new "
@@ -326,6 +332,12 @@ public struct ReloadReport: Sendable, Equatable {
         }
         for p in new.pools {
             let o = old.pool(named: p.name)
+            if let o {
+                if o.health != p.health { applied.append("pool \(p.name): health check settings") }
+                if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
+                if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
+                if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout)") }
+            }
             for s in p.servers {
                 if let os = o?.servers.first(where: { $0.name == s.name }) {
                     if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
