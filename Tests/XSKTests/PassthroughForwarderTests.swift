@@ -161,7 +161,7 @@ struct PassthroughForwarderTests {
         // Established would last 300 s; closing ends now.
         for _ in 0..<2 { w0.beginBatch(now: 20 * second) }
         #expect(w0.flowCount == 0)
-        #expect(w0.counters.snapshot().flowsExpired == 1)
+        #expect(w0.counters.snapshot().flowsEnded == 1, "a closed flow ends, it does not expire")
         #expect(map.entry(forPort: natPort) == nil)
     }
 

@@ -318,7 +318,7 @@ struct ForwarderCore {
             let e = table.entry(at: i)
             if e.pointee.state != .empty {
                 if isExpired(e) {
-                    end(i, ForwarderCounters.flowsExpired)
+                    end(i, Self.expiryCounter(e))
                 } else if !keepsFlows(e.pointee.backendSlot) || !frontends[e.pointee.vipIndex].present {
                     // Its backend is gone or drained, or its VIP is no longer routed.
                     end(i, ForwarderCounters.flowsEnded)
@@ -378,6 +378,12 @@ struct ForwarderCore {
 
     /// Ends the flow in table slot `i`, counting it under `counter`.
     @inline(never)
+    /// How a flow past its idle time is counted: a closing one (FIN or RST seen) has simply
+    /// ended; any other was abandoned (`flowsExpired`).
+    static func expiryCounter(_ e: UnsafeMutablePointer<FlowEntry>) -> Int {
+        e.pointee.state == .closing ? ForwarderCounters.flowsEnded : ForwarderCounters.flowsExpired
+    }
+
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
         c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
@@ -427,7 +433,7 @@ struct ForwarderCore {
         if found >= 0 {
             let e = table.entry(at: found)
             if isExpired(e) {
-                end(found, ForwarderCounters.flowsExpired)
+                end(found, Self.expiryCounter(e))
             } else if isSYN && e.pointee.state == .closing {
                 // The client reuses its port for a new connection: place it afresh.
                 end(found, ForwarderCounters.flowsEnded)
