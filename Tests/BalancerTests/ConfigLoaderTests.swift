@@ -152,6 +152,42 @@ struct ConfigLoaderTests {
         #expect(p.first?.message.contains("overlaps frontend 'a' on 127.0.0.1:80") == true)
     }
 
+    @Test("a stats port on a frontend's address is refused; a pool all at weight 0 is warned about; a rejected file lists its unknown keys too")
+    func moreChecks() throws {
+        let clash = problems("""
+            [frontends.web]
+            listen_addr = "127.0.0.1:7000"
+            backend = "p"
+            [backends.p.servers.x]
+            addr = "127.0.0.1:9000"
+            [stats]
+            port = 7000
+            """)
+        #expect(clash.map(\.key) == ["stats.port"] && clash.first?.line == 7, "\(clash)")
+        #expect(clash.first?.message.contains("is also frontend 'web''s listen_addr 127.0.0.1:7000") == true)
+
+        let zero = try ConfigLoader.load(source: """
+            [frontends.web]
+            listen_addr = "127.0.0.1:80"
+            backend = "p"
+            [backends.p.servers.x]
+            addr = "127.0.0.1:9000"
+            weight = 0
+            """, file: "test.toml")
+        #expect(zero.warnings.map(\.key) == ["frontends.web.backend"])
+        #expect(zero.warnings.first?.message.contains("every server of pool 'p' has weight 0") == true)
+
+        let both = problems("""
+            [frontends.web]
+            listen_addr = "127.0.0.1:80"
+            backend = "p"
+            balanse = "wrr"
+            [backends.p.servers.x]
+            addr = "127.0.0.1:90000"
+            """)
+        #expect(both.map(\.key) == ["frontends.web.backend", "frontends.web.balanse", "backends.p.servers.x.addr"], "\(both)")
+    }
+
     @Test("a syntax error names its line")
     func syntaxError() {
         let p = problems("[frontends.web]\nlisten_addr = \"127.0.0.1:80\"\nbackend = \"pool\n")

@@ -59,7 +59,10 @@ public enum ConfigLoader {
         let config = read(reader)
         reader.reportUnknownKeys()
         let byLine = { (a: ConfigProblem, b: ConfigProblem) in (a.line ?? 0) < (b.line ?? 0) }
-        if !context.problems.isEmpty { throw ConfigError(problems: context.problems.sorted(by: byLine)) }
+        // A rejected file gets every remark at once, unknown keys included (a typo is often the cause).
+        if !context.problems.isEmpty {
+            throw ConfigError(problems: (context.problems + context.warnings).sorted(by: byLine))
+        }
         return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine), file: file,
                             keyLines: context.locator)
     }
@@ -91,6 +94,21 @@ public enum ConfigLoader {
         checkDistinctListeners(frontends, root)
 
         let stats = root.table("stats").map(readStats) ?? StatsConfig()
+        if stats.port != 0, let f = frontends.first(where: { f in
+            f.listen.port == stats.port && f.listen.address.isIPv4 == stats.address.isIPv4
+                && (f.listen.address == stats.address || f.listen.address == .v4(0) || f.listen.address == .v6(0, 0)
+                    || stats.address == .v4(0) || stats.address == .v6(0, 0))
+        }) {
+            root.loadContext.problem(path: ["stats", "port"],
+                                     "\(Endpoint(address: stats.address, port: stats.port)) is also frontend '\(f.name)''s " +
+                                     "listen_addr \(f.listen); give the stats server another port (or port = 0 to disable it)")
+        }
+        for f in frontends {
+            guard let pool = pools.first(where: { $0.name == f.pool }), !pool.servers.isEmpty,
+                  pool.servers.allSatisfy({ $0.weight == 0 }) else { continue }
+            root.loadContext.warning(path: ["frontends", f.name, "backend"],
+                                     "every server of pool '\(pool.name)' has weight 0: this frontend takes no new connection")
+        }
         let proxy = root.table("proxy").map(readProxy) ?? ProxySettings()
         let passthrough = root.table("passthrough").map(readPassthrough) ?? PassthroughConfig()
         let xdp = root.table("xdp").map(readXDP) ?? XDPConfig()

@@ -109,7 +109,7 @@ final class TableReader {
             return nil
         }
         guard number >= minimum, number <= 86_400 * 365 else {
-            fail(key, "\(number) seconds is out of range (at least \(minimum))")
+            fail(key, "\(number) seconds is out of range (\(minimum) to 31536000, a year)")
             return nil
         }
         return .milliseconds(Int64((number * 1000).rounded()))

@@ -47,7 +47,8 @@ public struct StatsServer: Service {
             configuration: .init(address: .hostname(host, port: Int(address.port)), serverName: "convey"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                logger.info("stats listening", metadata: ["url": "http://\(host):\(port)/"])
+                let urlHost = host.contains(":") ? "[\(host)]" : host
+                logger.info("stats listening", metadata: ["url": "http://\(urlHost):\(port)/"])
                 await onListening(port)
             },
             logger: logger
