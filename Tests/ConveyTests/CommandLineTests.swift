@@ -24,10 +24,11 @@ struct ConveyRun {
         return root + "/.build/debug/convey"
     }()
 
-    init(_ arguments: [String]) throws {
+    /// Runs convey with `arguments`; with `wrapper`, runs `wrapper + [convey] + arguments`.
+    init(_ arguments: [String], wrapper: [String] = []) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: wrapper.first ?? Self.binary)
+        process.arguments = wrapper.isEmpty ? arguments : Array(wrapper.dropFirst()) + [Self.binary] + arguments
         process.currentDirectoryURL = URL(fileURLWithPath: Self.root)
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -114,6 +115,16 @@ struct CommandLineTests {
         let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
         #expect(ok.status == 0, "stderr was: \(ok.stderr)")
         #expect(ok.stdout.contains("nat_addr = [\"10.77.0.2\", \"fd77::2\"]"), "stdout was: \(ok.stdout)")
+    }
+
+    @Test("an AF_XDP mode without the privileges it needs says to run it as root, before touching anything")
+    func xdpNeedsPrivileges() throws {
+        // Root without any capability (setpriv, util-linux): what an unprivileged user has.
+        let run = try ConveyRun(["--dsr", "--iface", "convey-none0", "--config", "examples/dsr.toml"],
+                                wrapper: ["/usr/bin/setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("the dsr mode needs root (or CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF for this process): "
+                                    + "run it with sudo"), "stderr was: \(run.stderr)")
     }
 
     @Test("an AF_XDP mode without an interface is refused, saying how to name one")

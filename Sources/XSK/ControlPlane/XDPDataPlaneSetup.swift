@@ -19,6 +19,11 @@ public enum XDPDataPlaneSetup {
         guard let ifaceName = config.xdp.iface, !ifaceName.isEmpty else {
             throw XDPStartError("\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
         }
+        let missing = XDPPrivileges.missing()
+        guard missing.isEmpty else {
+            throw XDPStartError("the \(mode.rawValue) mode needs root (or \(missing.joined(separator: ", ")) for this process): " +
+                                "run it with sudo; proxy mode needs no privileges")
+        }
         let interface = try NetworkInterface(named: ifaceName)
         let workerCount = min(interface.rxQueueCount,
                               config.passthrough.workers > 0 ? config.passthrough.workers : interface.rxQueueCount)
