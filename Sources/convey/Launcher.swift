@@ -65,6 +65,8 @@ struct Launcher {
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
+            // While a drain waits, SIGQUIT stops at once (still detaching and closing cleanly).
+            cancellationSignals: [.sigquit],
             logger: logger
         ))
         do {
