@@ -41,7 +41,8 @@ struct Launcher {
                                           // start-only settings stay as they are.
                                           var effective = candidate
                                           effective.config = runtime.effectiveConfig(candidate.config)
-                                          return ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT)
+                                          return runtime.reloadProblems(candidate)
+                                              + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT)
                                       },
                                       onApplied: { applied in
                                           health.update(targets: HealthTarget.targets(for: applied))

@@ -183,6 +183,24 @@ struct BalancerRuntimeTests {
         #expect(effective.pools == file.pools)
     }
 
+    @Test("a reload that renames a frontend (a new name on a removed one's address) is refused, naming both")
+    func renameIsRefused() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        let renamed = try ConfigLoader.load(source: """
+            [frontends.web2]
+            listen_addr = "127.0.0.1:18080"
+            backend = "pool"
+            [backends.pool.servers.s0]
+            addr = "127.0.0.1:9001"
+            """, file: "test.toml")
+        let problems = runtime.reloadProblems(renamed)
+        #expect(problems.map(\.key) == ["frontends.web2.listen_addr"] && problems.first?.line == 2)
+        #expect(problems.first?.message.contains("is the address of frontend 'web', which this file removes") == true)
+        var kept = renamed
+        kept.config.frontends[0].name = "web"
+        #expect(runtime.reloadProblems(kept).isEmpty)
+    }
+
     @Test("live changes of frontend limits and pool settings are reported as applied")
     func liveSettingsAreReported() {
         let runtime = BalancerRuntime(config: config(ports: [9001]))

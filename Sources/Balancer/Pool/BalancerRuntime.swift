@@ -114,6 +114,23 @@ public final class BalancerRuntime: Sendable {
         Self.effective(new, running: state.withLock { $0.config })
     }
 
+    /// Reload problems no file check can see: a new frontend on the listen address of one the
+    /// file removes is a rename, which cannot happen live (the running listener and flows
+    /// belong to the old name); accepting it would leave the address refusing new clients
+    /// until a restart, so the file is refused instead.
+    public func reloadProblems(_ candidate: LoadedConfig) -> [ConfigProblem] {
+        let running = config
+        return candidate.config.frontends.compactMap { f in
+            guard !running.frontends.contains(where: { $0.name == f.name }),
+                  let old = running.frontends.first(where: { o in
+                      o.listen == f.listen && !candidate.config.frontends.contains { $0.name == o.name }
+                  }) else { return nil }
+            return candidate.problem(path: ["frontends", f.name, "listen_addr"],
+                                     "\(f.listen) is the address of frontend '\(old.name)', which this file removes: renaming " +
+                                     "a frontend needs a restart (keep the name '\(old.name)' until then)")
+        }
+    }
+
     private static func effective(_ new: ConveyConfig, running: ConveyConfig) -> ConveyConfig {
         var effective = new
         effective.frontends = new.frontends.map { f in

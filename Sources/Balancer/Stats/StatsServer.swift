@@ -2,6 +2,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SystemPackage
 
 /// The stats HTTP server: `/stats` (JSON), `/metrics` (Prometheus text) and `/` (a page for
 /// people), on `[stats] addr:port` (127.0.0.1:7000 by default). Built on Hummingbird; it reads
@@ -56,7 +57,9 @@ public struct StatsServer: Service {
         do {
             try await app.run()
         } catch {
-            throw StatsServerError.cannotListen(address: address.description, reason: "\(error)")
+            // NIO's IOError text is "call(args): reason) (errno: N)": give the errno's own words.
+            let reason = (error as? IOError).map { "\(Errno(rawValue: $0.errnoCode))" } ?? "\(error)"
+            throw StatsServerError.cannotListen(address: address.description, reason: reason)
         }
     }
 
