@@ -80,10 +80,12 @@ struct FlowTableTests {
         #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.ack), &dsr) == .transmit)
         #expect(Self.send(clientFrame(port: 3, flags: TCPHeader.ack), &dsr) == .transmit)
         #expect(Self.send(clientFrame(port: 3, flags: TCPHeader.fin | TCPHeader.ack), &dsr) == .transmit)
+        #expect(dsr.counters.snapshot().flowsClosing == 1 && dsr.counters.snapshot().flowsOpen == 2)
         dsr.beginBatch(now: 7 * second)  // > 5 s: the half-open flow goes
         #expect(dsr.flowCount == 2)
         dsr.beginBatch(now: 12 * second)  // > 10 s: the closing flow goes
         #expect(dsr.flowCount == 1)
+        #expect(dsr.counters.snapshot().flowsClosing == 0 && dsr.counters.snapshot().flowsOpen == 1)
         dsr.beginBatch(now: 300 * second)  // 299 s idle: established stays
         #expect(dsr.flowCount == 1)
         dsr.beginBatch(now: 302 * second)

@@ -77,9 +77,10 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     }
 
     /// SIGTERM/SIGINT: no new flows, established ones forwarded until they end or the longest
-    /// `drain_timeout` of the frontends' pools passes, then the caller detaches.
+    /// `drain_timeout` of the frontends' pools passes, then the caller detaches. Closing flows
+    /// (FIN or RST seen) are not waited for: they only linger for retransmissions.
     private func drain() async {
-        let active = { self.counters.reduce(UInt64(0)) { $0 + $1.snapshot().flowsActive } }
+        let active = { self.counters.reduce(UInt64(0)) { $0 + $1.snapshot().flowsOpen } }
         guard active() > 0 else { return }
         let timeout = control.longestDrainTimeout
         guard timeout > .zero else { return }

@@ -74,6 +74,7 @@ struct XDPStatsReport {
             ("flows_active", .int(Int64(clamping: f.flowsActive))),
             ("flows_created", .int(Int64(clamping: f.flowsCreated))),
             ("flows_ended", .int(Int64(clamping: f.flowsEnded))),
+            ("flows_closing", .int(Int64(clamping: f.flowsClosing))),
             ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
             ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
             ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
@@ -109,6 +110,8 @@ struct XDPStatsReport {
                              kind: .counter, labels: l, value: Double(f.txBytes)),
                 MetricSample(name: "convey_xdp_flows", help: "Flows in the worker's table.",
                              kind: .gauge, labels: l, value: Double(f.flowsActive)),
+                MetricSample(name: "convey_xdp_flows_closing", help: "Flows in the worker's table that are closing (FIN or RST seen).",
+                             kind: .gauge, labels: l, value: Double(f.flowsClosing)),
                 MetricSample(name: "convey_xdp_flows_evicted_total", help: "Flows evicted because the table was full.",
                              kind: .counter, labels: l, value: Double(f.flowsEvicted)),
             ]

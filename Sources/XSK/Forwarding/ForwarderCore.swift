@@ -325,8 +325,7 @@ struct ForwarderCore {
                 } else if e.pointee.state != .closing, e.pointee.natPort != 0,
                           let reverse, reverse.isClosedByServer(e.pointee.natPort) {
                     // The backend sent FIN/RST (seen by whichever worker got the reply).
-                    e.pointee.state = .closing
-                    e.pointee.idleTimeout = settings.closingTimeout
+                    startClosing(e)
                 }
             }
             i = (i &+ 1) & mask
@@ -384,8 +383,16 @@ struct ForwarderCore {
         e.pointee.state == .closing ? ForwarderCounters.flowsEnded : ForwarderCounters.flowsExpired
     }
 
+    /// Moves a flow to the closing state (its closing timeout starts), counted once.
+    func startClosing(_ e: UnsafeMutablePointer<FlowEntry>) {
+        if e.pointee.state != .closing { c.add(ForwarderCounters.flowsClosing, 1) }
+        e.pointee.state = .closing
+        e.pointee.idleTimeout = settings.closingTimeout
+    }
+
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
+        if e.pointee.state == .closing { c.add(ForwarderCounters.flowsClosing, UInt64.max) }  // minus one
         c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
         let port = e.pointee.natPort
         if port != 0 {
@@ -449,8 +456,7 @@ struct ForwarderCore {
                     return -1
                 }
                 if flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
-                    e.pointee.state = .closing
-                    e.pointee.idleTimeout = settings.closingTimeout
+                    startClosing(e)
                 } else if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
                     e.pointee.state = .established
                     e.pointee.idleTimeout = settings.establishedTimeout

@@ -48,7 +48,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
 public final class ForwarderCounters: @unchecked Sendable {
     static let rxPackets = 0, rxBytes = 1
     static let flowsCreated = 2, flowsActive = 3, flowsExpired = 4, flowsEvicted = 5, flowsEnded = 6
-    static let dropBase = 7
+    /// Flows in the table that are closing (FIN or RST seen), part of `flowsActive`.
+    static let flowsClosing = 7
+    static let dropBase = 8
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -106,7 +108,7 @@ public final class ForwarderCounters: @unchecked Sendable {
                               txPackets: rxPackets >= dropped ? rxPackets - dropped : 0, txBytes: txBytes,
                               flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
-                              flowsEnded: load(Self.flowsEnded), drops: drops)
+                              flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing), drops: drops)
     }
 
     /// The running totals of backend `slot` on this worker.
@@ -169,13 +171,20 @@ public struct ForwarderStats: Sendable, Equatable {
     public var flowsActive: UInt64 = 0
     public var flowsExpired: UInt64 = 0
     public var flowsEvicted: UInt64 = 0
-    /// Flows removed because their backend left or a new SYN reused a closing flow's tuple.
+    /// Flows removed after closing, because their backend or frontend left, or because a new
+    /// SYN reused a closing flow's tuple.
     public var flowsEnded: UInt64 = 0
+    /// Flows in the table that are closing (FIN or RST seen; part of `flowsActive`).
+    public var flowsClosing: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
+
+    /// Flows still open: what a shutdown drain waits for.
+    public var flowsOpen: UInt64 { flowsActive >= flowsClosing ? flowsActive - flowsClosing : 0 }
 
     public init(rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0,
                 flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
-                flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
+                flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, flowsClosing: UInt64 = 0,
+                drops: [DropReason: UInt64] = [:]) {
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes
         self.txPackets = txPackets
@@ -185,6 +194,7 @@ public struct ForwarderStats: Sendable, Equatable {
         self.flowsExpired = flowsExpired
         self.flowsEvicted = flowsEvicted
         self.flowsEnded = flowsEnded
+        self.flowsClosing = flowsClosing
         self.drops = drops
     }
 
@@ -197,7 +207,7 @@ public struct ForwarderStats: Sendable, Equatable {
                        txPackets: a.txPackets + b.txPackets, txBytes: a.txBytes + b.txBytes,
                        flowsCreated: a.flowsCreated + b.flowsCreated, flowsActive: a.flowsActive + b.flowsActive,
                        flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
-                       flowsEnded: a.flowsEnded + b.flowsEnded,
+                       flowsEnded: a.flowsEnded + b.flowsEnded, flowsClosing: a.flowsClosing + b.flowsClosing,
                        drops: a.drops.merging(b.drops, uniquingKeysWith: +))
     }
 }
