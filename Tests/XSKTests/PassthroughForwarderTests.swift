@@ -142,6 +142,50 @@ struct PassthroughForwarderTests {
         Self.expectValidChecksums(reply)
     }
 
+    /// A half-close: the client sends its request and FIN, the backend answers 15 s later
+    /// (past the 10 s closing time). The flow stays until both sides have sent FIN; then the
+    /// closing time runs. Either order works.
+    @Test func aHalfClosedConnectionKeepsItsFlowUntilBothSidesFinish() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = Self.forwarder(fixture)
+        var syn = clientFrame(port: 1, flags: TCPHeader.syn)
+        var ack = clientFrame(port: 1, flags: TCPHeader.ack)
+        #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
+        #expect(withFrame(&ack) { pt.handle($0) } == .transmit)
+        let natPort = TestFrames.fields(syn).sport
+        func fromServer(_ flags: UInt8) -> PacketVerdict {
+            var f = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: natPort, flags: flags,
+                                       payload: [1, 2, 3])
+            return withFrame(&f) { pt.handle($0) }
+        }
+        var fin = clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack)
+        #expect(withFrame(&fin) { pt.handle($0) } == .transmit)
+        #expect(pt.counters.snapshot().flowsClosing == 0, "one FIN is a half-close")
+        for _ in 0..<2 { pt.beginBatch(now: 16 * second) }
+        #expect(pt.flowCount == 1)
+        #expect(fromServer(TCPHeader.ack | 0x08) == .transmit, "the answer 15 s later still goes through")
+        #expect(fromServer(TCPHeader.fin | TCPHeader.ack) == .transmit)
+        for _ in 0..<2 { pt.beginBatch(now: 19 * second) }  // a full sweep sees the backend's FIN
+        #expect(pt.counters.snapshot().flowsClosing == 1, "both sides have finished")
+        for _ in 0..<2 { pt.beginBatch(now: 30 * second) }
+        #expect(pt.flowCount == 0 && pt.counters.snapshot().flowsEnded == 1)
+
+        // The other order: the backend's FIN first, the client still sending, then its FIN.
+        var syn2 = clientFrame(port: 2, flags: TCPHeader.syn)
+        var ack2 = clientFrame(port: 2, flags: TCPHeader.ack)
+        #expect(withFrame(&syn2) { pt.handle($0) } == .transmit)
+        #expect(withFrame(&ack2) { pt.handle($0) } == .transmit)
+        var serverFin = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: TestFrames.fields(syn2).sport,
+                                           flags: TCPHeader.fin | TCPHeader.ack)
+        #expect(withFrame(&serverFin) { pt.handle($0) } == .transmit)
+        for _ in 0..<2 { pt.beginBatch(now: 45 * second) }
+        var late = clientFrame(port: 2, flags: TCPHeader.ack, payload: [9])
+        #expect(withFrame(&late) { pt.handle($0) } == .transmit, "the client may still send after the backend's FIN")
+        var fin2 = clientFrame(port: 2, flags: TCPHeader.fin | TCPHeader.ack)
+        #expect(withFrame(&fin2) { pt.handle($0) } == .transmit)
+        #expect(pt.counters.snapshot().flowsClosing == 1)
+    }
+
     @Test func aBackendsRSTStartsTheClosingTimeoutEvenWhenAnotherWorkerSawIt() {
         let fixture = RoutesFixture(balance: .wrr, count: 1)
         let map = NATReverseMap()

@@ -31,6 +31,8 @@ public struct FlowEntry: Sendable {
     var ipChecksumDelta: UInt16 = 0
     var tcpChecksumDelta: UInt16 = 0
     public var state: FlowState
+    /// The client has sent FIN (passthrough closes the flow once the backend has too).
+    var clientFinished = false
 
     init(clientHi: UInt64, clientLo: UInt64, lastSeen: UInt64, backendSlot: UInt32, portAndVIP: UInt32,
          natPort: UInt16, state: FlowState) {

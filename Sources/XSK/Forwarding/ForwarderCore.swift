@@ -322,10 +322,15 @@ struct ForwarderCore {
                 } else if !keepsFlows(e.pointee.backendSlot) || !frontends[e.pointee.vipIndex].present {
                     // Its backend is gone or drained, or its VIP is no longer routed.
                     end(i, ForwarderCounters.flowsEnded)
-                } else if e.pointee.state != .closing, e.pointee.natPort != 0,
-                          let reverse, reverse.isClosedByServer(e.pointee.natPort) {
-                    // The backend sent FIN/RST (seen by whichever worker got the reply).
-                    startClosing(e)
+                } else if e.pointee.state != .closing, e.pointee.natPort != 0, let reverse {
+                    // The backend sent RST, or FIN after the client's FIN (seen by whichever
+                    // worker got the reply): the connection is over. A FIN alone is a
+                    // half-close: the client may still send, so the flow stays open.
+                    switch reverse.serverClose(e.pointee.natPort) {
+                    case .reset: startClosing(e)
+                    case .finished where e.pointee.clientFinished: startClosing(e)
+                    default: break
+                    }
                 }
             }
             i = (i &+ 1) & mask
@@ -383,11 +388,13 @@ struct ForwarderCore {
         e.pointee.state == .closing ? ForwarderCounters.flowsEnded : ForwarderCounters.flowsExpired
     }
 
-    /// Moves a flow to the closing state (its closing timeout starts), counted once.
+    /// Moves a flow to the closing state, counted once: its closing time runs from now (the
+    /// batch in which the close was seen).
     func startClosing(_ e: UnsafeMutablePointer<FlowEntry>) {
         if e.pointee.state != .closing { c.add(ForwarderCounters.flowsClosing, 1) }
         e.pointee.state = .closing
         e.pointee.idleTimeout = settings.closingTimeout
+        e.pointee.lastSeen = now
     }
 
     mutating func end(_ i: Int, _ counter: Int) {
@@ -455,8 +462,17 @@ struct ForwarderCore {
                     }
                     return -1
                 }
-                if flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
+                if flags & TCPHeader.rst != 0 {
                     startClosing(e)
+                } else if flags & TCPHeader.fin != 0 {
+                    // Passthrough sees both directions: the flow closes when both sides have
+                    // sent FIN (or one RST), so a half-closed connection keeps its flow while the
+                    // backend still answers. DSR sees only the client's side: its FIN starts
+                    // the closing time.
+                    e.pointee.clientFinished = true
+                    if !natEnabled || e.pointee.natPort == 0 || reverse?.serverClose(e.pointee.natPort) != .open {
+                        startClosing(e)
+                    }
                 } else if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
                     e.pointee.state = .established
                     e.pointee.idleTimeout = settings.establishedTimeout

@@ -174,7 +174,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             return .drop
         }
         if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
-            reverse.markClosedByServer(natPort, version: version)
+            reverse.markClosedByServer(natPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
         }
         let ipSum = ip.base.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
         ip.base.storeBytes(of: Checksum.adjustStored(ipSum, storedDelta: r.ipChecksumDelta), toByteOffset: 10,
@@ -205,7 +205,9 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
                 core.c.drop(.unknownReply)
                 return .drop
             }
-            if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 { reverse.markClosedByServer(dstPort, version: version) }
+            if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
+                reverse.markClosedByServer(dstPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
+            }
             let sum = Checksum.delta(src.hi, r.vipHi) &+ Checksum.delta(src.lo, r.vipLo)
                 &+ Checksum.delta(dst.hi, r.clientHi) &+ Checksum.delta(dst.lo, r.clientLo)
                 &+ Checksum.delta(srcPort, r.vipPort) &+ Checksum.delta(dstPort, r.clientPort)

@@ -163,19 +163,21 @@ struct NATReverseView {
         head.pointee.store(((old >> 2) &+ 1) << 2, ordering: .releasing)
     }
 
-    /// Records that the backend sent FIN or RST on the flow of `port` as published at
-    /// `version` (any worker may call it; the owner reads it in its sweep). Storing the version
-    /// rather than a flag means a late mark can never hit the port's next flow.
+    /// Records that the backend sent FIN (or, with `reset`, RST) on the flow of `port` as
+    /// published at `version` (any worker may call it; the owner reads it). Storing the version
+    /// rather than a flag means a late mark can never hit the port's next flow; a live
+    /// version's busy bit (bit 0) is clear, so it carries `reset`.
     @inline(__always)
-    func markClosedByServer(_ port: UInt16, version: UInt64) {
-        word(port, NATReverseMap.closedWord).pointee.store(version, ordering: .relaxed)
+    func markClosedByServer(_ port: UInt16, version: UInt64, reset: Bool) {
+        word(port, NATReverseMap.closedWord).pointee.store(version | (reset ? 1 : 0), ordering: .relaxed)
     }
 
-    /// True when the backend has closed the live flow of `port` (owner only).
+    /// How the backend has closed the live flow of `port`, if it has (owner only).
     @inline(__always)
-    func isClosedByServer(_ port: UInt16) -> Bool {
+    func serverClose(_ port: UInt16) -> ServerClose {
         let mark = word(port, NATReverseMap.closedWord).pointee.load(ordering: .relaxed)
-        return mark != 0 && mark == word(port, 0).pointee.load(ordering: .relaxed)
+        guard mark != 0, mark & ~1 == word(port, 0).pointee.load(ordering: .relaxed) else { return .open }
+        return mark & 1 == 1 ? .reset : .finished
     }
 
     /// A consistent copy of the live entry's IPv4 reply rewrite for `port` and its version, or
@@ -219,4 +221,14 @@ struct NATReverseView {
         guard head.pointee.load(ordering: .relaxed) == v1 else { return nil }
         return (e, v1)
     }
+}
+
+/// What the backend has sent to close a passthrough flow, as its replies showed.
+enum ServerClose {
+    /// Neither FIN nor RST yet.
+    case open
+    /// FIN: the backend is done sending, and may still read (a half-close).
+    case finished
+    /// RST: the connection is gone.
+    case reset
 }
