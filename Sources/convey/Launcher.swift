@@ -25,7 +25,6 @@ struct Launcher {
         var services: [any Service] = []
 
         let dataPlane = try makeDataPlane(runtime: runtime)
-        services.append(dataPlane.service)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
@@ -58,6 +57,10 @@ struct Launcher {
                               lastCheck: health.allStatuses().mapValues(\.lastResultText))
             })
         }
+
+        // Last, so that it shuts down first (ServiceGroup stops services in reverse order): while
+        // it drains, health checks, reloads and /stats keep working.
+        services.append(dataPlane.service)
 
         logger.notice("convey \(version) starting", metadata: [
             "mode": "\(mode.rawValue)", "config": "\(configPath)",

@@ -127,6 +127,50 @@ struct BalancerRuntimeTests {
         #expect(runtime.view().retired.frontends.totalConnections == 1, "its counts stay in the totals")
     }
 
+    @Test("pool totals hold when a removed server's drain ends, and an unused pool keeps its servers' counts")
+    func totalsHoldThroughDrainsAndSwitches() async throws {
+        func document(_ runtime: BalancerRuntime) -> StatsDocument {
+            StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "t")
+        }
+        func poolTotal(_ runtime: BalancerRuntime, _ name: String) -> Int64? {
+            guard case .object(let root) = document(runtime).json,
+                  case .object(let backends)? = root.first(where: { $0.0 == "backends" })?.1,
+                  case .object(let pool)? = backends.first(where: { $0.0 == name })?.1,
+                  case .int(let n)? = pool.first(where: { $0.0 == "total_connections" })?.1 else { return nil }
+            return n
+        }
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))
+        for s in try #require(runtime.snapshots.load().value.frontend(named: "web")).servers { s.counters.connectionOpened() }
+        runtime.apply(config(ports: [9001], drain: .milliseconds(100)))
+        #expect(poolTotal(runtime, "pool") == 2)
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(runtime.expireDrains())
+        #expect(poolTotal(runtime, "pool") == 2, "the drained server's connection stays in its pool's total")
+
+        // Blue/green: once the switch's drain is over, blue is unused but keeps its counts.
+        var blueGreen = config(ports: [9001], drain: .milliseconds(100))
+        var green = blueGreen.pools[0]
+        green.name = "green"
+        blueGreen.pools.append(green)
+        let bg = BalancerRuntime(config: blueGreen)
+        try #require(bg.snapshots.load().value.frontend(named: "web")).servers[0].counters.connectionOpened()
+        blueGreen.frontends[0].pool = "green"
+        bg.apply(blueGreen)
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(bg.expireDrains())
+        #expect(poolTotal(bg, "pool") == 1, "the unused pool still shows its server's connection")
+    }
+
+    @Test("a removed frontend's draining route keeps the servers removed in the same reload")
+    func removedFrontendKeepsRemovedServers() throws {
+        var two = config(ports: [9001, 9002], drain: .seconds(30))
+        two.frontends.append(FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "pool"))
+        let runtime = BalancerRuntime(config: two)
+        runtime.apply(config(ports: [9001], drain: .seconds(30)))
+        let other = try #require(runtime.snapshots.load().value.frontend(named: "other"))
+        #expect(other.servers.map(\.id.name) == ["s0", "s1"] && other.servers.allSatisfy(\.keepsFlows))
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

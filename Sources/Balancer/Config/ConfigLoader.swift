@@ -164,7 +164,8 @@ public enum ConfigLoader {
             if let other = seen[f.listen] {
                 root.loadContext.problem(path: ["frontends", f.name, "listen_addr"],
                                          "\(f.listen) is already the listen_addr of frontend '\(other)'")
-            } else if let (other, address) = seen.first(where: { Self.overlap($0.key, f.listen) }).map({ ($0.value, $0.key) }) {
+            } else if let (other, address) = seen.sorted(by: { $0.value < $1.value })
+                .first(where: { Self.overlap($0.key, f.listen) }).map({ ($0.value, $0.key) }) {
                 root.loadContext.problem(path: ["frontends", f.name, "listen_addr"],
                                          "\(f.listen) overlaps frontend '\(other)' on \(address): a wildcard address " +
                                          "listens on that port of every address of its family")

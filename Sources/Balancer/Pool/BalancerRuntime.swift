@@ -119,11 +119,11 @@ public final class BalancerRuntime: Sendable {
     /// belong to the old name); accepting it would leave the address refusing new clients
     /// until a restart, so the file is refused instead.
     public func reloadProblems(_ candidate: LoadedConfig) -> [ConfigProblem] {
-        let running = config
+        let (running, draining) = state.withLock { ($0.config, $0.removedFrontends.values.map(\.config)) }
         return candidate.config.frontends.compactMap { f in
             guard !running.frontends.contains(where: { $0.name == f.name }),
-                  let old = running.frontends.first(where: { o in
-                      o.listen == f.listen && !candidate.config.frontends.contains { $0.name == o.name }
+                  let old = (running.frontends + draining).first(where: { o in
+                      o.listen == f.listen && o.name != f.name && !candidate.config.frontends.contains { $0.name == o.name }
                   }) else { return nil }
             return candidate.problem(path: ["frontends", f.name, "listen_addr"],
                                      "\(f.listen) is the address of frontend '\(old.name)', which this file removes: renaming " +
@@ -182,6 +182,9 @@ public final class BalancerRuntime: Sendable {
                     changed = true
                 }
             }
+            // Servers whose drain ended leave the counters too: their counts move to the
+            // retired totals now, not at the next reload (the pool's totals never dip).
+            if changed { Self.syncCounters(&state, config: state.config, now: now) }
             return changed
         }
         if expired { republish(now: now) }
@@ -208,7 +211,8 @@ public final class BalancerRuntime: Sendable {
         let snapshot = snapshots.load().value
         return state.withLock { state in
             RuntimeView(config: state.config, snapshot: snapshot, healthy: state.healthy,
-                        frontendCounters: state.frontendCounters, retired: state.retired)
+                        frontendCounters: state.frontendCounters, retired: state.retired,
+                        serverCounters: state.serverCounters)
         }
     }
 
@@ -301,9 +305,12 @@ public final class BalancerRuntime: Sendable {
         // server takes a new one.
         for (name, removed) in state.removedFrontends.sorted(by: { $0.key < $1.key }) where removed.deadline > now {
             guard let pool = config.pool(named: removed.config.pool) ?? removed.pool else { continue }
-            let servers = pool.servers.map { s in
-                let id = ServerID(pool: pool.name, name: s.name)
-                return ServerRoute(id: id, address: s.address, weight: 0, state: .drain, keepsFlows: true,
+            let configured = pool.servers.map { ($0.name, $0.address) }
+            let draining = state.removed.filter { $0.key.pool == pool.name && $0.value.deadline > now }
+                .map { ($0.key.name, $0.value.config.address) }
+            let servers = (configured + draining).sorted(by: { $0.0 < $1.0 }).map { name, address in
+                let id = ServerID(pool: pool.name, name: name)
+                return ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
                                    counters: state.serverCounters[id] ?? ServerCounters())
             }
             frontends.append(FrontendRoute(config: removed.config, pool: pool, servers: servers, selectable: [], maglev: nil,
@@ -393,6 +400,8 @@ public struct RuntimeView: Sendable {
     public var healthy: [ServerID: Bool]
     public var frontendCounters: [String: FrontendCounters]
     public var retired = RetiredTotals()
+    /// Every configured (or draining) server's counters, also those of pools no frontend uses.
+    public var serverCounters: [ServerID: ServerCounters] = [:]
 }
 
 /// The cumulative counts (connections, bytes, connect failures) of servers and frontends that

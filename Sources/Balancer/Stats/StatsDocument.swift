@@ -52,8 +52,11 @@ public struct StatsDocument: Sendable {
         self.retired = view.retired
         var rowsByPool: [String: [ServerRow]] = [:]
         var seen = Set<ServerID>()
-        for route in view.snapshot.frontends {
-            for server in route.servers where !seen.contains(server.id) {
+        // A server's row comes from a route of its own pool first: a frontend that moved away
+        // from a pool lists that pool's servers as draining, which they are only for it.
+        let routes = view.snapshot.frontends
+        for (pass, route) in (routes.map { (0, $0) } + routes.map { (1, $0) }) {
+            for server in route.servers where !seen.contains(server.id) && (pass == 1 || server.id.pool == route.config.pool) {
                 seen.insert(server.id)
                 rowsByPool[server.id.pool, default: []].append(
                     ServerRow(pool: server.id.pool, name: server.id.name, address: server.address,
@@ -69,7 +72,7 @@ public struct StatsDocument: Sendable {
                 return ServerRow(pool: pool.name, name: s.name, address: s.address,
                                  state: s.weight == 0 ? .drain : ((view.healthy[id] ?? true) ? .up : .down),
                                  healthy: view.healthy[id] ?? true, weight: s.weight, keepsFlows: true,
-                                 totals: TrafficTotals(), lastCheck: lastCheck[id])
+                                 totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }

@@ -380,10 +380,9 @@ struct ForwarderCore {
         return flags & PacketRoutes.Backend.present != 0 && flags & PacketRoutes.Backend.keepsFlows != 0
     }
 
-    /// Ends the flow in table slot `i`, counting it under `counter`.
-    @inline(never)
     /// How a flow past its idle time is counted: a closing one (FIN or RST seen) has simply
     /// ended; any other was abandoned (`flowsExpired`).
+    @inline(__always)
     static func expiryCounter(_ e: UnsafeMutablePointer<FlowEntry>) -> Int {
         e.pointee.state == .closing ? ForwarderCounters.flowsEnded : ForwarderCounters.flowsExpired
     }
@@ -397,6 +396,8 @@ struct ForwarderCore {
         e.pointee.lastSeen = now
     }
 
+    /// Ends the flow in table slot `i`, counting it under `counter`.
+    @inline(never)
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
         if e.pointee.state == .closing { c.add(ForwarderCounters.flowsClosing, UInt64.max) }  // minus one

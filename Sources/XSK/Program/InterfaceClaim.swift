@@ -3,54 +3,69 @@ import Glibc
 #endif
 import SystemPackage
 
-/// One convey per interface: a lock file per (network namespace, interface index) under
-/// `/run/convey`, held with `flock(2)` for as long as the steering program is attached.
+/// One convey per interface: a listening unix socket in the abstract namespace,
+/// `@convey/xdp/<ifindex>`, held for as long as the steering program is attached.
 ///
 /// Why: a steering program on the interface is either a running convey's or one left behind by
-/// a killed one, and only the second may be replaced. The kernel drops the lock when its holder
-/// ends, however it ends, so "nobody holds the claim" is exactly "the program is stale" — no
-/// pid file to go stale itself. Keyed by namespace inode too, because interface names and
-/// indexes repeat across namespaces.
+/// a killed one, and only the second may be replaced. The kernel frees the name when its holder
+/// ends, however it ends, so "nobody holds the name" is exactly "the program is stale". The
+/// abstract namespace belongs to the network namespace (interface indexes repeat across
+/// namespaces), needs no file, no directory and no privilege, so no convey can fail to claim
+/// and then replace a running one's program; a second one learns the holder's pid from the
+/// socket's peer credentials.
 final class InterfaceClaim {
-    private let descriptor: FileDescriptor
+    private let descriptor: Int32
 
-    /// Where the claims live.
-    static let directory = "/run/convey"
-
-    /// Claims `interface`, or throws `.interfaceInUse` naming the process that holds it. Nil
-    /// when the claim cannot be recorded here (no writable `/run`): convey then runs unclaimed,
-    /// as before claims existed.
-    static func acquire(_ interface: NetworkInterface) throws(XSKError) -> InterfaceClaim? {
-        var ns = stat()
-        guard stat("/proc/thread-self/ns/net", &ns) == 0 else { return nil }
-        _ = mkdir(directory, 0o755)
-        let path = "\(directory)/xdp-\(ns.st_ino)-\(interface.index).lock"
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec],
-                                                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
-        } catch {
-            return nil
+    /// Claims `interface`, or throws `.interfaceInUse` naming the process that holds it.
+    static func acquire(_ interface: NetworkInterface) throws(XSKError) -> InterfaceClaim {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .system(operation: "socket(AF_UNIX)", subject: interface.name, errno: .current) }
+        var address = Self.address(interface)
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + Self.name(interface).utf8.count)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
-        guard flock(descriptor.rawValue, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = Self.holder(descriptor)
-            try? descriptor.close()
-            throw .interfaceInUse(interface: interface.name, pid: holder)
+        guard bound == 0, listen(fd, 4) == 0 else {
+            let error = Errno.current
+            close(fd)
+            guard error == .addressInUse else {
+                throw .system(operation: "bind(@\(name(interface)))", subject: interface.name, errno: error)
+            }
+            throw .interfaceInUse(interface: interface.name, pid: holder(interface, length: length))
         }
-        // Record the holder for the next one's message (the lock, not this text, is the claim).
-        _ = ftruncate(descriptor.rawValue, 0)
-        _ = try? descriptor.writeAll(toAbsoluteOffset: 0, "\(getpid())\n".utf8)
-        return InterfaceClaim(descriptor)
+        return InterfaceClaim(fd)
     }
 
-    private init(_ descriptor: FileDescriptor) { self.descriptor = descriptor }
+    private init(_ descriptor: Int32) { self.descriptor = descriptor }
 
-    deinit { try? descriptor.close() }
+    deinit { close(descriptor) }
 
-    /// The pid written in the claim file, if any.
-    private static func holder(_ descriptor: FileDescriptor) -> Int32? {
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let n = (try? buffer.withUnsafeMutableBytes { try descriptor.read(fromAbsoluteOffset: 0, into: $0) }) ?? 0
-        return Int32(String(decoding: buffer.prefix(n).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
+    static func name(_ interface: NetworkInterface) -> String { "convey/xdp/\(interface.index)" }
+
+    /// The abstract address (a leading NUL, then the name, unterminated).
+    private static func address(_ interface: NetworkInterface) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { path in
+            for (i, byte) in name(interface).utf8.enumerated() where i + 1 < path.count { path[i + 1] = byte }
+        }
+        return address
+    }
+
+    /// The pid of the process holding the claim (its socket's peer credentials), if it answers.
+    private static func holder(_ interface: NetworkInterface, length: socklen_t) -> Int32? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var address = Self.address(interface)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+        }
+        guard connected == 0 else { return nil }
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (Glibc's module hides it behind _GNU_SOURCE).
+        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
+        var size = socklen_t(MemoryLayout.size(ofValue: credentials))
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) == 0, credentials.pid > 0 else { return nil }
+        return credentials.pid
     }
 }

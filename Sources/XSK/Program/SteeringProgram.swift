@@ -38,7 +38,7 @@ public final class SteeringProgram: @unchecked Sendable {
     /// True when a stale steering program from an earlier (killed) convey was replaced.
     public let replacedStaleProgram: Bool
     /// This process's claim on the interface (see `InterfaceClaim`), held while attached.
-    private let claim: InterfaceClaim?
+    private let claim: InterfaceClaim
     /// File descriptor of the XSKMAP (queue index → socket).
     public let xsksMapFD: Int32
     let vipsMapFD: Int32

@@ -273,6 +273,7 @@ struct XDPModeTests {
             kill(convey.pid, SIGTERM)
             Thread.sleep(forTimeInterval: 0.5)
             #expect(convey.isRunning, "draining while a flow is open")
+            #expect((try? lab.stats()) != nil, "/stats answers while the data plane drains")
             #expect((try? lab.fromClient { try LabClient.who(timeout: 1) }) == nil, "no new flow while draining")
             try held.send("ECHO\nstill here\n")
             held.shutdownWrite()
