@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import SystemPackage
 
 /// One convey per interface: a listening unix socket in the abstract namespace,
