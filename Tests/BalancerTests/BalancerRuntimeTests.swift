@@ -171,6 +171,30 @@ struct BalancerRuntimeTests {
         #expect(other.servers.map(\.id.name) == ["s0", "s1"] && other.servers.allSatisfy(\.keepsFlows))
     }
 
+    @Test("switches in a row (A → B → C) keep every earlier pool's drain, also when the frontend is then removed")
+    func poolSwitchesInARow() throws {
+        func pools(_ current: String, frontends: Bool = true) -> ConveyConfig {
+            var c = config(ports: [9001], drain: .seconds(30))
+            c.pools = ["a", "b", "c"].enumerated().map { i, name in
+                PoolConfig(name: name, drainTimeout: .seconds(30),
+                           servers: [ServerConfig(name: "s", address: Endpoint(address: .v4(0x7F00_0001), port: UInt16(9001 + i)))])
+            }
+            c.frontends[0].pool = current
+            if !frontends {
+                c.frontends = [FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "c")]
+            }
+            return c
+        }
+        let runtime = BalancerRuntime(config: pools("a"))
+        runtime.apply(pools("b"))
+        runtime.apply(pools("c"))
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.pool) == ["c", "a", "b"] && route.selectable == [0])
+        runtime.apply(pools("c", frontends: false))  // "web" removed while a and b still drain
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(Set(route.servers.map(\.id.pool)) == ["a", "b", "c"] && route.selectable.isEmpty)
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

@@ -27,7 +27,7 @@ public final class BalancerRuntime: Sendable {
         var weightZeroExpired: Set<ServerID> = []
         /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
         /// that frontend's established flows (taking no new ones) until the deadline.
-        var poolSwitches: [String: PoolSwitch] = [:]
+        var poolSwitches: [String: [PoolSwitch]] = [:]
         /// Frontends a reload removed: they take no new connections, and their open ones
         /// drain on their pool's servers until the deadline.
         var removedFrontends: [String: RemovedFrontend] = [:]
@@ -85,19 +85,24 @@ public final class BalancerRuntime: Sendable {
             for id in newIDs { state.removed[id] = nil }
             // A frontend moved to another pool (blue/green): the old pool's servers drain its
             // flows for the old pool's drain_timeout, as removed servers do.
+            // Switches follow one another (A → B → C): each earlier pool keeps its own drain.
             for f in new.frontends {
                 guard let old = state.config.frontends.first(where: { $0.name == f.name }), old.pool != f.pool else { continue }
-                if state.poolSwitches[f.name]?.oldPool == f.pool { state.poolSwitches[f.name] = nil }
+                var switches = state.poolSwitches[f.name, default: []].filter { $0.oldPool != f.pool && $0.oldPool != old.pool }
                 let drain = state.config.pool(named: old.pool)?.drainTimeout ?? .zero
-                if drain > .zero { state.poolSwitches[f.name] = PoolSwitch(oldPool: old.pool, deadline: now + drain) }
+                if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, deadline: now + drain)) }
+                state.poolSwitches[f.name] = switches.isEmpty ? nil : switches
             }
-            state.poolSwitches = state.poolSwitches.filter { name, _ in new.frontends.contains { $0.name == name } }
             for o in state.config.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
                 let pool = state.config.pool(named: o.pool)
                 let drain = new.pool(named: o.pool)?.drainTimeout ?? pool?.drainTimeout ?? .zero
                 if drain > .zero { state.removedFrontends[o.name] = RemovedFrontend(config: o, pool: pool, deadline: now + drain) }
             }
             for f in new.frontends { state.removedFrontends[f.name] = nil }
+            // A removed frontend keeps its earlier pools' drains too (its route lists them).
+            state.poolSwitches = state.poolSwitches.filter { name, _ in
+                new.frontends.contains { $0.name == name } || state.removedFrontends[name] != nil
+            }
             let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
@@ -165,9 +170,12 @@ public final class BalancerRuntime: Sendable {
             let before = state.removed.count
             state.removed = state.removed.filter { $0.value.deadline > now }
             var changed = state.removed.count != before
-            let switches = state.poolSwitches.count
-            state.poolSwitches = state.poolSwitches.filter { $0.value.deadline > now }
-            changed = changed || state.poolSwitches.count != switches
+            let switches = state.poolSwitches.values.map(\.count).reduce(0, +)
+            state.poolSwitches = state.poolSwitches.compactMapValues { list in
+                let live = list.filter { $0.deadline > now }
+                return live.isEmpty ? nil : live
+            }
+            changed = changed || state.poolSwitches.values.map(\.count).reduce(0, +) != switches
             for (name, removed) in state.removedFrontends where removed.deadline <= now {
                 state.removedFrontends[name] = nil
                 if let counters = state.frontendCounters.removeValue(forKey: name) {
@@ -195,7 +203,7 @@ public final class BalancerRuntime: Sendable {
     public var nextDrainDeadline: ContinuousClock.Instant? {
         let now = clock.now
         return state.withLock { state in
-            let removed = state.removed.values.map(\.deadline) + state.poolSwitches.values.map(\.deadline)
+            let removed = state.removed.values.map(\.deadline) + state.poolSwitches.values.flatMap { $0.map(\.deadline) }
                 + state.removedFrontends.values.map(\.deadline)
             let zero = state.weightZeroSince.compactMap { id, since -> ContinuousClock.Instant? in
                 guard !state.weightZeroExpired.contains(id),
@@ -281,17 +289,9 @@ public final class BalancerRuntime: Sendable {
                                            keepsFlows: removed.deadline > now,
                                            counters: state.serverCounters[id] ?? ServerCounters()))
             }
-            // The pool this frontend left: its servers (configured or removed) keep the
-            // frontend's established flows, weight 0, until the switch's drain ends.
-            if let moved = state.poolSwitches[f.name], moved.deadline > now, moved.oldPool != pool.name {
-                let configured = (config.pool(named: moved.oldPool)?.servers ?? []).map { ($0.name, $0.address) }
-                let removed = state.removed.filter { $0.key.pool == moved.oldPool }.map { ($0.key.name, $0.value.config.address) }
-                for (name, address) in (configured + removed).sorted(by: { $0.0 < $1.0 }) {
-                    let id = ServerID(pool: moved.oldPool, name: name)
-                    servers.append(ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
-                                               counters: state.serverCounters[id] ?? ServerCounters()))
-                }
-            }
+            // The pools this frontend left: their servers keep its established flows, weight 0,
+            // until each switch's drain ends.
+            servers += Self.switchedAwayServers(f.name, except: pool.name, state, now: now)
             let selectable = servers.indices.filter { servers[$0].state == .up && servers[$0].weight > 0 }
             var table: MaglevTable? = nil
             if f.balance == .maglev || f.balance == .source, !selectable.isEmpty {
@@ -305,18 +305,36 @@ public final class BalancerRuntime: Sendable {
         // server takes a new one.
         for (name, removed) in state.removedFrontends.sorted(by: { $0.key < $1.key }) where removed.deadline > now {
             guard let pool = config.pool(named: removed.config.pool) ?? removed.pool else { continue }
-            let configured = pool.servers.map { ($0.name, $0.address) }
-            let draining = state.removed.filter { $0.key.pool == pool.name && $0.value.deadline > now }
-                .map { ($0.key.name, $0.value.config.address) }
-            let servers = (configured + draining).sorted(by: { $0.0 < $1.0 }).map { name, address in
-                let id = ServerID(pool: pool.name, name: name)
-                return ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
-                                   counters: state.serverCounters[id] ?? ServerCounters())
-            }
+            let servers = Self.drainingServers(ofPool: pool.name, fallback: removed.pool, state, now: now)
+                + Self.switchedAwayServers(name, except: pool.name, state, now: now)
             frontends.append(FrontendRoute(config: removed.config, pool: pool, servers: servers, selectable: [], maglev: nil,
                                            counters: state.frontendCounters[name] ?? FrontendCounters()))
         }
         return ForwardingSnapshot(frontends: frontends)
+    }
+
+    /// The servers of pool `name` as routes that keep a frontend's established flows but take
+    /// no new ones: the configured servers (or `fallback`'s, for a pool the config dropped) and
+    /// removed ones still draining, each once.
+    private static func drainingServers(ofPool name: String, fallback: PoolConfig?, _ state: State,
+                                        now: ContinuousClock.Instant) -> [ServerRoute] {
+        var addresses: [String: Endpoint] = [:]
+        for s in (state.config.pool(named: name) ?? fallback)?.servers ?? [] { addresses[s.name] = s.address }
+        for (id, removed) in state.removed where id.pool == name && removed.deadline > now && addresses[id.name] == nil {
+            addresses[id.name] = removed.config.address
+        }
+        return addresses.sorted(by: { $0.key < $1.key }).map { serverName, address in
+            let id = ServerID(pool: name, name: serverName)
+            return ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
+                               counters: state.serverCounters[id] ?? ServerCounters())
+        }
+    }
+
+    /// The draining servers of the pools frontend `name` switched away from (but `except`).
+    private static func switchedAwayServers(_ name: String, except current: String, _ state: State,
+                                            now: ContinuousClock.Instant) -> [ServerRoute] {
+        (state.poolSwitches[name] ?? []).filter { $0.deadline > now && $0.oldPool != current }
+            .flatMap { drainingServers(ofPool: $0.oldPool, fallback: nil, state, now: now) }
     }
 }
 
