@@ -186,6 +186,7 @@ struct ConfigLoaderTests {
             addr = "127.0.0.1:90000"
             """)
         #expect(both.map(\.key) == ["frontends.web.backend", "frontends.web.balanse", "backends.p.servers.x.addr"], "\(both)")
+        #expect(both[1].message == "warning: unknown key (ignored)", "a warning says so among the errors")
     }
 
     @Test("a syntax error names its line")

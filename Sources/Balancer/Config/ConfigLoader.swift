@@ -61,7 +61,12 @@ public enum ConfigLoader {
         let byLine = { (a: ConfigProblem, b: ConfigProblem) in (a.line ?? 0) < (b.line ?? 0) }
         // A rejected file gets every remark at once, unknown keys included (a typo is often the cause).
         if !context.problems.isEmpty {
-            throw ConfigError(problems: (context.problems + context.warnings).sorted(by: byLine))
+            let warnings = context.warnings.map { w -> ConfigProblem in
+                var marked = w
+                marked.message = "warning: " + w.message
+                return marked
+            }
+            throw ConfigError(problems: (context.problems + warnings).sorted(by: byLine))
         }
         return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine), file: file,
                             keyLines: context.locator)

@@ -369,8 +369,9 @@ public struct ReloadReport: Sendable, Equatable {
             }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
+            let drain = (new.pool(named: o.pool) ?? old.pool(named: o.pool))?.drainTimeout ?? .zero
             needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new "
-                                + "connections; its open ones drain for drain_timeout")
+                                + "connections; " + (drain > .zero ? "its open ones drain for \(drain)" : "its open ones are closed"))
         }
         for p in new.pools {
             let o = old.pool(named: p.name)
