@@ -93,7 +93,7 @@ struct BalancerRuntimeTests {
         let other = try #require(runtime.snapshots.load().value.frontend(named: "other"))
         other.counters.connectionOpened()
         other.counters.addTx(50)
-        func document() -> StatsDocument { StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "t") }
+        func document() -> StatsDocument { Self.document(runtime) }
         let before = document()
         #expect(before.totals.totalConnections == 2 && before.totals.bytesTx == 250)
 
@@ -101,13 +101,21 @@ struct BalancerRuntimeTests {
         let after = document()
         #expect(after.totals.totalConnections == 2 && after.totals.bytesTx == 250, "top level keeps other's counts")
         #expect(after.totals.currentConnections == 0, "a removed frontend holds nothing open")
-        guard case .object(let root) = after.json, case .object(let backends)? = root.first(where: { $0.0 == "backends" })?.1,
-              case .object(let pool)? = backends.first(where: { $0.0 == "pool" })?.1 else {
-            Issue.record("no backends.pool in /stats")
-            return
-        }
-        #expect(pool.first { $0.0 == "total_connections" }?.1 == .int(2), "pool keeps s1's connection")
-        #expect(pool.first { $0.0 == "bytes_tx" }?.1 == .int(200))
+        #expect(Self.poolField(runtime, "pool", "total_connections") == 2, "pool keeps s1's connection")
+        #expect(Self.poolField(runtime, "pool", "bytes_tx") == 200)
+    }
+
+    static func document(_ runtime: BalancerRuntime) -> StatsDocument {
+        StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "t")
+    }
+
+    /// `backends.POOL.KEY` of the runtime's `/stats` JSON, when it is an integer.
+    static func poolField(_ runtime: BalancerRuntime, _ pool: String, _ key: String) -> Int64? {
+        guard case .object(let root) = document(runtime).json,
+              case .object(let backends)? = root.first(where: { $0.0 == "backends" })?.1,
+              case .object(let fields)? = backends.first(where: { $0.0 == pool })?.1,
+              case .int(let n)? = fields.first(where: { $0.0 == key })?.1 else { return nil }
+        return n
     }
 
     @Test("a removed frontend takes no new connections, and its open ones drain on its pool's servers until drain_timeout")
@@ -129,16 +137,7 @@ struct BalancerRuntimeTests {
 
     @Test("pool totals hold when a removed server's drain ends, and an unused pool keeps its servers' counts")
     func totalsHoldThroughDrainsAndSwitches() async throws {
-        func document(_ runtime: BalancerRuntime) -> StatsDocument {
-            StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "t")
-        }
-        func poolTotal(_ runtime: BalancerRuntime, _ name: String) -> Int64? {
-            guard case .object(let root) = document(runtime).json,
-                  case .object(let backends)? = root.first(where: { $0.0 == "backends" })?.1,
-                  case .object(let pool)? = backends.first(where: { $0.0 == name })?.1,
-                  case .int(let n)? = pool.first(where: { $0.0 == "total_connections" })?.1 else { return nil }
-            return n
-        }
+        func poolTotal(_ runtime: BalancerRuntime, _ name: String) -> Int64? { Self.poolField(runtime, name, "total_connections") }
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))
         for s in try #require(runtime.snapshots.load().value.frontend(named: "web")).servers { s.counters.connectionOpened() }
         runtime.apply(config(ports: [9001], drain: .milliseconds(100)))

@@ -99,13 +99,10 @@ public enum ConfigLoader {
         checkDistinctListeners(frontends, root)
 
         let stats = root.table("stats").map(readStats) ?? StatsConfig()
-        if stats.port != 0, let f = frontends.first(where: { f in
-            f.listen.port == stats.port && f.listen.address.isIPv4 == stats.address.isIPv4
-                && (f.listen.address == stats.address || f.listen.address == .v4(0) || f.listen.address == .v6(0, 0)
-                    || stats.address == .v4(0) || stats.address == .v6(0, 0))
-        }) {
+        let statsEndpoint = Endpoint(address: stats.address, port: stats.port)
+        if stats.port != 0, let f = frontends.first(where: { $0.listen == statsEndpoint || Self.overlap($0.listen, statsEndpoint) }) {
             root.loadContext.problem(path: ["stats", "port"],
-                                     "\(Endpoint(address: stats.address, port: stats.port)) is also frontend '\(f.name)''s " +
+                                     "\(statsEndpoint) is also frontend '\(f.name)''s " +
                                      "listen_addr \(f.listen); give the stats server another port (or port = 0 to disable it)")
         }
         for f in frontends {
@@ -157,10 +154,9 @@ public enum ConfigLoader {
             "did you mean backend = \"\(others[0])\", or to write [backends.\(pool).servers.NAME]?"
     }
 
-    /// Two different listen addresses on one port where one is the wildcard of the other's family.
+    /// Two listen addresses on one port where one is the wildcard of the other's family.
     private static func overlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
-        func wildcard(_ e: Endpoint) -> Bool { e.address == .v4(0) || e.address == .v6(0, 0) }
-        return a.port == b.port && a.address.isIPv4 == b.address.isIPv4 && (wildcard(a) || wildcard(b))
+        a.port == b.port && a.address.isIPv4 == b.address.isIPv4 && (a.address.isUnspecified || b.address.isUnspecified)
     }
 
     private static func checkDistinctListeners(_ frontends: [FrontendConfig], _ root: TableReader) {
@@ -279,7 +275,7 @@ public enum ConfigLoader {
                 return []
             }
             if let same = out.first(where: { $0.isIPv4 == ip.isIPv4 }) {
-                t.fail("nat_addr", "two \(ip.isIPv4 ? "IPv4" : "IPv6") addresses (\(same), \(ip)): give at most one per family")
+                t.fail("nat_addr", "two \(NATAddressFamilies.family(ip)) addresses (\(same), \(ip)): give at most one per family")
                 return []
             }
             out.append(ip)

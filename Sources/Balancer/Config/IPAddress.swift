@@ -45,6 +45,9 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// True for IPv4.
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
+    /// True for the wildcard of either family (`0.0.0.0`, `::`): every address of the host.
+    public var isUnspecified: Bool { self == .v4(0) || self == .v6(0, 0) }
+
     /// The address in network byte order: 4 bytes for IPv4, 16 for IPv6.
     public var networkBytes: [UInt8] {
         switch self {

@@ -42,8 +42,8 @@ public enum NATAddressFamilies {
             for f in config.frontends where f.pool == pool.name {
                 for server in pool.servers where server.address.address.isIPv4 != f.listen.address.isIPv4 {
                     out.append((["backends", pool.name, "servers", server.name, "addr"],
-                            "\(server.address) is \(family(server.address.address)), but frontend '\(f.name)' " +
-                            "(\(f.listen)) is \(family(f.listen.address)): passthrough keeps a flow in its family; " +
+                                "\(server.address) is \(family(server.address.address)), but frontend '\(f.name)' " +
+                                "(\(f.listen)) is \(family(f.listen.address)): passthrough keeps a flow in its family; " +
                                 "give this frontend a pool of \(family(f.listen.address)) servers"))
                 }
             }

@@ -170,16 +170,17 @@ public final class BalancerRuntime: Sendable {
             let before = state.removed.count
             state.removed = state.removed.filter { $0.value.deadline > now }
             var changed = state.removed.count != before
-            let switches = state.poolSwitches.values.map(\.count).reduce(0, +)
-            state.poolSwitches = state.poolSwitches.compactMapValues { list in
-                let live = list.filter { $0.deadline > now }
-                return live.isEmpty ? nil : live
+            if state.poolSwitches.values.contains(where: { $0.contains { $0.deadline <= now } }) {
+                state.poolSwitches = state.poolSwitches.compactMapValues { list in
+                    let live = list.filter { $0.deadline > now }
+                    return live.isEmpty ? nil : live
+                }
+                changed = true
             }
-            changed = changed || state.poolSwitches.values.map(\.count).reduce(0, +) != switches
             for (name, removed) in state.removedFrontends where removed.deadline <= now {
                 state.removedFrontends[name] = nil
                 if let counters = state.frontendCounters.removeValue(forKey: name) {
-                    state.retired.frontends = state.retired.frontends + RetiredTotals.cumulative(counters.snapshot())
+                    state.retired.frontends += RetiredTotals.cumulative(counters.snapshot())
                 }
                 changed = true
             }
@@ -252,8 +253,7 @@ public final class BalancerRuntime: Sendable {
             addresses[id] = removed.config.address
         }
         for (id, old) in state.serverCounters where counters[id] !== old {
-            state.retired.pools[id.pool, default: TrafficTotals()] = state.retired.pools[id.pool, default: TrafficTotals()]
-                + RetiredTotals.cumulative(old.snapshot())
+            state.retired.pools[id.pool, default: TrafficTotals()] += RetiredTotals.cumulative(old.snapshot())
         }
         state.serverCounters = counters
         state.serverAddresses = addresses
@@ -264,7 +264,7 @@ public final class BalancerRuntime: Sendable {
         for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
         for name in state.removedFrontends.keys { frontends[name] = state.frontendCounters[name] }
         for (name, old) in state.frontendCounters where frontends[name] == nil {
-            state.retired.frontends = state.retired.frontends + RetiredTotals.cumulative(old.snapshot())
+            state.retired.frontends += RetiredTotals.cumulative(old.snapshot())
         }
         state.frontendCounters = frontends
     }

@@ -100,4 +100,6 @@ public struct TrafficTotals: Sendable, Equatable {
                       bytesTx: a.bytesTx + b.bytesTx, bytesRx: a.bytesRx + b.bytesRx,
                       connectFailures: a.connectFailures + b.connectFailures)
     }
+
+    public static func += (a: inout TrafficTotals, b: TrafficTotals) { a = a + b }
 }

@@ -106,12 +106,8 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             // Before the routes are read: a retired backend slot is reused only after a whole
             // flush has run since its last flow ended (see `BackendSlotRegistry`).
             control.routes.countersFlushStarting()
-            flush(flusher)
+            flusher.flush(into: control.routes.current().routes)
         }
-    }
-
-    private func flush(_ flusher: BackendStatsFlusher) {
-        flusher.flush(into: control.routes.current().routes)
     }
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.

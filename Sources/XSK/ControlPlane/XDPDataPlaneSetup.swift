@@ -72,7 +72,7 @@ public enum XDPDataPlaneSetup {
             }
         case .passthrough:
             let nat = try natSettings(config: config, interface: interface, workers: queues.count)
-            for address in nat.addresses where !interface.ipv4.contains(address) && !interface.ipv6.contains(address) {
+            for address in nat.addresses where !interface.has(address) {
                 // Legitimate when routed here, but usually a typo: nobody answers ARP/ND for it.
                 let prefix = address.isIPv4 ? 32 : 128
                 let text = "xdp.nat_addr \(address) is not an address of \(ifaceName): backends reach it only if this "
@@ -118,7 +118,7 @@ public enum XDPDataPlaneSetup {
         }
         // The kernel's own connections from a local address take ports in the ephemeral range
         // (for both families), where replies would be taken for NAT flows.
-        if addresses.contains(where: { interface.ipv4.contains($0) || interface.ipv6.contains($0) }), let facts,
+        if addresses.contains(where: interface.has), let facts,
            let conflict = NATPortRange.conflict(of: ports, with: facts) {
             throw XDPStartError("xdp.nat_ports: \(conflict)")
         }

@@ -59,14 +59,18 @@ public final class ForwarderCounters: @unchecked Sendable {
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).
     static let frontendSlots = PacketRoutes.maxFrontends
-    private var count: Int { Self.fixedCount + Self.perBackend * backendSlots + Self.frontendSlots }
+    private var count: Int { Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots }
+
+    /// Index of the first per-frontend counter (after the scalars and the backends').
+    @inline(__always)
+    static func frontendBase(backendSlots: Int) -> Int { fixedCount &+ perBackend &* backendSlots }
 
     /// Zeroed counters for `backendSlots` backends (use the publisher's `maxBackendSlots`).
     /// Create them on the control thread and hand them to a forwarder built on its worker
     /// thread, so the stats service holds them from the start.
     public init(backendSlots: Int) {
         self.backendSlots = backendSlots
-        let n = Self.fixedCount + Self.perBackend * backendSlots + Self.frontendSlots
+        let n = Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots
         base = .allocate(capacity: n)
         for i in 0..<n { (base + i).initialize(to: Atomic(0)) }
     }
@@ -79,7 +83,7 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// New connections to frontend index `frontend` that no backend could take, on this worker.
     public func noBackend(frontend: Int) -> UInt64 {
         guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
-        return load(Self.fixedCount + Self.perBackend * backendSlots + frontend)
+        return load(Self.frontendBase(backendSlots: backendSlots) + frontend)
     }
 
     @inline(__always)
@@ -149,7 +153,7 @@ struct CounterView {
     @inline(__always)
     func noBackend(frontend: Int) {
         drop(.noBackend)
-        add(ForwarderCounters.fixedCount &+ ForwarderCounters.perBackend &* backendSlots &+ frontend, 1)
+        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ frontend, 1)
     }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).

@@ -21,6 +21,9 @@ public struct NetworkInterface: Sendable, Equatable {
     public let mtu: Int
     public let ipv4: [IPAddress]
     public let ipv6: [IPAddress]
+
+    /// True when `address` is one of this interface's own.
+    public func has(_ address: IPAddress) -> Bool { ipv4.contains(address) || ipv6.contains(address) }
     /// RX queues: ethtool's rx + combined channels; 1 when the driver has no channel API.
     public let rxQueueCount: Int
     /// The driver's name as ethtool reports it ("veth", "mlx5_core", ...), if any.
