@@ -25,8 +25,10 @@ import Synchronization
 /// pool's `drain_timeout`, closes the rest, and `run()` returns. Task cancellation closes
 /// everything at once.
 ///
-/// Reload: publish a new `ForwardingSnapshot`; each loop adopts it between epoll batches (see
-/// `EventLoop`). Frontends are matched by name; listen addresses do not change live.
+/// Reload: `prepare(frontends:)` binds the listeners of new frontends and addresses (refusing
+/// the reload if one cannot be had), then publish the new `ForwardingSnapshot`; each loop
+/// adopts it between epoll batches (see `EventLoop`), taking up the new listeners and closing
+/// those of removed frontends and left addresses, whose open connections drain.
 ///
 /// `status()` gives the stats service per-loop figures; traffic counters live in the snapshot's
 /// `FrontendCounters` / `ServerCounters` (tx = client→server, rx = server→client).
@@ -38,7 +40,7 @@ public final class ProxyService: Service, Sendable {
 
     private enum Phase {
         case idle
-        case running([LoopControl], [String: Endpoint])
+        case running([LoopControl], bound: [ListenerKey: Endpoint])
         case finished
     }
 
@@ -81,7 +83,9 @@ public final class ProxyService: Service, Sendable {
     /// Per-loop figures and the bound addresses, for the stats service.
     public func status() -> ProxyStatus {
         phase.withLock { phase in
-            guard case .running(let controls, let listening) = phase else { return ProxyStatus(loops: [], listening: [:]) }
+            guard case .running(let controls, let bound) = phase else { return ProxyStatus(loops: [], listening: [:]) }
+            var listening: [String: Endpoint] = [:]
+            for (key, address) in bound { listening[key.frontend] = address }
             let loops = controls.map { c in
                 ProxyStatus.Loop(index: c.index,
                                  openConnections: c.openConnections.load(ordering: .relaxed),
@@ -92,6 +96,41 @@ public final class ProxyService: Service, Sendable {
                                  draining: c.draining.load(ordering: .relaxed))
             }
             return ProxyStatus(loops: loops, listening: listening)
+        }
+    }
+
+    /// Readies the listeners a reload to `frontends` needs, before it is applied: for each new
+    /// frontend or new listen address, one `SO_REUSEPORT` listener per loop (as at start),
+    /// handed to the loops, which take them up when they adopt the snapshot that has them.
+    /// Throws `.bindFailed` naming the frontend and address, with nothing left bound, when one
+    /// cannot be had (the reload is then refused and nothing changes). Listeners of frontends
+    /// and addresses `frontends` no longer has are closed by the loops as they adopt it.
+    /// Does nothing before `run()` has bound (it binds the snapshot it starts with) or after.
+    public func prepare(frontends: [FrontendConfig]) throws(ProxyError) {
+        guard case .running(let controls, let bound) = phase.withLock({ $0 }), !controls.isEmpty else { return }
+        let wanted = frontends.map(ListenerKey.init)
+        var fresh: [(key: ListenerKey, listeners: [Listener])] = []
+        do throws(ProxyError) {
+            for key in wanted where bound[key] == nil {
+                try Listener.checkFree(frontend: key.frontend, address: key.address)
+                fresh.append((key, try Listener.bindGroup(key, count: controls.count, notSentLowWater: tuning.notSentLowWater)))
+            }
+        } catch {
+            for group in fresh { for l in group.listeners { SocketCalls.close(l.fd) } }
+            throw error
+        }
+        // Handed for an earlier reload and never taken (a later file dropped them first).
+        for c in controls { c.discardHanded(keeping: Set(wanted)) }
+        var next: [ListenerKey: Endpoint] = [:]
+        for key in wanted { next[key] = bound[key] }
+        for group in fresh {
+            for (c, listener) in zip(controls, group.listeners) { c.hand(listener, for: group.key) }
+            next[group.key] = group.listeners[0].address
+            logger.notice("proxy listening", metadata: ["frontend": "\(group.key.frontend)",
+                                                        "address": "\(group.listeners[0].address)", "loops": "\(controls.count)"])
+        }
+        phase.withLock { phase in
+            if case .running(let controls, _) = phase { phase = .running(controls, bound: next) }
         }
     }
 
@@ -112,53 +151,40 @@ public final class ProxyService: Service, Sendable {
     private func start() throws -> Started {
         try phase.withLock { phase in
             guard case .idle = phase else { throw ProxyError.alreadyRunning }
-            phase = .running([], [:])
+            phase = .running([], bound: [:])
         }
         let (snapshot, generation) = snapshots.load()
+        let routes = snapshot.frontends.filter { !$0.isDraining }
         let count = loopCount
-        // Bind everything first: loop 0 binds the configured address, the others bind what it
-        // got (so a configured port 0 means one ephemeral port shared by all loops).
-        var bound: [[Listener]] = []
-        var listening: [String: Endpoint] = [:]
-        for route in snapshot.frontends {
-            try Listener.checkFree(frontend: route.name, address: route.config.listen)
-        }
-        do {
-            for _ in 0..<count {
-                var listeners: [Listener] = []
-                for route in snapshot.frontends {
-                    let address = listening[route.name] ?? route.config.listen
-                    do {
-                        let listener = try Listener.bind(frontend: route.name, address: address, notSentLowWater: tuning.notSentLowWater)
-                        listeners.append(listener)
-                        listening[route.name] = listener.address
-                    } catch {
-                        for l in listeners { SocketCalls.close(l.fd) }
-                        throw error
-                    }
-                }
-                bound.append(listeners)
+        // Bind everything before any loop runs: groups[f][loop].
+        var groups: [[Listener]] = []
+        do throws(ProxyError) {
+            for route in routes { try Listener.checkFree(frontend: route.name, address: route.config.listen) }
+            for route in routes {
+                groups.append(try Listener.bindGroup(ListenerKey(route.config), count: count, notSentLowWater: tuning.notSentLowWater))
             }
         } catch {
-            for listeners in bound { for l in listeners { SocketCalls.close(l.fd) } }
+            for group in groups { for l in group { SocketCalls.close(l.fd) } }
             phase.withLock { $0 = .idle }
             throw error
         }
         var loops: [EventLoop] = []
         do {
-            for (i, listeners) in bound.enumerated() {
-                loops.append(try EventLoop(index: i, listeners: listeners, snapshot: snapshot, generation: generation,
-                                           snapshots: snapshots, tuning: tuning, logger: logger))
+            for i in 0..<count {
+                loops.append(try EventLoop(index: i, listening: zip(routes, groups.map { $0[i] }).map { ($0, $1) },
+                                           generation: generation, snapshots: snapshots, tuning: tuning, logger: logger))
             }
         } catch {
-            for listeners in bound.dropFirst(loops.count) { for l in listeners { SocketCalls.close(l.fd) } }
+            for i in loops.count..<count { for group in groups { SocketCalls.close(group[i].fd) } }
             phase.withLock { $0 = .idle }
             throw error
         }
         let controls = loops.map(\.control)
-        phase.withLock { $0 = .running(controls, listening) }
-        for (name, address) in listening.sorted(by: { $0.key < $1.key }) {
-            logger.info("proxy listening", metadata: ["frontend": "\(name)", "address": "\(address)", "loops": "\(count)"])
+        var bound: [ListenerKey: Endpoint] = [:]
+        for (route, group) in zip(routes, groups) { bound[ListenerKey(route.config)] = group[0].address }
+        phase.withLock { $0 = .running(controls, bound: bound) }
+        for (key, address) in bound.sorted(by: { $0.key.frontend < $1.key.frontend }) {
+            logger.info("proxy listening", metadata: ["frontend": "\(key.frontend)", "address": "\(address)", "loops": "\(count)"])
         }
         return Started(controls: controls, loops: LoopHandoff(loops))
     }

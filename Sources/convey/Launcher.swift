@@ -36,13 +36,14 @@ struct Launcher {
                                           if let iface { candidate.xdp.iface = iface }
                                       },
                                       check: { [mode, runningNAT = dataPlane.natAddresses] candidate in
-                                          // Judged as it would run: listen addresses and
-                                          // start-only settings stay as they are.
+                                          // Judged as it would run: start-only settings stay
+                                          // as they are.
                                           var effective = candidate
                                           effective.config = runtime.effectiveConfig(candidate.config)
                                           return runtime.reloadProblems(candidate)
                                               + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT)
                                       },
+                                      prepare: dataPlane.prepareReload,
                                       onApplied: { applied in
                                           health.update(targets: HealthTarget.targets(for: applied))
                                       }))
@@ -86,13 +87,23 @@ struct Launcher {
         var stats: DataPlaneStatsSource?
         /// Passthrough: the NAT addresses in use (nil in the other modes).
         var natAddresses: [IPAddress]? = nil
+        /// Readies a checked reload (see `ReloadService`'s `prepare`).
+        var prepareReload: @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] }
     }
 
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
         switch mode {
         case .proxy:
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
-            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() })
+            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() }, prepareReload: { candidate in
+                do throws(ProxyError) {
+                    try proxy.prepare(frontends: candidate.config.frontends)
+                    return []
+                } catch {
+                    guard case .bindFailed(let frontend, _, _) = error else { return [ConfigProblem(file: candidate.file, line: nil, key: nil, message: "\(error)")] }
+                    return [candidate.problem(path: ["frontends", frontend, "listen_addr"], "\(error)")]
+                }
+            })
         case .passthrough, .dsr:
             do {
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,

@@ -11,6 +11,9 @@ enum ModeChecks {
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
         guard mode != .proxy else { return out }
+        if config.frontends.count > SteeringProgram.maxVIPs {
+            problem("frontends", "\(config.frontends.count) frontends: the \(mode.rawValue) mode steers at most \(SteeringProgram.maxVIPs) VIPs")
+        }
         if config.xdp.iface == nil {
             problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
         }

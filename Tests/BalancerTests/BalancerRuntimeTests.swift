@@ -125,9 +125,10 @@ struct BalancerRuntimeTests {
         let runtime = BalancerRuntime(config: two)
         try #require(runtime.snapshots.load().value.frontend(named: "other")).counters.connectionOpened()
         let report = runtime.apply(config(ports: [9001], drain: .milliseconds(150)))
-        #expect(report.needsRestart.contains { $0.contains("'other' was removed") && $0.contains("drain") })
+        #expect(report.applied.contains { $0.contains("'other' removed") && $0.contains("drain for") })
+        #expect(report.needsRestart.isEmpty)
         let other = try #require(runtime.snapshots.load().value.frontend(named: "other"))
-        #expect(other.selectable.isEmpty && other.servers.allSatisfy { $0.keepsFlows && $0.state == .drain })
+        #expect(other.isDraining && other.selectable.isEmpty && other.servers.allSatisfy { $0.keepsFlows && $0.state == .drain })
         #expect(runtime.view().frontendCounters["other"]?.snapshot().totalConnections == 1)
         try await Task.sleep(for: .milliseconds(200))
         #expect(runtime.expireDrains() == true)
@@ -228,29 +229,55 @@ struct BalancerRuntimeTests {
         #expect(after.counters.snapshot().totalConnections == 1)
     }
 
-    @Test("a listen address cannot move live: the running listener stays and the report says so")
-    func listenAddressNeedsRestart() throws {
-        let runtime = BalancerRuntime(config: config(ports: [9001]))
-        var moved = config(ports: [9001])
+    @Test("a listen address moves live: the new one takes new connections, the old one drains its open ones, sharing the counters")
+    func listenAddressMoves() async throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001], drain: .milliseconds(150)))
+        runtime.snapshots.load().value.frontends[0].counters.connectionOpened()
+        var moved = config(ports: [9001], drain: .milliseconds(150))
         moved.frontends[0].listen = Endpoint(address: .v4(0x7F00_0001), port: 18081)
         let report = runtime.apply(moved)
-        #expect(report.needsRestart.contains { $0.contains("listen_addr 127.0.0.1:18080 -> 127.0.0.1:18081") })
-        #expect(runtime.config.frontends[0].listen.port == 18080)
+        #expect(report.applied.contains { $0.contains("listen_addr 127.0.0.1:18080 -> 127.0.0.1:18081") && $0.contains("drain for") })
+        #expect(report.needsRestart.isEmpty)
+        let routes = runtime.snapshots.load().value.frontends
+        #expect(routes.map(\.config.listen.port) == [18081, 18080] && routes.map(\.isDraining) == [false, true])
+        #expect(routes[0].selectable == [0] && routes[1].selectable.isEmpty)
+        #expect(routes[0].counters === routes[1].counters, "one frontend, one set of counters")
+        #expect(runtime.snapshots.load().value.frontend(named: "web")?.config.listen.port == 18081)
+        let document = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "test")
+        #expect(document.frontends.map(\.listen.port) == [18081], "/stats lists the frontend once, at its address")
+        #expect(document.totals.currentConnections == 1)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(runtime.expireDrains())
+        #expect(runtime.snapshots.load().value.frontends.map(\.config.listen.port) == [18081])
+        #expect(runtime.view().frontendCounters["web"]?.snapshot().currentConnections == 1, "the counters stay with the frontend")
+        #expect(runtime.view().retired.frontends.totalConnections == 0)
     }
 
-    @Test("a reload is judged as it would run: listen addresses and start-only settings stay, the rest is the file's")
+    @Test("a frontend added by a reload is routed at once and reported as added")
+    func frontendAdded() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        var more = config(ports: [9001])
+        more.frontends.append(FrontendConfig(name: "api", listen: Endpoint(address: .v4(0x7F00_0001), port: 18090), pool: "pool"))
+        let report = runtime.apply(more)
+        #expect(report.applied == ["frontend 'api' added: listening on 127.0.0.1:18090, backend pool"])
+        #expect(report.needsRestart.isEmpty)
+        let api = try #require(runtime.snapshots.load().value.frontend(named: "api"))
+        #expect(!api.isDraining && api.selectable == [0])
+    }
+
+    @Test("a reload is judged as it would run: start-only settings stay, the rest (listen addresses too) is the file's")
     func effectiveConfig() {
         let runtime = BalancerRuntime(config: config(ports: [9001]))
         var file = config(ports: [9001, 9002])
         file.frontends[0].listen = Endpoint(address: IPAddress("fd77::100")!, port: 80)
         file.xdp.natAddresses = [IPAddress("fd77::2")!]
         let effective = runtime.effectiveConfig(file)
-        #expect(effective.frontends[0].listen == runtime.config.frontends[0].listen)
+        #expect(effective.frontends[0].listen == file.frontends[0].listen, "listen addresses change live")
         #expect(effective.xdp == runtime.config.xdp)
         #expect(effective.pools == file.pools)
     }
 
-    @Test("a reload that renames a frontend (a new name on a removed one's address) is refused, naming both")
+    @Test("a reload that gives a frontend's address to another (a rename, or a move) is refused, naming both")
     func renameIsRefused() throws {
         let runtime = BalancerRuntime(config: config(ports: [9001]))
         let renamed = try ConfigLoader.load(source: """
@@ -266,6 +293,20 @@ struct BalancerRuntimeTests {
         var kept = renamed
         kept.config.frontends[0].name = "web"
         #expect(runtime.reloadProblems(kept).isEmpty)
+        // web moves to 18081 and a new frontend takes 18080 in the same file.
+        let swapped = try ConfigLoader.load(source: """
+            [frontends.web]
+            listen_addr = "127.0.0.1:18081"
+            backend = "pool"
+            [frontends.api]
+            listen_addr = "127.0.0.1:18080"
+            backend = "pool"
+            [backends.pool.servers.s0]
+            addr = "127.0.0.1:9001"
+            """, file: "test.toml")
+        let taken = runtime.reloadProblems(swapped)
+        #expect(taken.map(\.key) == ["frontends.api.listen_addr"])
+        #expect(taken.first?.message.contains("frontend 'web', which this file moves away from") == true)
     }
 
     @Test("live changes of frontend limits and pool settings are reported as applied")

@@ -1,6 +1,7 @@
 import Balancer
 import Glibc
 import Logging
+import Synchronization
 import Testing
 
 @Suite("Reloading the configuration")
@@ -97,6 +98,40 @@ struct ReloadServiceTests {
             dir.write(Self.toml(weights: [5]))
             #expect(try await waitFor { runtime.config.pools[0].servers[0].weight == 5 })
             #expect(runtime.config.xdp.iface == "lab0")
+            group.cancelAll()
+        }
+    }
+
+    @Test("the data plane prepares only a file that passed every check; a problem it finds rejects the file")
+    func prepareRunsLastAndCanReject() async throws {
+        let dir = ConfigDirectory()
+        defer { dir.remove() }
+        dir.write(Self.toml(weights: [1]))
+        let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+        let prepared = Mutex<[Int]>([])
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"),
+                                    check: { candidate in
+                                        candidate.config.pools[0].servers[0].weight == 7
+                                            ? [candidate.problem(key: "backends.pool.servers.s0.weight", "not 7")] : []
+                                    },
+                                    prepare: { candidate in
+                                        let weight = candidate.config.pools[0].servers[0].weight
+                                        prepared.withLock { $0.append(weight) }
+                                        return weight == 3 ? [candidate.problem(key: "frontends.web.listen_addr", "in use")] : []
+                                    })
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(100))
+            dir.write(Self.toml(weights: [7]))  // fails its check: never prepared
+            try await Task.sleep(for: .milliseconds(300))
+            dir.write(Self.toml(weights: [3]))  // prepared, and rejected by it
+            // (Another test's SIGHUP may reload the same file again: compare sets.)
+            #expect(try await waitFor { prepared.withLock { $0 }.contains(3) })
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(runtime.config.pools[0].servers[0].weight == 1, "a file its data plane rejects is not applied")
+            dir.write(Self.toml(weights: [5]))
+            #expect(try await waitFor { runtime.config.pools[0].servers[0].weight == 5 })
+            #expect(Set(prepared.withLock { $0 }) == [3, 5], "the file that failed its check was never prepared")
             group.cancelAll()
         }
     }

@@ -28,9 +28,10 @@ public final class BalancerRuntime: Sendable {
         /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
         /// that frontend's established flows (taking no new ones) until the deadline.
         var poolSwitches: [String: [PoolSwitch]] = [:]
-        /// Frontends a reload removed: they take no new connections, and their open ones
-        /// drain on their pool's servers until the deadline.
-        var removedFrontends: [String: RemovedFrontend] = [:]
+        /// Frontends a reload removed, or the addresses a reload moved one away from: they
+        /// take no new connections, and their open ones drain on their pool's servers until
+        /// the deadline.
+        var removedFrontends: [FrontendAddress: RemovedFrontend] = [:]
         /// What servers and frontends no longer in the configuration had counted, so the
         /// cumulative totals of their pools and of the whole never go backwards.
         var retired = RetiredTotals()
@@ -39,6 +40,21 @@ public final class BalancerRuntime: Sendable {
     private struct PoolSwitch {
         var oldPool: String
         var deadline: ContinuousClock.Instant
+    }
+
+    /// A frontend at one listen address (a moved frontend drains at its old one).
+    private struct FrontendAddress: Hashable, Comparable {
+        var name: String
+        var listen: Endpoint
+
+        init(_ f: FrontendConfig) {
+            name = f.name
+            listen = f.listen
+        }
+
+        static func < (a: Self, b: Self) -> Bool {
+            (a.name, a.listen.description) < (b.name, b.listen.description)
+        }
     }
 
     private struct RemovedFrontend {
@@ -64,9 +80,10 @@ public final class BalancerRuntime: Sendable {
     /// The configuration in force.
     public var config: ConveyConfig { state.withLock { $0.config } }
 
-    /// Installs a new validated configuration: servers and weights apply to new flows at once;
-    /// removed or weight-0 servers drain for their pool's `drain_timeout`. Returns what changed
-    /// and what could not change live (listen addresses, new or removed frontends).
+    /// Installs a new validated configuration: servers, weights and frontends apply to new
+    /// flows at once; removed or weight-0 servers, removed frontends and the old address of a
+    /// moved one drain for their pool's `drain_timeout`. Returns what changed and what could
+    /// not change live (the settings the data planes read at start).
     @discardableResult
     public func apply(_ new: ConveyConfig) -> ReloadReport {
         let now = clock.now
@@ -93,15 +110,18 @@ public final class BalancerRuntime: Sendable {
                 if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, deadline: now + drain)) }
                 state.poolSwitches[f.name] = switches.isEmpty ? nil : switches
             }
-            for o in state.config.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
+            // Removed frontends, and the old address of moved ones, drain there.
+            for o in state.config.frontends where !new.frontends.contains(where: { FrontendAddress($0) == FrontendAddress(o) }) {
                 let pool = state.config.pool(named: o.pool)
                 let drain = new.pool(named: o.pool)?.drainTimeout ?? pool?.drainTimeout ?? .zero
-                if drain > .zero { state.removedFrontends[o.name] = RemovedFrontend(config: o, pool: pool, deadline: now + drain) }
+                if drain > .zero {
+                    state.removedFrontends[FrontendAddress(o)] = RemovedFrontend(config: o, pool: pool, deadline: now + drain)
+                }
             }
-            for f in new.frontends { state.removedFrontends[f.name] = nil }
+            for f in new.frontends { state.removedFrontends[FrontendAddress(f)] = nil }
             // A removed frontend keeps its earlier pools' drains too (its route lists them).
             state.poolSwitches = state.poolSwitches.filter { name, _ in
-                new.frontends.contains { $0.name == name } || state.removedFrontends[name] != nil
+                new.frontends.contains { $0.name == name } || state.removedFrontends.keys.contains { $0.name == name }
             }
             let effective = Self.effective(new, running: state.config)
             state.config = effective
@@ -112,38 +132,37 @@ public final class BalancerRuntime: Sendable {
         return report
     }
 
-    /// `new` as `apply` would run it: what cannot change live stays as running — each
-    /// frontend's listen address, and the settings the data planes read at start (`[xdp]`,
-    /// `[passthrough]`, `[proxy]`, `[stats]`). A reload's checks judge this, not the file.
+    /// `new` as `apply` would run it: what cannot change live stays as running — the settings
+    /// the data planes read at start (`[xdp]`, `[passthrough]`, `[proxy]`, `[stats]`). A
+    /// reload's checks judge this, not the file.
     public func effectiveConfig(_ new: ConveyConfig) -> ConveyConfig {
         Self.effective(new, running: state.withLock { $0.config })
     }
 
-    /// Reload problems no file check can see: a new frontend on the listen address of one the
-    /// file removes is a rename, which cannot happen live (the running listener and flows
-    /// belong to the old name); accepting it would leave the address refusing new clients
-    /// until a restart, so the file is refused instead.
+    /// Reload problems no file check can see: a frontend taking the listen address another
+    /// one leaves in the same file (a rename, or a swap) or still drains at. That address's
+    /// open flows belong to the other frontend (the AF_XDP modes route by address), so it
+    /// can be taken only once they are gone: in a later reload after that drain, or at a
+    /// restart.
     public func reloadProblems(_ candidate: LoadedConfig) -> [ConfigProblem] {
         let (running, draining) = state.withLock { ($0.config, $0.removedFrontends.values.map(\.config)) }
         return candidate.config.frontends.compactMap { f in
-            guard !running.frontends.contains(where: { $0.name == f.name }),
+            guard !running.frontends.contains(where: { FrontendAddress($0) == FrontendAddress(f) }),
                   let old = (running.frontends + draining).first(where: { o in
-                      o.listen == f.listen && o.name != f.name && !candidate.config.frontends.contains { $0.name == o.name }
+                      o.listen == f.listen && o.name != f.name
+                          && !candidate.config.frontends.contains { FrontendAddress($0) == FrontendAddress(o) }
                   }) else { return nil }
+            let how = candidate.config.frontends.contains { $0.name == old.name } ? "moves away from" : "removes"
             return candidate.problem(path: ["frontends", f.name, "listen_addr"],
-                                     "\(f.listen) is the address of frontend '\(old.name)', which this file removes: renaming " +
-                                     "a frontend needs a restart (keep the name '\(old.name)' until then)")
+                                     "\(f.listen) is the address of frontend '\(old.name)', which this file \(how) (or which still " +
+                                     "drains there): its open connections are on that address until drain_timeout, so another " +
+                                     "frontend can take it in a later reload after that, or at a restart (to rename, keep the " +
+                                     "name '\(old.name)' until then)")
         }
     }
 
     private static func effective(_ new: ConveyConfig, running: ConveyConfig) -> ConveyConfig {
         var effective = new
-        effective.frontends = new.frontends.map { f in
-            guard let old = running.frontends.first(where: { $0.name == f.name }) else { return f }
-            var kept = f
-            kept.listen = old.listen
-            return kept
-        }
         effective.xdp = running.xdp
         effective.passthrough = running.passthrough
         effective.proxy = running.proxy
@@ -177,13 +196,11 @@ public final class BalancerRuntime: Sendable {
                 }
                 changed = true
             }
-            for (name, removed) in state.removedFrontends where removed.deadline <= now {
-                state.removedFrontends[name] = nil
-                if let counters = state.frontendCounters.removeValue(forKey: name) {
-                    state.retired.frontends += RetiredTotals.cumulative(counters.snapshot())
-                }
+            for (key, removed) in state.removedFrontends where removed.deadline <= now {
+                state.removedFrontends[key] = nil
                 changed = true
             }
+            // A frontend's counters retire when nothing of it is left (a moved one keeps them).
             for (id, since) in state.weightZeroSince where !state.weightZeroExpired.contains(id) {
                 let drain = state.config.pool(named: id.pool)?.drainTimeout ?? .zero
                 if since + drain <= now {
@@ -262,7 +279,7 @@ public final class BalancerRuntime: Sendable {
         state.healthy = state.healthy.filter { counters[$0.key] != nil }
         var frontends: [String: FrontendCounters] = [:]
         for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
-        for name in state.removedFrontends.keys { frontends[name] = state.frontendCounters[name] }
+        for key in state.removedFrontends.keys { frontends[key.name] = state.frontendCounters[key.name] }
         for (name, old) in state.frontendCounters where frontends[name] == nil {
             state.retired.frontends += RetiredTotals.cumulative(old.snapshot())
         }
@@ -303,12 +320,13 @@ public final class BalancerRuntime: Sendable {
         }
         // Removed frontends while they drain: their pool's servers keep the open flows; no
         // server takes a new one.
-        for (name, removed) in state.removedFrontends.sorted(by: { $0.key < $1.key }) where removed.deadline > now {
+        for (key, removed) in state.removedFrontends.sorted(by: { $0.key < $1.key }) where removed.deadline > now {
             guard let pool = config.pool(named: removed.config.pool) ?? removed.pool else { continue }
             let servers = Self.drainingServers(ofPool: pool.name, fallback: removed.pool, state, now: now)
-                + Self.switchedAwayServers(name, except: pool.name, state, now: now)
+                + Self.switchedAwayServers(key.name, except: pool.name, state, now: now)
             frontends.append(FrontendRoute(config: removed.config, pool: pool, servers: servers, selectable: [], maglev: nil,
-                                           counters: state.frontendCounters[name] ?? FrontendCounters()))
+                                           counters: state.frontendCounters[key.name] ?? FrontendCounters(),
+                                           isDraining: true))
         }
         return ForwardingSnapshot(frontends: frontends)
     }
@@ -342,7 +360,7 @@ public final class BalancerRuntime: Sendable {
 public struct ReloadReport: Sendable, Equatable {
     /// Human-readable changes applied live.
     public var applied: [String] = []
-    /// Changes that need a restart (listen addresses, frontends added or removed, modes).
+    /// Changes that need a restart (the settings the data planes read at start).
     public var needsRestart: [String] = []
 
     public init(applied: [String] = [], needsRestart: [String] = []) {
@@ -351,13 +369,18 @@ public struct ReloadReport: Sendable, Equatable {
     }
 
     init(old: ConveyConfig, new: ConveyConfig) {
+        func drainText(_ o: FrontendConfig) -> String {
+            let drain = (new.pool(named: o.pool) ?? old.pool(named: o.pool))?.drainTimeout ?? .zero
+            return drain > .zero ? "its open connections there drain for \(drain)" : "its open connections there are closed"
+        }
         for f in new.frontends {
             guard let o = old.frontends.first(where: { $0.name == f.name }) else {
-                needsRestart.append("frontend '\(f.name)' is new: its listener starts on restart")
+                applied.append("frontend '\(f.name)' added: listening on \(f.listen), backend \(f.pool)")
                 continue
             }
             if o.listen != f.listen {
-                needsRestart.append("frontend '\(f.name)': listen_addr \(o.listen) -> \(f.listen) needs a restart")
+                applied.append("frontend '\(f.name)': listen_addr \(o.listen) -> \(f.listen); \(o.listen) takes no new "
+                               + "connections, " + drainText(o))
             }
             if o.pool != f.pool { applied.append("frontend '\(f.name)': backend \(o.pool) -> \(f.pool)") }
             if o.balance != f.balance { applied.append("frontend '\(f.name)': balance \(o.balance) -> \(f.balance)") }
@@ -369,9 +392,7 @@ public struct ReloadReport: Sendable, Equatable {
             }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
-            let drain = (new.pool(named: o.pool) ?? old.pool(named: o.pool))?.drainTimeout ?? .zero
-            needsRestart.append("frontend '\(o.name)' was removed: its listener stays until restart and serves no new "
-                                + "connections; " + (drain > .zero ? "its open ones drain for \(drain)" : "its open ones are closed"))
+            applied.append("frontend '\(o.name)' removed: \(o.listen) takes no new connections, " + drainText(o))
         }
         for p in new.pools {
             let o = old.pool(named: p.name)

@@ -31,8 +31,10 @@ public struct ForwardingSnapshot: Sendable {
 
     public init(frontends: [FrontendRoute]) { self.frontends = frontends }
 
-    /// The route of the frontend called `name`.
-    public func frontend(named name: String) -> FrontendRoute? { frontends.first { $0.name == name } }
+    /// The live route of the frontend called `name` (else its draining one).
+    public func frontend(named name: String) -> FrontendRoute? {
+        frontends.first { $0.name == name && !$0.isDraining } ?? frontends.first { $0.name == name }
+    }
 }
 
 /// One frontend with the servers of its pool, as of one snapshot.
@@ -49,11 +51,17 @@ public struct FrontendRoute: Sendable {
     /// (the table build is too costly to repeat per data-path thread).
     public var maglev: MaglevTable?
     public var counters: FrontendCounters
+    /// The frontend, or this listen address of it, left the configuration: no listener and
+    /// no new connections; its open ones go on (on `servers`, all draining) until the
+    /// drain ends and the route leaves the snapshot. A frontend that moved to another address
+    /// has two routes with its name: this one at the old address, and its live one.
+    public var isDraining: Bool
 
     public var name: String { config.name }
 
     public init(config: FrontendConfig, pool: PoolConfig, servers: [ServerRoute], selectable: [Int],
-                maglev: MaglevTable?, counters: FrontendCounters) {
+                maglev: MaglevTable?, counters: FrontendCounters, isDraining: Bool = false) {
+        self.isDraining = isDraining
         self.config = config
         self.pool = pool
         self.servers = servers

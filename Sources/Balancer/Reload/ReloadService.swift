@@ -16,6 +16,7 @@ public struct ReloadService: Service {
     private let onApplied: @Sendable (ConveyConfig) -> Void
     private let check: @Sendable (LoadedConfig) -> [ConfigProblem]
     private let overrides: @Sendable (inout ConveyConfig) -> Void
+    private let prepare: @Sendable (LoadedConfig) -> [ConfigProblem]
 
     /// - Parameters:
     ///   - overrides: the command line's settings, which outrank the file's (`--iface`):
@@ -23,15 +24,21 @@ public struct ReloadService: Service {
     ///     that leaves them to the command line reloads like the one convey started with.
     ///   - check: mode-specific validation run on every candidate (e.g. NAT port safety); any
     ///     problem rejects the file like a syntax error would.
+    ///   - prepare: run on a candidate that passed every check, just before it is applied: the
+    ///     data plane readies what the file needs and only it can try (proxy mode binds the
+    ///     listeners of new frontends and addresses). A problem rejects the file; the hook
+    ///     then leaves nothing behind.
     public init(path: String, runtime: BalancerRuntime, logger: Logger,
                 overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
                 check: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
+                prepare: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
                 onApplied: @escaping @Sendable (ConveyConfig) -> Void = { _ in }) {
         self.path = path
         self.runtime = runtime
         self.logger = logger
         self.overrides = overrides
         self.check = check
+        self.prepare = prepare
         self.onApplied = onApplied
     }
 
@@ -88,7 +95,8 @@ public struct ReloadService: Service {
         }
         var candidate = loaded
         overrides(&candidate.config)
-        let problems = check(candidate)
+        var problems = check(candidate)
+        if problems.isEmpty { problems = prepare(candidate) }
         guard problems.isEmpty else {
             for problem in problems { logger.error("config rejected, running configuration kept: \(problem)") }
             return false

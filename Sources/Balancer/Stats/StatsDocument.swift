@@ -29,6 +29,8 @@ public struct StatsDocument: Sendable {
         public var totals: TrafficTotals
         public var noBackend: Int64
         public var overLimit: Int64
+        /// Removed by a reload: takes no new connections while its open ones drain.
+        public var draining: Bool
     }
 
     public var mode: ConveyMode
@@ -76,12 +78,16 @@ public struct StatsDocument: Sendable {
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
-        frontends = view.snapshot.frontends.map { route in
+        // One row per frontend, its live route first: a moved one's draining old address shares
+        // its counters.
+        var named = Set<String>()
+        let rows = view.snapshot.frontends.filter { !$0.isDraining } + view.snapshot.frontends.filter(\.isDraining)
+        frontends = rows.filter { named.insert($0.name).inserted }.map { route in
             let c = route.counters
             return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
-                               overLimit: c.overLimit.load(ordering: .relaxed))
+                               overLimit: c.overLimit.load(ordering: .relaxed), draining: route.isDraining)
         }
     }
 
@@ -117,7 +123,7 @@ public struct StatsDocument: Sendable {
             var fields = four(f.totals, prefix: "")
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
-                       ("over_limit", .int(f.overLimit))]
+                       ("over_limit", .int(f.overLimit)), ("draining", .bool(f.draining))]
             return (f.name, .object(fields))
         })))
         root += [("mode", .string(mode.rawValue)), ("uptime_seconds", .double((uptimeSeconds * 1000).rounded() / 1000)),

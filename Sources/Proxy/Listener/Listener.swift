@@ -4,12 +4,29 @@ import Glibc
 import Balancer
 import SystemPackage
 
+/// A frontend at one configured listen address: what a listener is bound for. A frontend that
+/// a reload moves gets a new key (and new listeners); its old address drains.
+struct ListenerKey: Hashable, Sendable, CustomStringConvertible {
+    var frontend: String
+    /// The address as configured (port 0 stays 0 here; the listener knows the real one).
+    var address: Endpoint
+
+    init(frontend: String, address: Endpoint) {
+        self.frontend = frontend
+        self.address = address
+    }
+
+    init(_ config: FrontendConfig) { self.init(frontend: config.name, address: config.listen) }
+
+    var description: String { "\(frontend)@\(address)" }
+}
+
 /// A listening TCP socket of one frontend in one event loop.
 ///
 /// Every loop binds its own socket to the frontend's address with `SO_REUSEPORT`, so the kernel
 /// spreads new connections over the loops by flow hash and no loop ever takes a lock or wakes
 /// another to accept.
-struct Listener {
+struct Listener: Sendable {
     /// The listening descriptor (non-blocking, close-on-exec).
     let fd: Int32
     /// The address really bound (differs from the configured one when that had port 0).
@@ -64,5 +81,25 @@ struct Listener {
             throw .bindFailed(frontend: frontend, address: address, errno: error)
         }
         return Listener(fd: fd, address: SocketCalls.localEndpoint(fd) ?? address)
+    }
+}
+
+extension Listener {
+    /// One listener per loop for `key`, as `ProxyService` binds them at start and on reload:
+    /// the first on the configured address, the others on the address it got (so a
+    /// configured port 0 means one ephemeral port shared by all loops). Throws with nothing
+    /// left open.
+    static func bindGroup(_ key: ListenerKey, count: Int, notSentLowWater: Int) throws(ProxyError) -> [Listener] {
+        var listeners: [Listener] = []
+        do {
+            for _ in 0..<count {
+                let address = listeners.first?.address ?? key.address
+                listeners.append(try bind(frontend: key.frontend, address: address, notSentLowWater: notSentLowWater))
+            }
+        } catch {
+            for l in listeners { SocketCalls.close(l.fd) }
+            throw error
+        }
+        return listeners
     }
 }

@@ -29,12 +29,20 @@ import SystemPackage
 /// Between epoll batches the loop compares the publisher's generation with its own; on change it
 /// adopts the new snapshot: new connections use it at once, established ones keep their server
 /// (re-indexed by `ServerID`) unless that server left the frontend or has `keepsFlows == false`,
-/// in which case they are closed.
+/// in which case they are closed. Frontends are matched by name and configured listen address:
+/// a new one (or a new address) takes up the listener the service handed over for it, a
+/// removed or draining one closes its listener (new clients are refused by the kernel) while
+/// its open connections go on until their drain ends.
 final class EventLoop {
-    /// A loop-local view of one frontend.
+    /// A loop-local view of one frontend at one listen address. Entries stay (connections
+    /// name them by index) until the frontend left the snapshot and its last connection
+    /// ended; a new frontend then reuses the entry.
     struct LoopFrontend {
-        let name: String
+        var key: ListenerKey
+        var name: String { key.frontend }
         var listener: Listener?
+        /// This loop's connections of this frontend (to know when the entry is free again).
+        var connections = 0
         /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
         var route: FrontendRoute?
         var scheduler: Scheduler?
@@ -72,9 +80,10 @@ final class EventLoop {
     private var drainStarted: UInt64 = 0
     private var isDraining = false
 
-    /// Builds a loop around listeners already bound (the service binds them all before starting
-    /// any thread, so a bind error stops `run()` before any traffic is taken).
-    init(index: Int, listeners: [Listener], snapshot: ForwardingSnapshot, generation: UInt64,
+    /// Builds a loop around listeners already bound, one per live route of the snapshot of
+    /// `generation` (the service binds them all before starting any thread, so a bind error
+    /// stops `run()` before any traffic is taken).
+    init(index: Int, listening: [(FrontendRoute, Listener)], generation: UInt64,
          snapshots: SnapshotPublisher<ForwardingSnapshot>, tuning: ProxyTuning, logger: Logger) throws(ProxyError) {
         let epoll: Epoll
         do { epoll = try Epoll() } catch { throw .loopSetupFailed(what: "epoll_create1", errno: error) }
@@ -91,21 +100,10 @@ final class EventLoop {
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
         self.notSentLowWater = tuning.notSentLowWater
-        self.frontends = []
-        for (i, listener) in listeners.enumerated() {
-            let route = snapshot.frontends[i]
-            frontends.append(LoopFrontend(
-                name: route.name, listener: listener, route: route, scheduler: Scheduler(route: route),
-                counters: route.counters,
-                connectTimeout: Self.nanoseconds(route.pool.connectTimeout),
-                idleTimeout: Self.nanoseconds(route.pool.idleTimeout),
-                drainTimeout: Self.nanoseconds(route.pool.drainTimeout),
-                proxyProtocol: route.config.proxyProtocol, maxConnections: route.config.maxConnections,
-                vip: listener.address))
-        }
+        self.frontends = listening.map { route, listener in Self.frontend(route, listener: listener) }
         do {
             try epoll.add(wake, events: Epoll.readInterest, token: Self.token(.wake, 0, 0))
-            for (i, listener) in listeners.enumerated() {
+            for (i, (_, listener)) in listening.enumerated() {
                 try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, i, 0))
             }
         } catch {
@@ -116,6 +114,17 @@ final class EventLoop {
     deinit {
         for f in frontends { if let l = f.listener { SocketCalls.close(l.fd) } }
         scratch.deallocate()
+    }
+
+    /// The loop's view of `route`, listening on `listener` (nil: not listening here).
+    private static func frontend(_ route: FrontendRoute, listener: Listener?) -> LoopFrontend {
+        LoopFrontend(key: ListenerKey(route.config), listener: listener, route: route, scheduler: Scheduler(route: route),
+                     counters: route.counters,
+                     connectTimeout: nanoseconds(route.pool.connectTimeout),
+                     idleTimeout: nanoseconds(route.pool.idleTimeout),
+                     drainTimeout: nanoseconds(route.pool.drainTimeout),
+                     proxyProtocol: route.config.proxyProtocol, maxConnections: route.config.maxConnections,
+                     vip: listener?.address ?? route.config.listen)
     }
 
     // MARK: - The loop
@@ -217,6 +226,7 @@ final class EventLoop {
         conn.pointee.frontendCounters = counters
         conn.pointee.lastActive = now
         counters.connectionOpened()
+        frontends[f].connections += 1
         do {
             try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.client, index, conn.pointee.generation))
         } catch {
@@ -402,6 +412,7 @@ final class EventLoop {
         _ = conn.pointee.toClient.release(to: &pipes)
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
         conn.pointee.frontendCounters?.connectionClosed()
+        frontends[conn.pointee.frontend].connections -= 1
         slab.free(index)
     }
 
@@ -440,13 +451,8 @@ final class EventLoop {
         isDraining = true
         drainStarted = now
         control.draining.store(true, ordering: .relaxed)
-        for f in frontends.indices {
-            if let listener = frontends[f].listener {
-                epoll.remove(listener.fd)
-                SocketCalls.close(listener.fd)
-                frontends[f].listener = nil
-            }
-        }
+        for f in frontends.indices { closeListener(f) }
+        control.discardHanded()
         logger.debug("draining: listeners closed, \(slab.live) connection(s) open")
     }
 
@@ -454,12 +460,8 @@ final class EventLoop {
         for index in 0..<slab.highWater where slab.slots[index].phase != .free {
             close(index, abort: true)
         }
-        for f in frontends.indices {
-            if let listener = frontends[f].listener {
-                SocketCalls.close(listener.fd)
-                frontends[f].listener = nil
-            }
-        }
+        for f in frontends.indices { closeListener(f) }
+        control.discardHanded()
         pipes.drain()
         control.openConnections.store(0, ordering: .relaxed)
         control.pipesPooled.store(0, ordering: .relaxed)
@@ -474,8 +476,9 @@ final class EventLoop {
         var remaps: [[Int]] = []
         var newRoutes: [FrontendRoute?] = []
         for f in frontends.indices {
+            let key = frontends[f].key
             let old = frontends[f].route
-            let new = snapshot.frontend(named: frontends[f].name)
+            let new = snapshot.frontends.first { $0.name == key.frontend && $0.config.listen == key.address }
             var map: [Int] = []
             if let old {
                 map = old.servers.map { server in
@@ -495,16 +498,39 @@ final class EventLoop {
                 frontends[f].drainTimeout = Self.nanoseconds(new.pool.drainTimeout)
                 frontends[f].proxyProtocol = new.config.proxyProtocol
                 frontends[f].maxConnections = new.config.maxConnections
-            } else if frontends[f].route != nil {
-                logger.warning("frontend left the configuration; its listener stays bound and refuses clients until restart",
-                               metadata: ["frontend": "\(frontends[f].name)"])
+            } else {
                 frontends[f].route = nil
                 frontends[f].scheduler = nil
             }
+            if let new, !new.isDraining, !isDraining {
+                // A handed listener was bound for this snapshot: it replaces one still open
+                // from before (a frontend removed and added back before this loop looked).
+                if let handed = control.takeHanded(key) { listen(f, on: handed) }
+            } else {
+                closeListener(f)
+            }
         }
-        for name in snapshot.frontends.map(\.name) where !frontends.contains(where: { $0.name == name }) {
-            logger.warning("new frontend is not bound until restart (listen addresses do not change live)",
-                           metadata: ["frontend": "\(name)"])
+        // New frontends, and frontends at a new address.
+        for route in snapshot.frontends where !route.isDraining {
+            let key = ListenerKey(route.config)
+            guard !frontends.contains(where: { $0.key == key }) else { continue }
+            let f = frontends.firstIndex { $0.route == nil && $0.listener == nil && $0.connections == 0 } ?? frontends.count
+            if f == frontends.count {
+                frontends.append(Self.frontend(route, listener: nil))
+                remaps.append([])
+                newRoutes.append(route)
+            } else {
+                frontends[f] = Self.frontend(route, listener: nil)
+                remaps[f] = []
+                newRoutes[f] = route
+            }
+            if isDraining { continue }
+            if let handed = control.takeHanded(key) {
+                listen(f, on: handed)
+            } else {
+                logger.warning("frontend has no listener in this loop (none was bound for it)",
+                               metadata: ["frontend": "\(key.frontend)", "address": "\(key.address)"])
+            }
         }
         for index in 0..<slab.highWater {
             let conn = slab.slots + index
@@ -538,6 +564,29 @@ final class EventLoop {
             let first = conn.pointee.firstChoice
             conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved
         }
+    }
+
+    /// Makes `listener` frontend `f`'s, closing the one it had.
+    private func listen(_ f: Int, on listener: Listener) {
+        closeListener(f)
+        do {
+            try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, f, 0))
+        } catch {
+            logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
+                         metadata: ["frontend": "\(frontends[f].name)"])
+            SocketCalls.close(listener.fd)
+            return
+        }
+        frontends[f].listener = listener
+        frontends[f].vip = listener.address
+    }
+
+    /// Closes frontend `f`'s listener, if it has one: new clients are refused by the kernel.
+    private func closeListener(_ f: Int) {
+        guard let listener = frontends[f].listener else { return }
+        epoll.remove(listener.fd)
+        SocketCalls.close(listener.fd)
+        frontends[f].listener = nil
     }
 
     // MARK: - Helpers

@@ -20,12 +20,41 @@ final class LoopControl: Sendable {
     let copyFallbacks = Atomic<Int>(0)
     let draining = Atomic<Bool>(false)
 
+    /// Listeners the service bound for a reload (new frontends and addresses), waiting for the
+    /// loop to adopt the snapshot that has them. Touched only when a reload is prepared and
+    /// when the loop adopts a snapshot, never on the data path.
+    private let handed = Mutex<[ListenerKey: Listener]>([:])
+
+    /// Gives the loop a listener for `key` (closing one handed earlier and never taken).
+    func hand(_ listener: Listener, for key: ListenerKey) {
+        let previous = handed.withLock { $0.updateValue(listener, forKey: key) }
+        if let previous { SocketCalls.close(previous.fd) }
+    }
+
+    /// The listener handed for `key`, if any; the caller owns it from then on.
+    func takeHanded(_ key: ListenerKey) -> Listener? {
+        handed.withLock { $0.removeValue(forKey: key) }
+    }
+
+    /// Closes the handed listeners the loop has not taken, except those for `keep`.
+    func discardHanded(keeping keep: Set<ListenerKey> = []) {
+        let dropped = handed.withLock { table -> [Listener] in
+            let gone = table.filter { !keep.contains($0.key) }
+            for key in gone.keys { table[key] = nil }
+            return Array(gone.values)
+        }
+        for l in dropped { SocketCalls.close(l.fd) }
+    }
+
     init(index: Int, wakeFD: Int32) {
         self.index = index
         self.wakeFD = wakeFD
     }
 
-    deinit { _ = Glibc.close(wakeFD) }
+    deinit {
+        discardHanded()
+        _ = Glibc.close(wakeFD)
+    }
 
     /// Stop accepting; let connections end, up to their pool's drain timeout.
     func requestDrain() {

@@ -23,6 +23,8 @@ public final class ForwardingControl: Sendable {
         var unresolved: [PacketRoutes.Unresolved] = []
         var neighbourError: String?
         var publications = 0
+        /// The VIPs of the routes published last (draining frontends' included).
+        var vips: Set<Endpoint> = []
         /// Shutting down: no frontend takes new flows; established ones go on.
         var draining = false
     }
@@ -69,6 +71,7 @@ public final class ForwardingControl: Sendable {
             }
             state.snapshotGeneration = generation
             state.macs = macs
+            state.vips = Set(loaded.frontends.map(\.config.listen))
             state.unresolved = published.unresolved
             state.publications += 1
             return true
@@ -99,6 +102,10 @@ public final class ForwardingControl: Sendable {
 
     /// Servers the data plane cannot select now (no known MAC), with the reason; for `/stats`.
     public var unresolved: [PacketRoutes.Unresolved] { state.withLock { $0.unresolved } }
+
+    /// The VIPs the published routes forward: every frontend's, also those still draining
+    /// (their established flows need steering until the drain ends).
+    public var routedVIPs: Set<Endpoint> { state.withLock { $0.vips } }
 
     /// Routes published so far (1 after the first `refresh`).
     public var publications: Int { state.withLock { $0.publications } }

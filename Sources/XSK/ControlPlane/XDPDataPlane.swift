@@ -34,6 +34,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let control: ForwardingControl
     private let counters: [ForwarderCounters]
     private let flusher: Mutex<BackendStatsFlusher>
+    private let steering: VIPSteering
     private let statsPeriod: Duration
     private let logger: Logger
 
@@ -45,6 +46,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         self.control = control
         self.counters = counters
         flusher = Mutex(BackendStatsFlusher(workers: counters))
+        steering = VIPSteering(program: dataPath.program, steered: facts.vips, logger: logger)
         self.statsPeriod = statsPeriod
         self.logger = logger
     }
@@ -65,7 +67,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let neighboursDue = ContinuousClock.now - lastNeighbours >= .seconds(1)
-            control.refresh(readNeighbours: neighboursDue)
+            if control.refresh(readNeighbours: neighboursDue) { steering.sync(to: control.routedVIPs) }
             if neighboursDue { lastNeighbours = .now }
             if ContinuousClock.now - lastFlush >= statsPeriod {
                 flushCounters()
@@ -90,7 +92,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         let deadline = ContinuousClock.now + timeout
         var lastFlush = ContinuousClock.now
         while !Task.isCancelled, ContinuousClock.now < deadline, active() > 0 {
-            control.refresh(readNeighbours: false)
+            if control.refresh(readNeighbours: false) { steering.sync(to: control.routedVIPs) }
             if ContinuousClock.now - lastFlush >= statsPeriod {
                 flushCounters()
                 lastFlush = .now
@@ -112,15 +114,19 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.
     public func dataPlaneStats() -> DataPlaneStats {
-        XDPStatsReport(mode: mode, facts: facts, path: dataPath.stats(),
+        var facts = self.facts
+        facts.vips = steering.steered
+        return XDPStatsReport(mode: mode, facts: facts, path: dataPath.stats(),
                        forwarders: counters.map { $0.snapshot() }, unresolved: control.unresolved,
                        neighbourError: control.neighbourError).dataPlaneStats
     }
 }
 
-/// What was decided at start and does not change while running.
+/// What was decided at start and does not change while running (but the VIPs, which follow
+/// the frontends).
 public struct XDPDataPlaneFacts: Sendable {
     public var interface: String
+    /// The VIPs steered to the workers (at start: the configured frontends').
     public var vips: [Endpoint]
     /// Passthrough: the NAT source addresses, at most one per family (empty in DSR).
     public var natAddresses: [IPAddress]

@@ -32,6 +32,9 @@ public final class SteeringProgram: @unchecked Sendable {
     /// The program's name as the kernel reports it; how a stale program is recognised.
     public static let programName = STEER_PROGRAM_NAME
 
+    /// How many VIPs the program can steer (its VIP map's size).
+    public static let maxVIPs = Int(STEER_MAX_VIPS)
+
     public let interface: NetworkInterface
     /// The mode the program is attached in.
     public let attachMode: NetworkInterface.AttachMode

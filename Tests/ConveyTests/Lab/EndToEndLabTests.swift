@@ -3,11 +3,11 @@ import Glibc
 import LabSupport
 import Testing
 
-/// The AF_XDP modes end to end: real kernel TCP from a client namespace through `convey --dsr`
-/// or `convey --passthrough` (the real binary, the real XDP program) to backends in their own
-/// namespaces, bytes checked end to end.
-@Suite("AF_XDP modes end to end, in a namespace lab", .serialized)
-struct XDPModeTests {
+/// convey end to end: real kernel TCP from a client namespace through `convey --dsr` or
+/// `convey --passthrough` (the real binary, the real XDP program), or proxy mode, to backends
+/// in their own namespaces, bytes checked end to end. One test at a time.
+@Suite("convey end to end, in a namespace lab", .serialized)
+struct EndToEndLabTests {
     @Test("DSR: requests spread by Maglev, 16 MiB byte-exact, backends see the client, the balancer never sees a reply, XDP gone after SIGTERM")
     func dsrEndToEnd() throws {
         guard try labAvailable("dsrEndToEnd") else { return }
@@ -282,6 +282,49 @@ struct XDPModeTests {
             // The flow ends (closing_timeout 2 s in the lab), so convey exits well before drain_timeout.
             #expect(lab.stopConvey() == 0)
             #expect(try !lab.balancerHasXDP())
+        }
+    }
+
+    @Test("Passthrough: a frontend a reload adds is steered and served at once; removed, its open connection goes on until drain_timeout, then its VIP goes back to the kernel")
+    func frontendAddedAndRemovedLive() throws {
+        guard try labAvailable("frontendAddedAndRemovedLive") else { return }
+        let api = """
+        [frontends.api]
+        listen_addr = "10.77.0.100:8080"
+        backend = "web_pool"
+        balance = "wrr"
+
+        """
+        try ConveyLab.with(mode: "passthrough", config: labConfig(balance: "wrr")) { lab in
+            func vips() -> [String] { ((try? lab.stats())?["dataplane"] as? [String: Any])?["vips"] as? [String] ?? [] }
+            #expect(vips() == ["10.77.0.100:80"])
+            #expect((try? lab.fromClient { try LabClient.who(port: 8080, timeout: 1) }) == nil, "nothing serves :8080 yet")
+
+            try lab.rewriteConfig(api + labConfig(balance: "wrr"))
+            #expect(waitUntil(seconds: 5) { vips() == ["10.77.0.100:80", "10.77.0.100:8080"] }, "\(vips())")
+            let names = try lab.fromClient { try (0..<6).map { _ in try LabClient.who(port: 8080).name } }
+            #expect(names.sorted() == ["b1", "b1", "b2", "b2", "b3", "b3"], "the new frontend spreads over the pool: \(names)")
+            let held = try lab.fromClient {
+                let c = try LabClient(to: "10.77.0.100", port: 8080, timeout: 5)
+                try c.send("ECHO\n")
+                return c
+            }
+
+            // Removed (drain_timeout 5 s): no new connection, the open one goes on.
+            try lab.rewriteConfig(labConfig(balance: "wrr"))
+            func apiDraining() -> Bool? {
+                (((try? lab.stats())?["frontends"] as? [String: Any])?["api"] as? [String: Any])?["draining"] as? Bool
+            }
+            #expect(waitUntil(seconds: 5) { apiDraining() == true }, "/stats shows the removed frontend draining")
+            usleep(200_000)  // the data plane adopts new routes within 50 ms
+            #expect((try? lab.fromClient { try LabClient.who(port: 8080, timeout: 1) }) == nil, "a removed frontend takes no new connection")
+            try held.send("still here\n")
+            held.shutdownWrite()
+            #expect(String(decoding: try held.readToEnd(), as: UTF8.self) == "still here\n", "its open connection goes on")
+            #expect(vips().contains("10.77.0.100:8080"), "steered while it drains")
+            #expect(waitUntil(seconds: 8) { vips() == ["10.77.0.100:80"] }, "no longer steered once its drain is over: \(vips())")
+            #expect(try lab.fromClient { try LabClient.who() }.name.hasPrefix("b"), "the other frontend serves on")
+            #expect(lab.stopConvey() == 0)
         }
     }
 
