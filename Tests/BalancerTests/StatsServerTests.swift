@@ -6,7 +6,7 @@ import Testing
 
 @Suite("The stats HTTP server")
 struct StatsServerTests {
-    @Test("serves /stats, /metrics and the page on loopback, with live values")
+    @Test("serves /stats, /metrics and the page on loopback, with live values; HEAD answers each without a body")
     func endpoints() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001]))
         let port = Atomic<Int>(0)
@@ -39,6 +39,11 @@ struct StatsServerTests {
             #expect(page.status == 200)
             #expect(page.body.contains("<title>convey</title>"))
 
+            for path in ["/stats", "/metrics", "/"] {
+                let head = try httpGet(port: p, path: path, method: "HEAD")
+                #expect(head.status == 200 && head.body.isEmpty, "HEAD \(path): \(head)")
+            }
+            #expect(try httpGet(port: p, path: "/stats", method: "HEAD").headers.lowercased().contains("content-type: application/json"))
             #expect(try httpGet(port: p, path: "/nope").status == 404)
             group.cancelAll()
         }

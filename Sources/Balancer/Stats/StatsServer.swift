@@ -31,14 +31,17 @@ public struct StatsServer: Service {
         let exporter = PrometheusExporter()
         let provider = self.provider
         let router = Router()
-        router.get("/stats") { _, _ -> Response in
-            Self.response(provider().json.serialized(pretty: true) + "\n", type: "application/json")
-        }
-        router.get("/metrics") { _, _ -> Response in
-            Self.response(exporter.render(provider()), type: "text/plain; version=0.0.4; charset=utf-8")
-        }
-        router.get("/") { _, _ -> Response in
-            Self.response(StatusPage.html, type: "text/html; charset=utf-8")
+        let pages: [(path: RouterPath, type: String, body: @Sendable () -> String)] = [
+            ("/stats", "application/json", { provider().json.serialized(pretty: true) + "\n" }),
+            ("/metrics", "text/plain; version=0.0.4; charset=utf-8", { exporter.render(provider()) }),
+            ("/", "text/html; charset=utf-8", { StatusPage.html }),
+        ]
+        for page in pages {
+            router.get(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type) }
+            // Monitoring probes often ask with HEAD: the same headers, no body.
+            router.head(page.path) { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: page.type, .cacheControl: "no-store"])
+            }
         }
         let onListening = self.onListening
         let logger = self.logger

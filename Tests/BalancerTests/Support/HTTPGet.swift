@@ -1,7 +1,7 @@
 import Glibc
 
 /// A minimal blocking HTTP/1.1 GET over loopback, enough to read the stats endpoints in tests.
-func httpGet(port: Int, path: String) throws -> (status: Int, headers: String, body: String) {
+func httpGet(port: Int, path: String, method: String = "GET") throws -> (status: Int, headers: String, body: String) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
     defer { close(fd) }
@@ -15,7 +15,7 @@ func httpGet(port: Int, path: String) throws -> (status: Int, headers: String, b
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard rc == 0 else { throw TestFailure("connect to 127.0.0.1:\(port): errno \(errno)") }
-    let request = "GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     _ = request.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, 0) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
