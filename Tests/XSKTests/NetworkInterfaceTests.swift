@@ -22,4 +22,23 @@ struct NetworkInterfaceTests {
             #expect(facts.attachModes == [.native, .skb])
         }
     }
+
+    @Test("A deprecated IPv6 address is flagged transient and never the default NAT source, even listed first")
+    func transientIPv6IsNotTheDefault() throws {
+        guard try labAvailable("transient IPv6") else { return }
+        try Lab.with(backends: 0) { lab in
+            // Added last, so the kernel lists it first; preferred_lft 0 marks it deprecated.
+            _ = try lab.check("lb", ["ip", "-6", "addr", "add", "fd77::50/64", "dev", "veth0", "nodad", "preferred_lft", "0"])
+            let facts = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0") }
+            let deprecated = IPAddress("fd77::50")!, stable = IPAddress("fd77::2")!
+            #expect(facts.ipv6.first == deprecated, "the deprecated address comes first: \(facts.ipv6)")
+            #expect(facts.transientIPv6 == [deprecated])
+            #expect(facts.stableGlobalIPv6 == stable)
+            var config = ConveyConfig(frontends: [FrontendConfig(name: "v6", listen: Endpoint(address: IPAddress("fd77::100")!, port: 80),
+                                                                 pool: "pool")],
+                                      pools: [PoolConfig(name: "pool", servers: [])])
+            config.xdp.iface = "veth0"
+            #expect(XDPDataPlaneSetup.natAddresses(config: config, interface: facts)?.addresses == [stable])
+        }
+    }
 }

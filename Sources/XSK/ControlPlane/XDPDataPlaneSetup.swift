@@ -130,7 +130,8 @@ public enum XDPDataPlaneSetup {
 
     /// The NAT source addresses passthrough uses with `config` on `interface`, and where they
     /// come from (for messages): `[xdp] nat_addr`, else, for each family some frontend's VIP
-    /// has, the interface's first IPv4 address or first global IPv6 address (so the ports of
+    /// has, the interface's first IPv4 address or first stable global IPv6 address (not
+    /// temporary, deprecated or tentative: a NAT source must outlive its flows; so the ports of
     /// a family no VIP uses stay the kernel's). Nil when neither is known (no `nat_addr`, and
     /// the interface is not on this host).
     public static func natAddresses(config: ConveyConfig,
@@ -141,7 +142,7 @@ public enum XDPDataPlaneSetup {
         guard let interface else { return nil }
         let families = Set(config.frontends.map(\.listen.address.isIPv4))
         let addresses = [families.contains(true) ? interface.ipv4.first(where: NATAddressFamilies.isDefaultCandidate) : nil,
-                         families.contains(false) ? interface.ipv6.first(where: NATAddressFamilies.isDefaultCandidate) : nil]
+                         families.contains(false) ? interface.stableGlobalIPv6 : nil]
             .compactMap { $0 }
         return (addresses, "nat_addr is not set and \(interface.name) has " +
                            (addresses.isEmpty ? "no usable address" : addresses.map(\.description).joined(separator: " and ")))

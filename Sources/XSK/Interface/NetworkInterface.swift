@@ -4,8 +4,8 @@ import Glibc
 import SystemPackage
 
 /// Facts about one network interface in the calling thread's network namespace, read once
-/// (`if_nametoindex`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, `getifaddrs`, ethtool `ETHTOOL_GCHANNELS`
-/// and `ETHTOOL_GDRVINFO`). Errors name the interface.
+/// (`if_nametoindex`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, `getifaddrs`, rtnetlink's address flags,
+/// ethtool `ETHTOOL_GCHANNELS` and `ETHTOOL_GDRVINFO`). Errors name the interface.
 public struct NetworkInterface: Sendable, Equatable {
     /// How an XDP program can be attached.
     public enum AttachMode: String, Sendable, Equatable {
@@ -21,6 +21,16 @@ public struct NetworkInterface: Sendable, Equatable {
     public let mtu: Int
     public let ipv4: [IPAddress]
     public let ipv6: [IPAddress]
+    /// Addresses of `ipv6` that are temporary (privacy), deprecated, tentative or failed
+    /// duplicate address detection (rtnetlink's flags; empty if they could not be read):
+    /// none of them is a good default source address.
+    public let transientIPv6: Set<IPAddress>
+
+    /// The first IPv6 address that suits a long-lived default source: global (not
+    /// link-local or loopback, see `NATAddressFamilies.isDefaultCandidate`) and not transient.
+    public var stableGlobalIPv6: IPAddress? {
+        ipv6.first { NATAddressFamilies.isDefaultCandidate($0) && !transientIPv6.contains($0) }
+    }
 
     /// True when `address` is one of this interface's own.
     public func has(_ address: IPAddress) -> Bool { ipv4.contains(address) || ipv6.contains(address) }
@@ -77,6 +87,8 @@ public struct NetworkInterface: Sendable, Equatable {
             attachModes = [.skb]
         }
         (ipv4, ipv6) = try Self.addresses(of: name)
+        let flagged = (try? AddressTable.dump(interfaceIndex: Int32(index))) ?? []
+        transientIPv6 = Set(flagged.filter { !$0.address.isIPv4 && $0.isTransient }.map(\.address))
     }
 
     /// The driver name via ethtool, or nil.
