@@ -40,11 +40,21 @@ public final class ProxyService: Service, Sendable {
 
     private enum Phase {
         case idle
-        case running([LoopControl], bound: [ListenerKey: Endpoint])
+        case running(Running)
         case finished
     }
 
+    private struct Running {
+        var controls: [LoopControl]
+        /// The listener groups bound, by frontend and configured address: the real address.
+        var bound: [ListenerKey: Endpoint]
+        /// Graceful shutdown began: the loops have closed their listeners and take no more.
+        var draining = false
+    }
+
     private let phase = Mutex<Phase>(.idle)
+    /// Serialises binding: `start()` and `prepare(frontends:)` (control plane only).
+    private let binding = Mutex(())
 
     /// A proxy over the frontends of `snapshots`; nothing is bound until `run()`.
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger) {
@@ -74,6 +84,12 @@ public final class ProxyService: Service, Sendable {
                 for c in controls.controls { c.requestStop() }
             }
         } onGracefulShutdown: {
+            self.phase.withLock { phase in
+                guard case .running(var running) = phase else { return }
+                running.draining = true
+                running.bound = [:]
+                phase = .running(running)
+            }
             for c in controls.controls { c.requestDrain() }
         }
         phase.withLock { $0 = .finished }
@@ -83,10 +99,10 @@ public final class ProxyService: Service, Sendable {
     /// Per-loop figures and the bound addresses, for the stats service.
     public func status() -> ProxyStatus {
         phase.withLock { phase in
-            guard case .running(let controls, let bound) = phase else { return ProxyStatus(loops: [], listening: [:]) }
+            guard case .running(let running) = phase else { return ProxyStatus(loops: [], listening: [:]) }
             var listening: [String: Endpoint] = [:]
-            for (key, address) in bound { listening[key.frontend] = address }
-            let loops = controls.map { c in
+            for (key, address) in running.bound { listening[key.frontend] = address }
+            let loops = running.controls.map { c in
                 ProxyStatus.Loop(index: c.index,
                                  openConnections: c.openConnections.load(ordering: .relaxed),
                                  acceptedTotal: c.acceptedTotal.load(ordering: .relaxed),
@@ -105,32 +121,68 @@ public final class ProxyService: Service, Sendable {
     /// Throws `.bindFailed` naming the frontend and address, with nothing left bound, when one
     /// cannot be had (the reload is then refused and nothing changes). Listeners of frontends
     /// and addresses `frontends` no longer has are closed by the loops as they adopt it.
-    /// Does nothing before `run()` has bound (it binds the snapshot it starts with) or after.
+    /// Does nothing before `run()` has bound (it binds the snapshot it starts with) or once a
+    /// graceful shutdown has begun (no loop accepts any more).
+    ///
+    /// Waits (up to a second) for every loop to adopt the snapshot published last, so that
+    /// an address the previous reload freed (a frontend moved back, or re-added) is free.
     public func prepare(frontends: [FrontendConfig]) throws(ProxyError) {
-        guard case .running(let controls, let bound) = phase.withLock({ $0 }), !controls.isEmpty else { return }
+        try binding.withLock { _ throws(ProxyError) in
+            guard case .running(let running) = phase.withLock({ $0 }), !running.draining, !running.controls.isEmpty else { return }
+            awaitAdoption(of: snapshots.generation, by: running.controls)
+            try bindMissing(frontends, running: running)
+        }
+    }
+
+    /// Wakes the loops so that they adopt the snapshot published last at once (after a
+    /// reload), rather than at their next event or timeout.
+    public func wakeLoops() {
+        guard case .running(let running) = phase.withLock({ $0 }) else { return }
+        for c in running.controls { c.wakeToAdopt() }
+    }
+
+    /// Binds and hands the listener groups of `frontends` that `running` lacks, and records
+    /// them; throws with nothing bound when one fails.
+    private func bindMissing(_ frontends: [FrontendConfig], running: Running) throws(ProxyError) {
         let wanted = frontends.map(ListenerKey.init)
         var fresh: [(key: ListenerKey, listeners: [Listener])] = []
         do throws(ProxyError) {
-            for key in wanted where bound[key] == nil {
+            for key in wanted where running.bound[key] == nil {
                 try Listener.checkFree(frontend: key.frontend, address: key.address)
-                fresh.append((key, try Listener.bindGroup(key, count: controls.count, notSentLowWater: tuning.notSentLowWater)))
+                fresh.append((key, try Listener.bindGroup(key, count: running.controls.count,
+                                                          notSentLowWater: tuning.notSentLowWater)))
             }
         } catch {
             for group in fresh { for l in group.listeners { SocketCalls.close(l.fd) } }
             throw error
         }
         // Handed for an earlier reload and never taken (a later file dropped them first).
-        for c in controls { c.discardHanded(keeping: Set(wanted)) }
+        for c in running.controls { c.discardHanded(keeping: Set(wanted)) }
         var next: [ListenerKey: Endpoint] = [:]
-        for key in wanted { next[key] = bound[key] }
+        for key in wanted { next[key] = running.bound[key] }
         for group in fresh {
-            for (c, listener) in zip(controls, group.listeners) { c.hand(listener, for: group.key) }
+            for (c, listener) in zip(running.controls, group.listeners) { c.hand(listener, for: group.key) }
             next[group.key] = group.listeners[0].address
             logger.notice("proxy listening", metadata: ["frontend": "\(group.key.frontend)",
-                                                        "address": "\(group.listeners[0].address)", "loops": "\(controls.count)"])
+                                                        "address": "\(group.listeners[0].address)",
+                                                        "loops": "\(running.controls.count)"])
         }
         phase.withLock { phase in
-            if case .running(let controls, _) = phase { phase = .running(controls, bound: next) }
+            guard case .running(var current) = phase, !current.draining else { return }
+            current.bound = next
+            phase = .running(current)
+        }
+    }
+
+    /// Waits until every loop that still runs has adopted `generation` (at most a second).
+    private func awaitAdoption(of generation: UInt64, by controls: [LoopControl]) {
+        let live = controls.filter { !$0.refusesListeners }
+        guard live.contains(where: { $0.adoptedGeneration.load(ordering: .acquiring) < generation }) else { return }
+        for c in live { c.wakeToAdopt() }
+        let deadline = EventLoop.monotonicNow() &+ 1_000_000_000
+        while live.contains(where: { $0.adoptedGeneration.load(ordering: .acquiring) < generation }),
+              EventLoop.monotonicNow() < deadline {
+            usleep(1000)
         }
     }
 
@@ -149,9 +201,13 @@ public final class ProxyService: Service, Sendable {
     }
 
     private func start() throws -> Started {
-        try phase.withLock { phase in
+        try binding.withLock { _ throws(ProxyError) in try startLocked() }
+    }
+
+    private func startLocked() throws(ProxyError) -> Started {
+        try phase.withLock { phase throws(ProxyError) in
             guard case .idle = phase else { throw ProxyError.alreadyRunning }
-            phase = .running([], bound: [:])
+            phase = .running(Running(controls: [], bound: [:]))
         }
         let (snapshot, generation) = snapshots.load()
         let routes = snapshot.frontends.filter { !$0.isDraining }
@@ -182,9 +238,20 @@ public final class ProxyService: Service, Sendable {
         let controls = loops.map(\.control)
         var bound: [ListenerKey: Endpoint] = [:]
         for (route, group) in zip(routes, groups) { bound[ListenerKey(route.config)] = group[0].address }
-        phase.withLock { $0 = .running(controls, bound: bound) }
+        let running = Running(controls: controls, bound: bound)
+        phase.withLock { $0 = .running(running) }
         for (key, address) in bound.sorted(by: { $0.key.frontend < $1.key.frontend }) {
             logger.info("proxy listening", metadata: ["frontend": "\(key.frontend)", "address": "\(address)", "loops": "\(count)"])
+        }
+        // A reload applied while this bound (its prepare found nothing running yet): bind
+        // what the snapshot published since then has in addition.
+        let latest = snapshots.load()
+        if latest.generation != generation {
+            do throws(ProxyError) {
+                try bindMissing(latest.value.frontends.filter { !$0.isDraining }.map(\.config), running: running)
+            } catch {
+                logger.error("a frontend added while proxy mode started is not served: \(error)")
+            }
         }
         return Started(controls: controls, loops: LoopHandoff(loops))
     }
@@ -204,6 +271,7 @@ public final class ProxyService: Service, Sendable {
                 }
                 if !started {
                     logger.error("could not start proxy loop thread \(i)")
+                    loop.control.refuseHandedListeners()
                     remaining.arrive()
                 }
             }

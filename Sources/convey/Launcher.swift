@@ -41,11 +41,13 @@ struct Launcher {
                                           var effective = candidate
                                           effective.config = runtime.effectiveConfig(candidate.config)
                                           return runtime.reloadProblems(candidate)
-                                              + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT)
+                                              + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT,
+                                                                    drainingVIPs: runtime.drainingListenAddresses)
                                       },
                                       prepare: dataPlane.prepareReload,
-                                      onApplied: { applied in
+                                      onApplied: { [afterReload = dataPlane.afterReload] applied in
                                           health.update(targets: HealthTarget.targets(for: applied))
+                                          afterReload()
                                       }))
 
         if config.stats.port != 0 {
@@ -89,6 +91,8 @@ struct Launcher {
         var natAddresses: [IPAddress]? = nil
         /// Readies a checked reload (see `ReloadService`'s `prepare`).
         var prepareReload: @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] }
+        /// Called once a reload is applied.
+        var afterReload: @Sendable () -> Void = {}
     }
 
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
@@ -103,7 +107,7 @@ struct Launcher {
                     guard case .bindFailed(let frontend, _, _) = error else { return [ConfigProblem(file: candidate.file, line: nil, key: nil, message: "\(error)")] }
                     return [candidate.problem(path: ["frontends", frontend, "listen_addr"], "\(error)")]
                 }
-            })
+            }, afterReload: { proxy.wakeLoops() })
         case .passthrough, .dsr:
             do {
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,

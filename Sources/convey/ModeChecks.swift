@@ -6,13 +6,19 @@ enum ModeChecks {
     /// Each problem names the line of its key (or of the key's table). `runningNAT`: on a
     /// reload, the NAT addresses the running passthrough data plane resolved at start (the
     /// file's `nat_addr` applies only on restart, and the interface's addresses may have moved).
-    static func problems(for mode: ConveyMode, loaded: LoadedConfig, runningNAT: [IPAddress]? = nil) -> [ConfigProblem] {
+    /// `drainingVIPs`: on a reload, the addresses of frontends still draining, which keep
+    /// their place in the steering program's VIP map until their drain ends.
+    static func problems(for mode: ConveyMode, loaded: LoadedConfig, runningNAT: [IPAddress]? = nil,
+                         drainingVIPs: [Endpoint] = []) -> [ConfigProblem] {
         let config = loaded.config
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
         guard mode != .proxy else { return out }
-        if config.frontends.count > SteeringProgram.maxVIPs {
-            problem("frontends", "\(config.frontends.count) frontends: the \(mode.rawValue) mode steers at most \(SteeringProgram.maxVIPs) VIPs")
+        let vips = Set(config.frontends.map(\.listen)).union(drainingVIPs)
+        if vips.count > SteeringProgram.maxVIPs {
+            let draining = vips.count - Set(config.frontends.map(\.listen)).count
+            problem("frontends", "\(vips.count) VIPs\(draining > 0 ? " (\(draining) of them still draining)" : ""): the "
+                    + "\(mode.rawValue) mode steers at most \(SteeringProgram.maxVIPs)")
         }
         if config.xdp.iface == nil {
             problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")

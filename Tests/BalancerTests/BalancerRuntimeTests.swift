@@ -253,6 +253,25 @@ struct BalancerRuntimeTests {
         #expect(runtime.view().retired.frontends.totalConnections == 0)
     }
 
+    @Test("a frontend added back, while it still drains, with another pool: the old pool's servers keep its open flows")
+    func readdedWithAnotherPool() throws {
+        var start = config(ports: [9001])
+        start.pools.append(PoolConfig(name: "green", servers: [ServerConfig(name: "g", address: Endpoint(address: .v4(0x7F00_0001), port: 9101))]))
+        let runtime = BalancerRuntime(config: start)
+        var removed = start
+        removed.frontends = []
+        runtime.apply(removed)
+        #expect(runtime.snapshots.load().value.frontend(named: "web")?.isDraining == true)
+        var back = start
+        back.frontends[0].pool = "green"
+        runtime.apply(back)
+        let web = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(!web.isDraining && runtime.snapshots.load().value.frontends.count == 1)
+        #expect(web.servers.map(\.id.name) == ["g", "s0"], "green's server, and the old pool's kept for its flows")
+        #expect(web.servers[1].keepsFlows && web.servers[1].state == .drain)
+        #expect(web.selectable == [0])
+    }
+
     @Test("a frontend added by a reload is routed at once and reported as added")
     func frontendAdded() throws {
         let runtime = BalancerRuntime(config: config(ports: [9001]))

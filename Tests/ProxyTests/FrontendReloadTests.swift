@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Balancer
+import CLinux
 import Logging
 @testable import Proxy
 import Testing
@@ -102,6 +103,60 @@ extension ProxyTests {
             #expect(await eventually { runtime.view().frontendCounters["web"]?.snapshot().currentConnections == 0 })
             task.cancel()
             try await task.value
+        }
+    
+        /// A port free on 127.0.0.1 now (bound and released).
+        static func freePort() throws -> UInt16 {
+            let probe = try Listener.bind(frontend: "probe", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
+            SocketCalls.close(probe.fd)
+            return probe.address.port
+        }
+
+        @Test("reloads in quick succession: a frontend moved away and straight back gets its address again (each reload waits for the loops to let go of it)")
+        func moveAwayAndBackAtOnce() async throws {
+            let a = try TestServer.naming("a")
+            defer { a.stop() }
+            let home = Endpoint(address: .v4(0x7F00_0001), port: try Self.freePort())
+            let away = Endpoint(address: .v4(0x7F00_0001), port: try Self.freePort())
+            func config(_ listen: Endpoint) -> ConveyConfig {
+                ConveyConfig(frontends: [FrontendConfig(name: "web", listen: listen, pool: "pool")],
+                             pools: [PoolConfig(name: "pool", servers: [ServerConfig(name: "a", address: a.endpoint)])])
+            }
+            let runtime = BalancerRuntime(config: config(home))
+            var tuning = ProxyTuning()
+            tuning.pinThreads = false
+            let proxy = ProxyService(snapshots: runtime.snapshots, settings: ProxySettings(workers: 2),
+                                     logger: Logger(label: "proxy-test"), tuning: tuning)
+            let task = Task { try await proxy.run() }
+            defer { task.cancel() }
+            #expect(await eventually { (try? whoAnswers(home)) == "a" })
+            for round in 0..<3 {
+                // No pause between the two: the loops have not looked at the first yet.
+                try proxy.prepare(frontends: config(away).frontends)
+                runtime.apply(config(away))
+                try proxy.prepare(frontends: config(home).frontends)
+                runtime.apply(config(home))
+                proxy.wakeLoops()
+                #expect(await eventually { Self.refused(away) }, "round \(round)")
+                for _ in 0..<6 { #expect(try whoAnswers(home) == "a", "round \(round)") }
+            }
+            task.cancel()
+            try await task.value
+        }
+
+        @Test("a loop that takes no more listeners (draining, stopped) closes one handed to it at once")
+        func refusedListenerIsClosed() throws {
+            let control = LoopControl(index: 0, wakeFD: cl_eventfd_nonblock())
+            let key = ListenerKey(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
+            let first = try Listener.bind(frontend: "web", address: key.address)
+            control.hand(first, for: key)
+            #expect(fcntl(first.fd, F_GETFD) >= 0, "held for the loop")
+            control.refuseHandedListeners()
+            #expect(fcntl(first.fd, F_GETFD) == -1, "closed when the loop stops taking listeners")
+            let second = try Listener.bind(frontend: "web", address: key.address)
+            control.hand(second, for: key)
+            #expect(fcntl(second.fd, F_GETFD) == -1, "a listener handed afterwards is closed at once")
+            #expect(control.takeHanded(key) == nil)
         }
     }
 }

@@ -110,6 +110,14 @@ public final class BalancerRuntime: Sendable {
                 if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, deadline: now + drain)) }
                 state.poolSwitches[f.name] = switches.isEmpty ? nil : switches
             }
+            // A frontend added back at an address where it still drains, with another pool:
+            // that pool's servers keep its open flows, as after a pool switch.
+            for f in new.frontends where !state.config.frontends.contains(where: { $0.name == f.name }) {
+                guard let removed = state.removedFrontends[FrontendAddress(f)], removed.config.pool != f.pool else { continue }
+                var switches = state.poolSwitches[f.name, default: []].filter { $0.oldPool != removed.config.pool }
+                switches.append(PoolSwitch(oldPool: removed.config.pool, deadline: removed.deadline))
+                state.poolSwitches[f.name] = switches
+            }
             // Removed frontends, and the old address of moved ones, drain there.
             for o in state.config.frontends where !new.frontends.contains(where: { FrontendAddress($0) == FrontendAddress(o) }) {
                 let pool = state.config.pool(named: o.pool)
@@ -147,17 +155,27 @@ public final class BalancerRuntime: Sendable {
     public func reloadProblems(_ candidate: LoadedConfig) -> [ConfigProblem] {
         let (running, draining) = state.withLock { ($0.config, $0.removedFrontends.values.map(\.config)) }
         return candidate.config.frontends.compactMap { f in
-            guard !running.frontends.contains(where: { FrontendAddress($0) == FrontendAddress(f) }),
-                  let old = (running.frontends + draining).first(where: { o in
-                      o.listen == f.listen && o.name != f.name
-                          && !candidate.config.frontends.contains { FrontendAddress($0) == FrontendAddress(o) }
-                  }) else { return nil }
-            let how = candidate.config.frontends.contains { $0.name == old.name } ? "moves away from" : "removes"
+            guard !running.frontends.contains(where: { FrontendAddress($0) == FrontendAddress(f) }) else { return nil }
+            func leaves(_ o: FrontendConfig) -> Bool {
+                o.listen == f.listen && o.name != f.name
+                    && !candidate.config.frontends.contains { FrontendAddress($0) == FrontendAddress(o) }
+            }
+            let what: String
+            let old: FrontendConfig
+            if let o = running.frontends.first(where: leaves) {
+                old = o
+                what = candidate.config.frontends.contains { $0.name == o.name } ? "which this file moves away from it"
+                    : "which this file removes"
+            } else if let o = draining.first(where: leaves) {
+                old = o
+                what = "which an earlier reload removed or moved and which still drains there"
+            } else {
+                return nil
+            }
             return candidate.problem(path: ["frontends", f.name, "listen_addr"],
-                                     "\(f.listen) is the address of frontend '\(old.name)', which this file \(how) (or which still " +
-                                     "drains there): its open connections are on that address until drain_timeout, so another " +
-                                     "frontend can take it in a later reload after that, or at a restart (to rename, keep the " +
-                                     "name '\(old.name)' until then)")
+                                     "\(f.listen) is the address of frontend '\(old.name)', \(what): its open connections are " +
+                                     "on that address until its drain_timeout, so another frontend can take it in a later " +
+                                     "reload after that, or at a restart (to rename, keep the name '\(old.name)' until then)")
         }
     }
 
@@ -196,11 +214,11 @@ public final class BalancerRuntime: Sendable {
                 }
                 changed = true
             }
+            // (A frontend's counters retire in syncCounters once nothing of it is left.)
             for (key, removed) in state.removedFrontends where removed.deadline <= now {
                 state.removedFrontends[key] = nil
                 changed = true
             }
-            // A frontend's counters retire when nothing of it is left (a moved one keeps them).
             for (id, since) in state.weightZeroSince where !state.weightZeroExpired.contains(id) {
                 let drain = state.config.pool(named: id.pool)?.drainTimeout ?? .zero
                 if since + drain <= now {
@@ -230,6 +248,12 @@ public final class BalancerRuntime: Sendable {
             }
             return (removed + zero).min().map { max($0, now) }
         }
+    }
+
+    /// The listen addresses of frontends that a reload removed or moved away and that still
+    /// drain there (the AF_XDP modes keep steering them).
+    public var drainingListenAddresses: [Endpoint] {
+        state.withLock { Array(Set($0.removedFrontends.keys.map(\.listen))) }
     }
 
     /// Counters and state of every server and frontend, for the stats service.

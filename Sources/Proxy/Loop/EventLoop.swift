@@ -91,6 +91,7 @@ final class EventLoop {
         guard wake >= 0 else { throw .loopSetupFailed(what: "eventfd", errno: Errno(rawValue: errno)) }
         self.epoll = epoll
         self.control = LoopControl(index: index, wakeFD: wake)
+        control.adoptedGeneration.store(generation, ordering: .relaxed)
         self.snapshots = snapshots
         self.generation = generation
         var logger = logger
@@ -100,15 +101,17 @@ final class EventLoop {
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
         self.notSentLowWater = tuning.notSentLowWater
-        self.frontends = listening.map { route, listener in Self.frontend(route, listener: listener) }
+        self.frontends = []
         do {
             try epoll.add(wake, events: Epoll.readInterest, token: Self.token(.wake, 0, 0))
             for (i, (_, listener)) in listening.enumerated() {
                 try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, i, 0))
             }
         } catch {
+            // The listeners are not the loop's yet: the caller closes them.
             throw .loopSetupFailed(what: "epoll_ctl", errno: error)
         }
+        self.frontends = listening.map { route, listener in Self.frontend(route, listener: listener) }
     }
 
     deinit {
@@ -452,7 +455,7 @@ final class EventLoop {
         drainStarted = now
         control.draining.store(true, ordering: .relaxed)
         for f in frontends.indices { closeListener(f) }
-        control.discardHanded()
+        control.refuseHandedListeners()
         logger.debug("draining: listeners closed, \(slab.live) connection(s) open")
     }
 
@@ -461,7 +464,7 @@ final class EventLoop {
             close(index, abort: true)
         }
         for f in frontends.indices { closeListener(f) }
-        control.discardHanded()
+        control.refuseHandedListeners()
         pipes.drain()
         control.openConnections.store(0, ordering: .relaxed)
         control.pipesPooled.store(0, ordering: .relaxed)
@@ -472,6 +475,7 @@ final class EventLoop {
     private func adopt() {
         let (snapshot, newGeneration) = snapshots.load()
         generation = newGeneration
+        defer { control.adoptedGeneration.store(newGeneration, ordering: .releasing) }
         // For each frontend: old server index -> new server index (-1: gone or no longer kept).
         var remaps: [[Int]] = []
         var newRoutes: [FrontendRoute?] = []

@@ -19,32 +19,52 @@ final class LoopControl: Sendable {
     let pipesInUse = Atomic<Int>(0)
     let copyFallbacks = Atomic<Int>(0)
     let draining = Atomic<Bool>(false)
+    /// The snapshot generation the loop last adopted (see `ProxyService.prepare`).
+    let adoptedGeneration = Atomic<UInt64>(0)
 
     /// Listeners the service bound for a reload (new frontends and addresses), waiting for the
     /// loop to adopt the snapshot that has them. Touched only when a reload is prepared and
     /// when the loop adopts a snapshot, never on the data path.
-    private let handed = Mutex<[ListenerKey: Listener]>([:])
+    private let handed = Mutex<(listeners: [ListenerKey: Listener], refused: Bool)>(([:], false))
 
-    /// Gives the loop a listener for `key` (closing one handed earlier and never taken).
+    /// Gives the loop a listener for `key` (closing one handed earlier and never taken). A loop
+    /// that takes no more listeners (draining, stopped, or never started) gets it closed at
+    /// once: a listener nobody accepts on would hold clients in its backlog unanswered.
     func hand(_ listener: Listener, for key: ListenerKey) {
-        let previous = handed.withLock { $0.updateValue(listener, forKey: key) }
-        if let previous { SocketCalls.close(previous.fd) }
+        let closing = handed.withLock { state -> Listener? in
+            if state.refused { return listener }
+            return state.listeners.updateValue(listener, forKey: key)
+        }
+        if let closing { SocketCalls.close(closing.fd) }
     }
 
     /// The listener handed for `key`, if any; the caller owns it from then on.
     func takeHanded(_ key: ListenerKey) -> Listener? {
-        handed.withLock { $0.removeValue(forKey: key) }
+        handed.withLock { $0.listeners.removeValue(forKey: key) }
     }
 
     /// Closes the handed listeners the loop has not taken, except those for `keep`.
     func discardHanded(keeping keep: Set<ListenerKey> = []) {
-        let dropped = handed.withLock { table -> [Listener] in
-            let gone = table.filter { !keep.contains($0.key) }
-            for key in gone.keys { table[key] = nil }
+        let dropped = handed.withLock { state -> [Listener] in
+            let gone = state.listeners.filter { !keep.contains($0.key) }
+            for key in gone.keys { state.listeners[key] = nil }
             return Array(gone.values)
         }
         for l in dropped { SocketCalls.close(l.fd) }
     }
+
+    /// True once the loop takes no more listeners.
+    var refusesListeners: Bool { handed.withLock { $0.refused } }
+
+    /// The loop takes no more listeners: closes those handed and not taken, and any later one.
+    func refuseHandedListeners() {
+        handed.withLock { $0.refused = true }
+        discardHanded()
+    }
+
+    /// Wakes the loop so that it adopts a newly published snapshot now rather than at its
+    /// next event or timeout.
+    func wakeToAdopt() { wake() }
 
     init(index: Int, wakeFD: Int32) {
         self.index = index
@@ -52,7 +72,7 @@ final class LoopControl: Sendable {
     }
 
     deinit {
-        discardHanded()
+        refuseHandedListeners()
         _ = Glibc.close(wakeFD)
     }
 

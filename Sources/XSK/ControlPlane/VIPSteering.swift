@@ -7,7 +7,8 @@ import Synchronization
 /// go back to the kernel once their drain has ended.
 ///
 /// Runs on the data plane's control task after each routes refresh: a VIP is steered only
-/// after the routes that place its flows are published, so its first packets find them.
+/// after the routes that place its flows are published, so its first packets find them. A
+/// VIP the map refused is retried on every sync (and logged once).
 final class VIPSteering: Sendable {
     private let program: SteeringProgram
     private let logger: Logger

@@ -67,7 +67,9 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let neighboursDue = ContinuousClock.now - lastNeighbours >= .seconds(1)
-            if control.refresh(readNeighbours: neighboursDue) { steering.sync(to: control.routedVIPs) }
+            control.refresh(readNeighbours: neighboursDue)
+            // Every round, not only after a publish: a VIP the map refused is retried.
+            steering.sync(to: control.routedVIPs)
             if neighboursDue { lastNeighbours = .now }
             if ContinuousClock.now - lastFlush >= statsPeriod {
                 flushCounters()
@@ -92,7 +94,8 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         let deadline = ContinuousClock.now + timeout
         var lastFlush = ContinuousClock.now
         while !Task.isCancelled, ContinuousClock.now < deadline, active() > 0 {
-            if control.refresh(readNeighbours: false) { steering.sync(to: control.routedVIPs) }
+            control.refresh(readNeighbours: false)
+            steering.sync(to: control.routedVIPs)
             if ContinuousClock.now - lastFlush >= statsPeriod {
                 flushCounters()
                 lastFlush = .now
