@@ -11,6 +11,7 @@ extension ProxyService {
                 ("loop", .int(Int64(loop.index))),
                 ("open_connections", .int(Int64(loop.openConnections))),
                 ("accepted_total", .int(Int64(loop.acceptedTotal))),
+                ("accept_pauses", .int(Int64(loop.acceptPauses))),
                 ("pipes_in_use", .int(Int64(loop.pipesInUse))),
                 ("pipes_pooled", .int(Int64(loop.pipesPooled))),
                 ("copy_fallbacks", .int(Int64(loop.copyFallbacks))),
@@ -28,6 +29,9 @@ extension ProxyService {
                                         kind: .gauge, labels: labels, value: Double(loop.openConnections)))
             metrics.append(MetricSample(name: "convey_proxy_loop_accepted_total", help: "Clients accepted by a proxy event loop.",
                                         kind: .counter, labels: labels, value: Double(loop.acceptedTotal)))
+            metrics.append(MetricSample(name: "convey_proxy_loop_accept_pauses_total",
+                                        help: "Times a proxy event loop paused accepting: descriptors or memory ran out.",
+                                        kind: .counter, labels: labels, value: Double(loop.acceptPauses)))
             metrics.append(MetricSample(name: "convey_proxy_loop_pipes_in_use", help: "Splice pipes attached to open connections.",
                                         kind: .gauge, labels: labels, value: Double(loop.pipesInUse)))
             metrics.append(MetricSample(name: "convey_proxy_loop_pipes_pooled", help: "Empty splice pipes kept for reuse.",

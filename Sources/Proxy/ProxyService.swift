@@ -106,6 +106,7 @@ public final class ProxyService: Service, Sendable {
                 ProxyStatus.Loop(index: c.index,
                                  openConnections: c.openConnections.load(ordering: .relaxed),
                                  acceptedTotal: c.acceptedTotal.load(ordering: .relaxed),
+                                 acceptPauses: c.acceptPauses.load(ordering: .relaxed),
                                  pipesPooled: c.pipesPooled.load(ordering: .relaxed),
                                  pipesInUse: c.pipesInUse.load(ordering: .relaxed),
                                  copyFallbacks: c.copyFallbacks.load(ordering: .relaxed),

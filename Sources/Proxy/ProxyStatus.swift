@@ -9,6 +9,9 @@ public struct ProxyStatus: Sendable, Equatable {
         public var openConnections: Int
         /// Clients accepted by this loop since start.
         public var acceptedTotal: Int
+        /// Times the loop paused accepting because descriptors (or memory) ran out; the
+        /// clients waited in the accept queue meanwhile.
+        public var acceptPauses: Int
         /// Empty pipes kept for reuse.
         public var pipesPooled: Int
         /// Pipes attached to open connections.

@@ -20,6 +20,7 @@ struct Launcher {
     var version: String
 
     func run() async throws {
+        raiseOpenFileLimit()
         let runtime = BalancerRuntime(config: config)
         let started = ContinuousClock.now
         var services: [any Service] = []
@@ -82,6 +83,30 @@ struct Launcher {
             throw LaunchFailure(description: "\(error)")
         }
         logger.notice("convey stopped")
+    }
+
+    /// Raises the open-file limit to the hard limit and, in proxy mode, warns when it holds
+    /// fewer connections than the frontends may take.
+    private func raiseOpenFileLimit() {
+        let limits: OpenFileLimit.Limits
+        do { limits = try OpenFileLimit.raiseToHardLimit() } catch {
+            logger.warning("cannot raise the open files limit (RLIMIT_NOFILE): \(error)")
+            return
+        }
+        if limits.now > limits.before {
+            logger.info("open files limit raised to the hard limit", metadata: ["from": "\(limits.before)", "to": "\(limits.now)"])
+        }
+        guard mode == .proxy else { return }
+        let capacity = OpenFileLimit.connectionCapacity(limits.now)
+        let limited = config.frontends.allSatisfy { $0.maxConnections > 0 }
+        let wanted = limited ? UInt64(config.frontends.reduce(0) { $0 + $1.maxConnections }) : 10_000
+        if capacity < wanted {
+            let text = "the open files limit (\(limits.now)) holds about \(capacity) proxied connections at once (up to "
+                + "\(OpenFileLimit.descriptorsPerConnection) descriptors each)"
+                + (limited ? ", fewer than the frontends' max_connections (\(wanted))" : "")
+                + ": raise the hard limit (systemd LimitNOFILE=, or nofile in /etc/security/limits.conf)"
+            logger.warning("\(text)")
+        }
     }
 
     private struct DataPlane {

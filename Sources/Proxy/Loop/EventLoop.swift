@@ -43,6 +43,9 @@ final class EventLoop {
         var listener: Listener?
         /// This loop's connections of this frontend (to know when the entry is free again).
         var connections = 0
+        /// `accept` failed (out of descriptors or memory) with clients still queued: retried
+        /// on every sweep, since edge-triggered epoll reports a queued client only once.
+        var acceptStalled = false
         /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
         var route: FrontendRoute?
         var scheduler: Scheduler?
@@ -79,6 +82,12 @@ final class EventLoop {
     private var lastSweep: UInt64 = 0
     private var drainStarted: UInt64 = 0
     private var isDraining = false
+    /// When the next accept pause may be logged (one warning per 10 s; all are counted).
+    private var nextAcceptWarning: UInt64 = 0
+    /// A descriptor kept for the moment they run out (see `DescriptorReserve`).
+    private var reserve = DescriptorReserve()
+    /// Out of descriptors: no listener is accepted on until the reserve is held again.
+    private var acceptPaused = false
 
     /// Builds a loop around listeners already bound, one per live route of the snapshot of
     /// `generation` (the service binds them all before starting any thread, so a bind error
@@ -185,14 +194,21 @@ final class EventLoop {
 
     private func acceptAll(frontend f: Int) {
         guard let listener = frontends[f].listener else { return }
+        guard !acceptPaused else {
+            frontends[f].acceptStalled = true
+            return
+        }
         var peer = sockaddr_storage()
         while true {
             let accepted: Int32?
             do { accepted = try SocketCalls.accept(listener.fd, peer: &peer) } catch {
-                logger.warning("accept on \(listener.address) failed: \(error)", metadata: ["frontend": "\(frontends[f].name)"])
+                acceptFailed(f, listener: listener, error)
                 return
             }
-            guard let fd = accepted else { return }
+            guard let fd = accepted else {
+                frontends[f].acceptStalled = false
+                return
+            }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
             admit(fd, peer: peer, frontend: f)
         }
@@ -240,6 +256,32 @@ final class EventLoop {
         connect(index, to: choice, route: route)
     }
 
+    /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
+    /// so the listener is retried on every sweep until its queue is empty.
+    private func acceptFailed(_ f: Int, listener: Listener, _ error: Errno) {
+        frontends[f].acceptStalled = true
+        notePause(error, at: listener.address, frontend: frontends[f].name)
+    }
+
+    /// Counts a pause in accepting and logs it at most every 10 s, with what to do.
+    private func notePause(_ error: Errno, at address: Endpoint, frontend: String) {
+        control.acceptPauses.wrappingAdd(1, ordering: .relaxed)
+        guard now >= nextAcceptWarning else { return }
+        nextAcceptWarning = now &+ 10_000_000_000
+        let hint: String
+        switch error {
+        case .tooManyOpenFiles:
+            hint = "; the open files limit is reached: raise it (systemd LimitNOFILE=) or lower max_connections"
+        case .tooManyOpenFilesInSystem:
+            hint = "; the system-wide open files limit (fs.file-max) is reached"
+        default:
+            hint = ""
+        }
+        let text = "accepting on \(address) paused: \(error)\(hint); clients wait in the queue and are accepted as "
+            + "descriptors free up (pauses are counted in accept_pauses; this is logged at most every 10 s)"
+        logger.warning("\(text)", metadata: ["frontend": "\(frontend)"])
+    }
+
     // MARK: - Connect and retry
 
     /// Starts a connect to `route.servers[server]`, moving on to the next candidate on an
@@ -251,7 +293,7 @@ final class EventLoop {
             let s = route.servers[target]
             var fd: Int32 = -1
             do {
-                fd = try SocketCalls.tcpSocket(for: s.address.address)
+                fd = try backendSocket(for: s.address, frontend: conn.pointee.frontend)
                 SocketCalls.setNoDelay(fd)
                 SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
                 conn.pointee.backend = fd
@@ -271,6 +313,17 @@ final class EventLoop {
                 }
                 target = next
             }
+        }
+    }
+
+    /// A socket for a backend connection. Out of descriptors, the reserve is given back for
+    /// it and accepting pauses until the reserve can be taken again.
+    private func backendSocket(for address: Endpoint, frontend f: Int) throws(Errno) -> Int32 {
+        do { return try SocketCalls.tcpSocket(for: address.address) } catch {
+            guard error == .tooManyOpenFiles, reserve.release() else { throw error }
+            acceptPaused = true
+            notePause(error, at: frontends[f].listener?.address ?? frontends[f].vip, frontend: frontends[f].name)
+            return try SocketCalls.tcpSocket(for: address.address)
         }
     }
 
@@ -427,6 +480,10 @@ final class EventLoop {
     /// Closes connections idle too long, fails connects past their deadline, and while
     /// draining closes what outlived its pool's drain timeout.
     private func sweep() {
+        if acceptPaused, reserve.retake() { acceptPaused = false }
+        if !acceptPaused {
+            for f in frontends.indices where frontends[f].acceptStalled { acceptAll(frontend: f) }
+        }
         let drainElapsed = now &- drainStarted
         for index in 0..<slab.highWater {
             let conn = slab.slots + index
@@ -465,6 +522,7 @@ final class EventLoop {
         }
         for f in frontends.indices { closeListener(f) }
         control.refuseHandedListeners()
+        _ = reserve.release()
         pipes.drain()
         control.openConnections.store(0, ordering: .relaxed)
         control.pipesPooled.store(0, ordering: .relaxed)

@@ -15,6 +15,7 @@ final class LoopControl: Sendable {
 
     let openConnections = Atomic<Int>(0)
     let acceptedTotal = Atomic<Int>(0)
+    let acceptPauses = Atomic<Int>(0)
     let pipesPooled = Atomic<Int>(0)
     let pipesInUse = Atomic<Int>(0)
     let copyFallbacks = Atomic<Int>(0)

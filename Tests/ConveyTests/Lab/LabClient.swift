@@ -61,6 +61,14 @@ final class LabClient: @unchecked Sendable {
     /// Half-closes: the peer reads EOF, we can still read.
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
+    /// One `recv` of at most `count` bytes (empty at EOF); throws when the timeout passes first.
+    func receive(upTo count: Int) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n >= 0 else { throw Failure(description: "recv: \(String(cString: strerror(errno)))") }
+        return Array(buffer[0..<n])
+    }
+
     /// Reads until EOF (or `limit` bytes).
     func readToEnd(limit: Int = 1 << 26) throws -> [UInt8] {
         var out: [UInt8] = []

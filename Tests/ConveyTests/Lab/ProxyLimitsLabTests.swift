@@ -1,0 +1,91 @@
+import Foundation
+import Glibc
+import LabSupport
+import Testing
+
+/// Proxy mode at the open-files limit, as a shell or systemd starts it (a low soft limit).
+extension EndToEndLabTests {
+    @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up, counted in accept_pauses")
+    func proxyAtTheOpenFilesLimit() throws {
+        guard try labAvailable("proxyAtTheOpenFilesLimit") else { return }
+        try Lab.with(backends: 1) { lab in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(lab.prefix)-limits")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let path = directory.appendingPathComponent("convey.toml").path
+            try """
+            [frontends.web]
+            listen_addr = "10.77.0.2:8000"
+            backend = "pool"
+            [backends.pool]
+            health_check_interval = 60
+            [backends.pool.servers.b1]
+            addr = "10.77.0.21:80"
+            [stats]
+            port = 7000
+            [proxy]
+            workers = 1
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+            let backend = try LabDaemon(lab: lab, host: "b1", ["python3", Lab.packageRoot + "/lab/backend.py", "b1", "80"])
+            defer { backend.stop(SIGKILL) }
+            // Soft limit 40 (raised to the hard 48): about ten echo connections fit.
+            let convey = try LabDaemon(lab: lab, host: "lb", ["prlimit", "--nofile=40:48", ConveyRun.binary, "--config", path,
+                                                              "--log-level", "info"])
+            defer { convey.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
+                    "convey serves: \(convey.output)")
+            let limits = try String(contentsOfFile: "/proc/\(convey.pid)/limits", encoding: .utf8)
+            #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains(" 48 ") && !$0.contains(" 40 ") },
+                    "the soft limit was raised to the hard one: \(limits)")
+            #expect(convey.output.contains("open files limit raised to the hard limit"))
+
+            // Echo connections until one is not answered: it waits in the accept queue.
+            func open() throws -> (LabClient, Bool) {
+                try lab.inNamespace("client") {
+                    let c = try LabClient(to: "10.77.0.2", port: 8000, timeout: 1.5)
+                    try c.send("ECHO\nping\n")
+                    return (c, (try? c.receive(upTo: 5)) == Array("ping\n".utf8))
+                }
+            }
+            var held: [LabClient] = []
+            var waiting: LabClient?
+            for _ in 0..<30 {
+                let (client, answered) = try open()
+                if answered { held.append(client) } else { waiting = client; break }
+            }
+            let queued = try #require(waiting, "some connection reached the limit (held \(held.count))")
+            #expect(held.count >= 3, "a few connections fit under the limit")
+
+            // Free descriptors: the queued client is accepted by the retry, without any new
+            // connection arriving to wake the listener.
+            for c in held.prefix(3) {
+                c.shutdownWrite()
+                _ = try c.readToEnd()
+            }
+            try queued.send("pong\n")
+            queued.shutdownWrite()
+            let echoed = String(decoding: try queued.readToEndRetrying(seconds: 5), as: UTF8.self)
+            #expect(echoed == "ping\npong\n", "the queued client was served once descriptors freed up: \(echoed)")
+            for c in held.dropFirst(3) { c.shutdownWrite() }
+
+            let stats = try lab.check("lb", ["curl", "-fsS", "--max-time", "2", "http://127.0.0.1:7000/stats"])
+            #expect(stats.contains("\"accept_pauses\": ") && !stats.contains("\"accept_pauses\": 0"), "\(stats)")
+            #expect(convey.output.contains("the open files limit is reached"), "\(convey.output)")
+            #expect(convey.stop(SIGTERM) == 0)
+        }
+    }
+}
+
+extension LabClient {
+    /// Reads until EOF, going on through receive timeouts for up to `seconds`.
+    func readToEndRetrying(seconds: Double) throws -> [UInt8] {
+        let end = Date().addingTimeInterval(seconds)
+        var out: [UInt8] = []
+        while Date() < end {
+            guard let chunk = try? receive(upTo: 1 << 16) else { continue }
+            if chunk.isEmpty { return out }
+            out += chunk
+        }
+        return out
+    }
+}
