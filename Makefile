@@ -5,10 +5,17 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEPS_BUILD := libxdp-dev libbpf-dev pkg-config
-DEPS_LAB   := iproute2 ethtool curl python3 nftables procps
+DEPS_LAB   := iproute2 ethtool curl python3 nftables procps systemd
 DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables python3-matplotlib gcc libc6-dev valgrind binutils
 
-.PHONY: all build release deps deps-bench test demo bench clean
+.PHONY: all build release deps deps-bench test demo bench install uninstall clean
+
+# Where `make install` puts convey (DESTDIR stages the whole tree elsewhere, for packaging).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR := $(PREFIX)/bin
+DOCDIR := $(PREFIX)/share/doc/convey
+UNITDIR ?= /etc/systemd/system
 
 all: build
 
@@ -54,6 +61,24 @@ bench: deps-bench
 	$(SWIFT) build -c release --product XSKReflect
 	./bench/build-tools.sh
 	./bench/run.sh
+
+## install: the binary, a systemd unit, /etc/default/convey and an example
+## /etc/convey/convey.toml (the last two only if absent: an operator's files are kept)
+install: release
+	install -D -m 0755 .build/release/convey $(DESTDIR)$(BINDIR)/convey
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	mkdir -p $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' dist/convey.service > $(DESTDIR)$(UNITDIR)/convey.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/convey.service
+	[ -e $(DESTDIR)/etc/default/convey ] || install -D -m 0644 dist/convey.default $(DESTDIR)/etc/default/convey
+	[ -e $(DESTDIR)/etc/convey/convey.toml ] || install -D -m 0644 examples/proxy.toml $(DESTDIR)/etc/convey/convey.toml
+	@echo "installed. Next: edit /etc/convey/convey.toml (and the mode in /etc/default/convey), then"
+	@echo "  convey --check --config /etc/convey/convey.toml && systemctl daemon-reload && systemctl enable --now convey"
+
+## uninstall: removes what install put in place but the configuration files
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/convey $(DESTDIR)$(UNITDIR)/convey.service
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf .build
