@@ -30,3 +30,10 @@ public enum ProxyError: Error, CustomStringConvertible, Equatable {
         }
     }
 }
+
+/// The listeners a reload needs that could not be bound (`ProxyService.prepare`), each naming
+/// its frontend and address.
+public struct ProxyBindFailures: Error, CustomStringConvertible, Equatable {
+    public var failures: [ProxyError]
+    public var description: String { failures.map(\.description).joined(separator: "; ") }
+}

@@ -119,16 +119,16 @@ public final class ProxyService: Service, Sendable {
     /// Readies the listeners a reload to `frontends` needs, before it is applied: for each new
     /// frontend or new listen address, one `SO_REUSEPORT` listener per loop (as at start),
     /// handed to the loops, which take them up when they adopt the snapshot that has them.
-    /// Throws `.bindFailed` naming the frontend and address, with nothing left bound, when one
-    /// cannot be had (the reload is then refused and nothing changes). Listeners of frontends
+    /// Throws every `.bindFailed` (each naming its frontend and address), with nothing left
+    /// bound, when some cannot be had (the reload is then refused and nothing changes). Listeners of frontends
     /// and addresses `frontends` no longer has are closed by the loops as they adopt it.
     /// Does nothing before `run()` has bound (it binds the snapshot it starts with) or once a
     /// graceful shutdown has begun (no loop accepts any more).
     ///
     /// Waits (up to a second) for every loop to adopt the snapshot published last, so that
     /// an address the previous reload freed (a frontend moved back, or re-added) is free.
-    public func prepare(frontends: [FrontendConfig]) throws(ProxyError) {
-        try binding.withLock { _ throws(ProxyError) in
+    public func prepare(frontends: [FrontendConfig]) throws(ProxyBindFailures) {
+        try binding.withLock { _ throws(ProxyBindFailures) in
             guard case .running(let running) = phase.withLock({ $0 }), !running.draining, !running.controls.isEmpty else { return }
             awaitAdoption(of: snapshots.generation, by: running.controls)
             try bindMissing(frontends, running: running)
@@ -143,19 +143,23 @@ public final class ProxyService: Service, Sendable {
     }
 
     /// Binds and hands the listener groups of `frontends` that `running` lacks, and records
-    /// them; throws with nothing bound when one fails.
-    private func bindMissing(_ frontends: [FrontendConfig], running: Running) throws(ProxyError) {
+    /// them; throws every failure, with nothing bound, when some fail.
+    private func bindMissing(_ frontends: [FrontendConfig], running: Running) throws(ProxyBindFailures) {
         let wanted = frontends.map(ListenerKey.init)
         var fresh: [(key: ListenerKey, listeners: [Listener])] = []
-        do throws(ProxyError) {
-            for key in wanted where running.bound[key] == nil {
+        var failures: [ProxyError] = []
+        for key in wanted where running.bound[key] == nil {
+            do throws(ProxyError) {
                 try Listener.checkFree(frontend: key.frontend, address: key.address)
                 fresh.append((key, try Listener.bindGroup(key, count: running.controls.count,
                                                           notSentLowWater: tuning.notSentLowWater)))
+            } catch {
+                failures.append(error)
             }
-        } catch {
+        }
+        guard failures.isEmpty else {
             for group in fresh { for l in group.listeners { SocketCalls.close(l.fd) } }
-            throw error
+            throw ProxyBindFailures(failures: failures)
         }
         // Handed for an earlier reload and never taken (a later file dropped them first).
         for c in running.controls { c.discardHanded(keeping: Set(wanted)) }
@@ -248,10 +252,10 @@ public final class ProxyService: Service, Sendable {
         // what the snapshot published since then has in addition.
         let latest = snapshots.load()
         if latest.generation != generation {
-            do throws(ProxyError) {
+            do throws(ProxyBindFailures) {
                 try bindMissing(latest.value.frontends.filter { !$0.isDraining }.map(\.config), running: running)
             } catch {
-                logger.error("a frontend added while proxy mode started is not served: \(error)")
+                for failure in error.failures { logger.error("a frontend added while proxy mode started is not served: \(failure)") }
             }
         }
         return Started(controls: controls, loops: LoopHandoff(loops))

@@ -43,7 +43,8 @@ struct Launcher {
                                           effective.config = runtime.effectiveConfig(candidate.config)
                                           return runtime.reloadProblems(candidate)
                                               + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT,
-                                                                    drainingVIPs: runtime.drainingListenAddresses)
+                                                                    drainingVIPs: runtime.drainingListenAddresses,
+                                                                    heldSlots: ModeChecks.slotKeys(runtime.snapshots.load().value))
                                       },
                                       prepare: dataPlane.prepareReload,
                                       onApplied: { [afterReload = dataPlane.afterReload] applied in
@@ -125,12 +126,16 @@ struct Launcher {
         case .proxy:
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() }, prepareReload: { candidate in
-                do throws(ProxyError) {
+                do throws(ProxyBindFailures) {
                     try proxy.prepare(frontends: candidate.config.frontends)
                     return []
                 } catch {
-                    guard case .bindFailed(let frontend, _, _) = error else { return [ConfigProblem(file: candidate.file, line: nil, key: nil, message: "\(error)")] }
-                    return [candidate.problem(path: ["frontends", frontend, "listen_addr"], "\(error)")]
+                    return error.failures.map { failure in
+                        guard case .bindFailed(let frontend, _, _) = failure else {
+                            return ConfigProblem(file: candidate.file, line: nil, key: nil, message: "\(failure)")
+                        }
+                        return candidate.problem(path: ["frontends", frontend, "listen_addr"], "\(failure)")
+                    }
                 }
             }, afterReload: { proxy.wakeLoops() })
         case .passthrough, .dsr:

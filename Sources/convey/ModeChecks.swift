@@ -8,8 +8,10 @@ enum ModeChecks {
     /// file's `nat_addr` applies only on restart, and the interface's addresses may have moved).
     /// `drainingVIPs`: on a reload, the addresses of frontends still draining, which keep
     /// their place in the steering program's VIP map until their drain ends.
+    /// `heldSlots`: on a reload, the backend slots the running routes hold (draining
+    /// frontends' and servers' included), which stay taken until their flows are gone.
     static func problems(for mode: ConveyMode, loaded: LoadedConfig, runningNAT: [IPAddress]? = nil,
-                         drainingVIPs: [Endpoint] = []) -> [ConfigProblem] {
+                         drainingVIPs: [Endpoint] = [], heldSlots: Set<SlotKey> = []) -> [ConfigProblem] {
         let config = loaded.config
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
@@ -20,8 +22,30 @@ enum ModeChecks {
             problem("frontends", "\(vips.count) VIPs\(draining > 0 ? " (\(draining) of them still draining)" : ""): the "
                     + "\(mode.rawValue) mode steers at most \(SteeringProgram.maxVIPs)")
         }
+        let wanted = slotKeys(config)
+        let slots = wanted.union(heldSlots)
+        if slots.count > PacketRoutesPublisher.defaultMaxBackendSlots {
+            let held = slots.count - wanted.count
+            problem("frontends", "\(slots.count) backend slots (one per frontend and server of its pool"
+                    + (held > 0 ? "; \(held) of them still held by draining frontends and servers" : "")
+                    + "): the \(mode.rawValue) mode has \(PacketRoutesPublisher.defaultMaxBackendSlots)"
+                    + (held > 0 ? "; reload again once those drains are over" : ""))
+        }
         if config.xdp.iface == nil {
             problem("xdp.iface", "\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
+        }
+        if mode == .dsr {
+            // DSR rewrites MACs only: a flow reaches the backend on the VIP's port.
+            for f in config.frontends {
+                guard let pool = config.pool(named: f.pool) else { continue }
+                for server in pool.servers where server.address.port != f.listen.port {
+                    out.append(loaded.problem(path: ["backends", pool.name, "servers", server.name, "addr"],
+                                              "port \(server.address.port) differs from frontend '\(f.name)''s port \(f.listen.port): "
+                                              + "DSR does not rewrite ports, so its clients would reach port \(f.listen.port) on "
+                                              + "this server while the health checks probe \(server.address.port); use port "
+                                              + "\(f.listen.port) (or a pool of its own for each VIP port)"))
+                }
+            }
         }
         if mode == .passthrough {
             // Every VIP's family needs a NAT address: the configured ones, or (when the
@@ -30,12 +54,17 @@ enum ModeChecks {
                 ($0, "the running NAT addresses are \($0.map(\.description).joined(separator: ", ")); a new nat_addr needs a restart")
             } ?? XDPDataPlaneSetup.natAddresses(config: config, interface: config.xdp.iface.flatMap { try? NetworkInterface(named: $0) })
             if let nat {
-                for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat) {
+                for p in XDPDataPlaneSetup.natFamilyProblems(config: config, nat: nat, atRestart: runningNAT != nil) {
                     out.append(loaded.problem(path: p.path, p.message))
                 }
             }
             for p in NATAddressFamilies.serverProblems(config: config) { out.append(loaded.problem(path: p.path, p.message)) }
             let facts = try? NATPortRange.LocalPortFacts.current()
+            if let nat, let ports = config.xdp.natPorts ?? facts.flatMap(NATPortRange.defaultRange) {
+                for p in NATAddressFamilies.rangeClashes(frontends: config.frontends, addresses: nat.0, ports: ports) {
+                    out.append(loaded.problem(path: p.path, p.message))
+                }
+            }
             if let range = config.xdp.natPorts, let facts,
                let conflict = NATPortRange.conflict(of: range, with: facts) {
                 problem("xdp.nat_ports", conflict)
@@ -44,5 +73,30 @@ enum ModeChecks {
             }
         }
         return out
+    }
+
+    /// What an AF_XDP backend slot is held for: a server (at an address) under a frontend's VIP.
+    struct SlotKey: Hashable {
+        var vip: Endpoint
+        var server: ServerID
+        var address: Endpoint
+    }
+
+    /// The slots `config`'s routes need.
+    static func slotKeys(_ config: ConveyConfig) -> Set<SlotKey> {
+        var keys = Set<SlotKey>()
+        for f in config.frontends {
+            for s in config.pool(named: f.pool)?.servers ?? [] {
+                keys.insert(SlotKey(vip: f.listen, server: ServerID(pool: f.pool, name: s.name), address: s.address))
+            }
+        }
+        return keys
+    }
+
+    /// The slots `snapshot`'s routes hold.
+    static func slotKeys(_ snapshot: ForwardingSnapshot) -> Set<SlotKey> {
+        Set(snapshot.frontends.flatMap { f in
+            f.servers.map { SlotKey(vip: f.config.listen, server: $0.id, address: $0.address) }
+        })
     }
 }

@@ -245,6 +245,7 @@ struct BalancerRuntimeTests {
         #expect(runtime.snapshots.load().value.frontend(named: "web")?.config.listen.port == 18081)
         let document = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .zero, version: "test")
         #expect(document.frontends.map(\.listen.port) == [18081], "/stats lists the frontend once, at its address")
+        #expect(document.frontends.first?.drainingListen.map(\.port) == [18080], "and where it still drains")
         #expect(document.totals.currentConnections == 1)
         try await Task.sleep(for: .milliseconds(200))
         #expect(runtime.expireDrains())

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// Runs the built `convey` binary and collects its exit status and output.
@@ -34,12 +35,17 @@ struct ConveyRun {
         process.standardOutput = out
         process.standardError = err
         try process.run()
+        // Both pipes at once: a child filling one while the other is read would block forever.
+        let errData = Mutex(Data())
+        let reader = Thread { errData.withLock { $0 = err.fileHandleForReading.readDataToEndOfFile() } }
+        reader.start()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        while reader.isExecuting || !reader.isFinished { usleep(1000) }
+        let errBytes = errData.withLock { $0 }
         status = process.terminationStatus
         stdout = String(decoding: outData, as: UTF8.self)
-        stderr = String(decoding: errData, as: UTF8.self)
+        stderr = String(decoding: errBytes, as: UTF8.self)
     }
 }
 
@@ -115,6 +121,72 @@ struct CommandLineTests {
         let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
         #expect(ok.status == 0, "stderr was: \(ok.stderr)")
         #expect(ok.stdout.contains("nat_addr = [\"10.77.0.2\", \"fd77::2\"]"), "stdout was: \(ok.stdout)")
+    }
+
+    @Test("passthrough: a VIP on the NAT address inside nat_ports is refused (replies would take its packets); outside the range it is fine")
+    func vipInsideNATRange() throws {
+        let text = try String(contentsOfFile: "Tests/ConveyTests/configs/nat-family.toml", encoding: .utf8)
+            .replacingOccurrences(of: "listen_addr = \"10.77.0.100:80\"", with: "listen_addr = \"10.77.0.2:61500\"")
+            .replacingOccurrences(of: "nat_addr = \"10.77.0.2\"", with: "nat_addr = [\"10.77.0.2\", \"fd77::2\"]")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-nat-clash-\(getpid()).toml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try ConveyRun(["--check", "--passthrough", "--config", path])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains(":2: frontends.web.listen_addr: 10.77.0.2:61500 is on the NAT address 10.77.0.2 inside nat_ports "
+                                    + "61000-61999"), "stderr was: \(run.stderr)")
+        let outside = text.replacingOccurrences(of: "10.77.0.2:61500", with: "10.77.0.2:8080")
+        try outside.write(toFile: path, atomically: true, encoding: .utf8)
+        let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
+        #expect(ok.status == 0, "stderr was: \(ok.stderr)")
+    }
+
+    @Test("the AF_XDP modes refuse more VIPs (1024) or backend slots (4096 frontend × server pairs) than they hold")
+    func xdpCapacity() throws {
+        func file(frontends: Int, servers: Int) -> String {
+            var text = ""
+            for i in 0..<frontends {
+                text += "[frontends.f\(i)]\nlisten_addr = \"10.78.\(i / 250).\(i % 250 + 1):80\"\nbackend = \"pool\"\n"
+            }
+            text += "[backends.pool]\n"
+            for j in 0..<servers { text += "  [backends.pool.servers.s\(j)]\n  addr = \"10.77.1.\(j):80\"\n" }
+            return text + "[xdp]\niface = \"convey-none0\"\n"
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-capacity-\(getpid()).toml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file(frontends: 70, servers: 60).write(toFile: path, atomically: true, encoding: .utf8)
+        let slots = try ConveyRun(["--check", "--dsr", "--config", path])
+        #expect(slots.status == 2)
+        #expect(slots.stderr.contains("frontends: 4200 backend slots (one per frontend and server of its pool): the dsr mode has 4096"),
+                "stderr was: \(slots.stderr)")
+        try file(frontends: 1025, servers: 1).write(toFile: path, atomically: true, encoding: .utf8)
+        let vips = try ConveyRun(["--check", "--dsr", "--config", path])
+        #expect(vips.status == 2)
+        #expect(vips.stderr.contains("frontends: 1025 VIPs: the dsr mode steers at most 1024"), "stderr was: \(vips.stderr.prefix(500))")
+        try file(frontends: 64, servers: 64).write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try ConveyRun(["--check", "--dsr", "--config", path]).status == 0, "4096 slots fit")
+        #expect(try ConveyRun(["--check", "--config", path]).status == 0, "proxy mode has no such limits")
+    }
+
+    @Test("DSR: a server on another port than its frontend's VIP is refused (DSR rewrites no port); proxy mode takes it")
+    func dsrPortMismatch() throws {
+        let text = """
+        [frontends.api]
+        listen_addr = "10.77.0.101:80"
+        backend = "pool"
+        [backends.pool.servers.a]
+        addr = "10.77.0.21:81"
+        [xdp]
+        iface = "convey-none0"
+        """
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-dsr-port-\(getpid()).toml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try ConveyRun(["--check", "--dsr", "--config", path])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains(":5: backends.pool.servers.a.addr: port 81 differs from frontend 'api''s port 80: DSR does not rewrite ports"),
+                "stderr was: \(run.stderr)")
+        #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
 
     @Test("an AF_XDP mode without the privileges it needs says to run it as root, before touching anything")

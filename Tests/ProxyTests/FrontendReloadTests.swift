@@ -87,7 +87,11 @@ extension ProxyTests {
             // A listen address another socket holds: the reload is refused, nothing changes.
             var busy = config
             busy.frontends.append(FrontendConfig(name: "busy", listen: a.endpoint, pool: "pool"))
-            #expect(throws: ProxyError.bindFailed(frontend: "busy", address: a.endpoint, errno: .addressInUse)) {
+            busy.frontends.append(FrontendConfig(name: "nowhere", listen: Endpoint(address: .v4(0xC000_0201), port: 80), pool: "pool"))
+            #expect(throws: ProxyBindFailures(failures: [
+                .bindFailed(frontend: "busy", address: a.endpoint, errno: .addressInUse),
+                .bindFailed(frontend: "nowhere", address: Endpoint(address: .v4(0xC000_0201), port: 80), errno: .addressNotAvailable),
+            ]), "every address that cannot be bound is named") {
                 try proxy.prepare(frontends: busy.frontends)
             }
             #expect(Set(proxy.status().listening.keys) == ["web"])

@@ -19,8 +19,9 @@ public enum NATAddressFamilies {
     /// One problem for each frontend whose VIP family has no address in `addresses`, keyed by
     /// its `frontends.NAME.listen_addr` (as path components). `source` says where the
     /// addresses came from, for the message ("nat_addr is 10.0.0.2").
+    /// `atRestart`: the addresses are the running ones (a reload), which only a restart changes.
     public static func problems(frontends: [FrontendConfig], addresses: [IPAddress],
-                                source: String) -> [(path: [String], message: String)] {
+                                source: String, atRestart: Bool = false) -> [(path: [String], message: String)] {
         frontends.compactMap { f in
             let vip = f.listen.address
             guard !addresses.contains(where: { $0.isIPv4 == vip.isIPv4 }) else { return nil }
@@ -28,7 +29,21 @@ public enum NATAddressFamilies {
             let example = addresses.map { "\"\($0)\"" } + [vip.isIPv4 ? "\"<IPv4 address>\"" : "\"<IPv6 address>\""]
             return (["frontends", f.name, "listen_addr"],
                     "\(f.listen) is \(name), but passthrough has no \(name) NAT address (\(source)); " +
-                    "add one: [xdp] nat_addr = [\(example.joined(separator: ", "))]")
+                    "add one\(atRestart ? " and restart convey" : ""): [xdp] nat_addr = [\(example.joined(separator: ", "))]")
+        }
+    }
+
+    /// One problem for each frontend listening on a NAT address at a port inside the NAT
+    /// range, keyed by its `frontends.NAME.listen_addr`: passthrough takes every packet to
+    /// such a port for a backend's reply, so no client could reach that frontend.
+    public static func rangeClashes(frontends: [FrontendConfig], addresses: [IPAddress],
+                                    ports: ClosedRange<UInt16>) -> [(path: [String], message: String)] {
+        frontends.compactMap { f in
+            guard addresses.contains(f.listen.address), ports.contains(f.listen.port) else { return nil }
+            return (["frontends", f.name, "listen_addr"],
+                    "\(f.listen) is on the NAT address \(f.listen.address) inside nat_ports \(ports.lowerBound)-\(ports.upperBound), "
+                    + "where passthrough takes every packet for a backend's reply: no client could reach it; give the "
+                    + "frontend another port or address, or move [xdp] nat_ports")
         }
     }
 

@@ -31,6 +31,8 @@ public struct StatsDocument: Sendable {
         public var overLimit: Int64
         /// Removed by a reload: takes no new connections while its open ones drain.
         public var draining: Bool
+        /// Addresses a reload moved it away from, where its open connections still drain.
+        public var drainingListen: [Endpoint] = []
     }
 
     public var mode: ConveyMode
@@ -84,10 +86,12 @@ public struct StatsDocument: Sendable {
         let rows = view.snapshot.frontends.filter { !$0.isDraining } + view.snapshot.frontends.filter(\.isDraining)
         frontends = rows.filter { named.insert($0.name).inserted }.map { route in
             let c = route.counters
+            let left = view.snapshot.frontends.filter { $0.isDraining && $0.name == route.name && $0.config.listen != route.config.listen }
             return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
-                               overLimit: c.overLimit.load(ordering: .relaxed), draining: route.isDraining)
+                               overLimit: c.overLimit.load(ordering: .relaxed), draining: route.isDraining,
+                               drainingListen: left.map(\.config.listen))
         }
     }
 
@@ -123,7 +127,8 @@ public struct StatsDocument: Sendable {
             var fields = four(f.totals, prefix: "")
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
-                       ("over_limit", .int(f.overLimit)), ("draining", .bool(f.draining))]
+                       ("over_limit", .int(f.overLimit)), ("draining", .bool(f.draining)),
+                       ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))
         })))
         root += [("mode", .string(mode.rawValue)), ("uptime_seconds", .double((uptimeSeconds * 1000).rounded() / 1000)),

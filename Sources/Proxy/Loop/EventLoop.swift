@@ -485,6 +485,7 @@ final class EventLoop {
             for f in frontends.indices where frontends[f].acceptStalled { acceptAll(frontend: f) }
         }
         let drainElapsed = now &- drainStarted
+        var cut = 0
         for index in 0..<slab.highWater {
             let conn = slab.slots + index
             let f = conn.pointee.frontend
@@ -494,17 +495,20 @@ final class EventLoop {
             case .connecting:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
                     close(index, abort: true)
+                    cut += 1
                 } else if now >= conn.pointee.connectDeadline {
                     connectFailed(index)
                 }
             case .established:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
                     close(index, abort: true)
+                    cut += 1
                 } else if now &- conn.pointee.lastActive >= frontends[f].idleTimeout {
                     close(index, abort: false)
                 }
             }
         }
+        if cut > 0 { logger.notice("drain_timeout passed: closed \(cut) connection(s) still open, \(slab.live) left") }
     }
 
     private func beginDrain() {
@@ -513,7 +517,9 @@ final class EventLoop {
         control.draining.store(true, ordering: .relaxed)
         for f in frontends.indices { closeListener(f) }
         control.refuseHandedListeners()
-        logger.debug("draining: listeners closed, \(slab.live) connection(s) open")
+        if slab.live > 0 {
+            logger.notice("draining: listeners closed; \(slab.live) open connection(s) go on until they end or drain_timeout passes")
+        }
     }
 
     private func closeEverything() {
@@ -534,6 +540,7 @@ final class EventLoop {
         let (snapshot, newGeneration) = snapshots.load()
         generation = newGeneration
         defer { control.adoptedGeneration.store(newGeneration, ordering: .releasing) }
+        var cut = 0
         // For each frontend: old server index -> new server index (-1: gone or no longer kept).
         var remaps: [[Int]] = []
         var newRoutes: [FrontendRoute?] = []
@@ -618,6 +625,7 @@ final class EventLoop {
                     }
                 } else {
                     close(index, abort: true)
+                    cut += 1
                 }
                 continue
             }
@@ -625,6 +633,9 @@ final class EventLoop {
             conn.pointee.serverCounters = route.servers[moved].counters
             let first = conn.pointee.firstChoice
             conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved
+        }
+        if cut > 0 {
+            logger.notice("closed \(cut) connection(s) whose drain ended (their server or frontend left, or drain_timeout passed)")
         }
     }
 

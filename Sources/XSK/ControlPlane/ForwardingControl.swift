@@ -146,7 +146,8 @@ public final class ForwardingControl: Sendable {
         }
         // A server also leaves the list when it goes down or away: only a known MAC is news.
         for u in old where !after.contains(u.server) && routes.hasMAC(u.server) {
-            logger.info("server's MAC address known; in selection", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
+            let news = u.waitsForSlot ? "server has a backend slot now (one was freed); in selection" : "server's MAC address known; in selection"
+            logger.info("\(news)", metadata: ["server": "\(u.server)", "addr": "\(u.address)"])
         }
     }
 }

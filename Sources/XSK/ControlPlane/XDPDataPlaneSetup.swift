@@ -149,8 +149,9 @@ public enum XDPDataPlaneSetup {
     }
 
     /// A problem for each frontend whose VIP family has no NAT address (see `NATAddressFamilies`).
-    public static func natFamilyProblems(config: ConveyConfig, nat: (addresses: [IPAddress], source: String))
-        -> [(path: [String], message: String)] {
-        NATAddressFamilies.problems(frontends: config.frontends, addresses: nat.addresses, source: nat.source)
+    public static func natFamilyProblems(config: ConveyConfig, nat: (addresses: [IPAddress], source: String),
+                                         atRestart: Bool = false) -> [(path: [String], message: String)] {
+        NATAddressFamilies.problems(frontends: config.frontends, addresses: nat.addresses, source: nat.source,
+                                    atRestart: atRestart)
     }
 }

@@ -37,7 +37,10 @@ public final class PacketRoutesPublisher: Sendable {
 
     /// An empty publisher: until the first `publish`, routes have no frontend (every frame is
     /// dropped). `maxBackendSlots` bounds the (frontend, server, address) triples routed at once.
-    public init(maxBackendSlots: Int = 4096) {
+    /// The backend slots routes hold by default: (frontend, server, address) triples.
+    public static let defaultMaxBackendSlots = 4096
+
+    public init(maxBackendSlots: Int = PacketRoutesPublisher.defaultMaxBackendSlots) {
         self.maxBackendSlots = maxBackendSlots
         state = Mutex(State(routes: PacketRoutes(), registry: BackendSlotRegistry(limit: maxBackendSlots),
                             generation: 1))
