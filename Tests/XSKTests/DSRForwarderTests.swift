@@ -52,6 +52,33 @@ struct DSRForwarderTests {
         }
     }
 
+    @Test("maglev/source: a segment of a connection the table does not hold (a restart, an ECMP move) goes where its SYN went, and is tracked from then on; wrr drops it, and no reset is taken up")
+    func aMidFlowSegmentIsPlacedByItsHash() {
+        for balance in [BalanceAlgorithm.maglev, .source] {
+            let fixture = RoutesFixture(balance: balance, count: 5)
+            var before = Self.forwarder(fixture, capacity: 4096)
+            var after = Self.forwarder(fixture, capacity: 4096)  // the restarted balancer: an empty table
+            for port in UInt16(2000)..<2100 {
+                let client = 0x0A4D_2000 + UInt32(port)
+                let opened = Self.send(clientFrame(client: client, port: port, flags: TCPHeader.syn), &before)
+                let midway = Self.send(clientFrame(client: client, port: port, flags: TCPHeader.ack, payload: [1, 2, 3]), &after)
+                #expect(opened != nil && midway == opened, "\(balance) port \(port): SYN to \(String(describing: opened)), later segment to \(String(describing: midway))")
+            }
+            let stats = after.counters.snapshot()
+            #expect(stats.flowsAdopted == 100 && stats.flowsCreated == 100 && stats.flowsActive == 100)
+            #expect(stats.drops(.noFlow) == 0)
+            // Tracked now: the next segment is an established flow's.
+            #expect(Self.send(clientFrame(client: 0x0A4D_2000 + 2000, port: 2000, flags: TCPHeader.ack), &after) != nil)
+            #expect(after.counters.snapshot().flowsCreated == 100)
+            #expect(Self.send(clientFrame(client: 0x0A4D_3000, port: 3000, flags: TCPHeader.rst), &after) == nil)
+            #expect(after.counters.snapshot().drops(.noFlow) == 1, "a reset of no flow is dropped, not taken up")
+        }
+        let fixture = RoutesFixture(balance: .wrr, count: 3)
+        var wrr = Self.forwarder(fixture)
+        #expect(Self.send(clientFrame(client: 0x0A4D_2000, port: 2000, flags: TCPHeader.ack), &wrr) == nil)
+        #expect(wrr.counters.snapshot().drops(.noFlow) == 1 && wrr.counters.snapshot().flowsAdopted == 0)
+    }
+
     @Test func aBackendWithoutAMACIsNeverChosenAndIsReported() {
         for balance in BalanceAlgorithm.allCases {
             let fixture = RoutesFixture(balance: balance, count: 3, withoutMAC: [2])

@@ -75,6 +75,7 @@ struct XDPStatsReport {
             ("flows_created", .int(Int64(clamping: f.flowsCreated))),
             ("flows_ended", .int(Int64(clamping: f.flowsEnded))),
             ("flows_closing", .int(Int64(clamping: f.flowsClosing))),
+            ("flows_adopted", .int(Int64(clamping: f.flowsAdopted))),
             ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
             ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
             ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
@@ -114,6 +115,9 @@ struct XDPStatsReport {
                              kind: .gauge, labels: l, value: Double(f.flowsClosing)),
                 MetricSample(name: "convey_xdp_flows_evicted_total", help: "Flows evicted because the table was full.",
                              kind: .counter, labels: l, value: Double(f.flowsEvicted)),
+                MetricSample(name: "convey_xdp_flows_adopted_total",
+                             help: "DSR flows taken up mid-connection by hashing (after a restart, an ECMP change, an eviction).",
+                             kind: .counter, labels: l, value: Double(f.flowsAdopted)),
             ]
             for reason in DropReason.allCases {
                 out.append(MetricSample(name: "convey_xdp_drops_total", help: "Frames dropped, by reason.",

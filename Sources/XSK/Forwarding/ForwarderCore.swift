@@ -485,15 +485,17 @@ struct ForwarderCore {
         let vip = frontends + frontend
         return create(clientHi: clientHi, clientLo: clientLo, clientPort: FlowEntry.port(ofKey: key),
                       frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
-                      vipPort: vip.pointee.vipPort, isSYN: isSYN, clientMAC: EthernetHeader(frame).source)
+                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source)
     }
 
-    /// The new-flow path (SYN): kept out of line so `track`'s hit path inlines into `handle`.
+    /// The new-flow path (a SYN, or a DSR segment `adoptsMidFlow`): kept out of line so
+    /// `track`'s hit path inlines into `handle`.
     @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
-                                 home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, isSYN: Bool,
+                                 home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8,
                                  clientMAC: UInt64) -> Int {
-        guard isSYN else {
+        let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
+        guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
             c.drop(.noFlow)
             return -1
         }
@@ -527,8 +529,8 @@ struct ForwarderCore {
         }
         if table.entry(at: at).pointee.state != .empty { end(at, ForwarderCounters.flowsEvicted) }
         var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, backendSlot: slot,
-                              portAndVIP: key, natPort: natPort, state: .syn)
-        entry.idleTimeout = settings.synTimeout
+                              portAndVIP: key, natPort: natPort, state: isSYN ? .syn : .established)
+        entry.idleTimeout = isSYN ? settings.synTimeout : settings.establishedTimeout
         if natEnabled {
             setNATRewrite(&entry, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, vipHi: vipHi,
                           vipLo: vipLo, vipPort: vipPort, backend: backends[Int(slot)], natPort: natPort)
@@ -545,7 +547,24 @@ struct ForwarderCore {
         c.add(ForwarderCounters.flowsCreated, 1)
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         c.add(c.backend(slot), 1)
+        if !isSYN {
+            c.add(ForwarderCounters.flowsAdopted, 1)
+            if flags & TCPHeader.fin != 0 { startClosing(table.entry(at: at)) }
+        }
         return at
+    }
+
+    /// DSR with `maglev` or `source`: a segment of a connection this worker has no flow for —
+    /// convey restarted, ECMP moved the connection here from another balancer, or the table
+    /// evicted it — is placed by the hash a SYN would have been, so it reaches the backend
+    /// that holds the connection (as long as the backends are those it opened with), and
+    /// its flow is tracked from then on. Passthrough cannot (the NAT port is lost), nor can
+    /// `wrr` or `leastconn` (their choice is not a function of the connection). A reset is
+    /// never taken up.
+    private func adoptsMidFlow(frontend: Int, flags: UInt8) -> Bool {
+        guard !natEnabled, flags & (TCPHeader.rst | TCPHeader.syn) == 0 else { return false }
+        let algorithm = frontends[frontend].algorithm
+        return algorithm == PacketRoutes.Frontend.maglev || algorithm == PacketRoutes.Frontend.source
     }
 
     /// Passthrough: stores in `entry` what every client→backend frame of the flow becomes —

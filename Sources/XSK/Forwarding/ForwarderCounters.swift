@@ -15,7 +15,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// Passthrough: a frame to the NAT address whose port has no live flow, or not from the
     /// backend that port was given to (spoofing).
     case unknownReply
-    /// A non-SYN frame of no tracked flow.
+    /// A non-SYN frame of no tracked flow (that DSR could not take up by hashing).
     case noFlow
     /// The flow's backend left the routes or its drain time passed: the flow was removed.
     case backendGone
@@ -50,7 +50,10 @@ public final class ForwarderCounters: @unchecked Sendable {
     static let flowsCreated = 2, flowsActive = 3, flowsExpired = 4, flowsEvicted = 5, flowsEnded = 6
     /// Flows in the table that are closing (FIN or RST seen), part of `flowsActive`.
     static let flowsClosing = 7
-    static let dropBase = 8
+    /// DSR flows taken up mid-connection (no SYN seen; see `ForwarderCore.adoptsMidFlow`),
+    /// part of `flowsCreated`.
+    static let flowsAdopted = 8
+    static let dropBase = 9
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -112,7 +115,8 @@ public final class ForwarderCounters: @unchecked Sendable {
                               txPackets: rxPackets >= dropped ? rxPackets - dropped : 0, txBytes: txBytes,
                               flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
-                              flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing), drops: drops)
+                              flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing),
+                              flowsAdopted: load(Self.flowsAdopted), drops: drops)
     }
 
     /// The running totals of backend `slot` on this worker.
@@ -180,6 +184,8 @@ public struct ForwarderStats: Sendable, Equatable {
     public var flowsEnded: UInt64 = 0
     /// Flows in the table that are closing (FIN or RST seen; part of `flowsActive`).
     public var flowsClosing: UInt64 = 0
+    /// DSR: flows taken up mid-connection by hashing (part of `flowsCreated`).
+    public var flowsAdopted: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
 
     /// Flows still open: what a shutdown drain waits for.
@@ -188,7 +194,7 @@ public struct ForwarderStats: Sendable, Equatable {
     public init(rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0,
                 flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
                 flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, flowsClosing: UInt64 = 0,
-                drops: [DropReason: UInt64] = [:]) {
+                flowsAdopted: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes
         self.txPackets = txPackets
@@ -199,6 +205,7 @@ public struct ForwarderStats: Sendable, Equatable {
         self.flowsEvicted = flowsEvicted
         self.flowsEnded = flowsEnded
         self.flowsClosing = flowsClosing
+        self.flowsAdopted = flowsAdopted
         self.drops = drops
     }
 
@@ -212,6 +219,7 @@ public struct ForwarderStats: Sendable, Equatable {
                        flowsCreated: a.flowsCreated + b.flowsCreated, flowsActive: a.flowsActive + b.flowsActive,
                        flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
                        flowsEnded: a.flowsEnded + b.flowsEnded, flowsClosing: a.flowsClosing + b.flowsClosing,
+                       flowsAdopted: a.flowsAdopted + b.flowsAdopted,
                        drops: a.drops.merging(b.drops, uniquingKeysWith: +))
     }
 }

@@ -328,6 +328,26 @@ struct EndToEndLabTests {
         }
     }
 
+    @Test("DSR (maglev): a connection outlives a convey crash and restart: the new convey's first segment of it goes to the same backend by hash")
+    func dsrConnectionSurvivesRestart() throws {
+        guard try labAvailable("dsrConnectionSurvivesRestart") else { return }
+        try ConveyLab.with(mode: "dsr", config: labConfig()) { lab in
+            let held = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 10) }
+            try held.send("ECHO\none\n")
+            #expect(try held.receive(upTo: 64) == Array("one\n".utf8))
+            lab.convey?.stop(SIGKILL)  // a crash: the flow table is gone, the stale program stays
+            try lab.startConvey()
+            #expect(lab.convey?.output.contains("replaced the steering program") == true)
+            try held.send("two\n")
+            held.shutdownWrite()
+            #expect(String(decoding: try held.readToEnd(), as: UTF8.self) == "two\n",
+                    "the connection goes on through the new convey")
+            let adopted = waitUntil(seconds: 3) { (try? lab.forwarderTotals()["flows_adopted"] as? Int) ?? 0 >= 1 }
+            #expect(adopted, "\(String(describing: try? lab.forwarderTotals()))")
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+
     @Test("A second convey on an interface a running one serves is refused (exit 1, naming it); the first keeps serving")
     func secondInstanceRefused() throws {
         guard try labAvailable("secondInstanceRefused") else { return }
