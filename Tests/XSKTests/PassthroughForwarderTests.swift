@@ -80,7 +80,7 @@ struct PassthroughForwarderTests {
         }
     }
 
-    @Test func aReplyFromAnotherHostOrPortOrToAnUnusedPortIsDropped() {
+    @Test func aReplyFromAnotherHostOrPortIsDroppedAndOneToAnUnusedPortIsAnsweredWithAReset() {
         let fixture = RoutesFixture(balance: .wrr, count: 2)
         var pt = Self.forwarder(fixture)
         var out = clientFrame(client: Self.client, port: 40_001, flags: TCPHeader.syn)
@@ -93,8 +93,18 @@ struct PassthroughForwarderTests {
                                             dport: o.sport == 61999 ? 61998 : 61999, flags: TCPHeader.ack)
         #expect(withFrame(&spoofedHost) { pt.handle($0) } == .drop)
         #expect(withFrame(&spoofedPort) { pt.handle($0) } == .drop)
-        #expect(withFrame(&unusedPort) { pt.handle($0) } == .drop)
-        #expect(pt.counters.snapshot().drops(.unknownReply) == 3)
+        #expect(pt.counters.snapshot().resetsSent == 0, "a live port's spoofed segments get no answer")
+        // No flow on that port: the backend holds a connection that is over; it is told so.
+        #expect(withFrame(&unusedPort) { pt.handle($0) } == .transmit)
+        let r = TestFrames.fields(unusedPort)
+        #expect(r.src == Self.nat && r.dst == o.dst && r.sport == (o.sport == 61999 ? 61998 : 61999) && r.dport == 8080)
+        #expect(unusedPort[14 + 20 + 13] == TCPHeader.rst)
+        Self.expectValidChecksums(unusedPort)
+        var batched = TestFrames.ipv4TCP(src: o.dst, dst: Self.nat, sport: 8080, dport: o.sport == 61999 ? 61998 : 61999,
+                                         flags: TCPHeader.ack)
+        #expect(handleAsBatch(&batched, &pt) == .transmit, "the batch path answers alike")
+        #expect(batched == unusedPort)
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 4 && pt.counters.snapshot().resetsSent == 2)
     }
 
     @Test func exhaustedNATPortsDropTheSYNUntilAFlowEnds() {

@@ -76,6 +76,7 @@ struct XDPStatsReport {
             ("flows_ended", .int(Int64(clamping: f.flowsEnded))),
             ("flows_closing", .int(Int64(clamping: f.flowsClosing))),
             ("flows_adopted", .int(Int64(clamping: f.flowsAdopted))),
+            ("resets_sent", .int(Int64(clamping: f.resetsSent))),
             ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
             ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
             ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
@@ -118,6 +119,9 @@ struct XDPStatsReport {
                 MetricSample(name: "convey_xdp_flows_adopted_total",
                              help: "DSR flows taken up mid-connection by hashing (after a restart, an ECMP change, an eviction).",
                              kind: .counter, labels: l, value: Double(f.flowsAdopted)),
+                MetricSample(name: "convey_xdp_resets_sent_total",
+                             help: "Segments of a connection no longer carried (drain over, restart) answered with a reset.",
+                             kind: .counter, labels: l, value: Double(f.resetsSent)),
             ]
             for reason in DropReason.allCases {
                 out.append(MetricSample(name: "convey_xdp_drops_total", help: "Frames dropped, by reason.",

@@ -98,7 +98,7 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
             i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: tcp.sourcePort, frontend: frontend,
                            flags: tcp.flags, frame: p)
         }
-        guard i >= 0 else { return .drop }
+        guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         let slot = core.table.entry(at: i).pointee.backendSlot
         EthernetHeader(p).store(core.backends[Int(slot)].ethernet)
         core.c.add(core.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))

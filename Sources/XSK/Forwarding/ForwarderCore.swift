@@ -458,6 +458,7 @@ struct ForwarderCore {
                     if !keepsFlows(e.pointee.backendSlot) {
                         end(found, ForwarderCounters.flowsEnded)
                         c.drop(.backendGone)
+                        return Self.answerWithReset
                     } else {
                         c.drop(.noBackend)
                     }
@@ -497,7 +498,7 @@ struct ForwarderCore {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
         guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
             c.drop(.noFlow)
-            return -1
+            return Self.answerWithReset
         }
         let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
@@ -552,6 +553,20 @@ struct ForwarderCore {
             if flags & TCPHeader.fin != 0 { startClosing(table.entry(at: at)) }
         }
         return at
+    }
+
+    /// What `track` returns for a segment of no flow, or of one whose drain ended: dropped
+    /// (and counted), and to be answered with a reset (`answerReset`).
+    static let answerWithReset = -2
+
+    /// Turns a segment `track` did not forward into the reset its sender is owed (see
+    /// `ResetReply`): the sender learns the connection is gone at once instead of
+    /// retransmitting into silence. Counted in `resetsSent`.
+    @inline(never)
+    func answerReset(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame) -> PacketVerdict {
+        guard ResetReply.rewrite(p, frame) else { return .drop }
+        c.add(ForwarderCounters.resetsSent, 1)
+        return .transmit
     }
 
     /// DSR with `maglev` or `source`: a segment of a connection this worker has no flow for —

@@ -53,7 +53,10 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// DSR flows taken up mid-connection (no SYN seen; see `ForwarderCore.adoptsMidFlow`),
     /// part of `flowsCreated`.
     static let flowsAdopted = 8
-    static let dropBase = 9
+    /// Segments of no (or of an ended) flow answered with a reset (see `ResetReply`); each
+    /// is also counted as the drop it was (`no_flow`, `backend_gone`, `unknown_reply`).
+    static let resetsSent = 9
+    static let dropBase = 10
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -116,7 +119,7 @@ public final class ForwarderCounters: @unchecked Sendable {
                               flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
                               flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing),
-                              flowsAdopted: load(Self.flowsAdopted), drops: drops)
+                              flowsAdopted: load(Self.flowsAdopted), resetsSent: load(Self.resetsSent), drops: drops)
     }
 
     /// The running totals of backend `slot` on this worker.
@@ -186,6 +189,8 @@ public struct ForwarderStats: Sendable, Equatable {
     public var flowsClosing: UInt64 = 0
     /// DSR: flows taken up mid-connection by hashing (part of `flowsCreated`).
     public var flowsAdopted: UInt64 = 0
+    /// Segments of no (or an ended) flow answered with a reset; also counted as drops.
+    public var resetsSent: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
 
     /// Flows still open: what a shutdown drain waits for.
@@ -194,7 +199,7 @@ public struct ForwarderStats: Sendable, Equatable {
     public init(rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0,
                 flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
                 flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, flowsClosing: UInt64 = 0,
-                flowsAdopted: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
+                flowsAdopted: UInt64 = 0, resetsSent: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes
         self.txPackets = txPackets
@@ -206,6 +211,7 @@ public struct ForwarderStats: Sendable, Equatable {
         self.flowsEnded = flowsEnded
         self.flowsClosing = flowsClosing
         self.flowsAdopted = flowsAdopted
+        self.resetsSent = resetsSent
         self.drops = drops
     }
 
@@ -219,7 +225,7 @@ public struct ForwarderStats: Sendable, Equatable {
                        flowsCreated: a.flowsCreated + b.flowsCreated, flowsActive: a.flowsActive + b.flowsActive,
                        flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
                        flowsEnded: a.flowsEnded + b.flowsEnded, flowsClosing: a.flowsClosing + b.flowsClosing,
-                       flowsAdopted: a.flowsAdopted + b.flowsAdopted,
+                       flowsAdopted: a.flowsAdopted + b.flowsAdopted, resetsSent: a.resetsSent + b.resetsSent,
                        drops: a.drops.merging(b.drops, uniquingKeysWith: +))
     }
 }

@@ -133,7 +133,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         }
         let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
                            frontend: frontend, flags: tcp.flags, frame: p)
-        guard i >= 0 else { return .drop }
+        guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         Self.rewrite(p, ipOffset: frame.ipOffset, tcpOffset: frame.tcpOffset, length: length,
                      flow: core.table.entry(at: i), backends: core.backends, counters: core.c)
         return .transmit
@@ -170,8 +170,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         guard let (r, version) = reverse.readRewrite(natPort),
               r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
                                                          tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)) else {
-            c.drop(.unknownReply)
-            return .drop
+            return unknownReply(eth.base, length: length, port: natPort, reverse: reverse, counters: c)
         }
         if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
             reverse.markClosedByServer(natPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
@@ -190,6 +189,25 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         return .transmit
     }
 
+    /// A backend's segment to a NAT port that carries no flow (its connection is over: the
+    /// flow's drain ended, or convey restarted), already counted as `unknown_reply`: answered
+    /// with a reset, so the backend closes its side. A segment to a live port from another
+    /// source (spoofing) is only dropped.
+    @inline(never)
+    private static func unknownReply(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView,
+                                     counters c: CounterView) -> PacketVerdict {
+        c.drop(.unknownReply)
+        return answerIfIdle(p, length: length, port: port, reverse: reverse, counters: c)
+    }
+
+    private static func answerIfIdle(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView,
+                                     counters c: CounterView) -> PacketVerdict {
+        guard reverse.isIdle(port), case .tcp(let frame) = FrameParser.classify(p, length: length),
+              ResetReply.rewrite(p, frame) else { return .drop }
+        c.add(ForwarderCounters.resetsSent, 1)
+        return .transmit
+    }
+
     /// The IPv6 half of `handle`: client → VIP or a backend's reply to the IPv6 NAT address.
     private mutating func handle6(_ p: UnsafeMutableRawPointer, length: Int, frame: TCPFrame) -> PacketVerdict {
         let ip = IPv6Header(p + frame.ipOffset)
@@ -203,7 +221,8 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             guard let reverse = core.reverse, let (r, version) = reverse.read(dstPort),
                   r.backendHi == src.hi, r.backendLo == src.lo, r.backendPort == srcPort else {
                 core.c.drop(.unknownReply)
-                return .drop
+                guard let reverse = core.reverse else { return .drop }
+                return Self.answerIfIdle(p, length: length, port: dstPort, reverse: reverse, counters: core.c)
             }
             if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
                 reverse.markClosedByServer(dstPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
@@ -228,7 +247,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         }
         let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
                            flags: tcp.flags, frame: p)
-        guard i >= 0 else { return .drop }
+        guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         let e = core.table.entry(at: i)
         let slot = e.pointee.backendSlot
         let b = core.backends + Int(slot)

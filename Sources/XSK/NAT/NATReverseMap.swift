@@ -180,6 +180,12 @@ struct NATReverseView {
         return mark & 1 == 1 ? .reset : .finished
     }
 
+    /// True when `port` carries no flow now (its entry is neither valid nor being written):
+    /// a segment to it belongs to a connection that is over.
+    func isIdle(_ port: UInt16) -> Bool {
+        word(port, 0).pointee.load(ordering: .acquiring) & 3 == 0
+    }
+
     /// A consistent copy of the live entry's IPv4 reply rewrite for `port` and its version, or
     /// nil (none, being rewritten, or an IPv6 flow's, whose expected source never matches).
     @inline(__always)

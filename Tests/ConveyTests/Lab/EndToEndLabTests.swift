@@ -348,6 +348,26 @@ struct EndToEndLabTests {
         }
     }
 
+    @Test("Passthrough: once a drained server's drain_timeout passes, its connection's next segment is answered with a reset, not silence")
+    func drainEndResetsTheClient() throws {
+        guard try labAvailable("drainEndResetsTheClient") else { return }
+        try ConveyLab.with(mode: "passthrough", backends: 1, config: labConfig(backends: 1, balance: "wrr")) { lab in
+            let held = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 3) }
+            try held.send("ECHO\none\n")
+            #expect(try held.receive(upTo: 64) == Array("one\n".utf8))
+            try lab.rewriteConfig(labConfig(backends: 1, weights: [0], balance: "wrr"))  // drain_timeout 5 s
+            Thread.sleep(forTimeInterval: 7)
+            try held.send("two\n")
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let n = buffer.withUnsafeMutableBytes { recv(held.fd, $0.baseAddress, $0.count, 0) }
+            let error = errno
+            #expect(n < 0 && error == ECONNRESET, "the client learns at once that the connection is gone (recv: \(n), errno \(error))")
+            let sent = waitUntil(seconds: 3) { (try? lab.forwarderTotals()["resets_sent"] as? Int) ?? 0 >= 1 }
+            #expect(sent, "\(String(describing: try? lab.forwarderTotals()))")
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+
     @Test("A second convey on an interface a running one serves is refused (exit 1, naming it); the first keeps serving")
     func secondInstanceRefused() throws {
         guard try labAvailable("secondInstanceRefused") else { return }
