@@ -101,9 +101,10 @@ struct Launcher {
         let capacity = OpenFileLimit.connectionCapacity(limits.now)
         let limited = config.frontends.allSatisfy { $0.maxConnections > 0 }
         let wanted = limited ? UInt64(config.frontends.reduce(0) { $0 + $1.maxConnections }) : 10_000
-        if capacity < wanted {
-            let text = "the open files limit (\(limits.now)) holds about \(capacity) proxied connections at once (up to "
-                + "\(OpenFileLimit.descriptorsPerConnection) descriptors each)"
+        if capacity.lowerBound < wanted {
+            let perConnection = OpenFileLimit.descriptorsPerConnection
+            let text = "the open files limit (\(limits.now)) holds \(capacity.lowerBound) to \(capacity.upperBound) proxied "
+                + "connections at once (\(perConnection.lowerBound) descriptors each, \(perConnection.upperBound) while moving bulk data)"
                 + (limited ? ", fewer than the frontends' max_connections (\(wanted))" : "")
                 + ": raise the hard limit (systemd LimitNOFILE=, or nofile in /etc/security/limits.conf)"
             logger.warning("\(text)")

@@ -16,10 +16,12 @@ enum OpenFileLimit {
         var hard: UInt64
     }
 
-    /// Descriptors one proxied connection may hold at once.
-    static let descriptorsPerConnection: UInt64 = 6
-    /// Descriptors kept for everything else (listeners, epoll, eventfds, stats server, logs).
-    static let reserved: UInt64 = 64
+    /// Descriptors one proxied connection holds: two sockets, and up to two pipes (two
+    /// descriptors each) while it moves bulk data.
+    static let descriptorsPerConnection: ClosedRange<UInt64> = 2...6
+    /// Descriptors kept for everything else (listeners, epoll, eventfds, stats server, health
+    /// checks, logs).
+    static let reserved: UInt64 = 32
 
     /// Raises the soft limit to the hard one (to `fs.nr_open` when the hard limit is
     /// unlimited, which the kernel refuses as a soft limit).
@@ -36,9 +38,11 @@ enum OpenFileLimit {
         return Limits(before: before, now: UInt64(target), hard: UInt64(limit.rlim_max))
     }
 
-    /// About how many proxied connections `limit` descriptors hold at once.
-    static func connectionCapacity(_ limit: UInt64) -> UInt64 {
-        limit > reserved ? (limit - reserved) / descriptorsPerConnection : 0
+    /// How many proxied connections `limit` descriptors hold at once: all moving bulk data,
+    /// to none of them.
+    static func connectionCapacity(_ limit: UInt64) -> ClosedRange<UInt64> {
+        let usable = limit > reserved ? limit - reserved : 0
+        return (usable / descriptorsPerConnection.upperBound)...(usable / descriptorsPerConnection.lowerBound)
     }
 
     private static var resource: __rlimit_resource_t { __rlimit_resource_t(RLIMIT_NOFILE.rawValue) }

@@ -279,7 +279,7 @@ struct BalancerRuntimeTests {
         var more = config(ports: [9001])
         more.frontends.append(FrontendConfig(name: "api", listen: Endpoint(address: .v4(0x7F00_0001), port: 18090), pool: "pool"))
         let report = runtime.apply(more)
-        #expect(report.applied == ["frontend 'api' added: listening on 127.0.0.1:18090, backend pool"])
+        #expect(report.applied == ["frontend 'api' added: 127.0.0.1:18090, backend pool"])
         #expect(report.needsRestart.isEmpty)
         let api = try #require(runtime.snapshots.load().value.frontend(named: "api"))
         #expect(!api.isDraining && api.selectable == [0])

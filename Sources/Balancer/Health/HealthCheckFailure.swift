@@ -29,6 +29,14 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
     case readFailed(String)
     /// The server's address cannot be used by the socket layer (should not pass validation).
     case badAddress(String)
+    /// This host could not run the check (out of file descriptors or memory): it says
+    /// nothing about the server, so it moves neither toward up nor down. Carries the errno text.
+    case notChecked(String)
+
+    /// True when the check could not be made at all (`notChecked`).
+    public var isInconclusive: Bool {
+        if case .notChecked = self { return true } else { return false }
+    }
 
     /// The reason as one line for logs and `/stats`.
     public var description: String {
@@ -56,6 +64,8 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
             return "reading the reply failed: \(why)"
         case .badAddress(let why):
             return "bad address: \(why)"
+        case .notChecked(let why):
+            return "not checked: this host is out of resources (\(why)); the server's state stays"
         }
     }
 

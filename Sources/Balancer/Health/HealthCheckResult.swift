@@ -5,6 +5,11 @@ public enum HealthCheckResult: Sendable, Equatable, CustomStringConvertible {
     /// The check failed; the failure says why.
     case failed(HealthCheckFailure)
 
+    /// True when the check could not be made (see `HealthCheckFailure.notChecked`).
+    public var isInconclusive: Bool {
+        if case .failed(let failure) = self { return failure.isInconclusive } else { return false }
+    }
+
     /// True for `.passed`.
     public var passed: Bool {
         if case .passed = self { return true } else { return false }

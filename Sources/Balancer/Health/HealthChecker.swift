@@ -194,7 +194,8 @@ public final class HealthChecker: Service, Sendable {
         let now = Date()
         let change: (HealthState.Transition, HealthStatus)? = registry.withLock { registry in
             guard var entry = registry.entries[target.id], entry.token == token else { return nil }
-            let transition = entry.state.record(passed: result.passed)
+            // A check this host could not make leaves the server's state as it was.
+            let transition = result.isInconclusive ? nil : entry.state.record(passed: result.passed)
             entry.status = HealthStatus(isUp: entry.state.isUp,
                                         consecutiveSuccesses: entry.state.consecutiveSuccesses,
                                         consecutiveFailures: entry.state.consecutiveFailures,

@@ -62,6 +62,9 @@ struct HealthProbe: Sendable {
             return .unreachable(Errno(rawValue: io.errnoCode).description)
         case ETIMEDOUT:
             return .connectTimeout(timeout)
+        case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+            // This host's shortage (e.g. proxy mode at its open-files limit), not the server's.
+            return .notChecked(Errno(rawValue: io.errnoCode).description)
         default:
             return .connectFailed(Errno(rawValue: io.errnoCode).description)
         }

@@ -399,7 +399,7 @@ public struct ReloadReport: Sendable, Equatable {
         }
         for f in new.frontends {
             guard let o = old.frontends.first(where: { $0.name == f.name }) else {
-                applied.append("frontend '\(f.name)' added: listening on \(f.listen), backend \(f.pool)")
+                applied.append("frontend '\(f.name)' added: \(f.listen), backend \(f.pool)")
                 continue
             }
             if o.listen != f.listen {

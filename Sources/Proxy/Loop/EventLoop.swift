@@ -259,11 +259,14 @@ final class EventLoop {
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
     /// so the listener is retried on every sweep until its queue is empty.
     private func acceptFailed(_ f: Int, listener: Listener, _ error: Errno) {
+        // A retry that fails again is the same pause.
+        guard !frontends[f].acceptStalled else { return }
         frontends[f].acceptStalled = true
         notePause(error, at: listener.address, frontend: frontends[f].name)
     }
 
-    /// Counts a pause in accepting and logs it at most every 10 s, with what to do.
+    /// Counts a pause in accepting (one per episode) and logs it at most every 10 s, with what
+    /// to do.
     private func notePause(_ error: Errno, at address: Endpoint, frontend: String) {
         control.acceptPauses.wrappingAdd(1, ordering: .relaxed)
         guard now >= nextAcceptWarning else { return }
@@ -321,8 +324,8 @@ final class EventLoop {
     private func backendSocket(for address: Endpoint, frontend f: Int) throws(Errno) -> Int32 {
         do { return try SocketCalls.tcpSocket(for: address.address) } catch {
             guard error == .tooManyOpenFiles, reserve.release() else { throw error }
+            if !acceptPaused { notePause(error, at: frontends[f].listener?.address ?? frontends[f].vip, frontend: frontends[f].name) }
             acceptPaused = true
-            notePause(error, at: frontends[f].listener?.address ?? frontends[f].vip, frontend: frontends[f].name)
             return try SocketCalls.tcpSocket(for: address.address)
         }
     }

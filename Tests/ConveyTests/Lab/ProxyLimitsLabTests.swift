@@ -5,7 +5,7 @@ import Testing
 
 /// Proxy mode at the open-files limit, as a shell or systemd starts it (a low soft limit).
 extension EndToEndLabTests {
-    @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up, counted in accept_pauses")
+    @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up (health checks the host cannot make mark no server down), counted in accept_pauses")
     func proxyAtTheOpenFilesLimit() throws {
         guard try labAvailable("proxyAtTheOpenFilesLimit") else { return }
         try Lab.with(backends: 1) { lab in
@@ -18,7 +18,10 @@ extension EndToEndLabTests {
             listen_addr = "10.77.0.2:8000"
             backend = "pool"
             [backends.pool]
-            health_check_interval = 60
+            health_check_interval = 0.3
+            health_check_timeout = 0.3
+            rise = 1
+            fall = 2
             [backends.pool.servers.b1]
             addr = "10.77.0.21:80"
             [stats]
@@ -56,6 +59,9 @@ extension EndToEndLabTests {
             let queued = try #require(waiting, "some connection reached the limit (held \(held.count))")
             #expect(held.count >= 3, "a few connections fit under the limit")
 
+            // At the limit for a while: checks the host cannot make (no descriptor for their
+            // socket) must not take the server down, or the queued client would be reset.
+            Thread.sleep(forTimeInterval: 1.5)
             // Free descriptors: the queued client is accepted by the retry, without any new
             // connection arriving to wake the listener.
             for c in held.prefix(3) {
