@@ -39,10 +39,14 @@ struct StatsServerTests {
             #expect(page.status == 200)
             #expect(page.body.contains("<title>convey</title>"))
 
-            for path in ["/stats", "/metrics", "/"] {
+            for path in ["/", "/metrics"] {
                 let head = try httpGet(port: p, path: path, method: "HEAD")
+                let get = try httpGet(port: p, path: path)
                 #expect(head.status == 200 && head.body.isEmpty, "HEAD \(path): \(head)")
+                #expect(head.headers.lowercased().contains("content-length: \(get.body.utf8.count)"),
+                        "HEAD \(path) gives the GET's length: \(head.headers)")
             }
+            #expect(try httpGet(port: p, path: "/stats", method: "HEAD").body.isEmpty)
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").headers.lowercased().contains("content-type: application/json"))
             #expect(try httpGet(port: p, path: "/nope").status == 404)
             group.cancelAll()

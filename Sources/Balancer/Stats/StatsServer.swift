@@ -38,10 +38,8 @@ public struct StatsServer: Service {
         ]
         for page in pages {
             router.get(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type) }
-            // Monitoring probes often ask with HEAD: the same headers, no body.
-            router.head(page.path) { _, _ -> Response in
-                Response(status: .ok, headers: [.contentType: page.type, .cacheControl: "no-store"])
-            }
+            // Monitoring probes often ask with HEAD: the GET's headers (its length too), no body.
+            router.head(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type).createHeadResponse() }
         }
         let onListening = self.onListening
         let logger = self.logger
