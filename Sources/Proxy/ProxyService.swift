@@ -146,21 +146,7 @@ public final class ProxyService: Service, Sendable {
     /// them; throws every failure, with nothing bound, when some fail.
     private func bindMissing(_ frontends: [FrontendConfig], running: Running) throws(ProxyBindFailures) {
         let wanted = frontends.map(ListenerKey.init)
-        var fresh: [(key: ListenerKey, listeners: [Listener])] = []
-        var failures: [ProxyError] = []
-        for key in wanted where running.bound[key] == nil {
-            do throws(ProxyError) {
-                try Listener.checkFree(frontend: key.frontend, address: key.address)
-                fresh.append((key, try Listener.bindGroup(key, count: running.controls.count,
-                                                          notSentLowWater: tuning.notSentLowWater)))
-            } catch {
-                failures.append(error)
-            }
-        }
-        guard failures.isEmpty else {
-            for group in fresh { for l in group.listeners { SocketCalls.close(l.fd) } }
-            throw ProxyBindFailures(failures: failures)
-        }
+        let fresh = try bindGroups(wanted.filter { running.bound[$0] == nil }, loops: running.controls.count)
         // Handed for an earlier reload and never taken (a later file dropped them first).
         for c in running.controls { c.discardHanded(keeping: Set(wanted)) }
         var next: [ListenerKey: Endpoint] = [:]
@@ -177,6 +163,27 @@ public final class ProxyService: Service, Sendable {
             current.bound = next
             phase = .running(current)
         }
+    }
+
+    /// One listener group per key (see `Listener.bindGroup`), each address first checked free
+    /// of other sockets; throws every failure, with nothing left bound, when some fail.
+    private func bindGroups(_ keys: [ListenerKey], loops: Int) throws(ProxyBindFailures)
+        -> [(key: ListenerKey, listeners: [Listener])] {
+        var groups: [(key: ListenerKey, listeners: [Listener])] = []
+        var failures: [ProxyError] = []
+        for key in keys {
+            do throws(ProxyError) {
+                try Listener.checkFree(frontend: key.frontend, address: key.address)
+                groups.append((key, try Listener.bindGroup(key, count: loops, notSentLowWater: tuning.notSentLowWater)))
+            } catch {
+                failures.append(error)
+            }
+        }
+        guard failures.isEmpty else {
+            for group in groups { for l in group.listeners { SocketCalls.close(l.fd) } }
+            throw ProxyBindFailures(failures: failures)
+        }
+        return groups
     }
 
     /// Waits until every loop that still runs has adopted `generation` (at most a second).
@@ -218,16 +225,12 @@ public final class ProxyService: Service, Sendable {
         let routes = snapshot.frontends.filter { !$0.isDraining }
         let count = loopCount
         // Bind everything before any loop runs: groups[f][loop].
-        var groups: [[Listener]] = []
-        do throws(ProxyError) {
-            for route in routes { try Listener.checkFree(frontend: route.name, address: route.config.listen) }
-            for route in routes {
-                groups.append(try Listener.bindGroup(ListenerKey(route.config), count: count, notSentLowWater: tuning.notSentLowWater))
-            }
+        let groups: [[Listener]]
+        do throws(ProxyBindFailures) {
+            groups = try bindGroups(routes.map { ListenerKey($0.config) }, loops: count).map(\.listeners)
         } catch {
-            for group in groups { for l in group { SocketCalls.close(l.fd) } }
             phase.withLock { $0 = .idle }
-            throw error
+            throw error.failures[0]
         }
         var loops: [EventLoop] = []
         do {

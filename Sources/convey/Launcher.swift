@@ -43,8 +43,7 @@ struct Launcher {
                                           effective.config = runtime.effectiveConfig(candidate.config)
                                           return runtime.reloadProblems(candidate)
                                               + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT,
-                                                                    drainingVIPs: runtime.drainingListenAddresses,
-                                                                    heldSlots: ModeChecks.slotKeys(runtime.snapshots.load().value))
+                                                                    running: runtime.snapshots.load().value)
                                       },
                                       prepare: dataPlane.prepareReload,
                                       onApplied: { [afterReload = dataPlane.afterReload] applied in

@@ -6,24 +6,24 @@ enum ModeChecks {
     /// Each problem names the line of its key (or of the key's table). `runningNAT`: on a
     /// reload, the NAT addresses the running passthrough data plane resolved at start (the
     /// file's `nat_addr` applies only on restart, and the interface's addresses may have moved).
-    /// `drainingVIPs`: on a reload, the addresses of frontends still draining, which keep
-    /// their place in the steering program's VIP map until their drain ends.
-    /// `heldSlots`: on a reload, the backend slots the running routes hold (draining
-    /// frontends' and servers' included), which stay taken until their flows are gone.
+    /// `running`: on a reload, the routes in force; their VIPs and backend slots (draining
+    /// frontends' and servers' included) stay taken until their flows are gone, so they count
+    /// against the AF_XDP modes' limits beside the file's.
     static func problems(for mode: ConveyMode, loaded: LoadedConfig, runningNAT: [IPAddress]? = nil,
-                         drainingVIPs: [Endpoint] = [], heldSlots: Set<SlotKey> = []) -> [ConfigProblem] {
+                         running: ForwardingSnapshot? = nil) -> [ConfigProblem] {
         let config = loaded.config
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
         guard mode != .proxy else { return out }
-        let vips = Set(config.frontends.map(\.listen)).union(drainingVIPs)
+        let wantedVIPs = Set(config.frontends.map(\.listen))
+        let vips = wantedVIPs.union(running?.frontends.map(\.config.listen) ?? [])
         if vips.count > SteeringProgram.maxVIPs {
-            let draining = vips.count - Set(config.frontends.map(\.listen)).count
+            let draining = vips.count - wantedVIPs.count
             problem("frontends", "\(vips.count) VIPs\(draining > 0 ? " (\(draining) of them still draining)" : ""): the "
                     + "\(mode.rawValue) mode steers at most \(SteeringProgram.maxVIPs)")
         }
         let wanted = slotKeys(config)
-        let slots = wanted.union(heldSlots)
+        let slots = wanted.union(running.map(slotKeys) ?? [])
         if slots.count > PacketRoutesPublisher.defaultMaxBackendSlots {
             let held = slots.count - wanted.count
             problem("frontends", "\(slots.count) backend slots (one per frontend and server of its pool"

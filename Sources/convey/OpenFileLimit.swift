@@ -9,11 +9,10 @@ import SystemPackage
 /// limit of 1024 (about 170 proxied connections) under a far higher hard limit, expecting
 /// programs that need more to raise it themselves, as HAProxy and nginx do.
 enum OpenFileLimit {
-    /// The soft limit before and after `raiseToHardLimit`, and the hard limit.
+    /// The soft limit before and after `raiseToHardLimit`.
     struct Limits: Equatable {
         var before: UInt64
         var now: UInt64
-        var hard: UInt64
     }
 
     /// Descriptors one proxied connection holds: two sockets, and up to two pipes (two
@@ -31,11 +30,11 @@ enum OpenFileLimit {
         let before = UInt64(limit.rlim_cur)
         var target = limit.rlim_max
         if target == rlim_t.max { target = rlim_t(systemMaximum() ?? 1 << 20) }  // RLIM_INFINITY
-        guard target > limit.rlim_cur else { return Limits(before: before, now: before, hard: UInt64(limit.rlim_max)) }
+        guard target > limit.rlim_cur else { return Limits(before: before, now: before) }
         var raised = limit
         raised.rlim_cur = target
         guard setrlimit(resource, &raised) == 0 else { throw Errno(rawValue: errno) }
-        return Limits(before: before, now: UInt64(target), hard: UInt64(limit.rlim_max))
+        return Limits(before: before, now: UInt64(target))
     }
 
     /// How many proxied connections `limit` descriptors hold at once: all moving bulk data,

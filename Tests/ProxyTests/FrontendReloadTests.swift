@@ -16,6 +16,15 @@ extension ProxyTests {
             FrontendConfig(name: name, listen: Endpoint(address: .v4(0x7F00_0000 | lastOctet), port: 0), pool: "pool")
         }
 
+        /// A proxy with two loops over `runtime`'s snapshots, running until the task is cancelled.
+        static func run(over runtime: BalancerRuntime) -> (ProxyService, Task<Void, any Error>) {
+            var tuning = ProxyTuning()
+            tuning.pinThreads = false
+            let proxy = ProxyService(snapshots: runtime.snapshots, settings: ProxySettings(workers: 2),
+                                     logger: Logger(label: "proxy-test"), tuning: tuning)
+            return (proxy, Task { try await proxy.run() })
+        }
+
         /// Whether a connection to `address` is refused (nothing listens there).
         static func refused(_ address: Endpoint) -> Bool {
             do {
@@ -37,11 +46,7 @@ extension ProxyTests {
                                       pools: [PoolConfig(name: "pool", drainTimeout: .seconds(2),
                                                          servers: [ServerConfig(name: "a", address: a.endpoint)])])
             let runtime = BalancerRuntime(config: config)
-            var tuning = ProxyTuning()
-            tuning.pinThreads = false
-            let proxy = ProxyService(snapshots: runtime.snapshots, settings: ProxySettings(workers: 2),
-                                     logger: Logger(label: "proxy-test"), tuning: tuning)
-            let task = Task { try await proxy.run() }
+            let (proxy, task) = Self.run(over: runtime)
             defer { task.cancel() }
             func reload(_ new: ConveyConfig) throws {
                 try proxy.prepare(frontends: new.frontends)
@@ -127,11 +132,7 @@ extension ProxyTests {
                              pools: [PoolConfig(name: "pool", servers: [ServerConfig(name: "a", address: a.endpoint)])])
             }
             let runtime = BalancerRuntime(config: config(home))
-            var tuning = ProxyTuning()
-            tuning.pinThreads = false
-            let proxy = ProxyService(snapshots: runtime.snapshots, settings: ProxySettings(workers: 2),
-                                     logger: Logger(label: "proxy-test"), tuning: tuning)
-            let task = Task { try await proxy.run() }
+            let (proxy, task) = Self.run(over: runtime)
             defer { task.cancel() }
             #expect(await eventually { (try? whoAnswers(home)) == "a" })
             for round in 0..<3 {

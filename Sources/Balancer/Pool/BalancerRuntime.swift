@@ -250,12 +250,6 @@ public final class BalancerRuntime: Sendable {
         }
     }
 
-    /// The listen addresses of frontends that a reload removed or moved away and that still
-    /// drain there (the AF_XDP modes keep steering them).
-    public var drainingListenAddresses: [Endpoint] {
-        state.withLock { Array(Set($0.removedFrontends.keys.map(\.listen))) }
-    }
-
     /// Counters and state of every server and frontend, for the stats service.
     public func view() -> RuntimeView {
         let snapshot = snapshots.load().value

@@ -56,6 +56,33 @@ final class EventLoop {
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
         var vip: Endpoint
+
+        /// The loop's view of `route`, listening on `listener` (nil: not listening here).
+        init(_ route: FrontendRoute, listener: Listener?) {
+            key = ListenerKey(route.config)
+            self.listener = listener
+            counters = route.counters
+            connectTimeout = 0
+            idleTimeout = 0
+            drainTimeout = 0
+            proxyProtocol = route.config.proxyProtocol
+            maxConnections = route.config.maxConnections
+            vip = listener?.address ?? route.config.listen
+            follow(route)
+        }
+
+        /// Takes up what `route` (this frontend in a newer snapshot) says; the listener and
+        /// this loop's connections stay.
+        mutating func follow(_ route: FrontendRoute) {
+            self.route = route
+            scheduler = Scheduler(route: route)
+            counters = route.counters
+            connectTimeout = EventLoop.nanoseconds(route.pool.connectTimeout)
+            idleTimeout = EventLoop.nanoseconds(route.pool.idleTimeout)
+            drainTimeout = EventLoop.nanoseconds(route.pool.drainTimeout)
+            proxyProtocol = route.config.proxyProtocol
+            maxConnections = route.config.maxConnections
+        }
     }
 
     private enum TokenKind: UInt64 {
@@ -120,23 +147,12 @@ final class EventLoop {
             // The listeners are not the loop's yet: the caller closes them.
             throw .loopSetupFailed(what: "epoll_ctl", errno: error)
         }
-        self.frontends = listening.map { route, listener in Self.frontend(route, listener: listener) }
+        self.frontends = listening.map { route, listener in LoopFrontend(route, listener: listener) }
     }
 
     deinit {
         for f in frontends { if let l = f.listener { SocketCalls.close(l.fd) } }
         scratch.deallocate()
-    }
-
-    /// The loop's view of `route`, listening on `listener` (nil: not listening here).
-    private static func frontend(_ route: FrontendRoute, listener: Listener?) -> LoopFrontend {
-        LoopFrontend(key: ListenerKey(route.config), listener: listener, route: route, scheduler: Scheduler(route: route),
-                     counters: route.counters,
-                     connectTimeout: nanoseconds(route.pool.connectTimeout),
-                     idleTimeout: nanoseconds(route.pool.idleTimeout),
-                     drainTimeout: nanoseconds(route.pool.drainTimeout),
-                     proxyProtocol: route.config.proxyProtocol, maxConnections: route.config.maxConnections,
-                     vip: listener?.address ?? route.config.listen)
     }
 
     // MARK: - The loop
@@ -562,14 +578,7 @@ final class EventLoop {
             remaps.append(map)
             newRoutes.append(new)
             if let new {
-                frontends[f].route = new
-                frontends[f].scheduler = Scheduler(route: new)
-                frontends[f].counters = new.counters
-                frontends[f].connectTimeout = Self.nanoseconds(new.pool.connectTimeout)
-                frontends[f].idleTimeout = Self.nanoseconds(new.pool.idleTimeout)
-                frontends[f].drainTimeout = Self.nanoseconds(new.pool.drainTimeout)
-                frontends[f].proxyProtocol = new.config.proxyProtocol
-                frontends[f].maxConnections = new.config.maxConnections
+                frontends[f].follow(new)
             } else {
                 frontends[f].route = nil
                 frontends[f].scheduler = nil
@@ -586,15 +595,15 @@ final class EventLoop {
         for route in snapshot.frontends where !route.isDraining {
             let key = ListenerKey(route.config)
             guard !frontends.contains(where: { $0.key == key }) else { continue }
+            // A free entry (frontend gone, no connection names it), else a new one.
             let f = frontends.firstIndex { $0.route == nil && $0.listener == nil && $0.connections == 0 } ?? frontends.count
+            let entry = LoopFrontend(route, listener: nil)
             if f == frontends.count {
-                frontends.append(Self.frontend(route, listener: nil))
+                frontends.append(entry)
                 remaps.append([])
                 newRoutes.append(route)
             } else {
-                frontends[f] = Self.frontend(route, listener: nil)
-                remaps[f] = []
-                newRoutes[f] = route
+                (frontends[f], remaps[f], newRoutes[f]) = (entry, [], route)
             }
             if isDraining { continue }
             if let handed = control.takeHanded(key) {

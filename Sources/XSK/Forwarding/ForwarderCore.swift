@@ -564,6 +564,11 @@ struct ForwarderCore {
     /// retransmitting into silence. Counted in `resetsSent`.
     @inline(never)
     func answerReset(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame) -> PacketVerdict {
+        Self.answerReset(p, frame, counters: c)
+    }
+
+    /// `answerReset` for callers that hold only the counters (the passthrough reply path).
+    static func answerReset(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, counters c: CounterView) -> PacketVerdict {
         guard ResetReply.rewrite(p, frame) else { return .drop }
         c.add(ForwarderCounters.resetsSent, 1)
         return .transmit

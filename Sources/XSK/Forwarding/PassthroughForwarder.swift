@@ -189,23 +189,17 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         return .transmit
     }
 
-    /// A backend's segment to a NAT port that carries no flow (its connection is over: the
-    /// flow's drain ended, or convey restarted), already counted as `unknown_reply`: answered
-    /// with a reset, so the backend closes its side. A segment to a live port from another
-    /// source (spoofing) is only dropped.
+    /// A segment to a NAT port that is not the reply of that port's flow, counted as
+    /// `unknown_reply`. If the port carries no flow, it is a backend's on a connection that is
+    /// over (the flow's drain ended, or convey restarted): answered with a reset, so the
+    /// backend closes its side. One to a live port from another source (spoofing) is only
+    /// dropped.
     @inline(never)
     private static func unknownReply(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView,
                                      counters c: CounterView) -> PacketVerdict {
         c.drop(.unknownReply)
-        return answerIfIdle(p, length: length, port: port, reverse: reverse, counters: c)
-    }
-
-    private static func answerIfIdle(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView,
-                                     counters c: CounterView) -> PacketVerdict {
-        guard reverse.isIdle(port), case .tcp(let frame) = FrameParser.classify(p, length: length),
-              ResetReply.rewrite(p, frame) else { return .drop }
-        c.add(ForwarderCounters.resetsSent, 1)
-        return .transmit
+        guard reverse.isIdle(port), case .tcp(let frame) = FrameParser.classify(p, length: length) else { return .drop }
+        return ForwarderCore.answerReset(p, frame, counters: c)
     }
 
     /// The IPv6 half of `handle`: client → VIP or a backend's reply to the IPv6 NAT address.
@@ -220,9 +214,11 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         if core.hasNAT6, dst.hi == core.natV6.hi, dst.lo == core.natV6.lo, dstPort >= natLow, dstPort <= natHigh {
             guard let reverse = core.reverse, let (r, version) = reverse.read(dstPort),
                   r.backendHi == src.hi, r.backendLo == src.lo, r.backendPort == srcPort else {
-                core.c.drop(.unknownReply)
-                guard let reverse = core.reverse else { return .drop }
-                return Self.answerIfIdle(p, length: length, port: dstPort, reverse: reverse, counters: core.c)
+                guard let reverse = core.reverse else {
+                    core.c.drop(.unknownReply)
+                    return .drop
+                }
+                return Self.unknownReply(p, length: length, port: dstPort, reverse: reverse, counters: core.c)
             }
             if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
                 reverse.markClosedByServer(dstPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)

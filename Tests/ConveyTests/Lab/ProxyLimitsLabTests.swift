@@ -8,12 +8,7 @@ extension EndToEndLabTests {
     @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up (health checks the host cannot make mark no server down), counted in accept_pauses")
     func proxyAtTheOpenFilesLimit() throws {
         guard try labAvailable("proxyAtTheOpenFilesLimit") else { return }
-        try Lab.with(backends: 1) { lab in
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(lab.prefix)-limits")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let path = directory.appendingPathComponent("convey.toml").path
-            try """
+        let config = """
             [frontends.web]
             listen_addr = "10.77.0.2:8000"
             backend = "pool"
@@ -28,13 +23,9 @@ extension EndToEndLabTests {
             port = 7000
             [proxy]
             workers = 1
-            """.write(toFile: path, atomically: true, encoding: .utf8)
-            let backend = try LabDaemon(lab: lab, host: "b1", ["python3", Lab.packageRoot + "/lab/backend.py", "b1", "80"])
-            defer { backend.stop(SIGKILL) }
-            // Soft limit 40 (raised to the hard 48): about ten echo connections fit.
-            let convey = try LabDaemon(lab: lab, host: "lb", ["prlimit", "--nofile=40:48", ConveyRun.binary, "--config", path,
-                                                              "--log-level", "info"])
-            defer { convey.stop(SIGKILL) }
+            """
+        // Soft limit 40 (raised to the hard 48): about ten echo connections fit.
+        try ProxyLab.with(config: config, wrapper: ["prlimit", "--nofile=40:48"]) { lab, convey, _ in
             #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
                     "convey serves: \(convey.output)")
             let limits = try String(contentsOfFile: "/proc/\(convey.pid)/limits", encoding: .utf8)

@@ -32,16 +32,7 @@ extension EndToEndLabTests {
     @Test("a frontend added to the file is served at once; one whose address cannot be bound rejects the file, naming its line, and the running config stays")
     func frontendAddedByEditingTheFile() throws {
         guard try labAvailable("frontendAddedByEditingTheFile") else { return }
-        try Lab.with(backends: 1) { lab in
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(lab.prefix)-proxy")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: directory) }
-            let path = directory.appendingPathComponent("convey.toml").path
-            try Self.proxyConfig(frontends: [("web", "10.77.0.2:8000")]).write(toFile: path, atomically: true, encoding: .utf8)
-            let backend = try LabDaemon(lab: lab, host: "b1", ["python3", Lab.packageRoot + "/lab/backend.py", "b1", "80"])
-            defer { backend.stop(SIGKILL) }
-            let convey = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--config", path, "--log-level", "info"])
-            defer { convey.stop(SIGKILL) }
+        try ProxyLab.with(config: Self.proxyConfig(frontends: [("web", "10.77.0.2:8000")])) { lab, convey, path in
             func who(_ port: UInt16) -> String? {
                 try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: port, timeout: 2).name }
             }
