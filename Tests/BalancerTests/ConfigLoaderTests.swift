@@ -245,7 +245,9 @@ struct ConfigLoaderTests {
         #expect(byKey["backends.pool.servers.y.weight"]?.message.contains("5000 is out of range (0-1000)") == true)
         #expect(p.allSatisfy { $0.file == "test.toml" })
         // frontends.a's missing listen port makes it unusable; its pool name is still checked.
-        #expect(p.count >= 5)
+        #expect(byKey["frontends.a.backend"]?.line == 3)
+        #expect(byKey["frontends.a.backend"]?.message.contains("pool 'missing' does not exist") == true)
+        #expect(p.count == 6)
     }
 
     @Test("a pool that does not exist is named, with the pools that do")

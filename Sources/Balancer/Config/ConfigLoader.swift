@@ -126,7 +126,15 @@ public enum ConfigLoader {
         let balance = t.choice("balance", BalanceAlgorithm.self) ?? .wrr
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
+        // The pool is checked even when listen_addr is bad, so one error never hides another.
+        if let poolName { checkPool(poolName, of: t, pools: pools, root: root) }
         guard let listen, let poolName else { return nil }
+        return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
+                              maxConnections: maxConnections, proxyProtocol: proxyProtocol)
+    }
+
+    /// A frontend's `backend` must name a pool with servers.
+    private static func checkPool(_ poolName: String, of t: TableReader, pools: [PoolConfig], root: TableReader) {
         if let pool = pools.first(where: { $0.name == poolName }) {
             if pool.servers.isEmpty {
                 t.fail("backend", "pool '\(poolName)' has no servers\(serverHint(root, pool: poolName))")
@@ -138,8 +146,6 @@ public enum ConfigLoader {
             t.fail("backend", "pool '\(poolName)' does not exist" +
                    (known.isEmpty ? " (no [backends.NAME] table is defined)" : " (defined: \(known.joined(separator: ", ")))"))
         }
-        return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
-                              maxConnections: maxConnections, proxyProtocol: proxyProtocol)
     }
 
     /// When a pool is empty, points at a pool whose servers sit under another name: the seed's
