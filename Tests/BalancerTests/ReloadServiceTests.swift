@@ -1,10 +1,10 @@
-import Balancer
+@testable import Balancer
 import Glibc
 import Logging
 import Synchronization
 import Testing
 
-@Suite("Reloading the configuration")
+@Suite("Reloading the configuration", .serialized)  // the SIGHUP test signals the whole process
 struct ReloadServiceTests {
     /// A temporary directory with a config file, replaced the way editors do (write + rename).
     struct ConfigDirectory {
@@ -134,6 +134,105 @@ struct ReloadServiceTests {
             #expect(Set(prepared.withLock { $0 }) == [3, 5], "the file that failed its check was never prepared")
             group.cancelAll()
         }
+    }
+
+    /// `cat > convey.toml`, `scp` and `rsync --inplace` write the file where it is. Before,
+    /// any event in the directory re-read it, and a valid prefix (fewer servers, fewer
+    /// frontends) was applied while the writer was still writing.
+    @Test("a file written in place is read once its writer closes it, whatever else changes in its directory")
+    func inPlaceWriteIsReadWhenClosed() async throws {
+        let dir = ConfigDirectory()
+        defer {
+            unlink(dir.path + "/neighbour.txt")
+            dir.remove()
+        }
+        dir.write(Self.toml(weights: [1, 1]))
+        let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(100))
+
+            let full = Self.toml(weights: [1, 1, 1])
+            let prefix = Self.toml(weights: [1])  // valid on its own: one server
+            #expect(full.hasPrefix(prefix))
+            let fd = open(dir.file, O_WRONLY | O_TRUNC)
+            #expect(fd >= 0)
+            _ = prefix.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+            // Something else in the directory changes meanwhile (a log, a backup, a lock file).
+            let other = open(dir.path + "/neighbour.txt", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            close(other)
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(runtime.config.pools[0].servers.count == 2, "a half-written file was applied")
+
+            let rest = String(full.dropFirst(prefix.count))
+            _ = rest.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+            close(fd)
+            #expect(try await waitFor { runtime.config.pools[0].servers.count == 3 })
+            group.cancelAll()
+        }
+    }
+
+    /// How Kubernetes mounts a ConfigMap: `convey.toml -> ..data/convey.toml`, `..data -> ..v1`,
+    /// updated by renaming a new `..data` symlink over the old one.
+    @Test("a ConfigMap-style symlink swap is applied")
+    func configMapSwap() async throws {
+        let dir = ConfigDirectory()
+        func put(_ version: String, _ text: String) {
+            mkdir(dir.path + "/" + version, 0o755)
+            let fd = open(dir.path + "/\(version)/convey.toml", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(fd, $0.baseAddress, $0.count - 1) }
+            close(fd)
+        }
+        defer {
+            for name in ["convey.toml", "..data", "..v1/convey.toml", "..v2/convey.toml"] { unlink(dir.path + "/" + name) }
+            for name in ["..v1", "..v2"] { rmdir(dir.path + "/" + name) }
+            rmdir(dir.path)
+        }
+        put("..v1", Self.toml(weights: [1]))
+        symlink("..v1", dir.path + "/..data")
+        symlink("..data/convey.toml", dir.file)
+        let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await service.run() }
+            try await Task.sleep(for: .milliseconds(100))
+            put("..v2", Self.toml(weights: [5]))
+            symlink("..v2", dir.path + "/..data_tmp")
+            rename(dir.path + "/..data_tmp", dir.path + "/..data")
+            #expect(try await waitFor { runtime.config.pools[0].servers[0].weight == 5 })
+            group.cancelAll()
+        }
+    }
+
+    @Test("only changes to the config file's own entry (or its symlink's first step) trigger a read")
+    func relevantChanges() {
+        let path = "/nonexistent-dir/convey.toml"
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", written: true)], path: path))
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml")], path: path))  // renamed over, deleted
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "")], path: path))  // queue overflow
+        #expect(!ReloadService.touchesConfig([DirectoryChange(name: "other.toml", written: true)], path: path))
+        #expect(!ReloadService.touchesConfig([DirectoryChange(name: ".convey.toml.swp", written: true)], path: path))
+        // A new regular file is still being written: read it when it is closed.
+        #expect(!ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", created: true)], path: path))
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", written: true, created: true)], path: path))
+    }
+
+    @Test("inotify records are read by name and kind")
+    func parsesInotifyRecords() {
+        func record(mask: Int32, name: String, padded: Int) -> [UInt8] {
+            func le(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+            var nameBytes = Array(name.utf8)
+            nameBytes += [UInt8](repeating: 0, count: padded - nameBytes.count)
+            return le(1) + le(UInt32(mask)) + le(0) + le(UInt32(padded)) + nameBytes
+        }
+        let bytes = record(mask: IN_CLOSE_WRITE, name: "convey.toml", padded: 16)
+            + record(mask: IN_CREATE, name: "x", padded: 16) + record(mask: IN_Q_OVERFLOW, name: "", padded: 0)
+        #expect(DirectoryWatcher.parse(bytes[...]) == [
+            DirectoryChange(name: "convey.toml", written: true),
+            DirectoryChange(name: "x", created: true),
+            DirectoryChange(name: ""),
+        ])
     }
 
     @Test("SIGHUP reloads even without a file event")

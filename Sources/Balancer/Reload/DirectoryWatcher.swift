@@ -5,22 +5,39 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Watches one directory with inotify and reports that something in it changed.
+/// One entry of the watched directory that changed, and how.
+public struct DirectoryChange: Sendable, Equatable {
+    /// The entry's name within the directory.
+    public var name: String
+    /// A writer closed it (`IN_CLOSE_WRITE`): its bytes are complete.
+    public var written: Bool
+    /// It was created (`IN_CREATE`): a new file may still be being written; a new symlink is whole.
+    public var created: Bool
+
+    public init(name: String, written: Bool = false, created: Bool = false) {
+        self.name = name
+        self.written = written
+        self.created = created
+    }
+}
+
+/// Watches one directory with inotify and reports which of its entries changed.
 ///
 /// The config file's directory is watched, not the file: editors save by writing a new file and
 /// renaming it over the old one, and Kubernetes ConfigMaps swap a symlinked directory; a watch
 /// on the file itself would go stale after the first such save. The watcher runs on its own
-/// thread (a blocking `poll(2)` loop with a short timeout so `stop()` is prompt) and never
-/// interprets events: the reload logic re-reads the file and compares contents.
+/// thread (a blocking `poll(2)` loop with a short timeout so `stop()` is prompt) and reports
+/// each batch of events by entry name; the reload logic decides which ones matter.
 public final class DirectoryWatcher: Sendable {
     private let fd: FileDescriptor
     private let stopped = StopFlag()
 
     /// Starts watching `directory`; `onChange` runs on the watcher's thread for each batch of events.
-    public init(directory: String, onChange: @escaping @Sendable () -> Void) throws(Errno) {
+    public init(directory: String, onChange: @escaping @Sendable ([DirectoryChange]) -> Void) throws(Errno) {
         let raw = cl_inotify_init_nonblock()
         guard raw >= 0 else { throw Errno(rawValue: errno) }
         fd = FileDescriptor(rawValue: raw)
+        // Not IN_MODIFY: a file being written in place is read once its writer closes it.
         let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB)
         guard inotify_add_watch(raw, directory, mask) >= 0 else {
             let e = Errno(rawValue: errno)
@@ -35,13 +52,13 @@ public final class DirectoryWatcher: Sendable {
                 var pfd = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
                 let ready = poll(&pfd, 1, 200)
                 if ready <= 0 { continue }
-                var sawEvent = false
+                var changes: [DirectoryChange] = []
                 while true {
                     let n = buffer.withUnsafeMutableBytes { read(fd.rawValue, $0.baseAddress, $0.count) }
                     if n <= 0 { break }
-                    sawEvent = true
+                    changes += Self.parse(buffer[..<n])
                 }
-                if sawEvent && !stopped.isSet { onChange() }
+                if !changes.isEmpty && !stopped.isSet { onChange(changes) }
             }
             try? fd.close()
         }
@@ -52,6 +69,30 @@ public final class DirectoryWatcher: Sendable {
     public func stop() { stopped.set() }
 
     deinit { stop() }
+
+    /// The events in one `read(2)` of an inotify descriptor: `struct inotify_event` records
+    /// (wd, mask, cookie, len, then `len` bytes of NUL-padded name). An overflowed queue
+    /// (`IN_Q_OVERFLOW`, no name) reports an empty name: something changed, unknown what.
+    static func parse(_ bytes: ArraySlice<UInt8>) -> [DirectoryChange] {
+        var changes: [DirectoryChange] = []
+        var i = bytes.startIndex
+        let header = 16
+        func word(_ at: Int) -> UInt32 {
+            UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
+        }
+        while i + header <= bytes.endIndex {
+            let mask = word(i + 4)
+            let length = Int(word(i + 12))
+            let nameStart = i + header
+            let nameEnd = min(nameStart + length, bytes.endIndex)
+            let nameBytes = bytes[nameStart..<nameEnd].prefix { $0 != 0 }
+            changes.append(DirectoryChange(name: String(decoding: nameBytes, as: UTF8.self),
+                                           written: mask & UInt32(IN_CLOSE_WRITE) != 0,
+                                           created: mask & UInt32(IN_CREATE) != 0))
+            i = nameStart + length
+        }
+        return changes
+    }
 }
 
 /// A detached POSIX thread running one closure: the watcher must not occupy a thread of the

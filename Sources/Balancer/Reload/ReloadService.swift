@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -47,7 +50,10 @@ public struct ReloadService: Service {
         let directory = Self.directory(of: path)
         let watcher: DirectoryWatcher?
         do {
-            watcher = try DirectoryWatcher(directory: directory) { continuation.yield(.fileEvent) }
+            let path = self.path
+            watcher = try DirectoryWatcher(directory: directory) { changes in
+                if Self.touchesConfig(changes, path: path) { continuation.yield(.fileEvent) }
+            }
         } catch {
             logger.warning("cannot watch config directory; reload on SIGHUP only",
                            metadata: ["directory": "\(directory)", "error": "\(error)"])
@@ -65,8 +71,12 @@ public struct ReloadService: Service {
             for await trigger in events.cancelOnGracefulShutdown() {
                 // Let the editor finish its write-then-rename before reading.
                 try? await Task.sleep(for: .milliseconds(100))
-                guard let source = try? Self.read(path) else {
-                    logger.warning("config file unreadable; keeping the running configuration", metadata: ["file": "\(path)"])
+                let source: String
+                do {
+                    source = try Self.read(path)
+                } catch {
+                    logger.warning("config file unreadable (\(error)); keeping the running configuration",
+                                   metadata: ["file": "\(path)"])
                     continue
                 }
                 // File events repeat for one save; SIGHUP is an explicit request and always reloads.
@@ -108,6 +118,34 @@ public struct ReloadService: Service {
         logger.notice("configuration reloaded", metadata: ["file": "\(path)", "changes": "\(report.applied.count)"])
         onApplied(runtime.config)
         return true
+    }
+
+    /// Whether a batch of changes in the config file's directory can have given the file new
+    /// bytes: a change to the file's own entry, or (for a symlinked file, as Kubernetes mounts
+    /// a ConfigMap: `convey.toml -> ..data/convey.toml`) to its link target's first component.
+    /// Other files in the directory are ignored, so a file being written in place is never read
+    /// half-written because its neighbour changed; so is the creation of a regular file, which
+    /// is read once its writer closes it. An overflowed event queue (no name) counts.
+    static func touchesConfig(_ changes: [DirectoryChange], path: String) -> Bool {
+        let directory = directory(of: path)
+        var names: Set<String> = [String(path.split(separator: "/").last ?? "")]
+        if let target = symlinkTarget(path), !target.hasPrefix("/"), let first = target.split(separator: "/").first {
+            names.insert(String(first))
+        }
+        return changes.contains { change in
+            guard change.name.isEmpty || names.contains(change.name) else { return false }
+            guard change.created && !change.written else { return true }
+            // A new symlink is whole when created; a new regular file is read when closed.
+            return symlinkTarget(directory + "/" + change.name) != nil
+        }
+    }
+
+    /// The target of the symlink at `path`, or nil when it is not one.
+    static func symlinkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func directory(of path: String) -> String {
