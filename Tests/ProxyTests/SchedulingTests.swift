@@ -79,21 +79,34 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
-        @Test("max_connections: the client over the limit is closed and counted, the others are served")
-        func maxConnections() async throws {
+        /// As HAProxy's `maxconn`: a client over the limit is not accepted and dropped but waits
+        /// in the kernel's accept queue, and is served once a connection closes.
+        @Test("max_connections: a client over the limit waits in the queue and is served when a connection closes",
+              arguments: [1, 2])
+        func maxConnections(workers: Int) async throws {
             let server = try TestServer.echo()
             defer { server.stop() }
-            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.maxConnections = 2 }, workers: 1)
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.maxConnections = 2 },
+                                     workers: workers)
             let address = try await proxy.start()
             let first = try TestSocket.connect(to: address), second = try TestSocket.connect(to: address)
             try first.send("1"); try second.send("2")
             #expect(try first.receive(exactly: 1) == Array("1".utf8))
             #expect(try second.receive(exactly: 1) == Array("2".utf8))
             let third = try TestSocket.connect(to: address, timeout: 5)
-            #expect(third.waitForClose() == "eof")
-            #expect(proxy.counters().overLimit.load(ordering: .relaxed) == 1)
+            try third.send("3")
+            #expect(await eventually { proxy.counters().overLimit.load(ordering: .relaxed) == 1 })
+            // Waiting: not served, not closed.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(server.accepted == 2)
+            #expect(proxy.counters().currentConnections.load(ordering: .relaxed) == 2)
             first.close()
-            #expect(await eventually { proxy.counters().currentConnections.load(ordering: .relaxed) == 1 })
+            #expect(try third.receive(exactly: 1) == Array("3".utf8))
+            #expect(server.accepted == 3)
+            #expect(proxy.counters().currentConnections.load(ordering: .relaxed) <= 2)
+            #expect(proxy.counters().overLimit.load(ordering: .relaxed) == 1)
+            second.close(); third.close()
+            #expect(await eventually { proxy.counters().currentConnections.load(ordering: .relaxed) == 0 })
             let fourth = try TestSocket.connect(to: address)
             try fourth.send("4")
             #expect(try fourth.receive(exactly: 1) == Array("4".utf8))

@@ -51,7 +51,8 @@ public final class FrontendCounters: Sendable {
     public let bytesRx = Atomic<Int64>(0)
     /// Clients closed at once because no server could take them (none up, or all refused).
     public let noBackend = Atomic<Int64>(0)
-    /// Clients refused because `max_connections` was reached.
+    /// Times the frontend reached `max_connections` and stopped accepting until a connection
+    /// closed (its clients waited in the kernel's listen queue meanwhile).
     public let overLimit = Atomic<Int64>(0)
 
     public init() {}

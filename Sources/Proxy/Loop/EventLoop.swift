@@ -11,8 +11,10 @@ import SystemPackage
 /// the (atomic) counters, so nothing on the data path takes a lock.
 ///
 /// ## A connection's life
-/// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered), over-limit clients are closed at once
-///    (`max_connections`), otherwise the frontend's scheduler picks a server.
+/// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered) or until the frontend holds
+///    `max_connections`: then its clients wait in the kernel's accept queue, as HAProxy's
+///    `maxconn` makes them, and are taken as its connections close. The frontend's scheduler
+///    picks a server.
 /// 2. *Connect*: non-blocking; completion shows as writability without `EPOLLERR`/`EPOLLHUP`
 ///    (`tcp_poll` reports no writability while `SYN_SENT`, so the event bits alone tell; no
 ///    `getsockopt` per connection). Refusal, error or `connect_timeout` moves to the next server
@@ -46,6 +48,10 @@ final class EventLoop {
         /// `accept` failed (out of descriptors or memory) with clients still queued: retried
         /// on every sweep, since edge-triggered epoll reports a queued client only once.
         var acceptStalled = false
+        /// The frontend holds `max_connections` with clients possibly queued: accepting resumes
+        /// when one of its connections closes (here at once, in another loop by the next
+        /// sweep) and the episode ends when the queue is empty.
+        var atLimit = false
         /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
         var route: FrontendRoute?
         var scheduler: Scheduler?
@@ -115,6 +121,8 @@ final class EventLoop {
     private var reserve = DescriptorReserve()
     /// Out of descriptors: no listener is accepted on until the reserve is held again.
     private var acceptPaused = false
+    /// A connection of a frontend at its limit closed in this batch: accept its queued clients.
+    private var limitFreed = false
 
     /// Builds a loop around listeners already bound, one per live route of the snapshot of
     /// `generation` (the service binds them all before starting any thread, so a bind error
@@ -165,7 +173,8 @@ final class EventLoop {
             if control.stopRequested.load(ordering: .acquiring) { break }
             if !isDraining && control.drainRequested.load(ordering: .acquiring) { beginDrain() }
             if isDraining && slab.live == 0 { break }
-            let timeout: Int32 = slab.live > 0 || isDraining ? 100 : 250
+            let waiting = frontends.contains { $0.atLimit || $0.acceptStalled }
+            let timeout: Int32 = slab.live > 0 || isDraining || waiting ? 100 : 250
             let ready = epoll.wait(timeoutMilliseconds: timeout)
             now = Self.monotonicNow()
             let published = snapshots.generation
@@ -173,6 +182,10 @@ final class EventLoop {
             for i in 0..<ready {
                 let (events, token) = epoll.event(i)
                 dispatch(events: events, token: token)
+            }
+            if limitFreed {
+                limitFreed = false
+                for f in frontends.indices where frontends[f].atLimit { acceptAll(frontend: f) }
             }
             if now &- lastSweep >= Self.sweepInterval {
                 sweep()
@@ -216,6 +229,13 @@ final class EventLoop {
         }
         var peer = sockaddr_storage()
         while true {
+            if isFull(f) {
+                if !frontends[f].atLimit {
+                    frontends[f].atLimit = true
+                    frontends[f].counters.overLimit.wrappingAdd(1, ordering: .relaxed)
+                }
+                return
+            }
             let accepted: Int32?
             do { accepted = try SocketCalls.accept(listener.fd, peer: &peer) } catch {
                 acceptFailed(f, listener: listener, error)
@@ -223,6 +243,7 @@ final class EventLoop {
             }
             guard let fd = accepted else {
                 frontends[f].acceptStalled = false
+                frontends[f].atLimit = false
                 return
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
@@ -234,12 +255,6 @@ final class EventLoop {
         let counters = frontends[f].counters
         guard let route = frontends[f].route else {
             counters.noBackend.wrappingAdd(1, ordering: .relaxed)
-            SocketCalls.close(fd)
-            return
-        }
-        let limit = frontends[f].maxConnections
-        if limit > 0 && counters.currentConnections.load(ordering: .relaxed) >= Int64(limit) {
-            counters.overLimit.wrappingAdd(1, ordering: .relaxed)
             SocketCalls.close(fd)
             return
         }
@@ -270,6 +285,12 @@ final class EventLoop {
             return
         }
         connect(index, to: choice, route: route)
+    }
+
+    /// Whether frontend `f` holds its `max_connections` (counted over every loop).
+    private func isFull(_ f: Int) -> Bool {
+        let limit = frontends[f].maxConnections
+        return limit > 0 && frontends[f].counters.currentConnections.load(ordering: .relaxed) >= Int64(limit)
     }
 
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
@@ -488,6 +509,7 @@ final class EventLoop {
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
         conn.pointee.frontendCounters?.connectionClosed()
         frontends[conn.pointee.frontend].connections -= 1
+        if frontends[conn.pointee.frontend].atLimit { limitFreed = true }
         slab.free(index)
     }
 
@@ -501,7 +523,7 @@ final class EventLoop {
     private func sweep() {
         if acceptPaused, reserve.retake() { acceptPaused = false }
         if !acceptPaused {
-            for f in frontends.indices where frontends[f].acceptStalled { acceptAll(frontend: f) }
+            for f in frontends.indices where frontends[f].acceptStalled || frontends[f].atLimit { acceptAll(frontend: f) }
         }
         let drainElapsed = now &- drainStarted
         var cut = 0
@@ -672,6 +694,8 @@ final class EventLoop {
         epoll.remove(listener.fd)
         SocketCalls.close(listener.fd)
         frontends[f].listener = nil
+        frontends[f].atLimit = false
+        frontends[f].acceptStalled = false
     }
 
     // MARK: - Helpers
