@@ -56,6 +56,15 @@ public struct FrontendRoute: Sendable {
     /// drain ends and the route leaves the snapshot. A frontend that moved to another address
     /// has two routes with its name: this one at the old address, and its live one.
     public var isDraining: Bool
+    /// For `wrr`: one smooth weighted round-robin cycle over `selectable`, as indices into
+    /// `servers`, which every data-path thread walks with the frontend's shared cursor
+    /// (`FrontendCounters.wrrPosition`), so turns interleave across threads too. Empty when
+    /// the algorithm is another, or the cycle would exceed `maxWRRCycle` (then each thread
+    /// runs its own round robin: the proportions still hold).
+    public var wrrCycle: [Int32]
+
+    /// The longest shared `wrr` cycle a route holds (256 KiB).
+    public static let maxWRRCycle = 1 << 16
 
     public var name: String { config.name }
 
@@ -68,6 +77,12 @@ public struct FrontendRoute: Sendable {
         self.selectable = selectable
         self.maglev = maglev
         self.counters = counters
+        var cycle: [Int32] = []
+        if config.balance == .wrr,
+           let order = SmoothWeightedRoundRobin.cycle(weights: selectable.map { servers[$0].weight }, limit: Self.maxWRRCycle) {
+            cycle = order.map { Int32(selectable[$0]) }
+        }
+        self.wrrCycle = cycle
     }
 }
 

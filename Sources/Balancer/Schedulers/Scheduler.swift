@@ -15,8 +15,11 @@
 ///
 /// `pick` runs once per new connection on the data path: it allocates nothing, takes no lock and
 /// calls nothing through an existential (the state is an enum over concrete algorithm states).
-/// Each thread keeps its own `Scheduler`, so WRR cycles and tie rotation are per thread; the
-/// proportions hold per thread and therefore overall.
+/// Each thread keeps its own `Scheduler`. `wrr` walks the route's prebuilt cycle with the
+/// frontend's shared atomic cursor (one relaxed add per new connection), so its exact,
+/// interleaved order holds across threads; only for a cycle too long to prebuild does each
+/// thread run its own (proportions per thread, and therefore overall). Tie rotation in
+/// `leastconn` is per thread.
 public struct Scheduler: Sendable {
     /// The algorithm and its mutable state.
     enum State: Sendable {
@@ -56,6 +59,11 @@ public struct Scheduler: Sendable {
     public mutating func pick(for flow: FlowKey, in route: FrontendRoute) -> Int? {
         switch state {
         case .wrr(var wrr):
+            let cycle = route.wrrCycle
+            if !cycle.isEmpty {
+                let position = route.counters.wrrPosition.wrappingAdd(1, ordering: .relaxed).oldValue
+                return Int(cycle[Int(position % UInt64(cycle.count))])
+            }
             state = .moved
             defer { state = .wrr(wrr) }
             return wrr.pick(in: route)

@@ -46,4 +46,35 @@ public struct SmoothWeightedRoundRobin: Sendable {
             return best
         }
     }
+
+    /// One whole cycle of smooth weighted round robin over `weights` (reduced by their common
+    /// divisor), as indices into `weights`: what `pick` yields cycle after cycle when every
+    /// server is selectable. Nil when the cycle would be longer than `limit` entries (or cost
+    /// more than `limit` × 64 steps to build); empty when no weight is positive.
+    ///
+    /// Built once per snapshot, so data-path threads can share one cycle and one cursor: the
+    /// interleaving then holds across threads, not only within each.
+    public static func cycle(weights: [Int], limit: Int = Int.max) -> [Int]? {
+        let positive = weights.map { max(0, $0) }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let g = positive.reduce(0, gcd)
+        guard g > 0 else { return [] }
+        let reduced = positive.map { $0 / g }
+        let total = reduced.reduce(0, +)
+        guard total <= limit, limit == Int.max || total.multipliedReportingOverflow(by: reduced.count).partialValue <= limit * 64
+        else { return nil }
+        var current = [Int](repeating: 0, count: reduced.count)
+        var out: [Int] = []
+        out.reserveCapacity(total)
+        for _ in 0..<total {
+            var best = -1
+            for i in reduced.indices where reduced[i] > 0 {
+                current[i] += reduced[i]
+                if best < 0 || current[i] > current[best] { best = i }
+            }
+            current[best] -= total
+            out.append(best)
+        }
+        return out
+    }
 }

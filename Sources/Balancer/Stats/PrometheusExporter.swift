@@ -80,7 +80,7 @@ public final class PrometheusExporter: Sendable {
                              help: "Clients closed because no server could take them.",
                              kind: .counter, labels: l, value: Double(f.noBackend)),
                 MetricSample(name: "convey_frontend_over_limit_total",
-                             help: "Times the frontend reached max_connections and stopped accepting (its clients waited in the listen queue).",
+                             help: "Times clients found the frontend at max_connections and waited in a listen queue (once per listener until its queue emptied).",
                              kind: .counter, labels: l, value: Double(f.overLimit)),
             ]
         }

@@ -51,9 +51,13 @@ public final class FrontendCounters: Sendable {
     public let bytesRx = Atomic<Int64>(0)
     /// Clients closed at once because no server could take them (none up, or all refused).
     public let noBackend = Atomic<Int64>(0)
-    /// Times the frontend reached `max_connections` and stopped accepting until a connection
-    /// closed (its clients waited in the kernel's listen queue meanwhile).
+    /// Times clients found the frontend at `max_connections` and waited in the kernel's listen
+    /// queue until connections closed (once per listener and episode: until its queue emptied).
     public let overLimit = Atomic<Int64>(0)
+    /// Not a statistic: the `wrr` cursor every data-path thread of the frontend advances
+    /// (see `FrontendRoute.wrrCycle`). It lives here because these counters outlive snapshots,
+    /// so a republish (a health change, a drain's end) does not restart the cycle.
+    public let wrrPosition = Atomic<UInt64>(0)
 
     public init() {}
 

@@ -52,6 +52,8 @@ final class EventLoop {
         /// when one of its connections closes (here at once, in another loop by the next
         /// sweep) and the episode ends when the queue is empty.
         var atLimit = false
+        /// A client arrived while `atLimit` and waits in the queue: this episode is counted.
+        var waitCounted = false
         /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
         var route: FrontendRoute?
         var scheduler: Scheduler?
@@ -206,7 +208,7 @@ final class EventLoop {
             var value: UInt64 = 0
             _ = Glibc.read(control.wakeFD, &value, 8)
         case .listener:
-            acceptAll(frontend: index)
+            acceptAll(frontend: index, arrival: true)
         case .client, .backend:
             guard index < slab.highWater else { return }
             let conn = slab.slots + index
@@ -221,7 +223,12 @@ final class EventLoop {
 
     // MARK: - Accept
 
-    private func acceptAll(frontend f: Int) {
+    /// Accepts frontend `f`'s queued clients. `arrival`: called for the listener's readiness
+    /// (a client arrived), not as a retry.
+    private func acceptAll(frontend f: Int, arrival: Bool = false) {
+        // Full before accepting anything on an arrival: that client waits. Full after
+        // accepting some: the limit was reached, nobody is known to wait.
+        var arrival = arrival
         guard let listener = frontends[f].listener else { return }
         guard !acceptPaused else {
             frontends[f].acceptStalled = true
@@ -230,8 +237,9 @@ final class EventLoop {
         var peer = sockaddr_storage()
         while true {
             if isFull(f) {
-                if !frontends[f].atLimit {
-                    frontends[f].atLimit = true
+                frontends[f].atLimit = true
+                if arrival && !frontends[f].waitCounted {
+                    frontends[f].waitCounted = true
                     frontends[f].counters.overLimit.wrappingAdd(1, ordering: .relaxed)
                 }
                 return
@@ -244,9 +252,11 @@ final class EventLoop {
             guard let fd = accepted else {
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
+                frontends[f].waitCounted = false
                 return
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
+            arrival = false
             admit(fd, peer: peer, frontend: f)
         }
     }
@@ -695,6 +705,7 @@ final class EventLoop {
         SocketCalls.close(listener.fd)
         frontends[f].listener = nil
         frontends[f].atLimit = false
+        frontends[f].waitCounted = false
         frontends[f].acceptStalled = false
     }
 

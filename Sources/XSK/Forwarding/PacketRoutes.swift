@@ -217,7 +217,7 @@ public final class PacketRoutes: @unchecked Sendable {
             switch route.config.balance {
             case .wrr, .leastconn:
                 f.algorithm = route.config.balance == .wrr ? Frontend.wrr : Frontend.leastconn
-                let sequence = Self.smoothSequence(weights: eligible.map { route.servers[$0].weight })
+                let sequence = SmoothWeightedRoundRobin.cycle(weights: eligible.map { route.servers[$0].weight }) ?? []
                 f.sequenceStart = Int32(slotList.count)
                 f.sequenceCount = Int32(sequence.count)
                 slotList.append(contentsOf: sequence.map { routeSlots[eligible[$0]]! })
@@ -293,30 +293,6 @@ public final class PacketRoutes: @unchecked Sendable {
     static func vipHash(hi: UInt64, lo: UInt64, port: UInt16) -> Int {
         let h = (lo ^ hi ^ UInt64(port) << 40) &* 0x9E37_79B9_7F4A_7C15
         return Int(truncatingIfNeeded: h >> 40)
-    }
-
-    /// The smooth weighted round-robin order (nginx) over `weights`, reduced by their GCD:
-    /// indices into `weights`, each appearing weight/gcd times, evenly interleaved.
-    static func smoothSequence(weights: [Int]) -> [Int] {
-        let positive = weights.map { max(0, $0) }
-        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
-        let g = positive.reduce(0, gcd)
-        guard g > 0 else { return [] }
-        let reduced = positive.map { $0 / g }
-        let total = reduced.reduce(0, +)
-        var current = [Int](repeating: 0, count: reduced.count)
-        var out: [Int] = []
-        out.reserveCapacity(total)
-        for _ in 0..<total {
-            var best = -1
-            for i in reduced.indices where reduced[i] > 0 {
-                current[i] += reduced[i]
-                if best < 0 || current[i] > current[best] { best = i }
-            }
-            current[best] -= total
-            out.append(best)
-        }
-        return out
     }
 
     /// The frontend index for a destination (address halves in the widened form, port), or -1.
