@@ -74,17 +74,29 @@ struct ConveyCommand: AsyncParsableCommand {
         if let iface { resolvedFile.config.xdp.iface = iface }
         let resolved = resolvedFile.config
         let modeProblems = ModeChecks.problems(for: mode, loaded: resolvedFile)
+        let warnings = (loaded.warnings + ModeChecks.warnings(for: mode, loaded: resolvedFile))
+            .sorted { ($0.line ?? 0) < ($1.line ?? 0) }
 
         if check {
-            let all = loaded.warnings + modeProblems
+            // Strict: a warning fails the check too (a typo in a key is the usual cause).
+            let marked = warnings.map { w -> ConfigProblem in
+                var m = w
+                m.message = "warning: " + w.message
+                return m
+            }
+            let all = (modeProblems + marked).sorted { ($0.line ?? 0) < ($1.line ?? 0) }
             if !all.isEmpty {
-                printError(all.map(\.description).joined(separator: "\n"))
+                var text = all.map(\.description).joined(separator: "\n")
+                if modeProblems.isEmpty {
+                    text += "\n--check fails on warnings too; convey itself would start and log them"
+                }
+                printError(text)
                 throw ExitCode(2)
             }
             print(ResolvedConfigPrinter.render(resolved, mode: mode, file: config), terminator: "")
             return
         }
-        for warning in loaded.warnings { logger.warning("\(warning)") }
+        for warning in warnings { logger.warning("\(warning)") }
         guard modeProblems.isEmpty else {
             printError(modeProblems.map(\.description).joined(separator: "\n"))
             throw ExitCode(2)

@@ -27,7 +27,7 @@ struct Launcher {
 
         let dataPlane = try makeDataPlane(runtime: runtime)
 
-        let health = HealthChecker(targets: HealthTarget.targets(for: config), logger: logger) { id, status in
+        let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
         }
         services.append(health)
@@ -45,9 +45,10 @@ struct Launcher {
                                               + ModeChecks.problems(for: mode, loaded: effective, runningNAT: runningNAT,
                                                                     running: runtime.snapshots.load().value)
                                       },
+                                      warnings: { [mode] candidate in ModeChecks.warnings(for: mode, loaded: candidate) },
                                       prepare: dataPlane.prepareReload,
                                       onApplied: { [afterReload = dataPlane.afterReload] applied in
-                                          health.update(targets: HealthTarget.targets(for: applied))
+                                          health.update(targets: HealthTarget.targets(for: applied, frontendsSendHeaders: mode == .proxy))
                                           afterReload()
                                       }))
 

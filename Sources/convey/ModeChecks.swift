@@ -75,6 +75,27 @@ enum ModeChecks {
         return out
     }
 
+    /// Settings the mode does not use, for the start's log and `--check`: proxy mode's
+    /// per-connection keys are ignored by the AF_XDP modes, which forward packets (no PROXY
+    /// header, no connection count per frontend).
+    static func warnings(for mode: ConveyMode, loaded: LoadedConfig) -> [ConfigProblem] {
+        guard mode != .proxy else { return [] }
+        var out: [ConfigProblem] = []
+        for f in loaded.config.frontends {
+            if f.proxyProtocol != .none {
+                out.append(loaded.problem(path: ["frontends", f.name, "proxy_protocol"],
+                                          "proxy mode only: the \(mode.rawValue) mode forwards packets as they are and "
+                                          + "sends no PROXY header (ignored)"))
+            }
+            if f.maxConnections != 0 {
+                out.append(loaded.problem(path: ["frontends", f.name, "max_connections"],
+                                          "proxy mode only: the \(mode.rawValue) mode does not limit connections per "
+                                          + "frontend (ignored; connection_tracker_capacity bounds the flows)"))
+            }
+        }
+        return out
+    }
+
     /// What an AF_XDP backend slot is held for: a server (at an address) under a frontend's VIP.
     struct SlotKey: Hashable {
         var vip: Endpoint

@@ -5,7 +5,8 @@ import Balancer
 enum ResolvedConfigPrinter {
     static func render(_ c: ConveyConfig, mode: ConveyMode, file: String) -> String {
         var out = "# \(file): valid (mode: \(mode.rawValue))\n"
-        func q(_ s: String) -> String { "\"" + s.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"") + "\"" }
+        func q(_ s: String) -> String { tomlString(s) }
+        func k(_ s: String) -> String { tomlKey(s) }
         /// One address as a string (as most configs write it), two as an array.
         func natAddr(_ addresses: [IPAddress]) -> String {
             addresses.count > 1 ? "[" + addresses.map { q($0.description) }.joined(separator: ", ") + "]"
@@ -16,19 +17,22 @@ enum ResolvedConfigPrinter {
             return atto == 0 ? "\(s)" : String(Double(s) + Double(atto) / 1e18)
         }
         for f in c.frontends {
-            out += "\n[frontends.\(f.name)]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
+            out += "\n[frontends.\(k(f.name))]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
             out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\n"
             out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\n"
         }
         for p in c.pools {
-            out += "\n[backends.\(p.name)]\nhealth_check_interval = \(secs(p.health.interval))\n"
+            out += "\n[backends.\(k(p.name))]\nhealth_check_interval = \(secs(p.health.interval))\n"
             out += "health_check_timeout = \(secs(p.health.timeout))\nrise = \(p.health.rise)\nfall = \(p.health.fall)\n"
             out += "health_check_send = \(q(String(decoding: p.health.send, as: UTF8.self)))\n"
             out += "health_check_expect = \(q(String(decoding: p.health.expect, as: UTF8.self)))\n"
+            let header = p.health.proxyProtocol
+                ?? (mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none)
+            out += "health_check_proxy_protocol = \(q(header.rawValue))\n"
             out += "connect_timeout = \(secs(p.connectTimeout))\nidle_timeout = \(secs(p.idleTimeout))\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
             for s in p.servers {
-                out += "  [backends.\(p.name).servers.\(s.name)]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n"
+                out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n"
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\n"
@@ -42,6 +46,40 @@ enum ResolvedConfigPrinter {
         out += "closing_timeout = \(secs(c.xdp.closingTimeout))\n"
         return out
     }
+}
+
+/// `s` as a TOML basic string: quotes, backslashes and control characters escaped, so the
+/// printed file reads back as the same value (and `\r\n` is told from `\n`).
+func tomlString(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case "\u{08}": out += "\\b"
+        case "\u{0C}": out += "\\f"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let hex = String(scalar.value, radix: 16, uppercase: true)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// `s` as a TOML key: bare when it may be (`A-Za-z0-9_-`), quoted otherwise (a dot, a space,
+/// anything else), so `[frontends."a.b"]` stays one table.
+func tomlKey(_ s: String) -> String {
+    let bare = !s.isEmpty && s.unicodeScalars.allSatisfy {
+        ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+    }
+    return bare ? s : tomlString(s)
 }
 
 extension String {

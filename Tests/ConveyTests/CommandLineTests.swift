@@ -75,7 +75,8 @@ struct CommandLineTests {
             ("bad-address.toml", "bad-address.toml:7: backends.pool.servers.a.addr: '10.0.0.300' is not an IPv4 or IPv6 address"),
             ("missing-pool.toml", "missing-pool.toml:3: frontends.web.backend: pool 'nope' does not exist"),
             ("bad-weight.toml", "bad-weight.toml:8: backends.pool.servers.a.weight: 5000 is out of range (0-1000)"),
-            ("unknown-key.toml", "unknown-key.toml:4: frontends.web.balanse: unknown key"),
+            ("unknown-key.toml", "unknown-key.toml:4: frontends.web.balanse: warning: unknown key\n"
+                + "--check fails on warnings too; convey itself would start and log them"),
           ])
     func badFiles(file: String, expected: String) throws {
         let run = try ConveyRun(["--check", "--config", "Tests/ConveyTests/configs/" + file])
@@ -187,6 +188,60 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":5: backends.pool.servers.a.addr: port 81 differs from frontend 'api''s port 80: DSR does not rewrite ports"),
                 "stderr was: \(run.stderr)")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
+    }
+
+    @Test("the AF_XDP modes warn about proxy-mode-only settings, which --check fails on")
+    func proxyOnlySettingsInXDPModes() throws {
+        let text = """
+        [frontends.api]
+        listen_addr = "10.77.0.101:80"
+        backend = "pool"
+        proxy_protocol = "v2"
+        max_connections = 100
+        [backends.pool.servers.a]
+        addr = "10.77.0.21:80"
+        """
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-proxy-only-\(getpid()).toml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try ConveyRun(["--check", "--dsr", "--iface", "veth0", "--config", path])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains(":4: frontends.api.proxy_protocol: warning: proxy mode only: the dsr mode forwards packets"),
+                "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":5: frontends.api.max_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
+        #expect(try ConveyRun(["--check", "--config", path]).status == 0)
+    }
+
+    /// The resolved configuration is TOML that reads back as the same configuration: names
+    /// that need quotes keep them, and control characters stay escaped.
+    @Test("--check prints a file that --check reads back to the same configuration")
+    func resolvedConfigRoundTrips() throws {
+        let text = #"""
+        [frontends."we\"b.x y"]
+        listen_addr = "127.0.0.1:18080"
+        backend = "pool é"
+        proxy_protocol = "v1"
+        [backends."pool é"]
+        health_check_send = "PING\r\n\t\u0001"
+        health_check_expect = "+PONG\\"
+        [backends."pool é".servers."a.1"]
+        addr = "[::1]:9001"
+        """#
+        let dir = FileManager.default.temporaryDirectory
+        let first = dir.appendingPathComponent("convey-roundtrip-\(getpid()).toml").path
+        let second = dir.appendingPathComponent("convey-roundtrip-\(getpid())-2.toml").path
+        try text.write(toFile: first, atomically: true, encoding: .utf8)
+        defer { for f in [first, second] { try? FileManager.default.removeItem(atPath: f) } }
+        let run = try ConveyRun(["--check", "--config", first])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains(#"[frontends."we\"b.x y"]"#))
+        #expect(run.stdout.contains(#"health_check_send = "PING\r\n\t\u0001""#))
+        #expect(run.stdout.contains(#"health_check_proxy_protocol = "v1""#))
+        try run.stdout.write(toFile: second, atomically: true, encoding: .utf8)
+        let again = try ConveyRun(["--check", "--config", second])
+        #expect(again.status == 0, "\(again.stderr)")
+        let body = { (s: String) in s.split(separator: "\n").dropFirst().joined(separator: "\n") }
+        #expect(body(again.stdout) == body(run.stdout))
     }
 
     @Test("an AF_XDP mode without the privileges it needs says to run it as root, before touching anything")

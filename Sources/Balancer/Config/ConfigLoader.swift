@@ -92,7 +92,7 @@ public enum ConfigLoader {
     private static func read(_ root: TableReader) -> ConveyConfig {
         let pools = root.table("backends")?.namedTables().compactMap { readPool($0.name, $0.reader) } ?? []
         let frontendTables = root.table("frontends", required: true)?.namedTables() ?? []
-        if frontendTables.isEmpty, root.table.contains(key: "frontends") {
+        if frontendTables.isEmpty, root.table["frontends"]?.table?.isEmpty == true {
             root.fail("frontends", "defines no frontend: add a [frontends.NAME] table with listen_addr and backend")
         }
         let frontends = frontendTables.compactMap { readFrontend($0.name, $0.reader, pools: pools, root: root) }
@@ -121,7 +121,7 @@ public enum ConfigLoader {
     private static func readFrontend(_ name: String, _ t: TableReader, pools: [PoolConfig],
                                       root: TableReader) -> FrontendConfig? {
         defer { t.reportUnknownKeys() }
-        let listen = endpoint(t, "listen_addr", required: true)
+        let listen = endpoint(t, "listen_addr", required: true, role: .listener)
         let poolName = t.string("backend", required: true)
         let balance = t.choice("balance", BalanceAlgorithm.self) ?? .wrr
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
@@ -136,7 +136,10 @@ public enum ConfigLoader {
     /// A frontend's `backend` must name a pool with servers.
     private static func checkPool(_ poolName: String, of t: TableReader, pools: [PoolConfig], root: TableReader) {
         if let pool = pools.first(where: { $0.name == poolName }) {
-            if pool.servers.isEmpty {
+            let servers = root.table["backends"]?.table?[poolName]?.table?["servers"]
+            // Servers written wrong are reported where they are; an empty pool is not the news.
+            let writtenWrong = servers != nil && servers?.table?.isEmpty != true
+            if pool.servers.isEmpty && !writtenWrong {
                 t.fail("backend", "pool '\(poolName)' has no servers\(serverHint(root, pool: poolName))")
             }
         } else if root.table.contains(key: "backends"), root.table["backends"]?.table?.contains(key: poolName) == true {
@@ -188,14 +191,21 @@ public enum ConfigLoader {
         if let interval = t.seconds("health_check_interval") {
             health.interval = interval == .zero ? .seconds(5) : interval  // seed: 0 means 5 s
         }
-        if let timeout = t.seconds("health_check_timeout", minimum: 0.001) { health.timeout = timeout }
+        let timeout = t.seconds("health_check_timeout", minimum: 0.001)
+        if let timeout { health.timeout = timeout }
         if health.timeout > health.interval {
-            t.fail("health_check_timeout", "\(health.timeout) is longer than health_check_interval (\(health.interval))")
+            if timeout == nil {
+                t.fail("health_check_interval", "\(health.interval) is shorter than the default health_check_timeout "
+                       + "(\(health.timeout)): set health_check_timeout to at most the interval")
+            } else {
+                t.fail("health_check_timeout", "\(health.timeout) is longer than health_check_interval (\(health.interval))")
+            }
         }
         health.rise = t.int("rise", in: 1...1000) ?? health.rise
         health.fall = t.int("fall", in: 1...1000) ?? health.fall
         health.send = Array((t.string("health_check_send") ?? "").utf8)
         health.expect = Array((t.string("health_check_expect") ?? "").utf8)
+        health.proxyProtocol = t.choice("health_check_proxy_protocol", ProxyProtocolVersion.self)
         let connectTimeout = t.seconds("connect_timeout", minimum: 0.001) ?? .seconds(2)
         let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
@@ -204,7 +214,7 @@ public enum ConfigLoader {
         if let table = t.table("servers") {
             var addresses: [Endpoint: String] = [:]
             for (serverName, s) in table.namedTables() {
-                let address = endpoint(s, "addr", required: true)
+                let address = endpoint(s, "addr", required: true, role: .server)
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 s.reportUnknownKeys()
                 guard let address else { continue }
@@ -289,13 +299,27 @@ public enum ConfigLoader {
         return out.sorted { $0.isIPv4 && !$1.isIPv4 }  // one order: ["v6", "v4"] is ["v4", "v6"]
     }
 
-    private static func endpoint(_ t: TableReader, _ key: String, required: Bool) -> Endpoint? {
+    /// What an endpoint is for: which addresses make sense there.
+    private enum EndpointRole { case listener, server }
+
+    private static func endpoint(_ t: TableReader, _ key: String, required: Bool, role: EndpointRole) -> Endpoint? {
         guard let text = t.string(key, required: required) else { return nil }
+        let endpoint: Endpoint
         do {
-            return try Endpoint(parsing: text.trimmingSpaces())
+            endpoint = try Endpoint(parsing: text.trimmingSpaces())
         } catch {
             t.fail(key, error.description)
             return nil
         }
+        let a = endpoint.address
+        if a.isMulticast || a == .v4(0xFFFF_FFFF) {
+            t.fail(key, "\(a) is a \(a.isMulticast ? "multicast" : "broadcast") address: TCP needs a unicast one")
+            return nil
+        }
+        if role == .server && a.isUnspecified {
+            t.fail(key, "\(a) is the wildcard address, not a server: write the server's own address")
+            return nil
+        }
+        return endpoint
     }
 }

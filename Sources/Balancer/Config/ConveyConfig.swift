@@ -102,9 +102,14 @@ public struct HealthCheckConfig: Sendable, Equatable {
     public var send: [UInt8]
     /// Prefix the reply must start with (empty: any reply, or none).
     public var expect: [UInt8]
+    /// The PROXY protocol header a check opens with (v1 `PROXY UNKNOWN`, v2 `LOCAL`), for
+    /// servers that require one on every connection. Nil: as the frontends using the pool send
+    /// (see `HealthTarget.targets`).
+    public var proxyProtocol: ProxyProtocolVersion?
 
     public init(interval: Duration = .seconds(5), timeout: Duration = .seconds(1), rise: Int = 2,
-                fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = []) {
+                fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = [], proxyProtocol: ProxyProtocolVersion? = nil) {
+        self.proxyProtocol = proxyProtocol
         self.interval = interval
         self.timeout = timeout
         self.rise = rise

@@ -35,6 +35,7 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
         if text.hasPrefix("[") {
             guard let close = text.firstIndex(of: "]") else { throw .badAddress(text) }
             host = text[text.index(after: text.startIndex)..<close]
+            if !host.contains(":") { throw .badAddress("[\(host)]: brackets are for IPv6 only") }
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { throw .missingPort(text) }
             portText = rest.dropFirst()
@@ -45,7 +46,9 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             if host.contains(":") { throw .badAddress(text) }  // bare IPv6 needs brackets
         }
         guard let address = IPAddress(String(host)) else { throw .badAddress(String(host)) }
-        guard let port = UInt16(portText), port != 0 else { throw .badPort(String(portText)) }
+        // Digits only, no sign and no leading zero: "+80" and "080" are typos, not ports.
+        guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), !portText.hasPrefix("0"),
+              let port = UInt16(portText), port != 0 else { throw .badPort(String(portText)) }
         self.init(address: address, port: port)
     }
 

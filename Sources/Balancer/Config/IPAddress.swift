@@ -48,6 +48,14 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// True for the wildcard of either family (`0.0.0.0`, `::`): every address of the host.
     public var isUnspecified: Bool { self == .v4(0) || self == .v6(0, 0) }
 
+    /// True for IPv4 224.0.0.0/4 and IPv6 ff00::/8.
+    public var isMulticast: Bool {
+        switch self {
+        case .v4(let a): return a >> 28 == 0xE
+        case .v6(let hi, _): return hi >> 56 == 0xFF
+        }
+    }
+
     /// The address in network byte order: 4 bytes for IPv4, 16 for IPv6.
     public var networkBytes: [UInt8] {
         switch self {

@@ -141,6 +141,11 @@ final class TableReader {
     /// Every key of this table, each as a sub-table (for `[frontends.NAME]`-style maps).
     func namedTables() -> [(name: String, reader: TableReader)] {
         table.keys.sorted().compactMap { name in
+            guard !name.isEmpty else {
+                seen.insert(name)
+                fail(name, "an empty name: give this table a name")
+                return nil
+            }
             guard let reader = table(name) else { return nil }
             return (name, reader)
         }
@@ -149,7 +154,7 @@ final class TableReader {
     /// Warns about every key of this table that no accessor asked for.
     func reportUnknownKeys() {
         for key in table.keys.sorted() where !seen.contains(key) {
-            warn(key, "unknown key (ignored)")
+            warn(key, "unknown key")
         }
     }
 }

@@ -26,7 +26,7 @@ struct HealthProbe: Sendable {
         let promise = loop.makePromise(of: HealthCheckResult.self)
         let timeout = target.check.timeout
         let deadline = NIODeadline.now() + TimeAmount(timeout)
-        let send = target.check.send
+        let send = target.proxyHeader.healthCheckHeader + target.check.send
         let expect = target.check.expect
 
         ClientBootstrap(group: loop)
@@ -76,6 +76,21 @@ struct HealthProbe: Sendable {
             return try SocketAddress(ipAddress: endpoint.address.description, port: Int(endpoint.port))
         } catch {
             throw .badAddress("\(endpoint): \(error)")
+        }
+    }
+}
+
+extension ProxyProtocolVersion {
+    /// The header a health check opens with: no client is behind a check, so v1 says
+    /// `PROXY UNKNOWN` and v2 uses its `LOCAL` command, which the specification reserves for
+    /// a proxy's own connections such as health checks.
+    var healthCheckHeader: [UInt8] {
+        switch self {
+        case .none: return []
+        case .v1: return Array("PROXY UNKNOWN\r\n".utf8)
+        case .v2:
+            // Signature, version 2 + LOCAL, family UNSPEC, no address block.
+            return [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00]
         }
     }
 }

@@ -9,12 +9,16 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
     public var address: Endpoint
     /// Interval, timeout, rise, fall, send and expect of the server's pool.
     public var check: HealthCheckConfig
+    /// The PROXY protocol header each check opens with (resolved: `check.proxyProtocol`, or
+    /// what the pool's frontends send).
+    public var proxyHeader: ProxyProtocolVersion
 
     /// A target for server `id` at `address`, checked as `check` says.
-    public init(id: ServerID, address: Endpoint, check: HealthCheckConfig) {
+    public init(id: ServerID, address: Endpoint, check: HealthCheckConfig, proxyHeader: ProxyProtocolVersion? = nil) {
         self.id = id
         self.address = address
         self.check = check
+        self.proxyHeader = proxyHeader ?? check.proxyProtocol ?? .none
     }
 
     /// `pool/name (ip:port)`, as log lines name a server.
@@ -25,12 +29,25 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
     ///
     /// Servers with weight 0 are checked too, so that an operator who raises the weight again
     /// gets a server whose health is already known.
-    public static func targets(for config: ConveyConfig) -> [HealthTarget] {
+    ///
+    /// A pool without `health_check_proxy_protocol` is checked with the header its frontends
+    /// send when they all send the same one (`frontendsSendHeaders`: proxy mode; the AF_XDP
+    /// modes send none): a server that requires the header then sees it on checks too, as
+    /// HAProxy's `check-send-proxy` does.
+    public static func targets(for config: ConveyConfig, frontendsSendHeaders: Bool = true) -> [HealthTarget] {
         config.pools.flatMap { pool in
-            pool.servers.map { server in
+            let header = pool.health.proxyProtocol ?? (frontendsSendHeaders ? frontendHeader(of: pool.name, in: config) : .none)
+            return pool.servers.map { server in
                 HealthTarget(id: ServerID(pool: pool.name, name: server.name), address: server.address,
-                             check: pool.health)
+                             check: pool.health, proxyHeader: header)
             }
         }
+    }
+
+    /// The PROXY header every frontend of pool `name` sends, or `.none` when they differ or
+    /// there is none.
+    public static func frontendHeader(of name: String, in config: ConveyConfig) -> ProxyProtocolVersion {
+        let versions = Set(config.frontends.filter { $0.pool == name }.map(\.proxyProtocol))
+        return versions.count == 1 ? versions.first! : .none
     }
 }

@@ -20,6 +20,7 @@ public struct ReloadService: Service {
     private let check: @Sendable (LoadedConfig) -> [ConfigProblem]
     private let overrides: @Sendable (inout ConveyConfig) -> Void
     private let prepare: @Sendable (LoadedConfig) -> [ConfigProblem]
+    private let warnings: @Sendable (LoadedConfig) -> [ConfigProblem]
 
     /// - Parameters:
     ///   - overrides: the command line's settings, which outrank the file's (`--iface`):
@@ -27,6 +28,8 @@ public struct ReloadService: Service {
     ///     that leaves them to the command line reloads like the one convey started with.
     ///   - check: mode-specific validation run on every candidate (e.g. NAT port safety); any
     ///     problem rejects the file like a syntax error would.
+    ///   - warnings: mode-specific remarks on an accepted file (settings the mode ignores),
+    ///     logged with the file's own warnings.
     ///   - prepare: run on a candidate that passed every check, just before it is applied: the
     ///     data plane readies what the file needs and only it can try (proxy mode binds the
     ///     listeners of new frontends and addresses). A problem rejects the file; the hook
@@ -34,6 +37,7 @@ public struct ReloadService: Service {
     public init(path: String, runtime: BalancerRuntime, logger: Logger,
                 overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
                 check: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
+                warnings: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
                 prepare: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
                 onApplied: @escaping @Sendable (ConveyConfig) -> Void = { _ in }) {
         self.path = path
@@ -42,6 +46,7 @@ public struct ReloadService: Service {
         self.overrides = overrides
         self.check = check
         self.prepare = prepare
+        self.warnings = warnings
         self.onApplied = onApplied
     }
 
@@ -111,7 +116,7 @@ public struct ReloadService: Service {
             for problem in problems { logger.error("config rejected, running configuration kept: \(problem)") }
             return false
         }
-        for warning in loaded.warnings { logger.warning("\(warning)") }
+        for warning in loaded.warnings + warnings(candidate) { logger.warning("\(warning)") }
         let report = runtime.apply(candidate.config)
         for change in report.applied { logger.notice("reload: \(change)") }
         for change in report.needsRestart { logger.warning("reload: \(change)") }

@@ -131,6 +131,46 @@ struct HealthCheckerTests {
         #expect(recorder.all.isEmpty)
     }
 
+    /// A server behind `proxy_protocol` (nginx `listen ... proxy_protocol`, HAProxy
+    /// `accept-proxy`) wants the header on every connection, checks included.
+    @Test("a PROXY header opens each check: v1 'PROXY UNKNOWN', v2 LOCAL; the send bytes follow", arguments: [
+        (ProxyProtocolVersion.v1, Array("PROXY UNKNOWN\r\n".utf8)),
+        (ProxyProtocolVersion.v2, [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00]),
+    ])
+    func proxyHeaderOpensCheck(version: ProxyProtocolVersion, header: [UInt8]) async throws {
+        let backend = try await LoopbackServer.start(.reply(Array("+PONG\r\n".utf8)))
+        defer { Task { try await backend.stop() } }
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = HealthTarget(id: ServerID(pool: "p", name: "a"), address: .loopback(backend.port),
+                             check: Self.check(fall: 1, send: "PING\r\n", expect: "+PONG"), proxyHeader: version)
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: { _, _ in })
+        try await whileRunning(checker) {
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 1 })
+        }
+        #expect(checker.status(of: a.id)?.lastResult == .passed)
+        #expect(backend.receivedBytes.starts(with: header + Array("PING\r\n".utf8)), "\(backend.receivedBytes.prefix(40))")
+    }
+
+    @Test("a pool's checks send the PROXY header its frontends send, unless the pool says otherwise or the mode sends none")
+    func proxyHeaderFollowsFrontends() throws {
+        let server = [ServerConfig(name: "s", address: try Endpoint(parsing: "10.77.0.21:80"))]
+        func frontend(_ name: String, _ pool: String, _ v: ProxyProtocolVersion) throws -> FrontendConfig {
+            FrontendConfig(name: name, listen: try Endpoint(parsing: "10.77.0.1:\(80 + name.count)"), pool: pool, proxyProtocol: v)
+        }
+        var explicit = HealthCheckConfig()
+        explicit.proxyProtocol = ProxyProtocolVersion.none
+        let config = ConveyConfig(
+            frontends: [try frontend("a", "same", .v2), try frontend("bb", "same", .v2),
+                        try frontend("ccc", "mixed", .v1), try frontend("dddd", "mixed", .none),
+                        try frontend("eeeee", "told", .v2)],
+            pools: [PoolConfig(name: "same", servers: server), PoolConfig(name: "mixed", servers: server),
+                    PoolConfig(name: "told", health: explicit, servers: server), PoolConfig(name: "unused", servers: server)])
+        let headers = Dictionary(uniqueKeysWithValues: HealthTarget.targets(for: config).map { ($0.id.pool, $0.proxyHeader) })
+        #expect(headers == ["same": .v2, "mixed": .none, "told": .none, "unused": .none])
+        let xdp = HealthTarget.targets(for: config, frontendsSendHeaders: false)
+        #expect(xdp.allSatisfy { $0.proxyHeader == .none })
+    }
+
     @Test("an IPv6 server is checked like any other")
     func ipv6Server() async throws {
         let backend = try await LoopbackServer.start(.reply(Array("+PONG\r\n".utf8)), host: "::1")
