@@ -44,6 +44,9 @@ public enum ConfigLoader {
 
     /// Validates TOML `source`; `file` names it in messages.
     public static func load(source: String, file: String) throws(ConfigError) -> LoadedConfig {
+        if let (line, message) = TOMLPreflight.problem(in: source) {
+            throw ConfigError(problems: [ConfigProblem(file: file, line: line, key: nil, message: message)])
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: source)

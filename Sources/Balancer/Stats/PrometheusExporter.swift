@@ -70,7 +70,7 @@ public final class PrometheusExporter: Sendable {
             out += [
                 MetricSample(name: "convey_frontend_connections_total", help: "Client connections accepted.",
                              kind: .counter, labels: l, value: Double(f.totals.totalConnections)),
-                MetricSample(name: "convey_frontend_connections", help: "Client connections open now.",
+                MetricSample(name: "convey_frontend_open_connections", help: "Client connections open now.",
                              kind: .gauge, labels: l, value: Double(f.totals.currentConnections)),
                 MetricSample(name: "convey_frontend_bytes_tx_total", help: "Bytes forwarded client to server.",
                              kind: .counter, labels: l, value: Double(f.totals.bytesTx)),
@@ -96,7 +96,7 @@ public final class PrometheusExporter: Sendable {
                                  kind: .gauge, labels: l, value: Double(s.weight)),
                     MetricSample(name: "convey_server_connections_total", help: "Connections to the server.",
                                  kind: .counter, labels: l, value: Double(s.totals.totalConnections)),
-                    MetricSample(name: "convey_server_connections", help: "Connections to the server open now.",
+                    MetricSample(name: "convey_server_open_connections", help: "Connections to the server open now.",
                                  kind: .gauge, labels: l, value: Double(s.totals.currentConnections)),
                     MetricSample(name: "convey_server_bytes_tx_total", help: "Bytes forwarded client to server.",
                                  kind: .counter, labels: l, value: Double(s.totals.bytesTx)),

@@ -1,0 +1,38 @@
+@testable import Balancer
+import Testing
+
+@Suite("What the TOML parser is never handed")
+struct TOMLPreflightTests {
+    /// toml++ asserts (aborting the process) on these instead of reporting an error; found by
+    /// fuzzing `convey --check` and a live reload.
+    @Test("a table header whose name starts with a character no key may start with is a syntax error on its line",
+          arguments: ["[\\", "[é]", "[!", "[[!]]", "a = 1\n[ \\", "[ ]", "[", "[[", "# c\n\n  [\t!x]\n"])
+    func badHeaderStart(source: String) throws {
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(source: source, file: "f.toml") }
+        let found = try #require(TOMLPreflight.problem(in: source))
+        #expect(found.message.hasPrefix("TOML syntax error: a table "))
+        #expect(found.line == source.prefix { $0 != "[" }.filter { $0 == "\n" }.count + 1)
+    }
+
+    @Test("brackets inside values, strings and comments are not headers", arguments: [
+        "x = [\n  [{a = 1}],\n]\n[ok]\n",
+        "x = \"\"\"\n[\\\\\n\"\"\"\n",
+        "x = '''\n[!\n'''\n",
+        "x = { a = [\n[1]] }\n",
+        "# [!\n[\"quoted name\"]\n[ 'lit' ]\n[a.\"\"]\n",
+        "x = \"\\\"[\"\n[-dash]\n[_u]\n[9]\n",
+    ])
+    func notHeaders(source: String) {
+        #expect(TOMLPreflight.problem(in: source) == nil)
+    }
+
+    @Test("a NUL escape in a basic string is refused on its line; an escaped backslash before u0000 is not one")
+    func nulEscapes() {
+        #expect(TOMLPreflight.problem(in: "a = 1\ns = \"10.0.0.1:80\\u0000x\"\n")?.line == 2)
+        #expect(TOMLPreflight.problem(in: "s = \"\\U00000000\"")?.message.contains("NUL") == true)
+        #expect(TOMLPreflight.problem(in: "s = \"\"\"\nab\n\\u0000\"\"\"")?.line == 3)
+        #expect(TOMLPreflight.problem(in: "s = \"\\\\u0000\"") == nil)
+        #expect(TOMLPreflight.problem(in: "s = '\\u0000'") == nil)  // literal: backslash and text
+        #expect(TOMLPreflight.problem(in: "s = \"\\u0001\"") == nil)
+    }
+}
