@@ -14,7 +14,10 @@ enum ModeChecks {
         let config = loaded.config
         var out: [ConfigProblem] = []
         func problem(_ key: String, _ message: String) { out.append(loaded.problem(key: key, message)) }
-        guard mode != .proxy else { return out }
+        guard mode != .proxy else {
+            out += selfConnections(loaded, local: { (try? AddressTable.dump().map(\.address)) ?? [] })
+            return out
+        }
         let wantedVIPs = Set(config.frontends.map(\.listen))
         let vips = wantedVIPs.union(running?.frontends.map(\.config.listen) ?? [])
         if vips.count > SteeringProgram.maxVIPs {
@@ -70,6 +73,31 @@ enum ModeChecks {
                 problem("xdp.nat_ports", conflict)
             } else if config.xdp.natPorts == nil, let facts, NATPortRange.defaultRange(facts) == nil {
                 problem("xdp.nat_ports", NATPortRange.noDefaultRange)
+            }
+        }
+        return out
+    }
+
+    /// Proxy mode: servers that are this host on the port of a wildcard frontend (`0.0.0.0:80`
+    /// listens on every address, loopback included), so convey would connect to itself. An
+    /// exact match of a listen address is refused by the loader already. `local`: the host's
+    /// addresses (asked only when a wildcard frontend exists).
+    static func selfConnections(_ loaded: LoadedConfig, local: () -> [IPAddress]) -> [ConfigProblem] {
+        let config = loaded.config
+        let wildcards = config.frontends.filter { $0.listen.address.isUnspecified }
+        guard !wildcards.isEmpty else { return [] }
+        let addresses = Set(local())
+        var out: [ConfigProblem] = []
+        for pool in config.pools {
+            for server in pool.servers {
+                let a = server.address.address
+                let isLocal = addresses.contains(a) || a == .v6(0, 1) || { if case .v4(let v) = a { return v >> 24 == 127 } else { return false } }()
+                guard isLocal, let f = wildcards.first(where: { $0.listen.port == server.address.port && $0.listen.address.isIPv4 == a.isIPv4 })
+                else { continue }
+                out.append(loaded.problem(path: ["backends", pool.name, "servers", server.name, "addr"],
+                                          "\(server.address) is this host, where frontend '\(f.name)' listens on \(f.listen): "
+                                          + "convey would connect to itself, each connection opening another until "
+                                          + "descriptors run out"))
             }
         }
         return out

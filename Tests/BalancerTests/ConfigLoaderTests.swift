@@ -342,6 +342,21 @@ struct ConfigLoaderTests {
         #expect(firstProblem(listen: "[::]:80", server: "[::1]:81") == nil)
     }
 
+    @Test("a server at a frontend's own listen address is refused: convey would connect to itself")
+    func serverIsOwnListener() {
+        let p = problems("""
+            [frontends.web]
+            listen_addr = "127.0.0.1:28480"
+            backend = "pool"
+            [backends.pool.servers.a]
+            addr = "127.0.0.1:9001"
+            [backends.pool.servers.me]
+            addr = "127.0.0.1:28480"
+            """)
+        #expect(p.map(\.description) == ["test.toml:7: backends.pool.servers.me.addr: 127.0.0.1:28480 is frontend 'web''s own "
+                                         + "listen_addr: convey would connect to itself, each connection opening another until descriptors run out"])
+    }
+
     @Test("a table with an empty name is refused on its line")
     func emptyNames() {
         let p = problems("""

@@ -190,6 +190,27 @@ struct CommandLineTests {
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
 
+    @Test("proxy mode: a server on this host at a wildcard frontend's port is refused; the AF_XDP modes do not listen")
+    func selfConnectionThroughWildcard() throws {
+        let text = """
+        [frontends.any]
+        listen_addr = "0.0.0.0:28481"
+        backend = "pool"
+        [backends.pool.servers.loop]
+        addr = "127.0.0.2:28481"
+        """
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-self-\(getpid()).toml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let run = try ConveyRun(["--check", "--config", path])
+        #expect(run.status == 2)
+        #expect(run.stderr.contains(":5: backends.pool.servers.loop.addr: 127.0.0.2:28481 is this host, where frontend 'any' "
+                                    + "listens on 0.0.0.0:28481: convey would connect to itself"), "stderr was: \(run.stderr)")
+        let other = text.replacingOccurrences(of: "127.0.0.2:28481", with: "127.0.0.2:28482")
+        try other.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try ConveyRun(["--check", "--config", path]).status == 0)
+    }
+
     @Test("the AF_XDP modes warn about proxy-mode-only settings, which --check fails on")
     func proxyOnlySettingsInXDPModes() throws {
         let text = """

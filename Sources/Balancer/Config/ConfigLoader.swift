@@ -100,6 +100,7 @@ public enum ConfigLoader {
         }
         let frontends = frontendTables.compactMap { readFrontend($0.name, $0.reader, pools: pools, root: root) }
         checkDistinctListeners(frontends, root)
+        checkNoServerIsAListener(frontends, pools, root)
 
         let stats = root.table("stats").map(readStats) ?? StatsConfig()
         let statsEndpoint = Endpoint(address: stats.address, port: stats.port)
@@ -169,6 +170,19 @@ public enum ConfigLoader {
     /// Two listen addresses on one port where one is the wildcard of the other's family.
     private static func overlap(_ a: Endpoint, _ b: Endpoint) -> Bool {
         a.port == b.port && a.address.isIPv4 == b.address.isIPv4 && (a.address.isUnspecified || b.address.isUnspecified)
+    }
+
+    /// A server at a frontend's own listen address: every connection (and every health check)
+    /// to it would come back to convey and open another, until descriptors run out.
+    private static func checkNoServerIsAListener(_ frontends: [FrontendConfig], _ pools: [PoolConfig], _ root: TableReader) {
+        for pool in pools {
+            for server in pool.servers {
+                guard let f = frontends.first(where: { $0.listen == server.address }) else { continue }
+                root.loadContext.problem(path: ["backends", pool.name, "servers", server.name, "addr"],
+                                         "\(server.address) is frontend '\(f.name)''s own listen_addr: convey would "
+                                         + "connect to itself, each connection opening another until descriptors run out")
+            }
+        }
     }
 
     private static func checkDistinctListeners(_ frontends: [FrontendConfig], _ root: TableReader) {
