@@ -72,6 +72,9 @@ public struct ReloadService: Service {
         defer { signalTask.cancel() }
 
         var lastSource = (try? Self.read(path)) ?? ""
+        // The text of the last file applied here (nil: the one convey started with, not known
+        // to be this text), so a SIGHUP with nothing new costs no parse.
+        var appliedSource: String? = nil
         await withGracefulShutdownHandler {
             for await trigger in events.cancelOnGracefulShutdown() {
                 // Let the editor finish its write-then-rename before reading.
@@ -84,10 +87,16 @@ public struct ReloadService: Service {
                                    metadata: ["file": "\(path)"])
                     continue
                 }
-                // File events repeat for one save; SIGHUP is an explicit request and always reloads.
+                // File events repeat for one save. SIGHUP is an explicit request: it reloads
+                // whatever the file holds unless that is exactly what runs (a file rejected
+                // before is tried again: a bind may succeed now).
                 guard source != lastSource || trigger == .signal else { continue }
                 lastSource = source
-                reload(source: source)
+                if trigger == .signal && source == appliedSource {
+                    logger.notice("configuration unchanged; nothing to reload", metadata: ["file": "\(path)"])
+                    continue
+                }
+                if reload(source: source) { appliedSource = source }
             }
         } onGracefulShutdown: {
             continuation.finish()
