@@ -486,7 +486,20 @@ struct ForwarderCore {
         let vip = frontends + frontend
         return create(clientHi: clientHi, clientLo: clientLo, clientPort: FlowEntry.port(ofKey: key),
                       frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
-                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source)
+                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source,
+                      frameDestination: EthernetHeader(frame).destination)
+    }
+
+    /// Whether a client at (hi, lo) (the widened form) may open a connection to `vip`: not
+    /// from an address no host can send from, and not from the VIP itself.
+    static func isPlausibleClient(hi: UInt64, lo: UInt64, vipHi: UInt64, vipLo: UInt64) -> Bool {
+        if hi == vipHi && lo == vipLo { return false }
+        if let v4 = StableHash.mappedIPv4(hi: hi, lo: lo) {
+            let first = v4 >> 24
+            return first != 0 && first != 127 && first < 224
+        }
+        if hi == 0 && (lo == 0 || lo == 1) { return false }  // ::, ::1
+        return hi >> 56 != 0xFF  // multicast
     }
 
     /// The new-flow path (a SYN, or a DSR segment `adoptsMidFlow`): kept out of line so
@@ -494,8 +507,24 @@ struct ForwarderCore {
     @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8,
-                                 clientMAC: UInt64) -> Int {
+                                 clientMAC: UInt64, frameDestination: UInt64) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
+        // What no host would take a connection from: checked here, on the new-flow path only.
+        // A frame for another MAC (broadcast, multicast, promiscuous capture) is the kernel's
+        // PACKET_OTHERHOST / _BROADCAST, which TCP drops.
+        if interfaceMAC != 0 && frameDestination != interfaceMAC {
+            c.drop(.notForUs)
+            return -1
+        }
+        // SYN+FIN and SYN+RST open nothing on a real host.
+        if flags & TCPHeader.syn != 0 && flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
+            c.drop(.malformed)
+            return -1
+        }
+        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo) else {
+            c.drop(.badSource)
+            return -1
+        }
         guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
             c.drop(.noFlow)
             return Self.answerWithReset
