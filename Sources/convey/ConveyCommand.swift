@@ -56,7 +56,7 @@ struct ConveyCommand: AsyncParsableCommand {
         }
         let logLevel = self.logLevel.level
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = ConveyLogHandler()
             handler.logLevel = logLevel
             return handler
         }

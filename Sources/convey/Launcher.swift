@@ -101,13 +101,17 @@ struct Launcher {
         let capacity = OpenFileLimit.connectionCapacity(limits.now)
         let limited = config.frontends.allSatisfy { $0.maxConnections > 0 }
         let wanted = limited ? UInt64(config.frontends.reduce(0) { $0 + $1.maxConnections }) : 10_000
-        if capacity.lowerBound < wanted {
+        // Frontends with max_connections: warn when the limit may not hold them. Unlimited
+        // ones: warn only when even idle connections (2 descriptors) would stop short of
+        // 10 000; otherwise say what it holds at info level, not on every start as a warning.
+        let short = limited ? capacity.lowerBound < wanted : capacity.upperBound < wanted
+        if short || capacity.lowerBound < wanted {
             let perConnection = OpenFileLimit.descriptorsPerConnection
             let text = "the open files limit (\(limits.now)) holds \(capacity.lowerBound) to \(capacity.upperBound) proxied "
                 + "connections at once (\(perConnection.lowerBound) descriptors each, \(perConnection.upperBound) while moving bulk data)"
                 + (limited ? ", fewer than the frontends' max_connections (\(wanted))" : "")
                 + ": raise the hard limit (systemd LimitNOFILE=, or nofile in /etc/security/limits.conf)"
-            logger.warning("\(text)")
+            if short { logger.warning("\(text)") } else { logger.info("\(text)") }
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Balancer
 import Testing
 
@@ -355,6 +356,43 @@ struct ConfigLoaderTests {
             """)
         #expect(p.map(\.description) == ["test.toml:7: backends.pool.servers.me.addr: 127.0.0.1:28480 is frontend 'web''s own "
                                          + "listen_addr: convey would connect to itself, each connection opening another until descriptors run out"])
+    }
+
+    @Test("messages stay one bounded line: control and line-separator characters escaped, huge keys cut")
+    func printableMessages() {
+        let p = problems("[frontends.web]\nlisten_addr = \"a\\u2028b\\nc\"\nbackend = \"p\"\n[backends.p.servers.a]\naddr = \"127.0.0.1:1\"\n"
+                         + "\(String(repeating: "k", count: 5000)) = 1\n")
+        let text = p.map(\.description).joined(separator: "\n")
+        #expect(text.split(separator: "\n").count == p.count, "each problem one line: \(text)")
+        #expect(text.contains("'a\\u{2028}b\\u{A}c'"), "\(text)")
+        #expect(text.contains("kkk… (4861 more characters): warning: unknown key"), "\(text.prefix(400))")
+        #expect(text.count < 3000)
+    }
+
+    @Test("a file that is not UTF-8 is refused on the line of the first bad byte")
+    func notUTF8() throws {
+        let path = "/tmp/convey-utf8-\(getpid()).toml"
+        let bytes = Array("# ok\n[frontends.web]\n# caf".utf8) + [0xE9] + Array("\n".utf8)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        defer { unlink(path) }
+        do {
+            _ = try ConfigLoader.load(path: path)
+            Issue.record("loaded a file that is not UTF-8")
+        } catch {
+            #expect(error.problems.map(\.description) == ["\(path):3: not valid UTF-8 here: a TOML file is UTF-8 text"])
+        }
+    }
+
+    @Test("durations below a millisecond and NAT addresses no packet can come from are refused")
+    func tinyDurationsAndBadNATAddresses() {
+        let base = "[frontends.web]\nlisten_addr = \"127.0.0.1:80\"\nbackend = \"p\"\n[backends.p]\n"
+        let servers = "[backends.p.servers.a]\naddr = \"127.0.0.1:81\"\n"
+        #expect(problems(base + "health_check_interval = 0.0000001\n" + servers).first?.message
+                == "1e-07 seconds is below a millisecond, the smallest duration convey keeps")
+        #expect(problems(base + "health_check_interval = 0\n" + servers).isEmpty)  // the seed's "0 means 5 s"
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.5", "::"] {
+            #expect(problems(base + servers + "[xdp]\nnat_addr = \"\(bad)\"\n").first?.message.contains("cannot be a source address") == true, "\(bad)")
+        }
     }
 
     @Test("a table with an empty name is refused on its line")

@@ -35,6 +35,8 @@ public enum ConfigLoader {
         let text: String
         do {
             text = try readFile(path)
+        } catch let invalid as InvalidUTF8 {
+            throw ConfigError(problems: [invalid.problem(file: path)])
         } catch {
             throw ConfigError(problems: [ConfigProblem(file: path, line: nil, key: nil,
                                                        message: "cannot read: \(error)")])
@@ -91,7 +93,8 @@ public enum ConfigLoader {
                 bytes += chunk[0..<n]
                 if bytes.count > 16 << 20 { throw Errno.fileTooLarge }
             }
-            return String(decoding: bytes, as: UTF8.self)
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw InvalidUTF8(bytes: bytes) }
+            return text
         }
     }
 
@@ -312,6 +315,10 @@ public enum ConfigLoader {
                 t.fail("nat_addr", "'\(text)' is not an IPv4 or IPv6 address")
                 return []
             }
+            if ip.isUnspecified || ip.isMulticast || ip == .v4(0xFFFF_FFFF) {
+                t.fail("nat_addr", "\(ip) cannot be a source address: give one of the interface's unicast addresses")
+                return []
+            }
             if let same = out.first(where: { $0.isIPv4 == ip.isIPv4 }) {
                 t.fail("nat_addr", "two \(NATAddressFamilies.family(ip)) addresses (\(same), \(ip)): give at most one per family")
                 return []
@@ -343,5 +350,36 @@ public enum ConfigLoader {
             return nil
         }
         return endpoint
+    }
+}
+
+/// A configuration file that is not UTF-8, as TOML requires. Decoding it anyway would turn the
+/// bad bytes into U+FFFD inside names and values, silently.
+struct InvalidUTF8: Error, CustomStringConvertible {
+    /// 1-based line of the first byte sequence that is not UTF-8.
+    var line: Int
+
+    init(bytes: [UInt8]) {
+        // The longest valid prefix, then the line it ends on.
+        var valid = bytes.count
+        var iterator = bytes.makeIterator()
+        var decoder = UTF8()
+        var consumed = 0
+        decoding: while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue(let scalar): consumed += UTF8.width(scalar)
+            case .emptyInput: break decoding
+            case .error:
+                valid = consumed
+                break decoding
+            }
+        }
+        line = bytes[..<valid].reduce(1) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) }
+    }
+
+    var description: String { "line \(line) is not valid UTF-8 (a TOML file is UTF-8 text)" }
+
+    func problem(file: String) -> ConfigProblem {
+        ConfigProblem(file: file, line: line, key: nil, message: "not valid UTF-8 here: a TOML file is UTF-8 text")
     }
 }

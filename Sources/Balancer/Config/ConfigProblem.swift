@@ -16,13 +16,35 @@ public struct ConfigProblem: Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
 
-    /// `file:line: key: message`, the form compilers use so editors can jump to it.
+    /// `file:line: key: message`, the form compilers use so editors can jump to it. Always
+    /// one line of bounded length: control and line-separator characters from the file are
+    /// escaped, and a key or message that echoes a huge value is cut short.
     public var description: String {
         var out = file
         if let line { out += ":\(line)" }
         out += ": "
-        if let key { out += "\(key): " }
-        return out + message
+        if let key { out += "\(Self.printable(key, limit: 160)): " }
+        return out + Self.printable(message, limit: 1000)
+    }
+
+    /// `text` with control characters, DEL and the Unicode line separators (U+0085, U+2028,
+    /// U+2029) written as `\u{XX}`, cut to `limit` characters with the count of the rest.
+    static func printable(_ text: String, limit: Int) -> String {
+        var out = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            if count >= limit {
+                return out + "… (\(text.unicodeScalars.count - count) more characters)"
+            }
+            let v = scalar.value
+            if v < 0x20 || v == 0x7F || v == 0x85 || v == 0x2028 || v == 0x2029 {
+                out += "\\u{" + String(v, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+            count += 1
+        }
+        return out
     }
 }
 

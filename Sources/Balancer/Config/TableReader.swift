@@ -112,6 +112,12 @@ final class TableReader {
             fail(key, "\(number) seconds is out of range (\(minimum) to 31536000, a year)")
             return nil
         }
+        // Durations are kept in milliseconds: a positive value that would round to zero
+        // (which some keys read as "the default") is refused rather than changed silently.
+        if number > 0 && number < 0.001 {
+            fail(key, "\(number) seconds is below a millisecond, the smallest duration convey keeps")
+            return nil
+        }
         return .milliseconds(Int64((number * 1000).rounded()))
     }
 

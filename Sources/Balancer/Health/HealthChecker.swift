@@ -209,11 +209,11 @@ public final class HealthChecker: Service, Sendable {
         deliver(status, of: target.id, token: token) {
             switch transition {
             case .wentDown:
-                logger.notice("server \(target.id) at \(target.address) is down: \(result) (\(status.consecutiveFailures) failed checks in a row)",
+                logger.notice("server \(target.id) at \(target.address) is down: \(result) (\(Self.checks(status.consecutiveFailures, "failed")))",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)",
                                          "reason": "\(result)"])
             case .wentUp:
-                logger.notice("server \(target.id) at \(target.address) is up again (\(status.consecutiveSuccesses) passed checks in a row)",
+                logger.notice("server \(target.id) at \(target.address) is up again (\(Self.checks(status.consecutiveSuccesses, "passed")))",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)",
                                          "reason": "\(result)"])
             }
@@ -272,5 +272,12 @@ public final class HealthChecker: Service, Sendable {
             self.state = HealthState(rise: target.check.rise, fall: target.check.fall)
             self.status = .unchecked
         }
+    }
+}
+
+extension HealthChecker {
+    /// "1 failed check", "3 failed checks in a row".
+    static func checks(_ n: Int, _ kind: String) -> String {
+        n == 1 ? "1 \(kind) check" : "\(n) \(kind) checks in a row"
     }
 }

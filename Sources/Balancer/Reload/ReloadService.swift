@@ -82,6 +82,9 @@ public struct ReloadService: Service {
                 let source: String
                 do {
                     source = try Self.read(path)
+                } catch let invalid as InvalidUTF8 {
+                    logger.error("config rejected, running configuration kept: \(invalid.problem(file: path))")
+                    continue
                 } catch {
                     logger.warning("config file unreadable (\(error)); keeping the running configuration",
                                    metadata: ["file": "\(path)"])
