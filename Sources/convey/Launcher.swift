@@ -21,7 +21,10 @@ struct Launcher {
 
     func run() async throws {
         raiseOpenFileLimit()
-        let runtime = BalancerRuntime(config: config)
+        // The AF_XDP modes fold their connection counts in every stats period: a drain may
+        // end early for holding nothing only once two periods have counted it.
+        let settle: Duration = mode == .proxy ? .seconds(1) : config.passthrough.statsUpdateFrequency * 2 + .seconds(1)
+        let runtime = BalancerRuntime(config: config, drainSettleTime: settle)
         let started = ContinuousClock.now
         var services: [any Service] = []
 

@@ -118,6 +118,38 @@ struct BalancerRuntimeTests {
         return n
     }
 
+    @Test("a drain with nothing left to drain ends early, after the settle time: its frontend's address is free at once")
+    func emptyDrainsEndEarly() async throws {
+        var two = config(ports: [9001, 9002], drain: .seconds(30))
+        two.frontends.append(FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "pool"))
+        let runtime = BalancerRuntime(config: two, drainSettleTime: .milliseconds(100))
+        let snapshot = runtime.snapshots.load().value
+        // One open connection on the removed frontend, through server s1 (removed too).
+        let other = try #require(snapshot.frontend(named: "other"))
+        other.counters.connectionOpened()
+        other.servers[1].counters.connectionOpened()
+        runtime.apply(config(ports: [9001], drain: .seconds(30)))
+        #expect(runtime.expireDrains() == false, "within the settle time")
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(runtime.expireDrains() == false, "a connection is still open")
+        #expect(runtime.snapshots.load().value.frontend(named: "other")?.isDraining == true)
+        other.counters.connectionClosed()
+        other.servers[1].counters.connectionClosed()
+        #expect(runtime.expireDrains() == true)
+        #expect(runtime.snapshots.load().value.frontend(named: "other") == nil)
+        #expect(runtime.snapshots.load().value.frontend(named: "web")?.servers.map(\.id.name) == ["s0"])
+        // The address is free for another frontend in the next reload.
+        var renamed = try ConfigLoader.load(source: """
+            [frontends.renamed]
+            listen_addr = "127.0.0.1:18081"
+            backend = "pool"
+            [backends.pool.servers.s0]
+            addr = "127.0.0.1:9001"
+            """, file: "test.toml")
+        renamed.config.frontends.append(runtime.config.frontends[0])
+        #expect(runtime.reloadProblems(renamed).isEmpty)
+    }
+
     @Test("a removed frontend takes no new connections, and its open ones drain on its pool's servers until drain_timeout")
     func removedFrontendDrains() async throws {
         var two = config(ports: [9001], drain: .milliseconds(150))

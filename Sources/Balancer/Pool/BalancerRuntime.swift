@@ -12,6 +12,10 @@ public final class BalancerRuntime: Sendable {
     public let snapshots: SnapshotPublisher<ForwardingSnapshot>
     private let state: Mutex<State>
     private let clock = ContinuousClock()
+    /// How long a drain runs at least before it may end early for having nothing left (see
+    /// `expireDrains`): long enough for the data plane to have adopted it and counted what it
+    /// holds.
+    private let drainSettleTime: Duration
 
     private struct State {
         var config: ConveyConfig
@@ -61,15 +65,22 @@ public final class BalancerRuntime: Sendable {
         var config: FrontendConfig
         /// Its pool as it was, in case the reload removed that too.
         var pool: PoolConfig?
+        var since: ContinuousClock.Instant
         var deadline: ContinuousClock.Instant
     }
 
     private struct RemovedServer {
         var config: ServerConfig
+        var since: ContinuousClock.Instant
         var deadline: ContinuousClock.Instant
     }
 
-    public init(config: ConveyConfig) {
+    /// - Parameter drainSettleTime: how long a removed server's or frontend's drain runs at
+    ///   least before it ends early for holding no connection: the data plane's delay in
+    ///   counting connections (proxy mode counts at once; the AF_XDP modes fold their counts
+    ///   in every `stats_update_frequency`).
+    public init(config: ConveyConfig, drainSettleTime: Duration = .seconds(1)) {
+        self.drainSettleTime = drainSettleTime
         var state = State(config: config)
         let now = ContinuousClock.now
         Self.syncCounters(&state, config: config, now: now)
@@ -96,7 +107,7 @@ public final class BalancerRuntime: Sendable {
                     let id = ServerID(pool: pool.name, name: server.name)
                     guard !newIDs.contains(id) else { continue }
                     let drain = new.pool(named: pool.name)?.drainTimeout ?? pool.drainTimeout
-                    if drain > .zero { state.removed[id] = RemovedServer(config: server, deadline: now + drain) }
+                    if drain > .zero { state.removed[id] = RemovedServer(config: server, since: now, deadline: now + drain) }
                 }
             }
             for id in newIDs { state.removed[id] = nil }
@@ -123,7 +134,8 @@ public final class BalancerRuntime: Sendable {
                 let pool = state.config.pool(named: o.pool)
                 let drain = new.pool(named: o.pool)?.drainTimeout ?? pool?.drainTimeout ?? .zero
                 if drain > .zero {
-                    state.removedFrontends[FrontendAddress(o)] = RemovedFrontend(config: o, pool: pool, deadline: now + drain)
+                    state.removedFrontends[FrontendAddress(o)] = RemovedFrontend(config: o, pool: pool, since: now,
+                                                                                  deadline: now + drain)
                 }
             }
             for f in new.frontends { state.removedFrontends[FrontendAddress(f)] = nil }
@@ -200,13 +212,29 @@ public final class BalancerRuntime: Sendable {
 
     /// Ends drains whose time has passed; called periodically by the control plane.
     /// Returns true when a snapshot was republished.
+    ///
+    /// A removed server's or frontend's drain also ends early once it holds no connection
+    /// (after `drainSettleTime`), as HAProxy's old process exits with its last connection:
+    /// its address is free for another frontend at once, and `/stats` stops listing it.
     @discardableResult
     public func expireDrains() -> Bool {
         let now = clock.now
+        let settle = drainSettleTime
         let expired = state.withLock { state -> Bool in
             let before = state.removed.count
-            state.removed = state.removed.filter { $0.value.deadline > now }
+            state.removed = state.removed.filter { id, removed in
+                guard removed.deadline > now else { return false }
+                let open = state.serverCounters[id]?.currentConnections.load(ordering: .relaxed) ?? 0
+                return now - removed.since < settle || open > 0
+            }
             var changed = state.removed.count != before
+            // A frontend no longer configured under its name: its counters are its drains' alone.
+            for (key, removed) in state.removedFrontends
+            where !state.config.frontends.contains(where: { $0.name == key.name }) && now - removed.since >= settle
+                && (state.frontendCounters[key.name]?.currentConnections.load(ordering: .relaxed) ?? 0) <= 0 {
+                state.removedFrontends[key] = nil
+                changed = true
+            }
             if state.poolSwitches.values.contains(where: { $0.contains { $0.deadline <= now } }) {
                 state.poolSwitches = state.poolSwitches.compactMapValues { list in
                     let live = list.filter { $0.deadline > now }
