@@ -186,8 +186,9 @@ public final class BalancerRuntime: Sendable {
             }
             return candidate.problem(path: ["frontends", f.name, "listen_addr"],
                                      "\(f.listen) is the address of frontend '\(old.name)', \(what): its open connections are " +
-                                     "on that address until its drain_timeout, so another frontend can take it in a later " +
-                                     "reload after that, or at a restart (to rename, keep the name '\(old.name)' until then)")
+                                     "on that address until they end or its drain_timeout passes, so another frontend can " +
+                                     "take it in a later reload after that, or at a restart (to rename, keep the name " +
+                                     "'\(old.name)' until then)")
         }
     }
 
