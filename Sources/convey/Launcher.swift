@@ -105,9 +105,10 @@ struct Launcher {
         let limited = config.frontends.allSatisfy { $0.maxConnections > 0 }
         let wanted = limited ? UInt64(config.frontends.reduce(0) { $0 + $1.maxConnections }) : 10_000
         // Frontends with max_connections: warn when the limit may not hold them. Unlimited
-        // ones: warn only when even idle connections (2 descriptors) would stop short of
-        // 10 000; otherwise say what it holds at info level, not on every start as a warning.
-        let short = limited ? capacity.lowerBound < wanted : capacity.upperBound < wanted
+        // ones: warn only when even idle connections (2 descriptors) would stop short of a
+        // few thousand (the hard limit itself is low); otherwise say what it holds at info
+        // level, not as a warning on every start.
+        let short = limited ? capacity.lowerBound < wanted : capacity.upperBound < 4_096
         if short || capacity.lowerBound < wanted {
             let perConnection = OpenFileLimit.descriptorsPerConnection
             let text = "the open files limit (\(limits.now)) holds \(capacity.lowerBound) to \(capacity.upperBound) proxied "
