@@ -26,6 +26,15 @@ struct TOMLPreflightTests {
         #expect(TOMLPreflight.problem(in: source) == nil)
     }
 
+    /// Found by fuzzing a live reload: a NUL byte in a comment cut the file there, and the
+    /// valid prefix (one frontend fewer) was applied.
+    @Test("a raw NUL byte anywhere is refused on its line")
+    func rawNUL() throws {
+        let source = "[frontends.web]\n# edited by ops \u{0}\n[frontends.second]\n"
+        #expect(TOMLPreflight.problem(in: source)?.line == 2)
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(source: source, file: "f.toml") }
+    }
+
     @Test("a NUL escape in a basic string is refused on its line; an escaped backslash before u0000 is not one")
     func nulEscapes() {
         #expect(TOMLPreflight.problem(in: "a = 1\ns = \"10.0.0.1:80\\u0000x\"\n")?.line == 2)

@@ -3,6 +3,7 @@
 /// - A table header whose name starts with a character no key may start with (`[\`, `[!`,
 ///   `[é]`): toml++ (under TOMLKit) asserts on it instead of reporting an error, which aborts
 ///   the process: `--check` would crash, and a live reload would take the balancer down.
+/// - A NUL byte anywhere: the text reaches the parser as a C string, which would end there.
 /// - A NUL character in a string (`"\u0000"`): the parser keeps it, but the value reaches Swift
 ///   through a C string and is silently cut there (`"10.0.0.1:80\u0000x"` read as
 ///   `10.0.0.1:80`).
@@ -15,6 +16,12 @@ enum TOMLPreflight {
     /// The first such problem, with its 1-based line, or nil when the parser may have the text.
     static func problem(in source: String) -> (line: Int, message: String)? {
         let s = Array(source.utf8)
+        // A raw NUL byte (TOML allows none) would end the C string the parser is handed: the
+        // rest of the file would silently be gone, and a valid prefix applied.
+        if let nul = s.firstIndex(of: 0) {
+            return (s[..<nul].reduce(1) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) },
+                    "a NUL byte: a TOML file holds none (the parser would lose everything after it)")
+        }
         var i = 0
         var line = 1
         var depth = 0  // open [ and { of values
