@@ -334,6 +334,7 @@ struct ConfigLoaderTests {
         #expect(firstProblem(listen: "224.0.0.1:80") == "frontends.web.listen_addr: 224.0.0.1 is a multicast address: TCP needs a unicast one")
         #expect(firstProblem(listen: "[ff02::1]:80")?.contains("multicast") == true)
         #expect(firstProblem(server: "255.255.255.255:81")?.contains("broadcast address") == true)
+        #expect(firstProblem(server: "240.0.0.1:81")?.contains("reserved (240.0.0.0/4) address") == true)
         #expect(firstProblem(server: "0.0.0.0:81") == "backends.pool.servers.a.addr: 0.0.0.0 is the wildcard address, not a server: write the server's own address")
         #expect(firstProblem(server: "[::]:81")?.contains("wildcard") == true)
         #expect(firstProblem(listen: "127.0.0.1:+80")?.contains("'+80' is not a port") == true)
@@ -390,7 +391,7 @@ struct ConfigLoaderTests {
         #expect(problems(base + "health_check_interval = 0.0000001\n" + servers).first?.message
                 == "1e-07 seconds is below a millisecond, the smallest duration convey keeps")
         #expect(problems(base + "health_check_interval = 0\n" + servers).isEmpty)  // the seed's "0 means 5 s"
-        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.5", "::"] {
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.5", "::", "127.0.0.1", "240.0.0.1"] {
             #expect(problems(base + servers + "[xdp]\nnat_addr = \"\(bad)\"\n").first?.message.contains("cannot be a source address") == true, "\(bad)")
         }
     }

@@ -35,6 +35,19 @@ struct TOMLPreflightTests {
         #expect(throws: ConfigError.self) { try ConfigLoader.load(source: source, file: "f.toml") }
     }
 
+    /// Found by fuzzing: toml++ parses a dotted key in time quadratic in its parts (16 000
+    /// parts: 14 s, during which a reload also held up SIGTERM).
+    @Test("a dotted key or table name of more than 32 parts is refused; convey's own keys and numbers pass")
+    func deepDottedKeys() {
+        let deep = (0..<16_000).map { "a\($0)" }.joined(separator: ".")
+        #expect(TOMLPreflight.problem(in: "x = 1\n\(deep) = 1\n")?.line == 2)
+        #expect(TOMLPreflight.problem(in: "[\(deep)]\n")?.message.contains("more than 32 dotted parts") == true)
+        #expect(TOMLPreflight.problem(in: "x = { \(deep) = 1 }\n") != nil)
+        #expect(TOMLPreflight.problem(in: "backends.pool.servers.a.addr = \"10.0.0.1:80\"\nx = 1.5\n[a.\"b.c\".d]\n") == nil)
+        let parts32 = (0..<32).map { "k\($0)" }.joined(separator: ".")
+        #expect(TOMLPreflight.problem(in: "\(parts32) = 1\n") == nil)
+    }
+
     @Test("a NUL escape in a basic string is refused on its line; an escaped backslash before u0000 is not one")
     func nulEscapes() {
         #expect(TOMLPreflight.problem(in: "a = 1\ns = \"10.0.0.1:80\\u0000x\"\n")?.line == 2)

@@ -74,6 +74,8 @@ struct BadFrameTests {
             }
             let withOptions = try send("options")
             #expect(withOptions.redirectedVIP == 3, "IP options are valid: the frame is steered")
+            let broadcast = try send("broadcast-syn4")
+            #expect(broadcast.redirectedVIP == 0 && broadcast.passedNotSteered == 3, "a group-addressed frame is the kernel's")
             #expect(try send("syn4").redirectedVIP == 3, "the worker still takes SYNs")
             #expect(waitUntil(seconds: 3) { path.stats().totals.rxPackets >= 6 })
 

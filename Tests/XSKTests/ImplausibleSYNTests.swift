@@ -38,6 +38,12 @@ struct ImplausibleSYNTests {
         #expect(Self.run(mode, clientFrame(client: 0x0A4D_000A, port: 40_000, flags: TCPHeader.syn)).sent)
     }
 
+    @Test("passthrough: a SYN from the NAT address itself is bad_source")
+    func fromTheNATAddress() {
+        let (sent, stats) = Self.run(.passthrough, clientFrame(client: PassthroughForwarderTests.nat, port: 40_000, flags: TCPHeader.syn))
+        #expect(!sent && stats.drops(.badSource) == 1 && stats.flowsCreated == 0)
+    }
+
     @Test("SYN+FIN and SYN+RST open nothing: dropped as malformed", arguments: Mode.allCases)
     func synWithFinOrRst(mode: Mode) {
         for flags in [TCPHeader.syn | TCPHeader.fin, TCPHeader.syn | TCPHeader.rst] {

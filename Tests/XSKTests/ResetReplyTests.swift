@@ -30,6 +30,7 @@ struct ResetReplyTests {
         #expect(Self.u32(f, 38) == 5077, "the segment's acknowledgment (seq + 77 in these frames)")
         #expect(f[46] == 5 << 4 && f[47] == TCPHeader.rst)
         #expect(f[16] == 0 && f[17] == 40, "IP total length: headers only")
+        #expect(f[54...].allSatisfy { $0 == 0 }, "none of the segment's payload is echoed back")
         #expect(TestFrames.storedIPv4Checksum(f) == TestFrames.recomputedIPv4Checksum(f))
         #expect(TestFrames.storedTCPChecksum(f) == TestFrames.recomputedTCPChecksum(f))
     }

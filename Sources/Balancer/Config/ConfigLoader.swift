@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import SystemPackage
 import TOMLKit
 
@@ -83,8 +86,12 @@ public enum ConfigLoader {
     }
 
     static func readFile(_ path: String) throws -> String {
-        let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
+        // Non-blocking, so a FIFO does not hang the open; then only a regular file is read.
+        let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec, .nonBlocking])
         return try fd.closeAfter {
+            var info = stat()
+            guard fstat(fd.rawValue, &info) == 0 else { throw Errno(rawValue: errno) }
+            guard info.st_mode & S_IFMT == S_IFREG else { throw NotARegularFile() }
             var bytes: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65_536)
             while true {
@@ -315,7 +322,7 @@ public enum ConfigLoader {
                 t.fail("nat_addr", "'\(text)' is not an IPv4 or IPv6 address")
                 return []
             }
-            if ip.isUnspecified || ip.isMulticast || ip == .v4(0xFFFF_FFFF) {
+            if ip.isUnspecified || ip.isMulticast || ip.isReservedIPv4 || ip.isLoopback {
                 t.fail("nat_addr", "\(ip) cannot be a source address: give one of the interface's unicast addresses")
                 return []
             }
@@ -341,8 +348,9 @@ public enum ConfigLoader {
             return nil
         }
         let a = endpoint.address
-        if a.isMulticast || a == .v4(0xFFFF_FFFF) {
-            t.fail(key, "\(a) is a \(a.isMulticast ? "multicast" : "broadcast") address: TCP needs a unicast one")
+        if a.isMulticast || a.isReservedIPv4 {
+            t.fail(key, "\(a) is a \(a.isMulticast ? "multicast" : a == .v4(0xFFFF_FFFF) ? "broadcast" : "reserved (240.0.0.0/4)") "
+                   + "address: TCP needs a unicast one")
             return nil
         }
         if role == .server && a.isUnspecified {
@@ -382,4 +390,9 @@ struct InvalidUTF8: Error, CustomStringConvertible {
     func problem(file: String) -> ConfigProblem {
         ConfigProblem(file: file, line: line, key: nil, message: "not valid UTF-8 here: a TOML file is UTF-8 text")
     }
+}
+
+/// A configuration path that names a FIFO, device or socket: reading one could block or never end.
+struct NotARegularFile: Error, CustomStringConvertible {
+    var description: String { "not a regular file" }
 }

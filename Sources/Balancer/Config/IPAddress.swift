@@ -48,6 +48,20 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
     /// True for the wildcard of either family (`0.0.0.0`, `::`): every address of the host.
     public var isUnspecified: Bool { self == .v4(0) || self == .v6(0, 0) }
 
+    /// True for IPv4 240.0.0.0/4 (reserved; 255.255.255.255, the broadcast address, included).
+    public var isReservedIPv4: Bool {
+        if case .v4(let a) = self { return a >> 28 == 0xF }
+        return false
+    }
+
+    /// True for IPv4 127.0.0.0/8 and IPv6 ::1.
+    public var isLoopback: Bool {
+        switch self {
+        case .v4(let a): return a >> 24 == 127
+        case .v6(let hi, let lo): return hi == 0 && lo == 1
+        }
+    }
+
     /// True for IPv4 224.0.0.0/4 and IPv6 ff00::/8.
     public var isMulticast: Bool {
         switch self {

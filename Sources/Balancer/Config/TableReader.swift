@@ -160,7 +160,7 @@ final class TableReader {
     /// Warns about every key of this table that no accessor asked for.
     func reportUnknownKeys() {
         for key in table.keys.sorted() where !seen.contains(key) {
-            warn(key, "unknown key")
+            if key.isEmpty { fail(key, "an empty key") } else { warn(key, "unknown key") }
         }
     }
 }

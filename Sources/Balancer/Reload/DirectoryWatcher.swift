@@ -37,8 +37,10 @@ public final class DirectoryWatcher: Sendable {
         let raw = cl_inotify_init_nonblock()
         guard raw >= 0 else { throw Errno(rawValue: errno) }
         fd = FileDescriptor(rawValue: raw)
-        // Not IN_MODIFY: a file being written in place is read once its writer closes it.
-        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB)
+        // Not IN_MODIFY: a file being written in place is read once its writer closes it. Not
+        // IN_ATTRIB: a touch or chmod changes no bytes, and one during a slow write in place
+        // would read the file half-written.
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM)
         guard inotify_add_watch(raw, directory, mask) >= 0 else {
             let e = Errno(rawValue: errno)
             try? fd.close()

@@ -490,6 +490,14 @@ struct ForwarderCore {
                       frameDestination: EthernetHeader(frame).destination)
     }
 
+    /// Passthrough: whether (hi, lo) (widened) is one of the NAT addresses, from which no
+    /// client connects (the backends' replies would come back to the balancer itself).
+    func isNATAddress(_ hi: UInt64, _ lo: UInt64) -> Bool {
+        guard natEnabled else { return false }
+        if hasNAT4, let v4 = StableHash.mappedIPv4(hi: hi, lo: lo), v4 == natIPv4 { return true }
+        return hasNAT6 && hi == natV6.hi && lo == natV6.lo
+    }
+
     /// Whether a client at (hi, lo) (the widened form) may open a connection to `vip`: not
     /// from an address no host can send from, and not from the VIP itself.
     static func isPlausibleClient(hi: UInt64, lo: UInt64, vipHi: UInt64, vipLo: UInt64) -> Bool {
@@ -521,7 +529,8 @@ struct ForwarderCore {
             c.drop(.malformed)
             return -1
         }
-        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo) else {
+        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo), !isNATAddress(clientHi, clientLo)
+        else {
             c.drop(.badSource)
             return -1
         }

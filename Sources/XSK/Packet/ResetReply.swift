@@ -3,7 +3,8 @@
 /// swapped; if the segment acknowledged something, the reset's sequence number is that
 /// acknowledgment (what the sender expects next, so it accepts the reset at once); otherwise
 /// sequence 0 and an acknowledgment of the segment. No payload, no options; the frame keeps
-/// its length, the bytes past the IP length being Ethernet padding.
+/// its length, the bytes past the IP length being Ethernet padding (zeroed where the
+/// segment's own options and payload were).
 ///
 /// The forwarders answer this way a segment of a connection they no longer carry (its drain
 /// ended, convey restarted), so that client and backend learn at their next segment that it
@@ -69,6 +70,11 @@ public enum ResetReply {
         Wire.store16(tcp, 14, 0)  // window
         Wire.store16(tcp, 16, 0)  // checksum, computed below
         Wire.store16(tcp, 18, 0)  // urgent pointer
+        // The frame keeps its length (the verdict carries none): what followed the new
+        // header up to the old IP end is zeroed, so the reset echoes none of the segment's
+        // options or payload back (to a sender that may be spoofed).
+        let tail = frame.ipEnd - (frame.tcpOffset + 20)
+        if tail > 0 { (tcp + 20).initializeMemory(as: UInt8.self, repeating: 0, count: tail) }
         pseudo &+= 6 &+ 20  // protocol, TCP length
         Wire.store16(tcp, 16, Checksum.finish(Checksum.sum(UnsafeRawBufferPointer(start: tcp, count: 20), initial: pseudo)))
         return true

@@ -63,8 +63,12 @@ static __always_inline int count(__u32 verdict, int action)
     return action;
 }
 
-static __always_inline int steer(struct xdp_md *ctx, __u32 reason)
+static __always_inline int steer(struct xdp_md *ctx, __u32 reason, const struct ethhdr *eth)
 {
+    /* A frame to a group address (broadcast, multicast) is no TCP segment for this host: the
+     * kernel's TCP drops such frames, so they are left to it, never forwarded. */
+    if (eth->h_dest[0] & 1)
+        return count(STEER_PASS_NOT_STEERED, XDP_PASS);
     int action = bpf_redirect_map(&steer_xsks, ctx->rx_queue_index, XDP_PASS);
     return count(action == XDP_REDIRECT ? reason : STEER_PASS_NO_SOCKET, action);
 }
@@ -144,14 +148,14 @@ int convey_steer(struct xdp_md *ctx)
     key.port = ports->dest;
 
     if (bpf_map_lookup_elem(&steer_vips, &key))
-        return steer(ctx, STEER_REDIRECT_VIP);
+        return steer(ctx, STEER_REDIRECT_VIP, eth);
 
     struct steer_nat_config *nat = bpf_map_lookup_elem(&steer_nat, &nat_entry);
     if (nat && nat->enabled && key.proto == IPPROTO_TCP) {
         __u16 port = bpf_ntohs(ports->dest);
         if (port >= nat->port_min && port <= nat->port_max
             && __builtin_memcmp(nat->addr, key.addr, 16) == 0)
-            return steer(ctx, STEER_REDIRECT_NAT);
+            return steer(ctx, STEER_REDIRECT_NAT, eth);
     }
     return count(STEER_PASS_NOT_STEERED, XDP_PASS);
 }

@@ -113,6 +113,8 @@ enum Scripts {
             frame = eth6 + b'\\x60\\0\\0\\0\\0\\x14'
         elif kind == 'syn4':
             frame = eth4 + ip4(syn)
+        elif kind == 'broadcast-syn4':
+            frame = b'\\xff' * 6 + src + b'\\x08\\x00' + ip4(syn)
         else:
             sys.exit('unknown kind ' + kind)
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
