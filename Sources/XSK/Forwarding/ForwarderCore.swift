@@ -76,6 +76,8 @@ struct ForwarderCore {
     let hasNAT6: Bool
     let portStorage: NATPortStorage
     var ports: NATPortPool
+    /// Passthrough: ports of flows opened by a SYN, oldest first (see `reclaimHalfOpenPort`).
+    let halfOpen: HalfOpenPorts
     let reverseMap: NATReverseMap?
     let reverse: NATReverseView?
 
@@ -110,6 +112,7 @@ struct ForwarderCore {
         hasNAT6 = v6 != nil
         portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
         ports = NATPortPool(storage: portStorage)
+        halfOpen = HalfOpenPorts(ports: portStorage.size)
         self.reverseMap = reverseMap
         reverse = reverseMap.map(NATReverseView.init)
         // Registered before adopting (as clean of nothing), so no publish in between can
@@ -561,6 +564,7 @@ struct ForwarderCore {
         var natPort: UInt16 = 0
         if natEnabled {
             natPort = ports.allocate()
+            if natPort == 0 && isSYN { natPort = reclaimHalfOpenPort() }
             guard natPort != 0 else {
                 c.drop(.noNATPort)
                 return -1
@@ -583,6 +587,7 @@ struct ForwarderCore {
                                                backendSlot: slot)
             reverse.publish(natPort, reverseEntry, rewrite: replyRewrite(reverseEntry, natPort: natPort))
         }
+        if natEnabled && isSYN { halfOpen.push(natPort) }
         c.add(ForwarderCounters.flowsCreated, 1)
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         c.add(c.backend(slot), 1)
@@ -591,6 +596,32 @@ struct ForwarderCore {
             if flags & TCPHeader.fin != 0 { startClosing(table.entry(at: at)) }
         }
         return at
+    }
+
+    /// Passthrough, out of NAT ports: ends the oldest flow still waiting for its handshake
+    /// (in SYN state, silent for `minIdleForEviction`) and returns its port, or 0 when none
+    /// is that old. Counted as an eviction. Stale queue entries (flows established or ended
+    /// since) are dropped on the way.
+    @inline(never)
+    mutating func reclaimHalfOpenPort() -> UInt16 {
+        guard let reverse else { return 0 }
+        while let port = halfOpen.popOldest() {
+            guard let e = reverse.read(port)?.entry else { continue }
+            let frontend = frontendIndex(hi: e.vipHi, lo: e.vipLo, port: e.vipPort)
+            guard frontend >= 0 else { continue }
+            let key = FlowEntry.key(port: e.clientPort, vip: frontend)
+            let i = table.find(hi: e.clientHi, lo: e.clientLo, key: key, home: table.home(hi: e.clientHi, lo: e.clientLo, key: key))
+            guard i >= 0 else { continue }
+            let flow = table.entry(at: i)
+            guard flow.pointee.state == .syn, flow.pointee.natPort == port else { continue }
+            guard now &- flow.pointee.lastSeen >= settings.minIdleForEviction else {
+                halfOpen.restoreOldest(port)
+                return 0
+            }
+            end(i, ForwarderCounters.flowsEvicted)
+            return ports.allocate()
+        }
+        return 0
     }
 
     /// What `track` returns for a segment of no flow, or of one whose drain ended: dropped
