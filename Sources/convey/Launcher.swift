@@ -23,7 +23,11 @@ struct Launcher {
         raiseOpenFileLimit()
         // The AF_XDP modes fold their connection counts in every stats period: a drain may
         // end early for holding nothing only once two periods have counted it.
-        let settle: Duration = mode == .proxy ? .seconds(1) : config.passthrough.statsUpdateFrequency * 2 + .seconds(1)
+        // Proxy mode counts a server's connection once connected: a connect still in flight
+        // (up to connect_timeout) must not see its drain end under it.
+        let longestConnect = config.pools.map(\.connectTimeout).max() ?? .zero
+        let settle: Duration = mode == .proxy ? max(.seconds(1), longestConnect + .milliseconds(500))
+            : config.passthrough.statsUpdateFrequency * 2 + .seconds(1)
         let runtime = BalancerRuntime(config: config, drainSettleTime: settle)
         let started = ContinuousClock.now
         var services: [any Service] = []

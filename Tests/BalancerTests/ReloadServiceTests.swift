@@ -209,13 +209,29 @@ struct ReloadServiceTests {
     func relevantChanges() {
         let path = "/nonexistent-dir/convey.toml"
         #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", written: true)], path: path))
-        #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml")], path: path))  // renamed over, deleted
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml")], path: path))  // renamed over
         #expect(ReloadService.touchesConfig([DirectoryChange(name: "")], path: path))  // queue overflow
         #expect(!ReloadService.touchesConfig([DirectoryChange(name: "other.toml", written: true)], path: path))
         #expect(!ReloadService.touchesConfig([DirectoryChange(name: ".convey.toml.swp", written: true)], path: path))
         // A new regular file is still being written: read it when it is closed.
         #expect(!ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", created: true)], path: path))
         #expect(ReloadService.touchesConfig([DirectoryChange(name: "convey.toml", written: true, created: true)], path: path))
+    }
+
+    @Test("a config reached through links in its directory (./real.toml, a chain) follows each link's target")
+    func linkChains() {
+        var template = Array("/tmp/convey-links-XXXXXX".utf8CString)
+        let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+        defer {
+            for name in ["convey.toml", "middle.toml", "real.toml"] { unlink(dir + "/" + name) }
+            rmdir(dir)
+        }
+        symlink("./middle.toml", dir + "/convey.toml")
+        symlink("real.toml", dir + "/middle.toml")
+        let path = dir + "/convey.toml"
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "real.toml", written: true)], path: path))
+        #expect(ReloadService.touchesConfig([DirectoryChange(name: "middle.toml")], path: path))
+        #expect(!ReloadService.touchesConfig([DirectoryChange(name: "other.toml", written: true)], path: path))
     }
 
     @Test("inotify records are read by name and kind")

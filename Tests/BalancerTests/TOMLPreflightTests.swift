@@ -14,6 +14,15 @@ struct TOMLPreflightTests {
         #expect(found.line == source.prefix { $0 != "[" }.filter { $0 == "\n" }.count + 1)
     }
 
+    /// Found in review: toml++ skips a byte-order mark, so the header after one was not checked.
+    @Test("a header after a UTF-8 byte-order mark is checked too; a NUL escape in a quoted table name is refused")
+    func byteOrderMarkAndQuotedNames() {
+        #expect(TOMLPreflight.problem(in: "\u{FEFF}[!]\n")?.message.contains("not '!'") == true)
+        #expect(TOMLPreflight.problem(in: "\u{FEFF}[ok]\n") == nil)
+        #expect(TOMLPreflight.problem(in: "[frontends.\"web\\u0000x\"]\n")?.message.contains("NUL") == true)
+        #expect(TOMLPreflight.problem(in: "s = \"\"\"a\\\n\\u0000\"\"\"")?.line == 2)
+    }
+
     @Test("brackets inside values, strings and comments are not headers", arguments: [
         "x = [\n  [{a = 1}],\n]\n[ok]\n",
         "x = \"\"\"\n[\\\\\n\"\"\"\n",

@@ -29,7 +29,8 @@ enum TOMLPreflight {
             return (s[..<nul].reduce(1) { $0 + ($1 == UInt8(ascii: "\n") ? 1 : 0) },
                     "a NUL byte: a TOML file holds none (the parser would lose everything after it)")
         }
-        var i = 0
+        // A UTF-8 byte-order mark, which toml++ skips: the first header follows it.
+        var i = s.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         var line = 1
         var depth = 0  // open [ and { of values
         var atLineStart = true
@@ -75,7 +76,11 @@ enum TOMLPreflight {
                 var headerDots = 0
                 while let b = at(i), b != UInt8(ascii: "\n") {
                     if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
+                        let start = i
                         i = skipString(s, from: i, line: &line)
+                        if b == UInt8(ascii: "\""), nulEscape(s, start..<i) != nil {
+                            return (line, "a NUL character (\\u0000) in a name: convey's names cannot hold one")
+                        }
                     } else if b == UInt8(ascii: ".") {
                         headerDots += 1
                         if headerDots >= maxKeyParts { return tooDeep() }
@@ -179,6 +184,7 @@ enum TOMLPreflight {
             if s[k] == UInt8(ascii: "\n") { lines += 1 }
             if s[k] == UInt8(ascii: "\\"), k + 1 < range.upperBound {
                 let kind = s[k + 1]
+                if kind == UInt8(ascii: "\n") { lines += 1 }
                 let digits = kind == UInt8(ascii: "u") ? 4 : kind == UInt8(ascii: "U") ? 8 : 0
                 if digits > 0, k + 2 + digits <= range.upperBound,
                    s[(k + 2)..<(k + 2 + digits)].allSatisfy({ $0 == UInt8(ascii: "0") }) {

@@ -39,8 +39,10 @@ public final class DirectoryWatcher: Sendable {
         fd = FileDescriptor(rawValue: raw)
         // Not IN_MODIFY: a file being written in place is read once its writer closes it. Not
         // IN_ATTRIB: a touch or chmod changes no bytes, and one during a slow write in place
-        // would read the file half-written.
-        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM)
+        // would read the file half-written. Not IN_DELETE or IN_MOVED_FROM: a file gone has
+        // nothing to apply, and a read soon after could catch its successor half-written
+        // (`rm f; scp host:f .`); the successor is read when closed or renamed in.
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
         guard inotify_add_watch(raw, directory, mask) >= 0 else {
             let e = Errno(rawValue: errno)
             try? fd.close()

@@ -146,8 +146,16 @@ public struct ReloadService: Service {
     static func touchesConfig(_ changes: [DirectoryChange], path: String) -> Bool {
         let directory = directory(of: path)
         var names: Set<String> = [String(path.split(separator: "/").last ?? "")]
-        if let target = symlinkTarget(path), !target.hasPrefix("/"), let first = target.split(separator: "/").first {
+        // Follow a chain of links within the directory (a -> ./b -> ..data/c): each step's
+        // first component, skipping ".", names an entry whose change can change the bytes.
+        var link = path
+        for _ in 0..<8 {
+            guard let target = symlinkTarget(link), !target.hasPrefix("/") else { break }
+            let parts = target.split(separator: "/").filter { $0 != "." }
+            guard let first = parts.first, first != ".." else { break }
             names.insert(String(first))
+            guard parts.count == 1 else { break }
+            link = directory + "/" + first
         }
         return changes.contains { change in
             guard change.name.isEmpty || names.contains(change.name) else { return false }

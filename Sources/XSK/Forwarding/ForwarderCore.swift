@@ -77,7 +77,8 @@ struct ForwarderCore {
     let portStorage: NATPortStorage
     var ports: NATPortPool
     /// Passthrough: ports of flows opened by a SYN, oldest first (see `reclaimHalfOpenPort`).
-    let halfOpen: HalfOpenPorts
+    var halfOpen: HalfOpenPorts
+    let halfOpenStorage: HalfOpenPortsStorage
     let reverseMap: NATReverseMap?
     let reverse: NATReverseView?
 
@@ -112,7 +113,8 @@ struct ForwarderCore {
         hasNAT6 = v6 != nil
         portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
         ports = NATPortPool(storage: portStorage)
-        halfOpen = HalfOpenPorts(ports: portStorage.size)
+        halfOpenStorage = HalfOpenPortsStorage(ports: portStorage.size)
+        halfOpen = HalfOpenPorts(storage: halfOpenStorage)
         self.reverseMap = reverseMap
         reverse = reverseMap.map(NATReverseView.init)
         // Registered before adopting (as clean of nothing), so no publish in between can
@@ -489,8 +491,7 @@ struct ForwarderCore {
         let vip = frontends + frontend
         return create(clientHi: clientHi, clientLo: clientLo, clientPort: FlowEntry.port(ofKey: key),
                       frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
-                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source,
-                      frameDestination: EthernetHeader(frame).destination)
+                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source)
     }
 
     /// Passthrough: whether (hi, lo) (widened) is one of the NAT addresses, from which no
@@ -518,15 +519,11 @@ struct ForwarderCore {
     @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8,
-                                 clientMAC: UInt64, frameDestination: UInt64) -> Int {
+                                 clientMAC: UInt64) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
         // What no host would take a connection from: checked here, on the new-flow path only.
-        // A frame for another MAC (broadcast, multicast, promiscuous capture) is the kernel's
-        // PACKET_OTHERHOST / _BROADCAST, which TCP drops.
-        if interfaceMAC != 0 && frameDestination != interfaceMAC {
-            c.drop(.notForUs)
-            return -1
-        }
+        // (Frames to group MACs never get here: the steering program leaves them to the
+        // kernel. Another unicast MAC of this host — a VRRP virtual MAC, a macvlan — is fine.)
         // SYN+FIN and SYN+RST open nothing on a real host.
         if flags & TCPHeader.syn != 0 && flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
             c.drop(.malformed)
@@ -587,7 +584,14 @@ struct ForwarderCore {
                                                backendSlot: slot)
             reverse.publish(natPort, reverseEntry, rewrite: replyRewrite(reverseEntry, natPort: natPort))
         }
-        if natEnabled && isSYN { halfOpen.push(natPort) }
+        if natEnabled && isSYN {
+            if halfOpen.isFull {
+                var queue = halfOpen
+                queue.compact { halfOpenFlow(holding: $0) >= 0 }
+                halfOpen = queue
+            }
+            halfOpen.push(natPort)
+        }
         c.add(ForwarderCounters.flowsCreated, 1)
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         c.add(c.backend(slot), 1)
@@ -604,16 +608,10 @@ struct ForwarderCore {
     /// since) are dropped on the way.
     @inline(never)
     mutating func reclaimHalfOpenPort() -> UInt16 {
-        guard let reverse else { return 0 }
         while let port = halfOpen.popOldest() {
-            guard let e = reverse.read(port)?.entry else { continue }
-            let frontend = frontendIndex(hi: e.vipHi, lo: e.vipLo, port: e.vipPort)
-            guard frontend >= 0 else { continue }
-            let key = FlowEntry.key(port: e.clientPort, vip: frontend)
-            let i = table.find(hi: e.clientHi, lo: e.clientLo, key: key, home: table.home(hi: e.clientHi, lo: e.clientLo, key: key))
+            let i = halfOpenFlow(holding: port)
             guard i >= 0 else { continue }
             let flow = table.entry(at: i)
-            guard flow.pointee.state == .syn, flow.pointee.natPort == port else { continue }
             guard now &- flow.pointee.lastSeen >= settings.minIdleForEviction else {
                 halfOpen.restoreOldest(port)
                 return 0
@@ -622,6 +620,19 @@ struct ForwarderCore {
             return ports.allocate()
         }
         return 0
+    }
+
+    /// The table slot of the flow in SYN state that holds NAT `port`, or -1 (the port is free,
+    /// or its flow was established or ended since it was queued).
+    func halfOpenFlow(holding port: UInt16) -> Int {
+        guard let e = reverse?.read(port)?.entry else { return -1 }
+        let frontend = frontendIndex(hi: e.vipHi, lo: e.vipLo, port: e.vipPort)
+        guard frontend >= 0 else { return -1 }
+        let key = FlowEntry.key(port: e.clientPort, vip: frontend)
+        let i = table.find(hi: e.clientHi, lo: e.clientLo, key: key, home: table.home(hi: e.clientHi, lo: e.clientLo, key: key))
+        guard i >= 0 else { return -1 }
+        let flow = table.entry(at: i)
+        return flow.pointee.state == .syn && flow.pointee.natPort == port ? i : -1
     }
 
     /// What `track` returns for a segment of no flow, or of one whose drain ended: dropped

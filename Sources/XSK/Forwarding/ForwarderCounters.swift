@@ -19,8 +19,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case noFlow
     /// The flow's backend left the routes or its drain time passed: the flow was removed.
     case backendGone
-    /// Destination is no VIP (nor the NAT address), or a new connection's frame is not
-    /// addressed to the interface's MAC (a broadcast, multicast or another host's frame).
+    /// Destination is no VIP (nor the NAT address): the steering program should not send it.
     case notForUs
     /// A new connection from an address no client can have: unspecified, loopback,
     /// multicast or reserved (IPv4 240/4, broadcast included), or the VIP itself (a spoofed

@@ -4,26 +4,25 @@
 ///
 /// Without it a SYN flood from spoofed sources held every port until `syn_timeout` (4 536
 /// ports over 5 s absorb about 900 SYNs a second) and real clients found none. Entries go
-/// stale when a flow is established or ends; `ForwarderCore.reclaimHalfOpenPort` skips those.
-/// One push per new flow and at most one pop per port handed out: nothing on the steady path.
-final class HalfOpenPorts {
-    private let ring: UnsafeMutablePointer<UInt16>
-    private let capacity: Int
-    private var head = 0
+/// stale when a flow is established or ends; `ForwarderCore.reclaimHalfOpenPort` skips those,
+/// and a full queue is compacted to its live entries (at most one per port, so at least half
+/// of it frees). A value over `HalfOpenPortsStorage`, as `NATPortPool` is over its storage:
+/// one push per new flow and no reference counting.
+struct HalfOpenPorts {
+    @usableFromInline let ring: UnsafeMutablePointer<UInt16>
+    @usableFromInline let capacity: Int
+    @usableFromInline var head = 0
     private(set) var count = 0
 
-    /// A queue for a worker with `ports` NAT ports (a port is queued at most once per flow, and
-    /// a worker has at most that many flows with a port).
-    init(ports: Int) {
-        capacity = max(ports, 1)
-        ring = .allocate(capacity: capacity)
+    init(storage: HalfOpenPortsStorage) {
+        ring = storage.ring
+        capacity = storage.capacity
     }
 
-    deinit { ring.deallocate() }
+    var isFull: Bool { count == capacity }
 
-    /// Queues `port` as the newest; when full, the oldest entry is dropped (it is stale: a
-    /// port cannot be held twice).
-    func push(_ port: UInt16) {
+    /// Queues `port` as the newest; a full queue must be compacted first (else the oldest goes).
+    mutating func push(_ port: UInt16) {
         if count == capacity {
             head = head &+ 1 == capacity ? 0 : head &+ 1
             count &-= 1
@@ -35,7 +34,7 @@ final class HalfOpenPorts {
     }
 
     /// Takes the oldest port, or nil.
-    func popOldest() -> UInt16? {
+    mutating func popOldest() -> UInt16? {
         guard count > 0 else { return nil }
         let port = ring[head]
         head = head &+ 1 == capacity ? 0 : head &+ 1
@@ -44,9 +43,39 @@ final class HalfOpenPorts {
     }
 
     /// Puts `port` back as the oldest (it is still too young to reclaim).
-    func restoreOldest(_ port: UInt16) {
+    mutating func restoreOldest(_ port: UInt16) {
         head = head == 0 ? capacity &- 1 : head &- 1
         ring[head] = port
         count &+= 1
     }
+
+    /// Keeps, in order, only the entries `isLive` accepts.
+    mutating func compact(keeping isLive: (UInt16) -> Bool) {
+        var kept = 0
+        for k in 0..<count {
+            var from = head &+ k
+            if from >= capacity { from &-= capacity }
+            let port = ring[from]
+            guard isLive(port) else { continue }
+            var to = head &+ kept
+            if to >= capacity { to &-= capacity }
+            ring[to] = port
+            kept &+= 1
+        }
+        count = kept
+    }
+}
+
+/// Owns a `HalfOpenPorts` ring: twice the worker's ports, so that compacting (live entries are
+/// at most one per port) always frees half of it.
+final class HalfOpenPortsStorage {
+    let ring: UnsafeMutablePointer<UInt16>
+    let capacity: Int
+
+    init(ports: Int) {
+        capacity = max(2 * ports, 2)
+        ring = .allocate(capacity: capacity)
+    }
+
+    deinit { ring.deallocate() }
 }
