@@ -91,7 +91,7 @@ enum ModeChecks {
         for pool in config.pools {
             for server in pool.servers {
                 let a = server.address.address
-                let isLocal = addresses.contains(a) || a == .v6(0, 1) || { if case .v4(let v) = a { return v >> 24 == 127 } else { return false } }()
+                let isLocal = addresses.contains(a) || a.isLoopback
                 guard isLocal, let f = wildcards.first(where: { $0.listen.port == server.address.port && $0.listen.address.isIPv4 == a.isIPv4 })
                 else { continue }
                 out.append(loaded.problem(path: ["backends", pool.name, "servers", server.name, "addr"],

@@ -48,30 +48,9 @@ enum ResolvedConfigPrinter {
     }
 }
 
-/// `s` as a TOML basic string: quotes, backslashes and control characters escaped, so the
-/// printed file reads back as the same value (and `\r\n` is told from `\n`).
-func tomlString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        default:
-            if scalar.value < 0x20 || scalar.value == 0x7F {
-                let hex = String(scalar.value, radix: 16, uppercase: true)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}
+/// `s` as a TOML basic string (JSON's escaping is TOML's), so the printed file reads back as
+/// the same value (and `\r\n` is told from `\n`).
+func tomlString(_ s: String) -> String { JSONValue.quoted(s) }
 
 /// `s` as a TOML key: bare when it may be (`A-Za-z0-9_-`), quoted otherwise (a dot, a space,
 /// anything else), so `[frontends."a.b"]` stays one table.
@@ -80,10 +59,4 @@ func tomlKey(_ s: String) -> String {
         ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
     }
     return bare ? s : tomlString(s)
-}
-
-extension String {
-    func replacingAll(_ target: String, _ replacement: String) -> String {
-        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
-    }
 }

@@ -49,6 +49,20 @@ struct ConveyRun {
     }
 }
 
+/// A configuration file in the temporary directory, named after the test and this process.
+struct TemporaryConfig {
+    let path: String
+
+    init(_ name: String, _ text: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(getpid()).toml").path
+        try write(text)
+    }
+
+    func write(_ text: String) throws { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
 @Suite("convey --check, as an operator runs it")
 struct CommandLineTests {
     @Test("every shipped example validates and prints its resolved configuration",
@@ -116,9 +130,9 @@ struct CommandLineTests {
 
         let dual = try String(contentsOfFile: file, encoding: .utf8)
             .replacingOccurrences(of: "nat_addr = \"10.77.0.2\"", with: "nat_addr = [\"10.77.0.2\", \"fd77::2\"]")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-nat-dual-\(getpid()).toml").path
-        try dual.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try TemporaryConfig("convey-nat-dual", dual)
+        defer { config.remove() }
+        let path = config.path
         let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
         #expect(ok.status == 0, "stderr was: \(ok.stderr)")
         #expect(ok.stdout.contains("nat_addr = [\"10.77.0.2\", \"fd77::2\"]"), "stdout was: \(ok.stdout)")
@@ -129,15 +143,15 @@ struct CommandLineTests {
         let text = try String(contentsOfFile: "Tests/ConveyTests/configs/nat-family.toml", encoding: .utf8)
             .replacingOccurrences(of: "listen_addr = \"10.77.0.100:80\"", with: "listen_addr = \"10.77.0.2:61500\"")
             .replacingOccurrences(of: "nat_addr = \"10.77.0.2\"", with: "nat_addr = [\"10.77.0.2\", \"fd77::2\"]")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-nat-clash-\(getpid()).toml").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try TemporaryConfig("convey-nat-clash", text)
+        defer { config.remove() }
+        let path = config.path
         let run = try ConveyRun(["--check", "--passthrough", "--config", path])
         #expect(run.status == 2)
         #expect(run.stderr.contains(":2: frontends.web.listen_addr: 10.77.0.2:61500 is on the NAT address 10.77.0.2 inside nat_ports "
                                     + "61000-61999"), "stderr was: \(run.stderr)")
         let outside = text.replacingOccurrences(of: "10.77.0.2:61500", with: "10.77.0.2:8080")
-        try outside.write(toFile: path, atomically: true, encoding: .utf8)
+        try config.write(outside)
         let ok = try ConveyRun(["--check", "--passthrough", "--config", path])
         #expect(ok.status == 0, "stderr was: \(ok.stderr)")
     }
@@ -153,18 +167,18 @@ struct CommandLineTests {
             for j in 0..<servers { text += "  [backends.pool.servers.s\(j)]\n  addr = \"10.77.1.\(j):80\"\n" }
             return text + "[xdp]\niface = \"convey-none0\"\n"
         }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-capacity-\(getpid()).toml").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try file(frontends: 70, servers: 60).write(toFile: path, atomically: true, encoding: .utf8)
+        let config = try TemporaryConfig("convey-capacity", file(frontends: 70, servers: 60))
+        defer { config.remove() }
+        let path = config.path
         let slots = try ConveyRun(["--check", "--dsr", "--config", path])
         #expect(slots.status == 2)
         #expect(slots.stderr.contains("frontends: 4200 backend slots (one per frontend and server of its pool): the dsr mode has 4096"),
                 "stderr was: \(slots.stderr)")
-        try file(frontends: 1025, servers: 1).write(toFile: path, atomically: true, encoding: .utf8)
+        try config.write(file(frontends: 1025, servers: 1))
         let vips = try ConveyRun(["--check", "--dsr", "--config", path])
         #expect(vips.status == 2)
         #expect(vips.stderr.contains("frontends: 1025 VIPs: the dsr mode steers at most 1024"), "stderr was: \(vips.stderr.prefix(500))")
-        try file(frontends: 64, servers: 64).write(toFile: path, atomically: true, encoding: .utf8)
+        try config.write(file(frontends: 64, servers: 64))
         #expect(try ConveyRun(["--check", "--dsr", "--config", path]).status == 0, "4096 slots fit")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0, "proxy mode has no such limits")
     }
@@ -180,9 +194,9 @@ struct CommandLineTests {
         [xdp]
         iface = "convey-none0"
         """
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-dsr-port-\(getpid()).toml").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try TemporaryConfig("convey-dsr-port", text)
+        defer { config.remove() }
+        let path = config.path
         let run = try ConveyRun(["--check", "--dsr", "--config", path])
         #expect(run.status == 2)
         #expect(run.stderr.contains(":5: backends.pool.servers.a.addr: port 81 differs from frontend 'api''s port 80: DSR does not rewrite ports"),
@@ -199,15 +213,15 @@ struct CommandLineTests {
         [backends.pool.servers.loop]
         addr = "127.0.0.2:28481"
         """
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-self-\(getpid()).toml").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try TemporaryConfig("convey-self", text)
+        defer { config.remove() }
+        let path = config.path
         let run = try ConveyRun(["--check", "--config", path])
         #expect(run.status == 2)
         #expect(run.stderr.contains(":5: backends.pool.servers.loop.addr: 127.0.0.2:28481 is this host, where frontend 'any' "
                                     + "listens on 0.0.0.0:28481: convey would connect to itself"), "stderr was: \(run.stderr)")
         let other = text.replacingOccurrences(of: "127.0.0.2:28481", with: "127.0.0.2:28482")
-        try other.write(toFile: path, atomically: true, encoding: .utf8)
+        try config.write(other)
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
 
@@ -222,9 +236,9 @@ struct CommandLineTests {
         [backends.pool.servers.a]
         addr = "10.77.0.21:80"
         """
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-proxy-only-\(getpid()).toml").path
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try TemporaryConfig("convey-proxy-only", text)
+        defer { config.remove() }
+        let path = config.path
         let run = try ConveyRun(["--check", "--dsr", "--iface", "veth0", "--config", path])
         #expect(run.status == 2)
         #expect(run.stderr.contains(":4: frontends.api.proxy_protocol: warning: proxy mode only: the dsr mode forwards packets"),
@@ -248,18 +262,16 @@ struct CommandLineTests {
         [backends."pool é".servers."a.1"]
         addr = "[::1]:9001"
         """#
-        let dir = FileManager.default.temporaryDirectory
-        let first = dir.appendingPathComponent("convey-roundtrip-\(getpid()).toml").path
-        let second = dir.appendingPathComponent("convey-roundtrip-\(getpid())-2.toml").path
-        try text.write(toFile: first, atomically: true, encoding: .utf8)
-        defer { for f in [first, second] { try? FileManager.default.removeItem(atPath: f) } }
-        let run = try ConveyRun(["--check", "--config", first])
+        let first = try TemporaryConfig("convey-roundtrip", text)
+        defer { first.remove() }
+        let run = try ConveyRun(["--check", "--config", first.path])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains(#"[frontends."we\"b.x y"]"#))
         #expect(run.stdout.contains(#"health_check_send = "PING\r\n\t\u0001""#))
         #expect(run.stdout.contains(#"health_check_proxy_protocol = "v1""#))
-        try run.stdout.write(toFile: second, atomically: true, encoding: .utf8)
-        let again = try ConveyRun(["--check", "--config", second])
+        let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)
+        defer { second.remove() }
+        let again = try ConveyRun(["--check", "--config", second.path])
         #expect(again.status == 0, "\(again.stderr)")
         let body = { (s: String) in s.split(separator: "\n").dropFirst().joined(separator: "\n") }
         #expect(body(again.stdout) == body(run.stdout))

@@ -59,10 +59,11 @@ public struct Scheduler: Sendable {
     public mutating func pick(for flow: FlowKey, in route: FrontendRoute) -> Int? {
         switch state {
         case .wrr(var wrr):
-            let cycle = route.wrrCycle
-            if !cycle.isEmpty {
+            // Read in place (no copy of the array, so no retain on the accept path).
+            let length = route.wrrCycle.count
+            if length > 0 {
                 let position = route.counters.wrrPosition.wrappingAdd(1, ordering: .relaxed).oldValue
-                return Int(cycle[Int(position % UInt64(cycle.count))])
+                return Int(route.wrrCycle[Int(position % UInt64(length))])
             }
             state = .moved
             defer { state = .wrr(wrr) }

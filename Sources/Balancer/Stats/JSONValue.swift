@@ -58,6 +58,15 @@ public enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// `s` as a quoted, escaped string literal: quotes, backslashes and control characters
+    /// (DEL included) escaped. Valid JSON, and a valid TOML basic string too (the resolved
+    /// configuration `--check` prints uses it).
+    public static func quoted(_ s: String) -> String {
+        var out = ""
+        writeString(s, into: &out)
+        return out
+    }
+
     private static func writeString(_ s: String, into out: inout String) {
         out += "\""
         for scalar in s.unicodeScalars {
@@ -68,7 +77,7 @@ public enum JSONValue: Sendable, Equatable {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
+                if scalar.value < 0x20 || scalar.value == 0x7F {
                     let hex = String(scalar.value, radix: 16)
                     out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
                 } else {

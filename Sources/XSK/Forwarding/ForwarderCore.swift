@@ -521,9 +521,8 @@ struct ForwarderCore {
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8,
                                  clientMAC: UInt64) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
-        // What no host would take a connection from: checked here, on the new-flow path only.
-        // (Frames to group MACs never get here: the steering program leaves them to the
-        // kernel. Another unicast MAC of this host — a VRRP virtual MAC, a macvlan — is fine.)
+        // What no host would take a connection from, checked on the new-flow path only (frames
+        // to group MACs never get here: the steering program leaves them to the kernel).
         // SYN+FIN and SYN+RST open nothing on a real host.
         if flags & TCPHeader.syn != 0 && flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
             c.drop(.malformed)

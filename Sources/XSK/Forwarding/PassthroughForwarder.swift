@@ -195,10 +195,10 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
     /// backend closes its side. One to a live port from another source (spoofing) is only
     /// dropped.
     @inline(never)
-    private static func unknownReply(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView,
+    private static func unknownReply(_ p: UnsafeMutableRawPointer, length: Int, port: UInt16, reverse: NATReverseView?,
                                      counters c: CounterView) -> PacketVerdict {
         c.drop(.unknownReply)
-        guard reverse.isIdle(port), case .tcp(let frame) = FrameParser.classify(p, length: length) else { return .drop }
+        guard reverse?.isIdle(port) == true, case .tcp(let frame) = FrameParser.classify(p, length: length) else { return .drop }
         return ForwarderCore.answerReset(p, frame, counters: c)
     }
 
@@ -214,11 +214,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         if core.hasNAT6, dst.hi == core.natV6.hi, dst.lo == core.natV6.lo, dstPort >= natLow, dstPort <= natHigh {
             guard let reverse = core.reverse, let (r, version) = reverse.read(dstPort),
                   r.backendHi == src.hi, r.backendLo == src.lo, r.backendPort == srcPort else {
-                guard let reverse = core.reverse else {
-                    core.c.drop(.unknownReply)
-                    return .drop
-                }
-                return Self.unknownReply(p, length: length, port: dstPort, reverse: reverse, counters: core.c)
+                return Self.unknownReply(p, length: length, port: dstPort, reverse: core.reverse, counters: core.c)
             }
             if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
                 reverse.markClosedByServer(dstPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
