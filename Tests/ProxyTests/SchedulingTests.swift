@@ -112,5 +112,35 @@ extension ProxyTests {
             #expect(try fourth.receive(exactly: 1) == Array("4".utf8))
             try await proxy.stop()
         }
+
+        /// Two loops whose queues both hold clients accept at the same moment; together they
+        /// still take no more than the limit.
+        @Test("max_connections holds exactly when two event loops accept at once")
+        func maxConnectionsExactAcrossLoops() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let limit = 5
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                     frontend: { $0.maxConnections = limit }, workers: 2)
+            let address = try await proxy.start()
+            for round in 0..<3 {
+                let before = server.accepted
+                var clients: [TestSocket] = []
+                for _ in 0..<40 { clients.append(try TestSocket.connect(to: address, timeout: 5)) }
+                for (i, client) in clients.enumerated() { try client.send([UInt8(i)]) }
+                #expect(await eventually { server.accepted - before >= limit })
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(server.accepted - before == limit, "round \(round)")
+                #expect(proxy.counters().currentConnections.load(ordering: .relaxed) == Int64(limit))
+                for client in clients { client.close() }
+                // Every waiting client is served once the ones ahead of it close (they were
+                // closed too, so each is accepted, connected and ended).
+                #expect(await eventually(timeout: 20) {
+                    server.accepted - before == clients.count
+                        && proxy.counters().currentConnections.load(ordering: .relaxed) == 0
+                })
+            }
+            try await proxy.stop()
+        }
     }
 }

@@ -66,6 +66,27 @@ public final class FrontendCounters: Sendable {
         currentConnections.wrappingAdd(1, ordering: .relaxed)
     }
 
+    /// Takes one of `limit` places for a connection about to be accepted, so that threads
+    /// accepting at the same instant never hold more than `limit` together (HAProxy's
+    /// `maxconn` is exact too). False when all are taken. A place taken counts as open at
+    /// once: follow it with `reservedConnectionOpened()` or give it back with
+    /// `connectionClosed()`.
+    @inlinable public func reservePlace(limit: Int64) -> Bool {
+        var current = currentConnections.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = currentConnections.compareExchange(
+                expected: current, desired: current &+ 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// A connection opened in a place `reservePlace(limit:)` took.
+    @inlinable public func reservedConnectionOpened() {
+        totalConnections.wrappingAdd(1, ordering: .relaxed)
+    }
+
     @inlinable public func connectionClosed() {
         currentConnections.wrappingSubtract(1, ordering: .relaxed)
     }

@@ -235,21 +235,28 @@ final class EventLoop {
             return
         }
         var peer = sockaddr_storage()
+        let counters = frontends[f].counters
+        let limit = Int64(frontends[f].maxConnections)
         while true {
-            if isFull(f) {
+            // With a limit, a place is taken before `accept`, so loops accepting at once
+            // never exceed it together.
+            let reserved = limit > 0
+            if reserved && !counters.reservePlace(limit: limit) {
                 frontends[f].atLimit = true
                 if arrival && !frontends[f].waitCounted {
                     frontends[f].waitCounted = true
-                    frontends[f].counters.overLimit.wrappingAdd(1, ordering: .relaxed)
+                    counters.overLimit.wrappingAdd(1, ordering: .relaxed)
                 }
                 return
             }
             let accepted: Int32?
             do { accepted = try SocketCalls.accept(listener.fd, peer: &peer) } catch {
+                if reserved { counters.connectionClosed() }
                 acceptFailed(f, listener: listener, error)
                 return
             }
             guard let fd = accepted else {
+                if reserved { counters.connectionClosed() }
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
                 frontends[f].waitCounted = false
@@ -257,13 +264,16 @@ final class EventLoop {
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
             arrival = false
-            admit(fd, peer: peer, frontend: f)
+            admit(fd, peer: peer, frontend: f, reserved: reserved)
         }
     }
 
-    private func admit(_ fd: Int32, peer: sockaddr_storage, frontend f: Int) {
+    /// Starts a connection for client `fd`. `reserved`: its place under `max_connections` is
+    /// already taken (and counted open).
+    private func admit(_ fd: Int32, peer: sockaddr_storage, frontend f: Int, reserved: Bool) {
         let counters = frontends[f].counters
         guard let route = frontends[f].route else {
+            if reserved { counters.connectionClosed() }
             counters.noBackend.wrappingAdd(1, ordering: .relaxed)
             SocketCalls.close(fd)
             return
@@ -272,6 +282,7 @@ final class EventLoop {
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
+            if reserved { counters.connectionClosed() }
             counters.noBackend.wrappingAdd(1, ordering: .relaxed)
             SocketCalls.close(fd)
             return
@@ -285,7 +296,7 @@ final class EventLoop {
         conn.pointee.clientAddress = client
         conn.pointee.frontendCounters = counters
         conn.pointee.lastActive = now
-        counters.connectionOpened()
+        if reserved { counters.reservedConnectionOpened() } else { counters.connectionOpened() }
         frontends[f].connections += 1
         do {
             try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.client, index, conn.pointee.generation))
@@ -295,12 +306,6 @@ final class EventLoop {
             return
         }
         connect(index, to: choice, route: route)
-    }
-
-    /// Whether frontend `f` holds its `max_connections` (counted over every loop).
-    private func isFull(_ f: Int) -> Bool {
-        let limit = frontends[f].maxConnections
-        return limit > 0 && frontends[f].counters.currentConnections.load(ordering: .relaxed) >= Int64(limit)
     }
 
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
