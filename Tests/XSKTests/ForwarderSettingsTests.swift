@@ -66,6 +66,41 @@ struct ForwarderSettingsTests {
         #expect(counts == [0, 5, 0])
     }
 
+    /// Workers count one pool's open flows together: a worker that has placed nothing yet
+    /// still sends its first flow to the server the others loaded least.
+    @Test func leastconnCountsTheFlowsOfEveryWorker() {
+        let fixture = RoutesFixture(balance: .leastconn, count: 2)
+        var a = DSRForwarder(settings: ForwarderSettings(capacity: 4096, workerIndex: 0, workerCount: 2), routes: fixture.publisher)
+        var b = DSRForwarder(settings: ForwarderSettings(capacity: 4096, workerIndex: 1, workerCount: 2), routes: fixture.publisher)
+        a.beginBatch(now: second)
+        b.beginBatch(now: second)
+        func open(_ port: UInt16, on worker: inout DSRForwarder) -> Int {
+            var syn = clientFrame(port: port, flags: TCPHeader.syn)
+            #expect(withFrame(&syn) { worker.handle($0) } == .transmit)
+            return RoutesFixture.backendNumber(mac: TestFrames.fields(syn).dstMAC) ?? 0
+        }
+        // The first worker places three: 2 on one server, 1 on the other.
+        var counts = [0, 0, 0]
+        for port in UInt16(1)...3 { counts[open(port, on: &a)] += 1 }
+        let lighter = counts[1] < counts[2] ? 1 : 2
+        #expect(counts[lighter] == 1 && counts[3 - lighter] == 2)
+        // The second worker, with no flow of its own, evens them out.
+        #expect(open(100, on: &b) == lighter)
+        counts[lighter] += 1
+        #expect(counts[1] == 2 && counts[2] == 2)
+        let routes = fixture.publisher.current().routes
+        for server in 1...2 {
+            let slot = routes.slot(of: ServerID(pool: "pool", name: "s\(server)"))
+            #expect(slot.map { fixture.publisher.openFlows.open($0) } == 2)
+        }
+        // Flows that end are taken off the shared count.
+        var rst = clientFrame(port: 100, flags: TCPHeader.rst)
+        #expect(withFrame(&rst) { b.handle($0) } == .transmit)
+        for _ in 0..<64 { b.beginBatch(now: 12 * second) }
+        #expect(b.flowCount == 0)
+        #expect(open(4, on: &a) == lighter)
+    }
+
     @Test func countersMadeOnTheControlThreadSeeTheWorkersTraffic() {
         let fixture = RoutesFixture(balance: .wrr, count: 1)
         let counters = ForwarderCounters(backendSlots: fixture.publisher.maxBackendSlots)

@@ -17,6 +17,8 @@ struct ForwarderCore {
     let publisher: PacketRoutesPublisher
     let counters: ForwarderCounters
     let c: CounterView
+    /// Open flows per backend over every worker (`leastconn`).
+    let openFlows: OpenFlowView
 
     private(set) var routes: PacketRoutes
     private(set) var generation: UInt64 = 0
@@ -91,6 +93,7 @@ struct ForwarderCore {
                      "counters for \(counters.backendSlots) backends, routes may use \(publisher.maxBackendSlots)")
         self.counters = counters
         c = CounterView(counters)
+        openFlows = OpenFlowView(publisher.openFlows)
         let (routes, _) = publisher.current()
         self.routes = routes
         frontends = routes.frontends
@@ -407,6 +410,7 @@ struct ForwarderCore {
         let e = table.entry(at: i)
         if e.pointee.state == .closing { c.add(ForwarderCounters.flowsClosing, UInt64.max) }  // minus one
         c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
+        openFlows.closed(e.pointee.backendSlot)
         let port = e.pointee.natPort
         if port != 0 {
             reverse?.retire(port)
@@ -594,6 +598,7 @@ struct ForwarderCore {
         c.add(ForwarderCounters.flowsCreated, 1)
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         c.add(c.backend(slot), 1)
+        openFlows.opened(slot)
         if !isSYN {
             c.add(ForwarderCounters.flowsAdopted, 1)
             if flags & TCPHeader.fin != 0 { startClosing(table.entry(at: at)) }
@@ -724,7 +729,7 @@ struct ForwarderCore {
             }
             return slots[Int(f.candidatesStart) &+ Int(hash % UInt64(count))]
         case PacketRoutes.Frontend.leastconn:
-            // Fewest open connections on this worker per unit of weight; ties rotate.
+            // Fewest open connections over every worker per unit of weight; ties rotate.
             var best = UInt32.max
             var bestOpen: UInt64 = 0
             var bestWeight: UInt64 = 1
@@ -733,7 +738,7 @@ struct ForwarderCore {
             for _ in 0..<count {
                 let slot = slots[Int(f.candidatesStart) &+ position]
                 let weight = UInt64(max(1, backends[Int(slot)].weight))
-                let open = c.open(slot)
+                let open = openFlows.open(slot)
                 if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
                     best = slot
                     bestOpen = open

@@ -172,9 +172,6 @@ struct CounterView {
     @inline(__always)
     func backend(_ slot: UInt32) -> Int { ForwarderCounters.fixedCount &+ ForwarderCounters.perBackend &* Int(slot) }
 
-    /// Open connections of `slot` on this worker.
-    @inline(__always)
-    func open(_ slot: UInt32) -> UInt64 { let b = backend(slot); return get(b) &- get(b &+ 1) }
 }
 
 /// A worker's counters at one instant, for /stats and /metrics.

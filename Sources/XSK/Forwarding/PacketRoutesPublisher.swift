@@ -34,6 +34,8 @@ public final class PacketRoutesPublisher: Sendable {
     private let flushes = Atomic<UInt64>(0)
     /// The most backend slots any routes will use: the size of each worker's per-backend counters.
     public let maxBackendSlots: Int
+    /// Open flows per backend slot over every worker (what `leastconn` compares).
+    public let openFlows: OpenFlowCounts
 
     /// An empty publisher: until the first `publish`, routes have no frontend (every frame is
     /// dropped). `maxBackendSlots` bounds the (frontend, server, address) triples routed at once.
@@ -42,6 +44,7 @@ public final class PacketRoutesPublisher: Sendable {
 
     public init(maxBackendSlots: Int = PacketRoutesPublisher.defaultMaxBackendSlots) {
         self.maxBackendSlots = maxBackendSlots
+        openFlows = OpenFlowCounts(slots: maxBackendSlots)
         state = Mutex(State(routes: PacketRoutes(), registry: BackendSlotRegistry(limit: maxBackendSlots),
                             generation: 1))
     }
