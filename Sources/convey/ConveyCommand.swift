@@ -103,7 +103,7 @@ struct ConveyCommand: AsyncParsableCommand {
         }
         do {
             try await Launcher(mode: mode, configPath: config, config: resolved, iface: iface, logger: logger,
-                               version: Self.version).run()
+                               version: Self.version, source: loaded.source).run()
         } catch let failure as LaunchFailure {
             logger.critical("\(failure)")
             throw ExitCode(1)

@@ -2,6 +2,7 @@ import Balancer
 import Logging
 import Proxy
 import ServiceLifecycle
+import UnixSignals
 import XSK
 
 /// Why convey could not start or keep running (exit status 1).
@@ -18,8 +19,14 @@ struct Launcher {
     var iface: String?
     var logger: Logger
     var version: String
+    /// The text `config` was loaded from.
+    var source: String
 
     func run() async throws {
+        // Trapped before anything is set up: until the service group runs, a SIGTERM or
+        // SIGHUP would take its default action and kill the process with an XDP program
+        // attached. A stop signal that comes early is kept and acted on once the group runs.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup)
         raiseOpenFileLimit()
         // The AF_XDP modes fold their connection counts in every stats period: a drain may
         // end early for holding nothing only once two periods have counted it.
@@ -39,7 +46,7 @@ struct Launcher {
         }
         services.append(health)
         services.append(DrainTimer(runtime: runtime))
-        services.append(ReloadService(path: configPath, runtime: runtime, logger: logger,
+        services.append(ReloadService(path: configPath, runtime: runtime, logger: logger, startedWith: source,
                                       overrides: { [iface] candidate in
                                           if let iface { candidate.xdp.iface = iface }
                                       },
@@ -80,17 +87,43 @@ struct Launcher {
         ])
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            // While a drain waits, SIGQUIT stops at once (still detaching and closing cleanly).
-            cancellationSignals: [.sigquit],
+            // The signals trapped above drive the group (see `follow(_:group:)`).
+            gracefulShutdownSignals: [],
+            cancellationSignals: [],
             logger: logger
         ))
         do {
-            try await group.run()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                tasks.addTask { [logger] in await Self.follow(signals, group: group, logger: logger) }
+                // The group ends (after a graceful stop, or failing), or SIGQUIT asks to stop
+                // at once: then the group is cancelled, which still detaches and closes.
+                try await tasks.next()
+                tasks.cancelAll()
+            }
         } catch {
             throw LaunchFailure(description: "\(error)")
         }
         logger.notice("convey stopped")
+    }
+
+    /// Acts on the process's signals until SIGQUIT (returns) or cancellation: SIGTERM and
+    /// SIGINT stop gracefully (open connections drain), SIGQUIT stops at once. SIGHUP is the
+    /// reload service's; here it is only kept from killing the process before that service
+    /// traps it (a file changed meanwhile is reloaded when it starts).
+    private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger) async {
+        for await signal in signals {
+            switch signal {
+            case .sigterm, .sigint:
+                logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
+                await group.triggerGracefulShutdown()
+            case .sigquit:
+                logger.notice("\(signal): stopping at once")
+                return
+            default:
+                continue
+            }
+        }
     }
 
     /// Raises the open-file limit to the hard limit and, in proxy mode, warns when it holds

@@ -73,6 +73,25 @@ struct ReloadServiceTests {
         }
     }
 
+    /// A save between convey's first read and its watcher's start raises no event the watcher
+    /// could see: the service compares the file with the text convey started from.
+    @Test("a file changed while convey was starting is applied once the service runs")
+    func changeDuringStart() async throws {
+        let dir = ConfigDirectory()
+        defer { dir.remove() }
+        dir.write(Self.toml(weights: [1, 1]))
+        let started = try ConfigLoader.load(path: dir.file)
+        let runtime = BalancerRuntime(config: started.config)
+        dir.write(Self.toml(weights: [1, 1, 4]))
+        let service = ReloadService(path: dir.file, runtime: runtime, logger: Logger(label: "test"),
+                                    startedWith: started.source)
+        try await withThrowingTaskGroup(of: Void.self) { group throws in
+            group.addTask { try await service.run() }
+            #expect(try await waitFor { runtime.config.pools[0].servers.count == 3 })
+            group.cancelAll()
+        }
+    }
+
     /// `sudo convey --iface eth0 --dsr --config f.toml` with no `[xdp] iface` in the file: a
     /// reload must see the interface the command line gave, as the start did (before, every
     /// reload was rejected with "dsr mode needs an interface").

@@ -13,6 +13,8 @@ public struct LoadedConfig: Sendable, Equatable {
     public var file: String
     /// Where each key is written, for problems found after loading.
     var keyLines: TOMLKeyLocator
+    /// The text it was loaded from (the reload service compares the file with it).
+    public var source: String
 
     /// A problem about the key at `path` (e.g. `["xdp", "nat_ports"]`), on the line the key is
     /// written on (or its table's line, when the key itself is not in the file).
@@ -82,7 +84,7 @@ public enum ConfigLoader {
             throw ConfigError(problems: (context.problems + warnings).sorted(by: byLine))
         }
         return LoadedConfig(config: config, warnings: context.warnings.sorted(by: byLine), file: file,
-                            keyLines: context.locator)
+                            keyLines: context.locator, source: source)
     }
 
     static func readFile(_ path: String) throws -> String {

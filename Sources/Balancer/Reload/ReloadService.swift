@@ -21,6 +21,7 @@ public struct ReloadService: Service {
     private let overrides: @Sendable (inout ConveyConfig) -> Void
     private let prepare: @Sendable (LoadedConfig) -> [ConfigProblem]
     private let warnings: @Sendable (LoadedConfig) -> [ConfigProblem]
+    private let startedWith: String?
 
     /// - Parameters:
     ///   - overrides: the command line's settings, which outrank the file's (`--iface`):
@@ -34,7 +35,10 @@ public struct ReloadService: Service {
     ///     data plane readies what the file needs and only it can try (proxy mode binds the
     ///     listeners of new frontends and addresses). A problem rejects the file; the hook
     ///     then leaves nothing behind.
-    public init(path: String, runtime: BalancerRuntime, logger: Logger,
+    ///   - startedWith: the text the running configuration was loaded from. A file that no
+    ///     longer holds it once the watcher runs (changed while convey was starting) is
+    ///     reloaded then, and a SIGHUP while it still holds it parses nothing.
+    public init(path: String, runtime: BalancerRuntime, logger: Logger, startedWith: String? = nil,
                 overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
                 check: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
                 warnings: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
@@ -48,6 +52,7 @@ public struct ReloadService: Service {
         self.prepare = prepare
         self.warnings = warnings
         self.onApplied = onApplied
+        self.startedWith = startedWith
     }
 
     public func run() async throws {
@@ -71,10 +76,14 @@ public struct ReloadService: Service {
         }
         defer { signalTask.cancel() }
 
-        var lastSource = (try? Self.read(path)) ?? ""
-        // The text of the last file applied here (nil: the one convey started with, not known
-        // to be this text), so a SIGHUP with nothing new costs no parse.
-        var appliedSource: String? = nil
+        let current = (try? Self.read(path)) ?? ""
+        var lastSource = startedWith ?? current
+        // The text of the last file applied (nil: the one convey started with, not known),
+        // so a SIGHUP with nothing new costs no parse.
+        var appliedSource: String? = startedWith
+        // Changed between the start's read and the watcher's first look: nothing else
+        // would notice.
+        if let startedWith, current != startedWith { continuation.yield(.fileEvent) }
         await withGracefulShutdownHandler {
             for await trigger in events.cancelOnGracefulShutdown() {
                 // Let the editor finish its write-then-rename before reading.

@@ -385,4 +385,45 @@ struct EndToEndLabTests {
             #expect(lab.stopConvey() == 0)
         }
     }
+
+    /// A stop or reload signal can come at any moment of start (systemd's stop, a deploy's
+    /// SIGHUP): convey never dies by it with its program attached.
+    @Test("A SIGTERM or SIGHUP at any moment of start never leaves the XDP program attached; a stop exits 0, a reload keeps it running")
+    func signalsDuringStart() throws {
+        guard try labAvailable("signalsDuringStart") else { return }
+        try Lab.with(backends: 1) { lab in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(lab.prefix)-conf")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let path = directory.appendingPathComponent("convey.toml").path
+            try labConfig(backends: 1).write(toFile: path, atomically: true, encoding: .utf8)
+            // Each run: start, signal after a delay (a SIGHUP is followed by a SIGTERM once
+            // the reload could be done), wait; print the signal, delay, exit status and
+            // whether veth0 still has a program.
+            let convey = "\(ConveyRun.binary) --dsr --iface veth0 --config \(path) --log-level error"
+            let script = """
+                for sig in TERM HUP; do for d in 0.005 0.01 0.02 0.03 0.05 0.08 0.12 0.2; do
+                  \(convey) >/dev/null 2>&1 & p=$!; sleep $d; kill -$sig $p
+                  if [ $sig = HUP ]; then sleep 0.5; kill -TERM $p 2>/dev/null; fi
+                  wait $p; rc=$?; x=$(ip link show veth0 | grep -c xdp)
+                  echo "$sig $d $rc $x"
+                  [ "$x" = 0 ] || ip link set dev veth0 xdp off
+                done; done
+                """
+            let run = try lab.run("lb", ["sh", "-c", script], timeout: 120)
+            let lines = run.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            #expect(lines.count == 16, "\(run.stdout)\(run.stderr)")
+            for line in lines where line.count == 4 {
+                let (signal, status, attached) = (line[0], line[2], line[3])
+                #expect(attached == "0", "\(line): the program was left attached")
+                // Killed by the signal itself only before anything was set up (the trap is
+                // the first thing convey does); from then on a stop is clean and a reload is
+                // no stop at all.
+                let allowed = signal == "TERM" ? ["0", "143"] : ["0", "129"]
+                #expect(allowed.contains(status), "\(line)")
+            }
+            let late = lines.filter { $0.count == 4 && ["0.08", "0.12", "0.2"].contains($0[1]) }
+            #expect(late.allSatisfy { $0[2] == "0" }, "a signal after the first 80 ms finds the trap set: \(late)")
+        }
+    }
 }
