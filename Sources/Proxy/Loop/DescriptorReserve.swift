@@ -2,32 +2,80 @@
 import Glibc
 #endif
 
-/// One descriptor an event loop keeps in hand (`/dev/null`) for the moment the process runs
-/// out of them (`EMFILE`). A client accepted just then still needs a backend socket: giving
-/// the reserve back lets that connection go ahead, and the loop stops accepting until it can
-/// take the reserve again (some connection closed). Clients beyond the limit thus wait in the
+/// Descriptors an event loop keeps in hand (`/dev/null`) for the moment the process runs out
+/// of them (`EMFILE`).
+///
+/// A client accepted just then still needs a backend socket: giving the reserve back lets that
+/// connection go ahead, and leaves the rest to the process's other users — the stats server,
+/// health checks, a reload reading the file — which would otherwise fail (NIO's accept loop
+/// spins on `EMFILE`). The loop stops accepting until it can take the reserve again with as
+/// many descriptors to spare (connections closed), so clients beyond the limit wait in the
 /// kernel's accept queue instead of being accepted and dropped.
 struct DescriptorReserve: ~Copyable {
-    private var fd: Int32
+    private let descriptors: UnsafeMutablePointer<Int32>
+    /// Descriptors held when the reserve is whole.
+    let size: Int
+    private var held = 0
 
-    init() { fd = open("/dev/null", O_RDONLY | O_CLOEXEC) }
+    /// A reserve of `size` descriptors, taken now (as many as the process has).
+    init(size: Int) {
+        self.size = max(1, size)
+        descriptors = .allocate(capacity: self.size)
+        for _ in 0..<self.size {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { break }
+            descriptors[held] = fd
+            held += 1
+        }
+    }
 
-    deinit { if fd >= 0 { _ = Glibc.close(fd) } }
+    /// The process's open-files limit now (`RLIMIT_NOFILE`, soft; 1024 when it cannot be read).
+    static func openFilesLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return UInt64(limit.rlim_cur)
+    }
 
-    /// True while the reserve is held.
-    var isHeld: Bool { fd >= 0 }
+    /// The reserve for a process whose open-files limit is `limit`: 1/64 of it, 4 to 32.
+    static func size(forLimit limit: UInt64) -> Int { Int(min(32, max(4, limit / 64))) }
 
-    /// Gives the reserve back to the process; false when it was not held.
+    deinit {
+        for i in 0..<held { _ = Glibc.close(descriptors[i]) }
+        descriptors.deallocate()
+    }
+
+    /// True while any of the reserve is held.
+    var isHeld: Bool { held > 0 }
+
+    /// Gives the whole reserve back to the process; false when none was held.
     mutating func release() -> Bool {
-        guard fd >= 0 else { return false }
-        _ = Glibc.close(fd)
-        fd = -1
+        guard held > 0 else { return false }
+        for i in 0..<held { _ = Glibc.close(descriptors[i]) }
+        held = 0
         return true
     }
 
-    /// Takes the reserve again if a descriptor is free; returns whether it is held.
+    /// Takes the whole reserve again, but only when as many descriptors again stay free for
+    /// the process's other users; otherwise takes none. Returns whether it is whole.
     mutating func retake() -> Bool {
-        if fd < 0 { fd = open("/dev/null", O_RDONLY | O_CLOEXEC) }
-        return fd >= 0
+        if held == size { return true }
+        _ = release()
+        let probe = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * size)
+        defer { probe.deallocate() }
+        var opened = 0
+        while opened < 2 * size {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { break }
+            probe[opened] = fd
+            opened += 1
+        }
+        if opened == 2 * size {
+            for i in 0..<size { descriptors[i] = probe[i] }
+            held = size
+            for i in size..<opened { _ = Glibc.close(probe[i]) }
+            return true
+        }
+        for i in 0..<opened { _ = Glibc.close(probe[i]) }
+        return false
     }
 }

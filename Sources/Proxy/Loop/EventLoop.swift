@@ -119,10 +119,13 @@ final class EventLoop {
     private var isDraining = false
     /// When the next accept pause may be logged (one warning per 10 s; all are counted).
     private var nextAcceptWarning: UInt64 = 0
-    /// A descriptor kept for the moment they run out (see `DescriptorReserve`).
-    private var reserve = DescriptorReserve()
-    /// Out of descriptors: no listener is accepted on until the reserve is held again.
-    private var acceptPaused = false
+    /// Descriptors kept for the moment they run out (see `DescriptorReserve`).
+    private var reserve: DescriptorReserve
+    /// Out of descriptors: no listener is accepted on, and no pipe made or pooled, until the
+    /// reserve is whole again.
+    private var acceptPaused = false {
+        didSet { pipes.mayGrow = !acceptPaused }
+    }
     /// A connection of a frontend at its limit closed in this batch: accept its queued clients.
     private var limitFreed = false
 
@@ -143,7 +146,12 @@ final class EventLoop {
         var logger = logger
         logger[metadataKey: "loop"] = "\(index)"
         self.logger = logger
-        self.pipes = PipePool(limit: tuning.pooledPipesPerLoop, pipeSize: tuning.pipeSize)
+        // Pooled pipes hold descriptors connections may need: at most 1/16 of the limit per
+        // loop (two descriptors each), whatever the tuning allows.
+        let openFiles = DescriptorReserve.openFilesLimit()
+        self.pipes = PipePool(limit: min(tuning.pooledPipesPerLoop, max(16, Int(min(openFiles, 1 << 24) / 16))),
+                              pipeSize: tuning.pipeSize)
+        reserve = DescriptorReserve(size: DescriptorReserve.size(forLimit: openFiles))
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
         self.notSentLowWater = tuning.notSentLowWater
@@ -311,6 +319,13 @@ final class EventLoop {
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
     /// so the listener is retried on every sweep until its queue is empty.
     private func acceptFailed(_ f: Int, listener: Listener, _ error: Errno) {
+        if error == .tooManyOpenFiles {
+            // The process is out: what this loop holds in reserve and in pooled pipes goes to
+            // its other users, and accepting waits until the reserve is whole again.
+            _ = reserve.release()
+            pipes.drain()
+            acceptPaused = true
+        }
         // A retry that fails again is the same pause.
         guard !frontends[f].acceptStalled else { return }
         frontends[f].acceptStalled = true
@@ -378,6 +393,7 @@ final class EventLoop {
             guard error == .tooManyOpenFiles, reserve.release() else { throw error }
             if !acceptPaused { notePause(error, at: frontends[f].listener?.address ?? frontends[f].vip, frontend: frontends[f].name) }
             acceptPaused = true
+            pipes.drain()
             return try SocketCalls.tcpSocket(for: address.address)
         }
     }

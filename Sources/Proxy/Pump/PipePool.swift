@@ -24,18 +24,23 @@ struct PipePool: ~Copyable {
         free.deallocate()
     }
 
+    /// False while the process is short of descriptors: no pipe is made or kept (a direction
+    /// without one moves its bytes with read/write), so the descriptors go to sockets.
+    var mayGrow = true
+
     /// A pooled pipe, or a new one.
     mutating func take() throws(Errno) -> PipePair {
         if count > 0 {
             count -= 1
             return free[count]
         }
+        guard mayGrow else { throw .tooManyOpenFiles }
         return try Splice.makePipe(size: pipeSize)
     }
 
     /// Returns an empty pipe, or closes it when the pool is full.
     mutating func give(_ pipe: PipePair) {
-        if count < limit {
+        if count < limit && mayGrow {
             free[count] = pipe
             count += 1
         } else {

@@ -37,9 +37,10 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let steering: VIPSteering
     private let statsPeriod: Duration
     private let logger: Logger
+    private let workersCapped: Bool
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
-         counters: [ForwarderCounters], statsPeriod: Duration, logger: Logger) {
+         counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger) {
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -49,6 +50,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         steering = VIPSteering(program: dataPath.program, steered: facts.vips, logger: logger)
         self.statsPeriod = statsPeriod
         self.logger = logger
+        self.workersCapped = workersCapped
     }
 
     public func run() async throws {
@@ -62,11 +64,19 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             flushCounters()
             logger.notice("AF_XDP data plane stopped; XDP program detached", metadata: ["iface": "\(facts.interface)"])
         }
+        var watch = InterfaceWatch(interface: dataPath.interface, frameSize: dataPath.frameSize, workers: counters.count,
+                                   workersCapped: workersCapped, natAddresses: facts.natAddresses)
         // Snapshots (reloads, health, drains) are picked up within 50 ms; the neighbour table
-        // is read every second; counters flush every stats_update_frequency.
+        // and the interface are read every second; counters flush every stats_update_frequency.
         var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let neighboursDue = ContinuousClock.now - lastNeighbours >= .seconds(1)
+            if neighboursDue {
+                do throws(InterfaceWatch.Lost) { try watch.check(logger: logger) } catch {
+                    // No drain: nothing can reach or leave the flows any more.
+                    throw XDPStartError(error.description)
+                }
+            }
             control.refresh(readNeighbours: neighboursDue)
             // Every round, not only after a publish: a VIP the map refused is retried.
             steering.sync(to: control.routedVIPs)

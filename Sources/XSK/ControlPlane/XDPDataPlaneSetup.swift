@@ -46,6 +46,14 @@ public enum XDPDataPlaneSetup {
                 counters.append(workerCounters)
                 return makeHandler(i, workerCounters)
             }
+            let mtu = path.interface.mtu
+            if !UMEM.frameSize(forMTU: mtu).holdsMTU {
+                let text = "\(ifaceName)'s MTU is \(mtu), above the \(UMEM.largestMTU(frameSize: path.frameSize)) bytes an AF_XDP "
+                    + "frame holds (one packet per frame): steered packets larger than that are dropped by the kernel "
+                    + "(counted in the rings' rx_dropped). Clients whose MSS keeps them below it (any client beyond a "
+                    + "1500-byte link) are served; lower the MTU if clients on a jumbo-frame segment use a VIP"
+                logger.warning("\(text)")
+            }
             if path.program.replacedStaleProgram {
                 logger.warning("replaced the steering program a convey that is no longer running left on \(ifaceName)")
             }
@@ -60,7 +68,7 @@ public enum XDPDataPlaneSetup {
             control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, logger: logger)
+                                     statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() }, natAddresses: facts.natAddresses)
         }
 

@@ -12,6 +12,8 @@ import Synchronization
 public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
     public let interface: NetworkInterface
     public let program: SteeringProgram
+    /// Bytes per UMEM frame: 2048, or 4096 for an interface whose MTU needs it.
+    public let frameSize: Int
     @usableFromInline let workers: [XSKWorker<Handler>]
     private let stopped = Mutex(false)
 
@@ -41,13 +43,14 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
             let count = min(interface.rxQueueCount, max(1, workerLimit ?? interface.rxQueueCount))
             queueIDs = (0..<UInt32(count)).map { $0 }
         }
+        let frameSize = UMEM.frameSize(forMTU: interface.mtu).size
         let program = try SteeringProgram(attachingTo: interface, mode: config.attach)
         do {
             let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             var workers: [XSKWorker<Handler>] = []
             for (i, queue) in queueIDs.enumerated() {
                 let depth = Self.receiveDepth(frameCount: frameCount)
-                let umem = try UMEM(frameCount: frameCount, fillSize: depth)
+                let umem = try UMEM(frameCount: frameCount, frameSize: frameSize, fillSize: depth)
                 let socket = try XSKSocket(interface: interfaceName, queue: queue, umem: umem, zeroCopy: config.zeroCopy,
                                            rxSize: depth)
                 try socket.register(inXSKMap: program.xsksMapFD)
@@ -65,6 +68,7 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
         }
         self.interface = interface
         self.program = program
+        self.frameSize = frameSize
     }
 
     deinit { stop() }

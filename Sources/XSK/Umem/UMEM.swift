@@ -24,6 +24,22 @@ public final class UMEM {
     @usableFromInline let completion: UnsafeMutablePointer<xsk_ring_cons>
     let handle: OpaquePointer
 
+    /// Bytes the kernel keeps before a received packet in its frame (`XDP_PACKET_HEADROOM`;
+    /// convey asks for no headroom of its own).
+    public static let receiveHeadroom = 256
+
+    /// The largest IP packet (an interface's MTU) whose Ethernet frame fits one frame of
+    /// `frameSize` bytes. AF_XDP puts one packet in one frame (no multi-buffer here): a bigger
+    /// one is dropped by the kernel and counted only in the ring's `rx_dropped`.
+    public static func largestMTU(frameSize: Int) -> Int { frameSize - receiveHeadroom - 14 }
+
+    /// The frame size (2048 or, for a larger MTU, 4096) for an interface with `mtu`; and
+    /// whether frames of it hold every packet that MTU allows.
+    public static func frameSize(forMTU mtu: Int) -> (size: Int, holdsMTU: Bool) {
+        let size = mtu <= largestMTU(frameSize: 2048) ? 2048 : 4096
+        return (size, mtu <= largestMTU(frameSize: size))
+    }
+
     /// Maps the area (`mmap`, page-aligned) and registers it (`xsk_umem__create`).
     /// - Parameters:
     ///   - frameCount: frames in the area; the ring sizes must be powers of two below it.
