@@ -70,5 +70,32 @@ extension ProxyTests {
             #expect(await eventually { proxy.counters(server: "a").snapshot().currentConnections == 0 })
             try await proxy.stop()
         }
+
+        /// A reload that moves a server (same name, new address) while connects to its old
+        /// address hang: those clients are not failed at connect_timeout but tried at the new
+        /// address, and the old address's failure is not charged to the server.
+        @Test("connects in flight to a server a reload moves are retried at its new address")
+        func serverMovedWhileConnecting() async throws {
+            let silent = try FullListener()
+            defer { silent.close() }
+            let b = try TestServer.naming("b")
+            defer { b.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: silent.endpoint)],
+                                     pool: { $0.connectTimeout = .seconds(3) })
+            let address = try await proxy.start()
+            var clients: [TestSocket] = []
+            for _ in 0..<6 { clients.append(try TestSocket.connect(to: address, timeout: 5)) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(b.accepted == 0)
+            proxy.publish([.init(name: "a", address: b.endpoint)])
+            for client in clients {
+                client.setTimeout(2.5)
+                #expect(ask(client) == "b", "answered from the new address before connect_timeout")
+            }
+            #expect(proxy.counters(server: "a").snapshot().connectFailures == 0)
+            #expect(proxy.counters().noBackend.load(ordering: .relaxed) == 0)
+            for client in clients { client.close() }
+            try await proxy.stop()
+        }
     }
 }

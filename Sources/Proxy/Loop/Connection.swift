@@ -28,6 +28,9 @@ struct Connection {
     var failures = 0
     /// The client's address, as accepted (for scheduling and the PROXY header).
     var clientAddress = Endpoint(address: .v4(0), port: 0)
+    /// The address the connect attempt in flight (or the last one) went to: a reload may have
+    /// given its server another since.
+    var serverAddress = Endpoint(address: .v4(0), port: 0)
     /// Monotonic nanoseconds: when the connect attempt in flight times out.
     var connectDeadline: UInt64 = 0
     /// Monotonic nanoseconds of the last byte moved either way (for `idle_timeout`).

@@ -368,6 +368,7 @@ final class EventLoop {
                 SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
                 conn.pointee.backend = fd
                 conn.pointee.server = target
+                conn.pointee.serverAddress = s.address
                 conn.pointee.serverCounters = s.counters
                 conn.pointee.connectDeadline = now &+ frontends[conn.pointee.frontend].connectTimeout
                 try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.backend, index, conn.pointee.generation))
@@ -698,6 +699,13 @@ final class EventLoop {
             conn.pointee.serverCounters = route.servers[moved].counters
             let first = conn.pointee.firstChoice
             conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved
+            if conn.pointee.phase == .connecting && route.servers[moved].address != conn.pointee.serverAddress {
+                // The reload gave its server another address: connect there instead (the
+                // old one may never answer; its attempt is no failure of the server's).
+                SocketCalls.close(conn.pointee.backend)
+                conn.pointee.backend = -1
+                connect(index, to: moved, route: route)
+            }
         }
         if cut > 0 {
             logger.notice("closed \(cut) connection(s) whose drain ended (their server or frontend left, or drain_timeout passed)")
