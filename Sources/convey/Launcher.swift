@@ -86,7 +86,9 @@ struct Launcher {
             "frontends": "\(config.frontends.map { "\($0.name)=\($0.listen)" }.joined(separator: ","))",
         ])
         let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) },
+            // A service that fails (the interface went away, the stats port is taken) stops
+            // the others gracefully, as SIGTERM would: each closes cleanly and quietly.
+            services: services.map { .init(service: $0, failureTerminationBehavior: .gracefullyShutdownGroup) },
             // The signals trapped above drive the group (see `follow(_:group:)`).
             gracefulShutdownSignals: [],
             cancellationSignals: [],

@@ -59,10 +59,12 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             "mode": "\(mode.rawValue)", "iface": "\(facts.interface)", "attach": "\(dataPath.program.attachMode.rawValue)",
             "zero_copy": "\(dataPath.stats().zeroCopy)", "workers": "\(counters.count)",
         ])
+        var interfaceGone = false
         defer {
             dataPath.stop()
             flushCounters()
-            logger.notice("AF_XDP data plane stopped; XDP program detached", metadata: ["iface": "\(facts.interface)"])
+            logger.notice(interfaceGone ? "AF_XDP data plane stopped" : "AF_XDP data plane stopped; XDP program detached",
+                          metadata: ["iface": "\(facts.interface)"])
         }
         var watch = InterfaceWatch(interface: dataPath.interface, frameSize: dataPath.frameSize, workers: counters.count,
                                    workersCapped: workersCapped, natAddresses: facts.natAddresses)
@@ -74,6 +76,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             if neighboursDue {
                 do throws(InterfaceWatch.Lost) { try watch.check(logger: logger) } catch {
                     // No drain: nothing can reach or leave the flows any more.
+                    interfaceGone = true
                     throw XDPStartError(error.description)
                 }
             }

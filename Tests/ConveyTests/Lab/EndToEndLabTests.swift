@@ -386,6 +386,25 @@ struct EndToEndLabTests {
         }
     }
 
+    /// Changes to the interface that the data plane cannot follow are said once each, and a
+    /// deleted interface ends convey (exit 1) so that a supervisor starts it on what is there.
+    @Test("An MTU above what the frames hold is logged (and its end); a deleted interface stops convey with exit 1 and says why")
+    func interfaceChangesUnderTheDataPlane() throws {
+        guard try labAvailable("interfaceChangesUnderTheDataPlane") else { return }
+        try ConveyLab.with(mode: "passthrough", backends: 1, config: labConfig(backends: 1)) { lab in
+            let convey = try #require(lab.convey)
+            _ = try lab.lab.check("lb", ["ip", "link", "set", "dev", "veth0", "mtu", "3000"])
+            #expect(waitUntil(seconds: 5) { convey.output.contains("veth0's MTU is now 3000") }, "\(convey.output)")
+            _ = try lab.lab.check("lb", ["ip", "link", "set", "dev", "veth0", "mtu", "1500"])
+            #expect(waitUntil(seconds: 5) { convey.output.contains("every packet fits convey's frames again") })
+            #expect(try lab.fromClient { try LabClient.who(timeout: 3) }.name == "b1", "still serving")
+            _ = try lab.lab.check("lb", ["ip", "link", "del", "veth0"])
+            #expect(waitUntil(seconds: 10) { !convey.isRunning }, "convey stops")
+            #expect(lab.stopConvey() == 1)
+            #expect(convey.output.contains("veth0 is gone"), "\(convey.output)")
+        }
+    }
+
     /// A stop or reload signal can come at any moment of start (systemd's stop, a deploy's
     /// SIGHUP): convey never dies by it with its program attached.
     @Test("A SIGTERM or SIGHUP at any moment of start never leaves the XDP program attached; a stop exits 0, a reload keeps it running")
