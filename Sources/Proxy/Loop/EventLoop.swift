@@ -553,7 +553,10 @@ final class EventLoop {
     /// Closes connections idle too long, fails connects past their deadline, and while
     /// draining closes what outlived its pool's drain timeout.
     private func sweep() {
-        if acceptPaused, reserve.retake() { acceptPaused = false }
+        if acceptPaused, reserve.retake() {
+            acceptPaused = false
+            logger.info("descriptors free again: accepting resumed")
+        }
         if !acceptPaused {
             for f in frontends.indices where frontends[f].acceptStalled || frontends[f].atLimit { acceptAll(frontend: f) }
         }
