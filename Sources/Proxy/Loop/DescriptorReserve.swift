@@ -12,6 +12,7 @@ import Glibc
 /// many descriptors to spare (connections closed), so clients beyond the limit wait in the
 /// kernel's accept queue instead of being accepted and dropped.
 struct DescriptorReserve: ~Copyable {
+    /// Room for twice the reserve: `retake` opens its spare half there too.
     private let descriptors: UnsafeMutablePointer<Int32>
     /// Descriptors held when the reserve is whole.
     let size: Int
@@ -20,7 +21,7 @@ struct DescriptorReserve: ~Copyable {
     /// A reserve of `size` descriptors, taken now (as many as the process has).
     init(size: Int) {
         self.size = max(1, size)
-        descriptors = .allocate(capacity: self.size)
+        descriptors = .allocate(capacity: 2 * self.size)
         for _ in 0..<self.size {
             let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { break }
@@ -44,9 +45,6 @@ struct DescriptorReserve: ~Copyable {
         descriptors.deallocate()
     }
 
-    /// True while any of the reserve is held.
-    var isHeld: Bool { held > 0 }
-
     /// Gives the whole reserve back to the process; false when none was held.
     mutating func release() -> Bool {
         guard held > 0 else { return false }
@@ -60,22 +58,16 @@ struct DescriptorReserve: ~Copyable {
     mutating func retake() -> Bool {
         if held == size { return true }
         _ = release()
-        let probe = UnsafeMutablePointer<Int32>.allocate(capacity: 2 * size)
-        defer { probe.deallocate() }
         var opened = 0
         while opened < 2 * size {
             let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { break }
-            probe[opened] = fd
+            descriptors[opened] = fd
             opened += 1
         }
-        if opened == 2 * size {
-            for i in 0..<size { descriptors[i] = probe[i] }
-            held = size
-            for i in size..<opened { _ = Glibc.close(probe[i]) }
-            return true
-        }
-        for i in 0..<opened { _ = Glibc.close(probe[i]) }
-        return false
+        let keep = opened == 2 * size ? size : 0
+        for i in keep..<opened { _ = Glibc.close(descriptors[i]) }
+        held = keep
+        return keep == size
     }
 }

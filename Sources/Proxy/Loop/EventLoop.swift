@@ -245,10 +245,10 @@ final class EventLoop {
         var peer = sockaddr_storage()
         let counters = frontends[f].counters
         let limit = Int64(frontends[f].maxConnections)
+        // With a limit, a place is taken before each `accept`, so loops accepting at once
+        // never exceed it together.
+        let reserved = limit > 0
         while true {
-            // With a limit, a place is taken before `accept`, so loops accepting at once
-            // never exceed it together.
-            let reserved = limit > 0
             if reserved && !counters.reservePlace(limit: limit) {
                 frontends[f].atLimit = true
                 if arrival && !frontends[f].waitCounted {
@@ -280,19 +280,21 @@ final class EventLoop {
     /// already taken (and counted open).
     private func admit(_ fd: Int32, peer: sockaddr_storage, frontend f: Int, reserved: Bool) {
         let counters = frontends[f].counters
-        guard let route = frontends[f].route else {
+        /// No server can take the client: closed at once and counted.
+        func turnAway() {
             if reserved { counters.connectionClosed() }
             counters.noBackend.wrappingAdd(1, ordering: .relaxed)
             SocketCalls.close(fd)
+        }
+        guard let route = frontends[f].route else {
+            turnAway()
             return
         }
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
-            if reserved { counters.connectionClosed() }
-            counters.noBackend.wrappingAdd(1, ordering: .relaxed)
-            SocketCalls.close(fd)
+            turnAway()
             return
         }
         let index = slab.allocate()
@@ -319,13 +321,7 @@ final class EventLoop {
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
     /// so the listener is retried on every sweep until its queue is empty.
     private func acceptFailed(_ f: Int, listener: Listener, _ error: Errno) {
-        if error == .tooManyOpenFiles {
-            // The process is out: what this loop holds in reserve and in pooled pipes goes to
-            // its other users, and accepting waits until the reserve is whole again.
-            _ = reserve.release()
-            pipes.drain()
-            acceptPaused = true
-        }
+        if error == .tooManyOpenFiles { pauseForDescriptors() }
         // A retry that fails again is the same pause.
         guard !frontends[f].acceptStalled else { return }
         frontends[f].acceptStalled = true
@@ -391,12 +387,22 @@ final class EventLoop {
     /// it and accepting pauses until the reserve can be taken again.
     private func backendSocket(for address: Endpoint, frontend f: Int) throws(Errno) -> Int32 {
         do { return try SocketCalls.tcpSocket(for: address.address) } catch {
-            guard error == .tooManyOpenFiles, reserve.release() else { throw error }
+            guard error == .tooManyOpenFiles else { throw error }
             if !acceptPaused { notePause(error, at: frontends[f].listener?.address ?? frontends[f].vip, frontend: frontends[f].name) }
-            acceptPaused = true
-            pipes.drain()
+            guard pauseForDescriptors() else { throw error }
             return try SocketCalls.tcpSocket(for: address.address)
         }
+    }
+
+    /// The process is out of descriptors: what this loop holds in reserve and in pooled pipes
+    /// goes back to it (the backend socket being made, the stats server, health checks), and
+    /// accepting waits until the reserve is whole again. Returns whether a reserve was held.
+    @discardableResult
+    private func pauseForDescriptors() -> Bool {
+        let held = reserve.release()
+        pipes.drain()
+        acceptPaused = true
+        return held
     }
 
     /// The next server to try after one more failure, or nil when all were tried.

@@ -58,7 +58,7 @@ struct InterfaceWatch {
     }
 
     /// Compares `now` with what was seen before and logs each change once.
-    mutating func observe(_ now: NetworkInterface, logger: Logger) {
+    private mutating func observe(_ now: NetworkInterface, logger: Logger) {
         let largest = UMEM.largestMTU(frameSize: frameSize)
         let tooLarge = now.mtu > largest
         if tooLarge != mtuTooLarge {
