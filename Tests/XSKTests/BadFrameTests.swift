@@ -75,7 +75,9 @@ struct BadFrameTests {
             let withOptions = try send("options")
             #expect(withOptions.redirectedVIP == 3, "IP options are valid: the frame is steered")
             let broadcast = try send("broadcast-syn4")
-            #expect(broadcast.redirectedVIP == 0 && broadcast.passedNotSteered == 3, "a group-addressed frame is the kernel's")
+            // At least: the lab's own group-addressed frames (IPv6 neighbour discovery, MLD) may
+            // arrive in the same window and are counted there too.
+            #expect(broadcast.redirectedVIP == 0 && broadcast.passedNotSteered >= 3, "a group-addressed frame is the kernel's: \(broadcast)")
             #expect(try send("syn4").redirectedVIP == 3, "the worker still takes SYNs")
             #expect(waitUntil(seconds: 3) { path.stats().totals.rxPackets >= 6 })
 
