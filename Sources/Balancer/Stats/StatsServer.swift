@@ -55,8 +55,18 @@ public struct StatsServer: Service {
             },
             logger: logger
         )
+        // Cancellation (SIGQUIT stops convey at once by cancelling its services) would reach
+        // the server's accept loop, which logs it as an error; the server runs in a task of its
+        // own instead, which a cancellation shuts down gracefully (a stats request is short).
+        // Graceful shutdown still reaches it: the task inherits this one's task locals.
+        let server = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let running = Task { try await server.run() }
         do {
-            try await app.run()
+            try await withTaskCancellationHandler {
+                try await running.value
+            } onCancel: {
+                Task { await server.triggerGracefulShutdown() }
+            }
         } catch {
             // NIO's IOError text is "call(args): reason) (errno: N)": give the errno's own words.
             let reason = (error as? IOError).map { "\(Errno(rawValue: $0.errnoCode))" } ?? "\(error)"

@@ -285,6 +285,25 @@ struct EndToEndLabTests {
         }
     }
 
+    @Test("SIGQUIT stops at once (DSR): an open connection is not waited for, exit 0 with XDP gone, and no error is logged")
+    func sigquitStopsAtOnce() throws {
+        guard try labAvailable("sigquitStopsAtOnce") else { return }
+        try ConveyLab.with(mode: "dsr", backends: 1, config: labConfig(backends: 1)) { lab in
+            let held = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 5) }
+            try held.send("ECHO\nopen\n")
+            let convey = try #require(lab.convey)
+            let started = ContinuousClock.now
+            // drain_timeout is 5 s in the lab: a drain would outlast the 4 s allowed here.
+            #expect(convey.stop(SIGQUIT, seconds: 4) == 0, "\(convey.output)")
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(try !lab.balancerHasXDP())
+            let output = convey.output
+            #expect(output.contains("SIGQUIT: stopping at once"), "\(output)")
+            let errors = output.split(separator: "\n").filter { $0.contains(" error ") || $0.contains(" critical ") }
+            #expect(errors.isEmpty, "a deliberate stop logs no error: \(errors)")
+        }
+    }
+
     @Test("Passthrough: a frontend a reload adds is steered and served at once; removed, its open connection goes on until drain_timeout, then its VIP goes back to the kernel")
     func frontendAddedAndRemovedLive() throws {
         guard try labAvailable("frontendAddedAndRemovedLive") else { return }
