@@ -119,4 +119,30 @@ struct ForwarderSettingsTests {
         pool.release(1)
         #expect(pool.allocate() == 1)
     }
+
+    @Test("a worker's port queue begins at its start offset (modulo the slice) and goes on around; released ports queue behind")
+    func portQueueBeginsAtItsStart() {
+        for (start, first) in [(0, 61000), (2, 61002), (6, 61002), (-1, 61003)] as [(Int, UInt16)] {
+            let storage = NATPortStorage(range: 61000...61003, start: start)
+            var pool = NATPortPool(storage: storage)
+            let order = (0..<5).map { _ in pool.allocate() }
+            let offset = Int(first) - 61000
+            var expected: [UInt16] = (0..<4).map { (i: Int) -> UInt16 in UInt16(61000 + (offset + i) % 4) }
+            expected.append(0)
+            #expect(order == expected, "start \(start)")
+            pool.release(order[1])
+            pool.release(order[0])
+            #expect(pool.allocate() == order[1] && pool.allocate() == order[0])
+        }
+        // The forwarder takes it from its settings: the first SYN's NAT port.
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var settings = ForwarderSettings(capacity: 16, natAddress: .v4(PassthroughForwarderTests.nat), natPorts: 61000...61999)
+        settings.natPortStart = 517
+        var pt = PassthroughForwarder(settings: settings, routes: fixture.publisher, reverseMap: NATReverseMap())
+        pt.beginBatch(now: second)
+        var f = TestFrames.ipv4TCP(src: PassthroughForwarderTests.client, dst: 0x0A4D_0064, sport: 40_000, dport: 80,
+                                   flags: TCPHeader.syn)
+        #expect(withFrame(&f) { pt.handle($0) } == .transmit)
+        #expect(TestFrames.fields(f).sport == 61517)
+    }
 }

@@ -89,9 +89,10 @@ public enum XDPDataPlaneSetup {
             }
             let reverse = NATReverseMap()
             return try start(nat: nat) { i, counters in
-                PassthroughForwarder(settings: ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
-                                                                 natAddresses: nat.addresses, natPorts: nat.ports),
-                                     routes: routes, reverseMap: reverse, counters: counters)
+                var settings = ForwarderSettings(config: config, workerIndex: i, workerCount: queues.count,
+                                                 natAddresses: nat.addresses, natPorts: nat.ports)
+                settings.natPortStart = .random(in: 0...65_535)
+                return PassthroughForwarder(settings: settings, routes: routes, reverseMap: reverse, counters: counters)
             }
         }
     }

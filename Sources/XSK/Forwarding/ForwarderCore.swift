@@ -114,7 +114,7 @@ struct ForwarderCore {
         let v6 = [settings.natAddressV6, settings.natAddress].compactMap { $0 }.first { !$0.isIPv4 }
         natV6 = v6.map(StableHash.widened) ?? (0, 0)
         hasNAT6 = v6 != nil
-        portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil)
+        portStorage = NATPortStorage(range: reverseMap != nil ? settings.workerNATPorts : nil, start: settings.natPortStart)
         ports = NATPortPool(storage: portStorage)
         halfOpenStorage = HalfOpenPortsStorage(ports: portStorage.size)
         halfOpen = HalfOpenPorts(storage: halfOpenStorage)

@@ -20,6 +20,11 @@ public struct ForwarderSettings: Sendable, Equatable {
     public var natPorts: ClosedRange<UInt16>?
     public var workerIndex: Int
     public var workerCount: Int
+    /// Which of its slice's ports this worker hands out first (an offset, modulo the slice),
+    /// then on around the slice. The data plane starts each run at a random one: backends may
+    /// still hold the ports the previous run used last (in TIME_WAIT, or connections a restart
+    /// cut off), and a run that always began at the slice's first port met those first.
+    public var natPortStart: Int = 0
     /// Slots a key may occupy from its home slot: bounds every lookup.
     public var probeWindow: Int = 32
     /// A flow seen more recently than this is never evicted to make room (nanoseconds).

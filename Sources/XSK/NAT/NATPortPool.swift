@@ -58,16 +58,19 @@ final class NATPortStorage {
     let size: Int
     let range: ClosedRange<UInt16>?
 
-    /// Port 0 is never handed out (0 means "exhausted" to `allocate`, and is no valid port).
-    init(range: ClosedRange<UInt16>?) {
+    /// The ports of `range` in order, the first handed out being the `start`-th (modulo their
+    /// count), then on around. Port 0 is never handed out (0 means "exhausted" to `allocate`,
+    /// and is no valid port).
+    init(range: ClosedRange<UInt16>?, start: Int = 0) {
         let usable = range.flatMap { $0.upperBound == 0 ? nil : max(1, $0.lowerBound)...$0.upperBound }
         self.range = usable
         size = usable.map { Int($0.upperBound) - Int($0.lowerBound) + 1 } ?? 0
         ring = .allocate(capacity: max(size, 1))
         if let usable {
+            let first = size > 0 ? (start % size + size) % size : 0
             var i = 0
             for port in usable {
-                ring[i] = port
+                ring[(i + size - first) % size] = port
                 i += 1
             }
         }
