@@ -227,6 +227,49 @@ struct BalancerRuntimeTests {
         #expect(Set(route.servers.map(\.id.pool)) == ["a", "b", "c"] && route.selectable.isEmpty)
     }
 
+    @Test("drains under way follow a reloaded drain_timeout, counted from their start: shortened, they end once it has passed; lengthened, they run on")
+    func drainsFollowAReloadedTimeout() async throws {
+        // A removed server, a removed frontend and a pool switch, all draining with 60 s.
+        func setup(drain: Duration, servers: [UInt16] = [9001, 9002], switched: Bool = false, other: Bool = true) -> ConveyConfig {
+            var c = config(ports: servers, drain: drain)
+            var green = PoolConfig(name: "green", drainTimeout: drain, servers: [
+                ServerConfig(name: "g0", address: Endpoint(address: .v4(0x7F00_0001), port: 9101)),
+            ])
+            green.drainTimeout = drain
+            c.pools.append(green)
+            if other {
+                c.frontends.append(FrontendConfig(name: "other", listen: Endpoint(address: .v4(0x7F00_0001), port: 18081), pool: "pool"))
+            }
+            c.frontends.append(FrontendConfig(name: "app", listen: Endpoint(address: .v4(0x7F00_0001), port: 18082),
+                                              pool: switched ? "pool" : "green"))
+            return c
+        }
+        func drainingCount(_ runtime: BalancerRuntime) -> Int {
+            let snapshot = runtime.snapshots.load().value
+            let removedServer = snapshot.frontend(named: "web")?.servers.contains { $0.id.name == "s1" } == true
+            let removedFrontend = snapshot.frontend(named: "other") != nil
+            let switchDrain = snapshot.frontend(named: "app")?.servers.contains { $0.id.pool == "green" } == true
+            return [removedServer, removedFrontend, switchDrain].filter { $0 }.count
+        }
+        let runtime = BalancerRuntime(config: setup(drain: .seconds(60)))
+        runtime.apply(setup(drain: .seconds(60), servers: [9001], switched: true, other: false))
+        #expect(drainingCount(runtime) == 3)
+        #expect(runtime.expireDrains() == false)
+
+        // Lengthened from what remains (60 s) to 120 s: nothing ends.
+        let longer = runtime.apply(setup(drain: .seconds(120), servers: [9001], switched: true, other: false))
+        #expect(longer.applied.contains { $0.contains("drain_timeout") && $0.contains("drains under way") })
+        #expect(runtime.expireDrains() == false && drainingCount(runtime) == 3)
+        #expect(try #require(runtime.nextDrainDeadline) > ContinuousClock.now + .seconds(100))
+
+        // Shortened below the time they have run: every drain ends, by the next check at the latest.
+        try await Task.sleep(for: .milliseconds(100))
+        runtime.apply(setup(drain: .milliseconds(50), servers: [9001], switched: true, other: false))
+        runtime.expireDrains()
+        #expect(drainingCount(runtime) == 0)
+        #expect(runtime.nextDrainDeadline == nil)
+    }
+
     @Test("weight 0 drains a configured server: no new flows, then its flows end after drain_timeout")
     func weightZeroDrains() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .milliseconds(100)))

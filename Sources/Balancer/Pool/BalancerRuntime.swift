@@ -43,6 +43,7 @@ public final class BalancerRuntime: Sendable {
 
     private struct PoolSwitch {
         var oldPool: String
+        var since: ContinuousClock.Instant
         var deadline: ContinuousClock.Instant
     }
 
@@ -118,7 +119,7 @@ public final class BalancerRuntime: Sendable {
                 guard let old = state.config.frontends.first(where: { $0.name == f.name }), old.pool != f.pool else { continue }
                 var switches = state.poolSwitches[f.name, default: []].filter { $0.oldPool != f.pool && $0.oldPool != old.pool }
                 let drain = state.config.pool(named: old.pool)?.drainTimeout ?? .zero
-                if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, deadline: now + drain)) }
+                if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, since: now, deadline: now + drain)) }
                 state.poolSwitches[f.name] = switches.isEmpty ? nil : switches
             }
             // A frontend added back at an address where it still drains, with another pool:
@@ -126,7 +127,7 @@ public final class BalancerRuntime: Sendable {
             for f in new.frontends where !state.config.frontends.contains(where: { $0.name == f.name }) {
                 guard let removed = state.removedFrontends[FrontendAddress(f)], removed.config.pool != f.pool else { continue }
                 var switches = state.poolSwitches[f.name, default: []].filter { $0.oldPool != removed.config.pool }
-                switches.append(PoolSwitch(oldPool: removed.config.pool, deadline: removed.deadline))
+                switches.append(PoolSwitch(oldPool: removed.config.pool, since: removed.since, deadline: removed.deadline))
                 state.poolSwitches[f.name] = switches
             }
             // Removed frontends, and the old address of moved ones, drain there.
@@ -139,6 +140,25 @@ public final class BalancerRuntime: Sendable {
                 }
             }
             for f in new.frontends { state.removedFrontends[FrontendAddress(f)] = nil }
+            // Drains under way follow their pool's drain_timeout as the file now sets it,
+            // counted from when each began, as a weight-0 server's does: shortening it ends a
+            // drain that takes too long (at once if its time has passed), lengthening it gives
+            // the drain more time. A drain whose pool is gone keeps its deadline.
+            for (id, removed) in state.removed {
+                if let drain = new.pool(named: id.pool)?.drainTimeout { state.removed[id]?.deadline = removed.since + drain }
+            }
+            for (key, removed) in state.removedFrontends {
+                if let drain = new.pool(named: removed.config.pool)?.drainTimeout {
+                    state.removedFrontends[key]?.deadline = removed.since + drain
+                }
+            }
+            state.poolSwitches = state.poolSwitches.mapValues { list in
+                list.map { s in
+                    var s = s
+                    if let drain = new.pool(named: s.oldPool)?.drainTimeout { s.deadline = s.since + drain }
+                    return s
+                }
+            }
             // A removed frontend keeps its earlier pools' drains too (its route lists them).
             state.poolSwitches = state.poolSwitches.filter { name, _ in
                 new.frontends.contains { $0.name == name } || state.removedFrontends.keys.contains { $0.name == name }
@@ -447,7 +467,7 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.health != p.health { applied.append("pool \(p.name): health check settings") }
                 if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
                 if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
-                if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout)") }
+                if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout) (drains under way too, from their start)") }
             }
             for s in p.servers {
                 if let os = o?.servers.first(where: { $0.name == s.name }) {
