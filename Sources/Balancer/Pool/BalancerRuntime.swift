@@ -118,7 +118,7 @@ public final class BalancerRuntime: Sendable {
             for f in new.frontends {
                 guard let old = state.config.frontends.first(where: { $0.name == f.name }), old.pool != f.pool else { continue }
                 var switches = state.poolSwitches[f.name, default: []].filter { $0.oldPool != f.pool && $0.oldPool != old.pool }
-                let drain = state.config.pool(named: old.pool)?.drainTimeout ?? .zero
+                let drain = (new.pool(named: old.pool) ?? state.config.pool(named: old.pool))?.drainTimeout ?? .zero
                 if drain > .zero { switches.append(PoolSwitch(oldPool: old.pool, since: now, deadline: now + drain)) }
                 state.poolSwitches[f.name] = switches.isEmpty ? nil : switches
             }

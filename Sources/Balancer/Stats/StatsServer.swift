@@ -58,8 +58,12 @@ public struct StatsServer: Service {
         // Cancellation (SIGQUIT stops convey at once by cancelling its services) would reach
         // the server's accept loop, which logs it as an error; the server runs in a task of its
         // own instead, which a cancellation shuts down gracefully (a stats request is short).
-        // Graceful shutdown still reaches it: the task inherits this one's task locals.
-        let server = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        // Graceful shutdown still reaches it: the task inherits this one's task locals. A
+        // client that never reads its responses would hold a graceful shutdown open forever:
+        // after a second the server is cancelled after all.
+        var serverConfiguration = ServiceGroupConfiguration(services: [app], logger: logger)
+        serverConfiguration.maximumGracefulShutdownDuration = .seconds(1)
+        let server = ServiceGroup(configuration: serverConfiguration)
         let running = Task { try await server.run() }
         do {
             try await withTaskCancellationHandler {

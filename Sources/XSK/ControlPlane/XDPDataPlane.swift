@@ -104,9 +104,11 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         control.drain()
         logger.notice("draining: no new flows; established ones go on until they end or drain_timeout passes",
                       metadata: ["flows": "\(active())", "drain_timeout": "\(timeout)"])
-        let deadline = ContinuousClock.now + timeout
-        var lastFlush = ContinuousClock.now
-        while !Task.isCancelled, ContinuousClock.now < deadline, active() > 0 {
+        let started = ContinuousClock.now
+        var lastFlush = started
+        // The timeout is read again each round: a reload during the drain that changes
+        // drain_timeout moves its end, as it does for proxy mode and for server drains.
+        while !Task.isCancelled, ContinuousClock.now < started + control.longestDrainTimeout, active() > 0 {
             control.refresh(readNeighbours: false)
             steering.sync(to: control.routedVIPs)
             if ContinuousClock.now - lastFlush >= statsPeriod {

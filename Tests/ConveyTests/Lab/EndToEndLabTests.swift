@@ -304,6 +304,62 @@ struct EndToEndLabTests {
         }
     }
 
+    @Test("SIGTERM's drain (DSR) follows a reload that shortens drain_timeout: it ends then, not at the timeout it began with")
+    func shutdownDrainFollowsAReload() throws {
+        guard try labAvailable("shutdownDrainFollowsAReload") else { return }
+        let long = labConfig(backends: 1).replacingOccurrences(of: "drain_timeout = 5", with: "drain_timeout = 60")
+        try #require(long.contains("drain_timeout = 60"))
+        try ConveyLab.with(mode: "dsr", backends: 1, config: long) { lab in
+            let held = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 5) }
+            try held.send("ECHO\nopen\n")
+            let convey = try #require(lab.convey)
+            kill(convey.pid, SIGTERM)
+            #expect(waitUntil(seconds: 5) { convey.output.contains("draining") }, "\(convey.output)")
+            try long.replacingOccurrences(of: "drain_timeout = 60", with: "drain_timeout = 1")
+                .write(toFile: lab.configPath, atomically: true, encoding: .utf8)
+            let reloaded = ContinuousClock.now
+            kill(convey.pid, SIGHUP)
+            #expect(waitUntil(seconds: 10) { convey.exitStatus != nil }, "still draining: \(convey.output)")
+            #expect(convey.exitStatus == 0)
+            #expect(ContinuousClock.now - reloaded < .seconds(10))
+            #expect(try !lab.balancerHasXDP())
+            #expect(convey.output.contains("drain over"), "\(convey.output)")
+        }
+    }
+
+    /// Pipelines /stats requests on a connection with a tiny receive buffer and never reads:
+    /// the server's response write stalls, and its graceful shutdown would wait for it.
+    static let stuckStatsClient = """
+    import socket, time
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", 7000))
+    s.settimeout(5)
+    try:
+        for _ in range(3000):
+            s.send(b"GET /stats HTTP/1.1\\r\\nHost: lb\\r\\n\\r\\n")
+    except OSError:
+        pass
+    print("stuck", flush=True)
+    time.sleep(60)
+    """
+
+    @Test("A /stats client that never reads its responses does not hold up a stop (SIGTERM or SIGQUIT): exit 0 with XDP gone",
+          arguments: [SIGTERM, SIGQUIT])
+    func stuckStatsClientDoesNotHoldTheStop(signal: Int32) throws {
+        guard try labAvailable("stuckStatsClientDoesNotHoldTheStop") else { return }
+        try ConveyLab.with(mode: "dsr", backends: 1, config: labConfig(backends: 1)) { lab in
+            let client = try LabDaemon(lab: lab.lab, host: "lb", ["python3", "-c", Self.stuckStatsClient], maxSeconds: 90)
+            defer { client.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { client.output.contains("stuck") }, "\(client.output)")
+            let convey = try #require(lab.convey)
+            let started = ContinuousClock.now
+            #expect(convey.stop(signal, seconds: 8) == 0, "\(convey.output)")
+            #expect(ContinuousClock.now - started < .seconds(8))
+            #expect(try !lab.balancerHasXDP())
+        }
+    }
+
     @Test("Passthrough: a frontend a reload adds is steered and served at once; removed, its open connection goes on until drain_timeout, then its VIP goes back to the kernel")
     func frontendAddedAndRemovedLive() throws {
         guard try labAvailable("frontendAddedAndRemovedLive") else { return }
