@@ -1,4 +1,5 @@
 import Balancer
+import Glibc
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -49,6 +50,32 @@ struct StatsServerTests {
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").body.isEmpty)
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").headers.lowercased().contains("content-type: application/json"))
             #expect(try httpGet(port: p, path: "/nope").status == 404)
+            group.cancelAll()
+        }
+    }
+
+    @Test("a connection that sends no request is closed after the idle timeout; one that asks in time is answered")
+    func idleConnectionsAreClosed() async throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001]))
+        let port = Atomic<Int>(0)
+        let server = StatsServer(address: Endpoint(address: .v4(0x7F00_0001), port: 0), logger: Logger(label: "test"),
+                                 idleTimeout: .milliseconds(300), onListening: { port.store($0, ordering: .relaxed) }) {
+            StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test")
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            for _ in 0..<200 where port.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            let p = port.load(ordering: .relaxed)
+            try #require(p != 0)
+            let idle = try connectLoopback(port: p)
+            defer { close(idle) }
+            let opened = ContinuousClock.now
+            var byte: UInt8 = 0
+            let n = recv(idle, &byte, 1, 0)  // blocks until the server closes (5 s receive timeout)
+            let waited = ContinuousClock.now - opened
+            #expect(n == 0, "closed by the server (end of stream), not timed out: n=\(n) errno=\(errno)")
+            #expect(waited >= .milliseconds(250) && waited < .seconds(3), "after the idle timeout: \(waited)")
+            #expect(try httpGet(port: p, path: "/stats").status == 200)
             group.cancelAll()
         }
     }

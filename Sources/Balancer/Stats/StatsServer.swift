@@ -15,12 +15,18 @@ public struct StatsServer: Service {
     private let provider: DocumentProvider
     private let logger: Logger
     private let onListening: @Sendable (Int) async -> Void
+    private let idleTimeout: Duration
 
     /// - Parameters:
     ///   - address: where to listen; port 0 picks a free port (tests), reported to `onListening`.
     ///   - onListening: called with the bound port once the server accepts requests.
-    public init(address: Endpoint, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+    ///   - idleTimeout: a connection with no request for this long is closed (a scraper's
+    ///     kept-alive connection reconnects; a client that opens connections and sends nothing
+    ///     cannot hold descriptors the proxy needs).
+    public init(address: Endpoint, logger: Logger, idleTimeout: Duration = .seconds(60),
+                onListening: @escaping @Sendable (Int) async -> Void = { _ in },
                 provider: @escaping DocumentProvider) {
+        self.idleTimeout = idleTimeout
         self.address = address
         self.provider = provider
         self.logger = logger
@@ -46,6 +52,7 @@ public struct StatsServer: Service {
         let host = address.address.description
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(idleTimeout: .nanoseconds(Int64(idleTimeout / .nanoseconds(1))))),
             configuration: .init(address: .hostname(host, port: Int(address.port)), serverName: "convey"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0

@@ -2,19 +2,8 @@ import Glibc
 
 /// A minimal blocking HTTP/1.1 GET over loopback, enough to read the stats endpoints in tests.
 func httpGet(port: Int, path: String, method: String = "GET") throws -> (status: Int, headers: String, body: String) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+    let fd = try connectLoopback(port: port)
     defer { close(fd) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = UInt16(port).bigEndian
-    addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard rc == 0 else { throw TestFailure("connect to 127.0.0.1:\(port): errno \(errno)") }
     let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     _ = request.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, 0) }
     var bytes: [UInt8] = []
@@ -31,6 +20,26 @@ func httpGet(port: Int, path: String, method: String = "GET") throws -> (status:
     var body = String(text[split.upperBound...])
     if head.lowercased().contains("transfer-encoding: chunked") { body = dechunk(body) }
     return (status, head, body)
+}
+
+/// A TCP socket connected to 127.0.0.1:`port`, with a 5 s receive timeout.
+func connectLoopback(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else {
+        close(fd)
+        throw TestFailure("connect to 127.0.0.1:\(port): errno \(errno)")
+    }
+    return fd
 }
 
 private func dechunk(_ s: String) -> String {
