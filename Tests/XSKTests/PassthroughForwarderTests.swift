@@ -288,6 +288,11 @@ struct PassthroughForwarderTests {
         var pt = PassthroughForwarder(settings: settings, routes: publisher, reverseMap: NATReverseMap())
         pt.beginBatch(now: second)
         let client = v6("fd77::10").networkBytes
+        // A SYN, or a SYN-ACK, whose checksum was left for offload to finish opens nothing.
+        var unfinished = SYNChecksumTests.unfinished(TestFrames.ipv6TCP(src: client, dst: vip.address.networkBytes,
+                                                                        sport: 40_000, dport: 80, flags: TCPHeader.syn))
+        #expect(withFrame(&unfinished) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unfinishedChecksum) == 1 && pt.counters.snapshot().flowsCreated == 0)
         var out = TestFrames.ipv6TCP(src: client, dst: vip.address.networkBytes, sport: 40_000, dport: 80,
                                      flags: TCPHeader.syn, payload: Array("GET /".utf8))
         #expect(withFrame(&out) { pt.handle($0) } == .transmit)
@@ -299,6 +304,9 @@ struct PassthroughForwarderTests {
         var reply = TestFrames.ipv6TCP(src: backend.address.networkBytes, dst: v6("fd77::2").networkBytes,
                                        sport: 8080, dport: natPort, flags: TCPHeader.syn | TCPHeader.ack,
                                        payload: Array("200".utf8))
+        var unfinishedReply = SYNChecksumTests.unfinished(reply)
+        #expect(withFrame(&unfinishedReply) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.unfinishedChecksum) == 2)
         #expect(withFrame(&reply) { pt.handle($0) } == .transmit)
         #expect(Array(reply[22..<38]) == vip.address.networkBytes && Array(reply[38..<54]) == client)
         #expect(reply[54] == 0 && reply[55] == 80 && UInt16(reply[56]) << 8 | UInt16(reply[57]) == 40_000)

@@ -71,6 +71,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         // Snapshots (reloads, health, drains) are picked up within 50 ms; the neighbour table
         // and the interface are read every second; counters flush every stats_update_frequency.
         var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now
+        var toldUnfinishedChecksums = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let neighboursDue = ContinuousClock.now - lastNeighbours >= .seconds(1)
             if neighboursDue {
@@ -79,6 +80,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
                     interfaceGone = true
                     throw XDPStartError(error.description)
                 }
+                if !toldUnfinishedChecksums { toldUnfinishedChecksums = tellUnfinishedChecksums() }
             }
             control.refresh(readNeighbours: neighboursDue)
             // Every round, not only after a publish: a VIP the map refused is retried.
@@ -91,6 +93,20 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(50)) }
         }
         if !Task.isCancelled { await drain() }
+    }
+
+    /// Logs (once, returning true) that SYNs came with checksums their sender left for offload
+    /// to finish (see `SegmentChecksum`): nothing through this balancer can open until the
+    /// sender stops offloading, and the counter alone would leave an operator guessing.
+    private func tellUnfinishedChecksums() -> Bool {
+        let count = counters.reduce(UInt64(0)) { $0 + $1.snapshot().drops(.unfinishedChecksum) }
+        guard count > 0 else { return false }
+        let text = "SYNs arrive on \(facts.interface) with unfinished TCP checksums (left for checksum offload, "
+            + "which no device finishes on this path): convey drops them (unfinished_checksum), since their "
+            + "backends would. Turn TX checksum offload off where they are sent from: on veth, on the peer of "
+            + "\(facts.interface) and on the senders' own interfaces (ethtool -K IFACE tx off)"
+        logger.error("\(text)", metadata: ["unfinished_checksum": "\(count)"])
+        return true
     }
 
     /// SIGTERM/SIGINT: no new flows, established ones forwarded until they end or the longest

@@ -651,6 +651,18 @@ struct ForwarderCore {
         Self.answerReset(p, frame, counters: c)
     }
 
+    /// True when the SYN (or SYN-ACK) in `frame` is dropped for its checksum, counted as
+    /// `unfinished_checksum` or `bad_checksum` (see `SegmentChecksum`); false when it is valid.
+    @inline(never)
+    static func dropsForChecksum(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, counters c: CounterView) -> Bool {
+        switch SegmentChecksum.classify(p, frame) {
+        case .valid: return false
+        case .unfinished: c.drop(.unfinishedChecksum)
+        case .wrong: c.drop(.badChecksum)
+        }
+        return true
+    }
+
     /// `answerReset` for callers that hold only the counters (the passthrough reply path).
     static func answerReset(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, counters c: CounterView) -> PacketVerdict {
         guard ResetReply.rewrite(p, frame) else { return .drop }

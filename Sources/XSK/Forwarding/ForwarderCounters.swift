@@ -25,6 +25,12 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// multicast or reserved (IPv4 240/4, broadcast included), or the VIP itself (a spoofed
     /// SYN whose replies would go nowhere, or back to the balancer).
     case badSource
+    /// A SYN (or a passthrough backend's SYN-ACK) whose TCP checksum is wrong.
+    case badChecksum
+    /// A SYN (or SYN-ACK) whose checksum its sender left for offload to finish (a veth peer
+    /// with TX checksum offload on): forwarded, it would be dropped as corrupt. See
+    /// `SegmentChecksum`.
+    case unfinishedChecksum
 
     public var description: String {
         switch self {
@@ -38,6 +44,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .backendGone: return "backend_gone"
         case .notForUs: return "not_for_us"
         case .badSource: return "bad_source"
+        case .badChecksum: return "bad_checksum"
+        case .unfinishedChecksum: return "unfinished_checksum"
         }
     }
 }

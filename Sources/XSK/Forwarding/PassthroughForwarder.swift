@@ -87,8 +87,10 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
                 Self.rewrite(frame.base, ipOffset: EthernetHeader.length, tcpOffset: EthernetHeader.length &+ 20,
                              length: frame.length, flow: e, backends: steady.backends, counters: steady.c)
                 verdicts[i] = .transmit
-            } else if l.home == FrameLookup.reply {
+            } else if l.home == FrameLookup.reply,
+                      frame.base.load(fromByteOffset: EthernetHeader.length &+ 20 &+ 13, as: UInt8.self) & TCPHeader.syn == 0 {
                 // A plain IPv4 frame (checked in the first pass): the headers are at fixed places.
+                // A SYN-ACK takes `process`, which checks its checksum.
                 let p = frame.base
                 verdicts[i] = Self.reply(length: frame.length, ip: IPv4Header(p + EthernetHeader.length),
                                          tcp: TCPHeader(p + (EthernetHeader.length + 20)), eth: EthernetHeader(p),
@@ -124,6 +126,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
                 core.c.drop(.unknownReply)
                 return .drop
             }
+            if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
             return Self.reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort, reverse: reverse, counters: core.c)
         }
         let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
@@ -131,6 +134,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
+        if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
         let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
                            frontend: frontend, flags: tcp.flags, frame: p)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
@@ -216,6 +220,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
                   r.backendHi == src.hi, r.backendLo == src.lo, r.backendPort == srcPort else {
                 return Self.unknownReply(p, length: length, port: dstPort, reverse: core.reverse, counters: core.c)
             }
+            if tcp.flags & TCPHeader.syn != 0, ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
             if tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0 {
                 reverse.markClosedByServer(dstPort, version: version, reset: tcp.flags & TCPHeader.rst != 0)
             }
@@ -237,6 +242,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
+        if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
         let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
                            flags: tcp.flags, frame: p)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }

@@ -327,6 +327,26 @@ struct EndToEndLabTests {
         }
     }
 
+    @Test("A client sending with TX checksum offload on (veth): its SYNs are counted as unfinished_checksum and one error line names the fix; with the offload off it connects")
+    func unfinishedChecksumsAreNamed() throws {
+        guard try labAvailable("unfinishedChecksumsAreNamed") else { return }
+        try ConveyLab.with(mode: "passthrough", backends: 1, config: labConfig(backends: 1)) { lab in
+            // The client leaves its checksums to offload, and the bridge's port to the balancer
+            // passes them on unfinished (as a container host's veth does by default).
+            _ = try lab.lab.check("client", ["ethtool", "-K", "veth0", "tx", "on"])
+            _ = try lab.lab.check("br", ["ethtool", "-K", "lb", "tx", "on"])
+            #expect((try? lab.fromClient { try LabClient.who(timeout: 2) }) == nil, "no connection opens")
+            #expect(try lab.drops("unfinished_checksum") >= 1)
+            #expect(try lab.forwarderTotals()["flows_created"] as? Int == 0)
+            let convey = try #require(lab.convey)
+            #expect(waitUntil(seconds: 5) { convey.output.contains("unfinished TCP checksums") }, "\(convey.output)")
+            _ = try lab.lab.check("client", ["ethtool", "-K", "veth0", "tx", "off"])
+            #expect(try lab.fromClient { try LabClient.who(timeout: 3) }.name == "b1")
+            let lines = convey.output.split(separator: "\n").filter { $0.contains("unfinished TCP checksums") }
+            #expect(lines.count == 1 && lines[0].contains("ethtool -K"), "logged once, with the fix: \(lines)")
+        }
+    }
+
     /// Pipelines /stats requests on a connection with a tiny receive buffer and never reads:
     /// the server's response write stalls, and its graceful shutdown would wait for it.
     static let stuckStatsClient = """
