@@ -98,4 +98,39 @@ struct SYNChecksumTests {
         #expect(withFrame(&good) { pt.handle($0) } == .transmit)
         PassthroughForwarderTests.expectValidChecksums(good)
     }
+
+    @Test("what is refused anyway is counted as what it is, unsummed: SYN+FIN as malformed, an impossible source as bad_source", arguments: ImplausibleSYNTests.Mode.allCases)
+    func cheapRefusalsComeFirst(mode: ImplausibleSYNTests.Mode) {
+        let synFin = Self.corrupted(clientFrame(port: 40_000, flags: TCPHeader.syn | TCPHeader.fin))
+        let a = ImplausibleSYNTests.run(mode, synFin).stats
+        #expect(a.drops(.malformed) == 1 && a.drops(.badChecksum) == 0)
+        let loopback = Self.unfinished(clientFrame(client: 0x7F00_0001, port: 40_000, flags: TCPHeader.syn))
+        let b = ImplausibleSYNTests.run(mode, loopback).stats
+        #expect(b.drops(.badSource) == 1 && b.drops(.unfinishedChecksum) == 0)
+    }
+
+    @Test("a SYN longer than the full-check limit is summed only when its field looks unfinished")
+    func longSYNs() {
+        let long = clientFrame(port: 40_000, flags: TCPHeader.syn, payload: [UInt8](repeating: 7, count: 400))
+        #expect(Self.classify(long) == .valid)
+        #expect(Self.classify(Self.unfinished(long)) == .unfinished)
+        #expect(Self.classify(Self.corrupted(long)) == .valid, "not summed: passes")
+        let short = clientFrame(port: 40_000, flags: TCPHeader.syn, payload: [UInt8](repeating: 7, count: 100))
+        #expect(Self.classify(Self.corrupted(short)) == .wrong)
+    }
+
+    @Test("passthrough: a SYN-ACK from another source than the port's backend is unknown_reply, whatever its checksum")
+    func spoofedSynAckIsUnknownReply() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = PassthroughForwarderTests.forwarder(fixture)
+        var syn = clientFrame(client: PassthroughForwarderTests.client, port: 40_000, flags: TCPHeader.syn)
+        #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
+        let natPort = TestFrames.fields(syn).sport
+        var spoofed = Self.unfinished(TestFrames.ipv4TCP(src: 0x0A4D_0016, dst: PassthroughForwarderTests.nat, sport: 8080,
+                                                         dport: natPort, flags: TCPHeader.syn | TCPHeader.ack))
+        #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)
+        let stats = pt.counters.snapshot()
+        #expect(stats.drops(.unknownReply) == 1 && stats.drops(.unfinishedChecksum) == 0)
+        #expect(pt.counters.dropped(.unknownReply) == 1)
+    }
 }

@@ -651,9 +651,21 @@ struct ForwarderCore {
         Self.answerReset(p, frame, counters: c)
     }
 
+    /// True when a client's SYN to `frontend` is dropped for its checksum (see
+    /// `dropsForChecksum`). A SYN that `create` refuses anyway (with FIN or RST, from an
+    /// impossible source) is left to it, so that it is counted as what it is, unsummed.
+    @inline(never)
+    func dropsSYNForChecksum(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, clientHi: UInt64, clientLo: UInt64,
+                             frontend: Int, flags: UInt8) -> Bool {
+        if flags & (TCPHeader.fin | TCPHeader.rst) != 0 { return false }
+        let vip = frontends + frontend
+        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo),
+              !isNATAddress(clientHi, clientLo) else { return false }
+        return Self.dropsForChecksum(p, frame, counters: c)
+    }
+
     /// True when the SYN (or SYN-ACK) in `frame` is dropped for its checksum, counted as
     /// `unfinished_checksum` or `bad_checksum` (see `SegmentChecksum`); false when it is valid.
-    @inline(never)
     static func dropsForChecksum(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, counters c: CounterView) -> Bool {
         switch SegmentChecksum.classify(p, frame) {
         case .valid: return false

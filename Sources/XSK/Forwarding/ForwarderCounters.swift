@@ -113,6 +113,9 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// Transmitted figures are derived rather than counted per packet (two counter updates
     /// fewer on the hot path): every frame received is either dropped, with a reason, or
     /// transmitted, and every transmitted byte is counted against one backend.
+    /// One drop counter, read without a snapshot.
+    public func dropped(_ reason: DropReason) -> UInt64 { load(Self.dropBase &+ reason.rawValue) }
+
     public func snapshot() -> ForwarderStats {
         var drops: [DropReason: UInt64] = [:]
         var dropped: UInt64 = 0

@@ -126,7 +126,12 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
                 core.c.drop(.unknownReply)
                 return .drop
             }
-            if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
+            // A SYN-ACK's checksum is looked at only once it is known to come from the port's
+            // backend (`reply` counts any other as unknown_reply), as for IPv6 below.
+            if _slowPath(tcp.flags & TCPHeader.syn != 0), let (r, _) = reverse.readRewrite(dstPort),
+               r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
+                                                          tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
+               ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
             return Self.reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort, reverse: reverse, counters: core.c)
         }
         let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
@@ -134,7 +139,9 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
-        if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
+        if _slowPath(tcp.flags & TCPHeader.syn != 0),
+           core.dropsSYNForChecksum(p, frame, clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source),
+                                    frontend: frontend, flags: tcp.flags) { return .drop }
         let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
                            frontend: frontend, flags: tcp.flags, frame: p)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
@@ -242,7 +249,9 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
-        if _slowPath(tcp.flags & TCPHeader.syn != 0), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
+        if _slowPath(tcp.flags & TCPHeader.syn != 0),
+           core.dropsSYNForChecksum(p, frame, clientHi: src.hi, clientLo: src.lo, frontend: frontend,
+                                    flags: tcp.flags) { return .drop }
         let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
                            flags: tcp.flags, frame: p)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
