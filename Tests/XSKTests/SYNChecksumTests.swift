@@ -82,13 +82,20 @@ struct SYNChecksumTests {
         #expect(other.stats.drops(.notForUs) == 1 && other.stats.drops(.unfinishedChecksum) == 0)
     }
 
-    @Test("passthrough: a backend's SYN-ACK with an unfinished checksum is dropped and counted; the valid one goes back")
-    func synAckIsChecked() {
+    /// A passthrough forwarder (and the routes it forwards by) that has sent a client's SYN
+    /// on; the NAT port it gave the flow.
+    static func passthroughWithAFlow() -> (RoutesFixture, PassthroughForwarder, UInt16) {
         let fixture = RoutesFixture(balance: .wrr, count: 1)
         var pt = PassthroughForwarderTests.forwarder(fixture)
         var syn = clientFrame(client: PassthroughForwarderTests.client, port: 40_000, flags: TCPHeader.syn)
         #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
-        let natPort = TestFrames.fields(syn).sport
+        return (fixture, pt, TestFrames.fields(syn).sport)
+    }
+
+    @Test("passthrough: a backend's SYN-ACK with an unfinished checksum is dropped and counted; the valid one goes back")
+    func synAckIsChecked() {
+        var (fixture, pt, natPort) = Self.passthroughWithAFlow()
+        defer { withExtendedLifetime(fixture) {} }
         let synAck = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: PassthroughForwarderTests.nat, sport: 8080, dport: natPort,
                                         flags: TCPHeader.syn | TCPHeader.ack, srcMAC: RoutesFixture.backendMAC(1))
         var bad = Self.unfinished(synAck)
@@ -121,11 +128,8 @@ struct SYNChecksumTests {
 
     @Test("passthrough: a SYN-ACK from another source than the port's backend is unknown_reply, whatever its checksum")
     func spoofedSynAckIsUnknownReply() {
-        let fixture = RoutesFixture(balance: .wrr, count: 1)
-        var pt = PassthroughForwarderTests.forwarder(fixture)
-        var syn = clientFrame(client: PassthroughForwarderTests.client, port: 40_000, flags: TCPHeader.syn)
-        #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
-        let natPort = TestFrames.fields(syn).sport
+        var (fixture, pt, natPort) = Self.passthroughWithAFlow()
+        defer { withExtendedLifetime(fixture) {} }
         var spoofed = Self.unfinished(TestFrames.ipv4TCP(src: 0x0A4D_0016, dst: PassthroughForwarderTests.nat, sport: 8080,
                                                          dport: natPort, flags: TCPHeader.syn | TCPHeader.ack))
         #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)

@@ -87,22 +87,16 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
             let ip = IPv4Header(p + frame.ipOffset)
             let frontend = core.frontendIndex(hi: 0, lo: 0xffff_0000_0000 | UInt64(ip.destination), port: vipPort)
             guard frontend >= 0 else { return notForUs() }
-            if _slowPath(tcp.flags & TCPHeader.syn != 0),
-               core.dropsSYNForChecksum(p, frame, clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source),
-                                        frontend: frontend, flags: tcp.flags) { return .drop }
             i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
-                           frontend: frontend, flags: tcp.flags, frame: p)
+                           frontend: frontend, flags: tcp.flags, frame: p, headers: frame)
         } else {
             let ip = IPv6Header(p + frame.ipOffset)
             let dst = ip.destination
             let frontend = core.frontendIndex(hi: dst.hi, lo: dst.lo, port: vipPort)
             guard frontend >= 0 else { return notForUs() }
             let src = ip.source
-            if _slowPath(tcp.flags & TCPHeader.syn != 0),
-               core.dropsSYNForChecksum(p, frame, clientHi: src.hi, clientLo: src.lo, frontend: frontend,
-                                        flags: tcp.flags) { return .drop }
             i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: tcp.sourcePort, frontend: frontend,
-                           flags: tcp.flags, frame: p)
+                           flags: tcp.flags, frame: p, headers: frame)
         }
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         let slot = core.table.entry(at: i).pointee.backendSlot

@@ -429,10 +429,11 @@ struct ForwarderCore {
     /// everything else goes to `trackOther`, out of line.
     ///
     /// `frame` is the frame's first byte: the slow path reads the client's MAC from it (and
-    /// the VIP from the frontend), so the hot path keeps no more values alive than it uses.
+    /// the VIP from the frontend), and a new flow's SYN checksum through `headers`, so the hot
+    /// path keeps no more values alive than it uses.
     @inline(__always)
     mutating func track(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, flags: UInt8,
-                        frame: UnsafeMutableRawPointer) -> Int {
+                        frame: UnsafeMutableRawPointer, headers: TCPFrame) -> Int {
         let key = FlowEntry.key(port: clientPort, vip: frontend)
         let home = table.home(hi: clientHi, lo: clientLo, key: key)
         let found = table.find(hi: clientHi, lo: clientLo, key: key, home: home)
@@ -445,14 +446,14 @@ struct ForwarderCore {
             }
         }
         return trackOther(found: found, clientHi: clientHi, clientLo: clientLo, frontend: frontend, key: key,
-                          home: home, flags: flags, frame: frame)
+                          home: home, flags: flags, frame: frame, headers: headers)
     }
 
     /// `track` beyond the steady state: state changes, expiry, a backend that went away, and
     /// new flows.
     @inline(never)
     private mutating func trackOther(found: Int, clientHi: UInt64, clientLo: UInt64, frontend: Int, key: UInt32,
-                                     home: Int, flags: UInt8, frame: UnsafeMutableRawPointer) -> Int {
+                                     home: Int, flags: UInt8, frame: UnsafeMutableRawPointer, headers: TCPFrame) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
         if found >= 0 {
             let e = table.entry(at: found)
@@ -495,7 +496,7 @@ struct ForwarderCore {
         let vip = frontends + frontend
         return create(clientHi: clientHi, clientLo: clientLo, clientPort: FlowEntry.port(ofKey: key),
                       frontend: frontend, key: key, home: home, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo,
-                      vipPort: vip.pointee.vipPort, flags: flags, clientMAC: EthernetHeader(frame).source)
+                      vipPort: vip.pointee.vipPort, flags: flags, frame: frame, headers: headers)
     }
 
     /// Passthrough: whether (hi, lo) (widened) is one of the NAT addresses, from which no
@@ -523,7 +524,7 @@ struct ForwarderCore {
     @inline(never)
     private mutating func create(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int, key: UInt32,
                                  home: Int, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, flags: UInt8,
-                                 clientMAC: UInt64) -> Int {
+                                 frame: UnsafeMutableRawPointer, headers: TCPFrame) -> Int {
         let isSYN = flags & (TCPHeader.syn | TCPHeader.ack) == TCPHeader.syn
         // What no host would take a connection from, checked on the new-flow path only (frames
         // to group MACs never get here: the steering program leaves them to the kernel).
@@ -541,6 +542,9 @@ struct ForwarderCore {
             c.drop(.noFlow)
             return Self.answerWithReset
         }
+        // Summed only here, once the cheap refusals above have had their say.
+        if isSYN && Self.dropsForChecksum(frame, headers, counters: c) { return -1 }
+        let clientMAC = EthernetHeader(frame).source
         let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
         guard slot != UInt32.max, Int(slot) < backendCount else {
@@ -649,19 +653,6 @@ struct ForwarderCore {
     @inline(never)
     func answerReset(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame) -> PacketVerdict {
         Self.answerReset(p, frame, counters: c)
-    }
-
-    /// True when a client's SYN to `frontend` is dropped for its checksum (see
-    /// `dropsForChecksum`). A SYN that `create` refuses anyway (with FIN or RST, from an
-    /// impossible source) is left to it, so that it is counted as what it is, unsummed.
-    @inline(never)
-    func dropsSYNForChecksum(_ p: UnsafeMutableRawPointer, _ frame: TCPFrame, clientHi: UInt64, clientLo: UInt64,
-                             frontend: Int, flags: UInt8) -> Bool {
-        if flags & (TCPHeader.fin | TCPHeader.rst) != 0 { return false }
-        let vip = frontends + frontend
-        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vip.pointee.vipHi, vipLo: vip.pointee.vipLo),
-              !isNATAddress(clientHi, clientLo) else { return false }
-        return Self.dropsForChecksum(p, frame, counters: c)
     }
 
     /// True when the SYN (or SYN-ACK) in `frame` is dropped for its checksum, counted as

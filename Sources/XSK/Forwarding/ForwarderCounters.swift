@@ -108,14 +108,14 @@ public final class ForwarderCounters: @unchecked Sendable {
     @inline(__always)
     func load(_ i: Int) -> UInt64 { (base + i).pointee.load(ordering: .relaxed) }
 
+    /// One drop counter, read without a snapshot.
+    public func dropped(_ reason: DropReason) -> UInt64 { load(Self.dropBase &+ reason.rawValue) }
+
     /// A consistent-enough copy for /stats (each counter read once, relaxed).
     ///
     /// Transmitted figures are derived rather than counted per packet (two counter updates
     /// fewer on the hot path): every frame received is either dropped, with a reason, or
     /// transmitted, and every transmitted byte is counted against one backend.
-    /// One drop counter, read without a snapshot.
-    public func dropped(_ reason: DropReason) -> UInt64 { load(Self.dropBase &+ reason.rawValue) }
-
     public func snapshot() -> ForwarderStats {
         var drops: [DropReason: UInt64] = [:]
         var dropped: UInt64 = 0

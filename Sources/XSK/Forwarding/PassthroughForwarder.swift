@@ -129,9 +129,9 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             // A SYN-ACK's checksum is looked at only once it is known to come from the port's
             // backend (`reply` counts any other as unknown_reply), as for IPv6 below.
             if _slowPath(tcp.flags & TCPHeader.syn != 0), let (r, _) = reverse.readRewrite(dstPort),
-               r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
-                                                          tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
-               ForwarderCore.dropsForChecksum(p, frame, counters: core.c) { return .drop }
+               Self.comesFromBackend(r, ip: ip, tcp: tcp), ForwarderCore.dropsForChecksum(p, frame, counters: core.c) {
+                return .drop
+            }
             return Self.reply(length: length, ip: ip, tcp: tcp, eth: eth, natPort: dstPort, reverse: reverse, counters: core.c)
         }
         let frontend = core.frontendIndex(hi: 0, lo: dstLo, port: dstPort)
@@ -139,11 +139,8 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
-        if _slowPath(tcp.flags & TCPHeader.syn != 0),
-           core.dropsSYNForChecksum(p, frame, clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source),
-                                    frontend: frontend, flags: tcp.flags) { return .drop }
         let i = core.track(clientHi: 0, clientLo: 0xffff_0000_0000 | UInt64(ip.source), clientPort: tcp.sourcePort,
-                           frontend: frontend, flags: tcp.flags, frame: p)
+                           frontend: frontend, flags: tcp.flags, frame: p, headers: frame)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         Self.rewrite(p, ipOffset: frame.ipOffset, tcpOffset: frame.tcpOffset, length: length,
                      flow: core.table.entry(at: i), backends: core.backends, counters: core.c)
@@ -178,9 +175,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
     @inline(__always)
     private static func reply(length: Int, ip: IPv4Header, tcp: TCPHeader, eth: EthernetHeader, natPort: UInt16,
                               reverse: NATReverseView, counters c: CounterView) -> PacketVerdict {
-        guard let (r, version) = reverse.readRewrite(natPort),
-              r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
-                                                         tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self)) else {
+        guard let (r, version) = reverse.readRewrite(natPort), comesFromBackend(r, ip: ip, tcp: tcp) else {
             return unknownReply(eth.base, length: length, port: natPort, reverse: reverse, counters: c)
         }
         if _slowPath(tcp.flags & (TCPHeader.fin | TCPHeader.rst) != 0) {
@@ -198,6 +193,13 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
         let slot = r.backendSlot
         if Int(slot) < c.backendSlots { c.add(c.backend(slot) &+ 3, UInt64(truncatingIfNeeded: length)) }
         return .transmit
+    }
+
+    /// Whether an IPv4 segment comes from the backend `r`'s port was given to.
+    @inline(__always)
+    private static func comesFromBackend(_ r: NATReplyRewrite, ip: IPv4Header, tcp: TCPHeader) -> Bool {
+        r.expectedSource == NATReplyRewrite.source(stored: ip.base.loadUnaligned(fromByteOffset: 12, as: UInt32.self),
+                                                   tcp.base.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
     }
 
     /// A segment to a NAT port that is not the reply of that port's flow, counted as
@@ -249,11 +251,8 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             core.c.drop(.notForUs)
             return .drop
         }
-        if _slowPath(tcp.flags & TCPHeader.syn != 0),
-           core.dropsSYNForChecksum(p, frame, clientHi: src.hi, clientLo: src.lo, frontend: frontend,
-                                    flags: tcp.flags) { return .drop }
         let i = core.track(clientHi: src.hi, clientLo: src.lo, clientPort: srcPort, frontend: frontend,
-                           flags: tcp.flags, frame: p)
+                           flags: tcp.flags, frame: p, headers: frame)
         guard i >= 0 else { return i == ForwarderCore.answerWithReset ? core.answerReset(p, frame) : .drop }
         let e = core.table.entry(at: i)
         let slot = e.pointee.backendSlot
