@@ -228,20 +228,22 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         // 3. Peek RX.
         let received = xsk_ring_cons__peek(rings.rx, UInt32(batchSize), &index)
         if received == 0 {
-            if state.txOutstanding > 0 && xsk_ring_prod__needs_wakeup(rings.tx) != 0 {
+            let sending = state.txOutstanding > 0
+            if sending && xsk_ring_prod__needs_wakeup(rings.tx) != 0 {
                 wakeups &+= kickTX(rings)
-            } else {
-                state.emptyPolls += 1
-                if state.emptyPolls >= spinLimit {
-                    if xsk_ring_prod__needs_wakeup(rings.fill) != 0 {
-                        _ = cxdp_xsk_kick_rx(rings.fd)
-                    }
-                    _ = cxdp_poll_in(rings.fd, idleTimeout)
-                    wakeups += 1
-                    state.emptyPolls = 0
-                    // Idle: let the handler adopt new routes and expire flows all the same.
-                    handler.beginBatch(now: monotonicNanoseconds())
+            }
+            state.emptyPolls += 1
+            if state.emptyPolls >= spinLimit {
+                if xsk_ring_prod__needs_wakeup(rings.fill) != 0 {
+                    _ = cxdp_xsk_kick_rx(rings.fd)
                 }
+                // Frames still out on TX: sleep briefly (their completions wake no poll), so
+                // a transmit path that never completes (a link gone down) costs no spinning CPU.
+                _ = cxdp_poll_in(rings.fd, sending ? 1 : idleTimeout)
+                wakeups += 1
+                state.emptyPolls = 0
+                // Idle: let the handler adopt new routes and expire flows all the same.
+                handler.beginBatch(now: monotonicNanoseconds())
             }
             if wakeups > 0 { Self.count(rings, .wakeups, wakeups) }
             return 0
@@ -282,7 +284,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         var sent: UInt32 = 0
         var ringFull: UInt64 = 0
         if transmit > 0 {
-            sent = xsk_ring_prod__reserve(rings.tx, UInt32(transmit), &index)
+            // Reserve succeeds for all it is asked or none: ask for what is free, so a nearly
+            // full ring sends what fits and drops only the rest.
+            let room = xsk_prod_nb_free(rings.tx, UInt32(transmit))
+            sent = xsk_ring_prod__reserve(rings.tx, min(room, UInt32(transmit)), &index)
             var i = 0
             while i < Int(sent) {
                 xsk_ring_prod__tx_desc(rings.tx, index &+ UInt32(i)).pointee = rings.pending[i]
