@@ -33,6 +33,37 @@ struct FlowTableTests {
         #expect(Self.send(clientFrame(port: 8, flags: TCPHeader.ack), &dsr) == .transmit, "the busy flow survived")
     }
 
+    @Test func aFullTableEvictsHalfOpenFlowsBeforeEstablishedOnes() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var settings = ForwarderSettings(capacity: 8)
+        settings.minIdleForEviction = second
+        var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        for port in UInt16(1)...4 {
+            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit)
+            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit)
+        }
+        // A flood of SYNs, newer than the quiet established flows 1...4.
+        dsr.beginBatch(now: 2 * second)
+        for port in UInt16(11)...14 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        dsr.beginBatch(now: 4 * second)
+        for port in UInt16(21)...24 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        #expect(dsr.counters.snapshot().flowsEvicted == 4)
+        // The new SYNs replaced the older half-open flows, not the older established ones.
+        for port in UInt16(1)...4 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit) }
+        for port in UInt16(11)...14 { _ = Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) }
+        let stats = dsr.counters.snapshot()
+        #expect(stats.drops(.noFlow) == 4, "flows 11...14 are gone, 1...4 are not: \(stats.drops(.noFlow))")
+        // With no half-open flow idle enough, an idle established one goes.
+        dsr.beginBatch(now: 8 * second)
+        for port in UInt16(21)...24 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit) }
+        dsr.beginBatch(now: 12 * second)
+        for port in UInt16(21)...24 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit) }
+        #expect(Self.send(clientFrame(port: 31, flags: TCPHeader.syn), &dsr) == .transmit)
+        #expect(dsr.counters.snapshot().flowsEvicted == 5)
+        #expect(dsr.flowCount == 8)
+    }
+
     /// Structured keys (one client's many ports, sequential addresses, both) must land in home
     /// slots as spread out as random keys do, whatever the table's seed (seeds come from
     /// 2 MiB-aligned addresses). 60 000 keys in 2^21 slots: about 850 share a home at random.

@@ -101,24 +101,32 @@ public struct FlowTable {
     }
 
     /// A slot for a new key homed at `home`: an empty one in the window when the table is below
-    /// capacity, else the window's least recently seen entry if idle for at least `minIdle`
-    /// nanoseconds (the caller must end that flow before reusing the slot), else -1.
+    /// capacity, else the window's least recently seen half-open or closing entry if idle for
+    /// at least `minIdle` nanoseconds, else its least recently seen established entry if idle
+    /// that long (the caller must end that flow before reusing the slot), else -1. Half-open
+    /// flows go first, as conntrack's early drop takes unreplied ones: a SYN flood then
+    /// replaces its own entries before a quiet keep-alive connection.
     @inline(__always)
     func slotForInsert(home: Int, now: UInt64, minIdle: UInt64) -> Int {
         var i = home
-        var oldest = -1
-        var oldestSeen = UInt64.max
+        var oldest = -1, oldestSeen = UInt64.max      // established
+        var loose = -1, looseSeen = UInt64.max        // half-open or closing
         let full = count >= capacity
         for _ in 0..<window {
             let e = entries + i
-            if e.pointee.state == .empty {
+            let state = e.pointee.state
+            let seen = e.pointee.lastSeen
+            if state == .empty {
                 if !full { return i }
-            } else if e.pointee.lastSeen < oldestSeen {
+            } else if state != .established {
+                if seen < looseSeen { loose = i; looseSeen = seen }
+            } else if seen < oldestSeen {
                 oldest = i
-                oldestSeen = e.pointee.lastSeen
+                oldestSeen = seen
             }
             i = (i &+ 1) & mask
         }
+        if loose >= 0, now &- looseSeen >= minIdle || looseSeen > now { return loose }
         guard oldest >= 0, now &- oldestSeen >= minIdle || oldestSeen > now else { return -1 }
         return oldest
     }
