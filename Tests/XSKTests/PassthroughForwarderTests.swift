@@ -188,6 +188,25 @@ struct PassthroughForwarderTests {
     /// A half-close: the client sends its request and FIN, the backend answers 15 s later
     /// (past the 10 s closing time). The flow stays until both sides have sent FIN; then the
     /// closing time runs. Either order works.
+    /// A client whose handshake ACK was lost sends its request with FIN in the next segment
+    /// (ACK|PSH|FIN): that segment establishes the flow, so a backend answering after the SYN
+    /// timeout still reaches the client.
+    @Test func aFirstACKThatAlsoCarriesFINEstablishesTheFlow() {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = Self.forwarder(fixture)
+        var syn = clientFrame(port: 1, flags: TCPHeader.syn)
+        #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
+        var request = clientFrame(port: 1, flags: TCPHeader.ack | TCPHeader.fin | 0x08, payload: [1, 2, 3])
+        #expect(withFrame(&request) { pt.handle($0) } == .transmit)
+        // Past the 5 s SYN timeout, within the established one.
+        for _ in 0..<2 { pt.beginBatch(now: 9 * second) }
+        #expect(pt.flowCount == 1)
+        var answer = TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: Self.nat, sport: 8080, dport: TestFrames.fields(syn).sport,
+                                        flags: TCPHeader.ack | 0x08, payload: [4, 5, 6])
+        #expect(withFrame(&answer) { pt.handle($0) } == .transmit)
+        #expect(pt.counters.snapshot().drops(.unknownReply) == 0)
+    }
+
     @Test func aHalfClosedConnectionKeepsItsFlowUntilBothSidesFinish() {
         let fixture = RoutesFixture(balance: .wrr, count: 1)
         var pt = Self.forwarder(fixture)

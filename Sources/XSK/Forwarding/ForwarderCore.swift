@@ -474,6 +474,11 @@ struct ForwarderCore {
                     }
                     return -1
                 }
+                if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn | TCPHeader.rst) == TCPHeader.ack {
+                    // The client's first ACK, with a FIN too when it closes at once.
+                    e.pointee.state = .established
+                    e.pointee.idleTimeout = settings.establishedTimeout
+                }
                 if flags & TCPHeader.rst != 0 {
                     startClosing(e)
                 } else if flags & TCPHeader.fin != 0 {
@@ -485,9 +490,6 @@ struct ForwarderCore {
                     if !natEnabled || e.pointee.natPort == 0 || reverse?.serverClose(e.pointee.natPort) != .open {
                         startClosing(e)
                     }
-                } else if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
-                    e.pointee.state = .established
-                    e.pointee.idleTimeout = settings.establishedTimeout
                 }
                 e.pointee.lastSeen = now
                 return found
