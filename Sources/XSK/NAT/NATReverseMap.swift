@@ -166,10 +166,19 @@ struct NATReverseView {
     /// Records that the backend sent FIN (or, with `reset`, RST) on the flow of `port` as
     /// published at `version` (any worker may call it; the owner reads it). Storing the version
     /// rather than a flag means a late mark can never hit the port's next flow; a live
-    /// version's busy bit (bit 0) is clear, so it carries `reset`.
+    /// version's busy bit (bit 0) is clear, so it carries `reset`. Versions only grow and a
+    /// mark only replaces a smaller one: a worker that stalls with an old version cannot erase
+    /// the port's next flow's mark, and a FIN after a RST leaves the RST.
     @inline(__always)
     func markClosedByServer(_ port: UInt16, version: UInt64, reset: Bool) {
-        word(port, NATReverseMap.closedWord).pointee.store(version | (reset ? 1 : 0), ordering: .relaxed)
+        let mark = word(port, NATReverseMap.closedWord)
+        let wanted = version | (reset ? 1 : 0)
+        var current = mark.pointee.load(ordering: .relaxed)
+        while wanted > current {
+            let (exchanged, original) = mark.pointee.compareExchange(expected: current, desired: wanted, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
     }
 
     /// How the backend has closed the live flow of `port`, if it has (owner only).
