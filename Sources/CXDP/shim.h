@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
@@ -105,6 +106,54 @@ static inline int cxdp_if_driver(const char *name, char *buffer, size_t size)
         strncpy(buffer, info.driver, size - 1);
     }
     return rc;
+}
+
+/* ETHTOOL_GFLAGS: 1 when the device moves received VLAN tags out of the frame
+ * (ETH_FLAG_RXVLAN, "rx-vlan-hw-parse") before XDP sees it, 0 when not, or -errno. */
+static inline int cxdp_if_strips_vlan(const char *name)
+{
+    struct ethtool_value value;
+    memset(&value, 0, sizeof value);
+    value.cmd = ETHTOOL_GFLAGS;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)&value;
+    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    if (rc < 0)
+        return rc;
+    return (value.data & ETH_FLAG_RXVLAN) ? 1 : 0;
+}
+
+/* ETHTOOL_GRXFHINDIR: how many RX queues the RSS indirection table spreads flows over (its
+ * largest queue index + 1), or -errno (-EOPNOTSUPP: the driver has no table). */
+static inline int cxdp_if_rss_queue_span(const char *name)
+{
+    struct ethtool_rxfh_indir head;
+    memset(&head, 0, sizeof head);
+    head.cmd = ETHTOOL_GRXFHINDIR;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)&head;
+    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    if (rc < 0)
+        return rc;
+    if (head.size == 0 || head.size > 65536)
+        return -EOPNOTSUPP;
+    struct ethtool_rxfh_indir *table = calloc(1, sizeof *table + head.size * sizeof(uint32_t));
+    if (!table)
+        return -ENOMEM;
+    table->cmd = ETHTOOL_GRXFHINDIR;
+    table->size = head.size;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)table;
+    rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    int span = 0;
+    if (rc == 0)
+        for (uint32_t i = 0; i < table->size; i++)
+            if ((int)table->ring_index[i] + 1 > span)
+                span = (int)table->ring_index[i] + 1;
+    free(table);
+    return rc < 0 ? rc : span;
 }
 
 /* getsockopt(XDP_OPTIONS): XDP_OPTIONS_ZEROCOPY when the socket runs in zero-copy mode. */

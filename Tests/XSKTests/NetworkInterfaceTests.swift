@@ -41,4 +41,66 @@ struct NetworkInterfaceTests {
             #expect(XDPDataPlaneSetup.natAddresses(config: config, interface: facts)?.addresses == [stable])
         }
     }
+
+    @Test("Links stacked on an interface are read with their parent and kind; receive VLAN offload is read")
+    func stackedLinksAndTagStripping() throws {
+        guard try labAvailable("link facts") else { return }
+        try Lab.with(backends: 0) { lab in
+            var facts = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0") }
+            #expect(facts.vlanDevices.isEmpty)
+            #expect(facts.stripsVLANTags == true, "veth's rxvlan is on by default")
+            // This machine's kernel has no 802.1Q (CONFIG_VLAN_8021Q): a macvlan is the stacked
+            // link it can make, read through the same RTM_GETLINK dump as a VLAN device.
+            _ = try lab.check("lb", ["ip", "link", "add", "link", "veth0", "name", "mv0", "type", "macvlan"])
+            let links = try lab.inNamespace("lb") { try LinkTable.dump() }
+            let stacked = try #require(links.first { $0.name == "mv0" }, "\(links)")
+            #expect(stacked.parentIndex == facts.index && stacked.kind == "macvlan", "\(stacked)")
+            #expect(links.first { $0.name == "veth0" }?.kind == "veth")
+            facts = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0") }
+            #expect(facts.vlanDevices.isEmpty, "a macvlan is no VLAN")
+
+            _ = try lab.check("lb", ["ethtool", "-K", "veth0", "rxvlan", "off"])
+            facts = try lab.inNamespace("lb") { try NetworkInterface(named: "veth0") }
+            #expect(facts.stripsVLANTags == false)
+        }
+    }
+
+    @Test("An interface with VLANs whose tags are stripped before XDP is warned about, naming the VLANs and the fix")
+    func vlanWarning() {
+        #expect(XDPDataPlaneSetup.vlanWarning(interface: "eth0", vlanDevices: [], stripsTags: true) == nil)
+        #expect(XDPDataPlaneSetup.vlanWarning(interface: "eth0", vlanDevices: ["eth0.7"], stripsTags: false) == nil)
+        let stripped = XDPDataPlaneSetup.vlanWarning(interface: "eth0", vlanDevices: ["eth0.7", "eth0.9"], stripsTags: true)
+        #expect(stripped?.contains("eth0 carries VLANs (eth0.7, eth0.9)") == true, "\(stripped ?? "")")
+        #expect(stripped?.contains("ethtool -K eth0 rxvlan off") == true)
+        let unknown = XDPDataPlaneSetup.vlanWarning(interface: "eth0", vlanDevices: ["eth0.7"], stripsTags: nil)
+        #expect(unknown?.contains("may move their tags") == true, "\(unknown ?? "")")
+    }
+
+    @Test("A veth made with two RX queues reports them, and no RSS table")
+    func multiQueueVethFacts() throws {
+        guard try labAvailable("queue facts") else { return }
+        try Lab.with(backends: 0) { lab in
+            _ = try lab.check("lb", ["ip", "link", "add", "mq0", "numtxqueues", "2", "numrxqueues", "2", "type", "veth",
+                                     "peer", "name", "mq1", "numtxqueues", "2", "numrxqueues", "2"])
+            let facts = try lab.inNamespace("lb") { try NetworkInterface(named: "mq0") }
+            #expect(facts.rxQueueCount == 2)
+            #expect(facts.rssQueueSpan == nil, "veth has no RSS indirection table")
+            #expect(XDPDataPlaneSetup.uncoveredQueuesWarning(interface: "mq0", rxQueues: facts.rxQueueCount,
+                                                             rssSpan: facts.rssQueueSpan, workers: 1) != nil)
+        }
+    }
+
+    @Test("Workers that leave RX queues without a socket are warned about, unless the RSS table was narrowed to them")
+    func uncoveredQueuesWarning() {
+        let warn = XDPDataPlaneSetup.uncoveredQueuesWarning
+        #expect(warn("eth0", 1, nil, 1) == nil)
+        #expect(warn("eth0", 8, nil, 8) == nil)
+        #expect(warn("eth0", 8, 2, 2) == nil, "ethtool -X eth0 equal 2: queues 2-7 receive no hashed flow")
+        let capped = warn("eth0", 8, 8, 2)
+        #expect(capped?.contains("spreads flows over 8 RX queues and [passthrough] workers = 2 serves queues 0-1") == true,
+                "\(capped ?? "")")
+        #expect(capped?.contains("ethtool -L eth0 combined 2") == true && capped?.contains("ethtool -X eth0 equal 2") == true)
+        #expect(warn("eth0", 4, nil, 1)?.contains("serves queue 0:") == true)
+        #expect(warn("eth0", 8, 4, 2)?.contains("over 4 RX queues") == true)
+    }
 }

@@ -20,9 +20,8 @@ struct InterfaceWatch {
     let name: String
     let index: Int32
     let frameSize: Int
-    /// Workers running, and whether `[passthrough] workers` chose that number.
+    /// Workers running (one per RX queue from 0 on).
     let workers: Int
-    let workersCapped: Bool
     /// Passthrough's NAT addresses (empty in DSR).
     let natAddresses: [IPAddress]
 
@@ -30,12 +29,11 @@ struct InterfaceWatch {
     private var queues: Int
     private var missingNAT: Set<IPAddress>
 
-    init(interface: NetworkInterface, frameSize: Int, workers: Int, workersCapped: Bool, natAddresses: [IPAddress]) {
+    init(interface: NetworkInterface, frameSize: Int, workers: Int, natAddresses: [IPAddress]) {
         name = interface.name
         index = interface.index
         self.frameSize = frameSize
         self.workers = workers
-        self.workersCapped = workersCapped
         self.natAddresses = natAddresses
         queues = interface.rxQueueCount
         // Those not on the interface at start were warned about then.
@@ -71,8 +69,9 @@ struct InterfaceWatch {
         }
         if now.rxQueueCount != queues {
             queues = now.rxQueueCount
-            if queues > workers && !workersCapped {
-                logger.error("\(name) now has \(queues) RX queues and convey serves \(workers): VIP traffic the NIC puts on the others reaches no socket and goes to the kernel (steering.passed_no_socket); restart convey to serve them all")
+            if let text = XDPDataPlaneSetup.uncoveredQueuesWarning(interface: name, rxQueues: queues, rssSpan: now.rssQueueSpan,
+                                                                  workers: workers) {
+                logger.error("\(name) now has \(queues) RX queues. \(text)")
             } else {
                 logger.notice("\(name) now has \(queues) RX queues", metadata: ["workers": "\(workers)"])
             }

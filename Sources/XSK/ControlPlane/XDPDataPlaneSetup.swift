@@ -54,6 +54,14 @@ public enum XDPDataPlaneSetup {
                     + "1500-byte link) are served; lower the MTU if clients on a jumbo-frame segment use a VIP"
                 logger.warning("\(text)")
             }
+            if let text = uncoveredQueuesWarning(interface: ifaceName, rxQueues: interface.rxQueueCount,
+                                                 rssSpan: interface.rssQueueSpan, workers: queues.count) {
+                logger.error("\(text)")
+            }
+            if let text = vlanWarning(interface: ifaceName, vlanDevices: interface.vlanDevices,
+                                      stripsTags: interface.stripsVLANTags) {
+                logger.warning("\(text)")
+            }
             if path.program.replacedStaleProgram {
                 logger.warning("replaced the steering program a convey that is no longer running left on \(ifaceName)")
             }
@@ -68,7 +76,7 @@ public enum XDPDataPlaneSetup {
             control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger)
+                                     statsPeriod: statsPeriod, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() }, natAddresses: facts.natAddresses)
         }
 
@@ -95,6 +103,34 @@ public enum XDPDataPlaneSetup {
                 return PassthroughForwarder(settings: settings, routes: routes, reverseMap: reverse, counters: counters)
             }
         }
+    }
+
+    /// What to tell the operator when `[passthrough] workers` serves fewer RX queues than the
+    /// NIC spreads flows over: an AF_XDP socket receives only from its own queue, so VIP
+    /// traffic hashed to the others reaches no socket and goes to the kernel, which resets or
+    /// drops it. Nil when every queue that receives hashed flows has a worker (the NIC has no
+    /// more queues, or its RSS table was narrowed to them).
+    public static func uncoveredQueuesWarning(interface name: String, rxQueues: Int, rssSpan: Int?, workers: Int) -> String? {
+        let receiving = min(rxQueues, rssSpan ?? rxQueues)
+        guard receiving > workers else { return nil }
+        let served = workers == 1 ? "queue 0" : "queues 0-\(workers - 1)"
+        return "\(name) spreads flows over \(receiving) RX queues and [passthrough] workers = \(workers) serves \(served): "
+            + "VIP traffic the NIC puts on the others reaches no socket and goes to the kernel (steering.passed_no_socket), "
+            + "which drops or resets it. Narrow the NIC to the workers (ethtool -L \(name) combined \(workers), or its RSS "
+            + "table: ethtool -X \(name) equal \(workers)) and restart convey, or set workers = 0 (one per queue)"
+    }
+
+    /// What to tell the operator when an interface carries VLANs (`vlanDevices` on it) but
+    /// moves received tags out of the frame before XDP runs (`stripsTags`; nil: the driver
+    /// does not say): convey would then take a tagged packet to a VIP for an untagged one and
+    /// answer it untagged, instead of leaving it to the kernel. Nil when there is nothing to say.
+    public static func vlanWarning(interface name: String, vlanDevices: [String], stripsTags: Bool?) -> String? {
+        guard !vlanDevices.isEmpty, stripsTags != false else { return nil }
+        let strips = stripsTags == true ? "moves their tags" : "may move their tags (its driver does not say)"
+        return "\(name) carries VLANs (\(vlanDevices.joined(separator: ", "))) and its receive VLAN offload "
+            + "\(strips) out of the frame before XDP runs: convey cannot tell a tagged packet from an untagged one, so "
+            + "a tagged packet to a VIP would be balanced and answered untagged. Turn the offload off "
+            + "(ethtool -K \(name) rxvlan off) so tagged packets stay the kernel's, or run convey on an interface without VLANs"
     }
 
     /// The NAT source addresses (at most one per family) and ports: the configured ones, else

@@ -5,7 +5,9 @@ import SystemPackage
 
 /// Facts about one network interface in the calling thread's network namespace, read once
 /// (`if_nametoindex`, `SIOCGIFHWADDR`, `SIOCGIFMTU`, `getifaddrs`, rtnetlink's address flags,
-/// ethtool `ETHTOOL_GCHANNELS` and `ETHTOOL_GDRVINFO`). Errors name the interface.
+/// ethtool `ETHTOOL_GCHANNELS`, `ETHTOOL_GDRVINFO`, `ETHTOOL_GFLAGS` and `ETHTOOL_GRXFHINDIR`,
+/// rtnetlink's links).
+/// Errors name the interface.
 public struct NetworkInterface: Sendable, Equatable {
     /// How an XDP program can be attached.
     public enum AttachMode: String, Sendable, Equatable {
@@ -36,12 +38,22 @@ public struct NetworkInterface: Sendable, Equatable {
     public func has(_ address: IPAddress) -> Bool { ipv4.contains(address) || ipv6.contains(address) }
     /// RX queues: ethtool's rx + combined channels; 1 when the driver has no channel API.
     public let rxQueueCount: Int
+    /// How many RX queues the NIC's RSS indirection table spreads flows over (its largest queue
+    /// + 1; `ethtool -X`), nil when the driver has none (veth): fewer than `rxQueueCount` when
+    /// the operator narrowed it, so the queues past it receive no hashed flows.
+    public let rssQueueSpan: Int?
     /// The driver's name as ethtool reports it ("veth", "mlx5_core", ...), if any.
     public let driver: String?
     /// Attach modes this interface supports. `skb` always; `native` for drivers known to
     /// implement XDP (the kernel has no query for it before a program is attached, so the
     /// final word is the attach itself: `SteeringProgram` falls back to skb under `auto`).
     public let attachModes: [AttachMode]
+    /// VLAN devices stacked on this interface (`eth0.100`): it carries tagged traffic.
+    public let vlanDevices: [String]
+    /// Whether the device moves received VLAN tags out of the frame before XDP runs (receive
+    /// VLAN offload, `rxvlan`): the steering program and the workers then see a tagged frame
+    /// as an untagged one. Nil when the driver does not say.
+    public let stripsVLANTags: Bool?
 
     /// Drivers with native XDP support (mainline, 6.x).
     static let nativeXDPDrivers: Set<String> = [
@@ -80,12 +92,17 @@ public struct NetworkInterface: Sendable, Equatable {
             throw XSKError.fromNegative(rc, "ioctl(ETHTOOL_GCHANNELS)", name)
         }
 
+        let span = cxdp_if_rss_queue_span(name)
+        rssQueueSpan = span > 0 ? Int(span) : nil
         driver = Self.driverName(name)
         if let driver, Self.nativeXDPDrivers.contains(driver) {
             attachModes = [.native, .skb]
         } else {
             attachModes = [.skb]
         }
+        let strips = cxdp_if_strips_vlan(name)
+        stripsVLANTags = strips < 0 ? nil : strips == 1
+        vlanDevices = (try? LinkTable.vlanDevices(on: Int32(index))) ?? []
         (ipv4, ipv6) = try Self.addresses(of: name)
         let flagged = (try? AddressTable.dump(interfaceIndex: Int32(index))) ?? []
         transientIPv6 = Set(flagged.filter { !$0.address.isIPv4 && $0.isTransient }.map(\.address))
