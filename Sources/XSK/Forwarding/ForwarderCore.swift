@@ -474,22 +474,24 @@ struct ForwarderCore {
                     }
                     return -1
                 }
-                if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn | TCPHeader.rst) == TCPHeader.ack {
-                    // The client's first ACK, with a FIN too when it closes at once.
-                    e.pointee.state = .established
-                    e.pointee.idleTimeout = settings.establishedTimeout
-                }
                 if flags & TCPHeader.rst != 0 {
                     startClosing(e)
                 } else if flags & TCPHeader.fin != 0 {
                     // Passthrough sees both directions: the flow closes when both sides have
                     // sent FIN (or one RST), so a half-closed connection keeps its flow while the
                     // backend still answers. DSR sees only the client's side: its FIN starts
-                    // the closing time.
+                    // the closing time. A first ACK that carries the FIN establishes the flow.
+                    if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
+                        e.pointee.state = .established
+                        e.pointee.idleTimeout = settings.establishedTimeout
+                    }
                     e.pointee.clientFinished = true
                     if !natEnabled || e.pointee.natPort == 0 || reverse?.serverClose(e.pointee.natPort) != .open {
                         startClosing(e)
                     }
+                } else if e.pointee.state == .syn && flags & (TCPHeader.ack | TCPHeader.syn) == TCPHeader.ack {
+                    e.pointee.state = .established
+                    e.pointee.idleTimeout = settings.establishedTimeout
                 }
                 e.pointee.lastSeen = now
                 return found

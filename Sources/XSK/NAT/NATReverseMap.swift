@@ -167,18 +167,16 @@ struct NATReverseView {
     /// published at `version` (any worker may call it; the owner reads it). Storing the version
     /// rather than a flag means a late mark can never hit the port's next flow; a live
     /// version's busy bit (bit 0) is clear, so it carries `reset`. Versions only grow and a
-    /// mark only replaces a smaller one: a worker that stalls with an old version cannot erase
-    /// the port's next flow's mark, and a FIN after a RST leaves the RST.
+    /// mark only replaces a smaller one: a worker that stalled with an old version does not
+    /// erase the port's next flow's mark, and a FIN after a RST leaves the RST. (A load and a
+    /// store, not a compare-and-swap: inlined in every reply, a CAS loop cost the reply path
+    /// two to five instructions per packet. Two marks racing within those few nanoseconds,
+    /// one of them stale, could still lose the newer; its flow then ends by timeout.)
     @inline(__always)
     func markClosedByServer(_ port: UInt16, version: UInt64, reset: Bool) {
         let mark = word(port, NATReverseMap.closedWord)
         let wanted = version | (reset ? 1 : 0)
-        var current = mark.pointee.load(ordering: .relaxed)
-        while wanted > current {
-            let (exchanged, original) = mark.pointee.compareExchange(expected: current, desired: wanted, ordering: .relaxed)
-            if exchanged { return }
-            current = original
-        }
+        if wanted > mark.pointee.load(ordering: .relaxed) { mark.pointee.store(wanted, ordering: .relaxed) }
     }
 
     /// How the backend has closed the live flow of `port`, if it has (owner only).
