@@ -289,7 +289,7 @@ struct BalancerRuntimeTests {
         #expect(route.selectable == [0, 1] && route.servers[1].keepsFlows)
     }
 
-    @Test("an unchanged server keeps its counters across a reload; a moved one starts afresh")
+    @Test("a server keeps its counters across a reload, also one the reload moves: its open connections close where they were counted")
     func countersSurviveReload() throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002]))
         let before = try #require(runtime.snapshots.load().value.frontend(named: "web"))
@@ -300,8 +300,31 @@ struct BalancerRuntimeTests {
         let after = try #require(runtime.snapshots.load().value.frontend(named: "web"))
         #expect(after.servers[0].weight == 5)
         #expect(after.servers[0].counters.snapshot().totalConnections == 1)
-        #expect(after.servers[1].counters.snapshot().totalConnections == 0)
+        #expect(after.servers[1].address.port == 9009)
+        #expect(after.servers[1].counters.snapshot().currentConnections == 1, "its connection to the old address is still open")
+        // That connection ends: the gauge returns to 0, never below (leastconn and drains read it).
+        after.servers[1].counters.connectionClosed()
+        #expect(after.servers[1].counters.snapshot().currentConnections == 0)
         #expect(after.counters.snapshot().totalConnections == 1)
+    }
+
+    @Test("a server that was down, removed and added back while it still drains starts up, as its fresh health check does")
+    func readdedServerStartsUp() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], drain: .seconds(30)))
+        let s1 = ServerID(pool: "pool", name: "s1")
+        runtime.setHealth(s1, up: false)
+        runtime.apply(config(ports: [9001], drain: .seconds(30)))
+        var route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers.map(\.id.name) == ["s0", "s1"], "s1 drains")
+        runtime.apply(config(ports: [9001, 9002], drain: .seconds(30)))
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers[1].state == .up)
+        #expect(route.selectable == [0, 1])
+        // A server that stays configured keeps its verdict across a reload.
+        runtime.setHealth(s1, up: false)
+        runtime.apply(config(ports: [9001, 9002], weights: [2, 1], drain: .seconds(30)))
+        route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
+        #expect(route.servers[1].state == .down)
     }
 
     @Test("a listen address moves live: the new one takes new connections, the old one drains its open ones, sharing the counters")

@@ -21,7 +21,6 @@ public final class BalancerRuntime: Sendable {
         var config: ConveyConfig
         var healthy: [ServerID: Bool] = [:]
         var serverCounters: [ServerID: ServerCounters] = [:]
-        var serverAddresses: [ServerID: Endpoint] = [:]
         var frontendCounters: [String: FrontendCounters] = [:]
         /// Servers removed from the config that still hold flows, with their drain deadline.
         var removed: [ServerID: RemovedServer] = [:]
@@ -112,6 +111,11 @@ public final class BalancerRuntime: Sendable {
                 }
             }
             for id in newIDs { state.removed[id] = nil }
+            // A server new to the pools (added, or added back while its old self still drains)
+            // starts up, as the health checker starts its fresh check: a verdict kept from its
+            // old self would never be revised, since the checker reports only changes.
+            let oldIDs = Set(state.config.pools.flatMap { p in p.servers.map { ServerID(pool: p.name, name: $0.name) } })
+            for id in newIDs where !oldIDs.contains(id) { state.healthy[id] = nil }
             // A frontend moved to another pool (blue/green): the old pool's servers drain its
             // flows for the old pool's drain_timeout, as removed servers do.
             // Switches follow one another (A → B → C): each earlier pool keeps its own drain.
@@ -314,33 +318,26 @@ public final class BalancerRuntime: Sendable {
         snapshots.update { _ in state.withLock { Self.buildSnapshot($0, now: now) } }
     }
 
-    /// Keeps counters for unchanged servers, creates them for new ones, forgets gone ones,
-    /// and tracks when weight-0 drains began.
+    /// Keeps counters for servers still configured or draining, creates them for new ones,
+    /// forgets gone ones, and tracks when weight-0 drains began. A server keeps its counters
+    /// when a reload changes its address: its open connections, counted there, close there.
     private static func syncCounters(_ state: inout State, config: ConveyConfig, now: ContinuousClock.Instant) {
         var counters: [ServerID: ServerCounters] = [:]
-        var addresses: [ServerID: Endpoint] = [:]
         var zero: [ServerID: ContinuousClock.Instant] = [:]
         for pool in config.pools {
             for server in pool.servers {
                 let id = ServerID(pool: pool.name, name: server.name)
-                if let existing = state.serverCounters[id], state.serverAddresses[id] == server.address {
-                    counters[id] = existing
-                } else {
-                    counters[id] = ServerCounters()
-                }
-                addresses[id] = server.address
+                counters[id] = state.serverCounters[id] ?? ServerCounters()
                 if server.weight == 0 { zero[id] = state.weightZeroSince[id] ?? now }
             }
         }
-        for (id, removed) in state.removed {
+        for id in state.removed.keys {
             counters[id] = state.serverCounters[id] ?? ServerCounters()
-            addresses[id] = removed.config.address
         }
         for (id, old) in state.serverCounters where counters[id] !== old {
             state.retired.pools[id.pool, default: TrafficTotals()] += RetiredTotals.cumulative(old.snapshot())
         }
         state.serverCounters = counters
-        state.serverAddresses = addresses
         state.weightZeroSince = zero
         state.weightZeroExpired = state.weightZeroExpired.filter { zero[$0] != nil }
         state.healthy = state.healthy.filter { counters[$0.key] != nil }
