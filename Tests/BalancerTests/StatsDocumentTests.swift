@@ -35,6 +35,24 @@ struct StatsDocumentTests {
         #expect(frontend["current_connections"] == .int(1) && frontend["bytes_tx"] == .int(100))
     }
 
+    @Test("/stats lists an address once when a removed server drains at the address a configured one now has")
+    func sharedAddressIsListedOnce() throws {
+        var two = config(ports: [9001, 9002])
+        let runtime = BalancerRuntime(config: two)
+        // s1 goes; s2 takes its address in the same reload while s1 drains there.
+        two.pools[0].servers.removeLast()
+        two.pools[0].servers.append(ServerConfig(name: "s2", address: Endpoint(address: .v4(0x7F00_0001), port: 9002), weight: 1))
+        runtime.apply(two)
+        let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test",
+                                dataPlane: DataPlaneStats(json: .object([]), metrics: []), lastCheck: [:])
+        guard case .object(let servers)? = doc.json["backends"]?["pool"]?["servers"] else {
+            Issue.record("no servers object")
+            return
+        }
+        #expect(servers.map(\.0) == ["127.0.0.1:9001", "127.0.0.1:9002"], "\(servers)")
+        #expect(doc.json["backends"]?["pool"]?["servers"]?["127.0.0.1:9002"] == .bool(true), "s2 is up there")
+    }
+
     @Test("/stats adds mode, uptime, per-server state and the data plane's section")
     func newKeys() throws {
         let json = try document().json

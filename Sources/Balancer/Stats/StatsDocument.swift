@@ -109,7 +109,14 @@ public struct StatsDocument: Sendable {
         root.append(("backends", .object(pools.map { pool in
             let sum = pool.servers.reduce(retired.pools[pool.name] ?? TrafficTotals()) { $0 + $1.totals }
             var fields = four(sum, prefix: "")
-            fields.append(("servers", .object(pool.servers.map { ($0.address.description, .bool($0.state == .up)) })))
+            // Keyed by address (the seed's field): a removed server draining at an address a
+            // configured one now has appears once, up when either is.
+            var up: [(String, Bool)] = []
+            for s in pool.servers {
+                let key = s.address.description
+                if let i = up.firstIndex(where: { $0.0 == key }) { up[i].1 = up[i].1 || s.state == .up } else { up.append((key, s.state == .up)) }
+            }
+            fields.append(("servers", .object(up.map { ($0.0, .bool($0.1)) })))
             fields.append(("server_detail", .object(pool.servers.map { s in
                 var detail: [(String, JSONValue)] = [
                     ("addr", .string(s.address.description)), ("state", .string(s.state.rawValue)),
