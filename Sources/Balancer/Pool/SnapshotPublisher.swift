@@ -10,6 +10,9 @@ import Synchronization
 public final class SnapshotPublisher<Value: Sendable>: Sendable {
     private let current: Mutex<(value: Value, generation: UInt64)>
     private let published: Atomic<UInt64>
+    /// Serializes publishers, so that `current`'s lock, which readers take in `load()`, is
+    /// held only for a swap: never while a new value is built.
+    private let publishing = Mutex(())
 
     public init(_ initial: Value) {
         current = Mutex((initial, 1))
@@ -28,19 +31,28 @@ public final class SnapshotPublisher<Value: Sendable>: Sendable {
 
     /// Replaces the value; readers see it at their next generation check.
     public func publish(_ value: Value) {
-        current.withLock { state in
-            state.value = value
-            state.generation &+= 1
-            published.store(state.generation, ordering: .releasing)
+        publishing.withLock { _ in swap(in: value) }
+    }
+
+    /// Replaces the value with `transform(current)` atomically with respect to other
+    /// publishers. `transform` runs outside the readers' lock: a data-path thread adopting a
+    /// value never waits for the next one to be built.
+    public func update(_ transform: (Value) -> Value) {
+        publishing.withLock { _ in
+            let next = transform(current.withLock { $0.value })
+            swap(in: next)
         }
     }
 
-    /// Replaces the value with `transform(current)` atomically with respect to other publishers.
-    public func update(_ transform: (Value) -> Value) {
-        current.withLock { state in
-            state.value = transform(state.value)
+    /// Stores `value` as the next generation; the old value is released after the lock.
+    private func swap(in value: Value) {
+        let old = current.withLock { state -> Value in
+            let old = state.value
+            state.value = value
             state.generation &+= 1
             published.store(state.generation, ordering: .releasing)
+            return old
         }
+        _ = old
     }
 }
