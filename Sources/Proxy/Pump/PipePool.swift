@@ -1,3 +1,4 @@
+import Glibc
 import SystemPackage
 
 /// Empty pipes kept for reuse by one event loop.
@@ -14,9 +15,30 @@ struct PipePool: ~Copyable {
     let pipeSize: Int
 
     init(limit: Int, pipeSize: Int) {
-        self.limit = limit
+        self.limit = min(limit, Self.limitForUserPipePages(pipeSize: pipeSize))
         self.pipeSize = pipeSize
-        free = .allocate(capacity: max(limit, 1))
+        free = .allocate(capacity: max(self.limit, 1))
+    }
+
+    /// Pooled pipes count against the user's `pipe-user-pages-soft` (64 MiB by default) like
+    /// busy ones; past it every new pipe is small. An unprivileged loop therefore pools at most
+    /// an eighth of that budget, leaving the rest to connections. Unbounded for root, which the
+    /// limit does not apply to.
+    static func limitForUserPipePages(pipeSize: Int) -> Int {
+        guard geteuid() != 0, pipeSize > 0 else { return Int.max }
+        guard let fd = try? FileDescriptor.open("/proc/sys/fs/pipe-user-pages-soft", .readOnly, options: [.closeOnExec]),
+              let text = try? fd.closeAfter({ () throws -> String in
+                  var buffer = [UInt8](repeating: 0, count: 32)
+                  let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
+                  return String(decoding: buffer[0..<n], as: UTF8.self)
+              }),
+              let pages = Int(text.filter(\.isNumber)), pages > 0 else { return Int.max }
+        return limit(softPages: pages, pageSize: Int(sysconf(Int32(_SC_PAGESIZE))), pipeSize: pipeSize)
+    }
+
+    /// An eighth of `softPages` pages in pipes of `pipeSize` bytes, at least 4.
+    static func limit(softPages: Int, pageSize: Int, pipeSize: Int) -> Int {
+        max(4, min(softPages, 1 << 32) * min(pageSize, 1 << 20) / 8 / max(pipeSize, 1))
     }
 
     deinit {
@@ -38,9 +60,11 @@ struct PipePool: ~Copyable {
         return try Splice.makePipe(size: pipeSize)
     }
 
-    /// Returns an empty pipe, or closes it when the pool is full.
+    /// Returns an empty pipe, or closes it when the pool is full or the pipe is smaller than
+    /// asked (the kernel gives an unprivileged user's pipes one or two pages once its pipes
+    /// hold `pipe-user-pages-soft`: such a pipe is not kept, so a later one can be full-size).
     mutating func give(_ pipe: PipePair) {
-        if count < limit && mayGrow {
+        if count < limit && mayGrow && pipe.capacity >= pipeSize {
             free[count] = pipe
             count += 1
         } else {
