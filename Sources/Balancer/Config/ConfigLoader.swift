@@ -359,6 +359,12 @@ public enum ConfigLoader {
             t.fail(key, "\(a) is the wildcard address, not a server: write the server's own address")
             return nil
         }
+        if role == .server, case .v6(let hi, _) = a, hi >> 54 == 0x3FA {
+            t.fail(key, "\(a) is an IPv6 link-local address (fe80::/10): reaching it needs an interface (a scope, as in "
+                   + "fe80::1%eth0), which addr cannot carry, so every connect and health check would fail; use the "
+                   + "server's global or unique-local address")
+            return nil
+        }
         return endpoint
     }
 }
