@@ -187,14 +187,12 @@ final class EventLoop {
             let timeout: Int32 = slab.live > 0 || isDraining || waiting ? 100 : 250
             let ready = epoll.wait(timeoutMilliseconds: timeout)
             now = Self.monotonicNow()
+            let published = snapshots.generation
+            if published != generation { adopt() }
             for i in 0..<ready {
                 let (events, token) = epoll.event(i)
                 dispatch(events: events, token: token)
             }
-            // After the batch, not between the wait and it: adopting may close a backend
-            // socket and open another under the same token, and the batch's events for the old
-            // one (an EPOLLOUT, an EPOLLERR) must not be taken for the new one's.
-            if snapshots.generation != generation { adopt() }
             if limitFreed {
                 limitFreed = false
                 for f in frontends.indices where frontends[f].atLimit { acceptAll(frontend: f) }
