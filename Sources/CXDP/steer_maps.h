@@ -61,6 +61,7 @@ enum steer_verdict {
     STEER_REDIRECT_VIP,         /* redirected: destination is a VIP */
     STEER_REDIRECT_NAT,         /* redirected: a backend reply to the NAT range */
     STEER_MALFORMED,            /* truncated or invalid headers: passed */
+    STEER_REDIRECT_ICMP,        /* redirected: DSR, an ICMP "too big" about a VIP's segment */
     STEER_VERDICT_COUNT
 };
 

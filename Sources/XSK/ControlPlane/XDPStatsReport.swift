@@ -55,6 +55,7 @@ struct XDPStatsReport {
             fields.append(("steering", .object([
                 ("redirected_vip", .int(Int64(clamping: v.redirectedVIP))),
                 ("redirected_nat", .int(Int64(clamping: v.redirectedNAT))),
+                ("redirected_icmp", .int(Int64(clamping: v.redirectedICMP))),
                 ("passed_not_ip", .int(Int64(clamping: v.passedNotIP))),
                 ("passed_not_steered", .int(Int64(clamping: v.passedNotSteered))),
                 ("passed_vlan", .int(Int64(clamping: v.passedVLAN))),
@@ -77,6 +78,7 @@ struct XDPStatsReport {
             ("flows_closing", .int(Int64(clamping: f.flowsClosing))),
             ("flows_adopted", .int(Int64(clamping: f.flowsAdopted))),
             ("resets_sent", .int(Int64(clamping: f.resetsSent))),
+            ("icmp_forwarded", .int(Int64(clamping: f.icmpForwarded))),
             ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
             ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
             ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
@@ -131,6 +133,9 @@ struct XDPStatsReport {
                 MetricSample(name: "convey_xdp_resets_sent_total",
                              help: "Segments of a connection no longer carried (drain over, restart) answered with a reset.",
                              kind: .counter, labels: l, value: Double(f.resetsSent)),
+                MetricSample(name: "convey_xdp_icmp_forwarded_total",
+                             help: "DSR: ICMP too-big messages about a VIP's segment passed to the connection's backend.",
+                             kind: .counter, labels: l, value: Double(f.icmpForwarded)),
             ]
             for reason in DropReason.allCases {
                 out.append(MetricSample(name: "convey_xdp_drops_total", help: "Frames dropped, by reason.",

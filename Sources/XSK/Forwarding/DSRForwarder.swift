@@ -78,7 +78,10 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
     @inline(never)
     private mutating func process(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict {
         let length = packet.count
-        guard let (p, frame) = core.parse(packet) else { return .drop }
+        guard let (p, frame) = core.parse(packet, acceptingTooBig: true) else {
+            guard let p = packet.baseAddress, let message = ICMPTooBig.parse(p, length: length) else { return .drop }
+            return forward(message, frame: p, length: length)
+        }
         let tcp = TCPHeader(p + frame.tcpOffset)
         let vipPort = tcp.destinationPort
         let i: Int
@@ -102,6 +105,35 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
         let slot = core.table.entry(at: i).pointee.backendSlot
         EthernetHeader(p).store(core.backends[Int(slot)].ethernet)
         core.c.add(core.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))
+        return .transmit
+    }
+
+    /// An ICMP "too big" about a VIP's segment (steered here only in DSR): to the backend that
+    /// holds the connection (its tracked flow's, or the hash's for `maglev` and `source`
+    /// frontends, as for a segment taken up mid-flow), with the frame untouched but its MACs.
+    /// No flow is created or refreshed.
+    @inline(never)
+    private mutating func forward(_ message: ICMPTooBig, frame p: UnsafeMutableRawPointer, length: Int) -> PacketVerdict {
+        let frontend = core.frontendIndex(hi: message.vipHi, lo: message.vipLo, port: message.vipPort)
+        guard frontend >= 0 else { return notForUs() }
+        var slot = UInt32.max
+        let key = FlowEntry.key(port: message.clientPort, vip: frontend)
+        let i = core.table.find(hi: message.clientHi, lo: message.clientLo, key: key,
+                                home: core.table.home(hi: message.clientHi, lo: message.clientLo, key: key))
+        if i >= 0 {
+            slot = core.table.entry(at: i).pointee.backendSlot
+        } else if core.placesByHash(frontend: frontend) {
+            slot = core.pick(frontend: frontend, clientHi: message.clientHi, clientLo: message.clientLo,
+                             clientPort: message.clientPort, vipHi: message.vipHi, vipLo: message.vipLo,
+                             vipPort: message.vipPort)
+        }
+        guard slot != UInt32.max, Int(slot) < core.backendCount, core.backends[Int(slot)].unusableBits == 0 else {
+            core.c.drop(.icmpNoFlow)
+            return .drop
+        }
+        EthernetHeader(p).store(core.backends[Int(slot)].ethernet)
+        core.c.add(core.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: length))
+        core.c.add(ForwarderCounters.icmpForwarded, 1)
         return .transmit
     }
 

@@ -141,9 +141,10 @@ struct ForwarderCore {
     }
 
     /// The TCP frame, or nil after counting why it is dropped (no buffer, not TCP over
-    /// IPv4/IPv6, malformed). Counts nothing else.
+    /// IPv4/IPv6, malformed). Counts nothing else. With `acceptingTooBig`, an unsupported
+    /// frame that is an ICMP "too big" (`ICMPTooBig`) is left uncounted for the caller.
     @inline(__always)
-    func parse(_ packet: UnsafeMutableRawBufferPointer) -> (UnsafeMutableRawPointer, TCPFrame)? {
+    func parse(_ packet: UnsafeMutableRawBufferPointer, acceptingTooBig: Bool = false) -> (UnsafeMutableRawPointer, TCPFrame)? {
         guard let p = packet.baseAddress else {
             c.drop(.malformed)
             return nil
@@ -151,6 +152,7 @@ struct ForwarderCore {
         switch FrameParser.classify(p, length: packet.count) {
         case .tcp(let frame): return (p, frame)
         case .unsupported:
+            if acceptingTooBig && ICMPTooBig.parse(p, length: packet.count) != nil { return nil }
             c.drop(.unsupported)
             return nil
         case .malformed:
@@ -686,6 +688,12 @@ struct ForwarderCore {
     /// never taken up.
     private func adoptsMidFlow(frontend: Int, flags: UInt8) -> Bool {
         guard !natEnabled, flags & (TCPHeader.rst | TCPHeader.syn) == 0 else { return false }
+        return placesByHash(frontend: frontend)
+    }
+
+    /// Whether frontend `frontend` places connections by hashing them (`maglev`, `source`), so
+    /// that any segment of a connection finds the backend its SYN did.
+    func placesByHash(frontend: Int) -> Bool {
         let algorithm = frontends[frontend].algorithm
         return algorithm == PacketRoutes.Frontend.maglev || algorithm == PacketRoutes.Frontend.source
     }

@@ -31,6 +31,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// with TX checksum offload on): forwarded, it would be dropped as corrupt. See
     /// `SegmentChecksum`.
     case unfinishedChecksum
+    /// DSR: an ICMP "too big" about a connection no backend can be found for (not tracked,
+    /// and its frontend does not place by hash), or whose backend has no MAC.
+    case icmpNoFlow
 
     public var description: String {
         switch self {
@@ -46,6 +49,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .badSource: return "bad_source"
         case .badChecksum: return "bad_checksum"
         case .unfinishedChecksum: return "unfinished_checksum"
+        case .icmpNoFlow: return "icmp_no_flow"
         }
     }
 }
@@ -69,7 +73,9 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// Segments of no (or of an ended) flow answered with a reset (see `ResetReply`); each
     /// is also counted as the drop it was (`no_flow`, `backend_gone`, `unknown_reply`).
     static let resetsSent = 9
-    static let dropBase = 10
+    /// DSR: ICMP "too big" messages about a VIP's segment passed to the connection's backend.
+    static let icmpForwarded = 10
+    static let dropBase = 11
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -135,7 +141,8 @@ public final class ForwarderCounters: @unchecked Sendable {
                               flowsCreated: load(Self.flowsCreated), flowsActive: load(Self.flowsActive),
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
                               flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing),
-                              flowsAdopted: load(Self.flowsAdopted), resetsSent: load(Self.resetsSent), drops: drops)
+                              flowsAdopted: load(Self.flowsAdopted), resetsSent: load(Self.resetsSent),
+                              icmpForwarded: load(Self.icmpForwarded), drops: drops)
     }
 
     /// The running totals of backend `slot` on this worker.
@@ -204,6 +211,8 @@ public struct ForwarderStats: Sendable, Equatable {
     public var flowsAdopted: UInt64 = 0
     /// Segments of no (or an ended) flow answered with a reset; also counted as drops.
     public var resetsSent: UInt64 = 0
+    /// DSR: ICMP "too big" messages passed to the backend of the connection they are about.
+    public var icmpForwarded: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
 
     /// Flows still open: what a shutdown drain waits for.
@@ -212,7 +221,8 @@ public struct ForwarderStats: Sendable, Equatable {
     public init(rxPackets: UInt64 = 0, rxBytes: UInt64 = 0, txPackets: UInt64 = 0, txBytes: UInt64 = 0,
                 flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
                 flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, flowsClosing: UInt64 = 0,
-                flowsAdopted: UInt64 = 0, resetsSent: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
+                flowsAdopted: UInt64 = 0, resetsSent: UInt64 = 0, icmpForwarded: UInt64 = 0,
+                drops: [DropReason: UInt64] = [:]) {
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes
         self.txPackets = txPackets
@@ -225,6 +235,7 @@ public struct ForwarderStats: Sendable, Equatable {
         self.flowsClosing = flowsClosing
         self.flowsAdopted = flowsAdopted
         self.resetsSent = resetsSent
+        self.icmpForwarded = icmpForwarded
         self.drops = drops
     }
 
@@ -239,7 +250,7 @@ public struct ForwarderStats: Sendable, Equatable {
                        flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
                        flowsEnded: a.flowsEnded + b.flowsEnded, flowsClosing: a.flowsClosing + b.flowsClosing,
                        flowsAdopted: a.flowsAdopted + b.flowsAdopted, resetsSent: a.resetsSent + b.resetsSent,
-                       drops: a.drops.merging(b.drops, uniquingKeysWith: +))
+                       icmpForwarded: a.icmpForwarded + b.icmpForwarded, drops: a.drops.merging(b.drops, uniquingKeysWith: +))
     }
 }
 

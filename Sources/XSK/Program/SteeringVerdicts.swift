@@ -20,6 +20,9 @@ public struct SteeringVerdicts: Sendable, Equatable {
     public var redirectedNAT: UInt64 = 0
     /// Truncated or invalid headers: passed.
     public var malformed: UInt64 = 0
+    /// DSR: redirected ICMP "fragmentation needed" / ICMPv6 "packet too big" about a segment
+    /// a VIP sent, for the worker to pass to the backend that holds the connection.
+    public var redirectedICMP: UInt64 = 0
 
     public init() {}
 
@@ -38,14 +41,15 @@ public struct SteeringVerdicts: Sendable, Equatable {
         redirectedVIP = at(STEER_REDIRECT_VIP)
         redirectedNAT = at(STEER_REDIRECT_NAT)
         malformed = at(STEER_MALFORMED)
+        redirectedICMP = at(STEER_REDIRECT_ICMP)
     }
 
     /// Frames the program has seen.
     public var total: UInt64 {
         passedNotIP + passedNotSteered + passedVLAN + passedFragment + passedExtensionHeader
-            + passedNoSocket + redirectedVIP + redirectedNAT + malformed
+            + passedNoSocket + redirectedVIP + redirectedNAT + malformed + redirectedICMP
     }
 
     /// Frames passed to the kernel for any reason.
-    public var passed: UInt64 { total - redirectedVIP - redirectedNAT }
+    public var passed: UInt64 { total - redirectedVIP - redirectedNAT - redirectedICMP }
 }

@@ -6,8 +6,13 @@
  *   - TCP/UDP to a VIP (destination address, port and protocol in the steer_vips hash map) and,
  *     when enabled, backend replies to the NAT address + port range (steer_nat) are redirected
  *     to steer_xsks[rx_queue_index], with XDP_PASS as the fallback when no socket is bound;
- *   - everything else is XDP_PASS: ARP, ICMP, the host's own traffic, health-check replies,
- *     VLAN-tagged frames, IPv4 fragments, IPv6 with extension headers, malformed frames.
+ *   - in DSR (no NAT range for the family), ICMP "fragmentation needed" (IPv4) and ICMPv6
+ *     "packet too big" addressed to a VIP and quoting a TCP segment that VIP sent (the
+ *     backends send as the VIP: a router on the way to the client answers the VIP) are
+ *     redirected too, so the workers pass them to the backend that holds the connection;
+ *   - everything else is XDP_PASS: ARP, other ICMP, the host's own traffic, health-check
+ *     replies, VLAN-tagged frames, IPv4 fragments, IPv6 with extension headers, malformed
+ *     frames.
  *
  * Every verdict is counted in the per-CPU array steer_verdicts (indices in steer_maps.h).
  * The program only reads the frame; it never changes it.
@@ -48,6 +53,18 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } steer_verdicts SEC(".maps");
+
+/* The first 8 bytes of an ICMP or ICMPv6 message (linux/icmp.h pulls in libc headers, which
+ * a BPF target has none of). */
+struct icmp_head {
+    __u8 type;
+    __u8 code;
+    __sum16 checksum;
+    __be32 rest;  /* unused, or the next hop's MTU */
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMPV6_PKT_TOOBIG 2
 
 /* Minimal L4 header: both TCP and UDP start with source and destination port. */
 struct l4_ports {
@@ -91,6 +108,26 @@ static __always_inline int is_ipv6_extension(__u8 next)
     }
 }
 
+/* DSR only: a NAT range for the family means passthrough, whose ICMP stays the kernel's. */
+static __always_inline int dsr_for(__u32 nat_entry)
+{
+    struct steer_nat_config *nat = bpf_map_lookup_elem(&steer_nat, &nat_entry);
+    return !nat || !nat->enabled;
+}
+
+/* An ICMP "too big" (`quote` is the quoted packet's IP header; the quote must hold its
+ * source port) whose quoted TCP segment came from a VIP: the frame's destination (`key.addr`)
+ * is the quote's source, and (that address, the quote's source port, TCP) is in steer_vips. */
+static __always_inline int quotes_vip_segment(struct steer_vip_key *key, const void *quoted_ports, void *data_end)
+{
+    const struct l4_ports *ports = quoted_ports;
+    if ((void *)(ports + 1) > data_end)
+        return 0;
+    key->port = ports->source;
+    key->proto = IPPROTO_TCP;
+    return bpf_map_lookup_elem(&steer_vips, key) != 0;
+}
+
 SEC("xdp")
 int convey_steer(struct xdp_md *ctx)
 {
@@ -116,12 +153,22 @@ int convey_steer(struct xdp_md *ctx)
             return count(STEER_MALFORMED, XDP_PASS);
         if (ip->frag_off & bpf_htons(0x3fff)) /* MF set or offset != 0 */
             return count(STEER_PASS_FRAGMENT, XDP_PASS);
-        if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
         l4 = (void *)ip + ip->ihl * 4;
         key.addr[10] = 0xff;
         key.addr[11] = 0xff;
         __builtin_memcpy(&key.addr[12], &ip->daddr, 4);
+        if (ip->protocol == IPPROTO_ICMP) {
+            struct icmp_head *icmp = l4;
+            struct iphdr *quote = (void *)(icmp + 1);
+            if ((void *)(quote + 1) <= data_end && icmp->type == ICMP_DEST_UNREACH && icmp->code == ICMP_FRAG_NEEDED
+                && quote->version == 4 && quote->ihl >= 5 && quote->protocol == IPPROTO_TCP
+                && quote->saddr == ip->daddr && dsr_for(STEER_NAT_IPV4)
+                && quotes_vip_segment(&key, (void *)quote + quote->ihl * 4, data_end))
+                return steer(ctx, STEER_REDIRECT_ICMP, eth);
+            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
+        }
+        if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
         key.proto = ip->protocol;
         nat_entry = STEER_NAT_IPV4;
     } else if (ether_type == bpf_htons(ETH_P_IPV6)) {
@@ -132,10 +179,20 @@ int convey_steer(struct xdp_md *ctx)
             return count(STEER_MALFORMED, XDP_PASS);
         if (is_ipv6_extension(ip6->nexthdr))
             return count(STEER_PASS_EXT_HEADER, XDP_PASS);
-        if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
-            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
         l4 = (void *)(ip6 + 1);
         __builtin_memcpy(key.addr, &ip6->daddr, 16);
+        if (ip6->nexthdr == IPPROTO_ICMPV6) {
+            struct icmp_head *icmp6 = l4;
+            struct ipv6hdr *quote = (void *)(icmp6 + 1);
+            if ((void *)(quote + 1) <= data_end && icmp6->type == ICMPV6_PKT_TOOBIG && icmp6->code == 0
+                && quote->version == 6 && quote->nexthdr == IPPROTO_TCP
+                && __builtin_memcmp(&quote->saddr, &ip6->daddr, 16) == 0 && dsr_for(STEER_NAT_IPV6)
+                && quotes_vip_segment(&key, quote + 1, data_end))
+                return steer(ctx, STEER_REDIRECT_ICMP, eth);
+            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
+        }
+        if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+            return count(STEER_PASS_NOT_STEERED, XDP_PASS);
         key.proto = ip6->nexthdr;
         nat_entry = STEER_NAT_IPV6;
     } else {

@@ -351,6 +351,66 @@ struct EndToEndLabTests {
         }
     }
 
+    /// Opens a connection to the VIP and keeps it open, then, as a router on the way back
+    /// would, sends the VIP an ICMP "fragmentation needed" quoting the backend's segment to
+    /// this client (VIP:80 → client:port). Prints the client's port.
+    static let tooBigClient = """
+    import socket, struct, time
+    def csum(b):
+        if len(b) % 2: b += b"\\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        while s >> 16: s = (s & 0xffff) + (s >> 16)
+        return ~s & 0xffff
+    vip = "10.77.0.100"
+    s = socket.create_connection((vip, 80), timeout=5)
+    s.sendall(b"ECHO\\nx")
+    assert s.recv(1) == b"x"
+    me, port = s.getsockname()
+    quote = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 1, 0x4000, 64, 6, 0, socket.inet_aton(vip), socket.inet_aton(me))
+    quote = quote[:10] + struct.pack("!H", csum(quote)) + quote[12:]
+    quote += struct.pack("!HHI", 80, port, 1)
+    icmp = struct.pack("!BBHHH", 3, 4, 0, 0, 1280) + quote
+    icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    raw.sendto(icmp, (vip, 0))
+    print("sent", port, flush=True)
+    time.sleep(20)
+    """
+
+    /// `Icmp: InDestUnreachs` of a lab host.
+    static func destinationUnreachables(_ lab: ConveyLab, _ host: String) throws -> Int {
+        let lines = try lab.lab.check(host, ["cat", "/proc/net/snmp"]).split(separator: "\n").filter { $0.hasPrefix("Icmp: ") }
+        guard lines.count == 2, let i = lines[0].split(separator: " ").firstIndex(of: "InDestUnreachs") else { return -1 }
+        return Int(lines[1].split(separator: " ")[i]) ?? -1
+    }
+
+    @Test("DSR: an ICMP \"fragmentation needed\" a router sends the VIP about a backend's segment reaches that backend (its path MTU discovery needs it), and only it")
+    func tooBigReachesTheConnectionsBackend() throws {
+        guard try labAvailable("tooBigReachesTheConnectionsBackend") else { return }
+        try ConveyLab.with(mode: "dsr", config: labConfig(balance: "wrr")) { lab in
+            let hosts = ["b1", "b2", "b3"]
+            let before = try hosts.map { try Self.destinationUnreachables(lab, $0) }
+            let client = try LabDaemon(lab: lab.lab, host: "client", ["python3", "-c", Self.tooBigClient], maxSeconds: 60)
+            defer { client.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { client.output.contains("sent") }, "\(client.output)")
+            let port = try #require(client.output.split(whereSeparator: \.isWhitespace).last.map(String.init))
+            // The backend holding the connection: the one whose socket has the client's port.
+            let holder = try #require(try hosts.first { host in
+                try lab.lab.check(host, ["ss", "-Htn", "state", "established"])
+                    .split(whereSeparator: \.isWhitespace).contains { $0.hasSuffix(":\(port)") }
+            })
+            #expect(waitUntil(seconds: 5) {
+                ((try? Self.destinationUnreachables(lab, holder)) ?? 0) > before[hosts.firstIndex(of: holder)!]
+            }, "the message never reached \(holder)")
+            for (i, host) in hosts.enumerated() where host != holder {
+                #expect(try Self.destinationUnreachables(lab, host) == before[i], "\(host) got it too")
+            }
+            #expect(try lab.forwarderTotals()["icmp_forwarded"] as? Int == 1)
+            let steering = (try lab.stats()["dataplane"] as? [String: Any])?["steering"] as? [String: Any]
+            #expect((steering?["redirected_icmp"] as? Int ?? 0) >= 1, "\(steering ?? [:])")
+        }
+    }
+
     /// Pipelines /stats requests on a connection with a tiny receive buffer and never reads:
     /// the server's response write stalls, and its graceful shutdown would wait for it.
     static let stuckStatsClient = """
