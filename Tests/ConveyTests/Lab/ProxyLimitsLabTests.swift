@@ -5,6 +5,41 @@ import Testing
 
 /// Proxy mode at the open-files limit, as a shell or systemd starts it (a low soft limit).
 extension EndToEndLabTests {
+    @Test("proxy mode runs as an unprivileged user: its health checks pass and clients are served")
+    func proxyRunsUnprivileged() throws {
+        guard try labAvailable("proxyRunsUnprivileged") else { return }
+        let config = """
+            [frontends.web]
+            listen_addr = "10.77.0.2:8000"
+            backend = "pool"
+            [backends.pool]
+            health_check_interval = 0.3
+            health_check_timeout = 0.3
+            rise = 1
+            fall = 1
+            [backends.pool.servers.b1]
+            addr = "10.77.0.21:80"
+            [stats]
+            port = 7000
+            """
+        // nobody, without capabilities (util-linux setpriv), as a systemd User= service runs it.
+        let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]
+        try ProxyLab.with(config: config, wrapper: nobody) { lab, convey, _ in
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
+                    "convey serves: \(convey.output)")
+            let status = try String(contentsOfFile: "/proc/\(convey.pid)/status", encoding: .utf8)
+            #expect(status.split(separator: "\n").contains { $0.hasPrefix("Uid:") && $0.contains("65534") }, "runs as nobody")
+            // Many checks later (fall = 1: one failed check would take the server down).
+            Thread.sleep(forTimeInterval: 2)
+            for _ in 0..<5 {
+                #expect(try lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }.name == "b1", "\(convey.output)")
+            }
+            let stats = try lab.check("lb", ["curl", "-fsS", "--max-time", "2", "http://127.0.0.1:7000/stats"])
+            #expect(stats.contains("\"state\":\"up\"") || stats.contains("\"state\": \"up\""), "\(stats)")
+            #expect(!convey.output.contains("Permission denied"), "\(convey.output)")
+        }
+    }
+
     @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up (health checks the host cannot make mark no server down), counted in accept_pauses")
     func proxyAtTheOpenFilesLimit() throws {
         guard try labAvailable("proxyAtTheOpenFilesLimit") else { return }
