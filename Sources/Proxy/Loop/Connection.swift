@@ -33,6 +33,9 @@ struct Connection {
     var serverAddress = Endpoint(address: .v4(0), port: 0)
     /// Monotonic nanoseconds: when the connect attempt in flight times out.
     var connectDeadline: UInt64 = 0
+    /// The loop batch in which a snapshot adoption gave this connection a new backend socket
+    /// under its old token: that batch's backend events were the old socket's (see `EventLoop.adopt`).
+    var backendReplacedInBatch: UInt64 = 0
     /// Monotonic nanoseconds of the last byte moved either way (for `idle_timeout`).
     var lastActive: UInt64 = 0
     var serverCounters: ServerCounters?

@@ -114,6 +114,9 @@ final class EventLoop {
     /// `TCP_NOTSENT_LOWAT` for backend sockets (see `ProxyTuning.notSentLowWater`).
     private let notSentLowWater: Int
     private var now: UInt64 = 0
+    /// Counts `epoll_wait` returns: the batch whose events are being dispatched. Starts at 1
+    /// after the first wait, so a connection's `backendReplacedInBatch` of 0 matches none.
+    private var batch: UInt64 = 0
     private var lastSweep: UInt64 = 0
     private var drainStarted: UInt64 = 0
     private var isDraining = false
@@ -186,6 +189,7 @@ final class EventLoop {
             let waiting = frontends.contains { $0.atLimit || $0.acceptStalled }
             let timeout: Int32 = slab.live > 0 || isDraining || waiting ? 100 : 250
             let ready = epoll.wait(timeoutMilliseconds: timeout)
+            batch &+= 1
             now = Self.monotonicNow()
             let published = snapshots.generation
             if published != generation { adopt() }
@@ -221,6 +225,8 @@ final class EventLoop {
             guard index < slab.highWater else { return }
             let conn = slab.slots + index
             guard conn.pointee.phase != .free, conn.pointee.generation == UInt32(truncatingIfNeeded: token >> 32) else { return }
+            // Read before adopt() replaced this backend socket: the old one's news.
+            if kind == .backend && conn.pointee.backendReplacedInBatch == batch { return }
             if kind == .backend && conn.pointee.phase == .connecting {
                 connectProgress(index, events: events)
             } else if conn.pointee.phase == .established {
@@ -688,6 +694,7 @@ final class EventLoop {
                     // The server it was connecting to left: start over with the new route.
                     SocketCalls.close(conn.pointee.backend)
                     conn.pointee.backend = -1
+                    conn.pointee.backendReplacedInBatch = batch
                     conn.pointee.serverCounters = nil
                     let route = newRoutes[f]!
                     let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
@@ -713,6 +720,7 @@ final class EventLoop {
                 // old one may never answer; its attempt is no failure of the server's).
                 SocketCalls.close(conn.pointee.backend)
                 conn.pointee.backend = -1
+                conn.pointee.backendReplacedInBatch = batch
                 connect(index, to: moved, route: route)
             }
         }
