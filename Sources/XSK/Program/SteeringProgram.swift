@@ -98,7 +98,8 @@ public final class SteeringProgram: @unchecked Sendable {
             xdp_program__close(xdpProgram)
             bpf_object__close(opened)
             if lastError == -EEXIST || lastError == -EBUSY {
-                throw .foreignProgram(interface: interface.name, programs: Self.attachedProgramNames(interface.index))
+                let attached = Self.attachedPrograms(interface.index)
+                throw .foreignProgram(interface: interface.name, programs: attached.names, detach: attached.detach)
             }
             throw XSKError.fromNegative(lastError, "xdp_program__attach (\(mode.rawValue))", interface.name)
         }
@@ -232,11 +233,24 @@ public final class SteeringProgram: @unchecked Sendable {
         }
     }
 
-    /// Names of the programs on an interface (the dispatcher's components included).
-    static func attachedProgramNames(_ ifindex: Int32) -> [String] {
-        guard let mp = xdp_multiprog__get_from_ifindex(ifindex), libxdp_get_error(UnsafeRawPointer(mp)) == 0 else { return [] }
+    /// Names of the programs on an interface (the dispatcher's components included), and the
+    /// `ip link` keyword that detaches them.
+    static func attachedPrograms(_ ifindex: Int32) -> (names: [String], detach: String) {
+        guard let mp = xdp_multiprog__get_from_ifindex(ifindex), libxdp_get_error(UnsafeRawPointer(mp)) == 0 else {
+            return ([], "xdp")
+        }
         defer { xdp_multiprog__close(mp) }
-        return programNames(mp)
+        return (programNames(mp), detachKeyword(mp))
+    }
+
+    /// `ip link set dev IFACE <keyword> off` for the mode `mp` is attached in: plain `xdp off`
+    /// detaches only a driver-mode program on a driver that has one.
+    static func detachKeyword(_ mp: OpaquePointer) -> String {
+        switch xdp_multiprog__attach_mode(mp) {
+        case XDP_MODE_SKB: return "xdpgeneric"
+        case XDP_MODE_HW: return "xdpoffload"
+        default: return "xdp"
+        }
     }
 
     static func programNames(_ mp: OpaquePointer) -> [String] {
@@ -273,7 +287,7 @@ public final class SteeringProgram: @unchecked Sendable {
         let ours: Set<String> = [programName]
         let componentNames = xdp_multiprog__is_legacy(mp) ? names : Array(names.dropFirst())
         guard !componentNames.isEmpty, Set(componentNames).isSubset(of: ours) else {
-            throw .foreignProgram(interface: interface.name, programs: names)
+            throw .foreignProgram(interface: interface.name, programs: names, detach: detachKeyword(mp))
         }
         let rc = xdp_multiprog__detach(mp)
         guard rc == 0 else { throw XSKError.fromNegative(rc, "xdp_multiprog__detach (stale \(programName))", interface.name) }

@@ -11,7 +11,9 @@ public enum XSKError: Error, CustomStringConvertible, Equatable {
     /// `zero_copy = on`, but the driver offers no AF_XDP zero-copy.
     case zeroCopyUnsupported(interface: String, driver: String)
     /// A foreign XDP program is attached; Convey will not replace it.
-    case foreignProgram(interface: String, programs: [String])
+    /// `detach`: the `ip link` keyword of the mode it is attached in (`xdp`, `xdpgeneric`,
+    /// `xdpoffload`): `ip link set dev IFACE <keyword> off` removes it.
+    case foreignProgram(interface: String, programs: [String], detach: String = "xdp")
     /// The embedded steering object could not be opened or loaded.
     case program(step: String, errno: Errno)
     /// A map of the steering program is missing (object and header out of step).
@@ -30,9 +32,9 @@ public enum XSKError: Error, CustomStringConvertible, Equatable {
         case let .zeroCopyUnsupported(interface, driver):
             return "zero_copy = on, but \(interface) (driver \(driver)) has no AF_XDP zero-copy support; "
                 + "set zero_copy = auto or off in [xdp]"
-        case let .foreignProgram(interface, programs):
+        case let .foreignProgram(interface, programs, detach):
             return "\(interface) already has an XDP program (\(programs.joined(separator: ", "))) that is not "
-                + "Convey's; refusing to replace it. Remove it first: `ip link set dev \(interface) xdp off` "
+                + "Convey's; refusing to replace it. Remove it first: `ip link set dev \(interface) \(detach) off` "
                 + "(or `xdp-loader unload \(interface) --all` if it was loaded with libxdp)"
         case let .program(step, errno):
             return "steering program: \(step) failed: \(errno) (errno \(errno.rawValue))"

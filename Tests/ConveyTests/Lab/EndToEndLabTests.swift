@@ -259,8 +259,11 @@ struct EndToEndLabTests {
             let run = try lab.run("lb", [ConveyRun.binary, "--dsr", "--iface", "veth0", "--config", path])
             #expect(run.status == 1)
             let text = run.stdout + run.stderr
-            #expect(text.contains("xdp off") || text.contains("xdp-loader"), "the message says how to remove it: \(text)")
+            // A generic-mode program: plain `xdp off` would leave it attached.
+            #expect(text.contains("`ip link set dev veth0 xdpgeneric off`"), "the message says how to remove it: \(text)")
             #expect(try lab.check("lb", ["ip", "link", "show", "veth0"]).contains("xdp"), "the foreign program stays")
+            _ = try lab.check("lb", ["ip", "link", "set", "dev", "veth0", "xdpgeneric", "off"])
+            #expect(try !lab.check("lb", ["ip", "link", "show", "veth0"]).contains("xdp"), "the advice removes it")
         }
     }
 
