@@ -75,6 +75,20 @@ struct CommandLineTests {
         #expect(run.stdout.contains("health_check_timeout = "))  // defaults filled in
     }
 
+    @Test("--check without a mode flag on a file that names an AF_XDP interface says it checked proxy mode")
+    func checkSaysWhichModeItChecked() throws {
+        let text = try String(contentsOfFile: "examples/dsr.toml", encoding: .utf8)
+            .replacingOccurrences(of: "[xdp]\n", with: "[xdp]\niface = \"eth0\"\n")
+        try #require(text.contains("iface = \"eth0\""))
+        let file = try TemporaryConfig("convey-check-mode", text)
+        defer { file.remove() }
+        let proxy = try ConveyRun(["--check", "--config", file.path])
+        #expect(proxy.status == 0, "\(proxy.stderr)")
+        #expect(proxy.stdout.contains("checked as proxy mode: pass --dsr or --passthrough"), "\(proxy.stdout)")
+        let dsr = try ConveyRun(["--check", "--dsr", "--config", file.path])
+        #expect(dsr.stdout.contains("valid (mode: dsr)") && !dsr.stdout.contains("checked as proxy mode"), "\(dsr.stdout)\(dsr.stderr)")
+    }
+
     @Test("--config=FILE works like --config FILE")
     func equalsForm() throws {
         let run = try ConveyRun(["--check", "--config=examples/proxy.toml"])
