@@ -64,6 +64,30 @@ struct FlowTableTests {
         #expect(dsr.flowCount == 8)
     }
 
+    /// A closing flow lingers in the table for retransmissions, but its connection is over:
+    /// its backend's open count (current_connections, leastconn) drops when it starts closing.
+    @Test func aClosingFlowNoLongerCountsAsAnOpenConnection() throws {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 64, closingTimeout: .seconds(10)), routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        for port in UInt16(1)...3 {
+            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit)
+            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit)
+        }
+        let slot = try #require(dsr.backendSlot(client: Endpoint(address: .v4(0x0A4D_000A), port: 1), vip: RoutesFixture.vip))
+        func backend() -> BackendTraffic { dsr.counters.backend(slot) }
+        #expect(backend().opened == 3 && backend().closed == 0)
+        #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.rst), &dsr) == .transmit)
+        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.rst), &dsr) == .transmit, "a retransmitted RST counts nothing more")
+        #expect(backend().closed == 2, "closing flows are closed connections")
+        #expect(dsr.flowCount == 3 && dsr.counters.snapshot().flowsClosing == 2, "still in the table, lingering")
+        for _ in 0..<2 { dsr.beginBatch(now: 15 * second) }
+        #expect(dsr.flowCount == 1)
+        #expect(backend().closed == 2, "their end counts no second close")
+        #expect(dsr.counters.snapshot().flowsClosing == 0)
+    }
+
     /// Structured keys (one client's many ports, sequential addresses, both) must land in home
     /// slots as spread out as random keys do, whatever the table's seed (seeds come from
     /// 2 MiB-aligned addresses). 60 000 keys in 2^21 slots: about 850 share a home at random.

@@ -398,9 +398,15 @@ struct ForwarderCore {
     }
 
     /// Moves a flow to the closing state, counted once: its closing time runs from now (the
-    /// batch in which the close was seen).
+    /// batch in which the close was seen). Its connection is closed from here on: its
+    /// backend's open count (`current_connections`, `leastconn`) drops now, not when the
+    /// lingering flow ends, as IPVS moves a closing connection from ActiveConn to InActConn.
     func startClosing(_ e: UnsafeMutablePointer<FlowEntry>) {
-        if e.pointee.state != .closing { c.add(ForwarderCounters.flowsClosing, 1) }
+        if e.pointee.state != .closing {
+            c.add(ForwarderCounters.flowsClosing, 1)
+            c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
+            openFlows.closed(e.pointee.backendSlot)
+        }
         e.pointee.state = .closing
         e.pointee.idleTimeout = settings.closingTimeout
         e.pointee.lastSeen = now
@@ -410,9 +416,12 @@ struct ForwarderCore {
     @inline(never)
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
-        if e.pointee.state == .closing { c.add(ForwarderCounters.flowsClosing, UInt64.max) }  // minus one
-        c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
-        openFlows.closed(e.pointee.backendSlot)
+        if e.pointee.state == .closing {
+            c.add(ForwarderCounters.flowsClosing, UInt64.max)  // minus one; its close was counted
+        } else {
+            c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
+            openFlows.closed(e.pointee.backendSlot)
+        }
         let port = e.pointee.natPort
         if port != 0 {
             reverse?.retire(port)
