@@ -10,6 +10,8 @@ enum ResolvedConfigPrinter {
             out += "# checked as proxy mode: pass --dsr or --passthrough to check it as that mode runs it\n"
         }
         func q(_ s: String) -> String { tomlString(s) }
+        // Settings an AF_XDP mode does not use (it logs a warning when a file sets them).
+        let proxyOnly = mode == .proxy ? "" : "  # proxy mode only"
         func k(_ s: String) -> String { tomlKey(s) }
         /// One address as a string (as most configs write it), two as an array.
         func natAddr(_ addresses: [IPAddress]) -> String {
@@ -22,8 +24,8 @@ enum ResolvedConfigPrinter {
         }
         for f in c.frontends {
             out += "\n[frontends.\(k(f.name))]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
-            out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\n"
-            out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\n"
+            out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\(proxyOnly)\n"
+            out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\(proxyOnly)\n"
         }
         for p in c.pools {
             out += "\n[backends.\(k(p.name))]\nhealth_check_interval = \(secs(p.health.interval))\n"
@@ -33,19 +35,21 @@ enum ResolvedConfigPrinter {
             let header = p.health.proxyProtocol
                 ?? (mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none)
             out += "health_check_proxy_protocol = \(q(header.rawValue))\n"
-            out += "connect_timeout = \(secs(p.connectTimeout))\nidle_timeout = \(secs(p.idleTimeout))\n"
+            out += "connect_timeout = \(secs(p.connectTimeout))\(proxyOnly)\nidle_timeout = \(secs(p.idleTimeout))\(proxyOnly)\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n"
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\n"
-        out += "\n[proxy]\nworkers = \(c.proxy.workers)\n"
+        out += "\n[proxy]\nworkers = \(c.proxy.workers)\(proxyOnly)\n"
         out += "\n[passthrough]\nconnection_tracker_capacity = \(c.passthrough.connectionTrackerCapacity)\n"
         out += "workers = \(c.passthrough.workers)\nstats_update_frequency = \(secs(c.passthrough.statsUpdateFrequency))\n"
         out += "\n[xdp]\niface = \(q(c.xdp.iface ?? ""))\nattach = \(q(c.xdp.attach.rawValue))\n"
-        out += "zero_copy = \(q(c.xdp.zeroCopy.rawValue))\nnat_addr = \(natAddr(c.xdp.natAddresses))\n"
-        out += "nat_ports = \(q(c.xdp.natPorts.map { "\($0.lowerBound)-\($0.upperBound)" } ?? ""))\n"
+        out += "zero_copy = \(q(c.xdp.zeroCopy.rawValue))\nnat_addr = \(natAddr(c.xdp.natAddresses))"
+        out += c.xdp.natAddresses.isEmpty ? "  # passthrough, at start: the interface's first IPv4 and first stable global IPv6 address\n" : "\n"
+        out += "nat_ports = \(q(c.xdp.natPorts.map { "\($0.lowerBound)-\($0.upperBound)" } ?? ""))"
+        out += c.xdp.natPorts == nil ? "  # passthrough, at start: the ports above the kernel's ip_local_port_range\n" : "\n"
         out += "syn_timeout = \(secs(c.xdp.synTimeout))\nestablished_timeout = \(secs(c.xdp.establishedTimeout))\n"
         out += "closing_timeout = \(secs(c.xdp.closingTimeout))\n"
         return out
