@@ -35,6 +35,16 @@ struct StatsDocumentTests {
         #expect(frontend["current_connections"] == .int(1) && frontend["bytes_tx"] == .int(100))
     }
 
+    @Test("/stats servers{addr: bool} is each server's health (as the seed's): a healthy server at weight 0 is true, its drain is server_detail's state")
+    func seedServersAreHealth() throws {
+        let runtime = BalancerRuntime(config: config(ports: [9001, 9002], weights: [1, 0]))
+        let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test",
+                                dataPlane: DataPlaneStats(json: .object([]), metrics: []), lastCheck: [:])
+        let pool = try #require(doc.json["backends"]?["pool"])
+        #expect(pool["servers"]?["127.0.0.1:9002"] == .bool(true))
+        #expect(pool["server_detail"]?["s1"]?["state"] == .string("drain"))
+    }
+
     @Test("/stats lists an address once when a removed server drains at the address a configured one now has")
     func sharedAddressIsListedOnce() throws {
         var two = config(ports: [9001, 9002])

@@ -109,12 +109,13 @@ public struct StatsDocument: Sendable {
         root.append(("backends", .object(pools.map { pool in
             let sum = pool.servers.reduce(retired.pools[pool.name] ?? TrafficTotals()) { $0 + $1.totals }
             var fields = four(sum, prefix: "")
-            // Keyed by address (the seed's field): a removed server draining at an address a
-            // configured one now has appears once, up when either is.
+            // The seed's field: each server's health verdict by address (weight 0 or a drain is
+            // `server_detail.state`'s to say). A removed server draining at an address a
+            // configured one now has appears once, healthy when either is.
             var up: [(String, Bool)] = []
             for s in pool.servers {
                 let key = s.address.description
-                if let i = up.firstIndex(where: { $0.0 == key }) { up[i].1 = up[i].1 || s.state == .up } else { up.append((key, s.state == .up)) }
+                if let i = up.firstIndex(where: { $0.0 == key }) { up[i].1 = up[i].1 || s.healthy } else { up.append((key, s.healthy)) }
             }
             fields.append(("servers", .object(up.map { ($0.0, .bool($0.1)) })))
             fields.append(("server_detail", .object(pool.servers.map { s in
