@@ -64,28 +64,53 @@ struct FlowTableTests {
         #expect(dsr.flowCount == 8)
     }
 
-    /// A closing flow lingers in the table for retransmissions, but its connection is over:
-    /// its backend's open count (current_connections, leastconn) drops when it starts closing.
-    @Test func aClosingFlowNoLongerCountsAsAnOpenConnection() throws {
+    /// Passthrough: a closing flow (both FINs, or a RST) lingers in the table for
+    /// retransmissions, but its connection is over: its backend's open count drops when it
+    /// starts closing. DSR, which sees only the client's FIN, counts the flow until it ends.
+    @Test func aClosedPassthroughFlowNoLongerCountsAsAnOpenConnection() throws {
+        let fixture = RoutesFixture(balance: .wrr, count: 1)
+        var pt = PassthroughForwarder(settings: ForwarderSettings(capacity: 64, closingTimeout: .seconds(10),
+                                                                 natAddress: .v4(0x0A4D_0002), natPorts: 61000...61999),
+                                      routes: fixture.publisher, reverseMap: NATReverseMap())
+        pt.beginBatch(now: second)
+        func send(_ frame: [UInt8]) -> PacketVerdict {
+            var f = frame
+            return withFrame(&f) { pt.handle($0) }
+        }
+        var natPorts: [UInt16] = []
+        for port in UInt16(1)...3 {
+            var syn = clientFrame(port: port, flags: TCPHeader.syn)
+            #expect(withFrame(&syn) { pt.handle($0) } == .transmit)
+            natPorts.append(TestFrames.fields(syn).sport)
+            #expect(send(clientFrame(port: port, flags: TCPHeader.ack)) == .transmit)
+        }
+        let slot = 0
+        func backend() -> BackendTraffic { pt.counters.backend(slot) }
+        #expect(backend().opened == 3 && backend().closed == 0)
+        // 1: both sides finish; 2: the client resets (twice); 3: only the client finishes.
+        #expect(send(clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
+        #expect(send(TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: 0x0A4D_0002, sport: 8080, dport: natPorts[0],
+                                        flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
+        for _ in 0..<2 { pt.beginBatch(now: 2 * second) }  // a sweep sees the backend's FIN
+        #expect(send(clientFrame(port: 2, flags: TCPHeader.rst)) == .transmit)
+        #expect(send(clientFrame(port: 2, flags: TCPHeader.rst)) == .transmit, "a retransmitted RST counts nothing more")
+        #expect(send(clientFrame(port: 3, flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
+        #expect(backend().closed == 2, "closed connections; the half-closed one is open")
+        #expect(pt.flowCount == 3 && pt.counters.snapshot().flowsClosing == 2, "still in the table, lingering")
+        for _ in 0..<2 { pt.beginBatch(now: 15 * second) }
+        #expect(pt.flowCount == 1)
+        #expect(backend().closed == 2, "their end counts no second close")
+    }
+
+    @Test func aDSRFlowTheClientFinishedCountsUntilItEnds() throws {
         let fixture = RoutesFixture(balance: .wrr, count: 1)
         var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 64, closingTimeout: .seconds(10)), routes: fixture.publisher)
         dsr.beginBatch(now: second)
-        for port in UInt16(1)...3 {
-            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit)
-            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit)
-        }
-        let slot = try #require(dsr.backendSlot(client: Endpoint(address: .v4(0x0A4D_000A), port: 1), vip: RoutesFixture.vip))
-        func backend() -> BackendTraffic { dsr.counters.backend(slot) }
-        #expect(backend().opened == 3 && backend().closed == 0)
+        #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.syn), &dsr) == .transmit)
         #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack), &dsr) == .transmit)
-        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.rst), &dsr) == .transmit)
-        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.rst), &dsr) == .transmit, "a retransmitted RST counts nothing more")
-        #expect(backend().closed == 2, "closing flows are closed connections")
-        #expect(dsr.flowCount == 3 && dsr.counters.snapshot().flowsClosing == 2, "still in the table, lingering")
+        #expect(dsr.counters.backend(0).closed == 0, "the backend may still be sending")
         for _ in 0..<2 { dsr.beginBatch(now: 15 * second) }
-        #expect(dsr.flowCount == 1)
-        #expect(backend().closed == 2, "their end counts no second close")
-        #expect(dsr.counters.snapshot().flowsClosing == 0)
+        #expect(dsr.flowCount == 0 && dsr.counters.backend(0).closed == 1)
     }
 
     /// Structured keys (one client's many ports, sequential addresses, both) must land in home

@@ -398,14 +398,19 @@ struct ForwarderCore {
     }
 
     /// Moves a flow to the closing state, counted once: its closing time runs from now (the
-    /// batch in which the close was seen). Its connection is closed from here on: its
-    /// backend's open count (`current_connections`, `leastconn`) drops now, not when the
-    /// lingering flow ends, as IPVS moves a closing connection from ActiveConn to InActConn.
+    /// batch in which the close was seen). In passthrough, which sees both sides, closing
+    /// means the connection is over (both FINs, or a RST): its backend's open count
+    /// (`current_connections`, `leastconn`, a removed server's drain) drops now, not when the
+    /// lingering flow ends, as IPVS moves a closed connection from ActiveConn to InActConn.
+    /// DSR sees only the client's side: after its FIN the backend may still be sending, so
+    /// the flow counts as open until it ends.
     func startClosing(_ e: UnsafeMutablePointer<FlowEntry>) {
         if e.pointee.state != .closing {
             c.add(ForwarderCounters.flowsClosing, 1)
-            c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
-            openFlows.closed(e.pointee.backendSlot)
+            if natEnabled {
+                c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
+                openFlows.closed(e.pointee.backendSlot)
+            }
         }
         e.pointee.state = .closing
         e.pointee.idleTimeout = settings.closingTimeout
@@ -416,9 +421,9 @@ struct ForwarderCore {
     @inline(never)
     mutating func end(_ i: Int, _ counter: Int) {
         let e = table.entry(at: i)
-        if e.pointee.state == .closing {
-            c.add(ForwarderCounters.flowsClosing, UInt64.max)  // minus one; its close was counted
-        } else {
+        let closing = e.pointee.state == .closing
+        if closing { c.add(ForwarderCounters.flowsClosing, UInt64.max) }  // minus one
+        if !(closing && natEnabled) {  // else its close was counted when it began (startClosing)
             c.add(c.backend(e.pointee.backendSlot) &+ 1, 1)
             openFlows.closed(e.pointee.backendSlot)
         }
