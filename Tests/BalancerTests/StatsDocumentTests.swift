@@ -53,6 +53,8 @@ struct StatsDocumentTests {
         two.pools[0].servers.removeLast()
         two.pools[0].servers.append(ServerConfig(name: "s2", address: Endpoint(address: .v4(0x7F00_0001), port: 9002), weight: 1))
         runtime.apply(two)
+        // The configured s2 fails its checks; the draining s1, no longer checked, kept "up".
+        runtime.setHealth(ServerID(pool: "pool", name: "s2"), up: false)
         let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test",
                                 dataPlane: DataPlaneStats(json: .object([]), metrics: []), lastCheck: [:])
         guard case .object(let servers)? = doc.json["backends"]?["pool"]?["servers"] else {
@@ -60,7 +62,7 @@ struct StatsDocumentTests {
             return
         }
         #expect(servers.map(\.0) == ["127.0.0.1:9001", "127.0.0.1:9002"], "\(servers)")
-        #expect(doc.json["backends"]?["pool"]?["servers"]?["127.0.0.1:9002"] == .bool(true), "s2 is up there")
+        #expect(doc.json["backends"]?["pool"]?["servers"]?["127.0.0.1:9002"] == .bool(false), "the configured s2's verdict")
     }
 
     @Test("/stats adds mode, uptime, per-server state and the data plane's section")

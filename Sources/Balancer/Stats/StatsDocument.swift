@@ -111,11 +111,11 @@ public struct StatsDocument: Sendable {
             var fields = four(sum, prefix: "")
             // The seed's field: each server's health verdict by address (weight 0 or a drain is
             // `server_detail.state`'s to say). A removed server draining at an address a
-            // configured one now has appears once, healthy when either is.
+            // configured one now has appears once, with the configured one's verdict (listed
+            // first; the removed one is no longer checked).
             var up: [(String, Bool)] = []
-            for s in pool.servers {
-                let key = s.address.description
-                if let i = up.firstIndex(where: { $0.0 == key }) { up[i].1 = up[i].1 || s.healthy } else { up.append((key, s.healthy)) }
+            for s in pool.servers where !up.contains(where: { $0.0 == s.address.description }) {
+                up.append((s.address.description, s.healthy))
             }
             fields.append(("servers", .object(up.map { ($0.0, .bool($0.1)) })))
             fields.append(("server_detail", .object(pool.servers.map { s in
