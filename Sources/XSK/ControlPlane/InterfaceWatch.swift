@@ -69,7 +69,7 @@ struct InterfaceWatch {
         }
         if now.rxQueueCount != queues {
             queues = now.rxQueueCount
-            if let text = XDPDataPlaneSetup.uncoveredQueuesWarning(interface: name, rxQueues: queues, rssSpan: now.rssQueueSpan,
+            if let text = XDPDataPlaneSetup.uncoveredQueuesWarning(interface: name, rxQueues: queues, rssSpan: now.rssQueueSpan(),
                                                                   workers: workers) {
                 logger.error("\(name) now has \(queues) RX queues. \(text)")
             } else {

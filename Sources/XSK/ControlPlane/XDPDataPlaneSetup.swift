@@ -55,11 +55,11 @@ public enum XDPDataPlaneSetup {
                 logger.warning("\(text)")
             }
             if let text = uncoveredQueuesWarning(interface: ifaceName, rxQueues: interface.rxQueueCount,
-                                                 rssSpan: interface.rssQueueSpan, workers: queues.count) {
+                                                 rssSpan: interface.rssQueueSpan(), workers: queues.count) {
                 logger.error("\(text)")
             }
-            if let text = vlanWarning(interface: ifaceName, vlanDevices: interface.vlanDevices,
-                                      stripsTags: interface.stripsVLANTags) {
+            if let text = vlanWarning(interface: ifaceName, vlanDevices: interface.vlanDevices(),
+                                      stripsTags: interface.stripsVLANTags()) {
                 logger.warning("\(text)")
             }
             if path.program.replacedStaleProgram {

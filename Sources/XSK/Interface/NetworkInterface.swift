@@ -38,22 +38,35 @@ public struct NetworkInterface: Sendable, Equatable {
     public func has(_ address: IPAddress) -> Bool { ipv4.contains(address) || ipv6.contains(address) }
     /// RX queues: ethtool's rx + combined channels; 1 when the driver has no channel API.
     public let rxQueueCount: Int
-    /// How many RX queues the NIC's RSS indirection table spreads flows over (its largest queue
-    /// + 1; `ethtool -X`), nil when the driver has none (veth): fewer than `rxQueueCount` when
-    /// the operator narrowed it, so the queues past it receive no hashed flows.
-    public let rssQueueSpan: Int?
     /// The driver's name as ethtool reports it ("veth", "mlx5_core", ...), if any.
     public let driver: String?
     /// Attach modes this interface supports. `skb` always; `native` for drivers known to
     /// implement XDP (the kernel has no query for it before a program is attached, so the
     /// final word is the attach itself: `SteeringProgram` falls back to skb under `auto`).
     public let attachModes: [AttachMode]
-    /// VLAN devices stacked on this interface (`eth0.100`): it carries tagged traffic.
-    public let vlanDevices: [String]
+
+    // Read on demand, not with the facts above, which the control loop reads every second:
+    // a link dump and the RSS table cost more, and are needed at start and on a queue change.
+
+    /// How many RX queues the NIC's RSS indirection table spreads flows over (its largest queue
+    /// + 1; `ethtool -X`), nil when the driver has none (veth): fewer than `rxQueueCount` when
+    /// the operator narrowed it, so the queues past it receive no hashed flows.
+    public func rssQueueSpan() -> Int? {
+        let span = cxdp_if_rss_queue_span(name)
+        return span > 0 ? Int(span) : nil
+    }
+
+    /// VLAN devices stacked on this interface (`eth0.100`): it carries tagged traffic. Empty
+    /// when the links cannot be read.
+    public func vlanDevices() -> [String] { (try? LinkTable.vlanDevices(on: index)) ?? [] }
+
     /// Whether the device moves received VLAN tags out of the frame before XDP runs (receive
     /// VLAN offload, `rxvlan`): the steering program and the workers then see a tagged frame
     /// as an untagged one. Nil when the driver does not say.
-    public let stripsVLANTags: Bool?
+    public func stripsVLANTags() -> Bool? {
+        let strips = cxdp_if_strips_vlan(name)
+        return strips < 0 ? nil : strips == 1
+    }
 
     /// Drivers with native XDP support (mainline, 6.x).
     static let nativeXDPDrivers: Set<String> = [
@@ -92,17 +105,12 @@ public struct NetworkInterface: Sendable, Equatable {
             throw XSKError.fromNegative(rc, "ioctl(ETHTOOL_GCHANNELS)", name)
         }
 
-        let span = cxdp_if_rss_queue_span(name)
-        rssQueueSpan = span > 0 ? Int(span) : nil
         driver = Self.driverName(name)
         if let driver, Self.nativeXDPDrivers.contains(driver) {
             attachModes = [.native, .skb]
         } else {
             attachModes = [.skb]
         }
-        let strips = cxdp_if_strips_vlan(name)
-        stripsVLANTags = strips < 0 ? nil : strips == 1
-        vlanDevices = (try? LinkTable.vlanDevices(on: Int32(index))) ?? []
         (ipv4, ipv6) = try Self.addresses(of: name)
         let flagged = (try? AddressTable.dump(interfaceIndex: Int32(index))) ?? []
         transientIPv6 = Set(flagged.filter { !$0.address.isIPv4 && $0.isTransient }.map(\.address))
