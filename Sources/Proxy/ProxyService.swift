@@ -235,7 +235,7 @@ public final class ProxyService: Service, Sendable {
         var loops: [EventLoop] = []
         do {
             for i in 0..<count {
-                loops.append(try EventLoop(index: i, listening: zip(routes, groups.map { $0[i] }).map { ($0, $1) },
+                loops.append(try EventLoop(index: i, of: count, listening: zip(routes, groups.map { $0[i] }).map { ($0, $1) },
                                            generation: generation, snapshots: snapshots, tuning: tuning, logger: logger))
             }
         } catch {

@@ -69,6 +69,11 @@ struct ICMPTooBigTests {
         #expect(Self.parse(Self.tooBig4(clientPort: 1, fragment: 0x2000)) == nil, "a fragment")
         #expect(Self.parse(Self.tooBig6(clientPort: 1, type: 1)) == nil, "ICMPv6 destination unreachable")
         #expect(Self.parse(Self.tooBig6(clientPort: 1, quotedSource: Self.client6)) == nil)
+        // An IPv4-mapped VIP (::ffff:10.77.0.100) would match the IPv4 VIP's flows.
+        let mapped: [UInt8] = [UInt8](repeating: 0, count: 10) + [0xff, 0xff, 10, 77, 0, 100]
+        var frame = Self.tooBig6(clientPort: 1, quotedSource: mapped)
+        frame.replaceSubrange(38..<54, with: mapped)  // the outer destination too
+        #expect(Self.parse(frame) == nil, "IPv4-mapped addresses are refused")
         #expect(Self.parse(TestFrames.ipv4TCP(src: Self.client, dst: Self.vip, sport: 1, dport: 80, flags: TCPHeader.syn)) == nil)
     }
 

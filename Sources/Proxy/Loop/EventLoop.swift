@@ -135,7 +135,8 @@ final class EventLoop {
     /// Builds a loop around listeners already bound, one per live route of the snapshot of
     /// `generation` (the service binds them all before starting any thread, so a bind error
     /// stops `run()` before any traffic is taken).
-    init(index: Int, listening: [(FrontendRoute, Listener)], generation: UInt64,
+    /// Loop `index` of `loops` (the loops share the process's pipe budget).
+    init(index: Int, of loops: Int = 1, listening: [(FrontendRoute, Listener)], generation: UInt64,
          snapshots: SnapshotPublisher<ForwardingSnapshot>, tuning: ProxyTuning, logger: Logger) throws(ProxyError) {
         let epoll: Epoll
         do { epoll = try Epoll() } catch { throw .loopSetupFailed(what: "epoll_create1", errno: error) }
@@ -153,7 +154,7 @@ final class EventLoop {
         // loop (two descriptors each), whatever the tuning allows.
         let openFiles = DescriptorReserve.openFilesLimit()
         self.pipes = PipePool(limit: min(tuning.pooledPipesPerLoop, max(16, Int(min(openFiles, 1 << 24) / 16))),
-                              pipeSize: tuning.pipeSize)
+                              pipeSize: tuning.pipeSize, sharedBy: loops)
         reserve = DescriptorReserve(size: DescriptorReserve.size(forLimit: openFiles))
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy

@@ -14,16 +14,21 @@ struct PipePool: ~Copyable {
     /// The `F_SETPIPE_SZ` asked for new pipes.
     let pipeSize: Int
 
-    init(limit: Int, pipeSize: Int) {
-        self.limit = min(limit, Self.limitForUserPipePages(pipeSize: pipeSize))
+    /// A pool of at most `limit` pipes of `pipeSize` bytes, one of `sharedBy` loops that share
+    /// the user's pipe budget.
+    init(limit: Int, pipeSize: Int, sharedBy loops: Int = 1) {
+        // A few pipes each, even on a tiny budget.
+        let share = max(4, Self.limitForUserPipePages(pipeSize: pipeSize) / max(loops, 1))
+        self.limit = min(limit, share)
         self.pipeSize = pipeSize
         free = .allocate(capacity: max(self.limit, 1))
     }
 
     /// Pooled pipes count against the user's `pipe-user-pages-soft` (64 MiB by default) like
-    /// busy ones; past it every new pipe is small. An unprivileged loop therefore pools at most
-    /// an eighth of that budget, leaving the rest to connections. Unbounded for root, which the
-    /// limit does not apply to.
+    /// busy ones; past it every new pipe is small. An unprivileged process therefore pools at
+    /// most an eighth of that budget (over all its loops), leaving the rest to connections.
+    /// Unbounded for root, whose pipes the limit spares (strictly: CAP_SYS_RESOURCE or
+    /// CAP_SYS_ADMIN; a non-root process that has one only pools less than it could).
     static func limitForUserPipePages(pipeSize: Int) -> Int {
         guard geteuid() != 0, pipeSize > 0 else { return Int.max }
         guard let fd = try? FileDescriptor.open("/proc/sys/fs/pipe-user-pages-soft", .readOnly, options: [.closeOnExec]),
@@ -36,9 +41,9 @@ struct PipePool: ~Copyable {
         return limit(softPages: pages, pageSize: Int(sysconf(Int32(_SC_PAGESIZE))), pipeSize: pipeSize)
     }
 
-    /// An eighth of `softPages` pages in pipes of `pipeSize` bytes, at least 4.
+    /// An eighth of `softPages` pages in pipes of `pipeSize` bytes.
     static func limit(softPages: Int, pageSize: Int, pipeSize: Int) -> Int {
-        max(4, min(softPages, 1 << 32) * min(pageSize, 1 << 20) / 8 / max(pipeSize, 1))
+        min(softPages, 1 << 32) * min(pageSize, 1 << 20) / 8 / max(pipeSize, 1)
     }
 
     deinit {

@@ -60,6 +60,9 @@ public struct ICMPTooBig: Equatable, Sendable {
             guard quoted.version == 6, quoted.nextHeader == 6, vip.hi == destination.hi, vip.lo == destination.lo else {
                 return nil
             }
+            // IPv4-mapped addresses never appear on the wire; taking them would match an IPv4
+            // VIP's flows (flow keys hold IPv4 in mapped form), as `FrameParser` refuses too.
+            guard !FrameParser.isIPv4Mapped(frame, quote &+ 8), !FrameParser.isIPv4Mapped(frame, quote &+ 24) else { return nil }
             let client = quoted.destination
             return ICMPTooBig(clientHi: client.hi, clientLo: client.lo, clientPort: Wire.load16(frame, ports &+ 2),
                               vipHi: vip.hi, vipLo: vip.lo, vipPort: Wire.load16(frame, ports))
