@@ -91,13 +91,13 @@ struct FlowTableTests {
         #expect(send(clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
         #expect(send(TestFrames.ipv4TCP(src: 0x0A4D_0015, dst: 0x0A4D_0002, sport: 8080, dport: natPorts[0],
                                         flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
-        for _ in 0..<2 { pt.beginBatch(now: 2 * second) }  // a sweep sees the backend's FIN
+        for t in UInt64(2)...5 { pt.beginBatch(now: t * second) }  // a whole sweep sees the backend's FIN
         #expect(send(clientFrame(port: 2, flags: TCPHeader.rst)) == .transmit)
         #expect(send(clientFrame(port: 2, flags: TCPHeader.rst)) == .transmit, "a retransmitted RST counts nothing more")
         #expect(send(clientFrame(port: 3, flags: TCPHeader.fin | TCPHeader.ack)) == .transmit)
         #expect(backend().closed == 2, "closed connections; the half-closed one is open")
         #expect(pt.flowCount == 3 && pt.counters.snapshot().flowsClosing == 2, "still in the table, lingering")
-        for _ in 0..<2 { pt.beginBatch(now: 15 * second) }
+        for t in UInt64(16)...20 { pt.beginBatch(now: t * second) }  // past closing_timeout, whole sweeps
         #expect(pt.flowCount == 1)
         #expect(backend().closed == 2, "their end counts no second close")
     }
@@ -109,7 +109,7 @@ struct FlowTableTests {
         #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.syn), &dsr) == .transmit)
         #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.fin | TCPHeader.ack), &dsr) == .transmit)
         #expect(dsr.counters.backend(0).closed == 0, "the backend may still be sending")
-        for _ in 0..<2 { dsr.beginBatch(now: 15 * second) }
+        for t in UInt64(12)...16 { dsr.beginBatch(now: t * second) }
         #expect(dsr.flowCount == 0 && dsr.counters.backend(0).closed == 1)
     }
 
