@@ -55,6 +55,10 @@ struct Direction {
 
     /// The size of the copy-mode buffer (at least the pipe's capacity so a pipe's content fits).
     static let copyBufferSize = 256 * 1024
+    /// The copy-mode buffer of a direction that never had a pipe (no descriptor for one while
+    /// the process is at its open-files limit, or forced): smaller, since at that limit many
+    /// connections may fall back at once and each keeps its buffer for life.
+    static let pipelessCopyBufferSize = 64 * 1024
 
     /// The result of one `pump`.
     struct Outcome {
@@ -238,7 +242,8 @@ struct Direction {
     /// holds, then the `count` bytes at `rest` (bytes read but not yet in the pipe). The pipe
     /// stays attached so `release` hands it back or closes it.
     mutating func switchToCopy(carrying rest: UnsafeRawPointer? = nil, count: Int = 0) {
-        copyCapacity = max(Direction.copyBufferSize, pipe.capacity + count)
+        copyCapacity = pipe.isOpen ? max(Direction.copyBufferSize, pipe.capacity + count)
+                                   : max(Direction.pipelessCopyBufferSize, count)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: copyCapacity, alignment: 64)
         copyBuffer = buffer
         copyHead = 0
