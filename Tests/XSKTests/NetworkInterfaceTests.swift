@@ -100,15 +100,20 @@ struct NetworkInterfaceTests {
 
     @Test("Workers that leave RX queues without a socket are warned about, unless the RSS table was narrowed to them")
     func uncoveredQueuesWarning() {
-        let warn = XDPDataPlaneSetup.uncoveredQueuesWarning
+        let warn = { (name: String, queues: Int, span: Int?, workers: Int) in
+            XDPDataPlaneSetup.uncoveredQueuesWarning(interface: name, rxQueues: queues, rssSpan: span, workers: workers)
+        }
         #expect(warn("eth0", 1, nil, 1) == nil)
         #expect(warn("eth0", 8, nil, 8) == nil)
         #expect(warn("eth0", 8, 2, 2) == nil, "ethtool -X eth0 equal 2: queues 2-7 receive no hashed flow")
         let capped = warn("eth0", 8, 8, 2)
-        #expect(capped?.contains("spreads flows over 8 RX queues and [passthrough] workers = 2 serves queues 0-1") == true,
+        #expect(capped?.contains("spreads flows over 8 RX queues and convey's 2 worker(s) serve queues 0-1") == true,
                 "\(capped ?? "")")
+        #expect(capped?.contains("[passthrough] workers = 2") == true)
+        let grown = XDPDataPlaneSetup.uncoveredQueuesWarning(interface: "eth0", rxQueues: 8, rssSpan: nil, workers: 4, capped: false)
+        #expect(grown?.contains("Restart convey to serve them all") == true && grown?.contains("ethtool") == false, "\(grown ?? "")")
         #expect(capped?.contains("ethtool -L eth0 combined 2") == true && capped?.contains("ethtool -X eth0 equal 2") == true)
-        #expect(warn("eth0", 4, nil, 1)?.contains("serves queue 0:") == true)
+        #expect(warn("eth0", 4, nil, 1)?.contains("serve queue 0:") == true)
         #expect(warn("eth0", 8, 4, 2)?.contains("over 4 RX queues") == true)
     }
 }

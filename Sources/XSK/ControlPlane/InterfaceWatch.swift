@@ -20,8 +20,10 @@ struct InterfaceWatch {
     let name: String
     let index: Int32
     let frameSize: Int
-    /// Workers running (one per RX queue from 0 on).
+    /// Workers running (one per RX queue from 0 on), and whether `[passthrough] workers`
+    /// chose that number.
     let workers: Int
+    let workersCapped: Bool
     /// Passthrough's NAT addresses (empty in DSR).
     let natAddresses: [IPAddress]
 
@@ -29,11 +31,12 @@ struct InterfaceWatch {
     private var queues: Int
     private var missingNAT: Set<IPAddress>
 
-    init(interface: NetworkInterface, frameSize: Int, workers: Int, natAddresses: [IPAddress]) {
+    init(interface: NetworkInterface, frameSize: Int, workers: Int, workersCapped: Bool, natAddresses: [IPAddress]) {
         name = interface.name
         index = interface.index
         self.frameSize = frameSize
         self.workers = workers
+        self.workersCapped = workersCapped
         self.natAddresses = natAddresses
         queues = interface.rxQueueCount
         // Those not on the interface at start were warned about then.
@@ -70,7 +73,7 @@ struct InterfaceWatch {
         if now.rxQueueCount != queues {
             queues = now.rxQueueCount
             if let text = XDPDataPlaneSetup.uncoveredQueuesWarning(interface: name, rxQueues: queues, rssSpan: now.rssQueueSpan(),
-                                                                  workers: workers) {
+                                                                  workers: workers, capped: workersCapped) {
                 logger.error("\(name) now has \(queues) RX queues. \(text)")
             } else {
                 logger.notice("\(name) now has \(queues) RX queues", metadata: ["workers": "\(workers)"])

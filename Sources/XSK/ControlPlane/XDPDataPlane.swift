@@ -37,9 +37,11 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let steering: VIPSteering
     private let statsPeriod: Duration
     private let logger: Logger
+    /// `[passthrough] workers` chose the number of workers (else one per RX queue at start).
+    private let workersCapped: Bool
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
-         counters: [ForwarderCounters], statsPeriod: Duration, logger: Logger) {
+         counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger) {
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -49,6 +51,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         steering = VIPSteering(program: dataPath.program, steered: facts.vips, logger: logger)
         self.statsPeriod = statsPeriod
         self.logger = logger
+        self.workersCapped = workersCapped
     }
 
     public func run() async throws {
@@ -65,7 +68,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
                           metadata: ["iface": "\(facts.interface)"])
         }
         var watch = InterfaceWatch(interface: dataPath.interface, frameSize: dataPath.frameSize, workers: counters.count,
-                                   natAddresses: facts.natAddresses)
+                                   workersCapped: workersCapped, natAddresses: facts.natAddresses)
         // Snapshots (reloads, health, drains) are picked up within 50 ms; the neighbour table
         // and the interface are read every second; counters flush every stats_update_frequency.
         var lastFlush = ContinuousClock.now, lastNeighbours = ContinuousClock.now

@@ -55,7 +55,8 @@ public enum XDPDataPlaneSetup {
                 logger.warning("\(text)")
             }
             if let text = uncoveredQueuesWarning(interface: ifaceName, rxQueues: interface.rxQueueCount,
-                                                 rssSpan: interface.rssQueueSpan(), workers: queues.count) {
+                                                 rssSpan: interface.rssQueueSpan(), workers: queues.count,
+                                                 capped: config.passthrough.workers > 0) {
                 logger.error("\(text)")
             }
             if let text = vlanWarning(interface: ifaceName, vlanDevices: interface.vlanDevices(),
@@ -76,7 +77,7 @@ public enum XDPDataPlaneSetup {
             control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, logger: logger)
+                                     statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger)
             return Running(service: plane, stats: { plane.dataPlaneStats() }, natAddresses: facts.natAddresses)
         }
 
@@ -110,14 +111,20 @@ public enum XDPDataPlaneSetup {
     /// traffic hashed to the others reaches no socket and goes to the kernel, which resets or
     /// drops it. Nil when every queue that receives hashed flows has a worker (the NIC has no
     /// more queues, or its RSS table was narrowed to them).
-    public static func uncoveredQueuesWarning(interface name: String, rxQueues: Int, rssSpan: Int?, workers: Int) -> String? {
+    /// `capped`: `[passthrough] workers` set the number (else it was one per queue at start,
+    /// and the NIC has gained queues since).
+    public static func uncoveredQueuesWarning(interface name: String, rxQueues: Int, rssSpan: Int?, workers: Int,
+                                              capped: Bool = true) -> String? {
         let receiving = min(rxQueues, rssSpan ?? rxQueues)
         guard receiving > workers else { return nil }
         let served = workers == 1 ? "queue 0" : "queues 0-\(workers - 1)"
-        return "\(name) spreads flows over \(receiving) RX queues and [passthrough] workers = \(workers) serves \(served): "
+        let text = "\(name) spreads flows over \(receiving) RX queues and convey's \(workers) worker(s) serve \(served): "
             + "VIP traffic the NIC puts on the others reaches no socket and goes to the kernel (steering.passed_no_socket), "
-            + "which drops or resets it. Narrow the NIC to the workers (ethtool -L \(name) combined \(workers), or its RSS "
-            + "table: ethtool -X \(name) equal \(workers)) and restart convey, or set workers = 0 (one per queue)"
+            + "which drops or resets it. "
+        guard capped else { return text + "Restart convey to serve them all (it starts one worker per queue)" }
+        return text + "[passthrough] workers = \(workers): narrow the NIC to the workers (ethtool -L \(name) combined "
+            + "\(workers), or its RSS table: ethtool -X \(name) equal \(workers)) and restart convey, or set workers = 0 "
+            + "(one per queue)"
     }
 
     /// What to tell the operator when an interface carries VLANs (`vlanDevices` on it) but
