@@ -54,6 +54,15 @@ static inline int cxdp__ifreq_ioctl(const char *name, unsigned long request, str
     return rc < 0 ? -err : 0;
 }
 
+/* Runs one SIOCETHTOOL request (`request` starts with its ETHTOOL_* command) on `name`. */
+static inline int cxdp__ethtool(const char *name, void *request)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_data = (char *)request;
+    return cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+}
+
 /* SIOCGIFHWADDR: the interface's 6-byte hardware address. */
 static inline int cxdp_if_hwaddr(const char *name, uint8_t mac[6])
 {
@@ -80,10 +89,7 @@ static inline int cxdp_if_channels(const char *name, uint32_t *rx, uint32_t *com
     struct ethtool_channels channels;
     memset(&channels, 0, sizeof channels);
     channels.cmd = ETHTOOL_GCHANNELS;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_data = (char *)&channels;
-    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    int rc = cxdp__ethtool(name, &channels);
     if (rc == 0) {
         *rx = channels.rx_count;
         *combined = channels.combined_count;
@@ -97,10 +103,7 @@ static inline int cxdp_if_driver(const char *name, char *buffer, size_t size)
     struct ethtool_drvinfo info;
     memset(&info, 0, sizeof info);
     info.cmd = ETHTOOL_GDRVINFO;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_data = (char *)&info;
-    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    int rc = cxdp__ethtool(name, &info);
     if (rc == 0 && size > 0) {
         memset(buffer, 0, size);
         strncpy(buffer, info.driver, size - 1);
@@ -115,10 +118,7 @@ static inline int cxdp_if_strips_vlan(const char *name)
     struct ethtool_value value;
     memset(&value, 0, sizeof value);
     value.cmd = ETHTOOL_GFLAGS;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_data = (char *)&value;
-    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    int rc = cxdp__ethtool(name, &value);
     if (rc < 0)
         return rc;
     return (value.data & ETH_FLAG_RXVLAN) ? 1 : 0;
@@ -131,10 +131,7 @@ static inline int cxdp_if_rss_queue_span(const char *name)
     struct ethtool_rxfh_indir head;
     memset(&head, 0, sizeof head);
     head.cmd = ETHTOOL_GRXFHINDIR;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_data = (char *)&head;
-    int rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    int rc = cxdp__ethtool(name, &head);
     if (rc < 0)
         return rc;
     if (head.size == 0 || head.size > 65536)
@@ -144,9 +141,7 @@ static inline int cxdp_if_rss_queue_span(const char *name)
         return -ENOMEM;
     table->cmd = ETHTOOL_GRXFHINDIR;
     table->size = head.size;
-    memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_data = (char *)table;
-    rc = cxdp__ifreq_ioctl(name, SIOCETHTOOL, &ifr);
+    rc = cxdp__ethtool(name, table);
     int span = 0;
     if (rc == 0)
         for (uint32_t i = 0; i < table->size; i++)
