@@ -29,25 +29,16 @@ public enum NATPortRange {
 
         /// Reads the current namespace's settings.
         public static func current() throws -> LocalPortFacts {
-            let range = try readProc("/proc/sys/net/ipv4/ip_local_port_range")
+            let range = try ProcFile.read("/proc/sys/net/ipv4/ip_local_port_range")
             let numbers = range.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { UInt16($0) }
             guard numbers.count == 2, numbers[0] <= numbers[1] else { throw Errno.invalidArgument }
-            let reservedText = (try? readProc("/proc/sys/net/ipv4/ip_local_reserved_ports")) ?? ""
+            let reservedText = (try? ProcFile.read("/proc/sys/net/ipv4/ip_local_reserved_ports")) ?? ""
             let reserved = reservedText.split(separator: ",").compactMap { item -> ClosedRange<UInt16>? in
                 let t = item.trimmingSpaces()
                 if let single = UInt16(t) { return single...single }
                 return NATPortRange.parse(t)
             }
             return LocalPortFacts(ephemeral: numbers[0]...numbers[1], reserved: reserved)
-        }
-
-        private static func readProc(_ path: String) throws -> String {
-            let fd = try FileDescriptor.open(FilePath(path), .readOnly, options: [.closeOnExec])
-            return try fd.closeAfter {
-                var buf = [UInt8](repeating: 0, count: 4096)
-                let n = try buf.withUnsafeMutableBytes { try fd.read(into: $0) }
-                return String(decoding: buf[0..<n], as: UTF8.self)
-            }
         }
 
         /// The ports of `range` the kernel may hand to its own connections.

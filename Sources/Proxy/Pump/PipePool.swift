@@ -1,3 +1,4 @@
+import Balancer
 import Glibc
 import SystemPackage
 
@@ -31,12 +32,7 @@ struct PipePool: ~Copyable {
     /// CAP_SYS_ADMIN; a non-root process that has one only pools less than it could).
     static func limitForUserPipePages(pipeSize: Int) -> Int {
         guard geteuid() != 0, pipeSize > 0 else { return Int.max }
-        guard let fd = try? FileDescriptor.open("/proc/sys/fs/pipe-user-pages-soft", .readOnly, options: [.closeOnExec]),
-              let text = try? fd.closeAfter({ () throws -> String in
-                  var buffer = [UInt8](repeating: 0, count: 32)
-                  let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
-                  return String(decoding: buffer[0..<n], as: UTF8.self)
-              }),
+        guard let text = try? ProcFile.read("/proc/sys/fs/pipe-user-pages-soft"),
               let pages = Int(text.filter(\.isNumber)), pages > 0 else { return Int.max }
         return limit(softPages: pages, pageSize: Int(sysconf(Int32(_SC_PAGESIZE))), pipeSize: pipeSize)
     }
