@@ -117,11 +117,9 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
         let frontend = core.frontendIndex(hi: message.vipHi, lo: message.vipLo, port: message.vipPort)
         guard frontend >= 0 else { return notForUs() }
         var slot = UInt32.max
-        let key = FlowEntry.key(port: message.clientPort, vip: frontend)
-        let i = core.table.find(hi: message.clientHi, lo: message.clientLo, key: key,
-                                home: core.table.home(hi: message.clientHi, lo: message.clientLo, key: key))
-        if i >= 0 {
-            slot = core.table.entry(at: i).pointee.backendSlot
+        if let tracked = core.trackedBackendSlot(clientHi: message.clientHi, clientLo: message.clientLo,
+                                                 clientPort: message.clientPort, frontend: frontend) {
+            slot = tracked
         } else if core.placesByHash(frontend: frontend) {
             slot = core.pick(frontend: frontend, clientHi: message.clientHi, clientLo: message.clientLo,
                              clientPort: message.clientPort, vipHi: message.vipHi, vipLo: message.vipLo,
@@ -151,8 +149,14 @@ extension ForwarderCore {
         let f = frontendIndex(hi: v.hi, lo: v.lo, port: vip.port)
         guard f >= 0 else { return nil }
         let a = StableHash.widened(client.address)
-        let key = FlowEntry.key(port: client.port, vip: f)
-        let i = table.find(hi: a.hi, lo: a.lo, key: key, home: table.home(hi: a.hi, lo: a.lo, key: key))
-        return i < 0 ? nil : Int(table.entry(at: i).pointee.backendSlot)
+        return trackedBackendSlot(clientHi: a.hi, clientLo: a.lo, clientPort: client.port, frontend: f).map(Int.init)
+    }
+
+    /// The backend slot of the flow of (client, `clientPort`) to frontend index `frontend`,
+    /// if this worker tracks one. A lookup only: the flow is neither refreshed nor created.
+    func trackedBackendSlot(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, frontend: Int) -> UInt32? {
+        let key = FlowEntry.key(port: clientPort, vip: frontend)
+        let i = table.find(hi: clientHi, lo: clientLo, key: key, home: table.home(hi: clientHi, lo: clientLo, key: key))
+        return i < 0 ? nil : table.entry(at: i).pointee.backendSlot
     }
 }
