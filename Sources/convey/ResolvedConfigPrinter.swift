@@ -5,14 +5,14 @@ import Balancer
 enum ResolvedConfigPrinter {
     static func render(_ c: ConveyConfig, mode: ConveyMode, file: String) -> String {
         var out = "# \(file): valid (mode: \(mode.rawValue))\n"
-        if mode == .proxy && (c.xdp.iface ?? "").isEmpty == false {
+        if mode == .proxy && !(c.xdp.iface ?? "").isEmpty {
             // [xdp] iface set, no mode flag: the file is likely meant for an AF_XDP mode.
             out += "# checked as proxy mode: pass --dsr or --passthrough to check it as that mode runs it\n"
         }
         func q(_ s: String) -> String { tomlString(s) }
+        func k(_ s: String) -> String { tomlKey(s) }
         // Settings an AF_XDP mode does not use (it logs a warning when a file sets them).
         let proxyOnly = mode == .proxy ? "" : "  # proxy mode only"
-        func k(_ s: String) -> String { tomlKey(s) }
         /// One address as a string (as most configs write it), two as an array.
         func natAddr(_ addresses: [IPAddress]) -> String {
             addresses.count > 1 ? "[" + addresses.map { q($0.description) }.joined(separator: ", ") + "]"

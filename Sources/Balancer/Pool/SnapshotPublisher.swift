@@ -44,15 +44,15 @@ public final class SnapshotPublisher<Value: Sendable>: Sendable {
         }
     }
 
-    /// Stores `value` as the next generation; the old value is released after the lock.
+    /// Stores `value` as the next generation; the old value is handed out of the lock and
+    /// released there (freeing a snapshot is not done while readers wait).
     private func swap(in value: Value) {
-        let old = current.withLock { state -> Value in
+        _ = current.withLock { state -> Value in
             let old = state.value
             state.value = value
             state.generation &+= 1
             published.store(state.generation, ordering: .releasing)
             return old
         }
-        _ = old
     }
 }

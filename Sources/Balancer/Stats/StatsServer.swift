@@ -52,7 +52,7 @@ public struct StatsServer: Service {
         let host = address.address.description
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: .nanoseconds(Int64(idleTimeout / .nanoseconds(1))))),
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(idleTimeout))),
             configuration: .init(address: .hostname(host, port: Int(address.port)), serverName: "convey"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
