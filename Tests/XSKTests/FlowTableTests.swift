@@ -9,12 +9,18 @@ struct FlowTableTests {
         return withFrame(&f) { forwarder.handle($0) }
     }
 
-    @Test func aFullTableEvictsTheOldestIdleFlowAndCountsIt() {
-        let fixture = RoutesFixture(balance: .wrr)
+    /// A DSR forwarder with room for 8 flows, which evicts only flows idle for a second, at 1 s.
+    static func smallTable(_ fixture: RoutesFixture) -> DSRForwarder {
         var settings = ForwarderSettings(capacity: 8)
         settings.minIdleForEviction = second
         var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
         dsr.beginBatch(now: second)
+        return dsr
+    }
+
+    @Test func aFullTableEvictsTheOldestIdleFlowAndCountsIt() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = Self.smallTable(fixture)
         for port in UInt16(1)...8 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
         // Full, and every flow was seen this very second: nothing is idle enough to evict.
         #expect(Self.send(clientFrame(port: 100, flags: TCPHeader.syn), &dsr) == .drop)
@@ -35,10 +41,7 @@ struct FlowTableTests {
 
     @Test func aFullTableEvictsHalfOpenFlowsBeforeEstablishedOnes() {
         let fixture = RoutesFixture(balance: .wrr)
-        var settings = ForwarderSettings(capacity: 8)
-        settings.minIdleForEviction = second
-        var dsr = DSRForwarder(settings: settings, routes: fixture.publisher)
-        dsr.beginBatch(now: second)
+        var dsr = Self.smallTable(fixture)
         for port in UInt16(1)...4 {
             #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit)
             #expect(Self.send(clientFrame(port: port, flags: TCPHeader.ack), &dsr) == .transmit)

@@ -5,23 +5,30 @@ import Testing
 
 /// Proxy mode at the open-files limit, as a shell or systemd starts it (a low soft limit).
 extension EndToEndLabTests {
+    /// Frontend `web` on the balancer's 10.77.0.2:8000 in front of b1, checked every 0.3 s and
+    /// marked down after `fall` failed checks; stats on port 7000.
+    static func proxyLabConfig(fall: Int) -> String {
+        """
+        [frontends.web]
+        listen_addr = "10.77.0.2:8000"
+        backend = "pool"
+        [backends.pool]
+        health_check_interval = 0.3
+        health_check_timeout = 0.3
+        rise = 1
+        fall = \(fall)
+        [backends.pool.servers.b1]
+        addr = "10.77.0.21:80"
+        [stats]
+        port = 7000
+
+        """
+    }
+
     @Test("proxy mode runs as an unprivileged user: its health checks pass and clients are served")
     func proxyRunsUnprivileged() throws {
         guard try labAvailable("proxyRunsUnprivileged") else { return }
-        let config = """
-            [frontends.web]
-            listen_addr = "10.77.0.2:8000"
-            backend = "pool"
-            [backends.pool]
-            health_check_interval = 0.3
-            health_check_timeout = 0.3
-            rise = 1
-            fall = 1
-            [backends.pool.servers.b1]
-            addr = "10.77.0.21:80"
-            [stats]
-            port = 7000
-            """
+        let config = Self.proxyLabConfig(fall: 1)
         // nobody, without capabilities (util-linux setpriv), as a systemd User= service runs it.
         let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]
         try ProxyLab.with(config: config, wrapper: nobody) { lab, convey, _ in
@@ -43,22 +50,7 @@ extension EndToEndLabTests {
     @Test("proxy mode raises its open files limit to the hard limit; at that limit, clients wait in the queue and are served once descriptors free up (health checks the host cannot make mark no server down), counted in accept_pauses")
     func proxyAtTheOpenFilesLimit() throws {
         guard try labAvailable("proxyAtTheOpenFilesLimit") else { return }
-        let config = """
-            [frontends.web]
-            listen_addr = "10.77.0.2:8000"
-            backend = "pool"
-            [backends.pool]
-            health_check_interval = 0.3
-            health_check_timeout = 0.3
-            rise = 1
-            fall = 2
-            [backends.pool.servers.b1]
-            addr = "10.77.0.21:80"
-            [stats]
-            port = 7000
-            [proxy]
-            workers = 1
-            """
+        let config = Self.proxyLabConfig(fall: 2) + "[proxy]\nworkers = 1\n"
         // Soft limit 40 (raised to the hard 48): about ten echo connections fit.
         try ProxyLab.with(config: config, wrapper: ["prlimit", "--nofile=40:48"]) { lab, convey, _ in
             #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
