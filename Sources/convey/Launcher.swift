@@ -35,7 +35,13 @@ struct Launcher {
         let longestConnect = config.pools.map(\.connectTimeout).max() ?? .zero
         let settle: Duration = mode == .proxy ? max(.seconds(1), longestConnect + .milliseconds(500))
             : config.passthrough.statsUpdateFrequency * 2 + .seconds(1)
-        let runtime = BalancerRuntime(config: config, drainSettleTime: settle)
+        let runtime = BalancerRuntime(config: config, drainSettleTime: settle) { [logger] frontend, onBackup in
+            if onBackup {
+                logger.warning("frontend '\(frontend)': no non-backup server can take new connections; its pool's backup servers take them")
+            } else {
+                logger.notice("frontend '\(frontend)': new connections go to its non-backup servers again (backups keep the ones they have)")
+            }
+        }
         let started = ContinuousClock.now
         var services: [any Service] = []
 

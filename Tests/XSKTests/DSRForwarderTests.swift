@@ -97,6 +97,25 @@ struct DSRForwarderTests {
         }
     }
 
+    @Test func aBackupStandsByUntilNoOtherServerHasAMAC() {
+        for balance in BalanceAlgorithm.allCases {
+            for (withoutMAC, expected) in [(Set<Int>(), Set([1, 2])), ([1, 2], [3])] {
+                var fixture = RoutesFixture(balance: balance, count: 3, withoutMAC: withoutMAC)
+                fixture.config.pools[0].servers[2].backup = true
+                fixture.runtime.apply(fixture.config)
+                fixture.republish()
+                var dsr = Self.forwarder(fixture, capacity: 4096)
+                var seen = Set<Int>()
+                for port in UInt16(1000)..<1200 {
+                    let chosen = Self.send(clientFrame(client: 0x0A4D_1000 + UInt32(port), port: port, flags: TCPHeader.syn), &dsr)
+                    #expect(chosen != nil)
+                    if let chosen { seen.insert(chosen) }
+                }
+                #expect(seen == expected, "\(balance), without MAC \(withoutMAC): \(seen)")
+            }
+        }
+    }
+
     @Test func severalVIPsEachReachTheirOwnPool() {
         let web = Endpoint(address: .v4(0x0A4D_0064), port: 80)
         let tls = Endpoint(address: .v4(0x0A4D_0064), port: 443)

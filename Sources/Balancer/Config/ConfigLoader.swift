@@ -250,6 +250,7 @@ public enum ConfigLoader {
             for (serverName, s) in table.namedTables() {
                 let address = endpoint(s, "addr", required: true, role: .server)
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
+                let backup = s.bool("backup") ?? false
                 s.reportUnknownKeys()
                 guard let address else { continue }
                 if let other = addresses[address] {
@@ -257,9 +258,13 @@ public enum ConfigLoader {
                     continue
                 }
                 addresses[address] = serverName
-                servers.append(ServerConfig(name: serverName, address: address, weight: weight))
+                servers.append(ServerConfig(name: serverName, address: address, weight: weight, backup: backup))
             }
             table.reportUnknownKeys()
+            if servers.count > 0, servers.allSatisfy(\.backup) {
+                t.warn("servers", "every server of pool '\(name)' has backup = true: with no other server to stand in "
+                       + "for, they take connections as non-backup servers would")
+            }
         }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
                           drainTimeout: drainTimeout, servers: servers)

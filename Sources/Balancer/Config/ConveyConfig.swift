@@ -125,13 +125,19 @@ public struct ServerConfig: Sendable, Equatable {
     public var address: Endpoint
     /// 0 = drain (no new flows); at most `ServerConfig.maxWeight`.
     public var weight: Int
+    /// A backup server (`backup = true`) takes new flows only while no other server of its
+    /// pool can: every non-backup one is down, at weight 0 or draining. Then all healthy
+    /// backups share them by weight, and they stop taking new ones (keeping those they have)
+    /// as soon as a non-backup server is back.
+    public var backup: Bool
 
     public static let maxWeight = 1000
 
-    public init(name: String, address: Endpoint, weight: Int = 1) {
+    public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false) {
         self.name = name
         self.address = address
         self.weight = weight
+        self.backup = backup
     }
 }
 

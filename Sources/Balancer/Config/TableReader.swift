@@ -68,6 +68,17 @@ final class TableReader {
         return out
     }
 
+    /// A boolean (`true` or `false`, unquoted); `nil` when absent or wrong.
+    func bool(_ key: String) -> Bool? {
+        guard let v = value(key) else { return nil }
+        guard let b = v.bool else {
+            let hint = v.string.map { ["true", "false"].contains($0.lowercased()) ? " (write it without quotes: \($0.lowercased()))" : "" } ?? ""
+            fail(key, "must be true or false, found \(v.type)" + hint)
+            return nil
+        }
+        return b
+    }
+
     /// An integer in `range`; `nil` when absent or wrong.
     func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
         guard let v = value(key) else { return nil }

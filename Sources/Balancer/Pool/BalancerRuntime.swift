@@ -16,6 +16,9 @@ public final class BalancerRuntime: Sendable {
     /// `expireDrains`): long enough for the data plane to have adopted it and counted what it
     /// holds.
     private let drainSettleTime: Duration
+    /// Told when a frontend starts (true) or stops (false) sending new flows to its pool's
+    /// backup servers, in publication order.
+    private let onBackupChange: (@Sendable (_ frontend: String, _ onBackup: Bool) -> Void)?
 
     private struct State {
         var config: ConveyConfig
@@ -79,8 +82,12 @@ public final class BalancerRuntime: Sendable {
     ///   least before it ends early for holding no connection: the data plane's delay in
     ///   counting connections (proxy mode counts at once; the AF_XDP modes fold their counts
     ///   in every `stats_update_frequency`).
-    public init(config: ConveyConfig, drainSettleTime: Duration = .seconds(1)) {
+    /// - Parameter onBackupChange: called (outside any lock the data paths take) each time a
+    ///   published snapshot moves a frontend onto its backup servers or back off them.
+    public init(config: ConveyConfig, drainSettleTime: Duration = .seconds(1),
+                onBackupChange: (@Sendable (_ frontend: String, _ onBackup: Bool) -> Void)? = nil) {
         self.drainSettleTime = drainSettleTime
+        self.onBackupChange = onBackupChange
         var state = State(config: config)
         let now = ContinuousClock.now
         Self.syncCounters(&state, config: config, now: now)
@@ -314,8 +321,19 @@ public final class BalancerRuntime: Sendable {
     }
 
     private func republish(now: ContinuousClock.Instant) {
+        var backupChanges: [(String, Bool)] = []
         // Build under the lock so two publishers cannot publish out of order.
-        snapshots.update { _ in state.withLock { Self.buildSnapshot($0, now: now) } }
+        snapshots.update { old in
+            let new = state.withLock { Self.buildSnapshot($0, now: now) }
+            if onBackupChange != nil {
+                let before = Set(old.frontends.filter { $0.onBackup && !$0.isDraining }.map(\.name))
+                let after = Set(new.frontends.filter { $0.onBackup && !$0.isDraining }.map(\.name))
+                backupChanges = after.subtracting(before).sorted().map { ($0, true) }
+                    + before.subtracting(after).sorted().map { ($0, false) }
+            }
+            return new
+        }
+        for (frontend, on) in backupChanges { onBackupChange?(frontend, on) }
     }
 
     /// Keeps counters for servers still configured or draining, creates them for new ones,
@@ -362,7 +380,7 @@ public final class BalancerRuntime: Sendable {
                 let serverState: ServerState = s.weight == 0 ? .drain : (up ? .up : .down)
                 let keeps = !state.weightZeroExpired.contains(id)
                 servers.append(ServerRoute(id: id, address: s.address, weight: s.weight, state: serverState,
-                                           keepsFlows: keeps,
+                                           isBackup: s.backup, keepsFlows: keeps,
                                            counters: state.serverCounters[id] ?? ServerCounters()))
             }
             for (id, removed) in state.removed.sorted(by: { $0.key.name < $1.key.name }) where id.pool == pool.name {
@@ -373,13 +391,18 @@ public final class BalancerRuntime: Sendable {
             // The pools this frontend left: their servers keep its established flows, weight 0,
             // until each switch's drain ends.
             servers += Self.switchedAwayServers(f.name, except: pool.name, state, now: now)
-            let selectable = servers.indices.filter { servers[$0].state == .up && servers[$0].weight > 0 }
+            // Backup servers take new flows only while no other server can.
+            let available = servers.indices.filter { servers[$0].state == .up && servers[$0].weight > 0 }
+            let primaries = available.filter { !servers[$0].isBackup }
+            let backups = available.filter { servers[$0].isBackup }
+            let selectable = primaries.isEmpty ? backups : primaries
+            if !primaries.isEmpty { for i in backups { servers[i].state = .standby } }
             var table: MaglevTable? = nil
             if f.balance == .maglev || f.balance == .source, !selectable.isEmpty {
                 table = MaglevTable(backends: selectable.map { (servers[$0].address.description, servers[$0].weight) })
             }
             frontends.append(FrontendRoute(config: f, pool: pool, servers: servers, selectable: selectable,
-                                           maglev: table,
+                                           standbyBackups: primaries.isEmpty ? [] : backups, maglev: table,
                                            counters: state.frontendCounters[f.name] ?? FrontendCounters()))
         }
         // Removed frontends while they drain: their pool's servers keep the open flows; no
@@ -470,8 +493,9 @@ public struct ReloadReport: Sendable, Equatable {
                 if let os = o?.servers.first(where: { $0.name == s.name }) {
                     if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
                     if os.weight != s.weight { applied.append("server \(p.name)/\(s.name): weight \(os.weight) -> \(s.weight)") }
+                    if os.backup != s.backup { applied.append("server \(p.name)/\(s.name): backup \(os.backup) -> \(s.backup)") }
                 } else {
-                    applied.append("server \(p.name)/\(s.name) added (\(s.address), weight \(s.weight))")
+                    applied.append("server \(p.name)/\(s.name) added (\(s.address), weight \(s.weight)\(s.backup ? ", backup" : ""))")
                 }
             }
             for os in o?.servers ?? [] where !p.servers.contains(where: { $0.name == os.name }) {

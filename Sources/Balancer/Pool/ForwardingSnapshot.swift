@@ -20,6 +20,9 @@ public enum ServerState: String, Sendable, CaseIterable {
     /// Weight 0 or removed from the config: no new flows; established ones continue until
     /// they end or the pool's drain timeout passes.
     case drain
+    /// A backup server, healthy and weighted, held in reserve: it takes new flows only while
+    /// no non-backup server of its pool can (then its state is `up`).
+    case standby
 }
 
 /// Everything a data path needs to place and keep connections, as one immutable value.
@@ -45,8 +48,12 @@ public struct FrontendRoute: Sendable {
     /// Every server of the pool that still holds or may take flows, in a stable order,
     /// including draining ones (removed servers stay here until their drain time passes).
     public var servers: [ServerRoute]
-    /// Indices into `servers` that may take new flows (state up and weight > 0).
+    /// Indices into `servers` that may take new flows: the non-backup servers that are up
+    /// with weight > 0, or, when there is none, the backup servers that are.
     public var selectable: [Int]
+    /// Indices into `servers` of the backups in state `standby`: the AF_XDP data plane turns
+    /// to them when no selectable server has a MAC address yet.
+    public var standbyBackups: [Int]
     /// Prebuilt consistent-hash table over `selectable` for `maglev` and `source` frontends
     /// (the table build is too costly to repeat per data-path thread).
     public var maglev: MaglevTable?
@@ -68,9 +75,13 @@ public struct FrontendRoute: Sendable {
 
     public var name: String { config.name }
 
+    /// New flows go to backup servers: no non-backup server of the pool can take them.
+    public var onBackup: Bool { selectable.first.map { servers[$0].isBackup } ?? false }
+
     public init(config: FrontendConfig, pool: PoolConfig, servers: [ServerRoute], selectable: [Int],
-                maglev: MaglevTable?, counters: FrontendCounters, isDraining: Bool = false) {
+                standbyBackups: [Int] = [], maglev: MaglevTable?, counters: FrontendCounters, isDraining: Bool = false) {
         self.isDraining = isDraining
+        self.standbyBackups = standbyBackups
         self.config = config
         self.pool = pool
         self.servers = servers
@@ -92,12 +103,15 @@ public struct ServerRoute: Sendable {
     public var address: Endpoint
     public var weight: Int
     public var state: ServerState
+    /// `backup = true`: takes new flows only while no non-backup server of the pool can.
+    public var isBackup: Bool
     /// False once a draining server's drain timeout has passed: its remaining flows are closed.
     public var keepsFlows: Bool
     public var counters: ServerCounters
 
-    public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, keepsFlows: Bool = true,
-                counters: ServerCounters) {
+    public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, isBackup: Bool = false,
+                keepsFlows: Bool = true, counters: ServerCounters) {
+        self.isBackup = isBackup
         self.id = id
         self.address = address
         self.weight = weight

@@ -16,6 +16,7 @@ public struct StatsDocument: Sendable {
         public var state: ServerState
         public var healthy: Bool
         public var weight: Int
+        public var backup: Bool
         public var keepsFlows: Bool
         public var totals: TrafficTotals
         public var lastCheck: String?
@@ -29,6 +30,8 @@ public struct StatsDocument: Sendable {
         public var totals: TrafficTotals
         public var noBackend: Int64
         public var overLimit: Int64
+        /// No non-backup server can take new connections; backup servers take them.
+        public var onBackup: Bool
         /// Removed by a reload: takes no new connections while its open ones drain.
         public var draining: Bool
         /// Addresses a reload moved it away from, where its open connections still drain.
@@ -65,7 +68,7 @@ public struct StatsDocument: Sendable {
                 rowsByPool[server.id.pool, default: []].append(
                     ServerRow(pool: server.id.pool, name: server.id.name, address: server.address,
                               state: server.state, healthy: view.healthy[server.id] ?? true,
-                              weight: server.weight, keepsFlows: server.keepsFlows,
+                              weight: server.weight, backup: server.isBackup, keepsFlows: server.keepsFlows,
                               totals: server.counters.snapshot(), lastCheck: lastCheck[server.id]))
             }
         }
@@ -75,7 +78,7 @@ public struct StatsDocument: Sendable {
                 let id = ServerID(pool: pool.name, name: s.name)
                 return ServerRow(pool: pool.name, name: s.name, address: s.address,
                                  state: s.weight == 0 ? .drain : ((view.healthy[id] ?? true) ? .up : .down),
-                                 healthy: view.healthy[id] ?? true, weight: s.weight, keepsFlows: true,
+                                 healthy: view.healthy[id] ?? true, weight: s.weight, backup: s.backup, keepsFlows: true,
                                  totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
             }
         }
@@ -90,7 +93,8 @@ public struct StatsDocument: Sendable {
             return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
-                               overLimit: c.overLimit.load(ordering: .relaxed), draining: route.isDraining,
+                               overLimit: c.overLimit.load(ordering: .relaxed), onBackup: route.onBackup,
+                               draining: route.isDraining,
                                drainingListen: left.map(\.config.listen))
         }
     }
@@ -121,7 +125,7 @@ public struct StatsDocument: Sendable {
             fields.append(("server_detail", .object(pool.servers.map { s in
                 var detail: [(String, JSONValue)] = [
                     ("addr", .string(s.address.description)), ("state", .string(s.state.rawValue)),
-                    ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))),
+                    ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))), ("backup", .bool(s.backup)),
                     ("keeps_flows", .bool(s.keepsFlows)),
                 ]
                 detail += four(s.totals, prefix: "")
@@ -135,7 +139,7 @@ public struct StatsDocument: Sendable {
             var fields = four(f.totals, prefix: "")
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
-                       ("over_limit", .int(f.overLimit)), ("draining", .bool(f.draining)),
+                       ("over_limit", .int(f.overLimit)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
                        ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))
         })))

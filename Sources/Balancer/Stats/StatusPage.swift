@@ -12,7 +12,7 @@ h1{font-size:1.3em;margin:0 0 .2em} h2{font-size:1.05em;margin:1.4em 0 .4em}
 .meta{color:#57606a} table{border-collapse:collapse;min-width:60%;background:#fff}
 th,td{border:1px solid #d0d7de;padding:.3em .6em;text-align:right} th{background:#f0f3f6}
 td:first-child,th:first-child{text-align:left}
-.up{color:#116329;font-weight:600}.down{color:#cf222e;font-weight:600}.drain{color:#9a6700;font-weight:600}
+.up{color:#116329;font-weight:600}.down{color:#cf222e;font-weight:600}.drain{color:#9a6700;font-weight:600}.standby{color:#57606a;font-weight:600}
 pre{background:#fff;border:1px solid #d0d7de;padding:.6em;overflow:auto;max-height:20em}
 </style></head><body>
 <h1>convey</h1><div class="meta" id="meta">loading…</div>
@@ -36,7 +36,7 @@ async function tick(){
   for(const [p,b] of Object.entries(s.backends)){
     pools+=`<h2>Pool ${esc(p)}</h2><table><tr><th>server</th><th>address</th><th>state</th><th>weight</th><th>open</th><th>total</th><th>conn/s</th><th>tx B/s</th><th>rx B/s</th><th>connect failures</th><th>last check</th></tr>`;
     for(const [n,d] of Object.entries(b.server_detail||{})){const o=prev&&prev.backends[p]&&prev.backends[p].server_detail[n]||{};
-      pools+=`<tr><td>${esc(n)}</td><td>${esc(d.addr)}</td><td class="${d.state}">${d.state}${d.healthy?"":" (failing checks)"}</td><td>${d.weight}</td><td>${d.current_connections}</td><td>${d.total_connections}</td><td>${fmt(rate(d.total_connections,o.total_connections,dt))}</td><td>${fmt(rate(d.bytes_tx,o.bytes_tx,dt))}</td><td>${fmt(rate(d.bytes_rx,o.bytes_rx,dt))}</td><td>${d.connect_failures}</td><td>${esc(d.last_check||"")}</td></tr>`;}
+      pools+=`<tr><td>${esc(n)}</td><td>${esc(d.addr)}</td><td class="${d.state}">${d.state}${d.backup?" (backup)":""}${d.healthy?"":" (failing checks)"}</td><td>${d.weight}</td><td>${d.current_connections}</td><td>${d.total_connections}</td><td>${fmt(rate(d.total_connections,o.total_connections,dt))}</td><td>${fmt(rate(d.bytes_tx,o.bytes_tx,dt))}</td><td>${fmt(rate(d.bytes_rx,o.bytes_rx,dt))}</td><td>${d.connect_failures}</td><td>${esc(d.last_check||"")}</td></tr>`;}
     pools+="</table>";}
   document.getElementById("pools").innerHTML=pools;
   document.getElementById("dp").textContent=s.dataplane?JSON.stringify(s.dataplane,null,2):"–";

@@ -95,6 +95,7 @@ public final class ForwardingControl: Sendable {
         var s = snapshot
         for i in s.frontends.indices {
             s.frontends[i].selectable = []
+            s.frontends[i].standbyBackups = []
             s.frontends[i].maglev = nil
         }
         return s

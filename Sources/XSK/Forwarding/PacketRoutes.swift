@@ -204,10 +204,13 @@ public final class PacketRoutes: @unchecked Sendable {
                                                  reason: "no MAC address in the neighbour table"))
                 }
             }
-            // Candidates: selectable servers with a slot and a MAC, in `selectable` order.
-            let eligible = route.selectable.filter { i in
-                routeSlots[i].map { backendList[Int($0)]!.flags & Backend.hasMAC != 0 } ?? false
+            // Candidates: selectable servers with a slot and a MAC, in `selectable` order; when
+            // none has a MAC yet, the backup servers standing by that have one.
+            func withMAC(_ indices: [Int]) -> [Int] {
+                indices.filter { i in routeSlots[i].map { backendList[Int($0)]!.flags & Backend.hasMAC != 0 } ?? false }
             }
+            var eligible = withMAC(route.selectable)
+            if eligible.isEmpty { eligible = withMAC(route.standbyBackups) }
             let vip = StableHash.widened(route.config.listen.address)
             var f = Frontend(vipHi: vip.hi, vipLo: vip.lo, vipPort: route.config.listen.port, algorithm: Frontend.wrr,
                              isIPv6: !route.config.listen.address.isIPv4,
@@ -224,7 +227,7 @@ public final class PacketRoutes: @unchecked Sendable {
             case .maglev, .source:
                 f.algorithm = route.config.balance == .maglev ? Frontend.maglev : Frontend.source
                 var table: MaglevTable? = nil
-                if eligible.count == route.selectable.count {
+                if eligible == route.selectable {
                     if let t = route.maglev, t.backendCount == eligible.count { table = t }
                 } else if !eligible.isEmpty {
                     table = MaglevTable(backends: eligible.map { (route.servers[$0].address.description,

@@ -120,7 +120,7 @@ final class ConveyLab: @unchecked Sendable {
 }
 
 /// The lab's AF_XDP config: frontend `web` on the VIP, backends b1..bN, fast health checks.
-func labConfig(backends: Int = 3, weights: [Int]? = nil, balance: String = "maglev", capacity: Int = 100_000,
+func labConfig(backends: Int = 3, weights: [Int]? = nil, backups: Set<Int> = [], balance: String = "maglev", capacity: Int = 100_000,
                natPorts: String? = nil, establishedTimeout: Double = 300, extraXDP: String = "") -> String {
     var text = """
     [frontends.web]
@@ -140,7 +140,7 @@ func labConfig(backends: Int = 3, weights: [Int]? = nil, balance: String = "magl
         text += """
           [backends.web_pool.servers.b\(i)]
           addr = "10.77.0.2\(i):80"
-          weight = \(weights?[i - 1] ?? 1)
+          weight = \(weights?[i - 1] ?? 1)\(backups.contains(i) ? "\nbackup = true" : "")
 
         """
     }

@@ -1,0 +1,56 @@
+import Foundation
+import Glibc
+import LabSupport
+import Testing
+
+extension EndToEndLabTests {
+    @Test("DSR: a backup server takes no connection while another server is up, takes them all when none is (logged, on_backup in /stats), and keeps its open one when a server comes back")
+    func backupServerTakesOver() throws {
+        guard try labAvailable("backupServerTakesOver") else { return }
+        try ConveyLab.with(mode: "dsr", config: labConfig(backups: [3])) { lab in
+            func onBackup() -> Bool? {
+                let frontends = (try? lab.stats())?["frontends"] as? [String: Any]
+                return (frontends?["web"] as? [String: Any])?["on_backup"] as? Bool
+            }
+            #expect(onBackup() == false)
+            let before = try lab.fromClient { try (0..<12).map { _ in try LabClient.who().name } }
+            #expect(before.count == 12 && !before.contains("b3"), "the backup stands by: \(before)")
+
+            lab.killBackend("b1")
+            lab.killBackend("b2")
+            #expect(waitUntil(seconds: 8) { onBackup() == true }, "b1 and b2 down: on backup\n\(lab.convey?.output ?? "")")
+            usleep(200_000)  // the data plane adopts new routes within 50 ms
+            let during = try lab.fromClient { try (0..<8).map { _ in try LabClient.who().name } }
+            #expect(during == Array(repeating: "b3", count: 8), "\(during)")
+            #expect(lab.convey?.output.contains("frontend 'web': no non-backup server can take new connections") == true)
+
+            // A connection the backup holds, open across the failback.
+            let stream = try lab.fromClient { () -> LabClient in
+                let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 3)
+                try c.send("ECHO\n")
+                return c
+            }
+            func roundTrip(_ seed: UInt64) -> Bool {
+                let chunk = randomBytes(32 << 10, seed: seed)
+                guard (try? stream.send(chunk)) != nil else { return false }
+                var got: [UInt8] = []
+                while got.count < chunk.count {
+                    guard let part = try? stream.receive(upTo: chunk.count - got.count), !part.isEmpty else { return false }
+                    got += part
+                }
+                return got == chunk
+            }
+            #expect(roundTrip(1))
+
+            try lab.startBackend("b1")
+            #expect(waitUntil(seconds: 8) { onBackup() == false }, "b1 back: off the backup")
+            usleep(200_000)
+            let after = try lab.fromClient { try (0..<8).map { _ in try LabClient.who().name } }
+            #expect(after == Array(repeating: "b1", count: 8), "\(after)")
+            #expect(roundTrip(2), "the backup keeps the connection it holds")
+            #expect(lab.convey?.output.contains("frontend 'web': new connections go to its non-backup servers again") == true)
+            stream.shutdownWrite()
+            #expect(lab.stopConvey() == 0)
+        }
+    }
+}
