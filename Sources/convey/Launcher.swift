@@ -35,11 +35,11 @@ struct Launcher {
         let longestConnect = config.pools.map(\.connectTimeout).max() ?? .zero
         let settle: Duration = mode == .proxy ? max(.seconds(1), longestConnect + .milliseconds(500))
             : config.passthrough.statsUpdateFrequency * 2 + .seconds(1)
-        let runtime = BalancerRuntime(config: config, drainSettleTime: settle) { [logger] frontend, onBackup in
-            if onBackup {
-                logger.warning("frontend '\(frontend)': no non-backup server can take new connections; its pool's backup servers take them")
-            } else {
-                logger.notice("frontend '\(frontend)': new connections go to its non-backup servers again (backups keep the ones they have)")
+        let runtime = BalancerRuntime(config: config, drainSettleTime: settle) { [logger] change in
+            switch change.to {
+            case .none: logger.error("\(change.message)")
+            case .backups: logger.warning("\(change.message)")
+            case .servers: logger.notice("\(change.message)")
             }
         }
         let started = ContinuousClock.now
@@ -75,7 +75,8 @@ struct Launcher {
         if config.stats.port != 0 {
             let mode = self.mode, version = self.version, stats = dataPlane.stats
             services.append(StatsServer(
-                address: Endpoint(address: config.stats.address, port: config.stats.port), logger: logger
+                address: Endpoint(address: config.stats.address, port: config.stats.port), logger: logger,
+                flows: dataPlane.flows
             ) {
                 StatsDocument(view: runtime.view(), mode: mode, uptime: ContinuousClock.now - started,
                               version: version, dataPlane: stats?(),
@@ -167,6 +168,8 @@ struct Launcher {
     private struct DataPlane {
         var service: any Service
         var stats: DataPlaneStatsSource?
+        /// `/flows` (the AF_XDP modes).
+        var flows: StatsServer.FlowsProvider? = nil
         /// Passthrough: the NAT addresses in use (nil in the other modes).
         var natAddresses: [IPAddress]? = nil
         /// Readies a checked reload (see `ReloadService`'s `prepare`).
@@ -196,7 +199,7 @@ struct Launcher {
             do {
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
                                                          snapshots: runtime.snapshots, logger: logger)
-                return DataPlane(service: running.service, stats: running.stats,
+                return DataPlane(service: running.service, stats: running.stats, flows: running.flows,
                                  natAddresses: mode == .passthrough ? running.natAddresses : nil)
             } catch {
                 throw LaunchFailure(description: "cannot start the \(mode.rawValue) data plane: \(error)")

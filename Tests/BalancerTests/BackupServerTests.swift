@@ -108,18 +108,72 @@ struct BackupServerTests {
         #expect(picked == [2, 3])
     }
 
-    @Test("the change onto backups and back off them is reported once each, with the frontend's name")
+    @Test("each change of what serves a frontend is reported once, in order, with its own words: onto backups, to none, back to its servers")
     func changesAreReported() throws {
         let seen = Mutex<[String]>([])
-        let runtime = BalancerRuntime(config: withBackups()) { frontend, on in
-            seen.withLock { $0.append("\(frontend) \(on)") }
+        let runtime = BalancerRuntime(config: withBackups()) { change in
+            seen.withLock { $0.append("\(change.frontend) \(change.from)->\(change.to)") }
         }
+        for (name, up) in [("s0", false), ("s1", false), ("s2", false), ("s3", false), ("s3", true), ("s0", true), ("s1", true)] {
+            runtime.setHealth(ServerID(pool: "pool", name: name), up: up)
+        }
+        #expect(seen.withLock { $0 } == ["web servers->backups", "web backups->none", "web none->backups", "web backups->servers"])
+        #expect(ServingChange(frontend: "web", pool: "pool", from: .backups, to: .none).message
+                == "frontend 'web': no server of pool 'pool' can take new connections; new clients fail (counted as no_backend)")
+        #expect(ServingChange(frontend: "web", pool: "pool", from: .backups, to: .servers).message.contains("non-backup servers again"))
+
+        // A frontend a reload removes (or renames) is not reported as back on its servers.
         runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: false)
         runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: false)
-        runtime.setHealth(ServerID(pool: "pool", name: "s2"), up: false)
-        runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: true)
-        runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: true)
-        #expect(seen.withLock { $0 } == ["web true", "web false"])
+        seen.withLock { $0 = [] }
+        var renamed = withBackups()
+        renamed.frontends[0].name = "web2"
+        renamed.frontends[0].listen.port += 1
+        runtime.apply(renamed)
+        #expect(seen.withLock { $0 } == ["web2 servers->backups"])
+    }
+
+    @Test("a frontend that starts on its backups (its other servers at weight 0) is reported at start; a pool of backups only is never on backup")
+    func startAndBackupOnlyPools() throws {
+        let seen = Mutex<[String]>([])
+        var c = withBackups()
+        c.pools[0].servers[0].weight = 0
+        c.pools[0].servers[1].weight = 0
+        _ = BalancerRuntime(config: c) { change in seen.withLock { $0.append("\(change.frontend) \(change.to)") } }
+        #expect(seen.withLock { $0 } == ["web backups"])
+
+        var only = withBackups()
+        only.pools[0].servers.removeFirst(2)
+        let runtime = BalancerRuntime(config: only)
+        let r = try route(runtime)
+        #expect(r.selectable == [0, 1] && !r.onBackup && r.serving == .servers)
+        #expect(r.servers.map(\.state) == [.up, .up])
+    }
+
+    @Test("a refused connect tries the backups standing by once every other server has refused")
+    func fallbackReachesBackups() throws {
+        let runtime = BalancerRuntime(config: withBackups())
+        let r = try route(runtime)
+        #expect(Scheduler.fallback(after: 0, attempt: 1, in: r) == 1)
+        #expect(Scheduler.fallback(after: 0, attempt: 2, in: r) == 2)
+        #expect(Scheduler.fallback(after: 0, attempt: 3, in: r) == 3)
+        #expect(Scheduler.fallback(after: 0, attempt: 4, in: r) == nil)
+    }
+
+    @Test("a removed backup, and the backups of a pool no frontend uses, keep their kind in /stats")
+    func statsOfDrainingAndUnusedBackups() throws {
+        let runtime = BalancerRuntime(config: withBackups())
+        var c = withBackups()
+        c.pools[0].servers.removeLast()
+        var unused = c.pools[0]
+        unused.name = "spare"
+        c.pools.append(unused)
+        runtime.apply(c)
+        let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test")
+        let rows = Dictionary(uniqueKeysWithValues: doc.pools.flatMap { p in p.servers.map { ("\(p.name)/\($0.name)", $0) } })
+        #expect(rows["pool/s3"]?.backup == true && rows["pool/s3"]?.state == .drain)
+        #expect(rows["spare/s2"]?.backup == true && rows["spare/s2"]?.state == .standby)
+        #expect(rows["spare/s0"]?.state == .up)
     }
 
     @Test("/stats and /metrics say which servers are backups and which frontends run on them")

@@ -50,6 +50,12 @@ struct StatsServerTests {
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").body.isEmpty)
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").headers.lowercased().contains("content-type: application/json"))
             #expect(try httpGet(port: p, path: "/nope").status == 404)
+
+            // No flow table (proxy mode): /flows says where its connections are listed.
+            let flows = try httpGet(port: p, path: "/flows")
+            #expect(flows.status == 404 && flows.body.contains("ss -tnp"), "\(flows)")
+            let bad = try httpGet(port: p, path: "/flows?client=nowhere")
+            #expect(bad.status == 400 && bad.body.contains("client: 'nowhere' is not an IPv4 or IPv6 address"), "\(bad)")
             group.cancelAll()
         }
     }

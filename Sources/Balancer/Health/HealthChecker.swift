@@ -93,9 +93,12 @@ public final class HealthChecker: Service, Sendable {
     /// Replaces the set of watched servers (config reload).
     ///
     /// Unchanged targets (same id, address and check settings) keep their state and schedule;
-    /// new and changed ones start up and unchecked, and are checked shortly; removed ones stop
-    /// at once. A changed target that was down comes back up by this restart, which is reported
-    /// to `onChange`. When two targets share an id, the first one counts.
+    /// new and changed ones start unchecked, and are checked shortly; removed ones stop at
+    /// once. A new server starts up, and so does one whose address changed (it is another
+    /// machine now), which, if it was down, is reported to `onChange`; one whose check
+    /// settings alone changed keeps its verdict (a down server stays down until `rise` checks
+    /// pass: a reload never sends clients to a server known dead). When two targets share an
+    /// id, the first one counts.
     public func update(targets: [HealthTarget]) {
         let (kept, started, stopped, revived) = registry.withLock { registry in
             var next: [ServerID: Entry] = [:]
@@ -108,8 +111,17 @@ public final class HealthChecker: Service, Sendable {
                     kept += 1
                     continue
                 }
-                let entry = Entry(target: target, token: registry.newToken())
-                if let old, !old.status.isUp { revived.append((target, entry.token)) }
+                var entry = Entry(target: target, token: registry.newToken())
+                if let old, !old.status.isUp {
+                    if old.target.address == target.address {
+                        // Only its check changed: the same server, still down until `rise`
+                        // checks of the new kind pass.
+                        entry.state = HealthState(rise: target.check.rise, fall: target.check.fall, up: false)
+                        entry.status.isUp = false
+                    } else {
+                        revived.append((target, entry.token))
+                    }
+                }
                 next[target.id] = entry
                 started += 1
                 if registry.phase == .running { start(entry, in: &registry) }
@@ -126,7 +138,7 @@ public final class HealthChecker: Service, Sendable {
                      metadata: ["kept": "\(kept)", "started": "\(started)", "stopped": "\(stopped)"])
         for (target, token) in revived {
             deliver(.unchecked, of: target.id, token: token) {
-                logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address or check changed",
+                logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address changed",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)"])
             }
         }

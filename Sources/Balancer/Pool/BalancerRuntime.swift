@@ -16,9 +16,9 @@ public final class BalancerRuntime: Sendable {
     /// `expireDrains`): long enough for the data plane to have adopted it and counted what it
     /// holds.
     private let drainSettleTime: Duration
-    /// Told when a frontend starts (true) or stops (false) sending new flows to its pool's
-    /// backup servers, in publication order.
-    private let onBackupChange: (@Sendable (_ frontend: String, _ onBackup: Bool) -> Void)?
+    /// Told when the servers that take a frontend's new flows change kind (see
+    /// `ServingChange`), in publication order.
+    private let onServingChange: (@Sendable (ServingChange) -> Void)?
 
     private struct State {
         var config: ConveyConfig
@@ -82,17 +82,21 @@ public final class BalancerRuntime: Sendable {
     ///   least before it ends early for holding no connection: the data plane's delay in
     ///   counting connections (proxy mode counts at once; the AF_XDP modes fold their counts
     ///   in every `stats_update_frequency`).
-    /// - Parameter onBackupChange: called (outside any lock the data paths take) each time a
-    ///   published snapshot moves a frontend onto its backup servers or back off them.
+    /// - Parameter onServingChange: called each time a published snapshot moves a configured
+    ///   frontend's new flows onto its backup servers, back to its servers, or to none (under
+    ///   the publishers' lock, never one the data paths take: changes arrive in order), and at
+    ///   start for each frontend that does not start on its servers.
     public init(config: ConveyConfig, drainSettleTime: Duration = .seconds(1),
-                onBackupChange: (@Sendable (_ frontend: String, _ onBackup: Bool) -> Void)? = nil) {
+                onServingChange: (@Sendable (ServingChange) -> Void)? = nil) {
         self.drainSettleTime = drainSettleTime
-        self.onBackupChange = onBackupChange
+        self.onServingChange = onServingChange
         var state = State(config: config)
         let now = ContinuousClock.now
         Self.syncCounters(&state, config: config, now: now)
         self.state = Mutex(state)
-        self.snapshots = SnapshotPublisher(Self.buildSnapshot(state, now: now))
+        let first = Self.buildSnapshot(state, now: now)
+        self.snapshots = SnapshotPublisher(first)
+        for change in Self.servingChanges(from: ForwardingSnapshot(frontends: []), to: first) { onServingChange?(change) }
     }
 
     /// The configuration in force.
@@ -321,19 +325,27 @@ public final class BalancerRuntime: Sendable {
     }
 
     private func republish(now: ContinuousClock.Instant) {
-        var backupChanges: [(String, Bool)] = []
         // Build under the lock so two publishers cannot publish out of order.
         snapshots.update { old in
             let new = state.withLock { Self.buildSnapshot($0, now: now) }
-            if onBackupChange != nil {
-                let before = Set(old.frontends.filter { $0.onBackup && !$0.isDraining }.map(\.name))
-                let after = Set(new.frontends.filter { $0.onBackup && !$0.isDraining }.map(\.name))
-                backupChanges = after.subtracting(before).sorted().map { ($0, true) }
-                    + before.subtracting(after).sorted().map { ($0, false) }
+            if let onServingChange {
+                for change in Self.servingChanges(from: old, to: new) { onServingChange(change) }
             }
             return new
         }
-        for (frontend, on) in backupChanges { onBackupChange?(frontend, on) }
+    }
+
+    /// How `new` changes which servers take each configured frontend's new flows (a frontend
+    /// new to `new`, or at start, counts as having been on its servers; one that left is
+    /// not reported).
+    private static func servingChanges(from old: ForwardingSnapshot, to new: ForwardingSnapshot) -> [ServingChange] {
+        var before: [String: ServingServers] = [:]
+        for route in old.frontends where !route.isDraining { before[route.name] = route.serving }
+        return new.frontends.filter { !$0.isDraining }.compactMap { route in
+            let was = before[route.name] ?? .servers
+            return route.serving == was ? nil
+                : ServingChange(frontend: route.name, pool: route.config.pool, from: was, to: route.serving)
+        }
     }
 
     /// Keeps counters for servers still configured or draining, creates them for new ones,
@@ -385,7 +397,7 @@ public final class BalancerRuntime: Sendable {
             }
             for (id, removed) in state.removed.sorted(by: { $0.key.name < $1.key.name }) where id.pool == pool.name {
                 servers.append(ServerRoute(id: id, address: removed.config.address, weight: 0, state: .drain,
-                                           keepsFlows: removed.deadline > now,
+                                           isBackup: removed.config.backup, keepsFlows: removed.deadline > now,
                                            counters: state.serverCounters[id] ?? ServerCounters()))
             }
             // The pools this frontend left: their servers keep its established flows, weight 0,
@@ -423,14 +435,14 @@ public final class BalancerRuntime: Sendable {
     /// removed ones still draining, each once.
     private static func drainingServers(ofPool name: String, fallback: PoolConfig?, _ state: State,
                                         now: ContinuousClock.Instant) -> [ServerRoute] {
-        var addresses: [String: Endpoint] = [:]
-        for s in (state.config.pool(named: name) ?? fallback)?.servers ?? [] { addresses[s.name] = s.address }
-        for (id, removed) in state.removed where id.pool == name && removed.deadline > now && addresses[id.name] == nil {
-            addresses[id.name] = removed.config.address
+        var configs: [String: ServerConfig] = [:]
+        for s in (state.config.pool(named: name) ?? fallback)?.servers ?? [] { configs[s.name] = s }
+        for (id, removed) in state.removed where id.pool == name && removed.deadline > now && configs[id.name] == nil {
+            configs[id.name] = removed.config
         }
-        return addresses.sorted(by: { $0.key < $1.key }).map { serverName, address in
+        return configs.sorted(by: { $0.key < $1.key }).map { serverName, server in
             let id = ServerID(pool: name, name: serverName)
-            return ServerRoute(id: id, address: address, weight: 0, state: .drain, keepsFlows: true,
+            return ServerRoute(id: id, address: server.address, weight: 0, state: .drain, isBackup: server.backup, keepsFlows: true,
                                counters: state.serverCounters[id] ?? ServerCounters())
         }
     }
@@ -440,6 +452,36 @@ public final class BalancerRuntime: Sendable {
                                             now: ContinuousClock.Instant) -> [ServerRoute] {
         (state.poolSwitches[name] ?? []).filter { $0.deadline > now && $0.oldPool != current }
             .flatMap { drainingServers(ofPool: $0.oldPool, fallback: nil, state, now: now) }
+    }
+}
+
+/// A frontend's new flows moved to another kind of server (see `BalancerRuntime`'s
+/// `onServingChange`).
+public struct ServingChange: Sendable, Equatable {
+    public var frontend: String
+    public var pool: String
+    public var from: ServingServers
+    public var to: ServingServers
+
+    public init(frontend: String, pool: String, from: ServingServers, to: ServingServers) {
+        self.frontend = frontend
+        self.pool = pool
+        self.from = from
+        self.to = to
+    }
+
+    /// The log line: what now takes the frontend's new connections.
+    public var message: String {
+        switch (from, to) {
+        case (_, .backups):
+            return "frontend '\(frontend)': no non-backup server of pool '\(pool)' can take new connections; its backup servers take them"
+        case (_, .none):
+            return "frontend '\(frontend)': no server of pool '\(pool)' can take new connections; new clients fail (counted as no_backend)"
+        case (.backups, .servers):
+            return "frontend '\(frontend)': new connections go to pool '\(pool)''s non-backup servers again (the backups keep the connections they have)"
+        default:
+            return "frontend '\(frontend)': pool '\(pool)' has servers that take new connections again"
+        }
     }
 }
 

@@ -25,6 +25,16 @@ public enum ServerState: String, Sendable, CaseIterable {
     case standby
 }
 
+/// Which servers of its pool take a frontend's new connections.
+public enum ServingServers: String, Sendable, Equatable {
+    /// Its servers (the non-backup ones, when the pool has backups).
+    case servers
+    /// Its backup servers: no other server of the pool can.
+    case backups
+    /// None: no server of the pool can take a new connection.
+    case none
+}
+
 /// Everything a data path needs to place and keep connections, as one immutable value.
 ///
 /// Built by `BalancerRuntime` on every config reload, health change and drain expiry, and
@@ -75,8 +85,17 @@ public struct FrontendRoute: Sendable {
 
     public var name: String { config.name }
 
-    /// New flows go to backup servers: no non-backup server of the pool can take them.
-    public var onBackup: Bool { selectable.first.map { servers[$0].isBackup } ?? false }
+    /// New flows go to backup servers: no non-backup server of the pool can take them. (A
+    /// pool of backups only is never "on backup": its servers are all it has.)
+    public var onBackup: Bool {
+        guard let first = selectable.first, servers[first].isBackup else { return false }
+        return pool.servers.contains { !$0.backup }
+    }
+
+    /// Which of its pool's servers take this frontend's new flows.
+    public var serving: ServingServers {
+        selectable.isEmpty ? .none : (onBackup ? .backups : .servers)
+    }
 
     public init(config: FrontendConfig, pool: PoolConfig, servers: [ServerRoute], selectable: [Int],
                 standbyBackups: [Int] = [], maglev: MaglevTable?, counters: FrontendCounters, isDraining: Bool = false) {

@@ -94,8 +94,8 @@ public struct Scheduler: Sendable {
     }
 
     /// The server to try when `firstChoice` and the `attempt - 1` servers after it failed
-    /// (attempt is 1-based): walks `route.selectable` onward from `firstChoice`, wrapping around;
-    /// nil once every selectable server has been tried.
+    /// (attempt is 1-based): walks `route.selectable` onward from `firstChoice`, wrapping around,
+    /// then the backup servers standing by (`route.standbyBackups`); nil once all were tried.
     ///
     /// When `firstChoice` is selectable, attempts 1...count-1 visit every other selectable server
     /// once. When it is not (it left selection since it was picked), the walk starts at the
@@ -113,7 +113,10 @@ public struct Scheduler: Sendable {
             start = selectable.firstIndex { $0 > firstChoice } ?? 0
             remaining = n
         }
-        guard attempt <= remaining else { return nil }
-        return selectable[(start + attempt - 1) % n]
+        if attempt <= remaining { return selectable[(start + attempt - 1) % n] }
+        // Every selectable server refused: the backups standing by are next (their turn would
+        // come anyway once the health checks catch up).
+        let backup = attempt - remaining - 1
+        return backup < route.standbyBackups.count ? route.standbyBackups[backup] : nil
     }
 }

@@ -74,10 +74,15 @@ public struct StatsDocument: Sendable {
         }
         // Pools no frontend uses still appear (their servers carry no traffic).
         for pool in view.config.pools where rowsByPool[pool.name] == nil {
+            // Its backups stand by while a non-backup server could take connections.
+            let serverUp = pool.servers.contains { s in
+                !s.backup && s.weight > 0 && view.healthy[ServerID(pool: pool.name, name: s.name)] ?? true
+            }
             rowsByPool[pool.name] = pool.servers.map { s in
                 let id = ServerID(pool: pool.name, name: s.name)
+                let healthy = view.healthy[id] ?? true
                 return ServerRow(pool: pool.name, name: s.name, address: s.address,
-                                 state: s.weight == 0 ? .drain : ((view.healthy[id] ?? true) ? .up : .down),
+                                 state: s.weight == 0 ? .drain : (!healthy ? .down : (s.backup && serverUp ? .standby : .up)),
                                  healthy: view.healthy[id] ?? true, weight: s.weight, backup: s.backup, keepsFlows: true,
                                  totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
             }

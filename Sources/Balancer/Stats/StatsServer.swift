@@ -10,9 +10,12 @@ import SystemPackage
 public struct StatsServer: Service {
     /// Produces the document to render, fresh for every request.
     public typealias DocumentProvider = @Sendable () -> StatsDocument
+    /// Lists tracked flows for `/flows` (the AF_XDP modes); nil where there is no flow table.
+    public typealias FlowsProvider = @Sendable (FlowQuery) async throws(FlowQueryError) -> JSONValue
 
     private let address: Endpoint
     private let provider: DocumentProvider
+    private let flows: FlowsProvider?
     private let logger: Logger
     private let onListening: @Sendable (Int) async -> Void
     private let idleTimeout: Duration
@@ -25,7 +28,9 @@ public struct StatsServer: Service {
     ///     cannot hold descriptors the proxy needs).
     public init(address: Endpoint, logger: Logger, idleTimeout: Duration = .seconds(60),
                 onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+                flows: FlowsProvider? = nil,
                 provider: @escaping DocumentProvider) {
+        self.flows = flows
         self.idleTimeout = idleTimeout
         self.address = address
         self.provider = provider
@@ -46,6 +51,23 @@ public struct StatsServer: Service {
             router.get(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type) }
             // Monitoring probes often ask with HEAD: the GET's headers (its length too), no body.
             router.head(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type).createHeadResponse() }
+        }
+        let flows = self.flows
+        router.get("/flows") { request, _ -> Response in
+            do throws(FlowQueryError) {
+                let parameters = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
+                let query = try FlowQuery(parameters: parameters)
+                guard let flows else {
+                    throw .unavailable("proxy mode has no flow table: its connections are the kernel's sockets "
+                                       + "(ss -tnp state established '( sport = :PORT )')")
+                }
+                return Self.response(try await flows(query).serialized(pretty: true) + "\n", type: "application/json")
+            } catch {
+                let status: HTTPResponse.Status
+                if case .bad = error { status = .badRequest } else { status = .notFound }
+                let body = JSONValue.object([("error", .string(error.message))]).serialized(pretty: true) + "\n"
+                return Self.response(body, type: "application/json", status: status)
+            }
         }
         let onListening = self.onListening
         let logger = self.logger
@@ -85,8 +107,8 @@ public struct StatsServer: Service {
         }
     }
 
-    private static func response(_ body: String, type: String) -> Response {
-        Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-store"],
+    private static func response(_ body: String, type: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
                  body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }

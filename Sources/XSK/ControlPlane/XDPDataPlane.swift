@@ -149,6 +149,12 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         }
     }
 
+    /// `/flows`: the workers' tracked flows matching `query`, with names and addresses.
+    public func listFlows(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
+        try await FlowListingReport(listings: counters.map(\.listing), routes: control.routes.current().routes,
+                                    mode: mode, natAddresses: facts.natAddresses).run(query)
+    }
+
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.
     public func dataPlaneStats() -> DataPlaneStats {
         var facts = self.facts

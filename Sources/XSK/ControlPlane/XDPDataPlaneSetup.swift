@@ -10,6 +10,8 @@ public enum XDPDataPlaneSetup {
     public struct Running: Sendable {
         public var service: any Service
         public var stats: DataPlaneStatsSource
+        /// `/flows`: the workers' tracked flows.
+        public var flows: StatsServer.FlowsProvider
         /// Passthrough: the NAT addresses resolved at start, which reloads cannot change.
         public var natAddresses: [IPAddress]
     }
@@ -78,7 +80,9 @@ public enum XDPDataPlaneSetup {
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger)
-            return Running(service: plane, stats: { plane.dataPlaneStats() }, natAddresses: facts.natAddresses)
+            return Running(service: plane, stats: { plane.dataPlaneStats() },
+                           flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
+                           natAddresses: facts.natAddresses)
         }
 
         switch mode {

@@ -50,6 +50,9 @@ struct ForwarderCore {
     let tableStorage: FlowTableStorage
     var table: FlowTable
     var sweepCursor = 0
+    /// `/flows` requests: the channel, and the last request this worker answered.
+    let listing: FlowListing
+    var listingServed: UInt64 = 0
     /// The routes generation held when the current full sweep began (see `FlowSweepProgress`).
     var sweepBegunUnder: UInt64 = 0
     /// Published to the routes publisher, which reuses a retired backend slot only once every
@@ -93,6 +96,7 @@ struct ForwarderCore {
                      "counters for \(counters.backendSlots) backends, routes may use \(publisher.maxBackendSlots)")
         self.counters = counters
         c = CounterView(counters)
+        listing = counters.listing
         openFlows = OpenFlowView(publisher.openFlows)
         let (routes, _) = publisher.current()
         self.routes = routes
@@ -288,6 +292,10 @@ struct ForwarderCore {
         if budget > 0 {
             sweep(Int(budget))
             sweepCredit &-= budget &* interval
+        }
+        if _slowPath(listing.requested.load(ordering: .relaxed) != listingServed),
+           let served = listing.step(table: table, now: now) {
+            listingServed = served
         }
     }
 

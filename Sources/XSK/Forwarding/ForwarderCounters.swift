@@ -80,6 +80,9 @@ public final class ForwarderCounters: @unchecked Sendable {
     static let perBackend = 4
 
     let base: UnsafeMutablePointer<Atomic<UInt64>>
+    /// Where the control plane asks this worker for a copy of its flows (`/flows`); it travels
+    /// with the counters, the one object every worker already shares with the control plane.
+    public let listing = FlowListing()
     /// Backend slots counted (`PacketRoutesPublisher`'s `maxBackendSlots`).
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).

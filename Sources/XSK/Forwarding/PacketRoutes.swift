@@ -198,7 +198,7 @@ public final class PacketRoutes: @unchecked Sendable {
                 counters[Int(slot)] = server.counters
                 frontendCountersOfSlot[Int(slot)] = route.counters
                 ids[Int(slot)] = server.id
-                if flags & Backend.hasMAC == 0, server.state == .up,
+                if flags & Backend.hasMAC == 0, server.state == .up || server.state == .standby,
                    !unresolved.contains(where: { $0.server == server.id }) {
                     unresolved.append(Unresolved(server: server.id, address: server.address,
                                                  reason: "no MAC address in the neighbour table"))
@@ -327,4 +327,12 @@ public final class PacketRoutes: @unchecked Sendable {
 
     /// Slots assigned so far (the size per-backend arrays need).
     public var slotCount: Int { backendCount }
+
+    /// The address and port of the backend in `slot`, if these routes hold one there.
+    public func backendEndpoint(slot: Int) -> Endpoint? {
+        guard slot >= 0, slot < backendCount, backends[slot].flags & Backend.present != 0 else { return nil }
+        let b = backends[slot]
+        let address: IPAddress = StableHash.mappedIPv4(hi: b.addressHi, lo: b.addressLo).map { .v4($0) } ?? .v6(b.addressHi, b.addressLo)
+        return Endpoint(address: address, port: b.port)
+    }
 }

@@ -308,6 +308,25 @@ struct HealthCheckerTests {
         #expect(recorder.of(b.id).isEmpty && recorder.of(c.id).isEmpty)
     }
 
+    @Test("a reload that changes only a down server's check settings keeps it down (no client is sent to it) until rise checks pass")
+    func reloadKeepsVerdictOfRecheckedTarget() async throws {
+        let closed = try await LoopbackServer.closedPorts(1)[0]
+        let recorder = TransitionRecorder()
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = Self.target("a", port: closed, Self.check(fall: 1))
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: recorder.handler)
+        try await whileRunning(checker) {
+            #expect(await eventually { checker.status(of: a.id)?.isUp == false })
+            let rechecked = Self.target("a", port: closed, Self.check(timeout: .milliseconds(300), fall: 1))
+            checker.update(targets: [rechecked])
+            let after = try #require(checker.status(of: a.id))
+            #expect(!after.isUp && after.checks == 0, "\(after)")
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 3 })
+            #expect(checker.status(of: a.id)?.isUp == false)
+        }
+        #expect(recorder.of(a.id).map(\.isUp) == [false], "down once, never revived by the reload")
+    }
+
     @Test("a reload that moves a down server to a new address checks it afresh, starting up, and says so")
     func reloadRestartsChangedTarget() async throws {
         let closed = try await LoopbackServer.closedPorts(1)[0]

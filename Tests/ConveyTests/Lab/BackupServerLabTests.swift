@@ -4,7 +4,7 @@ import LabSupport
 import Testing
 
 extension EndToEndLabTests {
-    @Test("DSR: a backup server takes no connection while another server is up, takes them all when none is (logged, on_backup in /stats), and keeps its open one when a server comes back")
+    @Test("DSR: a backup server takes no connection while another server is up, takes them all when none is (logged, on_backup in /stats), and keeps its open one when a server comes back; /flows names it as that connection's holder")
     func backupServerTakesOver() throws {
         guard try labAvailable("backupServerTakesOver") else { return }
         try ConveyLab.with(mode: "dsr", config: labConfig(backups: [3])) { lab in
@@ -22,7 +22,7 @@ extension EndToEndLabTests {
             usleep(200_000)  // the data plane adopts new routes within 50 ms
             let during = try lab.fromClient { try (0..<8).map { _ in try LabClient.who().name } }
             #expect(during == Array(repeating: "b3", count: 8), "\(during)")
-            #expect(lab.convey?.output.contains("frontend 'web': no non-backup server can take new connections") == true)
+            #expect(lab.convey?.output.contains("frontend 'web': no non-backup server of pool 'web_pool' can take new connections") == true)
 
             // A connection the backup holds, open across the failback.
             let stream = try lab.fromClient { () -> LabClient in
@@ -41,6 +41,20 @@ extension EndToEndLabTests {
                 return got == chunk
             }
             #expect(roundTrip(1))
+            // /flows names the backup as the holder of that connection.
+            let port = try lab.fromClient { () -> UInt16 in
+                var address = sockaddr_in()
+                var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+                _ = withUnsafeMutablePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(stream.fd, $0, &length) }
+                }
+                return UInt16(bigEndian: address.sin_port)
+            }
+            let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10&frontend=web"])
+            let listed = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
+            let held = listed.first { $0["client"] as? String == "10.77.0.10:\(port)" }
+            #expect(held?["server"] as? String == "web_pool/b3" && held?["state"] as? String == "established", "\(text)")
+            #expect(listed.allSatisfy { ($0["client"] as? String)?.hasPrefix("10.77.0.10:") == true })
 
             try lab.startBackend("b1")
             #expect(waitUntil(seconds: 8) { onBackup() == false }, "b1 back: off the backup")
@@ -48,7 +62,7 @@ extension EndToEndLabTests {
             let after = try lab.fromClient { try (0..<8).map { _ in try LabClient.who().name } }
             #expect(after == Array(repeating: "b1", count: 8), "\(after)")
             #expect(roundTrip(2), "the backup keeps the connection it holds")
-            #expect(lab.convey?.output.contains("frontend 'web': new connections go to its non-backup servers again") == true)
+            #expect(lab.convey?.output.contains("frontend 'web': new connections go to pool 'web_pool''s non-backup servers again") == true)
             stream.shutdownWrite()
             #expect(lab.stopConvey() == 0)
         }

@@ -1,0 +1,81 @@
+import Balancer
+
+/// `/flows` in the AF_XDP modes: asks every worker for its tracked flows matching a query and
+/// renders them with the names and addresses of the current routes.
+struct FlowListingReport {
+    let listings: [FlowListing]
+    let routes: PacketRoutes
+    let mode: XDPForwardingMode
+    let natAddresses: [IPAddress]
+
+    /// Runs `query` on every worker at once; a worker that does not answer in time is named
+    /// in `workers_unanswered` rather than failing the whole request.
+    func run(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
+        var filter = FlowFilter(client: query.client, limit: query.limit)
+        if let name = query.frontend {
+            guard let index = routes.frontendNames.firstIndex(of: name) else {
+                let known = routes.frontendNames.filter { !$0.isEmpty }
+                throw .bad("frontend: no frontend '\(name)' (there are: \(known.joined(separator: ", ")))")
+            }
+            filter.frontendIndex = index
+        }
+        if let server = query.server {
+            guard let slot = routes.slot(of: server) else { throw .bad("server: no server \(server) in the routes") }
+            filter.backendSlot = UInt32(slot)
+        }
+        let results = await withTaskGroup(of: (Int, FlowListingResult?).self) { group in
+            for (i, listing) in listings.enumerated() {
+                group.addTask { [filter] in (i, await listing.list(filter)) }
+            }
+            var all: [(Int, FlowListingResult?)] = []
+            for await r in group { all.append(r) }
+            return all.sorted { $0.0 < $1.0 }
+        }
+        var rows: [JSONValue] = []
+        var matched = 0
+        var unanswered: [JSONValue] = []
+        for (worker, result) in results {
+            guard let result else {
+                unanswered.append(.int(Int64(worker)))
+                continue
+            }
+            matched += result.matched
+            rows += result.entries.map { row(worker: worker, $0, now: result.now) }
+        }
+        return .object([
+            ("matched", .int(Int64(matched))), ("listed", .int(Int64(rows.count))),
+            ("truncated", .bool(rows.count < matched)), ("limit_per_worker", .int(Int64(filter.limit))),
+            ("workers_unanswered", .array(unanswered)), ("flows", .array(rows)),
+        ])
+    }
+
+    private func row(worker: Int, _ e: FlowEntry, now: UInt64) -> JSONValue {
+        let client: IPAddress = StableHash.mappedIPv4(hi: e.clientHi, lo: e.clientLo).map { .v4($0) } ?? .v6(e.clientHi, e.clientLo)
+        let slot = Int(e.backendSlot)
+        let idle = now >= e.lastSeen ? now - e.lastSeen : 0
+        let name = e.vipIndex < routes.frontendNames.count ? routes.frontendNames[e.vipIndex] : ""
+        let server = slot < routes.servers.count ? routes.servers[slot] : nil
+        var fields: [(String, JSONValue)] = [
+            ("worker", .int(Int64(worker))), ("frontend", name.isEmpty ? .null : .string(name)),
+            ("client", .string(Endpoint(address: client, port: e.clientPort).description)),
+            ("server", server.map { .string($0.description) } ?? .null),
+            ("backend", routes.backendEndpoint(slot: slot).map { .string($0.description) } ?? .null),
+            ("state", .string(Self.stateName(e.state))),
+            ("idle_seconds", .double(Double(idle) / 1e9)),
+            ("expires_in_seconds", .double(Double(e.idleTimeout > idle ? e.idleTimeout - idle : 0) / 1e9)),
+        ]
+        if mode == .passthrough, let nat = natAddresses.first(where: { $0.isIPv4 == client.isIPv4 }) {
+            fields.append(("nat", .string(Endpoint(address: nat, port: e.natPort).description)))
+        }
+        return .object(fields)
+    }
+
+    static func stateName(_ state: FlowState) -> String {
+        switch state {
+        case .empty: return "empty"
+        case .syn: return "syn"
+        case .established: return "established"
+        case .closing: return "closing"
+        }
+    }
+}

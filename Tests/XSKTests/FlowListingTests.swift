@@ -1,0 +1,112 @@
+import Balancer
+import Glibc
+import Synchronization
+import Testing
+@testable import XSK
+
+@Suite("/flows: a worker copies its tracked flows for the control plane between batches, without a lock")
+struct FlowListingTests {
+    /// Three clients 10.77.16.1-3, ports 4001-4003, each with an established DSR flow.
+    static func threeFlows(_ fixture: RoutesFixture, capacity: Int = 1024) -> (DSRForwarder, [Int]) {
+        var dsr = DSRForwarderTests.forwarder(fixture, capacity: capacity)
+        var backends: [Int] = []
+        for i in 1...3 {
+            let client = 0x0A4D_1000 + UInt32(i), port = UInt16(4000 + i)
+            backends.append(DSRForwarderTests.send(clientFrame(client: client, port: port, flags: TCPHeader.syn), &dsr)!)
+            _ = DSRForwarderTests.send(clientFrame(client: client, port: port, flags: TCPHeader.ack), &dsr)
+        }
+        return (dsr, backends)
+    }
+
+    /// Runs `filter` through the listing while the "worker" (this thread) runs batches.
+    static func list(_ filter: FlowFilter, _ dsr: inout DSRForwarder, now: UInt64 = 3 * second) -> FlowListingResult? {
+        let listing = dsr.counters.listing
+        let answer = Mutex<FlowListingResult??>(nil)
+        Task { let r = await listing.list(filter, timeout: .seconds(5)); answer.withLock { $0 = .some(r) } }
+        for _ in 0..<5000 {
+            dsr.beginBatch(now: now)
+            if let done = answer.withLock({ $0 }) { return done }
+            usleep(1000)
+        }
+        return nil
+    }
+
+    @Test("every flow, or one client's, or as many as the limit (with the count of all that matched)")
+    func filtersAndLimit() throws {
+        let fixture = RoutesFixture(balance: .maglev)
+        var (dsr, backends) = Self.threeFlows(fixture)
+        let all = try #require(Self.list(FlowFilter(), &dsr))
+        #expect(all.matched == 3 && all.entries.count == 3)
+        #expect(Set(all.entries.map(\.clientPort)) == [4001, 4002, 4003])
+        #expect(all.entries.allSatisfy { $0.state == .established })
+
+        let one = try #require(Self.list(FlowFilter(client: .v4(0x0A4D_1002)), &dsr))
+        #expect(one.entries.map(\.clientPort) == [4002] && one.matched == 1)
+
+        let limited = try #require(Self.list(FlowFilter(limit: 1), &dsr))
+        #expect(limited.entries.count == 1 && limited.matched == 3)
+
+        // The report names what the routes call each flow's frontend, server and backend.
+        let routes = fixture.publisher.current().routes
+        let report = FlowListingReport(listings: [dsr.counters.listing], routes: routes, mode: .dsr, natAddresses: [])
+        let answer = Mutex<JSONValue?>(nil)
+        Task {
+            let json = try? await report.run(FlowQuery(client: IPAddress("10.77.16.2")!))
+            answer.withLock { $0 = json }
+        }
+        var json: JSONValue?
+        for _ in 0..<5000 where json == nil {
+            dsr.beginBatch(now: 3 * second)
+            json = answer.withLock { $0 }
+            usleep(1000)
+        }
+        let text = try #require(json).serialized()
+        let n = backends[1]
+        #expect(text.contains("\"frontend\":\"web\",\"client\":\"10.77.16.2:4002\",\"server\":\"pool/s\(n)\",\"backend\":\"10.77.0.2\(n):8080\",\"state\":\"established\",\"idle_seconds\":2"), "\(text)")
+        #expect(text.hasPrefix("{\"matched\":1,\"listed\":1,\"truncated\":false"), "\(text)")
+    }
+
+    @Test("a big table is walked a chunk per batch: the answer comes after enough batches, not in one")
+    func chunked() throws {
+        let fixture = RoutesFixture(balance: .maglev)
+        var (dsr, _) = Self.threeFlows(fixture, capacity: 300_000)  // 1 Mi slots: 4 chunks
+        let listing = dsr.counters.listing
+        let answer = Mutex<FlowListingResult??>(nil)
+        Task { let r = await listing.list(FlowFilter(), timeout: .seconds(5)); answer.withLock { $0 = .some(r) } }
+        while listing.requested.load(ordering: .acquiring) == 0 { usleep(1000) }
+        var batches = 0
+        while listing.completed.load(ordering: .acquiring) == 0 {
+            dsr.beginBatch(now: 3 * second)
+            batches += 1
+        }
+        #expect(batches == 4)
+        var result: FlowListingResult??
+        for _ in 0..<5000 where result == nil {
+            result = answer.withLock { $0 }
+            usleep(1000)
+        }
+        #expect(result??.entries.count == 3)
+    }
+
+    @Test("a worker that never runs leaves the request unanswered after the timeout; the next one waits for it")
+    func unanswered() async {
+        let listing = FlowListing()
+        let start = ContinuousClock.now
+        #expect(await listing.list(FlowFilter(), timeout: .milliseconds(50)) == nil)
+        #expect(await listing.list(FlowFilter(), timeout: .milliseconds(50)) == nil)
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(listing.requested.load(ordering: .relaxed) == 1, "the second did not overwrite the first, still in flight")
+    }
+
+    @Test("/flows query parameters: each is read, and a bad one is refused saying what is accepted")
+    func query() throws {
+        let q = try FlowQuery(parameters: [("client", "10.0.0.1"), ("frontend", "web"), ("server", "pool/b1"), ("limit", "5")])
+        #expect(q == FlowQuery(client: IPAddress("10.0.0.1"), frontend: "web", server: ServerID(pool: "pool", name: "b1"), limit: 5))
+        #expect(throws: FlowQueryError.bad("client: '10.0.0' is not an IPv4 or IPv6 address")) {
+            try FlowQuery(parameters: [("client", "10.0.0")])
+        }
+        #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("server", "b1")]) }
+        #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("limit", "-1")]) }
+        #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("clients", "10.0.0.1")]) }
+    }
+}
