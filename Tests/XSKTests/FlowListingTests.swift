@@ -69,17 +69,19 @@ struct FlowListingTests {
     @Test("a big table is walked a chunk per batch: the answer comes after enough batches, not in one")
     func chunked() throws {
         let fixture = RoutesFixture(balance: .maglev)
-        var (dsr, _) = Self.threeFlows(fixture, capacity: 300_000)  // 1 Mi slots: 4 chunks
+        var (dsr, _) = Self.threeFlows(fixture, capacity: 300_000)  // 1 Mi slots
         let listing = dsr.counters.listing
         let answer = Mutex<FlowListingResult??>(nil)
         Task { let r = await listing.list(FlowFilter(), timeout: .seconds(5)); answer.withLock { $0 = .some(r) } }
         while listing.requested.load(ordering: .acquiring) == 0 { usleep(1000) }
         var batches = 0
+        #expect(dsr.hasWorkBetweenBatches, "an idle worker is told to come back soon")
         while listing.completed.load(ordering: .acquiring) == 0 {
             dsr.beginBatch(now: 3 * second)
             batches += 1
         }
-        #expect(batches == 4)
+        #expect(batches == (1 << 20) / FlowListing.slotsPerBatch)
+        #expect(!dsr.hasWorkBetweenBatches)
         var result: FlowListingResult??
         for _ in 0..<5000 where result == nil {
             result = answer.withLock { $0 }
@@ -98,6 +100,58 @@ struct FlowListingTests {
         #expect(listing.requested.load(ordering: .relaxed) == 1, "the second did not overwrite the first, still in flight")
     }
 
+    @Test("server= finds a server's flows under every frontend whose pool holds it")
+    func serverUnderTwoFrontends() throws {
+        var fixture = RoutesFixture(balance: .wrr, count: 1)
+        fixture.config.frontends.append(FrontendConfig(name: "tls", listen: Endpoint(address: .v4(0x0A4D_0064), port: 443), pool: "pool"))
+        fixture.runtime.apply(fixture.config)
+        fixture.republish()
+        var dsr = DSRForwarderTests.forwarder(fixture)
+        for port: UInt16 in [80, 443] {
+            for flags in [TCPHeader.syn, TCPHeader.ack] {
+                #expect(DSRForwarderTests.send(TestFrames.ipv4TCP(src: 0x0A4D_1001, dst: 0x0A4D_0064, sport: 5000 + port, dport: port,
+                                                                  flags: flags), &dsr) == 1)
+            }
+        }
+        let routes = fixture.publisher.current().routes
+        let report = FlowListingReport(listings: [dsr.counters.listing], routes: routes, mode: .dsr, natAddresses: [])
+        let answer = Mutex<JSONValue?>(nil)
+        Task {
+            let json = try? await report.run(FlowQuery(server: ServerID(pool: "pool", name: "s1")))
+            answer.withLock { $0 = json }
+        }
+        var json: JSONValue?
+        for _ in 0..<5000 where json == nil {
+            dsr.beginBatch(now: 3 * second)
+            json = answer.withLock { $0 }
+            usleep(1000)
+        }
+        let text = try #require(json).serialized()
+        #expect(text.hasPrefix("{\"matched\":2,"), "\(text)")
+        #expect(text.contains("\"frontend\":\"web\"") && text.contains("\"frontend\":\"tls\""))
+    }
+
+    @Test("a stopped worker's listing answers nil at once, and a /flows nobody answers is an error (503), not an empty list")
+    func closedAndCancelled() async throws {
+        let listing = FlowListing()
+        listing.close()
+        let start = ContinuousClock.now
+        #expect(await listing.list(FlowFilter(), timeout: .seconds(3)) == nil)
+        #expect(ContinuousClock.now - start < .seconds(1))
+
+        let open = FlowListing()
+        let waiting = Task { await open.list(FlowFilter(), timeout: .seconds(3)) }
+        try await Task.sleep(for: .milliseconds(20))
+        waiting.cancel()
+        let cancelledAt = ContinuousClock.now
+        #expect(await waiting.value == nil)
+        #expect(ContinuousClock.now - cancelledAt < .seconds(1), "a cancelled caller stops waiting")
+
+        let fixture = RoutesFixture(balance: .wrr)
+        let report = FlowListingReport(listings: [listing], routes: fixture.publisher.current().routes, mode: .dsr, natAddresses: [])
+        await #expect(throws: FlowQueryError.self) { try await report.run(FlowQuery()) }
+    }
+
     @Test("/flows query parameters: each is read, and a bad one is refused saying what is accepted")
     func query() throws {
         let q = try FlowQuery(parameters: [("client", "10.0.0.1"), ("frontend", "web"), ("server", "pool/b1"), ("limit", "5")])
@@ -108,5 +162,8 @@ struct FlowListingTests {
         #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("server", "b1")]) }
         #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("limit", "-1")]) }
         #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("clients", "10.0.0.1")]) }
+        #expect(throws: FlowQueryError.bad("client is given twice: give it once")) {
+            try FlowQuery(parameters: [("client", "10.0.0.1"), ("client", "10.0.0.2")])
+        }
     }
 }

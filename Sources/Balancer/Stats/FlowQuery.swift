@@ -21,7 +21,9 @@ public struct FlowQuery: Sendable, Equatable {
     /// what is accepted.
     public init(parameters: [(key: String, value: String)]) throws(FlowQueryError) {
         self.init()
+        var seen: Set<String> = []
         for (key, value) in parameters {
+            guard seen.insert(key).inserted else { throw .bad("\(key) is given twice: give it once") }
             switch key {
             case "client":
                 guard let ip = IPAddress(value) else { throw .bad("client: '\(value)' is not an IPv4 or IPv6 address") }
@@ -50,10 +52,12 @@ public enum FlowQueryError: Error, Sendable, Equatable {
     case bad(String)
     /// The mode has no flow table (proxy mode): answered with 404 and the message.
     case unavailable(String)
+    /// No worker answered in time: answered with 503 and the message.
+    case unanswered(String)
 
     public var message: String {
         switch self {
-        case .bad(let m), .unavailable(let m): return m
+        case .bad(let m), .unavailable(let m), .unanswered(let m): return m
         }
     }
 }

@@ -64,7 +64,11 @@ public struct StatsServer: Service {
                 return Self.response(try await flows(query).serialized(pretty: true) + "\n", type: "application/json")
             } catch {
                 let status: HTTPResponse.Status
-                if case .bad = error { status = .badRequest } else { status = .notFound }
+                switch error {
+                case .bad: status = .badRequest
+                case .unavailable: status = .notFound
+                case .unanswered: status = .serviceUnavailable
+                }
                 let body = JSONValue.object([("error", .string(error.message))]).serialized(pretty: true) + "\n"
                 return Self.response(body, type: "application/json", status: status)
             }

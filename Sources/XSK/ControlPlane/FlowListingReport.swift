@@ -20,8 +20,10 @@ struct FlowListingReport {
             filter.frontendIndex = index
         }
         if let server = query.server {
-            guard let slot = routes.slot(of: server) else { throw .bad("server: no server \(server) in the routes") }
-            filter.backendSlot = UInt32(slot)
+            // One slot per frontend whose pool holds the server.
+            let slots = routes.servers.indices.filter { routes.servers[$0] == server }.map(UInt32.init)
+            guard !slots.isEmpty else { throw .bad("server: no server \(server) in the routes") }
+            filter.backendSlots = slots
         }
         let results = await withTaskGroup(of: (Int, FlowListingResult?).self) { group in
             for (i, listing) in listings.enumerated() {
@@ -30,6 +32,9 @@ struct FlowListingReport {
             var all: [(Int, FlowListingResult?)] = []
             for await r in group { all.append(r) }
             return all.sorted { $0.0 < $1.0 }
+        }
+        if !listings.isEmpty, results.allSatisfy({ $0.1 == nil }) {
+            throw .unanswered("no worker answered within 3 s (stopping, or still walking a table for an earlier request): ask again")
         }
         var rows: [JSONValue] = []
         var matched = 0

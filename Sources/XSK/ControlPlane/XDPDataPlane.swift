@@ -63,6 +63,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         var interfaceGone = false
         defer {
             dataPath.stop()
+            for c in counters { c.listing.close() }  // no worker answers from now on
             flushCounters()
             logger.notice(interfaceGone ? "AF_XDP data plane stopped" : "AF_XDP data plane stopped; XDP program detached",
                           metadata: ["iface": "\(facts.interface)"])

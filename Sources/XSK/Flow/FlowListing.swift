@@ -2,19 +2,20 @@ import Balancer
 import Synchronization
 
 /// Which flows a listing asks for: all of them, or those of one client address, frontend
-/// index or backend slot (each nil = any).
+/// index or server (each nil = any).
 public struct FlowFilter: Sendable, Equatable {
     public var client: IPAddress?
     public var frontendIndex: Int?
-    public var backendSlot: UInt32?
+    /// The backend slots of one server (one per frontend whose pool holds it).
+    public var backendSlots: [UInt32]?
     /// Rows copied per worker at most (more matches are only counted).
     public var limit: Int
 
-    public init(client: IPAddress? = nil, frontendIndex: Int? = nil, backendSlot: UInt32? = nil,
+    public init(client: IPAddress? = nil, frontendIndex: Int? = nil, backendSlots: [UInt32]? = nil,
                 limit: Int = FlowListing.maxRows) {
         self.client = client
         self.frontendIndex = frontendIndex
-        self.backendSlot = backendSlot
+        self.backendSlots = backendSlots
         self.limit = min(max(0, limit), FlowListing.maxRows)
     }
 }
@@ -43,8 +44,10 @@ public struct FlowListingResult: Sendable {
 public final class FlowListing: @unchecked Sendable {
     /// The most rows one worker copies per request.
     public static let maxRows = 4096
-    /// Table slots a worker walks per batch (16 MiB of entries: a few milliseconds).
-    static let slotsPerBatch = 1 << 18
+    /// Table slots a worker walks per batch: 2 MiB of entries, a fraction of a millisecond,
+    /// so a busy worker's batches are hardly delayed; an idle one calls again every 1 ms
+    /// while it walks (`PacketHandler.hasWorkBetweenBatches`).
+    static let slotsPerBatch = 1 << 15
 
     let requested = Atomic<UInt64>(0)
     let completed = Atomic<UInt64>(0)
@@ -57,6 +60,8 @@ public final class FlowListing: @unchecked Sendable {
     var takenAt: UInt64 = 0
     /// Held by the caller whose request is in flight (from writing it to reading the rows).
     private let busy = Atomic<Bool>(false)
+    /// Set once the worker has stopped: nobody will answer.
+    private let closed = Atomic<Bool>(false)
 
     public init() {
         rows = .allocate(capacity: Self.maxRows)
@@ -65,8 +70,8 @@ public final class FlowListing: @unchecked Sendable {
     deinit { rows.deallocate() }
 
     /// Asks the worker for its flows matching `filter` and waits up to `timeout` for the
-    /// answer; nil when the worker does not answer in time (it stopped, or is still walking a
-    /// huge table for an earlier request: ask again).
+    /// answer; nil when the worker does not answer in time (it has stopped, or is still on an
+    /// earlier request that timed out), or the calling task is cancelled.
     public func list(_ filter: FlowFilter, timeout: Duration = .seconds(3)) async -> FlowListingResult? {
         let deadline = ContinuousClock.now + timeout
         // Take the turn: one caller at a time, and only once the worker has finished the
@@ -76,7 +81,7 @@ public final class FlowListing: @unchecked Sendable {
                 if completed.load(ordering: .acquiring) == requested.load(ordering: .relaxed) { break }
                 busy.store(false, ordering: .releasing)
             }
-            guard ContinuousClock.now < deadline else { return nil }
+            guard ContinuousClock.now < deadline, !Task.isCancelled, !closed.load(ordering: .relaxed) else { return nil }
             try? await Task.sleep(for: .milliseconds(2))
         }
         defer { busy.store(false, ordering: .releasing) }
@@ -84,12 +89,15 @@ public final class FlowListing: @unchecked Sendable {
         let ticket = requested.load(ordering: .relaxed) &+ 1
         requested.store(ticket, ordering: .releasing)
         while completed.load(ordering: .acquiring) != ticket {
-            guard ContinuousClock.now < deadline else { return nil }
+            guard ContinuousClock.now < deadline, !Task.isCancelled, !closed.load(ordering: .relaxed) else { return nil }
             try? await Task.sleep(for: .milliseconds(2))
         }
         return FlowListingResult(entries: Array(UnsafeBufferPointer(start: rows, count: rowCount)),
                                  matched: matched, now: takenAt)
     }
+
+    /// The worker has stopped: callers waiting, and later ones, get nil at once.
+    public func close() { closed.store(true, ordering: .relaxed) }
 
     // The worker's side: touched by the worker thread only.
     private var walking: UInt64 = 0
@@ -137,7 +145,7 @@ public final class FlowListing: @unchecked Sendable {
     private func matches(_ entry: UnsafeMutablePointer<FlowEntry>) -> Bool {
         if let client = walkClient, entry.pointee.clientLo != client.lo || entry.pointee.clientHi != client.hi { return false }
         if let f = walkFilter.frontendIndex, entry.pointee.vipIndex != f { return false }
-        if let b = walkFilter.backendSlot, entry.pointee.backendSlot != b { return false }
+        if let slots = walkFilter.backendSlots, !slots.contains(entry.pointee.backendSlot) { return false }
         return true
     }
 }

@@ -37,6 +37,8 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
 
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
+    public var hasWorkBetweenBatches: Bool { core.isListing }
+
     /// Two passes (see `FrameLookup`): every frame's lookup, starting its slot's load; then
     /// each frame, where an established flow's segment costs its MAC rewrite and the rest
     /// goes through `process`.

@@ -53,6 +53,8 @@ struct ForwarderCore {
     /// `/flows` requests: the channel, and the last request this worker answered.
     let listing: FlowListing
     var listingServed: UInt64 = 0
+    /// A flow listing is asked for or under way.
+    var isListing: Bool { listing.requested.load(ordering: .relaxed) != listingServed }
     /// The routes generation held when the current full sweep began (see `FlowSweepProgress`).
     var sweepBegunUnder: UInt64 = 0
     /// Published to the routes publisher, which reuses a retired backend slot only once every

@@ -63,6 +63,8 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
 
     public mutating func beginBatch(now: UInt64) { core.beginBatch(now: now) }
 
+    public var hasWorkBetweenBatches: Bool { core.isListing }
+
     /// Two passes (see `FrameLookup`): every frame's lookup, starting the load of its flow's
     /// slot, or for a backend's reply of its NAT port's reverse entry; then each frame, where
     /// an established flow's segment and a reply cost their rewrite and the rest goes through

@@ -18,6 +18,11 @@ public protocol PacketHandler {
     /// to expire flows. Not called per packet.
     mutating func beginBatch(now: UInt64)
 
+    /// True while `beginBatch` has work it does a piece at a time (a flow listing's walk): an
+    /// idle worker then sleeps 1 ms between calls instead of its idle timeout. Read on the
+    /// idle path only.
+    var hasWorkBetweenBatches: Bool { get }
+
     /// Looks at one frame (`packet.count` is the received length, starting at the Ethernet
     /// header) and rewrites it in place. Must not allocate, lock, or retain anything.
     mutating func handle(_ packet: UnsafeMutableRawBufferPointer) -> PacketVerdict
@@ -31,6 +36,8 @@ public protocol PacketHandler {
 }
 
 extension PacketHandler {
+    public var hasWorkBetweenBatches: Bool { false }
+
     @inlinable @inline(__always)
     public mutating func handle(batch frames: UnsafeBufferPointer<PacketFrame>,
                                 verdicts: UnsafeMutablePointer<PacketVerdict>) {

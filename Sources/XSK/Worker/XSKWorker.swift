@@ -239,7 +239,8 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
                 }
                 // Frames still out on TX: sleep briefly (their completions wake no poll), so
                 // a transmit path that never completes (a link gone down) costs no spinning CPU.
-                _ = cxdp_poll_in(rings.fd, sending ? 1 : idleTimeout)
+                // Likewise while the handler walks its table for a listing, a piece per call.
+                _ = cxdp_poll_in(rings.fd, sending || handler.hasWorkBetweenBatches ? 1 : idleTimeout)
                 wakeups += 1
                 state.emptyPolls = 0
                 // Idle: let the handler adopt new routes and expire flows all the same.

@@ -42,14 +42,7 @@ extension EndToEndLabTests {
             }
             #expect(roundTrip(1))
             // /flows names the backup as the holder of that connection.
-            let port = try lab.fromClient { () -> UInt16 in
-                var address = sockaddr_in()
-                var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-                _ = withUnsafeMutablePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(stream.fd, $0, &length) }
-                }
-                return UInt16(bigEndian: address.sin_port)
-            }
+            let port = stream.localPort
             let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10&frontend=web"])
             let listed = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
             let held = listed.first { $0["client"] as? String == "10.77.0.10:\(port)" }

@@ -44,7 +44,7 @@ struct EndToEndLabTests {
         }
     }
 
-    @Test("Passthrough: exact weights, 16 MiB byte-exact, 200 concurrent connections, backends see the NAT address")
+    @Test("Passthrough: exact weights, 16 MiB byte-exact, 200 concurrent connections, backends see the NAT address; /flows shows a held one with its NAT address and port")
     func passthroughEndToEnd() throws {
         guard try labAvailable("passthroughEndToEnd") else { return }
         try ConveyLab.with(mode: "passthrough", config: labConfig(weights: [2, 1, 1], balance: "wrr")) { lab in
@@ -71,6 +71,22 @@ struct EndToEndLabTests {
             let dataplane = stats["dataplane"] as? [String: Any]
             // No nat_addr: the interface's IPv4 address (no IPv6 VIP, so its IPv6 ports stay the kernel's).
             #expect((dataplane?["nat"] as? [String: Any])?["addresses"] as? [String] == ["10.77.0.2"])
+
+            // /flows lists a held connection with its server and the NAT address and port it left with.
+            let held = try lab.fromClient { () -> LabClient in
+                let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 3)
+                try c.send("ECHO\nping")
+                _ = try c.receive(upTo: 4)
+                return c
+            }
+            let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10"])
+            let flows = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
+            let established = flows.filter { $0["client"] as? String == "10.77.0.10:\(held.localPort)" }
+            #expect(established.count == 1 && established.first?["state"] as? String == "established", "\(text)")
+            #expect((established.first?["nat"] as? String)?.hasPrefix("10.77.0.2:") == true
+                    && (established.first?["server"] as? String)?.hasPrefix("web_pool/b") == true
+                    && established.first?["frontend"] as? String == "web", "\(text)")
+            held.shutdownWrite()
             #expect(lab.stopConvey() == 0)
             #expect(try !lab.balancerHasXDP())
         }
