@@ -184,7 +184,7 @@ struct BackupServerTests {
         let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test")
         let json = doc.json.serialized()
         #expect(json.contains("\"on_backup\":true"), "\(json)")
-        #expect(json.contains("\"s2\":{\"addr\":\"127.0.0.1:9003\",\"state\":\"up\",\"healthy\":true,\"weight\":2,\"backup\":true"), "\(json)")
+        #expect(json.contains("\"s2\":{\"addr\":\"127.0.0.1:9003\",\"state\":\"up\",\"healthy\":true,\"weight\":2,\"slow_start_percent\":100,\"backup\":true"), "\(json)")
         let metrics = PrometheusExporter().render(doc)
         #expect(metrics.contains("convey_frontend_on_backup{frontend=\"web\"} 1"), "\(metrics)")
         #expect(metrics.contains("convey_server_backup{pool=\"pool\",server=\"s2\",addr=\"127.0.0.1:9003\"} 1"))

@@ -243,6 +243,7 @@ public enum ConfigLoader {
         let connectTimeout = t.seconds("connect_timeout", minimum: 0.001) ?? .seconds(2)
         let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
+        let slowStart = t.seconds("slow_start") ?? .zero
 
         var servers: [ServerConfig] = []
         if let table = t.table("servers") {
@@ -267,7 +268,7 @@ public enum ConfigLoader {
             }
         }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
-                          drainTimeout: drainTimeout, servers: servers)
+                          drainTimeout: drainTimeout, slowStart: slowStart, servers: servers)
     }
 
     private static func readStats(_ t: TableReader) -> StatsConfig {

@@ -75,12 +75,18 @@ public struct PoolConfig: Sendable, Equatable {
     public var connectTimeout: Duration
     public var idleTimeout: Duration
     public var drainTimeout: Duration
+    /// `slow_start`: a server its health checks bring back up takes a share of new
+    /// connections that grows from almost nothing to its weight's over this time (`wrr` and
+    /// `leastconn` frontends), so a cold server is not handed every new client at once (with
+    /// `leastconn`, its empty connection count would draw them all). Zero: off.
+    public var slowStart: Duration
     /// Servers, sorted by name.
     public var servers: [ServerConfig]
 
     public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
                 idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
-                servers: [ServerConfig]) {
+                slowStart: Duration = .zero, servers: [ServerConfig]) {
+        self.slowStart = slowStart
         self.name = name
         self.health = health
         self.connectTimeout = connectTimeout

@@ -31,6 +31,10 @@ public final class BalancerRuntime: Sendable {
         var weightZeroSince: [ServerID: ContinuousClock.Instant] = [:]
         /// Weight-0 servers whose drain has ended (their flows are closed).
         var weightZeroExpired: Set<ServerID> = []
+        /// Servers in a `slow_start` ramp: when their health checks brought them back up.
+        var upSince: [ServerID: ContinuousClock.Instant] = [:]
+        /// The ramp percentages the last snapshot was built with (to republish on a change).
+        var publishedRamps: [ServerID: Int] = [:]
         /// Frontends moved to another pool by a reload: the pool they left, whose servers keep
         /// that frontend's established flows (taking no new ones) until the deadline.
         var poolSwitches: [String: [PoolSwitch]] = [:]
@@ -238,12 +242,28 @@ public final class BalancerRuntime: Sendable {
 
     /// Records a health verdict; republishes when it changes selection.
     public func setHealth(_ id: ServerID, up: Bool) {
+        let now = clock.now
         let changed = state.withLock { state -> Bool in
             let old = state.healthy[id] ?? true
             state.healthy[id] = up
+            // Back up after being down: a cold server, ramped in by its pool's slow_start.
+            if up && !old, let pool = state.config.pool(named: id.pool), pool.slowStart > .zero {
+                state.upSince[id] = now
+            } else if !up {
+                state.upSince[id] = nil
+            }
             return old != up
         }
-        if changed { republish(now: clock.now) }
+        if changed { republish(now: now) }
+    }
+
+    /// How far the `slow_start` ramp of a server that came up at `since` has come at `now`:
+    /// 1...99 during the ramp, nil once it is over (or there is none).
+    static func rampPercent(since: ContinuousClock.Instant?, slowStart: Duration, now: ContinuousClock.Instant) -> Int? {
+        guard let since, slowStart > .zero else { return nil }
+        let elapsed = now - since
+        guard elapsed < slowStart else { return nil }
+        return min(99, max(1, Int((elapsed / slowStart * 100).rounded(.down))))
     }
 
     /// Ends drains whose time has passed; called periodically by the control plane.
@@ -293,6 +313,13 @@ public final class BalancerRuntime: Sendable {
             // Servers whose drain ended leave the counters too: their counts move to the
             // retired totals now, not at the next reload (the pool's totals never dip).
             if changed { Self.syncCounters(&state, config: state.config, now: now) }
+            // slow_start ramps move on (republished when a percentage changed) and end.
+            for (id, since) in state.upSince {
+                let slowStart = state.config.pool(named: id.pool)?.slowStart ?? .zero
+                let percent = Self.rampPercent(since: since, slowStart: slowStart, now: now)
+                if percent == nil { state.upSince[id] = nil }
+                if percent != state.publishedRamps[id] { changed = true }
+            }
             return changed
         }
         if expired { republish(now: now) }
@@ -327,7 +354,15 @@ public final class BalancerRuntime: Sendable {
     private func republish(now: ContinuousClock.Instant) {
         // Build under the lock so two publishers cannot publish out of order.
         snapshots.update { old in
-            let new = state.withLock { Self.buildSnapshot($0, now: now) }
+            let new = state.withLock { state in
+                // What the ramps were at, to republish when one moves on (see `expireDrains`).
+                state.publishedRamps = [:]
+                for (id, since) in state.upSince {
+                    let slowStart = state.config.pool(named: id.pool)?.slowStart ?? .zero
+                    state.publishedRamps[id] = Self.rampPercent(since: since, slowStart: slowStart, now: now)
+                }
+                return Self.buildSnapshot(state, now: now)
+            }
             if let onServingChange {
                 for change in Self.servingChanges(from: old, to: new) { onServingChange(change) }
             }
@@ -371,6 +406,7 @@ public final class BalancerRuntime: Sendable {
         state.weightZeroSince = zero
         state.weightZeroExpired = state.weightZeroExpired.filter { zero[$0] != nil }
         state.healthy = state.healthy.filter { counters[$0.key] != nil }
+        state.upSince = state.upSince.filter { counters[$0.key] != nil }
         var frontends: [String: FrontendCounters] = [:]
         for f in config.frontends { frontends[f.name] = state.frontendCounters[f.name] ?? FrontendCounters() }
         for key in state.removedFrontends.keys { frontends[key.name] = state.frontendCounters[key.name] }
@@ -386,14 +422,26 @@ public final class BalancerRuntime: Sendable {
         for f in config.frontends {
             guard let pool = config.pool(named: f.pool) else { continue }
             var servers: [ServerRoute] = []
-            for s in pool.servers {
+            // A slow_start ramp (wrr and leastconn only: a hashing frontend's table would move
+            // flows at every step) scales the pool's weights so that weight 1 ramps too.
+            let ramps = pool.servers.map { s in
+                Self.rampPercent(since: state.upSince[ServerID(pool: pool.name, name: s.name)], slowStart: pool.slowStart, now: now)
+            }
+            let ramping = (f.balance == .wrr || f.balance == .leastconn) && ramps.contains { $0 != nil }
+            for (s, ramp) in zip(pool.servers, ramps) {
                 let id = ServerID(pool: pool.name, name: s.name)
                 let up = state.healthy[id] ?? true
                 let serverState: ServerState = s.weight == 0 ? .drain : (up ? .up : .down)
                 let keeps = !state.weightZeroExpired.contains(id)
-                servers.append(ServerRoute(id: id, address: s.address, weight: s.weight, state: serverState,
+                var weight = s.weight
+                if ramping {
+                    weight = s.weight * ServerRoute.slowStartScale
+                    if let ramp, weight > 0 { weight = max(1, weight * ramp / 100) }
+                }
+                servers.append(ServerRoute(id: id, address: s.address, weight: weight, state: serverState,
                                            isBackup: s.backup, keepsFlows: keeps,
-                                           counters: state.serverCounters[id] ?? ServerCounters()))
+                                           counters: state.serverCounters[id] ?? ServerCounters(),
+                                           configuredWeight: s.weight, slowStartPercent: ramping ? ramp ?? 100 : 100))
             }
             for (id, removed) in state.removed.sorted(by: { $0.key.name < $1.key.name }) where id.pool == pool.name {
                 servers.append(ServerRoute(id: id, address: removed.config.address, weight: 0, state: .drain,
@@ -529,6 +577,7 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.health != p.health { applied.append("pool \(p.name): health check settings") }
                 if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
                 if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
+                if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart) -> \(p.slowStart)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout) (drains under way too, from their start)") }
             }
             for s in p.servers {

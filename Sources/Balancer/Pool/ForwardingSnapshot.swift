@@ -120,7 +120,14 @@ public struct FrontendRoute: Sendable {
 public struct ServerRoute: Sendable {
     public var id: ServerID
     public var address: Endpoint
+    /// The weight schedulers use: the configured one, but while a `slow_start` ramp runs in
+    /// the pool (`wrr` and `leastconn` frontends), every weight is scaled by
+    /// `slowStartScale` and the ramping server's grows from 1 to its full scaled weight.
     public var weight: Int
+    /// `weight = ...` in the file (what `/stats` shows).
+    public var configuredWeight: Int
+    /// How far its `slow_start` ramp has come: 100 when none runs.
+    public var slowStartPercent: Int
     public var state: ServerState
     /// `backup = true`: takes new flows only while no non-backup server of the pool can.
     public var isBackup: Bool
@@ -128,8 +135,14 @@ public struct ServerRoute: Sendable {
     public var keepsFlows: Bool
     public var counters: ServerCounters
 
+    /// Weights in a pool with a `slow_start` ramp under way are multiplied by this, so that a
+    /// server of weight 1 can ramp in steps too.
+    public static let slowStartScale = 16
+
     public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, isBackup: Bool = false,
-                keepsFlows: Bool = true, counters: ServerCounters) {
+                keepsFlows: Bool = true, counters: ServerCounters, configuredWeight: Int? = nil, slowStartPercent: Int = 100) {
+        self.configuredWeight = configuredWeight ?? weight
+        self.slowStartPercent = slowStartPercent
         self.isBackup = isBackup
         self.id = id
         self.address = address

@@ -16,6 +16,8 @@ public struct StatsDocument: Sendable {
         public var state: ServerState
         public var healthy: Bool
         public var weight: Int
+        /// How far a `slow_start` ramp has come (100: none runs).
+        public var slowStartPercent: Int = 100
         public var backup: Bool
         public var keepsFlows: Bool
         public var totals: TrafficTotals
@@ -68,7 +70,8 @@ public struct StatsDocument: Sendable {
                 rowsByPool[server.id.pool, default: []].append(
                     ServerRow(pool: server.id.pool, name: server.id.name, address: server.address,
                               state: server.state, healthy: view.healthy[server.id] ?? true,
-                              weight: server.weight, backup: server.isBackup, keepsFlows: server.keepsFlows,
+                              weight: server.configuredWeight, slowStartPercent: server.slowStartPercent,
+                              backup: server.isBackup, keepsFlows: server.keepsFlows,
                               totals: server.counters.snapshot(), lastCheck: lastCheck[server.id]))
             }
         }
@@ -130,7 +133,8 @@ public struct StatsDocument: Sendable {
             fields.append(("server_detail", .object(pool.servers.map { s in
                 var detail: [(String, JSONValue)] = [
                     ("addr", .string(s.address.description)), ("state", .string(s.state.rawValue)),
-                    ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))), ("backup", .bool(s.backup)),
+                    ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))),
+                    ("slow_start_percent", .int(Int64(s.slowStartPercent))), ("backup", .bool(s.backup)),
                     ("keeps_flows", .bool(s.keepsFlows)),
                 ]
                 detail += four(s.totals, prefix: "")
