@@ -116,6 +116,21 @@ struct DSRForwarderTests {
         }
     }
 
+    @Test("wrr over large weights: the per-worker sequence is scaled down to at most maxWRRCycle steps, proportions kept")
+    func largeWeightsMakeABoundedSequence() throws {
+        let weights = Array(repeating: 1000, count: 69) + [500]
+        let fixture = RoutesFixture(balance: .wrr, count: 70, weights: weights, maxBackendSlots: 128)
+        let routes = fixture.publisher.current().routes
+        let f = try #require((0..<routes.frontendCount).map { routes.frontends[$0] }.first { $0.present })
+        let n = Int(f.sequenceCount)
+        #expect(n > 0 && n <= FrontendRoute.maxWRRCycle + 70, "\(n)")
+        var counts: [UInt32: Int] = [:]
+        for i in 0..<n { counts[routes.slots[Int(f.sequenceStart) + i], default: 0] += 1 }
+        #expect(counts.count == 70)
+        let small = counts.values.min()!, large = counts.values.max()!
+        #expect(abs(Double(large) / Double(small) - 2) < 0.02, "1000:500 kept: \(large):\(small)")
+    }
+
     @Test func severalVIPsEachReachTheirOwnPool() {
         let web = Endpoint(address: .v4(0x0A4D_0064), port: 80)
         let tls = Endpoint(address: .v4(0x0A4D_0064), port: 443)

@@ -220,7 +220,15 @@ public final class PacketRoutes: @unchecked Sendable {
             switch route.config.balance {
             case .wrr, .leastconn:
                 f.algorithm = route.config.balance == .wrr ? Frontend.wrr : Frontend.leastconn
-                let sequence = SmoothWeightedRoundRobin.cycle(weights: eligible.map { route.servers[$0].weight }) ?? []
+                // The cycle is as long as the weights' sum (after their common divisor): large
+                // weights over many servers (or a slow_start ramp's scaled ones) are scaled
+                // down to at most `maxWRRCycle` steps, the proportions kept to within one step.
+                var weights = eligible.map { route.servers[$0].weight }
+                let total = weights.reduce(0, +)
+                if total > FrontendRoute.maxWRRCycle {
+                    weights = weights.map { $0 <= 0 ? 0 : max(1, $0 * FrontendRoute.maxWRRCycle / total) }
+                }
+                let sequence = SmoothWeightedRoundRobin.cycle(weights: weights) ?? []
                 f.sequenceStart = Int32(slotList.count)
                 f.sequenceCount = Int32(sequence.count)
                 slotList.append(contentsOf: sequence.map { routeSlots[eligible[$0]]! })
