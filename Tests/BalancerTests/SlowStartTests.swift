@@ -46,7 +46,7 @@ struct SlowStartTests {
         runtime.setHealth(s1, up: false)
         runtime.setHealth(s1, up: true)
         var r = try route(runtime)
-        #expect(r.servers.map(\.weight) == [16, 1], "the cold server starts with 1/48 of the weights")
+        #expect(r.servers.map(\.weight) == [16, 1], "the cold server starts with 1 of 17 turns (its full share would be 3 of 4)")
         #expect(r.servers[1].slowStartPercent == 1 && r.servers[1].configuredWeight == 3)
         #expect(r.wrrCycle.count == 17)
 
@@ -77,6 +77,40 @@ struct SlowStartTests {
         #expect(try route(wrr).servers.map(\.weight) == [16, 1])
         wrr.setHealth(s1, up: false)
         #expect(try route(wrr).servers.map(\.weight) == [1, 3], "down: no ramp, weights as configured")
+    }
+
+    @Test("a server a reload removes and adds back takes its full share: its ramp ended with it")
+    func removedAndAddedBackNoRamp() throws {
+        let runtime = BalancerRuntime(config: ramped(.wrr, slowStart: .seconds(60)))
+        let s1 = ServerID(pool: "pool", name: "s1")
+        runtime.setHealth(s1, up: false)
+        runtime.setHealth(s1, up: true)
+        #expect(try route(runtime).servers.map(\.weight) == [16, 1])
+        var without = ramped(.wrr, slowStart: .seconds(60))
+        without.pools[0].servers.removeLast()
+        runtime.apply(without)
+        runtime.apply(ramped(.wrr, slowStart: .seconds(60)))
+        #expect(try route(runtime).servers.map(\.weight) == [1, 3])
+        #expect(runtime.expireDrains() == false, "no ramp left to step")
+    }
+
+    @Test("a pool shared by a maglev and a wrr frontend: only the wrr one ramps, and /stats shows the ramp whichever comes first")
+    func sharedPool() throws {
+        var c = ramped(.maglev, slowStart: .seconds(60))
+        var second = c.frontends[0]
+        second.name = "web2"
+        second.listen.port += 1
+        second.balance = .wrr
+        c.frontends.append(second)
+        let runtime = BalancerRuntime(config: c)
+        let s1 = ServerID(pool: "pool", name: "s1")
+        runtime.setHealth(s1, up: false)
+        runtime.setHealth(s1, up: true)
+        let snapshot = runtime.snapshots.load().value
+        #expect(snapshot.frontend(named: "web")?.servers.map(\.weight) == [1, 3])
+        #expect(snapshot.frontend(named: "web2")?.servers.map(\.weight) == [16, 1])
+        let doc = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test")
+        #expect(doc.pools.first?.servers.first { $0.name == "s1" }?.slowStartPercent == 1)
     }
 
     @Test("/stats shows the configured weight and the ramp's progress")

@@ -30,9 +30,11 @@ import Synchronization
 /// graceful shutdown or cancellation, after which `run()` stops every check and returns.
 /// `update(targets:)` may be called at any time (before `run()` too) and replaces the target set
 /// live on config reload: a target whose id, address and check settings are unchanged keeps its
-/// state and its schedule; a new or changed one starts afresh (up, unchecked); a removed one
-/// stops, and its status disappears. A changed target that was down and starts afresh (up) is
-/// reported to `onChange` like any other transition, so the runtime never keeps a stale "down".
+/// state and its schedule; a new one, or one whose address changed, starts afresh (up,
+/// unchecked); one whose check settings alone changed is checked afresh but keeps its verdict
+/// (down stays down until `rise` checks pass); a removed one stops, and its status
+/// disappears. A target that was down and starts afresh (up) is reported to `onChange` like
+/// any other transition, so the runtime never keeps a stale "down".
 ///
 /// The checker knows nothing of proxy or XSK; it only reports health.
 public final class HealthChecker: Service, Sendable {

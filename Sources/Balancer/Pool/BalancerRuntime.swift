@@ -89,7 +89,8 @@ public final class BalancerRuntime: Sendable {
     /// - Parameter onServingChange: called each time a published snapshot moves a configured
     ///   frontend's new flows onto its backup servers, back to its servers, or to none (under
     ///   the publishers' lock, never one the data paths take: changes arrive in order), and at
-    ///   start for each frontend that does not start on its servers.
+    ///   start for each frontend that does not start on its servers. It must not call back
+    ///   into the runtime (that lock is not recursive).
     public init(config: ConveyConfig, drainSettleTime: Duration = .seconds(1),
                 onServingChange: (@Sendable (ServingChange) -> Void)? = nil) {
         self.drainSettleTime = drainSettleTime
@@ -131,6 +132,8 @@ public final class BalancerRuntime: Sendable {
             // old self would never be revised, since the checker reports only changes.
             let oldIDs = Set(state.config.pools.flatMap { p in p.servers.map { ServerID(pool: p.name, name: $0.name) } })
             for id in newIDs where !oldIDs.contains(id) { state.healthy[id] = nil }
+            // A server removed (or added back) by a reload takes its full share: no ramp.
+            state.upSince = state.upSince.filter { newIDs.contains($0.key) && oldIDs.contains($0.key) }
             // A frontend moved to another pool (blue/green): the old pool's servers drain its
             // flows for the old pool's drain_timeout, as removed servers do.
             // Switches follow one another (A → B → C): each earlier pool keeps its own drain.
@@ -361,7 +364,7 @@ public final class BalancerRuntime: Sendable {
                     let slowStart = state.config.pool(named: id.pool)?.slowStart ?? .zero
                     state.publishedRamps[id] = Self.rampPercent(since: since, slowStart: slowStart, now: now)
                 }
-                return Self.buildSnapshot(state, now: now)
+                return Self.buildSnapshot(state, now: now, previous: old)
             }
             if let onServingChange {
                 for change in Self.servingChanges(from: old, to: new) { onServingChange(change) }
@@ -416,7 +419,11 @@ public final class BalancerRuntime: Sendable {
         state.frontendCounters = frontends
     }
 
-    private static func buildSnapshot(_ state: State, now: ContinuousClock.Instant) -> ForwardingSnapshot {
+    /// - Parameter previous: the snapshot this one replaces, whose Maglev tables are reused
+    ///   where a frontend's selectable servers and weights are unchanged (a table costs
+    ///   milliseconds, and a health change or a ramp step elsewhere changes none).
+    private static func buildSnapshot(_ state: State, now: ContinuousClock.Instant,
+                                      previous: ForwardingSnapshot? = nil) -> ForwardingSnapshot {
         let config = state.config
         var frontends: [FrontendRoute] = []
         for f in config.frontends {
@@ -459,7 +466,15 @@ public final class BalancerRuntime: Sendable {
             if !primaries.isEmpty { for i in backups { servers[i].state = .standby } }
             var table: MaglevTable? = nil
             if f.balance == .maglev || f.balance == .source, !selectable.isEmpty {
-                table = MaglevTable(backends: selectable.map { (servers[$0].address.description, servers[$0].weight) })
+                let backends = selectable.map { (key: servers[$0].address.description, weight: servers[$0].weight) }
+                let same = previous?.frontends.first { $0.name == f.name && !$0.isDraining }.flatMap { old -> MaglevTable? in
+                    guard let t = old.maglev, old.selectable.count == backends.count,
+                          zip(old.selectable, backends).allSatisfy({ i, b in
+                              old.servers[i].address.description == b.key && old.servers[i].weight == b.weight
+                          }) else { return nil }
+                    return t
+                }
+                table = same ?? MaglevTable(backends: backends)
             }
             frontends.append(FrontendRoute(config: f, pool: pool, servers: servers, selectable: selectable,
                                            standbyBackups: primaries.isEmpty ? [] : backups, maglev: table,

@@ -90,6 +90,17 @@ public struct StatsDocument: Sendable {
                                  totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
             }
         }
+        // A ramp shows in wrr and leastconn frontends only: a server's progress is the lowest
+        // any frontend's route has for it.
+        var ramps: [ServerID: Int] = [:]
+        for route in routes { for s in route.servers { ramps[s.id] = min(ramps[s.id] ?? 100, s.slowStartPercent) } }
+        for (pool, rows) in rowsByPool {
+            rowsByPool[pool] = rows.map { row in
+                var row = row
+                row.slowStartPercent = ramps[ServerID(pool: row.pool, name: row.name)] ?? 100
+                return row
+            }
+        }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
         // One row per frontend, its live route first: a moved one's draining old address shares
         // its counters.

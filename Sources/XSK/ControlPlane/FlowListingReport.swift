@@ -13,11 +13,13 @@ struct FlowListingReport {
     func run(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
         var filter = FlowFilter(client: query.client, limit: query.limit)
         if let name = query.frontend {
-            guard let index = routes.frontendNames.firstIndex(of: name) else {
-                let known = routes.frontendNames.filter { !$0.isEmpty }
+            // Its live address, and the old one it drains at while it moves.
+            let indices = routes.frontendNames.indices.filter { routes.frontendNames[$0] == name }
+            guard !indices.isEmpty else {
+                let known = Set(routes.frontendNames.filter { !$0.isEmpty }).sorted()
                 throw .bad("frontend: no frontend '\(name)' (there are: \(known.joined(separator: ", ")))")
             }
-            filter.frontendIndex = index
+            filter.frontendIndices = indices
         }
         if let server = query.server {
             // One slot per frontend whose pool holds the server.

@@ -5,16 +5,17 @@ import Synchronization
 /// index or server (each nil = any).
 public struct FlowFilter: Sendable, Equatable {
     public var client: IPAddress?
-    public var frontendIndex: Int?
+    /// The VIP indices of one frontend (two while it moves to another listen address).
+    public var frontendIndices: [Int]?
     /// The backend slots of one server (one per frontend whose pool holds it).
     public var backendSlots: [UInt32]?
     /// Rows copied per worker at most (more matches are only counted).
     public var limit: Int
 
-    public init(client: IPAddress? = nil, frontendIndex: Int? = nil, backendSlots: [UInt32]? = nil,
+    public init(client: IPAddress? = nil, frontendIndices: [Int]? = nil, backendSlots: [UInt32]? = nil,
                 limit: Int = FlowListing.maxRows) {
         self.client = client
-        self.frontendIndex = frontendIndex
+        self.frontendIndices = frontendIndices
         self.backendSlots = backendSlots
         self.limit = min(max(0, limit), FlowListing.maxRows)
     }
@@ -144,7 +145,7 @@ public final class FlowListing: @unchecked Sendable {
     @inline(__always)
     private func matches(_ entry: UnsafeMutablePointer<FlowEntry>) -> Bool {
         if let client = walkClient, entry.pointee.clientLo != client.lo || entry.pointee.clientHi != client.hi { return false }
-        if let f = walkFilter.frontendIndex, entry.pointee.vipIndex != f { return false }
+        if let f = walkFilter.frontendIndices, !f.contains(entry.pointee.vipIndex) { return false }
         if let slots = walkFilter.backendSlots, !slots.contains(entry.pointee.backendSlot) { return false }
         return true
     }

@@ -321,9 +321,15 @@ struct ForwarderCore {
         }
         interfaceMAC = routes.interfaceMAC.rawValue
         // Workers start their weighted sequences at different places, so together they
-        // interleave servers instead of all sending their first flows to the same one.
+        // interleave servers instead of all sending their first flows to the same one. A
+        // frontend's cursor carries on across new routes (which come every second during a
+        // slow_start ramp): restarting it would favour the sequence's first servers on a
+        // worker that sees few new flows between publications.
+        let previous = cursors
         cursors = (0..<routes.frontendCount).map { i in
-            let n = Int(routes.frontends[i].sequenceCount)
+            if i < previous.count, previous[i] != 0 { return previous[i] }
+            let f = routes.frontends[i]
+            let n = Int(f.sequenceCount > 0 ? f.sequenceCount : f.candidatesCount)
             return n == 0 ? 0 : n * settings.workerIndex / settings.workerCount
         }
     }

@@ -218,17 +218,24 @@ public final class PacketRoutes: @unchecked Sendable {
                              maglevStart: 0, maglevSize: 0, sequenceStart: 0, sequenceCount: 0)
             slotList.append(contentsOf: eligible.map { routeSlots[$0]! })
             switch route.config.balance {
-            case .wrr, .leastconn:
-                f.algorithm = route.config.balance == .wrr ? Frontend.wrr : Frontend.leastconn
-                // The cycle is as long as the weights' sum (after their common divisor): large
-                // weights over many servers (or a slow_start ramp's scaled ones) are scaled
-                // down to at most `maxWRRCycle` steps, the proportions kept to within one step.
-                var weights = eligible.map { route.servers[$0].weight }
-                let total = weights.reduce(0, +)
-                if total > FrontendRoute.maxWRRCycle {
-                    weights = weights.map { $0 <= 0 ? 0 : max(1, $0 * FrontendRoute.maxWRRCycle / total) }
+            case .leastconn:
+                f.algorithm = Frontend.leastconn  // picks among the candidates: no sequence
+            case .wrr:
+                f.algorithm = Frontend.wrr
+                // The cycle is as long as the weights' sum after their common divisor: one
+                // longer than `maxWRRCycle` (large weights over many servers, or a slow_start
+                // ramp's scaled ones) is built from the reduced weights scaled down to it, the
+                // proportions kept to within one step.
+                let weights = eligible.map { route.servers[$0].weight }
+                var cycle = SmoothWeightedRoundRobin.cycle(weights: weights, limit: FrontendRoute.maxWRRCycle)
+                if cycle == nil {
+                    let g = weights.reduce(0) { a, b in Self.gcd(a, max(0, b)) }
+                    let reduced = weights.map { max(0, $0) / max(1, g) }
+                    let total = reduced.reduce(0, +)
+                    let scaled = reduced.map { $0 == 0 ? 0 : max(1, $0 * FrontendRoute.maxWRRCycle / total) }
+                    cycle = SmoothWeightedRoundRobin.cycle(weights: scaled)
                 }
-                let sequence = SmoothWeightedRoundRobin.cycle(weights: weights) ?? []
+                let sequence = cycle ?? []
                 f.sequenceStart = Int32(slotList.count)
                 f.sequenceCount = Int32(sequence.count)
                 slotList.append(contentsOf: sequence.map { routeSlots[eligible[$0]]! })
@@ -335,6 +342,8 @@ public final class PacketRoutes: @unchecked Sendable {
 
     /// Slots assigned so far (the size per-backend arrays need).
     public var slotCount: Int { backendCount }
+
+    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
     /// The address and port of the backend in `slot`, if these routes hold one there.
     public func backendEndpoint(slot: Int) -> Endpoint? {
