@@ -70,6 +70,14 @@ print("dataplane: iface", dp.get("interface"), "attach", dp.get("attach_mode"), 
 print("  packets rx", t.get("rx_packets"), "tx", t.get("tx_packets"), " flows created", t.get("flows_created"),
       "active", t.get("flows_active"), " drops", {k: v for k, v in t.get("drops", {}).items() if v} or "none")
 '
+  echo "== /flows?limit=3 (the connections the worker tracks; curl closed them, so they are closing)"
+  on lb curl -fs 'http://127.0.0.1:7000/flows?limit=3' | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("matched:", d["matched"])
+for f in d["flows"]:
+    print(" ", f["client"], "->", f["server"], f["backend"], f["state"], "nat " + f["nat"] if "nat" in f else "")
+'
   echo "== SIGTERM"
   kill -TERM "$convey_pid"
   rc=0; wait "$convey_pid" || rc=$?
