@@ -2,7 +2,7 @@
 # The AF_XDP demo, in a namespace lab (lab/lab.sh): a client, the balancer and three HTTP
 # backends on one bridge, 10.77.0.0/16 inside the namespaces only. convey runs in the balancer's
 # namespace on its veth0, first in DSR mode, then in passthrough mode; the client fetches from
-# the VIP 10.77.0.100:80 and we show who answered, what /stats counted, and that the XDP program
+# the VIP 10.77.0.100:80 and we show who answered, what /stats counted, what /flows tracks, and that the XDP program
 # is gone after SIGTERM. Needs root. Never touches the machine's own interfaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
