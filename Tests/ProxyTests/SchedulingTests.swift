@@ -51,6 +51,21 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
+        @Test("when every server refuses before its checks notice, the backups standing by are tried: the client is served")
+        func retryReachesStandbyBackups() async throws {
+            let dead = try TestServer.echo()
+            dead.stop()
+            let spare = try TestServer.naming("spare")
+            defer { spare.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "dead", address: dead.endpoint),
+                                               .init(name: "spare", address: spare.endpoint, state: .standby)])
+            let address = try await proxy.start()
+            for _ in 0..<10 { #expect(try whoAnswers(address) == "spare") }
+            #expect(proxy.counters(server: "spare").snapshot().totalConnections == 10)
+            #expect(proxy.counters().noBackend.load(ordering: .relaxed) == 0)
+            try await proxy.stop()
+        }
+
         @Test("when every server refuses, the client is closed at once and counted")
         func allRefuse() async throws {
             let dead1 = try TestServer.echo(), dead2 = try TestServer.echo()

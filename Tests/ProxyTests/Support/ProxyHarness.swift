@@ -60,12 +60,15 @@ final class ProxyHarness: Sendable {
                 return c
             }
             return ServerRoute(id: id, address: s.address, weight: s.weight,
-                               state: s.state ?? (s.weight > 0 ? .up : .drain), keepsFlows: s.keepsFlows, counters: counters)
+                               state: s.state ?? (s.weight > 0 ? .up : .drain), isBackup: s.state == .standby,
+                               keepsFlows: s.keepsFlows, counters: counters)
         }
         let selectable = routes.indices.filter { routes[$0].state == .up && routes[$0].weight > 0 }
+        let standby = routes.indices.filter { routes[$0].state == .standby }
         let fc = counters(frontend: f.name)
         publisher.publish(ForwardingSnapshot(frontends: [
-            FrontendRoute(config: f, pool: p, servers: routes, selectable: selectable, maglev: nil, counters: fc),
+            FrontendRoute(config: f, pool: p, servers: routes, selectable: selectable, standbyBackups: standby,
+                          maglev: nil, counters: fc),
         ]))
     }
 
