@@ -52,6 +52,7 @@ struct Launcher {
         }
         services.append(health)
         services.append(DrainTimer(runtime: runtime))
+        if mode == .proxy { services.append(ConnectErrorWatch(runtime: runtime, health: health)) }
         services.append(ReloadService(path: configPath, runtime: runtime, logger: logger, startedWith: source,
                                       overrides: { [iface] candidate in
                                           if let iface { candidate.xdp.iface = iface }

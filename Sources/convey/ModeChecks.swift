@@ -121,6 +121,11 @@ enum ModeChecks {
                                           + "frontend (ignored; connection_tracker_capacity bounds the flows)"))
             }
         }
+        for p in loaded.config.pools where p.errorLimit != 0 {
+            out.append(loaded.problem(path: ["backends", p.name, "error_limit"],
+                                      "proxy mode only: the \(mode.rawValue) mode makes no connections to servers, so "
+                                      + "it sees none fail (ignored; the health checks decide)"))
+        }
         return out
     }
 

@@ -38,6 +38,7 @@ enum ResolvedConfigPrinter {
             out += "connect_timeout = \(secs(p.connectTimeout))\(proxyOnly)\nidle_timeout = \(secs(p.idleTimeout))\(proxyOnly)\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
             out += "slow_start = \(secs(p.slowStart))\n"
+            out += "error_limit = \(p.errorLimit)\(proxyOnly)\n"
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
             }

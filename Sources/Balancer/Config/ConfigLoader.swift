@@ -244,6 +244,7 @@ public enum ConfigLoader {
         let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
         let slowStart = t.seconds("slow_start") ?? .zero
+        let errorLimit = t.int("error_limit", in: 0...1000) ?? 0
 
         var servers: [ServerConfig] = []
         if let table = t.table("servers") {
@@ -268,7 +269,8 @@ public enum ConfigLoader {
             }
         }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
-                          drainTimeout: drainTimeout, slowStart: slowStart, servers: servers)
+                          drainTimeout: drainTimeout, slowStart: slowStart, errorLimit: errorLimit,
+                          servers: servers)
     }
 
     private static func readStats(_ t: TableReader) -> StatsConfig {

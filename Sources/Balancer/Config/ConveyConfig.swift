@@ -80,13 +80,20 @@ public struct PoolConfig: Sendable, Equatable {
     /// `leastconn` frontends), so a cold server is not handed every new client at once (with
     /// `leastconn`, its empty connection count would draw them all). Zero: off.
     public var slowStart: Duration
+    /// `error_limit` (proxy mode): this many connection attempts in a row to a server that
+    /// fail (refused, unreachable, timed out; a successful one starts the count again) mark it
+    /// down at once, as `fall` failed checks would, instead of its clients' connects failing
+    /// over to other servers until the next checks notice; its checks bring it back after
+    /// `rise` passes. Zero: off (only the health checks decide).
+    public var errorLimit: Int
     /// Servers, sorted by name.
     public var servers: [ServerConfig]
 
     public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
                 idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
-                slowStart: Duration = .zero, servers: [ServerConfig]) {
+                slowStart: Duration = .zero, errorLimit: Int = 0, servers: [ServerConfig]) {
         self.slowStart = slowStart
+        self.errorLimit = errorLimit
         self.name = name
         self.health = health
         self.connectTimeout = connectTimeout

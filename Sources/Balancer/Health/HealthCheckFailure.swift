@@ -29,6 +29,8 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
     case readFailed(String)
     /// The server's address cannot be used by the socket layer (should not pass validation).
     case badAddress(String)
+    /// `error_limit` connection attempts of clients in a row failed (proxy mode).
+    case clientConnectsFailed(Int)
     /// This host could not run the check (out of file descriptors or memory): it says
     /// nothing about the server, so it moves neither toward up nor down. Carries the errno text.
     case notChecked(String)
@@ -64,6 +66,8 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
             return "reading the reply failed: \(why)"
         case .badAddress(let why):
             return "bad address: \(why)"
+        case .clientConnectsFailed(let count):
+            return "\(count) connections of clients in a row failed (error_limit)"
         case .notChecked(let why):
             return "not checked: this host is out of resources (\(why)); the server's state stays"
         }

@@ -146,6 +146,35 @@ public final class HealthChecker: Service, Sendable {
         }
     }
 
+    /// Marks `server` down at once, as `fall` failed checks would, for a failure seen outside
+    /// the checks (`error_limit`: clients' connections to it failing); its next check comes
+    /// within a second (a blip, such as a restart, costs little), and its checks bring it back
+    /// after `rise` passes. Logged and reported to `onChange`; nothing happens when it is
+    /// already down or not watched.
+    public func markDown(_ server: ServerID, because failure: HealthCheckFailure) {
+        let now = Date()
+        let marked: (HealthTarget, HealthStatus, UInt64)? = registry.withLock { registry in
+            guard var entry = registry.entries[server], entry.status.isUp else { return nil }
+            entry.state = HealthState(rise: entry.target.check.rise, fall: entry.target.check.fall, up: false)
+            entry.status = HealthStatus(isUp: false, consecutiveSuccesses: 0, consecutiveFailures: 0,
+                                        checks: entry.status.checks, lastResult: .failed(failure), lastCheck: now)
+            // Its check task starts again, first check soon (a result of the old task in
+            // flight no longer counts: its token is stale).
+            registry.tasks[entry.token]?.cancel()
+            entry.token = registry.newToken()
+            registry.entries[server] = entry
+            if registry.phase == .running {
+                start(entry, in: &registry, firstDelay: min(entry.target.check.interval, .seconds(1)))
+            }
+            return (entry.target, entry.status, entry.token)
+        }
+        guard let (target, status, token) = marked else { return }
+        deliver(status, of: server, token: token) {
+            logger.notice("server \(server) at \(target.address) is down: \(failure)",
+                          metadata: ["server": "\(server)", "address": "\(target.address)", "reason": "\(failure)"])
+        }
+    }
+
     /// The current status of `server`, or nil when it is not watched.
     public func status(of server: ServerID) -> HealthStatus? {
         registry.withLock { $0.entries[server]?.status }
@@ -162,9 +191,9 @@ public final class HealthChecker: Service, Sendable {
     // MARK: - Per-target tasks
 
     /// Starts the task that checks `entry` (called under the lock, while running).
-    private func start(_ entry: Entry, in registry: inout Registry) {
+    private func start(_ entry: Entry, in registry: inout Registry, firstDelay: Duration? = nil) {
         var random = SystemRandomNumberGenerator()
-        let delay = HealthCheckSchedule.firstCheckDelay(interval: entry.target.check.interval, using: &random)
+        let delay = firstDelay ?? HealthCheckSchedule.firstCheckDelay(interval: entry.target.check.interval, using: &random)
         let target = entry.target
         let token = entry.token
         // The task removes itself from `tasks` under the same lock this insertion holds, so the

@@ -592,6 +592,7 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.health != p.health { applied.append("pool \(p.name): health check settings") }
                 if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
                 if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
+                if o.errorLimit != p.errorLimit { applied.append("pool \(p.name): error_limit \(o.errorLimit) -> \(p.errorLimit)") }
                 if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart) -> \(p.slowStart)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout) (drains under way too, from their start)") }
             }

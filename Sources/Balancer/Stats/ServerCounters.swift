@@ -13,6 +13,9 @@ public final class ServerCounters: Sendable {
     public let bytesRx = Atomic<Int64>(0)
     /// Connect attempts that failed (refused, timed out, unreachable).
     public let connectFailures = Atomic<Int64>(0)
+    /// Connect attempts that failed since the last one that succeeded (over every event loop:
+    /// an approximate "in a row"), for `error_limit`.
+    public let connectFailuresInARow = Atomic<Int64>(0)
 
     public init() {}
 
@@ -20,6 +23,14 @@ public final class ServerCounters: Sendable {
     @inlinable public func connectionOpened() {
         totalConnections.wrappingAdd(1, ordering: .relaxed)
         currentConnections.wrappingAdd(1, ordering: .relaxed)
+        // Read first: the common case (no failures) writes no shared cache line.
+        if connectFailuresInARow.load(ordering: .relaxed) != 0 { connectFailuresInARow.store(0, ordering: .relaxed) }
+    }
+
+    /// A connect attempt to this server failed.
+    @inlinable public func connectFailed() {
+        connectFailures.wrappingAdd(1, ordering: .relaxed)
+        connectFailuresInARow.wrappingAdd(1, ordering: .relaxed)
     }
 
     /// A connection to this server ended.

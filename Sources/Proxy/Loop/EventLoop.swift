@@ -380,7 +380,7 @@ final class EventLoop {
             } catch {
                 if fd >= 0 { SocketCalls.close(fd) }
                 conn.pointee.backend = -1
-                s.counters.connectFailures.wrappingAdd(1, ordering: .relaxed)
+                s.counters.connectFailed()
                 guard let next = nextCandidate(index, route: route) else {
                     noServer(index)
                     return
@@ -434,7 +434,7 @@ final class EventLoop {
     /// The attempt in flight failed (refused, unreachable, timed out, or its server left).
     private func connectFailed(_ index: Int) {
         let conn = slab.slots + index
-        conn.pointee.serverCounters?.connectFailures.wrappingAdd(1, ordering: .relaxed)
+        conn.pointee.serverCounters?.connectFailed()
         SocketCalls.close(conn.pointee.backend)
         conn.pointee.backend = -1
         conn.pointee.serverCounters = nil
