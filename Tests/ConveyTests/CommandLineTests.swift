@@ -243,7 +243,7 @@ struct CommandLineTests {
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
 
-    @Test("the AF_XDP modes warn about proxy-mode-only settings, which --check fails on")
+    @Test("the AF_XDP modes warn about proxy-mode-only settings (error_limit too), which --check fails on")
     func proxyOnlySettingsInXDPModes() throws {
         let text = """
         [frontends.api]
@@ -251,6 +251,8 @@ struct CommandLineTests {
         backend = "pool"
         proxy_protocol = "v2"
         max_connections = 100
+        [backends.pool]
+        error_limit = 3
         [backends.pool.servers.a]
         addr = "10.77.0.21:80"
         """
@@ -262,6 +264,8 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":4: frontends.api.proxy_protocol: warning: proxy mode only: the dsr mode forwards packets"),
                 "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":5: frontends.api.max_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":7: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
+                "stderr was: \(run.stderr)")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
 
