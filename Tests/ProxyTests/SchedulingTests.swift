@@ -1,4 +1,6 @@
 import Balancer
+@testable import Proxy
+import SystemPackage
 import Testing
 
 /// Opens a connection, sends one line, and returns the name of the server that answered.
@@ -64,6 +66,16 @@ extension ProxyTests {
             #expect(proxy.counters(server: "spare").snapshot().totalConnections == 10)
             #expect(proxy.counters().noBackend.load(ordering: .relaxed) == 0)
             try await proxy.stop()
+        }
+
+        @Test("only errors about the server count toward error_limit, not this host running out of descriptors, memory or ports")
+        func errorsThatDescribeTheServer() {
+            for e in [Errno.connectionRefused, .noRouteToHost, .networkUnreachable, .timedOut] {
+                #expect(EventLoop.describesServer(e), "\(e)")
+            }
+            for e in [Errno.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noMemory, .noBufferSpace, .addressNotAvailable] {
+                #expect(!EventLoop.describesServer(e), "\(e)")
+            }
         }
 
         @Test("when every server refuses, the client is closed at once and counted")

@@ -102,10 +102,11 @@ public final class HealthChecker: Service, Sendable {
     /// pass: a reload never sends clients to a server known dead). When two targets share an
     /// id, the first one counts.
     public func update(targets: [HealthTarget]) {
-        let (kept, started, stopped, revived) = registry.withLock { registry in
+        let (kept, started, stopped, revived, keptDown) = registry.withLock { registry in
             var next: [ServerID: Entry] = [:]
             var kept = 0, started = 0
             var revived: [(target: HealthTarget, token: UInt64)] = []
+            var keptDown: [(target: HealthTarget, token: UInt64, status: HealthStatus)] = []
             for target in targets where next[target.id] == nil {
                 let old = registry.entries[target.id]
                 if let old, old.target == target {
@@ -120,6 +121,9 @@ public final class HealthChecker: Service, Sendable {
                         // checks of the new kind pass.
                         entry.state = HealthState(rise: target.check.rise, fall: target.check.fall, up: false)
                         entry.status.isUp = false
+                        // Said again under the new token: a "down" of the old one still on its
+                        // way would be dropped as stale (the runtime ignores a repeat).
+                        keptDown.append((target, entry.token, entry.status))
                     } else {
                         revived.append((target, entry.token))
                     }
@@ -134,10 +138,11 @@ public final class HealthChecker: Service, Sendable {
                 stopped += 1
             }
             registry.entries = next
-            return (kept, started, stopped, revived)
+            return (kept, started, stopped, revived, keptDown)
         }
         logger.debug("health check targets updated",
                      metadata: ["kept": "\(kept)", "started": "\(started)", "stopped": "\(stopped)"])
+        for (target, token, status) in keptDown { deliver(status, of: target.id, token: token) {} }
         for (target, token) in revived {
             deliver(.unchecked, of: target.id, token: token) {
                 logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address changed",

@@ -132,6 +132,17 @@ public final class BalancerRuntime: Sendable {
             // old self would never be revised, since the checker reports only changes.
             let oldIDs = Set(state.config.pools.flatMap { p in p.servers.map { ServerID(pool: p.name, name: $0.name) } })
             for id in newIDs where !oldIDs.contains(id) { state.healthy[id] = nil }
+            // Failed connects counted toward error_limit start again for a server that moved
+            // (another machine), and in a pool whose limit changed.
+            for p in new.pools {
+                let old = state.config.pool(named: p.name)
+                for s in p.servers {
+                    let moved = old?.servers.first { $0.name == s.name }.map { $0.address != s.address } ?? false
+                    if moved || old?.errorLimit != p.errorLimit {
+                        state.serverCounters[ServerID(pool: p.name, name: s.name)]?.connectFailuresInARow.store(0, ordering: .relaxed)
+                    }
+                }
+            }
             // A server removed (or added back) by a reload takes its full share: no ramp.
             state.upSince = state.upSince.filter { newIDs.contains($0.key) && oldIDs.contains($0.key) }
             // A frontend moved to another pool (blue/green): the old pool's servers drain its
@@ -249,12 +260,14 @@ public final class BalancerRuntime: Sendable {
         let changed = state.withLock { state -> Bool in
             let old = state.healthy[id] ?? true
             state.healthy[id] = up
-            // Back up after being down: a cold server, ramped in by its pool's slow_start.
+            // Back up after being down: a cold server, ramped in by its pool's slow_start, and
+            // its count of failed connects (error_limit) starts again.
             if up && !old, let pool = state.config.pool(named: id.pool), pool.slowStart > .zero {
                 state.upSince[id] = now
             } else if !up {
                 state.upSince[id] = nil
             }
+            if up && !old { state.serverCounters[id]?.connectFailuresInARow.store(0, ordering: .relaxed) }
             return old != up
         }
         if changed { republish(now: now) }

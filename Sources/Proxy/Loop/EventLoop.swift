@@ -380,7 +380,13 @@ final class EventLoop {
             } catch {
                 if fd >= 0 { SocketCalls.close(fd) }
                 conn.pointee.backend = -1
-                s.counters.connectFailed()
+                // Only what says the server cannot be reached counts toward error_limit: this
+                // host running out of descriptors, memory or ports says nothing about it.
+                if Self.describesServer(error) {
+                    s.counters.connectFailed()
+                } else {
+                    s.counters.connectFailures.wrappingAdd(1, ordering: .relaxed)
+                }
                 guard let next = nextCandidate(index, route: route) else {
                     noServer(index)
                     return
@@ -429,6 +435,12 @@ final class EventLoop {
         } else if events & CL_EPOLLOUT != 0 {
             established(index)
         }
+    }
+
+    /// Errors of `connect(2)` that are about the server (or the way to it), not this host.
+    static func describesServer(_ e: Errno) -> Bool {
+        [.connectionRefused, .noRouteToHost, .networkUnreachable, .timedOut, .hostIsDown, .networkDown,
+         .connectionReset].contains(e)
     }
 
     /// The attempt in flight failed (refused, unreachable, timed out, or its server left).

@@ -56,4 +56,29 @@ struct ErrorLimitTests {
         watch.check()
         #expect(checker.status(of: s1)?.isUp == true, "error_limit = 0: only the checks decide")
     }
+
+    @Test("the count of failed connects starts again when the server moves to another address, comes back up, or its pool's limit changes")
+    func countResets() throws {
+        var c = config(ports: [9001, 9002])
+        c.pools[0].errorLimit = 3
+        let runtime = BalancerRuntime(config: c)
+        let s0 = ServerID(pool: "pool", name: "s0")
+        let counters = try #require(runtime.view().serverCounters[s0])
+        func streak() -> Int64 { counters.connectFailuresInARow.load(ordering: .relaxed) }
+        counters.connectFailed(); counters.connectFailed()
+        var moved = c
+        moved.pools[0].servers[0].address.port = 9101
+        runtime.apply(moved)
+        #expect(streak() == 0, "another machine")
+        counters.connectFailed(); counters.connectFailed()
+        runtime.setHealth(s0, up: false)
+        runtime.setHealth(s0, up: true)
+        #expect(streak() == 0, "back up")
+        counters.connectFailed()
+        var limit = moved
+        limit.pools[0].errorLimit = 5
+        runtime.apply(limit)
+        #expect(streak() == 0, "a new limit")
+        #expect(counters.connectFailures.load(ordering: .relaxed) == 5, "the total keeps counting")
+    }
 }

@@ -324,7 +324,8 @@ struct HealthCheckerTests {
             #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 3 })
             #expect(checker.status(of: a.id)?.isUp == false)
         }
-        #expect(recorder.of(a.id).map(\.isUp) == [false], "down once, never revived by the reload")
+        let reports = recorder.of(a.id).map(\.isUp)
+        #expect(!reports.isEmpty && !reports.contains(true), "down, said again under the new check, never revived by the reload: \(reports)")
     }
 
     @Test("a reload that moves a down server to a new address checks it afresh, starting up, and says so")
