@@ -12,10 +12,6 @@ struct BackupServerTests {
         return c
     }
 
-    func route(_ runtime: BalancerRuntime) throws -> FrontendRoute {
-        try #require(runtime.snapshots.load().value.frontend(named: "web"))
-    }
-
     @Test("`backup = true` is read, printed back by --check, and a wrong type names the fix")
     func configKey() throws {
         let c = try load("""
@@ -56,23 +52,23 @@ struct BackupServerTests {
     @Test("backups stand by while a server is up; take over, by weight, when all are down; stand by again when one is back")
     func failover() throws {
         let runtime = BalancerRuntime(config: withBackups())
-        var r = try route(runtime)
+        var r = try webRoute(runtime)
         #expect(r.servers.map(\.state) == [.up, .up, .standby, .standby])
         #expect(r.selectable == [0, 1] && r.standbyBackups == [2, 3] && !r.onBackup)
         #expect(r.wrrCycle.sorted() == [0, 1])
 
         runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: false)
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.selectable == [1] && !r.onBackup, "one server left is enough")
 
         runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: false)
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.servers.map(\.state) == [.down, .down, .up, .up])
         #expect(r.selectable == [2, 3] && r.standbyBackups == [] && r.onBackup)
         #expect(r.wrrCycle.sorted() == [2, 2, 3], "backups share by weight (2:1)")
 
         runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: true)
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.selectable == [1] && r.standbyBackups == [2, 3] && !r.onBackup)
         #expect(r.servers[2].state == .standby && r.servers[2].keepsFlows, "a backup keeps the flows it took")
     }
@@ -84,24 +80,24 @@ struct BackupServerTests {
         c.pools[0].servers[0].weight = 0
         c.pools[0].servers.remove(at: 1)
         runtime.apply(c)
-        var r = try route(runtime)
+        var r = try webRoute(runtime)
         #expect(r.onBackup)
         #expect(r.selectable.map { r.servers[$0].id.name } == ["s2", "s3"])
         runtime.setHealth(ServerID(pool: "pool", name: "s2"), up: false)
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.selectable.map { r.servers[$0].id.name } == ["s3"])
         runtime.setHealth(ServerID(pool: "pool", name: "s3"), up: false)
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.selectable.isEmpty && !r.onBackup, "nothing left: no backend")
     }
 
     @Test("maglev and source frontends hash over the backups while they are in charge")
     func hashingOverBackups() throws {
         let runtime = BalancerRuntime(config: withBackups(balance: .maglev))
-        #expect(try route(runtime).maglev?.backendCount == 2)
+        #expect(try webRoute(runtime).maglev?.backendCount == 2)
         runtime.setHealth(ServerID(pool: "pool", name: "s0"), up: false)
         runtime.setHealth(ServerID(pool: "pool", name: "s1"), up: false)
-        let r = try route(runtime)
+        let r = try webRoute(runtime)
         let table = try #require(r.maglev)
         #expect(table.backendCount == 2)
         let picked = Set(table.entries.map { r.selectable[Int($0)] })
@@ -145,7 +141,7 @@ struct BackupServerTests {
         var only = withBackups()
         only.pools[0].servers.removeFirst(2)
         let runtime = BalancerRuntime(config: only)
-        let r = try route(runtime)
+        let r = try webRoute(runtime)
         #expect(r.selectable == [0, 1] && !r.onBackup && r.serving == .servers)
         #expect(r.servers.map(\.state) == [.up, .up])
     }
@@ -153,7 +149,7 @@ struct BackupServerTests {
     @Test("a refused connect tries the backups standing by once every other server has refused")
     func fallbackReachesBackups() throws {
         let runtime = BalancerRuntime(config: withBackups())
-        let r = try route(runtime)
+        let r = try webRoute(runtime)
         #expect(Scheduler.fallback(after: 0, attempt: 1, in: r) == 1)
         #expect(Scheduler.fallback(after: 0, attempt: 2, in: r) == 2)
         #expect(Scheduler.fallback(after: 0, attempt: 3, in: r) == 3)

@@ -9,10 +9,6 @@ struct SlowStartTests {
         return c
     }
 
-    func route(_ runtime: BalancerRuntime) throws -> FrontendRoute {
-        try #require(runtime.snapshots.load().value.frontend(named: "web"))
-    }
-
     @Test("`slow_start` is read in seconds, printed back, and reported when a reload changes it")
     func configKey() throws {
         let c = try load("""
@@ -41,24 +37,24 @@ struct SlowStartTests {
     @Test("wrr: the returning server's weight grows from 1 (of 16 per configured unit) to its own, and the pool's weights go back to the configured ones after")
     func wrrRamp() async throws {
         let runtime = BalancerRuntime(config: ramped(.wrr))
-        #expect(try route(runtime).servers.map(\.weight) == [1, 3], "no ramp at start")
+        #expect(try webRoute(runtime).servers.map(\.weight) == [1, 3], "no ramp at start")
         let s1 = ServerID(pool: "pool", name: "s1")
         runtime.setHealth(s1, up: false)
         runtime.setHealth(s1, up: true)
-        var r = try route(runtime)
+        var r = try webRoute(runtime)
         #expect(r.servers.map(\.weight) == [16, 1], "the cold server starts with 1 of 17 turns (its full share would be 3 of 4)")
         #expect(r.servers[1].slowStartPercent == 1 && r.servers[1].configuredWeight == 3)
         #expect(r.wrrCycle.count == 17)
 
         try await Task.sleep(for: .milliseconds(300))
         #expect(runtime.expireDrains(), "the ramp moved on: republished")
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.servers[1].weight > 8 && r.servers[1].weight < 48, "\(r.servers.map(\.weight))")
         #expect(r.servers[1].slowStartPercent >= 40 && r.servers[1].slowStartPercent < 100)
 
         try await Task.sleep(for: .milliseconds(400))
         #expect(runtime.expireDrains())
-        r = try route(runtime)
+        r = try webRoute(runtime)
         #expect(r.servers.map(\.weight) == [1, 3] && r.servers[1].slowStartPercent == 100, "over: the configured weights")
         #expect(runtime.expireDrains() == false, "nothing more to publish")
     }
@@ -69,14 +65,14 @@ struct SlowStartTests {
         let s1 = ServerID(pool: "pool", name: "s1")
         runtime.setHealth(s1, up: false)
         runtime.setHealth(s1, up: true)
-        #expect(try route(runtime).servers.map(\.weight) == [1, 3])
+        #expect(try webRoute(runtime).servers.map(\.weight) == [1, 3])
 
         let wrr = BalancerRuntime(config: ramped(.leastconn, slowStart: .seconds(60)))
         wrr.setHealth(s1, up: false)
         wrr.setHealth(s1, up: true)
-        #expect(try route(wrr).servers.map(\.weight) == [16, 1])
+        #expect(try webRoute(wrr).servers.map(\.weight) == [16, 1])
         wrr.setHealth(s1, up: false)
-        #expect(try route(wrr).servers.map(\.weight) == [1, 3], "down: no ramp, weights as configured")
+        #expect(try webRoute(wrr).servers.map(\.weight) == [1, 3], "down: no ramp, weights as configured")
     }
 
     @Test("a server a reload removes and adds back takes its full share: its ramp ended with it")
@@ -85,12 +81,12 @@ struct SlowStartTests {
         let s1 = ServerID(pool: "pool", name: "s1")
         runtime.setHealth(s1, up: false)
         runtime.setHealth(s1, up: true)
-        #expect(try route(runtime).servers.map(\.weight) == [16, 1])
+        #expect(try webRoute(runtime).servers.map(\.weight) == [16, 1])
         var without = ramped(.wrr, slowStart: .seconds(60))
         without.pools[0].servers.removeLast()
         runtime.apply(without)
         runtime.apply(ramped(.wrr, slowStart: .seconds(60)))
-        #expect(try route(runtime).servers.map(\.weight) == [1, 3])
+        #expect(try webRoute(runtime).servers.map(\.weight) == [1, 3])
         #expect(runtime.expireDrains() == false, "no ramp left to step")
     }
 

@@ -18,17 +18,30 @@ struct FlowListingTests {
         return (dsr, backends)
     }
 
-    /// Runs `filter` through the listing while the "worker" (this thread) runs batches.
-    static func list(_ filter: FlowFilter, _ dsr: inout DSRForwarder, now: UInt64 = 3 * second) -> FlowListingResult? {
-        let listing = dsr.counters.listing
-        let answer = Mutex<FlowListingResult??>(nil)
-        Task { let r = await listing.list(filter, timeout: .seconds(5)); answer.withLock { $0 = .some(r) } }
+    /// Runs `ask` (which waits on the worker) while the "worker", this thread, runs batches.
+    static func whileWorking<T: Sendable>(_ dsr: inout DSRForwarder, now: UInt64 = 3 * second,
+                                          _ ask: @escaping @Sendable () async -> T?) -> T? {
+        let answer = Mutex<T??>(nil)
+        Task { let r = await ask(); answer.withLock { $0 = .some(r) } }
         for _ in 0..<5000 {
             dsr.beginBatch(now: now)
             if let done = answer.withLock({ $0 }) { return done }
             usleep(1000)
         }
         return nil
+    }
+
+    /// Runs `filter` through the worker's listing.
+    static func list(_ filter: FlowFilter, _ dsr: inout DSRForwarder) -> FlowListingResult? {
+        let listing = dsr.counters.listing
+        return whileWorking(&dsr) { await listing.list(filter, timeout: .seconds(5)) }
+    }
+
+    /// The `/flows` JSON of `query` over the worker, named by `fixture`'s routes.
+    static func report(_ query: FlowQuery, _ dsr: inout DSRForwarder, _ fixture: RoutesFixture) -> JSONValue? {
+        let report = FlowListingReport(listings: [dsr.counters.listing], routes: fixture.publisher.current().routes,
+                                       mode: .dsr, natAddresses: [])
+        return whileWorking(&dsr) { try? await report.run(query) }
     }
 
     @Test("every flow, or one client's, or as many as the limit (with the count of all that matched)")
@@ -47,20 +60,7 @@ struct FlowListingTests {
         #expect(limited.entries.count == 1 && limited.matched == 3)
 
         // The report names what the routes call each flow's frontend, server and backend.
-        let routes = fixture.publisher.current().routes
-        let report = FlowListingReport(listings: [dsr.counters.listing], routes: routes, mode: .dsr, natAddresses: [])
-        let answer = Mutex<JSONValue?>(nil)
-        Task {
-            let json = try? await report.run(FlowQuery(client: IPAddress("10.77.16.2")!))
-            answer.withLock { $0 = json }
-        }
-        var json: JSONValue?
-        for _ in 0..<5000 where json == nil {
-            dsr.beginBatch(now: 3 * second)
-            json = answer.withLock { $0 }
-            usleep(1000)
-        }
-        let text = try #require(json).serialized()
+        let text = try #require(Self.report(FlowQuery(client: IPAddress("10.77.16.2")!), &dsr, fixture)).serialized()
         let n = backends[1]
         #expect(text.contains("\"frontend\":\"web\",\"client\":\"10.77.16.2:4002\",\"server\":\"pool/s\(n)\",\"backend\":\"10.77.0.2\(n):8080\",\"state\":\"established\",\"idle_seconds\":2"), "\(text)")
         #expect(text.hasPrefix("{\"matched\":1,\"listed\":1,\"truncated\":false"), "\(text)")
@@ -113,20 +113,7 @@ struct FlowListingTests {
                                                                   flags: flags), &dsr) == 1)
             }
         }
-        let routes = fixture.publisher.current().routes
-        let report = FlowListingReport(listings: [dsr.counters.listing], routes: routes, mode: .dsr, natAddresses: [])
-        let answer = Mutex<JSONValue?>(nil)
-        Task {
-            let json = try? await report.run(FlowQuery(server: ServerID(pool: "pool", name: "s1")))
-            answer.withLock { $0 = json }
-        }
-        var json: JSONValue?
-        for _ in 0..<5000 where json == nil {
-            dsr.beginBatch(now: 3 * second)
-            json = answer.withLock { $0 }
-            usleep(1000)
-        }
-        let text = try #require(json).serialized()
+        let text = try #require(Self.report(FlowQuery(server: ServerID(pool: "pool", name: "s1")), &dsr, fixture)).serialized()
         #expect(text.hasPrefix("{\"matched\":2,"), "\(text)")
         #expect(text.contains("\"frontend\":\"web\"") && text.contains("\"frontend\":\"tls\""))
     }

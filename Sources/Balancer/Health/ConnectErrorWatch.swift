@@ -28,6 +28,8 @@ public struct ConnectErrorWatch: Service {
 
     /// One look at every server of the pools that set `error_limit`.
     public func check() {
+        // Most configurations set no limit: then there is nothing to read.
+        guard runtime.config.pools.contains(where: { $0.errorLimit > 0 }) else { return }
         let view = runtime.view()
         for pool in view.config.pools where pool.errorLimit > 0 {
             for server in pool.servers {

@@ -282,6 +282,15 @@ public final class BalancerRuntime: Sendable {
         return min(99, max(1, Int((elapsed / slowStart * 100).rounded(.down))))
     }
 
+    /// Every ramp under way at `now`, with how far it has come.
+    private static func ramps(_ state: State, now: ContinuousClock.Instant) -> [ServerID: Int] {
+        var ramps: [ServerID: Int] = [:]
+        for (id, since) in state.upSince {
+            ramps[id] = rampPercent(since: since, slowStart: state.config.pool(named: id.pool)?.slowStart ?? .zero, now: now)
+        }
+        return ramps
+    }
+
     /// Ends drains whose time has passed; called periodically by the control plane.
     /// Returns true when a snapshot was republished.
     ///
@@ -330,12 +339,9 @@ public final class BalancerRuntime: Sendable {
             // retired totals now, not at the next reload (the pool's totals never dip).
             if changed { Self.syncCounters(&state, config: state.config, now: now) }
             // slow_start ramps move on (republished when a percentage changed) and end.
-            for (id, since) in state.upSince {
-                let slowStart = state.config.pool(named: id.pool)?.slowStart ?? .zero
-                let percent = Self.rampPercent(since: since, slowStart: slowStart, now: now)
-                if percent == nil { state.upSince[id] = nil }
-                if percent != state.publishedRamps[id] { changed = true }
-            }
+            let ramps = Self.ramps(state, now: now)
+            state.upSince = state.upSince.filter { ramps[$0.key] != nil }
+            if ramps != state.publishedRamps { changed = true }
             return changed
         }
         if expired { republish(now: now) }
@@ -372,11 +378,7 @@ public final class BalancerRuntime: Sendable {
         snapshots.update { old in
             let new = state.withLock { state in
                 // What the ramps were at, to republish when one moves on (see `expireDrains`).
-                state.publishedRamps = [:]
-                for (id, since) in state.upSince {
-                    let slowStart = state.config.pool(named: id.pool)?.slowStart ?? .zero
-                    state.publishedRamps[id] = Self.rampPercent(since: since, slowStart: slowStart, now: now)
-                }
+                state.publishedRamps = Self.ramps(state, now: now)
                 return Self.buildSnapshot(state, now: now, previous: old)
             }
             if let onServingChange {
@@ -438,18 +440,18 @@ public final class BalancerRuntime: Sendable {
     private static func buildSnapshot(_ state: State, now: ContinuousClock.Instant,
                                       previous: ForwardingSnapshot? = nil) -> ForwardingSnapshot {
         let config = state.config
+        let ramps = Self.ramps(state, now: now)
         var frontends: [FrontendRoute] = []
         for f in config.frontends {
             guard let pool = config.pool(named: f.pool) else { continue }
             var servers: [ServerRoute] = []
             // A slow_start ramp (wrr and leastconn only: a hashing frontend's table would move
             // flows at every step) scales the pool's weights so that weight 1 ramps too.
-            let ramps = pool.servers.map { s in
-                Self.rampPercent(since: state.upSince[ServerID(pool: pool.name, name: s.name)], slowStart: pool.slowStart, now: now)
-            }
-            let ramping = (f.balance == .wrr || f.balance == .leastconn) && ramps.contains { $0 != nil }
-            for (s, ramp) in zip(pool.servers, ramps) {
+            let ramping = (f.balance == .wrr || f.balance == .leastconn)
+                && pool.servers.contains { ramps[ServerID(pool: pool.name, name: $0.name)] != nil }
+            for s in pool.servers {
                 let id = ServerID(pool: pool.name, name: s.name)
+                let ramp = ramps[id]
                 let up = state.healthy[id] ?? true
                 let serverState: ServerState = s.weight == 0 ? .drain : (up ? .up : .down)
                 let keeps = !state.weightZeroExpired.contains(id)

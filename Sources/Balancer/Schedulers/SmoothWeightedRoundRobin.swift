@@ -77,4 +77,16 @@ public struct SmoothWeightedRoundRobin: Sendable {
         }
         return out
     }
+
+    /// `cycle(weights:)`, at most about `length` entries long: when the exact cycle (after the
+    /// weights' common divisor) is longer, it is built from the reduced weights scaled down to
+    /// `length`, each positive one kept at least 1, so the proportions hold to within a step.
+    public static func cycle(weights: [Int], scaledTo length: Int) -> [Int] {
+        if let exact = cycle(weights: weights, limit: length) { return exact }
+        let positive = weights.map { max(0, $0) }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let g = max(1, positive.reduce(0, gcd))
+        let total = positive.reduce(0) { $0 + $1 / g }
+        return cycle(weights: positive.map { $0 == 0 ? 0 : max(1, $0 / g * length / total) }) ?? []
+    }
 }

@@ -64,13 +64,17 @@ public struct StatsDocument: Sendable {
         // A server's row comes from a route of its own pool first: a frontend that moved away
         // from a pool lists that pool's servers as draining, which they are only for it.
         let routes = view.snapshot.frontends
+        // A ramp shows in wrr and leastconn frontends only: a server's progress is the lowest
+        // any frontend's route has for it.
+        var ramps: [ServerID: Int] = [:]
+        for route in routes { for s in route.servers { ramps[s.id] = min(ramps[s.id] ?? 100, s.slowStartPercent) } }
         for (pass, route) in (routes.map { (0, $0) } + routes.map { (1, $0) }) {
             for server in route.servers where !seen.contains(server.id) && (pass == 1 || server.id.pool == route.config.pool) {
                 seen.insert(server.id)
                 rowsByPool[server.id.pool, default: []].append(
                     ServerRow(pool: server.id.pool, name: server.id.name, address: server.address,
                               state: server.state, healthy: view.healthy[server.id] ?? true,
-                              weight: server.configuredWeight, slowStartPercent: server.slowStartPercent,
+                              weight: server.configuredWeight, slowStartPercent: ramps[server.id] ?? 100,
                               backup: server.isBackup, keepsFlows: server.keepsFlows,
                               totals: server.counters.snapshot(), lastCheck: lastCheck[server.id]))
             }
@@ -88,17 +92,6 @@ public struct StatsDocument: Sendable {
                                  state: s.weight == 0 ? .drain : (!healthy ? .down : (s.backup && serverUp ? .standby : .up)),
                                  healthy: view.healthy[id] ?? true, weight: s.weight, backup: s.backup, keepsFlows: true,
                                  totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
-            }
-        }
-        // A ramp shows in wrr and leastconn frontends only: a server's progress is the lowest
-        // any frontend's route has for it.
-        var ramps: [ServerID: Int] = [:]
-        for route in routes { for s in route.servers { ramps[s.id] = min(ramps[s.id] ?? 100, s.slowStartPercent) } }
-        for (pool, rows) in rowsByPool {
-            rowsByPool[pool] = rows.map { row in
-                var row = row
-                row.slowStartPercent = ramps[ServerID(pool: row.pool, name: row.name)] ?? 100
-                return row
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }

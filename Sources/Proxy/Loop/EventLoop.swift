@@ -439,8 +439,12 @@ final class EventLoop {
 
     /// Errors of `connect(2)` that are about the server (or the way to it), not this host.
     static func describesServer(_ e: Errno) -> Bool {
-        [.connectionRefused, .noRouteToHost, .networkUnreachable, .timedOut, .hostIsDown, .networkDown,
-         .connectionReset].contains(e)
+        switch e {
+        case .connectionRefused, .noRouteToHost, .networkUnreachable, .timedOut, .hostIsDown, .networkDown, .connectionReset:
+            return true
+        default:
+            return false
+        }
     }
 
     /// The attempt in flight failed (refused, unreachable, timed out, or its server left).

@@ -222,20 +222,10 @@ public final class PacketRoutes: @unchecked Sendable {
                 f.algorithm = Frontend.leastconn  // picks among the candidates: no sequence
             case .wrr:
                 f.algorithm = Frontend.wrr
-                // The cycle is as long as the weights' sum after their common divisor: one
-                // longer than `maxWRRCycle` (large weights over many servers, or a slow_start
-                // ramp's scaled ones) is built from the reduced weights scaled down to it, the
-                // proportions kept to within one step.
-                let weights = eligible.map { route.servers[$0].weight }
-                var cycle = SmoothWeightedRoundRobin.cycle(weights: weights, limit: FrontendRoute.maxWRRCycle)
-                if cycle == nil {
-                    let g = weights.reduce(0) { a, b in Self.gcd(a, max(0, b)) }
-                    let reduced = weights.map { max(0, $0) / max(1, g) }
-                    let total = reduced.reduce(0, +)
-                    let scaled = reduced.map { $0 == 0 ? 0 : max(1, $0 * FrontendRoute.maxWRRCycle / total) }
-                    cycle = SmoothWeightedRoundRobin.cycle(weights: scaled)
-                }
-                let sequence = cycle ?? []
+                // Large weights over many servers (or a slow_start ramp's scaled ones) would
+                // make the exact cycle long and slow to build: it is scaled to `maxWRRCycle`.
+                let sequence = SmoothWeightedRoundRobin.cycle(weights: eligible.map { route.servers[$0].weight },
+                                                              scaledTo: FrontendRoute.maxWRRCycle)
                 f.sequenceStart = Int32(slotList.count)
                 f.sequenceCount = Int32(sequence.count)
                 slotList.append(contentsOf: sequence.map { routeSlots[eligible[$0]]! })
@@ -342,8 +332,6 @@ public final class PacketRoutes: @unchecked Sendable {
 
     /// Slots assigned so far (the size per-backend arrays need).
     public var slotCount: Int { backendCount }
-
-    static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 
     /// The address and port of the backend in `slot`, if these routes hold one there.
     public func backendEndpoint(slot: Int) -> Endpoint? {

@@ -1,4 +1,5 @@
 import Balancer
+import Testing
 
 /// The repository root, found from this file's path (tests read `examples/`).
 let repositoryRoot: String = {
@@ -33,4 +34,9 @@ func config(ports: [UInt16], weights: [Int]? = nil, balance: BalanceAlgorithm = 
         frontends: [FrontendConfig(name: "web", listen: Endpoint(address: .v4(0x7F00_0001), port: 18080),
                                    pool: "pool", balance: balance)],
         pools: [PoolConfig(name: "pool", drainTimeout: drain, servers: servers)])
+}
+
+/// The route of `config(...)`'s frontend `web` in the runtime's current snapshot.
+func webRoute(_ runtime: BalancerRuntime) throws -> FrontendRoute {
+    try #require(runtime.snapshots.load().value.frontend(named: "web"))
 }
