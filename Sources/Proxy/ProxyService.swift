@@ -116,6 +116,18 @@ public final class ProxyService: Service, Sendable {
         }
     }
 
+    /// `/flows` in proxy mode: the connections of every event loop matching `query` (see
+    /// `ConnectionListingReport`).
+    public func listConnections(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
+        let controls = phase.withLock { phase -> [LoopControl] in
+            guard case .running(let running) = phase else { return [] }
+            return running.controls
+        }
+        guard !controls.isEmpty else { throw .unanswered("the proxy is not running") }
+        let report = ConnectionListingReport(controls: controls, snapshot: snapshots.load().value)
+        return try await report.run(query)
+    }
+
     /// Readies the listeners a reload to `frontends` needs, before it is applied: for each new
     /// frontend or new listen address, one `SO_REUSEPORT` listener per loop (as at start),
     /// handed to the loops, which take them up when they adopt the snapshot that has them.

@@ -169,7 +169,7 @@ struct Launcher {
     private struct DataPlane {
         var service: any Service
         var stats: DataPlaneStatsSource?
-        /// `/flows` (the AF_XDP modes).
+        /// `/flows`.
         var flows: StatsServer.FlowsProvider? = nil
         /// Passthrough: the NAT addresses in use (nil in the other modes).
         var natAddresses: [IPAddress]? = nil
@@ -183,7 +183,9 @@ struct Launcher {
         switch mode {
         case .proxy:
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger)
-            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() }, prepareReload: { candidate in
+            return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },
+                             flows: { query throws(FlowQueryError) in try await proxy.listConnections(query) },
+                             prepareReload: { candidate in
                 do throws(ProxyBindFailures) {
                     try proxy.prepare(frontends: candidate.config.frontends)
                     return []

@@ -21,6 +21,13 @@ extension ProxyTests {
                 #expect(try c.receive(exactly: expected.count) == expected)
             }
             #expect(server.accepted == 1000)
+            // /flows lists every one of them, over both loops; a limit truncates per loop.
+            let listing = try await ConnectionListing.list(proxy)
+            #expect(listing.matched == 1000 && listing.listed == 1000 && !listing.truncated)
+            #expect(Set(listing.rows.compactMap { $0["client"] as? String }).count == 1000)
+            #expect(listing.rows.allSatisfy { $0["state"] as? String == "established" && $0["server"] as? String == "pool/a" })
+            let limited = try await ConnectionListing.list(proxy, FlowQuery(limit: 10))
+            #expect(limited.matched == 1000 && limited.listed <= 20 && limited.listed >= 10 && limited.truncated)
             for c in clients { c.close() }
             #expect(await eventually(timeout: 10) { proxy.service.status().openConnections == 0 })
             let front = proxy.counters().snapshot()

@@ -1,4 +1,4 @@
-/// A `/flows` request: which tracked flows to list (AF_XDP modes), from the URL's query
+/// A `/flows` request: which tracked flows (AF_XDP modes) or connections (proxy mode) to list, from the URL's query
 /// (`?client=IP&frontend=NAME&server=POOL/NAME&limit=N`).
 public struct FlowQuery: Sendable, Equatable {
     public var client: IPAddress?
@@ -50,7 +50,7 @@ public struct FlowQuery: Sendable, Equatable {
 public enum FlowQueryError: Error, Sendable, Equatable {
     /// A bad query: answered with 400 and the message.
     case bad(String)
-    /// The mode has no flow table (proxy mode): answered with 404 and the message.
+    /// No listing is given to the stats server: answered with 404 and the message.
     case unavailable(String)
     /// No worker answered in time: answered with 503 and the message.
     case unanswered(String)

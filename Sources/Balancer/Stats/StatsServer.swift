@@ -10,7 +10,8 @@ import SystemPackage
 public struct StatsServer: Service {
     /// Produces the document to render, fresh for every request.
     public typealias DocumentProvider = @Sendable () -> StatsDocument
-    /// Lists tracked flows for `/flows` (the AF_XDP modes); nil where there is no flow table.
+    /// Lists tracked flows (the AF_XDP modes) or proxied connections (proxy mode) for `/flows`;
+    /// nil where there is no such list (`/flows` then answers 404).
     public typealias FlowsProvider = @Sendable (FlowQuery) async throws(FlowQueryError) -> JSONValue
 
     private let address: Endpoint
@@ -58,8 +59,7 @@ public struct StatsServer: Service {
                 let parameters = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
                 let query = try FlowQuery(parameters: parameters)
                 guard let flows else {
-                    throw .unavailable("proxy mode has no flow table: its connections are the kernel's sockets "
-                                       + "(ss -tnp state established '( sport = :PORT )')")
+                    throw .unavailable("this data plane lists no connections")
                 }
                 return Self.response(try await flows(query).serialized(pretty: true) + "\n", type: "application/json")
             } catch {

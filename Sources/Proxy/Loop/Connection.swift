@@ -38,6 +38,11 @@ struct Connection {
     var backendReplacedInBatch: UInt64 = 0
     /// Monotonic nanoseconds of the last byte moved either way (for `idle_timeout`).
     var lastActive: UInt64 = 0
+    /// Monotonic nanoseconds of the accept (for `/flows`).
+    var openedAt: UInt64 = 0
+    /// Bytes moved client → server and server → client (for `/flows`).
+    var bytesTx: Int64 = 0
+    var bytesRx: Int64 = 0
     var serverCounters: ServerCounters?
     var frontendCounters: FrontendCounters?
     /// Client → server (the counters' "tx").

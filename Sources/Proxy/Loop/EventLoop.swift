@@ -206,10 +206,14 @@ final class EventLoop {
                 sweep()
                 lastSweep = now
             }
+            if control.listing.pending.load(ordering: .relaxed) > 0 {
+                control.listing.serve { listConnections($0) }
+            }
             control.openConnections.store(slab.live, ordering: .relaxed)
             control.pipesPooled.store(pipes.count, ordering: .relaxed)
         }
         closeEverything()
+        control.listing.close()
     }
 
     @inline(__always)
@@ -313,6 +317,7 @@ final class EventLoop {
         conn.pointee.clientAddress = client
         conn.pointee.frontendCounters = counters
         conn.pointee.lastActive = now
+        conn.pointee.openedAt = now
         if reserved { counters.reservedConnectionOpened() } else { counters.connectionOpened() }
         frontends[f].connections += 1
         do {
@@ -528,6 +533,7 @@ final class EventLoop {
             account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
+                conn.pointee.bytesTx &+= Int64(outcome.moved)
                 conn.pointee.frontendCounters?.addTx(outcome.moved)
                 conn.pointee.serverCounters?.addTx(outcome.moved)
             }
@@ -540,6 +546,7 @@ final class EventLoop {
             account(outcome)
             if outcome.moved > 0 {
                 conn.pointee.lastActive = now
+                conn.pointee.bytesRx &+= Int64(outcome.moved)
                 conn.pointee.frontendCounters?.addRx(outcome.moved)
                 conn.pointee.serverCounters?.addRx(outcome.moved)
             }
@@ -637,6 +644,61 @@ final class EventLoop {
         pipes.drain()
         control.openConnections.store(0, ordering: .relaxed)
         control.pipesPooled.store(0, ordering: .relaxed)
+    }
+
+    // MARK: - Listing
+
+    /// Copies the connections matching `filter` for `/flows` (see `ConnectionListing`): one
+    /// pass over the slots, a few nanoseconds per connection that does not match, plus a
+    /// `getsockname` per row copied.
+    private func listConnections(_ filter: ConnectionFilter) -> ConnectionListingResult {
+        // Per frontend entry: whether it is listed, and the index of the filter's server in
+        // its route (-1: the server is not there, so none of its connections match).
+        let listed = frontends.map { filter.frontend == nil || $0.name == filter.frontend }
+        let serverIndex: [Int] = frontends.map { entry in
+            guard let id = filter.server else { return -1 }
+            return entry.route?.servers.firstIndex { $0.id == id } ?? -1
+        }
+        let drainLeft: UInt64? = isDraining ? now &- drainStarted : nil
+        var rows: [ConnectionRow] = []
+        var matched = 0
+        for index in 0..<slab.highWater {
+            let conn = slab.slots + index
+            guard conn.pointee.phase != .free else { continue }
+            let f = conn.pointee.frontend
+            guard listed[f] else { continue }
+            if let client = filter.client, conn.pointee.clientAddress.address != client { continue }
+            if filter.server != nil, serverIndex[f] < 0 || conn.pointee.server != serverIndex[f] { continue }
+            matched += 1
+            guard rows.count < filter.limit else { continue }
+            let servers = frontends[f].route?.servers ?? []
+            let s = conn.pointee.server
+            let idle = now > conn.pointee.lastActive ? now - conn.pointee.lastActive : 0
+            var expiresIn: UInt64
+            let state: ConnectionRow.State
+            if conn.pointee.phase == .connecting {
+                state = .connecting
+                expiresIn = conn.pointee.connectDeadline > now ? conn.pointee.connectDeadline - now : 0
+            } else {
+                state = conn.pointee.toServer.sourceEnded ? .clientClosed : conn.pointee.toClient.sourceEnded ? .serverClosed : .established
+                let timeout = frontends[f].idleTimeout
+                expiresIn = timeout > idle ? timeout - idle : 0
+            }
+            if let elapsed = drainLeft {
+                let timeout = frontends[f].drainTimeout
+                expiresIn = min(expiresIn, timeout > elapsed ? timeout - elapsed : 0)
+            }
+            rows.append(ConnectionRow(
+                frontend: frontends[f].name, client: conn.pointee.clientAddress,
+                server: s >= 0 && s < servers.count ? servers[s].id : nil,
+                backend: conn.pointee.serverAddress,
+                local: conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend) : nil,
+                state: state, ageNanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
+                idleNanoseconds: idle, expiresInNanoseconds: expiresIn,
+                bytesTx: conn.pointee.bytesTx, bytesRx: conn.pointee.bytesRx,
+                failedAttempts: conn.pointee.failures))
+        }
+        return ConnectionListingResult(rows: rows, matched: matched)
     }
 
     // MARK: - Snapshot adoption

@@ -22,6 +22,8 @@ final class LoopControl: Sendable {
     let draining = Atomic<Bool>(false)
     /// The snapshot generation the loop last adopted (see `ProxyService.prepare`).
     let adoptedGeneration = Atomic<UInt64>(0)
+    /// Requests for the loop's connections (`/flows`), answered between turns.
+    let listing = ConnectionListing()
 
     /// Listeners the service bound for a reload (new frontends and addresses), waiting for the
     /// loop to adopt the snapshot that has them. Touched only when a reload is prepared and
@@ -89,7 +91,8 @@ final class LoopControl: Sendable {
         wake()
     }
 
-    private func wake() {
+    /// Wakes the loop from its `epoll_wait`.
+    func wake() {
         var one: UInt64 = 1
         _ = Glibc.write(wakeFD, &one, 8)
     }

@@ -14,7 +14,7 @@ func httpGet(port: Int, path: String, method: String = "GET") throws -> (status:
         bytes += chunk[0..<n]
     }
     let text = String(decoding: bytes, as: UTF8.self)
-    guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("no HTTP header in: \(text)") }
+    guard let split = text.range(of: "\r\n\r\n") else { throw TestFailure("\(method) \(path): no HTTP header in: \(text)") }
     let head = String(text[..<split.lowerBound])
     let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
     var body = String(text[split.upperBound...])

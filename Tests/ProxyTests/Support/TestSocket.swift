@@ -41,6 +41,16 @@ final class TestSocket: @unchecked Sendable {
         return Endpoint(sockaddr: storage)!
     }
 
+    /// The peer's address (a server's view of who connected: the proxy's own end).
+    var peerEndpoint: Endpoint {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) }
+        }
+        return Endpoint(sockaddr: storage)!
+    }
+
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {

@@ -1,0 +1,66 @@
+import Balancer
+
+/// `/flows` in proxy mode: asks every event loop for its connections matching a query and
+/// renders them in the shape the AF_XDP modes' listing has (`worker` is the event loop), with
+/// what only a proxy knows: its own address toward the server, age and bytes.
+struct ConnectionListingReport {
+    let controls: [LoopControl]
+    let snapshot: ForwardingSnapshot
+
+    /// Runs `query` on every loop at once; a loop that does not answer in time is named in
+    /// `workers_unanswered` rather than failing the whole request.
+    func run(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
+        if let name = query.frontend, !snapshot.frontends.contains(where: { $0.name == name }) {
+            let known = Set(snapshot.frontends.map(\.name)).sorted()
+            throw .bad("frontend: no frontend '\(name)' (there are: \(known.joined(separator: ", ")))")
+        }
+        if let server = query.server, !snapshot.frontends.contains(where: { $0.servers.contains { $0.id == server } }) {
+            throw .bad("server: no server \(server) in the routes")
+        }
+        let filter = ConnectionFilter(client: query.client, frontend: query.frontend, server: query.server,
+                                      limit: min(max(0, query.limit), ConnectionListing.maxRows))
+        let results = await withTaskGroup(of: (Int, ConnectionListingResult?).self) { group in
+            for control in controls {
+                group.addTask { (control.index, await control.listing.list(filter, wake: { control.wake() })) }
+            }
+            var all: [(Int, ConnectionListingResult?)] = []
+            for await r in group { all.append(r) }
+            return all.sorted { $0.0 < $1.0 }
+        }
+        if results.allSatisfy({ $0.1 == nil }) {
+            throw .unanswered("no event loop answered within 3 s (the proxy is stopping): ask again")
+        }
+        var rows: [JSONValue] = []
+        var matched = 0
+        var unanswered: [JSONValue] = []
+        for (loop, result) in results {
+            guard let result else {
+                unanswered.append(.int(Int64(loop)))
+                continue
+            }
+            matched += result.matched
+            rows += result.rows.map { Self.row(loop: loop, $0) }
+        }
+        return .object([
+            ("matched", .int(Int64(matched))), ("listed", .int(Int64(rows.count))),
+            ("truncated", .bool(rows.count < matched)), ("limit_per_worker", .int(Int64(filter.limit))),
+            ("workers_unanswered", .array(unanswered)), ("flows", .array(rows)),
+        ])
+    }
+
+    static func row(loop: Int, _ r: ConnectionRow) -> JSONValue {
+        .object([
+            ("worker", .int(Int64(loop))), ("frontend", .string(r.frontend)),
+            ("client", .string(r.client.description)),
+            ("server", r.server.map { .string($0.description) } ?? .null),
+            ("backend", .string(r.backend.description)),
+            ("local", r.local.map { .string($0.description) } ?? .null),
+            ("state", .string(r.state.rawValue)),
+            ("age_seconds", .double(Double(r.ageNanoseconds) / 1e9)),
+            ("idle_seconds", .double(Double(r.idleNanoseconds) / 1e9)),
+            ("expires_in_seconds", .double(Double(r.expiresInNanoseconds) / 1e9)),
+            ("bytes_tx", .int(r.bytesTx)), ("bytes_rx", .int(r.bytesRx)),
+            ("failed_attempts", .int(Int64(r.failedAttempts))),
+        ])
+    }
+}
