@@ -4,7 +4,7 @@ import LabSupport
 import Testing
 
 extension EndToEndLabTests {
-    @Test("proxy mode, error_limit = 3: a server that refuses its clients is down within moments, long before its checks (every 30 s, fall 3) could say so; every client is served; a server marked down by a blip is checked again within a second")
+    @Test("proxy mode, error_limit = 3: a server that refuses its clients is down within moments, long before its checks (every 30 s, fall 3) could say so; every client is served; a server marked down by a blip is checked again within a second; /flows lists a held connection with its server, convey's own end and its bytes")
     func errorLimitMarksDown() throws {
         guard try labAvailable("errorLimitMarksDown") else { return }
         let config = """
@@ -45,6 +45,21 @@ extension EndToEndLabTests {
             #expect(Date().timeIntervalSince(started) < 20, "the checks alone would have needed 60 s or more")
             #expect(convey.output.contains("server pool/dead at 10.77.0.21:81 is down: 3 connections of clients in a row failed (error_limit)"),
                     "\(convey.output)")
+
+            // /flows lists a held connection with its server, convey's own end toward it, and its bytes.
+            let held = try lab.inNamespace("client") { () -> LabClient in
+                let c = try LabClient(to: "10.77.0.2", port: 8000, timeout: 3)
+                try c.send("ECHO\nping")
+                _ = try c.receive(upTo: 4)
+                return c
+            }
+            let listing = try lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?server=pool/live"])
+            let rows = (try JSONSerialization.jsonObject(with: Data(listing.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
+            let row = rows.first { ($0["client"] as? String)?.hasSuffix(":\(held.localPort)") == true }
+            #expect(row?["state"] as? String == "established" && row?["backend"] as? String == "10.77.0.21:80"
+                    && (row?["local"] as? String)?.hasPrefix("10.77.0.2:") == true, "\(listing)")
+            #expect(row?["bytes_tx"] as? Int == 9 && row?["bytes_rx"] as? Int == 4, "\(listing)")
+            held.shutdownWrite()
         }
     }
 }
