@@ -37,6 +37,8 @@ public final class ProxyService: Service, Sendable {
     private let settings: ProxySettings
     private let logger: Logger
     private let tuning: ProxyTuning
+    /// Bind beside the sockets already listening on the frontends' addresses (`--takeover`).
+    private let takeover: Bool
 
     private enum Phase {
         case idle
@@ -57,15 +59,24 @@ public final class ProxyService: Service, Sendable {
     private let binding = Mutex(())
 
     /// A proxy over the frontends of `snapshots`; nothing is bound until `run()`.
-    public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger) {
-        self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning())
+    ///
+    /// - Parameter takeover: at start, bind the frontends' addresses even where another
+    ///   convey already listens (both listen until that one is stopped, the kernel sharing
+    ///   new clients between them), to replace it without refusing a client. Without it an
+    ///   address anything else listens on fails the start: two instances sharing a port by
+    ///   mistake would each get part of the traffic.
+    public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
+                            takeover: Bool = false) {
+        self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover)
     }
 
-    init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning) {
+    init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
+         takeover: Bool = false) {
         self.snapshots = snapshots
         self.settings = settings
         self.logger = logger
         self.tuning = tuning
+        self.takeover = takeover
     }
 
     /// The number of event loops `settings` asks for (0: one per online CPU).
@@ -178,14 +189,15 @@ public final class ProxyService: Service, Sendable {
     }
 
     /// One listener group per key (see `Listener.bindGroup`), each address first checked free
-    /// of other sockets; throws every failure, with nothing left bound, when some fail.
-    private func bindGroups(_ keys: [ListenerKey], loops: Int) throws(ProxyBindFailures)
+    /// of other sockets unless `beside` (a takeover's start); throws every failure, with
+    /// nothing left bound, when some fail.
+    private func bindGroups(_ keys: [ListenerKey], loops: Int, beside: Bool = false) throws(ProxyBindFailures)
         -> [(key: ListenerKey, listeners: [Listener])] {
         var groups: [(key: ListenerKey, listeners: [Listener])] = []
         var failures: [ProxyError] = []
         for key in keys {
             do throws(ProxyError) {
-                try Listener.checkFree(frontend: key.frontend, address: key.address)
+                if !beside { try Listener.checkFree(frontend: key.frontend, address: key.address) }
                 groups.append((key, try Listener.bindGroup(key, count: loops, notSentLowWater: tuning.notSentLowWater)))
             } catch {
                 failures.append(error)
@@ -239,7 +251,7 @@ public final class ProxyService: Service, Sendable {
         // Bind everything before any loop runs: groups[f][loop].
         let groups: [[Listener]]
         do throws(ProxyBindFailures) {
-            groups = try bindGroups(routes.map { ListenerKey($0.config) }, loops: count).map(\.listeners)
+            groups = try bindGroups(routes.map { ListenerKey($0.config) }, loops: count, beside: takeover).map(\.listeners)
         } catch {
             phase.withLock { $0 = .idle }
             throw error.failures[0]
@@ -262,6 +274,9 @@ public final class ProxyService: Service, Sendable {
         phase.withLock { $0 = .running(running) }
         for (key, address) in bound.sorted(by: { $0.key.frontend < $1.key.frontend }) {
             logger.info("proxy listening", metadata: ["frontend": "\(key.frontend)", "address": "\(address)", "loops": "\(count)"])
+        }
+        if takeover {
+            logger.notice("takeover: listening beside the convey being replaced; send it SIGTERM now (its open connections finish there)")
         }
         // A reload applied while this bound (its prepare found nothing running yet): bind
         // what the snapshot published since then has in addition.

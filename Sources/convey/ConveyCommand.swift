@@ -37,6 +37,10 @@ struct ConveyCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("trace|debug|info|notice|warning|error", valueName: "level"))
     var logLevel: LogLevelArgument = .info
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Proxy mode: start beside a running convey that listens on the same addresses, to replace it without refusing a client; stop the old one with SIGTERM once this one logs that it listens. /stats comes up when the old one has exited."))
+    var takeover = false
+
     @Flag(name: [.customShort("v"), .customLong("version")], help: "Print the version and exit.")
     var showVersion = false
 
@@ -46,6 +50,9 @@ struct ConveyCommand: AsyncParsableCommand {
         if passthrough && dsr { throw ValidationError("--passthrough and --dsr exclude each other: pick one mode") }
         if iface != nil && !passthrough && !dsr {
             throw ValidationError("--iface applies to --passthrough or --dsr only (proxy mode binds its listen_addr)")
+        }
+        if takeover && (passthrough || dsr) {
+            throw ValidationError("--takeover is for proxy mode: an interface holds one XDP program, so an AF_XDP convey cannot start beside another")
         }
     }
 
@@ -102,7 +109,7 @@ struct ConveyCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         do {
-            try await Launcher(mode: mode, configPath: config, config: resolved, iface: iface, logger: logger,
+            try await Launcher(mode: mode, configPath: config, config: resolved, iface: iface, takeover: takeover, logger: logger,
                                version: Self.version, source: loaded.source).run()
         } catch let failure as LaunchFailure {
             logger.critical("\(failure)")

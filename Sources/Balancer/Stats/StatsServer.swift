@@ -20,6 +20,7 @@ public struct StatsServer: Service {
     private let logger: Logger
     private let onListening: @Sendable (Int) async -> Void
     private let idleTimeout: Duration
+    private let waitsForAddress: Bool
 
     /// - Parameters:
     ///   - address: where to listen; port 0 picks a free port (tests), reported to `onListening`.
@@ -27,11 +28,14 @@ public struct StatsServer: Service {
     ///   - idleTimeout: a connection with no request for this long is closed (a scraper's
     ///     kept-alive connection reconnects; a client that opens connections and sends nothing
     ///     cannot hold descriptors the proxy needs).
+    ///   - waitsForAddress: an address in use is waited for (retried every 250 ms) instead of
+    ///     failing: a takeover's stats come up once the convey it replaces has exited.
     public init(address: Endpoint, logger: Logger, idleTimeout: Duration = .seconds(60),
                 onListening: @escaping @Sendable (Int) async -> Void = { _ in },
-                flows: FlowsProvider? = nil,
+                flows: FlowsProvider? = nil, waitsForAddress: Bool = false,
                 provider: @escaping DocumentProvider) {
         self.flows = flows
+        self.waitsForAddress = waitsForAddress
         self.idleTimeout = idleTimeout
         self.address = address
         self.provider = provider
@@ -73,6 +77,25 @@ public struct StatsServer: Service {
                 return Self.response(body, type: "application/json", status: status)
             }
         }
+        var waiting = false
+        while true {
+            do {
+                try await serve(router)
+                return
+            } catch let error as StatsServerError {
+                guard waitsForAddress, case .cannotListen(_, _, let errno) = error, errno == Errno.addressInUse.rawValue else { throw error }
+                if !waiting {
+                    logger.notice("stats: \(address) is in use (the convey being replaced still holds it?): /stats comes up once it is free")
+                    waiting = true
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            }
+        }
+    }
+
+    /// Runs the HTTP server on `address` until shutdown; `cannotListen` when it cannot bind.
+    private func serve(_ router: Router<BasicRequestContext>) async throws {
         let onListening = self.onListening
         let logger = self.logger
         let host = address.address.description
@@ -106,8 +129,9 @@ public struct StatsServer: Service {
             }
         } catch {
             // NIO's IOError text is "call(args): reason) (errno: N)": give the errno's own words.
-            let reason = (error as? IOError).map { "\(Errno(rawValue: $0.errnoCode))" } ?? "\(error)"
-            throw StatsServerError.cannotListen(address: address.description, reason: reason)
+            let errno = (error as? IOError)?.errnoCode
+            let reason = errno.map { "\(Errno(rawValue: $0))" } ?? "\(error)"
+            throw StatsServerError.cannotListen(address: address.description, reason: reason, errno: errno)
         }
     }
 
@@ -119,11 +143,12 @@ public struct StatsServer: Service {
 
 /// Why the stats server could not run.
 public enum StatsServerError: Error, CustomStringConvertible {
-    case cannotListen(address: String, reason: String)
+    /// `errno`: the bind's error number, when it was one.
+    case cannotListen(address: String, reason: String, errno: Int32?)
 
     public var description: String {
         switch self {
-        case .cannotListen(let address, let reason):
+        case .cannotListen(let address, let reason, _):
             return "stats server cannot listen on \(address): \(reason) (set [stats] addr/port, or port = 0 to disable)"
         }
     }

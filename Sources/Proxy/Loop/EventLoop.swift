@@ -627,6 +627,13 @@ final class EventLoop {
         isDraining = true
         drainStarted = now
         control.draining.store(true, ordering: .relaxed)
+        // Clients already queued have completed their handshake: closing the listener would
+        // reset them. They are taken first and served like every open connection. (Those
+        // whose handshake completes from here to the close are reset, or handed to another
+        // listener of the port with net.ipv4.tcp_migrate_req = 1.)
+        for f in frontends.indices where frontends[f].listener != nil && frontends[f].route != nil {
+            acceptAll(frontend: f)
+        }
         for f in frontends.indices { closeListener(f) }
         control.refuseHandedListeners()
         if slab.live > 0 {

@@ -14,7 +14,9 @@ final class LabClient: @unchecked Sendable {
     /// Connects to `host:port` (IPv4, or IPv6 when `host` has a colon) within `timeout` seconds.
     init(to host: String, port: UInt16, timeout: Double = 3) throws {
         let v6 = host.contains(":")
-        fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // Close-on-exec: a daemon the test starts meanwhile must not inherit it (a copy held
+        // open there keeps the connection from ever closing).
+        fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

@@ -1,0 +1,86 @@
+import Foundation
+import Glibc
+import LabSupport
+import Synchronization
+import Testing
+
+/// Replacing a running proxy-mode convey (an upgrade, or a setting that needs a restart)
+/// without refusing a client: `--takeover`.
+extension EndToEndLabTests {
+    /// What a load of back-to-back clients saw.
+    final class ClientTally: Sendable {
+        let served = Atomic<Int>(0)
+        let failures = Mutex<[String]>([])
+        let stop = Atomic<Bool>(false)
+    }
+
+    @Test("proxy mode, --takeover: a second convey listens beside the first, which SIGTERM then stops; every client of a steady load is served throughout (none refused, none reset, with net.ipv4.tcp_migrate_req = 1 in the balancer's namespace); the second's /stats comes up once the first has exited")
+    func proxyTakeover() throws {
+        guard try labAvailable("proxyTakeover") else { return }
+        let config = Self.proxyLabConfig(fall: 3)
+        try ProxyLab.with(config: config) { lab, old, path in
+            // The balancer's namespace only: the machine's own sysctls stay as they are.
+            _ = try lab.check("lb", ["sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"])
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
+                    "the first convey serves: \(old.output)")
+
+            // Two clients back to back, each connection a WHO exchange, until told to stop
+            // (bounded: 20 s, 20 000 connections).
+            let tally = ClientTally()
+            let load = Thread {
+                _ = try? lab.inNamespace("client") {
+                    let started = Date()
+                    let workers = (0..<2).map { _ in
+                        Thread {
+                            while !tally.stop.load(ordering: .relaxed), Date().timeIntervalSince(started) < 20,
+                                  tally.served.load(ordering: .relaxed) < 20_000 {
+                                do {
+                                    _ = try LabClient.who("10.77.0.2", port: 8000)
+                                    tally.served.wrappingAdd(1, ordering: .relaxed)
+                                } catch {
+                                    tally.failures.withLock { $0.append("\(error)") }
+                                }
+                            }
+                        }
+                    }
+                    for w in workers { w.start() }
+                    while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }
+                }
+            }
+            load.start()
+            defer {
+                tally.stop.store(true, ordering: .relaxed)
+                while !load.isFinished { usleep(10_000) }
+            }
+            #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= 50 })
+
+            let new = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--takeover", "--config", path, "--log-level", "info"])
+            defer { new.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { new.output.contains("takeover: listening beside the convey being replaced") },
+                    "the second convey listens: \(new.output)")
+            #expect(new.output.contains("net.ipv4.tcp_migrate_req is 1"), "\(new.output)")
+            #expect(waitUntil(seconds: 5) { new.output.contains("stats: 127.0.0.1:7000 is in use") }, "\(new.output)")
+            let before = tally.served.load(ordering: .relaxed)
+            usleep(300_000)
+            #expect(old.stop(SIGTERM) == 0, "the first convey stops cleanly: \(old.output)")
+            // The second one's stats come up once the first has let go of the port.
+            var stats: [String: Any]?
+            #expect(waitUntil(seconds: 10) {
+                guard let text = try? lab.check("lb", ["curl", "-fsS", "--max-time", "2", "http://127.0.0.1:7000/stats"]) else { return false }
+                stats = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+                return stats != nil
+            }, "the second convey's /stats: \(new.output)")
+            let atStop = tally.served.load(ordering: .relaxed)
+            #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= atStop + 100 }, "served after the first stopped")
+            tally.stop.store(true, ordering: .relaxed)
+            while !load.isFinished { usleep(10_000) }
+
+            let failures = tally.failures.withLock { $0 }
+            #expect(failures.isEmpty, "\(failures.count) of \(tally.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
+            #expect(tally.served.load(ordering: .relaxed) > before)
+            let total = (stats?["total_connections"] as? Int) ?? 0
+            #expect(total >= 100, "the second convey served clients: \(String(describing: stats))")
+            #expect(new.isRunning && new.stop(SIGTERM) == 0, "\(new.output)")
+        }
+    }
+}
