@@ -118,5 +118,8 @@ struct SlowStartTests {
         let json = StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test").json.serialized()
         #expect(json.contains("\"weight\":3,\"slow_start_percent\":1,"), "\(json)")
         #expect(json.contains("\"weight\":1,\"slow_start_percent\":100,"), "\(json)")
+        let metrics = PrometheusExporter().render(StatsDocument(view: runtime.view(), mode: .proxy, uptime: .seconds(1), version: "test"))
+        #expect(metrics.contains("convey_server_slow_start_percent{pool=\"pool\",server=\"s1\",addr=\"127.0.0.1:9002\"} 1.0\n"), "\(metrics)")
+        #expect(metrics.contains("convey_server_slow_start_percent{pool=\"pool\",server=\"s0\",addr=\"127.0.0.1:9001\"} 100.0\n"), "\(metrics)")
     }
 }
