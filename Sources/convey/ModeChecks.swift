@@ -115,6 +115,11 @@ enum ModeChecks {
                                           "proxy mode only: the \(mode.rawValue) mode forwards packets as they are and "
                                           + "sends no PROXY header (ignored)"))
             }
+            if f.logConnections {
+                out.append(loaded.problem(path: ["frontends", f.name, "log_connections"],
+                                          "proxy mode only: the \(mode.rawValue) mode forwards packets and logs no "
+                                          + "connection (ignored; GET /flows lists the tracked ones)"))
+            }
             if f.maxConnections != 0 {
                 out.append(loaded.problem(path: ["frontends", f.name, "max_connections"],
                                           "proxy mode only: the \(mode.rawValue) mode does not limit connections per "

@@ -26,6 +26,7 @@ enum ResolvedConfigPrinter {
             out += "\n[frontends.\(k(f.name))]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
             out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\(proxyOnly)\n"
             out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\(proxyOnly)\n"
+            out += "log_connections = \(f.logConnections)\(proxyOnly)\n"
         }
         for p in c.pools {
             out += "\n[backends.\(k(p.name))]\nhealth_check_interval = \(secs(p.health.interval))\n"

@@ -33,6 +33,7 @@ struct ConfigLoaderTests {
             balance = "maglev"
             max_connections = 100
             proxy_protocol = "v2"
+            log_connections = true
             [backends.p]
             health_check_interval = 0.5
             health_check_timeout = 0.25
@@ -60,7 +61,7 @@ struct ConfigLoaderTests {
             syn_timeout = 3
             """)
         let f = c.frontends[0]
-        #expect(f.balance == .maglev && f.maxConnections == 100 && f.proxyProtocol == .v2)
+        #expect(f.balance == .maglev && f.maxConnections == 100 && f.proxyProtocol == .v2 && f.logConnections)
         let p = c.pools[0]
         #expect(p.health.interval == .milliseconds(500) && p.health.timeout == .milliseconds(250))
         #expect(p.health.rise == 1 && p.health.fall == 2)

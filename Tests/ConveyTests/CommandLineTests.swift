@@ -251,6 +251,7 @@ struct CommandLineTests {
         backend = "pool"
         proxy_protocol = "v2"
         max_connections = 100
+        log_connections = true
         [backends.pool]
         error_limit = 3
         [backends.pool.servers.a]
@@ -264,7 +265,8 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":4: frontends.api.proxy_protocol: warning: proxy mode only: the dsr mode forwards packets"),
                 "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":5: frontends.api.max_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
-        #expect(run.stderr.contains(":7: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
+        #expect(run.stderr.contains(":6: frontends.api.log_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":8: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
                 "stderr was: \(run.stderr)")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }

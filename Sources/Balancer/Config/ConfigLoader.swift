@@ -147,11 +147,12 @@ public enum ConfigLoader {
         let balance = t.choice("balance", BalanceAlgorithm.self) ?? .wrr
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
+        let logConnections = t.bool("log_connections") ?? false
         // The pool is checked even when listen_addr is bad, so one error never hides another.
         if let poolName { checkPool(poolName, of: t, pools: pools, root: root) }
         guard let listen, let poolName else { return nil }
         return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
-                              maxConnections: maxConnections, proxyProtocol: proxyProtocol)
+                              maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections)
     }
 
     /// A frontend's `backend` must name a pool with servers.

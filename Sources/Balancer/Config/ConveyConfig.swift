@@ -39,15 +39,18 @@ public struct FrontendConfig: Sendable, Equatable {
     /// 0 = unlimited (proxy mode).
     public var maxConnections: Int
     public var proxyProtocol: ProxyProtocolVersion
+    /// `log_connections` (proxy mode): log one line per connection when it ends.
+    public var logConnections: Bool
 
     public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
-                maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none) {
+                maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false) {
         self.name = name
         self.listen = listen
         self.pool = pool
         self.balance = balance
         self.maxConnections = maxConnections
         self.proxyProtocol = proxyProtocol
+        self.logConnections = logConnections
     }
 }
 

@@ -594,6 +594,9 @@ public struct ReloadReport: Sendable, Equatable {
             if o.maxConnections != f.maxConnections {
                 applied.append("frontend '\(f.name)': max_connections \(o.maxConnections) -> \(f.maxConnections)")
             }
+            if o.logConnections != f.logConnections {
+                applied.append("frontend '\(f.name)': log_connections \(o.logConnections) -> \(f.logConnections)")
+            }
             if o.proxyProtocol != f.proxyProtocol {
                 applied.append("frontend '\(f.name)': proxy_protocol \(o.proxyProtocol.rawValue) -> \(f.proxyProtocol.rawValue)")
             }

@@ -63,6 +63,7 @@ final class EventLoop {
         var drainTimeout: UInt64
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
+        var logConnections: Bool
         var vip: Endpoint
 
         /// The loop's view of `route`, listening on `listener` (nil: not listening here).
@@ -75,6 +76,7 @@ final class EventLoop {
             drainTimeout = 0
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
+            logConnections = route.config.logConnections
             vip = listener?.address ?? route.config.listen
             follow(route)
         }
@@ -90,6 +92,7 @@ final class EventLoop {
             drainTimeout = EventLoop.nanoseconds(route.pool.drainTimeout)
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
+            logConnections = route.config.logConnections
         }
     }
 
@@ -296,6 +299,10 @@ final class EventLoop {
             if reserved { counters.connectionClosed() }
             counters.noBackend.wrappingAdd(1, ordering: .relaxed)
             SocketCalls.close(fd)
+            if frontends[f].logConnections {
+                let client = Endpoint(sockaddr: peer).map { "\($0)" } ?? "?"
+                logger.info("connection \(client) -> \(frontends[f].name): no server", metadata: ["frontend": "\(frontends[f].name)"])
+            }
         }
         guard let route = frontends[f].route else {
             turnAway()
@@ -324,7 +331,7 @@ final class EventLoop {
             try epoll.add(fd, events: Epoll.socketInterest, token: Self.token(.client, index, conn.pointee.generation))
         } catch {
             logger.warning("epoll_ctl for a client failed: \(error)")
-            close(index, abort: true)
+            close(index, abort: true, end: .localError(error))
             return
         }
         connect(index, to: choice, route: route)
@@ -471,7 +478,7 @@ final class EventLoop {
         let conn = slab.slots + index
         conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
         conn.pointee.serverCounters = nil
-        close(index, abort: false)
+        close(index, abort: false, end: .noServer(failedConnects: conn.pointee.failures))
     }
 
     private func established(_ index: Int) {
@@ -487,7 +494,7 @@ final class EventLoop {
             // A fresh connection's send buffer is empty, so the header (≤ 108 bytes) goes in whole.
             let written = header.withUnsafeBytes { try? SocketCalls.write(conn.pointee.backend, $0.baseAddress!, $0.count) }
             guard written == header.count else {
-                close(index, abort: true)
+                close(index, abort: true, end: .proxyHeaderNotSent)
                 return
             }
         }
@@ -525,7 +532,7 @@ final class EventLoop {
         let writable = events & CL_EPOLLOUT != 0
         let pumpToServer = both || (fromClient ? readable : failing || (writable && conn.pointee.toServer.buffered > 0))
         let pumpToClient = both || (fromClient ? failing || (writable && conn.pointee.toClient.buffered > 0) : readable)
-        var failed = false
+        var failure: ConnectionEnd?
         if pumpToServer {
             let outcome = conn.pointee.toServer.pump(from: conn.pointee.client, to: conn.pointee.backend,
                                                      scratch: scratch, pipes: &pipes,
@@ -537,9 +544,9 @@ final class EventLoop {
                 conn.pointee.frontendCounters?.addTx(outcome.moved)
                 conn.pointee.serverCounters?.addTx(outcome.moved)
             }
-            failed = outcome.error != nil
+            if let e = outcome.error { failure = outcome.errorAtSource ? .clientError(e) : .serverError(e) }
         }
-        if pumpToClient && !failed {
+        if pumpToClient && failure == nil {
             let outcome = conn.pointee.toClient.pump(from: conn.pointee.backend, to: conn.pointee.client,
                                                      scratch: scratch, pipes: &pipes,
                                                      closingAfter: conn.pointee.toServer.finished)
@@ -550,24 +557,26 @@ final class EventLoop {
                 conn.pointee.frontendCounters?.addRx(outcome.moved)
                 conn.pointee.serverCounters?.addRx(outcome.moved)
             }
-            failed = outcome.error != nil
+            if let e = outcome.error { failure = outcome.errorAtSource ? .serverError(e) : .clientError(e) }
         }
-        if !failed && events & CL_EPOLLERR != 0 {
-            failed = SocketCalls.pendingError(fromClient ? conn.pointee.client : conn.pointee.backend) != nil
+        if failure == nil && events & CL_EPOLLERR != 0,
+           let e = SocketCalls.pendingError(fromClient ? conn.pointee.client : conn.pointee.backend) {
+            failure = fromClient ? .clientError(e) : .serverError(e)
         }
-        if failed {
-            close(index, abort: true)
+        if let failure {
+            close(index, abort: true, end: failure)
         } else if conn.pointee.toServer.finished && conn.pointee.toClient.finished {
-            close(index, abort: false)
+            close(index, abort: false, end: .closed)
         }
     }
 
     // MARK: - Closing
 
     /// Closes both sockets (with a reset when `abort`), returns the pipes, updates the counters
-    /// and frees the slot.
-    private func close(_ index: Int, abort: Bool) {
+    /// and frees the slot; logs the connection's end when its frontend has `log_connections`.
+    private func close(_ index: Int, abort: Bool, end: ConnectionEnd) {
         let conn = slab.slots + index
+        if frontends[conn.pointee.frontend].logConnections { logEnd(conn, end) }
         closeSocket(conn.pointee.client, abort: abort)
         closeSocket(conn.pointee.backend, abort: abort)
         if conn.pointee.toServer.pipe.isOpen { control.pipesInUse.wrappingSubtract(1, ordering: .relaxed) }
@@ -579,6 +588,32 @@ final class EventLoop {
         frontends[conn.pointee.frontend].connections -= 1
         if frontends[conn.pointee.frontend].atLimit { limitFreed = true }
         slab.free(index)
+    }
+
+    /// One line per connection (`log_connections`): who, where to, through which of this host's
+    /// ports (what the server's own log names as its client), how long, the bytes each way,
+    /// and how it ended.
+    private func logEnd(_ conn: UnsafeMutablePointer<Connection>, _ end: ConnectionEnd) {
+        let f = conn.pointee.frontend
+        let servers = frontends[f].route?.servers ?? []
+        let s = conn.pointee.server
+        var target = "\(frontends[f].name)"
+        if conn.pointee.phase == .established || conn.pointee.backend >= 0 {
+            let name = s >= 0 && s < servers.count ? "\(servers[s].id) " : ""
+            let local = conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend).map { " via \($0)" } ?? "" : ""
+            target = "\(name)\(conn.pointee.serverAddress)\(local)"
+        }
+        let seconds = Double(now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0) / 1e9
+        let retries = conn.pointee.failures > 0 && conn.pointee.phase == .established ? ", after \(conn.pointee.failures) failed connect(s)" : ""
+        let line = "connection \(conn.pointee.clientAddress) -> \(target): \(end); \(Self.formatSeconds(seconds)) s, "
+            + "\(conn.pointee.bytesTx) bytes up, \(conn.pointee.bytesRx) down\(retries)"
+        logger.info("\(line)", metadata: ["frontend": "\(frontends[f].name)"])
+    }
+
+    private static func formatSeconds(_ s: Double) -> String {
+        let millis = Int((s * 1000).rounded())
+        let fraction = String(millis % 1000)
+        return "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }
 
     private func closeSocket(_ fd: Int32, abort: Bool) {
@@ -606,17 +641,17 @@ final class EventLoop {
                 continue
             case .connecting:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
-                    close(index, abort: true)
+                    close(index, abort: true, end: .drainTimeout)
                     cut += 1
                 } else if now >= conn.pointee.connectDeadline {
                     connectFailed(index)
                 }
             case .established:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
-                    close(index, abort: true)
+                    close(index, abort: true, end: .drainTimeout)
                     cut += 1
                 } else if now &- conn.pointee.lastActive >= frontends[f].idleTimeout {
-                    close(index, abort: false)
+                    close(index, abort: false, end: .idleTimeout)
                 }
             }
         }
@@ -643,7 +678,7 @@ final class EventLoop {
 
     private func closeEverything() {
         for index in 0..<slab.highWater where slab.slots[index].phase != .free {
-            close(index, abort: true)
+            close(index, abort: true, end: .stopped)
         }
         for f in frontends.indices { closeListener(f) }
         control.refuseHandedListeners()
@@ -792,7 +827,7 @@ final class EventLoop {
                         noServer(index)
                     }
                 } else {
-                    close(index, abort: true)
+                    close(index, abort: true, end: .drainEnded)
                     cut += 1
                 }
                 continue

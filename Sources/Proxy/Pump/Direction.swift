@@ -66,6 +66,8 @@ struct Direction {
         var moved = 0
         /// The error that ends the connection (reset, broken pipe, ...), if any.
         var error: Errno?
+        /// `error` came from reading the source (else from writing the destination).
+        var errorAtSource = false
         /// This pump took a pipe from the pool (the loop counts pipes in use).
         var tookPipe = false
         /// This pump could not get a pipe and switched to the read/write fallback.
@@ -116,6 +118,7 @@ struct Direction {
                 n = got
             } catch {
                 outcome.error = error
+                outcome.errorAtSource = true
                 return
             }
             if n == 0 {
@@ -184,6 +187,7 @@ struct Direction {
                 } catch {
                     if error == .invalidArgument { switchToCopy(); return }
                     outcome.error = error
+                    outcome.errorAtSource = true
                     return
                 }
             }
@@ -218,6 +222,7 @@ struct Direction {
                     }
                 } catch {
                     outcome.error = error
+                    outcome.errorAtSource = true
                     return
                 }
             }

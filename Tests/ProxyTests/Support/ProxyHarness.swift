@@ -24,14 +24,15 @@ final class ProxyHarness: Sendable {
 
     /// A frontend on 127.0.0.1 (ephemeral port) in front of `servers`.
     init(servers: [Server], balance: BalanceAlgorithm = .wrr, pool: (inout PoolConfig) -> Void = { _ in },
-         frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false) {
+         frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false,
+         logger: Logger = Logger(label: "proxy-test")) {
         var tuning = ProxyTuning()
         tuning.forceCopy = forceCopy
         tuning.pinThreads = false
         let initial = ForwardingSnapshot(frontends: [])
         publisher = SnapshotPublisher(initial)
         service = ProxyService(snapshots: publisher, settings: ProxySettings(workers: workers),
-                               logger: Logger(label: "proxy-test"), tuning: tuning)
+                               logger: logger, tuning: tuning)
         var poolConfig = PoolConfig(name: "pool", servers: servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight) })
         pool(&poolConfig)
         var frontendConfig = FrontendConfig(name: "web", listen: Endpoint(address: .v4(0x7F00_0001), port: 0),
