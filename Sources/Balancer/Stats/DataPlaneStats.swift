@@ -28,10 +28,14 @@ public struct DataPlaneStats: Sendable {
     public var json: JSONValue
     /// Exported on `/metrics`.
     public var metrics: [MetricSample]
+    /// Frontends the data plane serves from their backup servers for reasons of its own (the
+    /// AF_XDP modes: no other server's MAC is known), shown as `on_backup`.
+    public var frontendsOnBackup: Set<String>
 
-    public init(json: JSONValue, metrics: [MetricSample]) {
+    public init(json: JSONValue, metrics: [MetricSample], frontendsOnBackup: Set<String> = []) {
         self.json = json
         self.metrics = metrics
+        self.frontendsOnBackup = frontendsOnBackup
     }
 }
 

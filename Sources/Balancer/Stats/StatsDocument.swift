@@ -105,7 +105,8 @@ public struct StatsDocument: Sendable {
             return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
-                               overLimit: c.overLimit.load(ordering: .relaxed), onBackup: route.onBackup,
+                               overLimit: c.overLimit.load(ordering: .relaxed),
+                               onBackup: route.onBackup || dataPlane?.frontendsOnBackup.contains(route.name) == true,
                                draining: route.isDraining,
                                drainingListen: left.map(\.config.listen))
         }

@@ -21,6 +21,8 @@ public final class ForwardingControl: Sendable {
         var snapshotGeneration: UInt64 = 0
         var macs: [IPAddress: MACAddress] = [:]
         var unresolved: [PacketRoutes.Unresolved] = []
+        /// Frontends whose backups stand in for servers without a known MAC.
+        var onBackupForMAC: Set<String> = []
         var neighbourError: String?
         var publications = 0
         /// The VIPs of the routes published last (draining frontends' included).
@@ -73,6 +75,14 @@ public final class ForwardingControl: Sendable {
             state.macs = macs
             state.vips = Set(loaded.frontends.map(\.config.listen))
             state.unresolved = published.unresolved
+            let standIn = Dictionary(published.onBackupForMAC.map { ($0.frontend, $0.pool) }, uniquingKeysWith: { a, _ in a })
+            for (frontend, pool) in standIn.sorted(by: { $0.key < $1.key }) where !state.onBackupForMAC.contains(frontend) {
+                logger.warning("frontend '\(frontend)': no server of pool '\(pool)' that could take new flows has a known MAC address; its backup servers take them")
+            }
+            for frontend in state.onBackupForMAC.sorted() where standIn[frontend] == nil {
+                logger.notice("frontend '\(frontend)': its backup servers no longer stand in for servers without a known MAC address")
+            }
+            state.onBackupForMAC = Set(standIn.keys)
             state.publications += 1
             return true
         }
@@ -103,6 +113,10 @@ public final class ForwardingControl: Sendable {
 
     /// Servers the data plane cannot select now (no known MAC), with the reason; for `/stats`.
     public var unresolved: [PacketRoutes.Unresolved] { state.withLock { $0.unresolved } }
+
+    /// Frontends whose new flows go to backup servers because no other server has a known MAC
+    /// (`on_backup` in `/stats`, as when the runtime sends them to backups).
+    public var onBackupForMAC: Set<String> { state.withLock { $0.onBackupForMAC } }
 
     /// The VIPs the published routes forward: every frontend's, also those still draining
     /// (their established flows need steering until the drain ends).

@@ -162,7 +162,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         facts.vips = steering.steered
         return XDPStatsReport(mode: mode, facts: facts, path: dataPath.stats(),
                        forwarders: counters.map { $0.snapshot() }, unresolved: control.unresolved,
-                       neighbourError: control.neighbourError).dataPlaneStats
+                       neighbourError: control.neighbourError, onBackupForMAC: control.onBackupForMAC).dataPlaneStats
     }
 }
 

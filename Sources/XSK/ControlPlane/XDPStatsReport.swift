@@ -11,8 +11,10 @@ struct XDPStatsReport {
     var forwarders: [ForwarderStats]
     var unresolved: [PacketRoutes.Unresolved]
     var neighbourError: String?
+    /// Frontends served by backups while no other server's MAC is known.
+    var onBackupForMAC: Set<String> = []
 
-    var dataPlaneStats: DataPlaneStats { DataPlaneStats(json: json, metrics: metrics) }
+    var dataPlaneStats: DataPlaneStats { DataPlaneStats(json: json, metrics: metrics, frontendsOnBackup: onBackupForMAC) }
 
     private var totals: ForwarderStats { forwarders.reduce(ForwarderStats(), +) }
 

@@ -130,6 +130,10 @@ public final class PacketRoutes: @unchecked Sendable {
     public let interfaceMAC: MACAddress
     /// Servers left out of selection by the data plane (no MAC, no slot).
     public let unresolved: [Unresolved]
+    /// Frontends (by name, with their pools) whose new flows go to backup servers because no
+    /// server that could take them has a known MAC: on backup although the runtime, which
+    /// knows nothing of MACs, does not say so.
+    public let onBackupForMAC: [(frontend: String, pool: String)]
     /// The frontends' names, by frontend index ("" where none).
     public let frontendNames: [String]
     /// Where `BackendStatsFlusher` books each slot's traffic: the counters of its server and
@@ -156,6 +160,7 @@ public final class PacketRoutes: @unchecked Sendable {
          registry: BackendSlotRegistry, frontendRegistry: FrontendIndexRegistry, previous: PacketRoutes? = nil) {
         self.interfaceMAC = interfaceMAC
         var unresolved: [Unresolved] = []
+        var onBackupForMAC: [(frontend: String, pool: String)] = []
         var backendList: [Int: Backend] = [:]
         var counters: [Int: ServerCounters] = [:]
         var frontendCountersOfSlot: [Int: FrontendCounters] = [:]
@@ -210,7 +215,11 @@ public final class PacketRoutes: @unchecked Sendable {
                 indices.filter { i in routeSlots[i].map { backendList[Int($0)]!.flags & Backend.hasMAC != 0 } ?? false }
             }
             var eligible = withMAC(route.selectable)
-            if eligible.isEmpty { eligible = withMAC(route.standbyBackups) }
+            if eligible.isEmpty {
+                // (Backups stand by only while a non-backup server is selectable.)
+                eligible = withMAC(route.standbyBackups)
+                if !eligible.isEmpty { onBackupForMAC.append((route.name, route.config.pool)) }
+            }
             let vip = StableHash.widened(route.config.listen.address)
             var f = Frontend(vipHi: vip.hi, vipLo: vip.lo, vipPort: route.config.listen.port, algorithm: Frontend.wrr,
                              isIPv6: !route.config.listen.address.isIPv4,
@@ -288,6 +297,7 @@ public final class PacketRoutes: @unchecked Sendable {
             vipBuckets[b] = UInt16(i + 1)
         }
         self.unresolved = unresolved
+        self.onBackupForMAC = onBackupForMAC
     }
 
     deinit {
