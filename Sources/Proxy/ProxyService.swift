@@ -167,9 +167,9 @@ public final class ProxyService: Service, Sendable {
 
     /// Binds and hands the listener groups of `frontends` that `running` lacks, and records
     /// them; throws every failure, with nothing bound, when some fail.
-    private func bindMissing(_ frontends: [FrontendConfig], running: Running) throws(ProxyBindFailures) {
+    private func bindMissing(_ frontends: [FrontendConfig], running: Running, beside: Bool = false) throws(ProxyBindFailures) {
         let wanted = frontends.map(ListenerKey.init)
-        let fresh = try bindGroups(wanted.filter { running.bound[$0] == nil }, loops: running.controls.count)
+        let fresh = try bindGroups(wanted.filter { running.bound[$0] == nil }, loops: running.controls.count, beside: beside)
         // Handed for an earlier reload and never taken (a later file dropped them first).
         for c in running.controls { c.discardHanded(keeping: Set(wanted)) }
         var next: [ListenerKey: Endpoint] = [:]
@@ -283,7 +283,8 @@ public final class ProxyService: Service, Sendable {
         let latest = snapshots.load()
         if latest.generation != generation {
             do throws(ProxyBindFailures) {
-                try bindMissing(latest.value.frontends.filter { !$0.isDraining }.map(\.config), running: running)
+                // Still part of the start: a takeover binds beside the old convey here too.
+                try bindMissing(latest.value.frontends.filter { !$0.isDraining }.map(\.config), running: running, beside: takeover)
             } catch {
                 for failure in error.failures { logger.error("a frontend added while proxy mode started is not served: \(failure)") }
             }
@@ -307,6 +308,7 @@ public final class ProxyService: Service, Sendable {
                 if !started {
                     logger.error("could not start proxy loop thread \(i)")
                     loop.control.refuseHandedListeners()
+                    loop.control.listing.close()
                     remaining.arrive()
                 }
             }

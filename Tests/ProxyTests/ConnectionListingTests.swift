@@ -155,3 +155,59 @@ extension ProxyTests {
         }
     }
 }
+
+extension ProxyTests.ConnectionListing {
+    /// The channel alone, with the test playing the loop.
+    @Suite struct Channel {
+        static func filter(limit: Int = 10) -> ConnectionFilter {
+            ConnectionFilter(client: nil, frontend: nil, server: nil, limit: limit)
+        }
+
+        @Test("a loop that does not answer times the caller out (its request withdrawn); a stopped one answers nil at once")
+        func unansweredAndClosed() async {
+            let listing = Proxy.ConnectionListing()
+            let woken = Atomic<Int>(0)
+            let started = ContinuousClock.now
+            let result = await listing.list(Self.filter(), timeout: .milliseconds(100)) { woken.wrappingAdd(1, ordering: .relaxed) }
+            #expect(result == nil && woken.load(ordering: .relaxed) == 1)
+            #expect(ContinuousClock.now - started >= .milliseconds(100))
+            #expect(listing.pending.load(ordering: .relaxed) == 0, "the timed-out request left the queue")
+            var served = 0
+            listing.serve { _ in
+                served += 1
+                return ConnectionListingResult(rows: [], matched: 0)
+            }
+            #expect(served == 0)
+            listing.close()
+            let quick = ContinuousClock.now
+            #expect(await listing.list(Self.filter(), timeout: .seconds(5)) {} == nil)
+            #expect(ContinuousClock.now - quick < .seconds(1))
+        }
+
+        @Test("several callers at once each get their own answer")
+        func severalCallers() async {
+            let listing = Proxy.ConnectionListing()
+            let stop = Atomic<Bool>(false)
+            // The "loop": answers with the limit it was asked for, as matched.
+            let loop = Thread {
+                while !stop.load(ordering: .relaxed) {
+                    if listing.pending.load(ordering: .relaxed) > 0 {
+                        listing.serve { ConnectionListingResult(rows: [], matched: $0.limit) }
+                    }
+                    usleep(1000)
+                }
+            }
+            loop.start()
+            defer { stop.store(true, ordering: .relaxed) }
+            let answers = await withTaskGroup(of: (Int, Int?).self) { group in
+                for limit in 1...8 {
+                    group.addTask { (limit, await listing.list(Self.filter(limit: limit)) {}?.matched) }
+                }
+                var all: [(Int, Int?)] = []
+                for await a in group { all.append(a) }
+                return all
+            }
+            #expect(answers.count == 8 && answers.allSatisfy { $0.0 == $0.1 }, "\(answers)")
+        }
+    }
+}

@@ -67,6 +67,48 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
+        @Test("a server that resets is a server error; a connection cut because its server left names that server")
+        func serverSideEnds() async throws {
+            // Answers the first byte, then resets.
+            let resetting = try TestServer(name: "resetting") { socket, _ in
+                var byte: UInt8 = 0
+                if recv(socket.fd, &byte, 1, 0) == 1 { try? socket.send([byte]) }
+                usleep(50_000)
+                socket.reset()
+            }
+            defer { resetting.stop() }
+            let steady = try TestServer.echo()
+            defer { steady.stop() }
+            let log = LogLines()
+            let proxy = ProxyHarness(servers: [.init(name: "r", address: resetting.endpoint)],
+                                     pool: { $0.drainTimeout = .zero },
+                                     frontend: { $0.logConnections = true }, workers: 1, logger: log.logger())
+            let address = try await proxy.start()
+            let c = try TestSocket.connect(to: address, timeout: 5)
+            let client = c.localEndpoint
+            try c.send("x")
+            #expect(try c.receive(exactly: 1) == Array("x".utf8))
+            #expect(await eventually { !Self.lines(log, about: client).isEmpty })
+            let line = Self.lines(log, about: client).first ?? ""
+            #expect(line.contains(" -> pool/r \(resetting.endpoint) via ") && line.contains(": server error: "), "\(line)")
+            c.close()
+
+            // Moved to "s"; then "s" leaves the pool (drain_timeout 0): cut, logged as pool/s.
+            proxy.publish([.init(name: "s", address: steady.endpoint)])
+            try await Task.sleep(for: .milliseconds(200))
+            let held = try TestSocket.connect(to: address, timeout: 5)
+            defer { held.close() }
+            let heldClient = held.localEndpoint
+            try held.send("y")
+            #expect(try held.receive(exactly: 1) == Array("y".utf8))
+            proxy.publish([.init(name: "t", address: steady.endpoint)])
+            #expect(await eventually { !Self.lines(log, about: heldClient).isEmpty })
+            let cut = Self.lines(log, about: heldClient).first ?? ""
+            #expect(cut.hasPrefix("connection \(heldClient) -> pool/s \(steady.endpoint) via ")
+                    && cut.contains(": its server or frontend left (drain ended); "), "\(cut)")
+            try await proxy.stop()
+        }
+
         @Test("logs nothing per connection without log_connections")
         func quietByDefault() async throws {
             let server = try TestServer.echo()

@@ -77,16 +77,22 @@ public struct StatsServer: Service {
                 return Self.response(body, type: "application/json", status: status)
             }
         }
-        var waiting = false
+        var waitingSince: ContinuousClock.Instant?
+        var lastNotice = ContinuousClock.now
         while true {
             do {
                 try await serve(router)
                 return
             } catch let error as StatsServerError {
                 guard waitsForAddress, case .cannotListen(_, _, let errno) = error, errno == Errno.addressInUse.rawValue else { throw error }
-                if !waiting {
+                if waitingSince == nil {
                     logger.notice("stats: \(address) is in use (the convey being replaced still holds it?): /stats comes up once it is free")
-                    waiting = true
+                    waitingSince = .now
+                    lastNotice = .now
+                } else if let since = waitingSince, ContinuousClock.now - lastNotice >= .seconds(30) {
+                    let waited = (ContinuousClock.now - since).components.seconds
+                    logger.warning("stats: \(address) is still in use after \(waited) s: no /stats or /metrics until it is free (stop the convey being replaced, or whatever holds the port)")
+                    lastNotice = .now
                 }
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(250)) }
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }

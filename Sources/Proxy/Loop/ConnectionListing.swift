@@ -96,7 +96,7 @@ final class ConnectionListing: Sendable {
             if let queued = s.requests.firstIndex(where: { $0.ticket == ticket }) {
                 s.requests.remove(at: queued)
                 pending.store(s.requests.count, ordering: .relaxed)
-            } else if s.results.removeValue(forKey: ticket) == nil {
+            } else if s.results.removeValue(forKey: ticket) == nil && !s.closed {
                 // The loop is walking for it: its result is dropped when it comes.
                 s.abandoned.insert(ticket)
             }

@@ -301,7 +301,8 @@ final class EventLoop {
             SocketCalls.close(fd)
             if frontends[f].logConnections {
                 let client = Endpoint(sockaddr: peer).map { "\($0)" } ?? "?"
-                logger.info("connection \(client) -> \(frontends[f].name): no server", metadata: ["frontend": "\(frontends[f].name)"])
+                logger.info("connection \(client) -> \(frontends[f].name): \(ConnectionEnd.noServer(failedConnects: 0)); 0.000 s, 0 bytes up, 0 down",
+                            metadata: ["frontend": "\(frontends[f].name)"])
             }
         }
         guard let route = frontends[f].route else {
@@ -574,9 +575,11 @@ final class EventLoop {
 
     /// Closes both sockets (with a reset when `abort`), returns the pipes, updates the counters
     /// and frees the slot; logs the connection's end when its frontend has `log_connections`.
-    private func close(_ index: Int, abort: Bool, end: ConnectionEnd) {
+    /// `server`: the connection's server when the frontend's route no longer has it (a reload
+    /// that took it away), for the log.
+    private func close(_ index: Int, abort: Bool, end: ConnectionEnd, server: ServerID? = nil) {
         let conn = slab.slots + index
-        if frontends[conn.pointee.frontend].logConnections { logEnd(conn, end) }
+        if frontends[conn.pointee.frontend].logConnections { logEnd(conn, end, server: server) }
         closeSocket(conn.pointee.client, abort: abort)
         closeSocket(conn.pointee.backend, abort: abort)
         if conn.pointee.toServer.pipe.isOpen { control.pipesInUse.wrappingSubtract(1, ordering: .relaxed) }
@@ -593,13 +596,14 @@ final class EventLoop {
     /// One line per connection (`log_connections`): who, where to, through which of this host's
     /// ports (what the server's own log names as its client), how long, the bytes each way,
     /// and how it ended.
-    private func logEnd(_ conn: UnsafeMutablePointer<Connection>, _ end: ConnectionEnd) {
+    private func logEnd(_ conn: UnsafeMutablePointer<Connection>, _ end: ConnectionEnd, server: ServerID?) {
         let f = conn.pointee.frontend
         let servers = frontends[f].route?.servers ?? []
         let s = conn.pointee.server
         var target = "\(frontends[f].name)"
         if conn.pointee.phase == .established || conn.pointee.backend >= 0 {
-            let name = s >= 0 && s < servers.count ? "\(servers[s].id) " : ""
+            let id = server ?? (s >= 0 && s < servers.count ? servers[s].id : nil)
+            let name = id.map { "\($0) " } ?? ""
             let local = conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend).map { " via \($0)" } ?? "" : ""
             target = "\(name)\(conn.pointee.serverAddress)\(local)"
         }
@@ -753,6 +757,9 @@ final class EventLoop {
         // For each frontend: old server index -> new server index (-1: gone or no longer kept).
         var remaps: [[Int]] = []
         var newRoutes: [FrontendRoute?] = []
+        // The routes before this snapshot: a connection closed below because its server left
+        // is logged with that server's name.
+        let oldRoutes = frontends.map(\.route)
         for f in frontends.indices {
             let key = frontends[f].key
             let old = frontends[f].route
@@ -827,7 +834,9 @@ final class EventLoop {
                         noServer(index)
                     }
                 } else {
-                    close(index, abort: true, end: .drainEnded)
+                    let before = f < oldRoutes.count ? oldRoutes[f]?.servers : nil
+                    let server = before.flatMap { old >= 0 && old < $0.count ? $0[old].id : nil }
+                    close(index, abort: true, end: .drainEnded, server: server)
                     cut += 1
                 }
                 continue

@@ -79,7 +79,8 @@ public final class ForwardingControl: Sendable {
             for (frontend, pool) in standIn.sorted(by: { $0.key < $1.key }) where !state.onBackupForMAC.contains(frontend) {
                 logger.warning("frontend '\(frontend)': no server of pool '\(pool)' that could take new flows has a known MAC address; its backup servers take them")
             }
-            for frontend in state.onBackupForMAC.sorted() where standIn[frontend] == nil {
+            // A stop's drain publishes routes that place no new flow: not news.
+            for frontend in state.onBackupForMAC.sorted() where standIn[frontend] == nil && !state.draining {
                 logger.notice("frontend '\(frontend)': its backup servers no longer stand in for servers without a known MAC address")
             }
             state.onBackupForMAC = Set(standIn.keys)
