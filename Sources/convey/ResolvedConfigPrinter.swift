@@ -27,6 +27,8 @@ enum ResolvedConfigPrinter {
             out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\(proxyOnly)\n"
             out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\(proxyOnly)\n"
             out += "log_connections = \(f.logConnections)\(proxyOnly)\n"
+            if !f.sources.allow.isEmpty { out += "allow = [\(f.sources.allow.map { q($0.description) }.joined(separator: ", "))]\n" }
+            if !f.sources.deny.isEmpty { out += "deny = [\(f.sources.deny.map { q($0.description) }.joined(separator: ", "))]\n" }
         }
         for p in c.pools {
             out += "\n[backends.\(k(p.name))]\nhealth_check_interval = \(secs(p.health.interval))\n"

@@ -96,6 +96,46 @@ struct ConfigLoaderTests {
         }
     }
 
+    @Test("allow / deny: addresses and prefixes of both families; a bad entry is refused on its line, naming it")
+    func sourceLists() throws {
+        let head = "[backends.p.servers.a]\naddr = \"10.0.0.2:80\"\n[frontends.web]\nlisten_addr = \"10.0.0.1:80\"\nbackend = \"p\"\n"
+        let f = try load(head + "allow = [\"10.0.0.0/8\", \" 2001:db8::/32 \"]\ndeny = \"10.9.9.9\"").frontends[0]
+        #expect(f.sources.allow.map(\.description) == ["10.0.0.0/8", "2001:db8::/32"])
+        #expect(f.sources.deny.map(\.description) == ["10.9.9.9"])
+        #expect(try load(head).frontends[0].sources.isEmpty)
+        let cases: [(String, String, String)] = [
+            ("allow = [\"10.0.0.0/33\"]", "frontends.web.allow", "entry 1, '10.0.0.0/33', is not an address or ADDRESS/LENGTH prefix (a length of 0-32"),
+            ("deny = [\"10.0.0.0/8\", \"10.1.0.0/8\"]", "frontends.web.deny", "entry 2, '10.1.0.0/8', is not an address or ADDRESS/LENGTH prefix (a length"),
+            ("allow = \"example.com\"", "frontends.web.allow", "entry 1, 'example.com', is not an address or ADDRESS/LENGTH prefix"),
+            ("deny = 7", "frontends.web.deny", "must be a string or an array of strings"),
+        ]
+        for (line, key, message) in cases {
+            let p = problems(head + line)
+            #expect(p.count == 1 && p.first?.key == key && p.first?.line == 6, "\(line): \(p)")
+            #expect(p.first?.message.contains(message) == true, "\(line): \(p)")
+        }
+    }
+
+    @Test("a source filter refuses what deny lists, and what allow (when given) does not list; families never cross")
+    func sourceFilterSemantics() throws {
+        let filter = SourceFilter(allow: [try #require(.init("10.0.0.0/8")), try #require(.init("2001:db8::/32"))],
+                                  deny: [try #require(.init("10.9.0.0/16"))])
+        #expect(filter.admits(IPAddress("10.1.2.3")!) && filter.admits(IPAddress("2001:db8::1")!))
+        #expect(!filter.admits(IPAddress("10.9.1.1")!) && !filter.admits(IPAddress("11.0.0.1")!))
+        #expect(!filter.admits(IPAddress("2001:db9::1")!) && !filter.admits(IPAddress("::ffff:11.0.0.1")!))
+        // IPv4 prefixes do not match IPv6 addresses that merely share low bits.
+        #expect(!SourceFilter(allow: [try #require(.init("0.0.0.0/0"))]).admits(IPAddress("::1")!))
+        #expect(SourceFilter(allow: [try #require(.init("0.0.0.0/0"))]).admits(IPAddress("192.0.2.1")!))
+        #expect(SourceFilter(allow: [try #require(.init("::/0"))]).admits(IPAddress("2001:db8::1")!))
+        #expect(!SourceFilter(allow: [try #require(.init("::/0"))]).admits(IPAddress("192.0.2.1")!), "::/0 is IPv6 only")
+        let denyOnly = SourceFilter(deny: [try #require(.init("192.0.2.7"))])
+        #expect(!denyOnly.admits(IPAddress("192.0.2.7")!) && denyOnly.admits(IPAddress("192.0.2.8")!))
+        #expect(SourceFilter().admits(IPAddress("192.0.2.7")!))
+        for bad in ["10.0.0.0/", "10.0.0.1/24", "10.0.0.0/+8", "::1/129", "fe80::/-1", ""] {
+            #expect(SourceFilter.Prefix(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test("passthrough: a VIP whose family has no NAT address is a problem naming the frontend and the fix")
     func natFamilies() {
         let frontends = [FrontendConfig(name: "v4", listen: Endpoint(address: .v4(0x0A00_0001), port: 80), pool: "p"),

@@ -123,6 +123,31 @@ struct DSRForwarderTests {
         }
     }
 
+    @Test("allow / deny: a new flow from a refused source is dropped and counted to its frontend; allowed ones are placed; a reload changes the lists")
+    func sourceLists() throws {
+        var fixture = RoutesFixture(balance: .maglev, count: 2)
+        // 10.77.16.0/28 refused; otherwise only 10.77.0.0/16 allowed.
+        fixture.config.frontends[0].sources = SourceFilter(allow: [try #require(.init("10.77.0.0/16"))],
+                                                           deny: [try #require(.init("10.77.16.0/28"))])
+        fixture.runtime.apply(fixture.config)
+        fixture.republish()
+        var dsr = Self.forwarder(fixture)
+        #expect(Self.send(clientFrame(client: 0x0A4D_1005, port: 1000, flags: TCPHeader.syn), &dsr) == nil, "denied")
+        #expect(Self.send(clientFrame(client: 0x0A4E_0001, port: 1001, flags: TCPHeader.syn), &dsr) == nil, "not allowed")
+        // A mid-flow segment from a refused source is not taken up either.
+        #expect(Self.send(clientFrame(client: 0x0A4D_1006, port: 1002, flags: TCPHeader.ack), &dsr) == nil)
+        #expect(Self.send(clientFrame(client: 0x0A4D_1105, port: 1003, flags: TCPHeader.syn), &dsr) != nil, "allowed")
+        let stats = dsr.counters.snapshot()
+        #expect(stats.drops(.denied) == 3 && stats.flowsCreated == 1, "\(stats.drops)")
+        #expect(dsr.counters.denied(frontend: 0) + dsr.counters.denied(frontend: 1) == 3)
+        // The lists go away: the same source is placed.
+        fixture.config.frontends[0].sources = SourceFilter()
+        fixture.runtime.apply(fixture.config)
+        fixture.republish()
+        dsr.beginBatch(now: second)
+        #expect(Self.send(clientFrame(client: 0x0A4D_1005, port: 1004, flags: TCPHeader.syn), &dsr) != nil)
+    }
+
     @Test("wrr over large weights: the per-worker sequence is scaled down to at most maxWRRCycle steps, proportions kept")
     func largeWeightsMakeABoundedSequence() throws {
         let weights = Array(repeating: 1000, count: 69) + [501]  // no common divisor: a cycle of 69 501

@@ -148,11 +148,29 @@ public enum ConfigLoader {
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
         let logConnections = t.bool("log_connections") ?? false
+        let sources = SourceFilter(allow: prefixes(t, "allow"), deny: prefixes(t, "deny"))
         // The pool is checked even when listen_addr is bad, so one error never hides another.
         if let poolName { checkPool(poolName, of: t, pools: pools, root: root) }
         guard let listen, let poolName else { return nil }
         return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
-                              maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections)
+                              maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections,
+                              sources: sources)
+    }
+
+    /// `allow` / `deny`: address prefixes, each `ADDRESS` or `ADDRESS/LENGTH`.
+    private static func prefixes(_ t: TableReader, _ key: String) -> [SourceFilter.Prefix] {
+        guard let texts = t.strings(key) else { return [] }
+        var out: [SourceFilter.Prefix] = []
+        for (i, text) in texts.map({ $0.trimmingSpaces() }).enumerated() {
+            guard let prefix = SourceFilter.Prefix(text) else {
+                let hint = text.contains("/") && IPAddress(String(text.split(separator: "/")[0])) != nil
+                    ? " (a length of 0-32 for IPv4, 0-128 for IPv6, with no address bits set past it)" : ""
+                t.fail(key, "entry \(i + 1), '\(text)', is not an address or ADDRESS/LENGTH prefix\(hint)")
+                continue
+            }
+            out.append(prefix)
+        }
+        return out
     }
 
     /// A frontend's `backend` must name a pool with servers.

@@ -41,9 +41,12 @@ public struct FrontendConfig: Sendable, Equatable {
     public var proxyProtocol: ProxyProtocolVersion
     /// `log_connections` (proxy mode): log one line per connection when it ends.
     public var logConnections: Bool
+    /// `allow` / `deny`: the client addresses that may connect.
+    public var sources: SourceFilter
 
     public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
-                maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false) {
+                maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false,
+                sources: SourceFilter = SourceFilter()) {
         self.name = name
         self.listen = listen
         self.pool = pool
@@ -51,6 +54,7 @@ public struct FrontendConfig: Sendable, Equatable {
         self.maxConnections = maxConnections
         self.proxyProtocol = proxyProtocol
         self.logConnections = logConnections
+        self.sources = sources
     }
 }
 

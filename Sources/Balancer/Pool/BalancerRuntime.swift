@@ -594,6 +594,9 @@ public struct ReloadReport: Sendable, Equatable {
             if o.maxConnections != f.maxConnections {
                 applied.append("frontend '\(f.name)': max_connections \(o.maxConnections) -> \(f.maxConnections)")
             }
+            if o.sources != f.sources {
+                applied.append("frontend '\(f.name)': allow/deny lists (new connections; open ones keep going)")
+            }
             if o.logConnections != f.logConnections {
                 applied.append("frontend '\(f.name)': log_connections \(o.logConnections) -> \(f.logConnections)")
             }

@@ -65,6 +65,8 @@ public final class FrontendCounters: Sendable {
     /// Times clients found the frontend at `max_connections` and waited in the kernel's listen
     /// queue until connections closed (once per listener and episode: until its queue emptied).
     public let overLimit = Atomic<Int64>(0)
+    /// New connections refused by the frontend's `allow` / `deny` lists.
+    public let denied = Atomic<Int64>(0)
     /// Not a statistic: the `wrr` cursor every data-path thread of the frontend advances
     /// (see `FrontendRoute.wrrCycle`). It lives here because these counters outlive snapshots,
     /// so a republish (a health change, a drain's end) does not restart the cycle.

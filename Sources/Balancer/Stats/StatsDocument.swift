@@ -32,6 +32,8 @@ public struct StatsDocument: Sendable {
         public var totals: TrafficTotals
         public var noBackend: Int64
         public var overLimit: Int64
+        /// New connections the `allow` / `deny` lists refused.
+        public var denied: Int64 = 0
         /// No non-backup server can take new connections; backup servers take them.
         public var onBackup: Bool
         /// Removed by a reload: takes no new connections while its open ones drain.
@@ -105,7 +107,7 @@ public struct StatsDocument: Sendable {
             return FrontendRow(name: route.name, listen: route.config.listen, pool: route.config.pool,
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
-                               overLimit: c.overLimit.load(ordering: .relaxed),
+                               overLimit: c.overLimit.load(ordering: .relaxed), denied: c.denied.load(ordering: .relaxed),
                                onBackup: route.onBackup || dataPlane?.frontendsOnBackup.contains(route.name) == true,
                                draining: route.isDraining,
                                drainingListen: left.map(\.config.listen))
@@ -153,7 +155,7 @@ public struct StatsDocument: Sendable {
             var fields = four(f.totals, prefix: "")
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
-                       ("over_limit", .int(f.overLimit)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
+                       ("over_limit", .int(f.overLimit)), ("denied", .int(f.denied)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
                        ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))
         })))

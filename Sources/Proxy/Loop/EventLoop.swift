@@ -64,6 +64,8 @@ final class EventLoop {
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
         var logConnections: Bool
+        /// `allow` / `deny`.
+        var sources: SourceFilter
         var vip: Endpoint
 
         /// The loop's view of `route`, listening on `listener` (nil: not listening here).
@@ -77,6 +79,7 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            sources = route.config.sources
             vip = listener?.address ?? route.config.listen
             follow(route)
         }
@@ -93,6 +96,7 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            sources = route.config.sources
         }
     }
 
@@ -311,6 +315,17 @@ final class EventLoop {
         }
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
+        if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) {
+            // Refused with a reset, as soon as accepted: the kernel completed the handshake.
+            if reserved { counters.connectionClosed() }
+            counters.denied.wrappingAdd(1, ordering: .relaxed)
+            SocketCalls.closeAbortively(fd)
+            if frontends[f].logConnections {
+                logger.info("connection \(client) -> \(frontends[f].name): denied (allow/deny); 0.000 s, 0 bytes up, 0 down",
+                            metadata: ["frontend": "\(frontends[f].name)"])
+            }
+            return
+        }
         let key = FlowKey(client: client, vip: frontends[f].vip)
         guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
             turnAway()

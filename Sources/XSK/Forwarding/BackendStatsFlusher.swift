@@ -11,14 +11,16 @@ import Balancer
 public final class BackendStatsFlusher {
     private let workers: [ForwarderCounters]
     private var previous: [[BackendTraffic]]
-    /// Per worker, per frontend index: its `noBackend` count at the last flush.
+    /// Per worker, per frontend index: its `noBackend` and `denied` counts at the last flush.
     private var previousNoBackend: [[Int: UInt64]]
+    private var previousDenied: [[Int: UInt64]]
 
     /// A flusher over the counters of every worker (`forwarder.counters`).
     public init(workers: [ForwarderCounters]) {
         self.workers = workers
         previous = workers.map { [BackendTraffic](repeating: BackendTraffic(), count: $0.backendSlots) }
         previousNoBackend = workers.map { _ in [:] }
+        previousDenied = workers.map { _ in [:] }
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
@@ -30,9 +32,16 @@ public final class BackendStatsFlusher {
             for (index, frontend) in routes.frontendCountersByIndex.enumerated() {
                 let now = counters.noBackend(frontend: index)
                 let before = previousNoBackend[w][index] ?? 0
-                guard now != before else { continue }
-                previousNoBackend[w][index] = now
-                frontend?.noBackend.wrappingAdd(Int64(truncatingIfNeeded: now &- before), ordering: .relaxed)
+                if now != before {
+                    previousNoBackend[w][index] = now
+                    frontend?.noBackend.wrappingAdd(Int64(truncatingIfNeeded: now &- before), ordering: .relaxed)
+                }
+                let denied = counters.denied(frontend: index)
+                let deniedBefore = previousDenied[w][index] ?? 0
+                if denied != deniedBefore {
+                    previousDenied[w][index] = denied
+                    frontend?.denied.wrappingAdd(Int64(truncatingIfNeeded: denied &- deniedBefore), ordering: .relaxed)
+                }
             }
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {

@@ -26,6 +26,7 @@ struct ForwarderCore {
     var backends: UnsafeMutablePointer<PacketRoutes.Backend>
     var backendCount: Int = 0
     var slots: UnsafeMutablePointer<UInt32>
+    var sourcePrefixes: UnsafeMutablePointer<PacketRoutes.SourcePrefix>
     var vipBuckets: UnsafeMutablePointer<UInt16>
     var vipMask: Int = 0
     /// True when the routes have exactly one frontend: the lookup is one comparison.
@@ -105,6 +106,7 @@ struct ForwarderCore {
         frontends = routes.frontends
         backends = routes.backends
         slots = routes.slots
+        sourcePrefixes = routes.sourcePrefixes
         vipBuckets = routes.vipBuckets
         lookups = lookupBuffer.lookups
         tableStorage = FlowTableStorage(capacity: settings.capacity)
@@ -309,6 +311,7 @@ struct ForwarderCore {
         backends = routes.backends
         backendCount = routes.backendCount
         slots = routes.slots
+        sourcePrefixes = routes.sourcePrefixes
         vipBuckets = routes.vipBuckets
         vipMask = routes.vipMask
         singleFrontend = routes.presentFrontendCount == 1
@@ -574,6 +577,10 @@ struct ForwarderCore {
             c.drop(.badSource)
             return -1
         }
+        guard admitsSource(frontend: frontend, hi: clientHi, lo: clientLo) else {
+            c.denied(frontend: frontend)
+            return -1
+        }
         guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
             c.drop(.noFlow)
             return Self.answerWithReset
@@ -716,6 +723,19 @@ struct ForwarderCore {
     /// its flow is tracked from then on. Passthrough cannot (the NAT port is lost), nor can
     /// `wrr` or `leastconn` (their choice is not a function of the connection). A reset is
     /// never taken up.
+    /// The frontend's `allow` / `deny` lists admit this client (always, without lists).
+    @inline(__always)
+    private func admitsSource(frontend: Int, hi: UInt64, lo: UInt64) -> Bool {
+        let f = frontends[frontend]
+        guard f.denyCount | f.allowCount != 0 else { return true }
+        let start = Int(f.sourcesStart)
+        for i in start..<(start &+ Int(f.denyCount)) where sourcePrefixes[i].contains(hi: hi, lo: lo) { return false }
+        guard f.allowCount != 0 else { return true }
+        let allowStart = start &+ Int(f.denyCount)
+        for i in allowStart..<(allowStart &+ Int(f.allowCount)) where sourcePrefixes[i].contains(hi: hi, lo: lo) { return true }
+        return false
+    }
+
     private func adoptsMidFlow(frontend: Int, flags: UInt8) -> Bool {
         guard !natEnabled, flags & (TCPHeader.rst | TCPHeader.syn) == 0 else { return false }
         return placesByHash(frontend: frontend)

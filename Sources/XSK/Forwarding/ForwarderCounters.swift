@@ -34,6 +34,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// DSR: an ICMP "too big" about a connection no backend can be found for (not tracked,
     /// and its frontend does not place by hash), or whose backend has no MAC.
     case icmpNoFlow
+    /// A new connection from an address the frontend's `allow` / `deny` lists refuse.
+    case denied
 
     public var description: String {
         switch self {
@@ -50,6 +52,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .badChecksum: return "bad_checksum"
         case .unfinishedChecksum: return "unfinished_checksum"
         case .icmpNoFlow: return "icmp_no_flow"
+        case .denied: return "denied"
         }
     }
 }
@@ -87,7 +90,8 @@ public final class ForwarderCounters: @unchecked Sendable {
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).
     static let frontendSlots = PacketRoutes.maxFrontends
-    private var count: Int { Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots }
+    /// Two per-frontend blocks: `noBackend`, then `denied`.
+    private var count: Int { Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots }
 
     /// Index of the first per-frontend counter (after the scalars and the backends').
     @inline(__always)
@@ -98,7 +102,7 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// thread, so the stats service holds them from the start.
     public init(backendSlots: Int) {
         self.backendSlots = backendSlots
-        let n = Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots
+        let n = Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots
         base = .allocate(capacity: n)
         for i in 0..<n { (base + i).initialize(to: Atomic(0)) }
     }
@@ -112,6 +116,12 @@ public final class ForwarderCounters: @unchecked Sendable {
     public func noBackend(frontend: Int) -> UInt64 {
         guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
         return load(Self.frontendBase(backendSlots: backendSlots) + frontend)
+    }
+
+    /// New connections to frontend index `frontend` its `allow` / `deny` lists refused, on this worker.
+    public func denied(frontend: Int) -> UInt64 {
+        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
+        return load(Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots + frontend)
     }
 
     @inline(__always)
@@ -187,6 +197,14 @@ struct CounterView {
     func noBackend(frontend: Int) {
         drop(.noBackend)
         add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ frontend, 1)
+    }
+
+    /// A new connection to `frontend` from a source its lists refuse: dropped as `denied` and
+    /// counted to the frontend.
+    @inline(__always)
+    func denied(frontend: Int) {
+        drop(.denied)
+        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ ForwarderCounters.frontendSlots &+ frontend, 1)
     }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).

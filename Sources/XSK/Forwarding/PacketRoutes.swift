@@ -80,6 +80,10 @@ public final class PacketRoutes: @unchecked Sendable {
         /// False at an index no frontend of these routes has (free, or retired with flows
         /// of a removed VIP still to be swept): no lookup returns it.
         var present = true
+        /// The frontend's `deny` prefixes, then its `allow` ones, in `sourcePrefixes`.
+        var sourcesStart: Int32 = 0
+        var denyCount: Int32 = 0
+        var allowCount: Int32 = 0
 
         /// What stands at an index without a frontend.
         static let absent = Frontend(vipHi: 0, vipLo: 0, vipPort: 0, algorithm: wrr, isIPv6: false, candidatesStart: 0,
@@ -125,6 +129,23 @@ public final class PacketRoutes: @unchecked Sendable {
     let usedSlots: Set<UInt32>
     let slots: UnsafeMutablePointer<UInt32>
     let slotsCount: Int
+    /// Every frontend's `allow` / `deny` prefixes (see `Frontend.sourcesStart`).
+    let sourcePrefixes: UnsafeMutablePointer<SourcePrefix>
+
+    /// One `allow` / `deny` prefix as the new-flow path reads it (IPv4 in its mapped form).
+    struct SourcePrefix {
+        var hi: UInt64
+        var lo: UInt64
+        var maskHi: UInt64
+        var maskLo: UInt64
+        /// An IPv6 prefix, which holds no IPv4 client (see `SourceFilter.Prefix.contains`).
+        var ipv6: Bool
+
+        @inline(__always)
+        func contains(hi: UInt64, lo: UInt64) -> Bool {
+            hi & maskHi == self.hi && lo & maskLo == self.lo && !(ipv6 && hi == 0 && lo >> 32 == 0x0000_ffff)
+        }
+    }
 
     /// The interface's own MAC: the source of every transmitted frame.
     public let interfaceMAC: MACAddress
@@ -167,6 +188,7 @@ public final class PacketRoutes: @unchecked Sendable {
         var ids: [Int: ServerID] = [:]
         var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
+        var prefixList: [SourcePrefix] = []
         var names: [Int: String] = [:]
         var countersOfIndex: [Int: FrontendCounters] = [:]
 
@@ -226,6 +248,13 @@ public final class PacketRoutes: @unchecked Sendable {
                              candidatesStart: Int32(slotList.count), candidatesCount: Int32(eligible.count),
                              maglevStart: 0, maglevSize: 0, sequenceStart: 0, sequenceCount: 0)
             slotList.append(contentsOf: eligible.map { routeSlots[$0]! })
+            let sources = route.config.sources
+            f.sourcesStart = Int32(prefixList.count)
+            f.denyCount = Int32(sources.deny.count)
+            f.allowCount = Int32(sources.allow.count)
+            prefixList += (sources.deny + sources.allow).map {
+                SourcePrefix(hi: $0.hi, lo: $0.lo, maskHi: $0.maskHi, maskLo: $0.maskLo, ipv6: !$0.address.isIPv4)
+            }
             switch route.config.balance {
             case .leastconn:
                 f.algorithm = Frontend.leastconn  // picks among the candidates: no sequence
@@ -285,6 +314,8 @@ public final class PacketRoutes: @unchecked Sendable {
         slotsCount = slotList.count
         slots = .allocate(capacity: max(1, slotList.count))
         slots.initialize(from: slotList, count: slotList.count)
+        sourcePrefixes = .allocate(capacity: max(1, prefixList.count))
+        sourcePrefixes.initialize(from: prefixList, count: prefixList.count)
 
         var buckets = 8
         while buckets < frontendList.count * 2 { buckets <<= 1 }
@@ -301,6 +332,7 @@ public final class PacketRoutes: @unchecked Sendable {
     }
 
     deinit {
+        sourcePrefixes.deallocate()
         frontends.deallocate()
         backends.deallocate()
         slots.deallocate()

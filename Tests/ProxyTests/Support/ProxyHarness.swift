@@ -73,6 +73,11 @@ final class ProxyHarness: Sendable {
         ]))
     }
 
+    /// Changes the frontend's configuration for the next `publish` (a reload of its settings).
+    func reconfigure(frontend change: (inout FrontendConfig) -> Void) {
+        frontendConfig.withLock { change(&$0) }
+    }
+
     func counters(server name: String) -> ServerCounters {
         serverCounters.withLock { table in
             let id = ServerID(pool: "pool", name: name)
