@@ -108,6 +108,8 @@ struct ConfigLoaderTests {
             ("deny = [\"10.0.0.0/8\", \"10.1.0.0/8\"]", "frontends.web.deny", "entry 2, '10.1.0.0/8', is not an address or ADDRESS/LENGTH prefix (a length"),
             ("allow = \"example.com\"", "frontends.web.allow", "entry 1, 'example.com', is not an address or ADDRESS/LENGTH prefix"),
             ("deny = 7", "frontends.web.deny", "must be a string or an array of strings"),
+            ("allow = \"/\"", "frontends.web.allow", "entry 1, '/', is not an address or ADDRESS/LENGTH prefix"),
+            ("deny = [\"//\", \"10.0.0.0/8\"]", "frontends.web.deny", "entry 1, '//', is not an address"),
         ]
         for (line, key, message) in cases {
             let p = problems(head + line)

@@ -163,7 +163,8 @@ public enum ConfigLoader {
         var out: [SourceFilter.Prefix] = []
         for (i, text) in texts.map({ $0.trimmingSpaces() }).enumerated() {
             guard let prefix = SourceFilter.Prefix(text) else {
-                let hint = text.contains("/") && IPAddress(String(text.split(separator: "/")[0])) != nil
+                let address = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
+                let hint = text.contains("/") && address.flatMap(IPAddress.init) != nil
                     ? " (a length of 0-32 for IPv4, 0-128 for IPv6, with no address bits set past it)" : ""
                 t.fail(key, "entry \(i + 1), '\(text)', is not an address or ADDRESS/LENGTH prefix\(hint)")
                 continue

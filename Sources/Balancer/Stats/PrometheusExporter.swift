@@ -80,7 +80,7 @@ public final class PrometheusExporter: Sendable {
                              help: "Clients closed because no server could take them.",
                              kind: .counter, labels: l, value: Double(f.noBackend)),
                 MetricSample(name: "convey_frontend_denied_total",
-                             help: "New connections refused by the frontend's allow/deny lists.",
+                             help: "Connection attempts refused by the frontend's allow/deny lists (the AF_XDP modes count each SYN, retransmissions too).",
                              kind: .counter, labels: l, value: Double(f.denied)),
                 MetricSample(name: "convey_frontend_on_backup",
                              help: "1 while no non-backup server can take new connections and backup servers take them.",

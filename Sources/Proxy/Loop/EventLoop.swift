@@ -309,10 +309,6 @@ final class EventLoop {
                             metadata: ["frontend": "\(frontends[f].name)"])
             }
         }
-        guard let route = frontends[f].route else {
-            turnAway()
-            return
-        }
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
         if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) {
@@ -324,6 +320,10 @@ final class EventLoop {
                 logger.info("connection \(client) -> \(frontends[f].name): denied (allow/deny); 0.000 s, 0 bytes up, 0 down",
                             metadata: ["frontend": "\(frontends[f].name)"])
             }
+            return
+        }
+        guard let route = frontends[f].route else {
+            turnAway()
             return
         }
         let key = FlowKey(client: client, vip: frontends[f].vip)

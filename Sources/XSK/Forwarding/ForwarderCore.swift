@@ -572,13 +572,18 @@ struct ForwarderCore {
             c.drop(.malformed)
             return -1
         }
-        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo), !isNATAddress(clientHi, clientLo)
+        // An IPv6 packet from an IPv4-mapped address (`::ffff:a.b.c.d`) is invalid on the wire
+        // (Linux drops it too); taken up, it would pass for the IPv4 client in lists and hashes.
+        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo), !isNATAddress(clientHi, clientLo),
+              !(frontends[frontend].isIPv6 && StableHash.mappedIPv4(hi: clientHi, lo: clientLo) != nil)
         else {
             c.drop(.badSource)
             return -1
         }
         guard admitsSource(frontend: frontend, hi: clientHi, lo: clientLo) else {
-            c.denied(frontend: frontend)
+            // Every packet is a drop; only what would open a connection counts to the frontend
+            // (each SYN, its retransmissions too), not a refused client's stray ACKs.
+            if isSYN || adoptsMidFlow(frontend: frontend, flags: flags) { c.denied(frontend: frontend) } else { c.drop(.denied) }
             return -1
         }
         guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
