@@ -336,6 +336,13 @@ struct PassthroughForwarderTests {
                                          sport: 8080, dport: natPort, flags: TCPHeader.ack)
         #expect(withFrame(&spoofed) { pt.handle($0) } == .drop)
         #expect(pt.counters.snapshot().drops(.unknownReply) == 1)
+        // An IPv6 SYN from an IPv4-mapped source (invalid on the wire) opens nothing: the parser
+        // refuses it, so it cannot pass for the IPv4 client in allow/deny lists and hashes.
+        let mappedSource: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 77, 0, 10]
+        var mapped = TestFrames.ipv6TCP(src: mappedSource, dst: vip.address.networkBytes,
+                                        sport: 40_001, dport: 80, flags: TCPHeader.syn)
+        #expect(withFrame(&mapped) { pt.handle($0) } == .drop)
+        #expect(pt.counters.snapshot().drops(.malformed) == 1, "\(pt.counters.snapshot().drops)")
         // The port's entry has no IPv4 rewrite: no IPv4 frame matches it, whatever its source
         // (0.0.0.0:0 included).
         for (src, sport) in [(UInt32(0), UInt16(0)), (0x0A4D_0015, 8080)] {

@@ -572,10 +572,7 @@ struct ForwarderCore {
             c.drop(.malformed)
             return -1
         }
-        // An IPv6 packet from an IPv4-mapped address (`::ffff:a.b.c.d`) is invalid on the wire
-        // (Linux drops it too); taken up, it would pass for the IPv4 client in lists and hashes.
-        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo), !isNATAddress(clientHi, clientLo),
-              !(frontends[frontend].isIPv6 && StableHash.mappedIPv4(hi: clientHi, lo: clientLo) != nil)
+        guard Self.isPlausibleClient(hi: clientHi, lo: clientLo, vipHi: vipHi, vipLo: vipLo), !isNATAddress(clientHi, clientLo)
         else {
             c.drop(.badSource)
             return -1
