@@ -15,7 +15,8 @@ struct ConnectionListingReport {
             throw .bad("frontend: no frontend '\(name)' (there are: \(known.joined(separator: ", ")))")
         }
         if let server = query.server, !snapshot.frontends.contains(where: { $0.servers.contains { $0.id == server } }) {
-            throw .bad("server: no server \(server) in the routes")
+            let known = Set(snapshot.frontends.flatMap { $0.servers.map(\.id.description) }).sorted()
+            throw .bad("server: no server '\(server)' (there are: \(known.joined(separator: ", ")))")
         }
         let filter = ConnectionFilter(client: query.client, frontend: query.frontend, server: query.server,
                                       limit: min(max(0, query.limit), ConnectionListing.maxRows))

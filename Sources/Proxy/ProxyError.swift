@@ -17,7 +17,7 @@ public enum ProxyError: Error, CustomStringConvertible, Equatable {
         case .bindFailed(let frontend, let address, let errno):
             let hint: String
             switch errno {
-            case .addressInUse: hint = " (another process already listens there; stop it or change listen_addr)"
+            case .addressInUse: hint = " (another process already listens there; stop it or change listen_addr; to replace a running convey without refusing clients, start this one with --takeover)"
             case .permissionDenied: hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
             case .addressNotAvailable: hint = " (no interface of this host has that address)"
             default: hint = ""

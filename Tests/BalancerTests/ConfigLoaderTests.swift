@@ -104,8 +104,9 @@ struct ConfigLoaderTests {
         #expect(f.sources.deny.map(\.description) == ["10.9.9.9"])
         #expect(try load(head).frontends[0].sources.isEmpty)
         let cases: [(String, String, String)] = [
-            ("allow = [\"10.0.0.0/33\"]", "frontends.web.allow", "entry 1, '10.0.0.0/33', is not an address or ADDRESS/LENGTH prefix (a length of 0-32"),
-            ("deny = [\"10.0.0.0/8\", \"10.1.0.0/8\"]", "frontends.web.deny", "entry 2, '10.1.0.0/8', is not an address or ADDRESS/LENGTH prefix (a length"),
+            ("allow = [\"10.0.0.0/33\"]", "frontends.web.allow", "entry 1, '10.0.0.0/33', is not an address or ADDRESS/LENGTH prefix (a length of 0-32 for IPv4)"),
+            ("deny = [\"10.0.0.0/8\", \"10.1.0.0/8\"]", "frontends.web.deny", "entry 2, '10.1.0.0/8', has address bits set past /8: did you mean 10.0.0.0/8, or a longer prefix?"),
+            ("deny = \"2001:db8::1/32\"", "frontends.web.deny", "has address bits set past /32: did you mean 2001:db8::/32"),
             ("allow = \"example.com\"", "frontends.web.allow", "entry 1, 'example.com', is not an address or ADDRESS/LENGTH prefix"),
             ("deny = 7", "frontends.web.deny", "must be a string or an array of strings"),
             ("allow = \"/\"", "frontends.web.allow", "entry 1, '/', is not an address or ADDRESS/LENGTH prefix"),
@@ -116,6 +117,16 @@ struct ConfigLoaderTests {
             #expect(p.count == 1 && p.first?.key == key && p.first?.line == 6, "\(line): \(p)")
             #expect(p.first?.message.contains(message) == true, "\(line): \(p)")
         }
+    }
+
+    @Test("allow: an empty list, and one with no prefix of the listener's family, are warned about")
+    func sourceListWarnings() throws {
+        let head = "[backends.p.servers.a]\naddr = \"10.0.0.2:80\"\n[frontends.web]\nlisten_addr = \"10.0.0.1:80\"\nbackend = \"p\"\n"
+        let empty = try ConfigLoader.load(source: head + "allow = []", file: "t.toml")
+        #expect(empty.warnings.map(\.description) == ["t.toml:6: frontends.web.allow: an empty allow list admits every client (as no list does): remove it, or list the prefixes to admit"])
+        let v6Only = try ConfigLoader.load(source: head + "allow = [\"fd77::/64\"]", file: "t.toml")
+        #expect(v6Only.warnings.map(\.description) == ["t.toml:6: frontends.web.allow: lists no IPv4 prefix, but 10.0.0.1:80 takes only IPv4 clients: every client is refused"])
+        #expect(try ConfigLoader.load(source: head + "allow = [\"fd77::/64\", \"10.0.0.0/8\"]", file: "t.toml").warnings.isEmpty)
     }
 
     @Test("a source filter refuses what deny lists, and what allow (when given) does not list; families never cross")

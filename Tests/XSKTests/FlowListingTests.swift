@@ -4,7 +4,9 @@ import Synchronization
 import Testing
 @testable import XSK
 
-@Suite("/flows: a worker copies its tracked flows for the control plane between batches, without a lock")
+/// Serialized: each test blocks its thread playing the worker while a task of the cooperative
+/// pool (one thread per core) asks; several at once on a 2-core machine left no thread to ask.
+@Suite("/flows: a worker copies its tracked flows for the control plane between batches, without a lock", .serialized)
 struct FlowListingTests {
     /// Three clients 10.77.16.1-3, ports 4001-4003, each with an established DSR flow.
     static func threeFlows(_ fixture: RoutesFixture, capacity: Int = 1024) -> (DSRForwarder, [Int]) {

@@ -149,6 +149,10 @@ public enum ConfigLoader {
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
         let logConnections = t.bool("log_connections") ?? false
         let sources = SourceFilter(allow: prefixes(t, "allow"), deny: prefixes(t, "deny"))
+        if let listen, !sources.allow.isEmpty, !sources.allow.contains(where: { $0.address.isIPv4 == listen.address.isIPv4 }) {
+            let family = listen.address.isIPv4 ? "IPv4" : "IPv6"
+            t.warn("allow", "lists no \(family) prefix, but \(listen) takes only \(family) clients: every client is refused")
+        }
         // The pool is checked even when listen_addr is bad, so one error never hides another.
         if let poolName { checkPool(poolName, of: t, pools: pools, root: root) }
         guard let listen, let poolName else { return nil }
@@ -160,18 +164,33 @@ public enum ConfigLoader {
     /// `allow` / `deny`: address prefixes, each `ADDRESS` or `ADDRESS/LENGTH`.
     private static func prefixes(_ t: TableReader, _ key: String) -> [SourceFilter.Prefix] {
         guard let texts = t.strings(key) else { return [] }
+        if texts.isEmpty && key == "allow" {
+            t.warn(key, "an empty allow list admits every client (as no list does): remove it, or list the prefixes to admit")
+        }
         var out: [SourceFilter.Prefix] = []
         for (i, text) in texts.map({ $0.trimmingSpaces() }).enumerated() {
             guard let prefix = SourceFilter.Prefix(text) else {
-                let address = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
-                let hint = text.contains("/") && address.flatMap(IPAddress.init) != nil
-                    ? " (a length of 0-32 for IPv4, 0-128 for IPv6, with no address bits set past it)" : ""
-                t.fail(key, "entry \(i + 1), '\(text)', is not an address or ADDRESS/LENGTH prefix\(hint)")
+                t.fail(key, "entry \(i + 1), '\(text)', " + prefixProblem(text))
                 continue
             }
             out.append(prefix)
         }
         return out
+    }
+
+    /// Why `text` is no `allow` / `deny` entry, with the likely fix.
+    private static func prefixProblem(_ text: String) -> String {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 2, let address = IPAddress(parts[0]) else {
+            return "is not an address or ADDRESS/LENGTH prefix"
+        }
+        let bits = address.isIPv4 ? 32 : 128
+        guard let length = Int(parts[1]), (0...bits).contains(length), !parts[1].hasPrefix("+") else {
+            return "is not an address or ADDRESS/LENGTH prefix (a length of 0-\(bits) for \(address.isIPv4 ? "IPv4" : "IPv6"))"
+        }
+        // The length is fine: the address has bits set past it.
+        let masked = SourceFilter.Prefix.network(of: address, length: length)
+        return "has address bits set past /\(length): did you mean \(masked)/\(length), or a longer prefix?"
     }
 
     /// A frontend's `backend` must name a pool with servers.

@@ -35,6 +35,18 @@ public struct SourceFilter: Sendable, Equatable {
             (hi, lo, self.maskHi, self.maskLo) = (wide.hi, wide.lo, maskHi, maskLo)
         }
 
+        /// `address` with every bit past `length` cleared (the prefix an operator likely meant).
+        public static func network(of address: IPAddress, length: Int) -> IPAddress {
+            switch address {
+            case .v4(let a):
+                return .v4(length <= 0 ? 0 : a & (UInt32.max << UInt32(32 - min(length, 32))))
+            case .v6(let hi, let lo):
+                let maskHi: UInt64 = length >= 64 ? .max : (length <= 0 ? 0 : ~(UInt64.max >> UInt64(length)))
+                let maskLo: UInt64 = length <= 64 ? 0 : (length >= 128 ? .max : ~(UInt64.max >> UInt64(length - 64)))
+                return .v6(hi & maskHi, lo & maskLo)
+            }
+        }
+
         /// Whether the address in widened form (`StableHash.widened`) is in this prefix. An
         /// IPv6 prefix never holds an IPv4 client (`::/0` is every IPv6 address, not every one).
         @inline(__always)

@@ -24,7 +24,10 @@ struct FlowListingReport {
         if let server = query.server {
             // One slot per frontend whose pool holds the server.
             let slots = routes.servers.indices.filter { routes.servers[$0] == server }.map(UInt32.init)
-            guard !slots.isEmpty else { throw .bad("server: no server \(server) in the routes") }
+            guard !slots.isEmpty else {
+                let known = Set(routes.servers.compactMap { $0?.description }).sorted()
+                throw .bad("server: no server '\(server)' (there are: \(known.joined(separator: ", ")))")
+            }
             filter.backendSlots = slots
         }
         let results = await withTaskGroup(of: (Int, FlowListingResult?).self) { group in
