@@ -20,33 +20,12 @@ struct ConnectionListingReport {
         }
         let filter = ConnectionFilter(client: query.client, frontend: query.frontend, server: query.server,
                                       limit: min(max(0, query.limit), ConnectionListing.maxRows))
-        let results = await withTaskGroup(of: (Int, ConnectionListingResult?).self) { group in
-            for control in controls {
-                group.addTask { (control.index, await control.listing.list(filter, wake: { control.wake() })) }
+        return try await FlowQuery.collect(from: controls, limit: filter.limit,
+                                           noneAnswered: "no event loop answered within 3 s (the proxy is stopping): ask again") { loop, control in
+            await control.listing.list(filter, wake: { control.wake() }).map {
+                FlowListingPart(rows: $0.rows.map { Self.row(loop: loop, $0) }, matched: $0.matched)
             }
-            var all: [(Int, ConnectionListingResult?)] = []
-            for await r in group { all.append(r) }
-            return all.sorted { $0.0 < $1.0 }
         }
-        if results.allSatisfy({ $0.1 == nil }) {
-            throw .unanswered("no event loop answered within 3 s (the proxy is stopping): ask again")
-        }
-        var rows: [JSONValue] = []
-        var matched = 0
-        var unanswered: [JSONValue] = []
-        for (loop, result) in results {
-            guard let result else {
-                unanswered.append(.int(Int64(loop)))
-                continue
-            }
-            matched += result.matched
-            rows += result.rows.map { Self.row(loop: loop, $0) }
-        }
-        return .object([
-            ("matched", .int(Int64(matched))), ("listed", .int(Int64(rows.count))),
-            ("truncated", .bool(rows.count < matched)), ("limit_per_worker", .int(Int64(filter.limit))),
-            ("workers_unanswered", .array(unanswered)), ("flows", .array(rows)),
-        ])
     }
 
     static func row(loop: Int, _ r: ConnectionRow) -> JSONValue {

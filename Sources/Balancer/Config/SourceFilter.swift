@@ -6,6 +6,7 @@
 public struct SourceFilter: Sendable, Equatable {
     /// One address prefix (`10.0.0.0/8`, `2001:db8::/32`, or a single address), kept in the
     /// IPv4-mapped IPv6 form `StableHash.widened` gives, so one comparison serves both families.
+    /// Plain data: the AF_XDP workers read it from a buffer of their routes.
     public struct Prefix: Sendable, Equatable, CustomStringConvertible {
         public let address: IPAddress
         public let length: Int
@@ -26,36 +27,37 @@ public struct SourceFilter: Sendable, Equatable {
                 length = n
             }
             let wide = StableHash.widened(address)
-            let total = length + (address.isIPv4 ? 96 : 0)
-            let maskHi: UInt64 = total >= 64 ? .max : (total == 0 ? 0 : ~(UInt64.max >> UInt64(total)))
-            let maskLo: UInt64 = total <= 64 ? 0 : (total >= 128 ? .max : ~(UInt64.max >> UInt64(total - 64)))
+            let (maskHi, maskLo) = Self.masks(address, length)
             guard wide.hi & ~maskHi == 0, wide.lo & ~maskLo == 0 else { return nil }
             self.address = address
             self.length = length
             (hi, lo, self.maskHi, self.maskLo) = (wide.hi, wide.lo, maskHi, maskLo)
         }
 
+        /// The masks of a prefix of `length` bits of `address`'s family, in the widened form
+        /// (an IPv4 prefix also covers the 96 bits of the `::ffff:` mapping).
+        static func masks(_ address: IPAddress, _ length: Int) -> (hi: UInt64, lo: UInt64) {
+            let total = length + (address.isIPv4 ? 96 : 0)
+            let hi: UInt64 = total >= 64 ? .max : (total <= 0 ? 0 : ~(UInt64.max >> UInt64(total)))
+            let lo: UInt64 = total <= 64 ? 0 : (total >= 128 ? .max : ~(UInt64.max >> UInt64(total - 64)))
+            return (hi, lo)
+        }
+
         /// `address` with every bit past `length` cleared (the prefix an operator likely meant).
         public static func network(of address: IPAddress, length: Int) -> IPAddress {
-            switch address {
-            case .v4(let a):
-                return .v4(length <= 0 ? 0 : a & (UInt32.max << UInt32(32 - min(length, 32))))
-            case .v6(let hi, let lo):
-                let maskHi: UInt64 = length >= 64 ? .max : (length <= 0 ? 0 : ~(UInt64.max >> UInt64(length)))
-                let maskLo: UInt64 = length <= 64 ? 0 : (length >= 128 ? .max : ~(UInt64.max >> UInt64(length - 64)))
-                return .v6(hi & maskHi, lo & maskLo)
-            }
+            let wide = StableHash.widened(address)
+            let (maskHi, maskLo) = masks(address, length)
+            if address.isIPv4 { return .v4(UInt32(truncatingIfNeeded: wide.lo & maskLo)) }
+            return .v6(wide.hi & maskHi, wide.lo & maskLo)
         }
 
         /// Whether the address in widened form (`StableHash.widened`) is in this prefix. An
         /// IPv6 prefix never holds an IPv4 client (`::/0` is every IPv6 address, not every one).
-        @inline(__always)
+        @inlinable @inline(__always)
         public func contains(hi: UInt64, lo: UInt64) -> Bool {
-            hi & maskHi == self.hi && lo & maskLo == self.lo && (address.isIPv4 || !Self.isMappedIPv4(hi: hi, lo: lo))
+            hi & maskHi == self.hi && lo & maskLo == self.lo
+                && (address.isIPv4 || !(hi == 0 && lo >> 32 == 0x0000_ffff))
         }
-
-        @inline(__always)
-        static func isMappedIPv4(hi: UInt64, lo: UInt64) -> Bool { hi == 0 && lo >> 32 == 0x0000_ffff }
 
         public var description: String {
             length == (address.isIPv4 ? 32 : 128) ? "\(address)" : "\(address)/\(length)"
@@ -73,18 +75,23 @@ public struct SourceFilter: Sendable, Equatable {
     /// No list: every client is admitted.
     public var isEmpty: Bool { allow.isEmpty && deny.isEmpty }
 
-    /// Whether a client at the widened address (`StableHash.widened`) may connect.
-    @inline(__always)
-    public func admits(hi: UInt64, lo: UInt64) -> Bool {
+    /// Whether a client at `address` may connect.
+    public func admits(_ address: IPAddress) -> Bool {
+        let wide = StableHash.widened(address)
+        return deny.withUnsafeBufferPointer { deny in
+            allow.withUnsafeBufferPointer { allow in Self.admits(hi: wide.hi, lo: wide.lo, deny: deny, allow: allow) }
+        }
+    }
+
+    /// The rule itself, over lists wherever they are kept (the AF_XDP workers keep them in
+    /// their routes' buffers): refused when in `deny`, or when `allow` is not empty and the
+    /// address is in none of it. The address in widened form (`StableHash.widened`).
+    @inlinable @inline(__always)
+    public static func admits(hi: UInt64, lo: UInt64, deny: UnsafeBufferPointer<Prefix>,
+                              allow: UnsafeBufferPointer<Prefix>) -> Bool {
         for p in deny where p.contains(hi: hi, lo: lo) { return false }
         if allow.isEmpty { return true }
         for p in allow where p.contains(hi: hi, lo: lo) { return true }
         return false
-    }
-
-    /// Whether a client at `address` may connect.
-    public func admits(_ address: IPAddress) -> Bool {
-        let wide = StableHash.widened(address)
-        return admits(hi: wide.hi, lo: wide.lo)
     }
 }

@@ -61,3 +61,51 @@ public enum FlowQueryError: Error, Sendable, Equatable {
         }
     }
 }
+
+/// One worker's part of a `/flows` answer: its rows, rendered, and how many flows matched
+/// (also those past the limit, which were only counted).
+public struct FlowListingPart: Sendable {
+    public var rows: [JSONValue]
+    public var matched: Int
+
+    public init(rows: [JSONValue], matched: Int) {
+        self.rows = rows
+        self.matched = matched
+    }
+}
+
+extension FlowQuery {
+    /// Asks every worker at once (`ask` answers nil when its worker did not answer in time) and
+    /// builds the document every mode answers `/flows` with: the rows of all workers in worker
+    /// order, `matched`, `listed`, `truncated`, `limit_per_worker`, and the workers that did not
+    /// answer. When none answered it throws `.unanswered(noneAnswered)`.
+    public static func collect<Worker: Sendable>(from workers: [Worker], limit: Int, noneAnswered: String,
+                                                 _ ask: @escaping @Sendable (_ index: Int, Worker) async -> FlowListingPart?)
+        async throws(FlowQueryError) -> JSONValue {
+        let parts = await withTaskGroup(of: (Int, FlowListingPart?).self) { group in
+            for (i, worker) in workers.enumerated() {
+                group.addTask { (i, await ask(i, worker)) }
+            }
+            var all: [(Int, FlowListingPart?)] = []
+            for await part in group { all.append(part) }
+            return all.sorted { $0.0 < $1.0 }
+        }
+        if !parts.isEmpty, parts.allSatisfy({ $0.1 == nil }) { throw .unanswered(noneAnswered) }
+        var rows: [JSONValue] = []
+        var matched = 0
+        var unanswered: [JSONValue] = []
+        for (worker, part) in parts {
+            guard let part else {
+                unanswered.append(.int(Int64(worker)))
+                continue
+            }
+            matched += part.matched
+            rows += part.rows
+        }
+        return .object([
+            ("matched", .int(Int64(matched))), ("listed", .int(Int64(rows.count))),
+            ("truncated", .bool(rows.count < matched)), ("limit_per_worker", .int(Int64(limit))),
+            ("workers_unanswered", .array(unanswered)), ("flows", .array(rows)),
+        ])
+    }
+}

@@ -23,6 +23,8 @@ enum ConnectionEnd: CustomStringConvertible {
     case stopped
     /// This host failed it (an `epoll_ctl` error).
     case localError(Errno)
+    /// The frontend's `allow` / `deny` lists refused the client.
+    case denied
 
     var description: String {
         switch self {
@@ -36,6 +38,7 @@ enum ConnectionEnd: CustomStringConvertible {
         case .drainEnded: return "its server or frontend left (drain ended)"
         case .stopped: return "stopped"
         case .localError(let e): return "local error: \(e)"
+        case .denied: return "denied (allow/deny)"
         }
     }
 }

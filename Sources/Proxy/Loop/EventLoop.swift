@@ -5,6 +5,7 @@ import Balancer
 import CLinux
 import Logging
 import SystemPackage
+import Synchronization
 
 /// One proxy event loop: a thread of its own, its own epoll, its own `SO_REUSEPORT` listener per
 /// frontend, its own connections and pipes. Loops share nothing but the snapshot publisher and
@@ -298,28 +299,20 @@ final class EventLoop {
     /// already taken (and counted open).
     private func admit(_ fd: Int32, peer: sockaddr_storage, frontend f: Int, reserved: Bool) {
         let counters = frontends[f].counters
-        /// No server can take the client: closed at once and counted.
-        func turnAway() {
-            if reserved { counters.connectionClosed() }
-            counters.noBackend.wrappingAdd(1, ordering: .relaxed)
-            SocketCalls.close(fd)
-            if frontends[f].logConnections {
-                let client = Endpoint(sockaddr: peer).map { "\($0)" } ?? "?"
-                logger.info("connection \(client) -> \(frontends[f].name): \(ConnectionEnd.noServer(failedConnects: 0)); 0.000 s, 0 bytes up, 0 down",
-                            metadata: ["frontend": "\(frontends[f].name)"])
-            }
-        }
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
-        if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) {
-            // Refused with a reset, as soon as accepted: the kernel completed the handshake.
+        /// Closed at once (reset when `abort`) and counted in `counter`: it never had a slot.
+        func refuse(_ counter: borrowing Atomic<Int64>, abort: Bool, _ end: ConnectionEnd) {
             if reserved { counters.connectionClosed() }
-            counters.denied.wrappingAdd(1, ordering: .relaxed)
-            SocketCalls.closeAbortively(fd)
-            if frontends[f].logConnections {
-                logger.info("connection \(client) -> \(frontends[f].name): denied (allow/deny); 0.000 s, 0 bytes up, 0 down",
-                            metadata: ["frontend": "\(frontends[f].name)"])
-            }
+            counter.wrappingAdd(1, ordering: .relaxed)
+            if abort { SocketCalls.closeAbortively(fd) } else { SocketCalls.close(fd) }
+            if frontends[f].logConnections { logConnection(client, to: frontends[f].name, end, frontend: f) }
+        }
+        /// No server can take the client.
+        func turnAway() { refuse(counters.noBackend, abort: false, .noServer(failedConnects: 0)) }
+        if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) {
+            // Reset as soon as accepted: the kernel completed the handshake.
+            refuse(counters.denied, abort: true, .denied)
             return
         }
         guard let route = frontends[f].route else {
@@ -613,26 +606,31 @@ final class EventLoop {
     /// and how it ended.
     private func logEnd(_ conn: UnsafeMutablePointer<Connection>, _ end: ConnectionEnd, server: ServerID?) {
         let f = conn.pointee.frontend
-        let servers = frontends[f].route?.servers ?? []
-        let s = conn.pointee.server
-        var target = "\(frontends[f].name)"
-        if conn.pointee.phase == .established || conn.pointee.backend >= 0 {
+        var target = frontends[f].name
+        // A backend socket: established, or a connect in flight (its address, its server).
+        if conn.pointee.backend >= 0 {
+            let servers = frontends[f].route?.servers ?? []
+            let s = conn.pointee.server
             let id = server ?? (s >= 0 && s < servers.count ? servers[s].id : nil)
-            let name = id.map { "\($0) " } ?? ""
-            let local = conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend).map { " via \($0)" } ?? "" : ""
-            target = "\(name)\(conn.pointee.serverAddress)\(local)"
+            let local = SocketCalls.localEndpoint(conn.pointee.backend).map { " via \($0)" } ?? ""
+            target = (id.map { "\($0) " } ?? "") + "\(conn.pointee.serverAddress)\(local)"
         }
-        let seconds = Double(now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0) / 1e9
-        let retries = conn.pointee.failures > 0 && conn.pointee.phase == .established ? ", after \(conn.pointee.failures) failed connect(s)" : ""
-        let line = "connection \(conn.pointee.clientAddress) -> \(target): \(end); \(Self.formatSeconds(seconds)) s, "
-            + "\(conn.pointee.bytesTx) bytes up, \(conn.pointee.bytesRx) down\(retries)"
-        logger.info("\(line)", metadata: ["frontend": "\(frontends[f].name)"])
+        let retries = conn.pointee.failures > 0 && conn.pointee.phase == .established
+            ? ", after \(conn.pointee.failures) failed connect(s)" : ""
+        logConnection(conn.pointee.clientAddress, to: target, end, frontend: f,
+                      nanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
+                      bytesTx: conn.pointee.bytesTx, bytesRx: conn.pointee.bytesRx, note: retries)
     }
 
-    private static func formatSeconds(_ s: Double) -> String {
-        let millis = Int((s * 1000).rounded())
+    /// The `log_connections` line, for a connection or a client refused at accept (no time,
+    /// no bytes).
+    private func logConnection(_ client: Endpoint, to target: String, _ end: ConnectionEnd, frontend f: Int,
+                               nanoseconds: UInt64 = 0, bytesTx: Int64 = 0, bytesRx: Int64 = 0, note: String = "") {
+        let millis = (nanoseconds + 500_000) / 1_000_000
         let fraction = String(millis % 1000)
-        return "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+        let seconds = "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+        logger.info("connection \(client) -> \(target): \(end); \(seconds) s, \(bytesTx) bytes up, \(bytesRx) down\(note)",
+                    metadata: ["frontend": "\(frontends[f].name)"])
     }
 
     private func closeSocket(_ fd: Int32, abort: Bool) {
@@ -720,7 +718,7 @@ final class EventLoop {
             guard let id = filter.server else { return -1 }
             return entry.route?.servers.firstIndex { $0.id == id } ?? -1
         }
-        let drainLeft: UInt64? = isDraining ? now &- drainStarted : nil
+        let drainElapsed: UInt64? = isDraining ? now &- drainStarted : nil
         var rows: [ConnectionRow] = []
         var matched = 0
         for index in 0..<slab.highWater {
@@ -745,7 +743,7 @@ final class EventLoop {
                 let timeout = frontends[f].idleTimeout
                 expiresIn = timeout > idle ? timeout - idle : 0
             }
-            if let elapsed = drainLeft {
+            if let elapsed = drainElapsed {
                 let timeout = frontends[f].drainTimeout
                 expiresIn = min(expiresIn, timeout > elapsed ? timeout - elapsed : 0)
             }

@@ -30,33 +30,14 @@ struct FlowListingReport {
             }
             filter.backendSlots = slots
         }
-        let results = await withTaskGroup(of: (Int, FlowListingResult?).self) { group in
-            for (i, listing) in listings.enumerated() {
-                group.addTask { [filter] in (i, await listing.list(filter)) }
+        return try await FlowQuery.collect(
+            from: listings, limit: filter.limit,
+            noneAnswered: "no worker answered within 3 s (stopping, or still walking a table for an earlier request): ask again"
+        ) { [filter] worker, listing in
+            await listing.list(filter).map { result in
+                FlowListingPart(rows: result.entries.map { row(worker: worker, $0, now: result.now) }, matched: result.matched)
             }
-            var all: [(Int, FlowListingResult?)] = []
-            for await r in group { all.append(r) }
-            return all.sorted { $0.0 < $1.0 }
         }
-        if !listings.isEmpty, results.allSatisfy({ $0.1 == nil }) {
-            throw .unanswered("no worker answered within 3 s (stopping, or still walking a table for an earlier request): ask again")
-        }
-        var rows: [JSONValue] = []
-        var matched = 0
-        var unanswered: [JSONValue] = []
-        for (worker, result) in results {
-            guard let result else {
-                unanswered.append(.int(Int64(worker)))
-                continue
-            }
-            matched += result.matched
-            rows += result.entries.map { row(worker: worker, $0, now: result.now) }
-        }
-        return .object([
-            ("matched", .int(Int64(matched))), ("listed", .int(Int64(rows.count))),
-            ("truncated", .bool(rows.count < matched)), ("limit_per_worker", .int(Int64(filter.limit))),
-            ("workers_unanswered", .array(unanswered)), ("flows", .array(rows)),
-        ])
     }
 
     private func row(worker: Int, _ e: FlowEntry, now: UInt64) -> JSONValue {

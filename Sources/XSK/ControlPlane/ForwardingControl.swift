@@ -75,7 +75,7 @@ public final class ForwardingControl: Sendable {
             state.macs = macs
             state.vips = Set(loaded.frontends.map(\.config.listen))
             state.unresolved = published.unresolved
-            let standIn = Dictionary(published.onBackupForMAC.map { ($0.frontend, $0.pool) }, uniquingKeysWith: { a, _ in a })
+            let standIn = published.onBackupForMAC
             for (frontend, pool) in standIn.sorted(by: { $0.key < $1.key }) where !state.onBackupForMAC.contains(frontend) {
                 logger.warning("frontend '\(frontend)': no server of pool '\(pool)' that could take new flows has a known MAC address; its backup servers take them")
             }

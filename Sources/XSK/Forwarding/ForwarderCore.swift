@@ -26,7 +26,7 @@ struct ForwarderCore {
     var backends: UnsafeMutablePointer<PacketRoutes.Backend>
     var backendCount: Int = 0
     var slots: UnsafeMutablePointer<UInt32>
-    var sourcePrefixes: UnsafeMutablePointer<PacketRoutes.SourcePrefix>
+    var sourcePrefixes: UnsafeMutablePointer<SourceFilter.Prefix>
     var vipBuckets: UnsafeMutablePointer<UInt16>
     var vipMask: Int = 0
     /// True when the routes have exactly one frontend: the lookup is one comparison.
@@ -730,12 +730,9 @@ struct ForwarderCore {
     private func admitsSource(frontend: Int, hi: UInt64, lo: UInt64) -> Bool {
         let f = frontends[frontend]
         guard f.denyCount | f.allowCount != 0 else { return true }
-        let start = Int(f.sourcesStart)
-        for i in start..<(start &+ Int(f.denyCount)) where sourcePrefixes[i].contains(hi: hi, lo: lo) { return false }
-        guard f.allowCount != 0 else { return true }
-        let allowStart = start &+ Int(f.denyCount)
-        for i in allowStart..<(allowStart &+ Int(f.allowCount)) where sourcePrefixes[i].contains(hi: hi, lo: lo) { return true }
-        return false
+        let deny = UnsafeBufferPointer(start: sourcePrefixes + Int(f.sourcesStart), count: Int(f.denyCount))
+        let allow = UnsafeBufferPointer(start: sourcePrefixes + Int(f.sourcesStart) + Int(f.denyCount), count: Int(f.allowCount))
+        return SourceFilter.admits(hi: hi, lo: lo, deny: deny, allow: allow)
     }
 
     private func adoptsMidFlow(frontend: Int, flags: UInt8) -> Bool {

@@ -130,31 +130,16 @@ public final class PacketRoutes: @unchecked Sendable {
     let slots: UnsafeMutablePointer<UInt32>
     let slotsCount: Int
     /// Every frontend's `allow` / `deny` prefixes (see `Frontend.sourcesStart`).
-    let sourcePrefixes: UnsafeMutablePointer<SourcePrefix>
-
-    /// One `allow` / `deny` prefix as the new-flow path reads it (IPv4 in its mapped form).
-    struct SourcePrefix {
-        var hi: UInt64
-        var lo: UInt64
-        var maskHi: UInt64
-        var maskLo: UInt64
-        /// An IPv6 prefix, which holds no IPv4 client (see `SourceFilter.Prefix.contains`).
-        var ipv6: Bool
-
-        @inline(__always)
-        func contains(hi: UInt64, lo: UInt64) -> Bool {
-            hi & maskHi == self.hi && lo & maskLo == self.lo && !(ipv6 && hi == 0 && lo >> 32 == 0x0000_ffff)
-        }
-    }
+    let sourcePrefixes: UnsafeMutablePointer<SourceFilter.Prefix>
 
     /// The interface's own MAC: the source of every transmitted frame.
     public let interfaceMAC: MACAddress
     /// Servers left out of selection by the data plane (no MAC, no slot).
     public let unresolved: [Unresolved]
-    /// Frontends (by name, with their pools) whose new flows go to backup servers because no
-    /// server that could take them has a known MAC: on backup although the runtime, which
-    /// knows nothing of MACs, does not say so.
-    public let onBackupForMAC: [(frontend: String, pool: String)]
+    /// Frontends (name → pool) whose new flows go to backup servers because no server that
+    /// could take them has a known MAC: on backup although the runtime, which knows nothing
+    /// of MACs, does not say so.
+    public let onBackupForMAC: [String: String]
     /// The frontends' names, by frontend index ("" where none).
     public let frontendNames: [String]
     /// Where `BackendStatsFlusher` books each slot's traffic: the counters of its server and
@@ -181,14 +166,14 @@ public final class PacketRoutes: @unchecked Sendable {
          registry: BackendSlotRegistry, frontendRegistry: FrontendIndexRegistry, previous: PacketRoutes? = nil) {
         self.interfaceMAC = interfaceMAC
         var unresolved: [Unresolved] = []
-        var onBackupForMAC: [(frontend: String, pool: String)] = []
+        var onBackupForMAC: [String: String] = [:]
         var backendList: [Int: Backend] = [:]
         var counters: [Int: ServerCounters] = [:]
         var frontendCountersOfSlot: [Int: FrontendCounters] = [:]
         var ids: [Int: ServerID] = [:]
         var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
-        var prefixList: [SourcePrefix] = []
+        var prefixList: [SourceFilter.Prefix] = []
         var names: [Int: String] = [:]
         var countersOfIndex: [Int: FrontendCounters] = [:]
 
@@ -240,7 +225,7 @@ public final class PacketRoutes: @unchecked Sendable {
             if eligible.isEmpty {
                 // (Backups stand by only while a non-backup server is selectable.)
                 eligible = withMAC(route.standbyBackups)
-                if !eligible.isEmpty { onBackupForMAC.append((route.name, route.config.pool)) }
+                if !eligible.isEmpty { onBackupForMAC[route.name] = route.config.pool }
             }
             let vip = StableHash.widened(route.config.listen.address)
             var f = Frontend(vipHi: vip.hi, vipLo: vip.lo, vipPort: route.config.listen.port, algorithm: Frontend.wrr,
@@ -252,9 +237,7 @@ public final class PacketRoutes: @unchecked Sendable {
             f.sourcesStart = Int32(prefixList.count)
             f.denyCount = Int32(sources.deny.count)
             f.allowCount = Int32(sources.allow.count)
-            prefixList += (sources.deny + sources.allow).map {
-                SourcePrefix(hi: $0.hi, lo: $0.lo, maskHi: $0.maskHi, maskLo: $0.maskLo, ipv6: !$0.address.isIPv4)
-            }
+            prefixList += sources.deny + sources.allow
             switch route.config.balance {
             case .leastconn:
                 f.algorithm = Frontend.leastconn  // picks among the candidates: no sequence
