@@ -33,7 +33,7 @@ struct ConnectionListingReport {
             ("worker", .int(Int64(loop))), ("frontend", .string(r.frontend)),
             ("client", .string(r.client.description)),
             ("server", r.server.map { .string($0.description) } ?? .null),
-            ("backend", .string(r.backend.description)),
+            ("backend", r.backend.map { .string($0.description) } ?? .null),
             ("local", r.local.map { .string($0.description) } ?? .null),
             ("state", .string(r.state.rawValue)),
             ("age_seconds", .double(Double(r.ageNanoseconds) / 1e9)),

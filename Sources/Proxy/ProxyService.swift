@@ -268,6 +268,7 @@ public final class ProxyService: Service, Sendable {
             throw error
         }
         let controls = loops.map(\.control)
+        for loop in loops { loop.peers = controls.filter { $0 !== loop.control } }
         var bound: [ListenerKey: Endpoint] = [:]
         for (route, group) in zip(routes, groups) { bound[ListenerKey(route.config)] = group[0].address }
         let running = Running(controls: controls, bound: bound)

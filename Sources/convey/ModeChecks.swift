@@ -131,6 +131,13 @@ enum ModeChecks {
                                       "proxy mode only: the \(mode.rawValue) mode makes no connections to servers, so "
                                       + "it sees none fail (ignored; the health checks decide)"))
         }
+        for p in loaded.config.pools {
+            for server in p.servers where server.maxConnections != 0 {
+                out.append(loaded.problem(path: ["backends", p.name, "servers", server.name, "max_connections"],
+                                          "proxy mode only: the \(mode.rawValue) mode does not limit connections per "
+                                          + "server (ignored; connection_tracker_capacity bounds the flows)"))
+            }
+        }
         return out
     }
 

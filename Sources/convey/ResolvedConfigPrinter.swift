@@ -42,8 +42,14 @@ enum ResolvedConfigPrinter {
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
             out += "slow_start = \(secs(p.slowStart))\n"
             out += "error_limit = \(p.errorLimit)\(proxyOnly)\n"
+            if p.servers.contains(where: { $0.maxConnections > 0 }) {
+                out += "queue_timeout = \(secs(p.queueTimeout))\(proxyOnly)\n"
+            } else {
+                out += "# queue_timeout = \(secs(p.queueTimeout))  (no server of the pool sets max_connections: no client waits)\n"
+            }
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
+                out += "  max_connections = \(s.maxConnections)\(proxyOnly)\n"
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\n"

@@ -256,6 +256,7 @@ struct CommandLineTests {
         error_limit = 3
         [backends.pool.servers.a]
         addr = "10.77.0.21:80"
+        max_connections = 50
         """
         let config = try TemporaryConfig("convey-proxy-only", text)
         defer { config.remove() }
@@ -267,6 +268,8 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":5: frontends.api.max_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":6: frontends.api.log_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":8: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
+                "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":11: backends.pool.servers.a.max_connections: warning: proxy mode only: the dsr mode does not limit connections per server"),
                 "stderr was: \(run.stderr)")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }
@@ -283,8 +286,12 @@ struct CommandLineTests {
         [backends."pool é"]
         health_check_send = "PING\r\n\t\u0001"
         health_check_expect = "+PONG\\"
+        queue_timeout = 4.5
         [backends."pool é".servers."a.1"]
         addr = "[::1]:9001"
+        max_connections = 3
+        [backends.other.servers.b]
+        addr = "[::1]:9002"
         """#
         let first = try TemporaryConfig("convey-roundtrip", text)
         defer { first.remove() }
@@ -293,6 +300,8 @@ struct CommandLineTests {
         #expect(run.stdout.contains(#"[frontends."we\"b.x y"]"#))
         #expect(run.stdout.contains(#"health_check_send = "PING\r\n\t\u0001""#))
         #expect(run.stdout.contains(#"health_check_proxy_protocol = "v1""#))
+        #expect(run.stdout.contains("queue_timeout = 4.5\n") && run.stdout.contains("  max_connections = 3\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("# queue_timeout = 2  (no server of the pool sets max_connections"), "\(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)
         defer { second.remove() }
         let again = try ConveyRun(["--check", "--config", second.path])

@@ -284,6 +284,7 @@ public enum ConfigLoader {
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
         let slowStart = t.seconds("slow_start") ?? .zero
         let errorLimit = t.int("error_limit", in: 0...1000) ?? 0
+        let queueTimeout = t.seconds("queue_timeout", minimum: 0.001)
 
         var servers: [ServerConfig] = []
         if let table = t.table("servers") {
@@ -292,6 +293,7 @@ public enum ConfigLoader {
                 let address = endpoint(s, "addr", required: true, role: .server)
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 let backup = s.bool("backup") ?? false
+                let maxConnections = s.int("max_connections", in: 0...10_000_000) ?? 0
                 s.reportUnknownKeys()
                 guard let address else { continue }
                 if let other = addresses[address] {
@@ -299,7 +301,8 @@ public enum ConfigLoader {
                     continue
                 }
                 addresses[address] = serverName
-                servers.append(ServerConfig(name: serverName, address: address, weight: weight, backup: backup))
+                servers.append(ServerConfig(name: serverName, address: address, weight: weight, backup: backup,
+                                            maxConnections: maxConnections))
             }
             table.reportUnknownKeys()
             if servers.count > 0, servers.allSatisfy(\.backup) {
@@ -307,8 +310,12 @@ public enum ConfigLoader {
                        + "for, they take connections as non-backup servers would")
             }
         }
+        if queueTimeout != nil, !servers.isEmpty, !servers.contains(where: { $0.maxConnections > 0 }) {
+            t.warn("queue_timeout", "no server of pool '\(name)' sets max_connections, so no client ever waits: "
+                   + "set max_connections on the servers to limit, or remove queue_timeout")
+        }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
-                          drainTimeout: drainTimeout, slowStart: slowStart, errorLimit: errorLimit,
+                          drainTimeout: drainTimeout, slowStart: slowStart, errorLimit: errorLimit, queueTimeout: queueTimeout,
                           servers: servers)
     }
 

@@ -93,12 +93,17 @@ public struct PoolConfig: Sendable, Equatable {
     /// over to other servers until the next checks notice; its checks bring it back after
     /// `rise` passes. Zero: off (only the health checks decide).
     public var errorLimit: Int
+    /// `queue_timeout` (proxy mode): how long a client waits for a place at a server with
+    /// `max_connections` before it is closed (counted in `queue_timeouts`). The file's
+    /// default is the pool's `connect_timeout`, as HAProxy's `timeout queue`.
+    public var queueTimeout: Duration
     /// Servers, sorted by name.
     public var servers: [ServerConfig]
 
     public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
                 idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
-                slowStart: Duration = .zero, errorLimit: Int = 0, servers: [ServerConfig]) {
+                slowStart: Duration = .zero, errorLimit: Int = 0, queueTimeout: Duration? = nil, servers: [ServerConfig]) {
+        self.queueTimeout = queueTimeout ?? connectTimeout
         self.slowStart = slowStart
         self.errorLimit = errorLimit
         self.name = name
@@ -150,10 +155,16 @@ public struct ServerConfig: Sendable, Equatable {
     /// backups share them by weight, and they stop taking new ones (keeping those they have)
     /// as soon as a non-backup server is back.
     public var backup: Bool
+    /// `max_connections` (proxy mode): connections this server holds at most, connecting or
+    /// established, over every frontend and event loop (HAProxy's server `maxconn`). A client
+    /// whose candidate servers are all at their limit waits in its frontend's queue, up to the
+    /// pool's `queue_timeout`, for the first place to free. Zero: no limit.
+    public var maxConnections: Int
 
     public static let maxWeight = 1000
 
-    public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false) {
+    public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false, maxConnections: Int = 0) {
+        self.maxConnections = maxConnections
         self.name = name
         self.address = address
         self.weight = weight

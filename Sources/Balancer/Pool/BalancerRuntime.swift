@@ -463,12 +463,14 @@ public final class BalancerRuntime: Sendable {
                 servers.append(ServerRoute(id: id, address: s.address, weight: weight, state: serverState,
                                            isBackup: s.backup, keepsFlows: keeps,
                                            counters: state.serverCounters[id] ?? ServerCounters(),
-                                           configuredWeight: s.weight, slowStartPercent: ramping ? ramp ?? 100 : 100))
+                                           configuredWeight: s.weight, slowStartPercent: ramping ? ramp ?? 100 : 100,
+                                           maxConnections: s.maxConnections))
             }
             for (id, removed) in state.removed.sorted(by: { $0.key.name < $1.key.name }) where id.pool == pool.name {
                 servers.append(ServerRoute(id: id, address: removed.config.address, weight: 0, state: .drain,
                                            isBackup: removed.config.backup, keepsFlows: removed.deadline > now,
-                                           counters: state.serverCounters[id] ?? ServerCounters()))
+                                           counters: state.serverCounters[id] ?? ServerCounters(),
+                                           maxConnections: removed.config.maxConnections))
             }
             // The pools this frontend left: their servers keep its established flows, weight 0,
             // until each switch's drain ends.
@@ -521,7 +523,7 @@ public final class BalancerRuntime: Sendable {
         return configs.sorted(by: { $0.key < $1.key }).map { serverName, server in
             let id = ServerID(pool: name, name: serverName)
             return ServerRoute(id: id, address: server.address, weight: 0, state: .drain, isBackup: server.backup, keepsFlows: true,
-                               counters: state.serverCounters[id] ?? ServerCounters())
+                               counters: state.serverCounters[id] ?? ServerCounters(), maxConnections: server.maxConnections)
         }
     }
 
@@ -614,6 +616,9 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
                 if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
                 if o.errorLimit != p.errorLimit { applied.append("pool \(p.name): error_limit \(o.errorLimit) -> \(p.errorLimit)") }
+                if o.queueTimeout != p.queueTimeout {
+                    applied.append("pool \(p.name): queue_timeout \(o.queueTimeout) -> \(p.queueTimeout) (clients waiting now too)")
+                }
                 if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart) -> \(p.slowStart)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout) (drains under way too, from their start)") }
             }
@@ -622,6 +627,11 @@ public struct ReloadReport: Sendable, Equatable {
                     if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
                     if os.weight != s.weight { applied.append("server \(p.name)/\(s.name): weight \(os.weight) -> \(s.weight)") }
                     if os.backup != s.backup { applied.append("server \(p.name)/\(s.name): backup \(os.backup) -> \(s.backup)") }
+                    if os.maxConnections != s.maxConnections {
+                        applied.append("server \(p.name)/\(s.name): max_connections \(os.maxConnections) -> \(s.maxConnections)"
+                                       + (s.maxConnections > 0 && (os.maxConnections == 0 || s.maxConnections < os.maxConnections)
+                                          ? " (connections it holds over the new limit go on; new ones wait until it is under)" : ""))
+                    }
                 } else {
                     applied.append("server \(p.name)/\(s.name) added (\(s.address), weight \(s.weight)\(s.backup ? ", backup" : ""))")
                 }

@@ -133,6 +133,8 @@ public struct ServerRoute: Sendable {
     public var isBackup: Bool
     /// False once a draining server's drain timeout has passed: its remaining flows are closed.
     public var keepsFlows: Bool
+    /// `max_connections` (proxy mode; 0: none): see `ServerConfig.maxConnections`.
+    public var maxConnections: Int
     public var counters: ServerCounters
 
     /// Weights in a pool with a `slow_start` ramp under way are multiplied by this, so that a
@@ -140,7 +142,9 @@ public struct ServerRoute: Sendable {
     public static let slowStartScale = 16
 
     public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, isBackup: Bool = false,
-                keepsFlows: Bool = true, counters: ServerCounters, configuredWeight: Int? = nil, slowStartPercent: Int = 100) {
+                keepsFlows: Bool = true, counters: ServerCounters, configuredWeight: Int? = nil, slowStartPercent: Int = 100,
+                maxConnections: Int = 0) {
+        self.maxConnections = maxConnections
         self.configuredWeight = configuredWeight ?? weight
         self.slowStartPercent = slowStartPercent
         self.isBackup = isBackup

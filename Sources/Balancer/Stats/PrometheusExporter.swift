@@ -88,6 +88,12 @@ public final class PrometheusExporter: Sendable {
                 MetricSample(name: "convey_frontend_over_limit_total",
                              help: "Times clients found the frontend at max_connections and waited in a listen queue (once per listener until its queue emptied).",
                              kind: .counter, labels: l, value: Double(f.overLimit)),
+                MetricSample(name: "convey_frontend_queued",
+                             help: "Clients waiting now for a place at a server with max_connections (proxy mode).",
+                             kind: .gauge, labels: l, value: Double(f.queued)),
+                MetricSample(name: "convey_frontend_queue_timeouts_total",
+                             help: "Clients closed after waiting queue_timeout for a place at a server with max_connections.",
+                             kind: .counter, labels: l, value: Double(f.queueTimeouts)),
             ]
         }
         for pool in d.pools {
@@ -105,6 +111,9 @@ public final class PrometheusExporter: Sendable {
                                  kind: .gauge, labels: l, value: Double(s.slowStartPercent)),
                     MetricSample(name: "convey_server_backup", help: "1 for a backup server (used only while no other can take connections).",
                                  kind: .gauge, labels: l, value: s.backup ? 1 : 0),
+                    MetricSample(name: "convey_server_max_connections",
+                                 help: "The server's max_connections (0: no limit; proxy mode).",
+                                 kind: .gauge, labels: l, value: Double(s.maxConnections)),
                     MetricSample(name: "convey_server_connections_total", help: "Connections to the server.",
                                  kind: .counter, labels: l, value: Double(s.totals.totalConnections)),
                     MetricSample(name: "convey_server_open_connections", help: "Connections to the server open now.",

@@ -16,8 +16,36 @@ public final class ServerCounters: Sendable {
     /// Connect attempts that failed since the last one that succeeded (over every event loop:
     /// an approximate "in a row"), for `error_limit`.
     public let connectFailuresInARow = Atomic<Int64>(0)
+    /// Places taken under the server's `max_connections` (proxy mode): its connections
+    /// connecting or established that were opened while it had a limit. Zero for a server
+    /// without one.
+    public let placesTaken = Atomic<Int64>(0)
 
     public init() {}
+
+    /// Takes one of the server's `limit` places for a connection about to connect, so that
+    /// event loops connecting at the same instant never exceed it together. False when all
+    /// are taken. Give it back with `releasePlace()` when that connection ends or its
+    /// connect fails.
+    @inlinable public func reservePlace(limit: Int64) -> Bool {
+        var current = placesTaken.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = placesTaken.compareExchange(expected: current, desired: current &+ 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Gives back a place `reservePlace(limit:)` took.
+    @inlinable public func releasePlace() {
+        placesTaken.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    /// Whether a connection could take a place now (a hint: another thread may take it first).
+    @inlinable public func hasPlace(limit: Int64) -> Bool {
+        limit <= 0 || placesTaken.load(ordering: .relaxed) < limit
+    }
 
     /// A connection to this server was established.
     @inlinable public func connectionOpened() {
@@ -67,6 +95,10 @@ public final class FrontendCounters: Sendable {
     public let overLimit = Atomic<Int64>(0)
     /// New connections refused by the frontend's `allow` / `deny` lists.
     public let denied = Atomic<Int64>(0)
+    /// Clients waiting now for a place at a server with `max_connections` (proxy mode).
+    public let queued = Atomic<Int64>(0)
+    /// Clients closed after waiting `queue_timeout` for such a place.
+    public let queueTimeouts = Atomic<Int64>(0)
     /// Not a statistic: the `wrr` cursor every data-path thread of the frontend advances
     /// (see `FrontendRoute.wrrCycle`). It lives here because these counters outlive snapshots,
     /// so a republish (a health change, a drain's end) does not restart the cycle.

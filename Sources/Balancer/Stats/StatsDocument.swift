@@ -22,6 +22,8 @@ public struct StatsDocument: Sendable {
         public var keepsFlows: Bool
         public var totals: TrafficTotals
         public var lastCheck: String?
+        /// `max_connections` (0: none; proxy mode).
+        public var maxConnections: Int = 0
     }
 
     public struct FrontendRow: Sendable {
@@ -34,6 +36,10 @@ public struct StatsDocument: Sendable {
         public var overLimit: Int64
         /// New connections the `allow` / `deny` lists refused.
         public var denied: Int64 = 0
+        /// Clients waiting now for a place at a server with `max_connections` (proxy mode).
+        public var queued: Int64 = 0
+        /// Clients closed after waiting `queue_timeout`.
+        public var queueTimeouts: Int64 = 0
         /// No non-backup server can take new connections; backup servers take them.
         public var onBackup: Bool
         /// Removed by a reload: takes no new connections while its open ones drain.
@@ -78,7 +84,8 @@ public struct StatsDocument: Sendable {
                               state: server.state, healthy: view.healthy[server.id] ?? true,
                               weight: server.configuredWeight, slowStartPercent: ramps[server.id] ?? 100,
                               backup: server.isBackup, keepsFlows: server.keepsFlows,
-                              totals: server.counters.snapshot(), lastCheck: lastCheck[server.id]))
+                              totals: server.counters.snapshot(), lastCheck: lastCheck[server.id],
+                              maxConnections: server.maxConnections))
             }
         }
         // Pools no frontend uses still appear (their servers carry no traffic).
@@ -93,7 +100,8 @@ public struct StatsDocument: Sendable {
                 return ServerRow(pool: pool.name, name: s.name, address: s.address,
                                  state: s.weight == 0 ? .drain : (!healthy ? .down : (s.backup && serverUp ? .standby : .up)),
                                  healthy: view.healthy[id] ?? true, weight: s.weight, backup: s.backup, keepsFlows: true,
-                                 totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id])
+                                 totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id],
+                                 maxConnections: s.maxConnections)
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
@@ -108,6 +116,7 @@ public struct StatsDocument: Sendable {
                                balance: route.config.balance, totals: c.snapshot(),
                                noBackend: c.noBackend.load(ordering: .relaxed),
                                overLimit: c.overLimit.load(ordering: .relaxed), denied: c.denied.load(ordering: .relaxed),
+                               queued: c.queued.load(ordering: .relaxed), queueTimeouts: c.queueTimeouts.load(ordering: .relaxed),
                                onBackup: route.onBackup || dataPlane?.frontendsOnBackup.contains(route.name) == true,
                                draining: route.isDraining,
                                drainingListen: left.map(\.config.listen))
@@ -142,7 +151,7 @@ public struct StatsDocument: Sendable {
                     ("addr", .string(s.address.description)), ("state", .string(s.state.rawValue)),
                     ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))),
                     ("slow_start_percent", .int(Int64(s.slowStartPercent))), ("backup", .bool(s.backup)),
-                    ("keeps_flows", .bool(s.keepsFlows)),
+                    ("keeps_flows", .bool(s.keepsFlows)), ("max_connections", .int(Int64(s.maxConnections))),
                 ]
                 detail += four(s.totals, prefix: "")
                 detail.append(("connect_failures", .int(s.totals.connectFailures)))
@@ -155,7 +164,8 @@ public struct StatsDocument: Sendable {
             var fields = four(f.totals, prefix: "")
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
-                       ("over_limit", .int(f.overLimit)), ("denied", .int(f.denied)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
+                       ("over_limit", .int(f.overLimit)), ("denied", .int(f.denied)),
+                       ("queued", .int(f.queued)), ("queue_timeouts", .int(f.queueTimeouts)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
                        ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))
         })))

@@ -10,6 +10,10 @@ struct Connection {
         case connecting
         /// Both sockets are open and bytes flow.
         case established
+        /// The client is accepted and every candidate server is at its `max_connections`:
+        /// it waits in its frontend's queue (no backend socket) until a place frees or
+        /// `queue_timeout` passes.
+        case queued
     }
 
     var phase: Phase = .free
@@ -26,6 +30,11 @@ struct Connection {
     var firstChoice = -1
     /// Connect attempts that failed so far.
     var failures = 0
+    /// Candidate servers passed over so far because they were at their `max_connections`.
+    var fullSkips = 0
+    /// The connection holds one of its server's `max_connections` places (`serverCounters`'
+    /// `placesTaken`), taken before its connect and given back when it ends or fails.
+    var holdsPlace = false
     /// The client's address, as accepted (for scheduling and the PROXY header).
     var clientAddress = Endpoint(address: .v4(0), port: 0)
     /// The address the connect attempt in flight (or the last one) went to: a reload may have
@@ -33,6 +42,9 @@ struct Connection {
     var serverAddress = Endpoint(address: .v4(0), port: 0)
     /// Monotonic nanoseconds: when the connect attempt in flight times out.
     var connectDeadline: UInt64 = 0
+    /// Monotonic nanoseconds of the first time the client had to wait for a server place
+    /// (0: never): `queue_timeout` counts from here, across every wait of the connection.
+    var queuedAt: UInt64 = 0
     /// The loop batch in which a snapshot adoption gave this connection a new backend socket
     /// under its old token: that batch's backend events were the old socket's (see `EventLoop.adopt`).
     var backendReplacedInBatch: UInt64 = 0

@@ -12,6 +12,8 @@ struct ConnectionFilter: Sendable {
 /// One proxied connection as `/flows` shows it, copied by its event loop.
 struct ConnectionRow: Sendable {
     enum State: String, Sendable {
+        /// The client is accepted and waits for a place at a server with `max_connections`.
+        case queued
         /// The client is accepted; the connect to a server is in flight.
         case connecting
         /// Bytes flow both ways.
@@ -25,8 +27,8 @@ struct ConnectionRow: Sendable {
     var frontend: String
     var client: Endpoint
     var server: ServerID?
-    /// Where the connection goes (or the attempt in flight).
-    var backend: Endpoint
+    /// Where the connection goes (or the attempt in flight); nil while queued.
+    var backend: Endpoint?
     /// This host's end of the connection to the server (what the server sees as its client).
     var local: Endpoint?
     var state: State

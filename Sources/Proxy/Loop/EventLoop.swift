@@ -28,6 +28,16 @@ import Synchronization
 /// 4. *Timeouts*: a sweep every `sweepInterval` closes connections idle for `idle_timeout` and
 ///    fails connects past their deadline; while draining, it closes what outlives `drain_timeout`.
 ///
+/// ## Server limits (`max_connections` on a server)
+/// A connect first takes one of its server's places (`ServerCounters.reservePlace`); a server
+/// whose places are all taken is passed over like one that refused, but without counting a
+/// failure. A client whose every candidate was full (or refused) waits, accepted, in its
+/// frontend's `WaitQueue` in this loop: after every batch the loop retries the oldest waiting
+/// clients while some selectable server has a place; a place freed in another loop wakes this
+/// one (`peers`). A client still waiting after `queue_timeout` is closed and counted; one
+/// that resets meanwhile leaves the queue. Backup servers standing by do not take the clients
+/// of full servers: they stand in for servers that fail, not for busy ones.
+///
 /// ## Snapshots
 /// Between epoll batches the loop compares the publisher's generation with its own; on change it
 /// adopts the new snapshot: new connections use it at once, established ones keep their server
@@ -65,6 +75,10 @@ final class EventLoop {
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
         var logConnections: Bool
+        /// `queue_timeout` of the frontend's pool, in nanoseconds.
+        var queueTimeout: UInt64
+        /// This loop's clients of the frontend waiting for a server place.
+        var waiting = WaitQueue()
         /// `allow` / `deny`.
         var sources: SourceFilter
         var vip: Endpoint
@@ -77,6 +91,7 @@ final class EventLoop {
             connectTimeout = 0
             idleTimeout = 0
             drainTimeout = 0
+            queueTimeout = 0
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
@@ -94,6 +109,7 @@ final class EventLoop {
             connectTimeout = EventLoop.nanoseconds(route.pool.connectTimeout)
             idleTimeout = EventLoop.nanoseconds(route.pool.idleTimeout)
             drainTimeout = EventLoop.nanoseconds(route.pool.drainTimeout)
+            queueTimeout = EventLoop.nanoseconds(route.pool.queueTimeout)
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
@@ -139,6 +155,11 @@ final class EventLoop {
     }
     /// A connection of a frontend at its limit closed in this batch: accept its queued clients.
     private var limitFreed = false
+    /// This loop's connections waiting for a server place (`Connection.Phase.queued`).
+    private var queuedCount = 0
+    /// The other loops of the service, woken when this one frees a server place while they
+    /// hold waiting clients. Set before the loop's thread starts.
+    var peers: [LoopControl] = []
 
     /// Builds a loop around listeners already bound, one per live route of the snapshot of
     /// `generation` (the service binds them all before starting any thread, so a bind error
@@ -214,6 +235,7 @@ final class EventLoop {
                 sweep()
                 lastSweep = now
             }
+            if queuedCount > 0 { serveWaiting() }
             if control.listing.pending.load(ordering: .relaxed) > 0 {
                 control.listing.serve { listConnections($0) }
             }
@@ -244,6 +266,10 @@ final class EventLoop {
                 connectProgress(index, events: events)
             } else if conn.pointee.phase == .established {
                 service(index, events: events, fromClient: kind == .client)
+            } else if conn.pointee.phase == .queued && events & (CL_EPOLLHUP | CL_EPOLLERR) != 0 {
+                // The client reset (or failed) while it waited: it leaves the queue. A half-close
+                // (EPOLLRDHUP alone) is a client that sent its request and waits for the answer.
+                close(index, abort: true, end: .clientError(SocketCalls.pendingError(conn.pointee.client) ?? .connectionReset))
             }
         }
     }
@@ -385,6 +411,17 @@ final class EventLoop {
         var target = server
         while true {
             let s = route.servers[target]
+            if s.maxConnections > 0 {
+                guard s.counters.reservePlace(limit: Int64(s.maxConnections)) else {
+                    guard let next = nextCandidate(index, route: route, passingOverFull: true) else {
+                        outOfCandidates(index)
+                        return
+                    }
+                    target = next
+                    continue
+                }
+                conn.pointee.holdsPlace = true
+            }
             var fd: Int32 = -1
             do {
                 fd = try backendSocket(for: s.address, frontend: conn.pointee.frontend)
@@ -401,6 +438,7 @@ final class EventLoop {
             } catch {
                 if fd >= 0 { SocketCalls.close(fd) }
                 conn.pointee.backend = -1
+                givePlaceBack(conn, to: s.counters)
                 // Only what says the server cannot be reached counts toward error_limit: this
                 // host running out of descriptors, memory or ports says nothing about it.
                 if Self.describesServer(error) {
@@ -409,12 +447,22 @@ final class EventLoop {
                     s.counters.connectFailures.wrappingAdd(1, ordering: .relaxed)
                 }
                 guard let next = nextCandidate(index, route: route) else {
-                    noServer(index)
+                    outOfCandidates(index)
                     return
                 }
                 target = next
             }
         }
+    }
+
+    /// Gives back the server place `conn` holds (on `counters`, its server's), and wakes the
+    /// loops that hold clients waiting for one.
+    @inline(__always)
+    private func givePlaceBack(_ conn: UnsafeMutablePointer<Connection>, to counters: ServerCounters?) {
+        guard conn.pointee.holdsPlace else { return }
+        conn.pointee.holdsPlace = false
+        counters?.releasePlace()
+        for peer in peers where peer.queuedClients.load(ordering: .relaxed) > 0 { peer.wake() }
     }
 
     /// A socket for a backend connection. Out of descriptors, the reserve is given back for
@@ -439,12 +487,23 @@ final class EventLoop {
         return held
     }
 
-    /// The next server to try after one more failure, or nil when all were tried.
-    private func nextCandidate(_ index: Int, route: FrontendRoute) -> Int? {
+    /// The next server to try after one more failure (or, `passingOverFull`, one more server
+    /// at its `max_connections`), or nil when all were tried. Once a server was full, the
+    /// backups standing by are not tried: its clients wait for it instead.
+    private func nextCandidate(_ index: Int, route: FrontendRoute, passingOverFull: Bool = false) -> Int? {
         let conn = slab.slots + index
-        conn.pointee.failures += 1
-        guard conn.pointee.failures < max(route.servers.count, 1) else { return nil }
-        return Scheduler.fallback(after: conn.pointee.firstChoice, attempt: conn.pointee.failures, in: route)
+        if passingOverFull { conn.pointee.fullSkips += 1 } else { conn.pointee.failures += 1 }
+        let attempt = conn.pointee.failures + conn.pointee.fullSkips
+        guard attempt < max(route.servers.count, 1),
+              let next = Scheduler.fallback(after: conn.pointee.firstChoice, attempt: attempt, in: route) else { return nil }
+        if conn.pointee.fullSkips > 0 && route.servers[next].state == .standby { return nil }
+        return next
+    }
+
+    /// Every candidate was tried: the client waits for a place if a server was full, and is
+    /// closed as having no server otherwise.
+    private func outOfCandidates(_ index: Int) {
+        if slab.slots[index].fullSkips > 0 { wait(index) } else { noServer(index) }
     }
 
     /// A connecting backend socket reported readiness: `EPOLLERR`/`EPOLLHUP` mean the connect
@@ -474,9 +533,14 @@ final class EventLoop {
         conn.pointee.serverCounters?.connectFailed()
         SocketCalls.close(conn.pointee.backend)
         conn.pointee.backend = -1
+        givePlaceBack(conn, to: conn.pointee.serverCounters)
         conn.pointee.serverCounters = nil
-        guard let route = frontends[conn.pointee.frontend].route, let next = nextCandidate(index, route: route) else {
+        guard let route = frontends[conn.pointee.frontend].route else {
             noServer(index)
+            return
+        }
+        guard let next = nextCandidate(index, route: route) else {
+            outOfCandidates(index)
             return
         }
         connect(index, to: next, route: route)
@@ -486,8 +550,82 @@ final class EventLoop {
     private func noServer(_ index: Int) {
         let conn = slab.slots + index
         conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
+        givePlaceBack(conn, to: conn.pointee.serverCounters)
         conn.pointee.serverCounters = nil
         close(index, abort: false, end: .noServer(failedConnects: conn.pointee.failures))
+    }
+
+    // MARK: - Waiting for a server place
+
+    /// Every candidate server of the client in slot `index` is at its `max_connections`: it
+    /// waits at the back of its frontend's queue (its `queue_timeout` counting from its first
+    /// wait).
+    private func wait(_ index: Int) {
+        let conn = slab.slots + index
+        let f = conn.pointee.frontend
+        conn.pointee.phase = .queued
+        conn.pointee.server = -1
+        conn.pointee.serverCounters = nil
+        if conn.pointee.queuedAt == 0 { conn.pointee.queuedAt = now }
+        frontends[f].waiting.append(index: index, generation: conn.pointee.generation)
+        conn.pointee.frontendCounters?.queued.wrappingAdd(1, ordering: .relaxed)
+        queuedCount += 1
+        control.queuedClients.store(queuedCount, ordering: .relaxed)
+    }
+
+    /// The client in `conn` no longer waits (it is served, or closed).
+    private func leaveQueue(_ conn: UnsafeMutablePointer<Connection>) {
+        conn.pointee.frontendCounters?.queued.wrappingSubtract(1, ordering: .relaxed)
+        queuedCount -= 1
+        control.queuedClients.store(queuedCount, ordering: .relaxed)
+    }
+
+    /// Retries the oldest waiting clients of each frontend while one of its selectable servers
+    /// has a place (or none is selectable: they are then closed as having no server).
+    private func serveWaiting() {
+        for f in frontends.indices where !frontends[f].waiting.isEmpty {
+            // Each entry at most once: a client that finds every place taken again (another
+            // loop was faster) goes to the back.
+            var budget = frontends[f].waiting.count
+            while budget > 0, let entry = frontends[f].waiting.first {
+                budget -= 1
+                let index = entry.index
+                let conn = slab.slots + index
+                guard conn.pointee.phase == .queued, conn.pointee.generation == entry.generation else {
+                    frontends[f].waiting.removeFirst()
+                    continue
+                }
+                guard let route = frontends[f].route, Self.mayTakeWaiting(route) else { break }
+                frontends[f].waiting.removeFirst()
+                leaveQueue(conn)
+                conn.pointee.phase = .connecting
+                conn.pointee.failures = 0
+                conn.pointee.fullSkips = 0
+                let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
+                guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
+                    noServer(index)
+                    continue
+                }
+                conn.pointee.firstChoice = choice
+                connect(index, to: choice, route: route)
+            }
+        }
+    }
+
+    /// Whether a waiting client of `route` should be retried now: a selectable server has a
+    /// free place, or none is selectable.
+    private static func mayTakeWaiting(_ route: FrontendRoute) -> Bool {
+        for i in route.selectable {
+            let s = route.servers[i]
+            if s.counters.hasPlace(limit: Int64(s.maxConnections)) { return true }
+        }
+        return route.selectable.isEmpty
+    }
+
+    /// Closes a client that waited `queue_timeout` for a place.
+    private func queueTimedOut(_ index: Int) {
+        slab.slots[index].frontendCounters?.queueTimeouts.wrappingAdd(1, ordering: .relaxed)
+        close(index, abort: false, end: .queueTimeout)
     }
 
     private func established(_ index: Int) {
@@ -595,6 +733,8 @@ final class EventLoop {
         _ = conn.pointee.toServer.release(to: &pipes)
         _ = conn.pointee.toClient.release(to: &pipes)
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
+        if conn.pointee.phase == .queued { leaveQueue(conn) }
+        givePlaceBack(conn, to: conn.pointee.serverCounters)
         conn.pointee.frontendCounters?.connectionClosed()
         frontends[conn.pointee.frontend].connections -= 1
         if frontends[conn.pointee.frontend].atLimit { limitFreed = true }
@@ -670,6 +810,13 @@ final class EventLoop {
                 } else if now &- conn.pointee.lastActive >= frontends[f].idleTimeout {
                     close(index, abort: false, end: .idleTimeout)
                 }
+            case .queued:
+                if isDraining && drainElapsed >= frontends[f].drainTimeout {
+                    close(index, abort: true, end: .drainTimeout)
+                    cut += 1
+                } else if now &- conn.pointee.queuedAt >= frontends[f].queueTimeout {
+                    queueTimedOut(index)
+                }
             }
         }
         if cut > 0 { logger.notice("drain_timeout passed: closed \(cut) connection(s) still open, \(slab.live) left") }
@@ -735,7 +882,11 @@ final class EventLoop {
             let idle = now > conn.pointee.lastActive ? now - conn.pointee.lastActive : 0
             var expiresIn: UInt64
             let state: ConnectionRow.State
-            if conn.pointee.phase == .connecting {
+            if conn.pointee.phase == .queued {
+                state = .queued
+                let deadline = conn.pointee.queuedAt &+ frontends[f].queueTimeout
+                expiresIn = deadline > now ? deadline - now : 0
+            } else if conn.pointee.phase == .connecting {
                 state = .connecting
                 expiresIn = conn.pointee.connectDeadline > now ? conn.pointee.connectDeadline - now : 0
             } else {
@@ -750,7 +901,7 @@ final class EventLoop {
             rows.append(ConnectionRow(
                 frontend: frontends[f].name, client: conn.pointee.clientAddress,
                 server: s >= 0 && s < servers.count ? servers[s].id : nil,
-                backend: conn.pointee.serverAddress,
+                backend: conn.pointee.phase == .queued ? nil : conn.pointee.serverAddress,
                 local: conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend) : nil,
                 state: state, ageNanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
                 idleNanoseconds: idle, expiresInNanoseconds: expiresIn,
@@ -827,6 +978,12 @@ final class EventLoop {
             let conn = slab.slots + index
             guard conn.pointee.phase != .free else { continue }
             let f = conn.pointee.frontend
+            if conn.pointee.phase == .queued {
+                // Waiting clients keep waiting (`serveWaiting` looks at the new route after this
+                // batch), unless their frontend left.
+                if newRoutes[f] == nil { noServer(index) }
+                continue
+            }
             let map = remaps[f]
             let old = conn.pointee.server
             let moved = old >= 0 && old < map.count ? map[old] : -1
@@ -836,12 +993,14 @@ final class EventLoop {
                     SocketCalls.close(conn.pointee.backend)
                     conn.pointee.backend = -1
                     conn.pointee.backendReplacedInBatch = batch
+                    givePlaceBack(conn, to: conn.pointee.serverCounters)
                     conn.pointee.serverCounters = nil
                     let route = newRoutes[f]!
                     let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
                     if let choice = frontends[f].scheduler?.pick(for: key, in: route) {
                         conn.pointee.firstChoice = choice
                         conn.pointee.failures = 0
+                        conn.pointee.fullSkips = 0
                         connect(index, to: choice, route: route)
                     } else {
                         noServer(index)
@@ -855,6 +1014,11 @@ final class EventLoop {
                 continue
             }
             conn.pointee.server = moved
+            if conn.pointee.serverCounters !== route.servers[moved].counters {
+                // Not expected (a server keeps its counters while it is in the routes), but a
+                // place goes back where it was taken.
+                givePlaceBack(conn, to: conn.pointee.serverCounters)
+            }
             conn.pointee.serverCounters = route.servers[moved].counters
             let first = conn.pointee.firstChoice
             conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved

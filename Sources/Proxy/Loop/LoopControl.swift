@@ -20,6 +20,9 @@ final class LoopControl: Sendable {
     let pipesInUse = Atomic<Int>(0)
     let copyFallbacks = Atomic<Int>(0)
     let draining = Atomic<Bool>(false)
+    /// Clients the loop holds waiting for a place at a server with `max_connections`: a loop
+    /// that frees such a place wakes the loops where this is not zero.
+    let queuedClients = Atomic<Int>(0)
     /// The snapshot generation the loop last adopted (see `ProxyService.prepare`).
     let adoptedGeneration = Atomic<UInt64>(0)
     /// Requests for the loop's connections (`/flows`), answered between turns.

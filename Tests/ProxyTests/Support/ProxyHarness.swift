@@ -20,6 +20,8 @@ final class ProxyHarness: Sendable {
         var weight = 1
         var state: ServerState? = nil
         var keepsFlows = true
+        /// The server's `max_connections` (0: none).
+        var maxConnections = 0
     }
 
     /// A frontend on 127.0.0.1 (ephemeral port) in front of `servers`.
@@ -33,7 +35,9 @@ final class ProxyHarness: Sendable {
         publisher = SnapshotPublisher(initial)
         service = ProxyService(snapshots: publisher, settings: ProxySettings(workers: workers),
                                logger: logger, tuning: tuning)
-        var poolConfig = PoolConfig(name: "pool", servers: servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight) })
+        var poolConfig = PoolConfig(name: "pool", servers: servers.map {
+            ServerConfig(name: $0.name, address: $0.address, weight: $0.weight, maxConnections: $0.maxConnections)
+        })
         pool(&poolConfig)
         var frontendConfig = FrontendConfig(name: "web", listen: Endpoint(address: .v4(0x7F00_0001), port: 0),
                                             pool: "pool", balance: balance)
@@ -51,7 +55,7 @@ final class ProxyHarness: Sendable {
     func publish(_ servers: [Server]) {
         let f = frontendConfig.withLock { $0 }
         var p = poolConfig.withLock { $0 }
-        p.servers = servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight) }
+        p.servers = servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight, maxConnections: $0.maxConnections) }
         let routes = servers.map { s in
             let id = ServerID(pool: p.name, name: s.name)
             let counters = serverCounters.withLock { table in
@@ -62,7 +66,7 @@ final class ProxyHarness: Sendable {
             }
             return ServerRoute(id: id, address: s.address, weight: s.weight,
                                state: s.state ?? (s.weight > 0 ? .up : .drain), isBackup: s.state == .standby,
-                               keepsFlows: s.keepsFlows, counters: counters)
+                               keepsFlows: s.keepsFlows, counters: counters, maxConnections: s.maxConnections)
         }
         let selectable = routes.indices.filter { routes[$0].state == .up && routes[$0].weight > 0 }
         let standby = routes.indices.filter { routes[$0].state == .standby }

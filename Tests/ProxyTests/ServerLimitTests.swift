@@ -1,0 +1,263 @@
+import Balancer
+import Foundation
+import Glibc
+@testable import Proxy
+import Synchronization
+import Testing
+
+extension ProxyTests {
+    /// A server's `max_connections`: its connections stay under the limit over every loop, and
+    /// clients over it wait, accepted, for a place (`queue_timeout`), as HAProxy's server
+    /// `maxconn` and queue do.
+    @Suite(.serialized) struct ServerLimit {
+        /// An echo server that counts its open connections and the most it had at once.
+        final class Occupancy: Sendable {
+            let open = Atomic<Int>(0)
+            let peak = Atomic<Int>(0)
+
+            func server() throws -> TestServer {
+                try TestServer(name: "counting") { socket, _ in
+                    let now = self.open.wrappingAdd(1, ordering: .relaxed).newValue
+                    var seen = self.peak.load(ordering: .relaxed)
+                    while now > seen {
+                        let (done, original) = self.peak.compareExchange(expected: seen, desired: now, ordering: .relaxed)
+                        if done { break }
+                        seen = original
+                    }
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    while true {
+                        let n = buffer.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress!, $0.count, 0) }
+                        if n <= 0 { break }
+                        try? socket.send(Array(buffer[0..<n]))
+                    }
+                    self.open.wrappingSubtract(1, ordering: .relaxed)
+                    socket.close()
+                }
+            }
+        }
+
+        static func queued(_ proxy: ProxyHarness) -> Int64 { proxy.counters().queued.load(ordering: .relaxed) }
+
+        @Test("a client over a server's max_connections waits, accepted, and is served when a connection closes",
+              arguments: [1, 2])
+        func waitsForAPlace(workers: Int) async throws {
+            let occupancy = Occupancy()
+            let server = try occupancy.server()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 2)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: workers)
+            let address = try await proxy.start()
+            let first = try TestSocket.connect(to: address, timeout: 5), second = try TestSocket.connect(to: address, timeout: 5)
+            try first.send("1"); try second.send("2")
+            #expect(try first.receive(exactly: 1) == Array("1".utf8))
+            #expect(try second.receive(exactly: 1) == Array("2".utf8))
+            // The third is accepted (its bytes are taken) but waits: the server never sees it.
+            let third = try TestSocket.connect(to: address, timeout: 5)
+            try third.send("3")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            let listing = try await ConnectionListing.list(proxy)
+            let waiting = listing.rows.filter { $0["state"] as? String == "queued" }
+            #expect(waiting.count == 1 && waiting.first?["server"] is NSNull && waiting.first?["backend"] is NSNull,
+                    "\(listing.rows)")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(server.accepted == 2)
+            #expect(proxy.counters(server: "a").placesTaken.load(ordering: .relaxed) == 2)
+            first.close()
+            #expect(try third.receive(exactly: 1) == Array("3".utf8))
+            #expect(Self.queued(proxy) == 0)
+            #expect(occupancy.peak.load(ordering: .relaxed) <= 2)
+            #expect(proxy.counters().queueTimeouts.load(ordering: .relaxed) == 0)
+            #expect(proxy.counters().noBackend.load(ordering: .relaxed) == 0)
+            second.close(); third.close()
+            #expect(await eventually { proxy.counters(server: "a").placesTaken.load(ordering: .relaxed) == 0 })
+            try await proxy.stop()
+        }
+
+        /// Two loops connecting at once never hold more than the limit together, and a place
+        /// one loop frees serves the clients waiting in the other.
+        @Test("the limit holds across two event loops, and every waiting client is served in turn")
+        func exactAcrossLoops() async throws {
+            let occupancy = Occupancy()
+            let server = try occupancy.server()
+            defer { server.stop() }
+            let limit = 3
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: limit)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 2)
+            let address = try await proxy.start()
+            var clients: [TestSocket] = []
+            for _ in 0..<24 { clients.append(try TestSocket.connect(to: address, timeout: 10)) }
+            for (i, client) in clients.enumerated() { try client.send([UInt8(i)]) }
+            #expect(await eventually { server.accepted == limit && Self.queued(proxy) == Int64(clients.count - limit) })
+            // Each client is answered in turn as the ones served before it close.
+            var served = 0
+            var pending = clients
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !pending.isEmpty && ContinuousClock.now < deadline {
+                var next: [TestSocket] = []
+                for client in pending {
+                    client.setTimeout(0.05)
+                    var byte: UInt8 = 0
+                    if Glibc.recv(client.fd, &byte, 1, 0) == 1 {
+                        served += 1
+                        client.close()
+                    } else {
+                        next.append(client)
+                    }
+                }
+                pending = next
+            }
+            #expect(served == clients.count)
+            #expect(occupancy.peak.load(ordering: .relaxed) <= limit)
+            #expect(server.accepted == clients.count)
+            #expect(await eventually { Self.queued(proxy) == 0 && proxy.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            #expect(proxy.counters(server: "a").placesTaken.load(ordering: .relaxed) == 0)
+            for client in pending { client.close() }
+            try await proxy.stop()
+        }
+
+        @Test("a client still waiting after queue_timeout is closed, counted and logged")
+        func queueTimeout() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let log = LogLines()
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .milliseconds(300) }, frontend: { $0.logConnections = true },
+                                     workers: 1, logger: log.logger())
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let waiter = try TestSocket.connect(to: address, timeout: 5)
+            let waiterAddress = waiter.localEndpoint
+            try waiter.send("w")
+            let started = ContinuousClock.now
+            // Closed with its bytes unread: the kernel resets it, which tells the client that
+            // nothing was served.
+            #expect(waiter.waitForClose() == "reset")
+            #expect(ContinuousClock.now - started >= .milliseconds(250))
+            #expect(await eventually { proxy.counters().queueTimeouts.load(ordering: .relaxed) == 1 && Self.queued(proxy) == 0 })
+            #expect(await eventually { !ConnectionLog.lines(log, about: waiterAddress).isEmpty })
+            let line = ConnectionLog.lines(log, about: waiterAddress).first ?? ""
+            #expect(line.hasPrefix("connection \(waiterAddress) -> web: queue_timeout"), "\(line)")
+            #expect(server.accepted == 1)
+            waiter.close()
+            // The one connection holding the place is untouched.
+            try holder.send("again")
+            #expect(try holder.receive(exactly: 5) == Array("again".utf8))
+            holder.close()
+            try await proxy.stop()
+        }
+
+        @Test("a server at its limit is passed over for one with a place: nobody waits")
+        func spillsToAServerWithAPlace() async throws {
+            let a = try TestServer.naming("a"), b = try TestServer.naming("b")
+            defer { a.stop(); b.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: a.endpoint, maxConnections: 1),
+                                               .init(name: "b", address: b.endpoint)], workers: 1)
+            let address = try await proxy.start()
+            var clients: [TestSocket] = []
+            for _ in 0..<6 {
+                let c = try TestSocket.connect(to: address, timeout: 5)
+                try c.send("?")
+                #expect(try c.receive(exactly: 1).count == 1)
+                clients.append(c)
+            }
+            #expect(a.accepted == 1 && b.accepted == 5)
+            #expect(Self.queued(proxy) == 0)
+            #expect(proxy.counters(server: "a").connectFailures.load(ordering: .relaxed) == 0)
+            for c in clients { c.close() }
+            try await proxy.stop()
+        }
+
+        @Test("a backup standing by does not take the clients of a server at its limit")
+        func backupsStandBy() async throws {
+            let a = try TestServer.naming("a"), backup = try TestServer.naming("z")
+            defer { a.stop(); backup.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: a.endpoint, maxConnections: 1),
+                                               .init(name: "z", address: backup.endpoint, state: .standby)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            let first = try TestSocket.connect(to: address, timeout: 5)
+            try first.send("?")
+            #expect(try first.receive(exactly: 1) == Array("a".utf8))
+            let second = try TestSocket.connect(to: address, timeout: 5)
+            try second.send("?")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(backup.accepted == 0)
+            first.close()
+            #expect(try second.receive(exactly: 1) == Array("a".utf8))
+            second.close()
+            try await proxy.stop()
+        }
+
+        @Test("a client that resets while waiting leaves the queue; it never reaches the server")
+        func resetWhileWaiting() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let leaving = try TestSocket.connect(to: address, timeout: 5)
+            try leaving.send("l")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            leaving.reset()
+            #expect(await eventually { Self.queued(proxy) == 0 && proxy.counters().currentConnections.load(ordering: .relaxed) == 1 })
+            holder.close()
+            let next = try TestSocket.connect(to: address, timeout: 5)
+            try next.send("n")
+            #expect(try next.receive(exactly: 1) == Array("n".utf8))
+            #expect(server.accepted == 2)
+            next.close()
+            try await proxy.stop()
+        }
+
+        @Test("a reload that lifts the limit serves the waiting clients at once")
+        func reloadLiftsTheLimit() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 2)
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            var waiting: [TestSocket] = []
+            for i in 0..<4 {
+                let c = try TestSocket.connect(to: address, timeout: 5)
+                try c.send([UInt8(48 + i)])
+                waiting.append(c)
+            }
+            #expect(await eventually { Self.queued(proxy) == 4 })
+            proxy.publish([.init(name: "a", address: server.endpoint, maxConnections: 0)])
+            for (i, c) in waiting.enumerated() { #expect(try c.receive(exactly: 1) == [UInt8(48 + i)]) }
+            #expect(Self.queued(proxy) == 0)
+            for c in waiting { c.close() }
+            holder.close()
+            try await proxy.stop()
+        }
+
+        @Test("waiting clients are closed as having no server when every server leaves selection")
+        func noServerLeft() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let waiter = try TestSocket.connect(to: address, timeout: 5)
+            try waiter.send("w")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            proxy.publish([.init(name: "a", address: server.endpoint, state: .down, maxConnections: 1)])
+            #expect(waiter.waitForClose() == "reset")
+            #expect(await eventually { Self.queued(proxy) == 0 && proxy.counters().noBackend.load(ordering: .relaxed) == 1 })
+            waiter.close(); holder.close()
+            try await proxy.stop()
+        }
+    }
+}
