@@ -259,5 +259,124 @@ extension ProxyTests {
             waiter.close(); holder.close()
             try await proxy.stop()
         }
+    
+        static func places(_ proxy: ProxyHarness, _ server: String = "a") -> Int64 {
+            proxy.counters(server: server).placesTaken.load(ordering: .relaxed)
+        }
+
+        @Test("waiting clients are served oldest first")
+        func oldestFirst() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            var waiting: [TestSocket] = []
+            for i in 0..<3 {
+                let c = try TestSocket.connect(to: address, timeout: 5)
+                try c.send([UInt8(65 + i)])
+                waiting.append(c)
+                #expect(await eventually { Self.queued(proxy) == Int64(i + 1) })
+            }
+            var previous = holder
+            for (i, c) in waiting.enumerated() {
+                previous.close()
+                #expect(try c.receive(exactly: 1) == [UInt8(65 + i)])
+                #expect(Self.queued(proxy) == Int64(waiting.count - i - 1))
+                previous = c
+            }
+            previous.close()
+            #expect(await eventually { Self.places(proxy) == 0 })
+            try await proxy.stop()
+        }
+
+        @Test("a limit a reload sets counts the connections the server already holds")
+        func limitSetByReload() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            var open: [TestSocket] = []
+            for _ in 0..<3 {
+                let c = try TestSocket.connect(to: address, timeout: 5)
+                try c.send("o")
+                #expect(try c.receive(exactly: 1) == Array("o".utf8))
+                open.append(c)
+            }
+            #expect(Self.places(proxy) == 3)
+            proxy.publish([.init(name: "a", address: server.endpoint, maxConnections: 2)])
+            try await Task.sleep(for: .milliseconds(100))
+            let late = try TestSocket.connect(to: address, timeout: 5)
+            try late.send("l")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            open[0].close()
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(Self.queued(proxy) == 1, "2 of a limit of 2 still open")
+            open[1].close()
+            #expect(try late.receive(exactly: 1) == Array("l".utf8))
+            open[2].close(); late.close()
+            #expect(await eventually { Self.places(proxy) == 0 })
+            try await proxy.stop()
+        }
+
+        @Test("a reload that moves a server while a connect to it is in flight keeps one place")
+        func addressChangeMidConnect() async throws {
+            let silent = try FullListener()
+            defer { silent.close() }
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: silent.endpoint, maxConnections: 1)],
+                                     pool: { $0.connectTimeout = .seconds(10); $0.queueTimeout = .seconds(30) }, workers: 1)
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            try client.send("m")
+            #expect(await eventually { Self.places(proxy) == 1 })
+            proxy.publish([.init(name: "a", address: server.endpoint, maxConnections: 1)])
+            #expect(try client.receive(exactly: 1) == Array("m".utf8))
+            #expect(Self.places(proxy) == 1)
+            client.close()
+            #expect(await eventually { Self.places(proxy) == 0 })
+            try await proxy.stop()
+        }
+
+        @Test("a client that resets while its connect is in flight is closed at once, its place given back")
+        func resetWhileConnecting() async throws {
+            let silent = try FullListener()
+            defer { silent.close() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: silent.endpoint, maxConnections: 1)],
+                                     pool: { $0.connectTimeout = .seconds(10) }, workers: 1)
+            let address = try await proxy.start()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            #expect(await eventually { Self.places(proxy) == 1 })
+            client.reset()
+            #expect(await eventually(timeout: 3) {
+                Self.places(proxy) == 0 && proxy.counters().currentConnections.load(ordering: .relaxed) == 0
+            })
+            try await proxy.stop()
+        }
+
+        @Test("a stop with clients waiting closes them and gives every place back")
+        func stopWithWaiting() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, workers: 2)
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let waiter = try TestSocket.connect(to: address, timeout: 5)
+            try waiter.send("w")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            try await proxy.stop()
+            #expect(["reset", "eof"].contains(waiter.waitForClose()))
+            #expect(Self.queued(proxy) == 0 && Self.places(proxy) == 0)
+            #expect(proxy.counters().currentConnections.load(ordering: .relaxed) == 0)
+            waiter.close(); holder.close()
+        }
     }
 }

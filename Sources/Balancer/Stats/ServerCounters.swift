@@ -16,9 +16,8 @@ public final class ServerCounters: Sendable {
     /// Connect attempts that failed since the last one that succeeded (over every event loop:
     /// an approximate "in a row"), for `error_limit`.
     public let connectFailuresInARow = Atomic<Int64>(0)
-    /// Places taken under the server's `max_connections` (proxy mode): its connections
-    /// connecting or established that were opened while it had a limit. Zero for a server
-    /// without one.
+    /// The server's connections connecting or established (proxy mode), what its
+    /// `max_connections` limits.
     public let placesTaken = Atomic<Int64>(0)
 
     public init() {}
@@ -37,14 +36,20 @@ public final class ServerCounters: Sendable {
         return false
     }
 
-    /// Gives back a place `reservePlace(limit:)` took.
+    /// Counts a connection to a server without a limit (so that a limit a reload sets counts
+    /// the connections it already holds).
+    @inlinable public func takePlace() {
+        placesTaken.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Gives back a place `reservePlace(limit:)` or `takePlace()` took.
     @inlinable public func releasePlace() {
-        placesTaken.wrappingSubtract(1, ordering: .relaxed)
+        placesTaken.wrappingSubtract(1, ordering: .sequentiallyConsistent)
     }
 
     /// Whether a connection could take a place now (a hint: another thread may take it first).
     @inlinable public func hasPlace(limit: Int64) -> Bool {
-        limit <= 0 || placesTaken.load(ordering: .relaxed) < limit
+        limit <= 0 || placesTaken.load(ordering: .sequentiallyConsistent) < limit
     }
 
     /// A connection to this server was established.

@@ -157,6 +157,8 @@ final class EventLoop {
     private var limitFreed = false
     /// This loop's connections waiting for a server place (`Connection.Phase.queued`).
     private var queuedCount = 0
+    /// The frontend `serveWaiting` serves first next time (they take turns).
+    private var serveFirst = 0
     /// The other loops of the service, woken when this one frees a server place while they
     /// hold waiting clients. Set before the loop's thread starts.
     var peers: [LoopControl] = []
@@ -254,6 +256,8 @@ final class EventLoop {
         case .wake:
             var value: UInt64 = 0
             _ = Glibc.read(control.wakeFD, &value, 8)
+            // Acquires the place a peer freed before it woke us (see `LoopControl.wakeForPlace`).
+            _ = control.placeWakePending.exchange(false, ordering: .acquiringAndReleasing)
         case .listener:
             acceptAll(frontend: index, arrival: true)
         case .client, .backend:
@@ -266,9 +270,11 @@ final class EventLoop {
                 connectProgress(index, events: events)
             } else if conn.pointee.phase == .established {
                 service(index, events: events, fromClient: kind == .client)
-            } else if conn.pointee.phase == .queued && events & (CL_EPOLLHUP | CL_EPOLLERR) != 0 {
-                // The client reset (or failed) while it waited: it leaves the queue. A half-close
-                // (EPOLLRDHUP alone) is a client that sent its request and waits for the answer.
+            } else if kind == .client && events & (CL_EPOLLHUP | CL_EPOLLERR) != 0 {
+                // The client reset (or failed) while its connect was in flight or while it
+                // waited for a place: neither is worth finishing. (Edge-triggered: this is
+                // the only report of it.) A half-close (EPOLLRDHUP alone) is a client that sent
+                // its request and waits for the answer.
                 close(index, abort: true, end: .clientError(SocketCalls.pendingError(conn.pointee.client) ?? .connectionReset))
             }
         }
@@ -345,10 +351,17 @@ final class EventLoop {
             turnAway()
             return
         }
+        // Clients of the frontend wait for a server place (in this loop or another): this one
+        // waits behind them rather than take the next place first.
+        let behindWaiting = counters.queued.load(ordering: .relaxed) > 0
         let key = FlowKey(client: client, vip: frontends[f].vip)
-        guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
-            turnAway()
-            return
+        var choice = -1
+        if !behindWaiting {
+            guard let picked = frontends[f].scheduler?.pick(for: key, in: route) else {
+                turnAway()
+                return
+            }
+            choice = picked
         }
         let index = slab.allocate()
         let conn = slab.slots + index
@@ -369,7 +382,11 @@ final class EventLoop {
             close(index, abort: true, end: .localError(error))
             return
         }
-        connect(index, to: choice, route: route)
+        if behindWaiting {
+            wait(index)
+        } else {
+            connect(index, to: choice, route: route)
+        }
     }
 
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
@@ -420,8 +437,12 @@ final class EventLoop {
                     target = next
                     continue
                 }
-                conn.pointee.holdsPlace = true
+            } else {
+                // Counted without a limit too, so that a limit a reload sets counts what the
+                // server already holds.
+                s.counters.takePlace()
             }
+            conn.pointee.holdsPlace = true
             var fd: Int32 = -1
             do {
                 fd = try backendSocket(for: s.address, frontend: conn.pointee.frontend)
@@ -462,7 +483,9 @@ final class EventLoop {
         guard conn.pointee.holdsPlace else { return }
         conn.pointee.holdsPlace = false
         counters?.releasePlace()
-        for peer in peers where peer.queuedClients.load(ordering: .relaxed) > 0 { peer.wake() }
+        // Sequentially consistent with `wait`'s store: either this sees the peer's waiting
+        // clients, or the peer's next look at the places sees this one free.
+        for peer in peers where peer.queuedClients.load(ordering: .sequentiallyConsistent) > 0 { peer.wakeForPlace() }
     }
 
     /// A socket for a backend connection. Out of descriptors, the reserve is given back for
@@ -570,32 +593,42 @@ final class EventLoop {
         frontends[f].waiting.append(index: index, generation: conn.pointee.generation)
         conn.pointee.frontendCounters?.queued.wrappingAdd(1, ordering: .relaxed)
         queuedCount += 1
-        control.queuedClients.store(queuedCount, ordering: .relaxed)
+        control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
 
     /// The client in `conn` no longer waits (it is served, or closed).
     private func leaveQueue(_ conn: UnsafeMutablePointer<Connection>) {
         conn.pointee.frontendCounters?.queued.wrappingSubtract(1, ordering: .relaxed)
         queuedCount -= 1
-        control.queuedClients.store(queuedCount, ordering: .relaxed)
+        control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
 
     /// Retries the oldest waiting clients of each frontend while one of its selectable servers
     /// has a place (or none is selectable: they are then closed as having no server).
-    private func serveWaiting() {
-        for f in frontends.indices where !frontends[f].waiting.isEmpty {
+    ///
+    /// A server whose last connect failed does not count as having a place: its waiting
+    /// clients would only fail on it again. `probe` (each sweep) retries one client per
+    /// frontend counting it too, so a server that recovers is found without a place freeing
+    /// elsewhere. Frontends take turns being served first.
+    private func serveWaiting(probe: Bool = false) {
+        let count = frontends.count
+        guard count > 0 else { return }
+        serveFirst = (serveFirst + 1) % count
+        for k in 0..<count {
+            let f = (serveFirst + k) % count
+            guard !frontends[f].waiting.isEmpty, let route = frontends[f].route else { continue }
             // Each entry at most once: a client that finds every place taken again (another
             // loop was faster) goes to the back.
-            var budget = frontends[f].waiting.count
+            var budget = probe ? 1 : frontends[f].waiting.count
             while budget > 0, let entry = frontends[f].waiting.first {
-                budget -= 1
                 let index = entry.index
                 let conn = slab.slots + index
                 guard conn.pointee.phase == .queued, conn.pointee.generation == entry.generation else {
                     frontends[f].waiting.removeFirst()
                     continue
                 }
-                guard let route = frontends[f].route, Self.mayTakeWaiting(route) else { break }
+                budget -= 1
+                guard Self.mayTakeWaiting(route, countingFailing: probe) else { break }
                 frontends[f].waiting.removeFirst()
                 leaveQueue(conn)
                 conn.pointee.phase = .connecting
@@ -613,11 +646,13 @@ final class EventLoop {
     }
 
     /// Whether a waiting client of `route` should be retried now: a selectable server has a
-    /// free place, or none is selectable.
-    private static func mayTakeWaiting(_ route: FrontendRoute) -> Bool {
+    /// free place (and, unless `countingFailing`, its last connect did not fail), or none is
+    /// selectable.
+    private static func mayTakeWaiting(_ route: FrontendRoute, countingFailing: Bool) -> Bool {
         for i in route.selectable {
             let s = route.servers[i]
-            if s.counters.hasPlace(limit: Int64(s.maxConnections)) { return true }
+            if s.counters.hasPlace(limit: Int64(s.maxConnections))
+                && (countingFailing || s.counters.connectFailuresInARow.load(ordering: .relaxed) == 0) { return true }
         }
         return route.selectable.isEmpty
     }
@@ -820,6 +855,7 @@ final class EventLoop {
             }
         }
         if cut > 0 { logger.notice("drain_timeout passed: closed \(cut) connection(s) still open, \(slab.live) left") }
+        if queuedCount > 0 { serveWaiting(probe: true) }
     }
 
     private func beginDrain() {
@@ -1024,10 +1060,12 @@ final class EventLoop {
             conn.pointee.firstChoice = first >= 0 && first < map.count && map[first] >= 0 ? map[first] : moved
             if conn.pointee.phase == .connecting && route.servers[moved].address != conn.pointee.serverAddress {
                 // The reload gave its server another address: connect there instead (the
-                // old one may never answer; its attempt is no failure of the server's).
+                // old one may never answer; its attempt is no failure of the server's). Its
+                // place is given back first: the connect takes one again.
                 SocketCalls.close(conn.pointee.backend)
                 conn.pointee.backend = -1
                 conn.pointee.backendReplacedInBatch = batch
+                givePlaceBack(conn, to: conn.pointee.serverCounters)
                 connect(index, to: moved, route: route)
             }
         }

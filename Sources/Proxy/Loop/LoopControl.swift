@@ -23,6 +23,9 @@ final class LoopControl: Sendable {
     /// Clients the loop holds waiting for a place at a server with `max_connections`: a loop
     /// that frees such a place wakes the loops where this is not zero.
     let queuedClients = Atomic<Int>(0)
+    /// A peer woke the loop for a freed place and the loop has not looked yet: further
+    /// frees skip the eventfd write (one wake serves them all).
+    let placeWakePending = Atomic<Bool>(false)
     /// The snapshot generation the loop last adopted (see `ProxyService.prepare`).
     let adoptedGeneration = Atomic<UInt64>(0)
     /// Requests for the loop's connections (`/flows`), answered between turns.
@@ -92,6 +95,12 @@ final class LoopControl: Sendable {
     func requestStop() {
         stopRequested.store(true, ordering: .releasing)
         wake()
+    }
+
+    /// Wakes the loop to retry its waiting clients: a place it may use was freed (before
+    /// this call, which publishes it). One eventfd write until the loop has looked.
+    func wakeForPlace() {
+        if !placeWakePending.exchange(true, ordering: .acquiringAndReleasing) { wake() }
     }
 
     /// Wakes the loop from its `epoll_wait`.
