@@ -52,7 +52,15 @@ struct StatsServerTests {
             }
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").body.isEmpty)
             #expect(try httpGet(port: p, path: "/stats", method: "HEAD").headers.lowercased().contains("content-type: application/json"))
-            #expect(try httpGet(port: p, path: "/nope").status == 404)
+            let unknown = try httpGet(port: p, path: "/nope")
+            #expect(unknown.status == 404 && unknown.body.contains("no page '/nope': convey serves /, /flows, /metrics, /stats"),
+                    "\(unknown)")
+            // A known page asked with a method it does not take: 405, saying which it takes.
+            for (method, path, allowed) in [("POST", "/flows", "GET"), ("DELETE", "/stats", "GET, HEAD"), ("PUT", "/", "GET, HEAD")] {
+                let refused = try httpGet(port: p, path: path, method: method)
+                #expect(refused.status == 405 && refused.headers.lowercased().contains("allow: \(allowed.lowercased())")
+                        && refused.body.contains("\(method) is not served on \(path): use \(allowed)"), "\(method) \(path): \(refused)")
+            }
 
             // No listing given: /flows says so.
             let flows = try httpGet(port: p, path: "/flows")

@@ -156,5 +156,15 @@ struct FlowListingTests {
         #expect(throws: FlowQueryError.bad("client is given twice: give it once")) {
             try FlowQuery(parameters: [("client", "10.0.0.1"), ("client", "10.0.0.2")])
         }
+        // Past the most a worker lists, any count (however long) is served as that most.
+        #expect(try FlowQuery(parameters: [("limit", "4097")]).limit == FlowQuery.maxLimit)
+        #expect(try FlowQuery(parameters: [("limit", "9999999999999999999999999")]).limit == FlowQuery.maxLimit)
+        #expect(throws: FlowQueryError.bad("limit: 'x' is not a count (0-4096; more lists 4096 per worker)")) {
+            try FlowQuery(parameters: [("limit", "x")])
+        }
+        #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("limit", "")]) }
+        // `?&limit=5`: the empty pair asks nothing.
+        #expect(try FlowQuery(parameters: [("", ""), ("limit", "5"), ("", "")]).limit == 5)
+        #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("", "5")]) }
     }
 }

@@ -5,10 +5,12 @@ public struct FlowQuery: Sendable, Equatable {
     public var frontend: String?
     /// `pool/name`.
     public var server: ServerID?
-    /// Rows per worker at most.
+    /// Rows per worker at most (a larger request is served as `maxLimit`).
     public var limit: Int
 
     public static let defaultLimit = 1000
+    /// The most rows a worker copies for one request (what its answer buffer holds).
+    public static let maxLimit = 4096
 
     public init(client: IPAddress? = nil, frontend: String? = nil, server: ServerID? = nil, limit: Int = defaultLimit) {
         self.client = client
@@ -22,7 +24,8 @@ public struct FlowQuery: Sendable, Equatable {
     public init(parameters: [(key: String, value: String)]) throws(FlowQueryError) {
         self.init()
         var seen: Set<String> = []
-        for (key, value) in parameters {
+        // `?&limit=5` or a trailing `&` leaves an empty pair: nothing was asked.
+        for (key, value) in parameters where !(key.isEmpty && value.isEmpty) {
             guard seen.insert(key).inserted else { throw .bad("\(key) is given twice: give it once") }
             switch key {
             case "client":
@@ -37,8 +40,12 @@ public struct FlowQuery: Sendable, Equatable {
                 }
                 server = ServerID(pool: String(parts[0]), name: String(parts[1]))
             case "limit":
-                guard let n = Int(value), n >= 0 else { throw .bad("limit: '\(value)' is not a count") }
-                limit = n
+                // Past the most a worker lists, every count means "as many as there may be"
+                // (as `limit_per_worker` then says), however many digits it has.
+                guard !value.isEmpty, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                    throw .bad("limit: '\(value)' is not a count (0-\(Self.maxLimit); more lists \(Self.maxLimit) per worker)")
+                }
+                limit = min(Int(value) ?? Self.maxLimit, Self.maxLimit)
             default:
                 throw .bad("unknown parameter '\(key)': use client=IP, frontend=NAME, server=POOL/NAME, limit=N")
             }

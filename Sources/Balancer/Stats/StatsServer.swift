@@ -47,6 +47,8 @@ public struct StatsServer: Service {
         let exporter = PrometheusExporter()
         let provider = self.provider
         let router = Router()
+        router.add(middleware: StatsFallbackMiddleware(pages: ["/": "GET, HEAD", "/stats": "GET, HEAD",
+                                                               "/metrics": "GET, HEAD", "/flows": "GET"]))
         let pages: [(path: RouterPath, type: String, body: @Sendable () -> String)] = [
             ("/stats", "application/json", { provider().json.serialized(pretty: true) + "\n" }),
             ("/metrics", "text/plain; version=0.0.4; charset=utf-8", { exporter.render(provider()) }),

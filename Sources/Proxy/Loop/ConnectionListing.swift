@@ -58,7 +58,7 @@ struct ConnectionListingResult: Sendable {
 /// loop moves bytes.
 final class ConnectionListing: Sendable {
     /// The most rows one loop copies per request (as a worker of the AF_XDP modes).
-    static let maxRows = 4096
+    static let maxRows = FlowQuery.maxLimit
 
     private struct State {
         var nextTicket: UInt64 = 0

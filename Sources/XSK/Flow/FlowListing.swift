@@ -44,7 +44,7 @@ public struct FlowListingResult: Sendable {
 /// ends while the walk goes on may be missed or shown.
 public final class FlowListing: @unchecked Sendable {
     /// The most rows one worker copies per request.
-    public static let maxRows = 4096
+    public static let maxRows = FlowQuery.maxLimit
     /// Table slots a worker walks per batch: 2 MiB of entries, a fraction of a millisecond,
     /// so a busy worker's batches are hardly delayed; an idle one calls again every 1 ms
     /// while it walks (`PacketHandler.hasWorkBetweenBatches`).
