@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import Balancer
+@testable import Balancer
 import Testing
 
 @Suite("Loading configuration files")
@@ -242,7 +242,7 @@ struct ConfigLoaderTests {
             addr = "127.0.0.1:90000"
             """)
         #expect(both.map(\.key) == ["frontends.web.balanse", "backends.p.servers.x.addr"], "\(both)")
-        #expect(both[0].message == "warning: unknown key", "a warning says so among the errors")
+        #expect(both[0].message == "warning: unknown key: did you mean balance?", "a warning says so among the errors")
     }
 
     @Test("a syntax error names its line")
@@ -326,15 +326,23 @@ struct ConfigLoaderTests {
             listen_addr = "127.0.0.1:80"
             backend = "pool"
             balanse = "wrr"
+            alow = "10.0.0.0/8"
+            colour = "blue"
             [backends.pool]
               [backends.pool.servers.a]
               addr = "127.0.0.1:81"
               wieght = 2
+              max_conections = 5
             """, file: "test.toml")
         #expect(loaded.warnings.map(\.description) == [
-            "test.toml:4: frontends.web.balanse: unknown key",
-            "test.toml:8: backends.pool.servers.a.wieght: unknown key",
+            "test.toml:4: frontends.web.balanse: unknown key: did you mean balance?",
+            "test.toml:5: frontends.web.alow: unknown key: did you mean allow?",
+            "test.toml:6: frontends.web.colour: unknown key",
+            "test.toml:10: backends.pool.servers.a.wieght: unknown key: did you mean weight?",
+            "test.toml:11: backends.pool.servers.a.max_conections: unknown key: did you mean max_connections?",
         ])
+        #expect(KeySuggestion.closest(to: "rize", among: ["rise", "size"]) == nil, "two equally close: no guess")
+        #expect(KeySuggestion.closest(to: "idle", among: ["idle_timeout"]) == nil)
     }
 
     @Test("two frontends on one address and two servers on one address are refused")

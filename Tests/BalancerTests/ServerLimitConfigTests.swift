@@ -58,6 +58,30 @@ struct ServerLimitConfigTests {
         #expect(loaded.warnings.first?.message.contains("no server of pool 'p' sets max_connections") == true)
     }
 
+    @Test("a key in the wrong table, or by HAProxy's name, is warned about saying where it goes")
+    func misplacedKeys() throws {
+        let loaded = try ConfigLoader.load(source: """
+            [frontends.web]
+            listen_addr = "127.0.0.1:80"
+            backend = "p"
+            maxconn = 100
+            queue_timeout = 3
+            [backends.p]
+            max_connections = 10
+            [backends.p.servers.a]
+            addr = "127.0.0.1:9000"
+            maxconn = 4
+            connect_timeout = 1
+            """, file: "t.toml")
+        #expect(loaded.warnings.map(\.description) == [
+            "t.toml:4: frontends.web.maxconn: unknown key here: HAProxy's maxconn is max_connections here",
+            "t.toml:5: frontends.web.queue_timeout: unknown key here: queue_timeout is a pool setting: put it under [backends.POOL]",
+            "t.toml:7: backends.p.max_connections: unknown key here: max_connections is set per server: put it under [backends.p.servers.NAME] (or per frontend, under [frontends.NAME])",
+            "t.toml:10: backends.p.servers.a.maxconn: unknown key here: HAProxy's maxconn is max_connections here",
+            "t.toml:11: backends.p.servers.a.connect_timeout: unknown key here: connect_timeout is a pool setting: put it under [backends.p], for all its servers",
+        ], "\(loaded.warnings.map(\.description))")
+    }
+
     @Test("a reload reports a changed limit and queue_timeout, and the route carries the limit")
     func reload() throws {
         let before = try load(Self.head + "[backends.p.servers.a]\naddr = \"127.0.0.1:9000\"\nmax_connections = 10")

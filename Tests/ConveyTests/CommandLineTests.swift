@@ -107,7 +107,7 @@ struct CommandLineTests {
             ("bad-address.toml", "bad-address.toml:7: backends.pool.servers.a.addr: '10.0.0.300' is not an IPv4 or IPv6 address"),
             ("missing-pool.toml", "missing-pool.toml:3: frontends.web.backend: pool 'nope' does not exist"),
             ("bad-weight.toml", "bad-weight.toml:8: backends.pool.servers.a.weight: 5000 is out of range (0-1000)"),
-            ("unknown-key.toml", "unknown-key.toml:4: frontends.web.balanse: warning: unknown key\n"
+            ("unknown-key.toml", "unknown-key.toml:4: frontends.web.balanse: warning: unknown key: did you mean balance?\n"
                 + "--check fails on warnings too; convey itself would start and log them"),
           ])
     func badFiles(file: String, expected: String) throws {

@@ -148,6 +148,34 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
+        @Test("log_connections says how long a client served after waiting waited")
+        func logsTheWait() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let log = LogLines()
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30) }, frontend: { $0.logConnections = true },
+                                     workers: 1, logger: log.logger())
+            let address = try await proxy.start()
+            let holder = try TestSocket.connect(to: address, timeout: 5)
+            try holder.send("h")
+            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let waiter = try TestSocket.connect(to: address, timeout: 5)
+            let waiterAddress = waiter.localEndpoint
+            try waiter.send("w")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            try await Task.sleep(for: .milliseconds(300))
+            holder.close()
+            #expect(try waiter.receive(exactly: 1) == Array("w".utf8))
+            waiter.close()
+            #expect(await eventually { !ConnectionLog.lines(log, about: waiterAddress).isEmpty })
+            let line = ConnectionLog.lines(log, about: waiterAddress).first ?? ""
+            let waited = line.range(of: ", waited ").map { line[$0.upperBound...].prefix { $0 != " " } }.flatMap { Double($0) }
+            #expect(line.contains(": closed; ") && line.hasSuffix(" s for a place"), "\(line)")
+            #expect((waited ?? 0) >= 0.25, "\(line)")
+            try await proxy.stop()
+        }
+
         @Test("a server at its limit is passed over for one with a place: nobody waits")
         func spillsToAServerWithAPlace() async throws {
             let a = try TestServer.naming("a"), b = try TestServer.naming("b")

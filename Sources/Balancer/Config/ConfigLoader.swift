@@ -141,7 +141,7 @@ public enum ConfigLoader {
 
     private static func readFrontend(_ name: String, _ t: TableReader, pools: [PoolConfig],
                                       root: TableReader) -> FrontendConfig? {
-        defer { t.reportUnknownKeys() }
+        defer { t.reportUnknownKeys(elsewhere: MisplacedKeys.inFrontend()) }
         let listen = endpoint(t, "listen_addr", required: true, role: .listener)
         let poolName = t.string("backend", required: true)
         let balance = t.choice("balance", BalanceAlgorithm.self) ?? .wrr
@@ -259,7 +259,7 @@ public enum ConfigLoader {
     }
 
     private static func readPool(_ name: String, _ t: TableReader) -> PoolConfig? {
-        defer { t.reportUnknownKeys() }
+        defer { t.reportUnknownKeys(elsewhere: MisplacedKeys.inPool(name)) }
         var health = HealthCheckConfig()
         if let interval = t.seconds("health_check_interval") {
             health.interval = interval == .zero ? .seconds(5) : interval  // seed: 0 means 5 s
@@ -294,7 +294,7 @@ public enum ConfigLoader {
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 let backup = s.bool("backup") ?? false
                 let maxConnections = s.int("max_connections", in: 0...10_000_000) ?? 0
-                s.reportUnknownKeys()
+                s.reportUnknownKeys(elsewhere: MisplacedKeys.inServer(name))
                 guard let address else { continue }
                 if let other = addresses[address] {
                     s.fail("addr", "\(address) is already server '\(other)' of this pool")

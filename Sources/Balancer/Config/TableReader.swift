@@ -169,9 +169,19 @@ final class TableReader {
     }
 
     /// Warns about every key of this table that no accessor asked for.
-    func reportUnknownKeys() {
+    /// `elsewhere`: keys that belong in another table (or are another program's names), with
+    /// where they go.
+    func reportUnknownKeys(elsewhere: [String: String] = [:]) {
         for key in table.keys.sorted() where !seen.contains(key) {
-            if key.isEmpty { fail(key, "an empty key") } else { warn(key, "unknown key") }
+            if key.isEmpty {
+                fail(key, "an empty key")
+            } else if let hint = elsewhere[key] {
+                warn(key, "unknown key here: \(hint)")
+            } else if let meant = KeySuggestion.closest(to: key, among: seen.filter { !table.contains(key: $0) }) {
+                warn(key, "unknown key: did you mean \(meant)?")
+            } else {
+                warn(key, "unknown key")
+            }
         }
     }
 }

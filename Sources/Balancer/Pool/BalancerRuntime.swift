@@ -629,6 +629,7 @@ public struct ReloadReport: Sendable, Equatable {
                     if os.backup != s.backup { applied.append("server \(p.name)/\(s.name): backup \(os.backup) -> \(s.backup)") }
                     if os.maxConnections != s.maxConnections {
                         applied.append("server \(p.name)/\(s.name): max_connections \(os.maxConnections) -> \(s.maxConnections)"
+                                       + (s.maxConnections == 0 ? " (no limit)" : "")
                                        + (s.maxConnections > 0 && (os.maxConnections == 0 || s.maxConnections < os.maxConnections)
                                           ? " (connections it holds over the new limit go on; new ones wait until it is under)" : ""))
                     }

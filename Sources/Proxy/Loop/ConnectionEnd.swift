@@ -25,7 +25,8 @@ enum ConnectionEnd: CustomStringConvertible {
     case localError(Errno)
     /// The frontend's `allow` / `deny` lists refused the client.
     case denied
-    /// Every candidate server stayed at its `max_connections` for the pool's `queue_timeout`.
+    /// No candidate server had a place (at its `max_connections`, or failing) for the pool's
+    /// `queue_timeout`.
     case queueTimeout
 
     var description: String {
@@ -41,7 +42,7 @@ enum ConnectionEnd: CustomStringConvertible {
         case .stopped: return "stopped"
         case .localError(let e): return "local error: \(e)"
         case .denied: return "denied (allow/deny)"
-        case .queueTimeout: return "queue_timeout (every server at max_connections)"
+        case .queueTimeout: return "queue_timeout (no server had a place)"
         }
     }
 }

@@ -790,22 +790,30 @@ final class EventLoop {
             let local = SocketCalls.localEndpoint(conn.pointee.backend).map { " via \($0)" } ?? ""
             target = (id.map { "\($0) " } ?? "") + "\(conn.pointee.serverAddress)\(local)"
         }
-        let retries = conn.pointee.failures > 0 && conn.pointee.phase == .established
+        var note = conn.pointee.failures > 0 && conn.pointee.phase != .connecting
             ? ", after \(conn.pointee.failures) failed connect(s)" : ""
+        if conn.pointee.queuedAt > 0 && conn.pointee.phase != .queued {
+            // Served after waiting for a place (the HAProxy log's Tw).
+            note += ", waited \(Self.seconds(now &- conn.pointee.queuedAt)) s for a place"
+        }
         logConnection(conn.pointee.clientAddress, to: target, end, frontend: f,
                       nanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
-                      bytesTx: conn.pointee.bytesTx, bytesRx: conn.pointee.bytesRx, note: retries)
+                      bytesTx: conn.pointee.bytesTx, bytesRx: conn.pointee.bytesRx, note: note)
     }
 
     /// The `log_connections` line, for a connection or a client refused at accept (no time,
     /// no bytes).
     private func logConnection(_ client: Endpoint, to target: String, _ end: ConnectionEnd, frontend f: Int,
                                nanoseconds: UInt64 = 0, bytesTx: Int64 = 0, bytesRx: Int64 = 0, note: String = "") {
+        logger.info("connection \(client) -> \(target): \(end); \(Self.seconds(nanoseconds)) s, \(bytesTx) bytes up, \(bytesRx) down\(note)",
+                    metadata: ["frontend": "\(frontends[f].name)"])
+    }
+
+    /// Nanoseconds as seconds with three decimals, for the log.
+    private static func seconds(_ nanoseconds: UInt64) -> String {
         let millis = (nanoseconds + 500_000) / 1_000_000
         let fraction = String(millis % 1000)
-        let seconds = "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
-        logger.info("connection \(client) -> \(target): \(end); \(seconds) s, \(bytesTx) bytes up, \(bytesRx) down\(note)",
-                    metadata: ["frontend": "\(frontends[f].name)"])
+        return "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }
 
     private func closeSocket(_ fd: Int32, abort: Bool) {

@@ -1,0 +1,39 @@
+/// Keys an operator may write in the wrong table, or by HAProxy's name, and where they go:
+/// the unknown-key warning says so instead of only "unknown key".
+enum MisplacedKeys {
+    static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "log_connections", "allow", "deny"]
+    static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
+                           "health_check_expect", "health_check_proxy_protocol", "connect_timeout", "idle_timeout",
+                           "drain_timeout", "slow_start", "error_limit", "queue_timeout"]
+    static let serverKeys = ["addr", "weight", "backup"]
+
+    /// For a `[frontends.NAME]` table.
+    static func inFrontend() -> [String: String] {
+        var hints: [String: String] = [:]
+        for key in poolKeys { hints[key] = "\(key) is a pool setting: put it under [backends.POOL]" }
+        for key in serverKeys { hints[key] = "\(key) is a server setting: put it under [backends.POOL.servers.NAME]" }
+        hints["maxconn"] = "HAProxy's maxconn is max_connections here"
+        return hints
+    }
+
+    /// For the `[backends.POOL]` table of pool `pool`.
+    static func inPool(_ pool: String) -> [String: String] {
+        var hints: [String: String] = [:]
+        for key in frontendKeys { hints[key] = "\(key) is a frontend setting: put it under [frontends.NAME]" }
+        for key in serverKeys + ["max_connections"] {
+            hints[key] = "\(key) is set per server: put it under [backends.\(pool).servers.NAME]"
+        }
+        hints["max_connections"]! += " (or per frontend, under [frontends.NAME])"
+        hints["maxconn"] = "HAProxy's maxconn is max_connections here, set per server under [backends.\(pool).servers.NAME]"
+        return hints
+    }
+
+    /// For a `[backends.POOL.servers.NAME]` table of pool `pool`.
+    static func inServer(_ pool: String) -> [String: String] {
+        var hints: [String: String] = [:]
+        for key in poolKeys { hints[key] = "\(key) is a pool setting: put it under [backends.\(pool)], for all its servers" }
+        for key in frontendKeys { hints[key] = "\(key) is a frontend setting: put it under [frontends.NAME]" }
+        hints["maxconn"] = "HAProxy's maxconn is max_connections here"
+        return hints
+    }
+}
