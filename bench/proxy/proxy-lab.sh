@@ -8,18 +8,26 @@
 #   proxy-lab.sh down PREFIX                 stop everything, remove the namespace (idempotent)
 #   proxy-lab.sh bulk PREFIX TARGET SECONDS  iperf3 through TARGET: prints value=<Gbit/s>
 #   proxy-lab.sh cps PREFIX TARGET SECONDS   new connections/s through TARGET: prints value=<conn/s>
-# TARGET: convey | haproxy | nginx | direct. CPU used per process goes to stderr.
+#   proxy-lab.sh cps-limited PREFIX TARGET SECONDS
+#                                            the same with 16 client threads through a server
+#                                            limited to 8 connections (convey's max_connections,
+#                                            HAProxy's server maxconn), the rest queued
+# TARGET: convey | haproxy | nginx | direct (cps-limited: convey | haproxy; nginx queues only
+# in NGINX Plus). CPU used per process goes to stderr.
 #
 # The machine's hard descriptor limit here is 20000, so HAProxy's maxconn is 7000 (it
 # reserves 2 fds per connection plus splice pipes) and nginx's worker_connections 8000.
 # Ports (in the namespace, 127.0.0.1): backends iperf3 5201, rrserver 8081;
-# convey 7001/7002, haproxy 7101/7102, nginx 7201/7202 (bulk/cps); convey stats 7999.
+# convey 7001/7002/7003, haproxy 7101/7102/7103, nginx 7201/7202 (bulk/cps/cps-limited);
+# convey stats 7999.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 tools=$root/.build/bench-tools
 STREAMS=${PROXY_BENCH_STREAMS:-4}     # iperf3 parallel streams
 CPS_THREADS=${PROXY_BENCH_CPS_THREADS:-4}
+LIMITED_THREADS=${PROXY_BENCH_LIMITED_THREADS:-16}  # cps-limited: clients, twice the server's limit
+SERVER_LIMIT=8
 
 die() { echo "proxy-lab: $*" >&2; exit 1; }
 ns() { echo "$1-px"; }
@@ -28,11 +36,11 @@ inns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
 port_of() { # port_of TARGET KIND
   case $1/$2 in
-    convey/bulk) echo 7001 ;; convey/cps) echo 7002 ;;
-    haproxy/bulk) echo 7101 ;; haproxy/cps) echo 7102 ;;
+    convey/bulk) echo 7001 ;; convey/cps) echo 7002 ;; convey/cps-limited) echo 7003 ;;
+    haproxy/bulk) echo 7101 ;; haproxy/cps) echo 7102 ;; haproxy/cps-limited) echo 7103 ;;
     nginx/bulk) echo 7201 ;; nginx/cps) echo 7202 ;;
     direct/bulk) echo 5201 ;; direct/cps) echo 8081 ;;
-    *) die "unknown target '$1' (convey|haproxy|nginx|direct)" ;;
+    *) die "unknown target '$1' for $2 (convey|haproxy|nginx|direct; cps-limited: convey|haproxy)" ;;
   esac
 }
 
@@ -78,6 +86,15 @@ health_check_interval = 5
 health_check_interval = 5
   [backends.rr_pool.servers.a]
   addr = "127.0.0.1:8081"
+[frontends.rr_limited]
+listen_addr = "127.0.0.1:7003"
+backend = "rr_limited_pool"
+[backends.rr_limited_pool]
+health_check_interval = 5
+queue_timeout = 5
+  [backends.rr_limited_pool.servers.a]
+  addr = "127.0.0.1:8081"
+  max_connections = $SERVER_LIMIT
 [stats]
 port = "7999"
 addr = "127.0.0.1"
@@ -105,6 +122,10 @@ listen bulk
 listen rr
     bind 127.0.0.1:7102
     server a 127.0.0.1:8081
+listen rr_limited
+    bind 127.0.0.1:7103
+    timeout queue 5s
+    server a 127.0.0.1:8081 maxconn $SERVER_LIMIT
 CFG
   cat >"$s/nginx.conf" <<CFG
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -129,6 +150,8 @@ CFG
   wait_listening "$n" 7201 nginx
   wait_listening "$n" 7001 convey
   wait_listening "$n" 7002 convey
+  wait_listening "$n" 7003 convey
+  wait_listening "$n" 7103 haproxy
 }
 
 down() {
@@ -194,12 +217,13 @@ print("value=%.3f" % (end["sum_received"]["bits_per_second"] / 1e9))
 print("    iperf3 client cpu %.0f%%, server cpu %.0f%%" % (end["cpu_utilization_percent"]["host_total"], end["cpu_utilization_percent"]["remote_total"]), file=sys.stderr)'
 }
 
-cps() {
-  local prefix=$1 target=$2 seconds=$3 n s port pp c0 b0 out
-  n=$(ns "$prefix"); s=$(state "$prefix"); port=$(port_of "$target" cps)
+cps() { # cps PREFIX TARGET SECONDS [KIND]
+  local prefix=$1 target=$2 seconds=$3 kind=${4:-cps} threads=$CPS_THREADS n s port pp c0 b0 out
+  [[ $kind == cps-limited ]] && threads=$LIMITED_THREADS
+  n=$(ns "$prefix"); s=$(state "$prefix"); port=$(port_of "$target" "$kind")
   pp=$(proxy_pids "$prefix" "$target" | tr '\n' ' ')
   c0=$(cpu_of $pp); b0=$(cpu_of "$(cat "$s/rrserver.pid")")
-  out=$(inns "$n" timeout $((seconds + 20)) "$tools/cps" -t "$CPS_THREADS" -d "$seconds" -n 20000000 127.0.0.1 "$port") \
+  out=$(inns "$n" timeout $((seconds + 20)) "$tools/cps" -t "$threads" -d "$seconds" -n 20000000 127.0.0.1 "$port") \
     || die "cps through $target failed: $out"
   [[ -n $pp ]] && report_cpu "$target" $(( $(cpu_of $pp) - c0 )) "$seconds"
   report_cpu "rrserver" $(( $(cpu_of "$(cat "$s/rrserver.pid")") - b0 )) "$seconds"
@@ -212,5 +236,6 @@ case $cmd in
   up) [[ $# -eq 2 ]] || die "usage: up PREFIX CONVEY_BINARY"; up "$@" ;;
   down) [[ $# -eq 1 ]] || die "usage: down PREFIX"; down "$@" ;;
   bulk|cps) [[ $# -eq 3 ]] || die "usage: $cmd PREFIX TARGET SECONDS"; "$cmd" "$@" ;;
-  *) die "usage: proxy-lab.sh up|down|bulk|cps ..." ;;
+  cps-limited) [[ $# -eq 3 ]] || die "usage: $cmd PREFIX TARGET SECONDS"; cps "$@" cps-limited ;;
+  *) die "usage: proxy-lab.sh up|down|bulk|cps|cps-limited ..." ;;
 esac
