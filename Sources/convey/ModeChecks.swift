@@ -132,6 +132,11 @@ enum ModeChecks {
                                       + "it sees none fail (ignored; the health checks decide)"))
         }
         for p in loaded.config.pools {
+            if p.queueTimeout != p.connectTimeout {
+                // Set in the file (its default is the connect_timeout, which these modes do not use either).
+                out.append(loaded.problem(path: ["backends", p.name, "queue_timeout"],
+                                          "proxy mode only: the \(mode.rawValue) mode queues no client (ignored)"))
+            }
             for server in p.servers where server.maxConnections != 0 {
                 out.append(loaded.problem(path: ["backends", p.name, "servers", server.name, "max_connections"],
                                           "proxy mode only: the \(mode.rawValue) mode does not limit connections per "

@@ -436,7 +436,7 @@ struct BalancerRuntimeTests {
         changed.pools[0].health.rise = 5
         let report = runtime.apply(changed)
         #expect(report.applied == ["frontend 'web': max_connections 0 -> 10", "pool pool: health check settings",
-                                   "pool pool: idle_timeout 300.0 seconds -> 60.0 seconds"])
+                                   "pool pool: idle_timeout 300 s -> 60 s"])
     }
 
     @Test("settings the data planes read once at start are reported as needing a restart, each by its key")

@@ -496,8 +496,8 @@ struct ConfigLoaderTests {
             [backends.pool.servers.a]
             addr = "127.0.0.1:81"
             """)
-        #expect(p.map(\.description) == ["test.toml:5: backends.pool.health_check_interval: 0.5 seconds is shorter than the "
-                                         + "default health_check_timeout (1.0 seconds): set health_check_timeout to at most the interval"])
+        #expect(p.map(\.description) == ["test.toml:5: backends.pool.health_check_interval: 0.5 s is shorter than the "
+                                         + "default health_check_timeout (1 s): set health_check_timeout to at most the interval"])
     }
 
     @Test("health_check_proxy_protocol is read; absent, it follows the frontends")

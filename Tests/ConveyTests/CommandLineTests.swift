@@ -254,6 +254,7 @@ struct CommandLineTests {
         log_connections = true
         [backends.pool]
         error_limit = 3
+        queue_timeout = 7
         [backends.pool.servers.a]
         addr = "10.77.0.21:80"
         max_connections = 50
@@ -269,7 +270,9 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":6: frontends.api.log_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":8: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
                 "stderr was: \(run.stderr)")
-        #expect(run.stderr.contains(":11: backends.pool.servers.a.max_connections: warning: proxy mode only: the dsr mode does not limit connections per server"),
+        #expect(run.stderr.contains(":9: backends.pool.queue_timeout: warning: proxy mode only: the dsr mode queues no client"),
+                "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":12: backends.pool.servers.a.max_connections: warning: proxy mode only: the dsr mode does not limit connections per server"),
                 "stderr was: \(run.stderr)")
         #expect(try ConveyRun(["--check", "--config", path]).status == 0)
     }

@@ -268,10 +268,10 @@ public enum ConfigLoader {
         if let timeout { health.timeout = timeout }
         if health.timeout > health.interval {
             if timeout == nil {
-                t.fail("health_check_interval", "\(health.interval) is shorter than the default health_check_timeout "
-                       + "(\(health.timeout)): set health_check_timeout to at most the interval")
+                t.fail("health_check_interval", "\(health.interval.configText) is shorter than the default health_check_timeout "
+                       + "(\(health.timeout.configText)): set health_check_timeout to at most the interval")
             } else {
-                t.fail("health_check_timeout", "\(health.timeout) is longer than health_check_interval (\(health.interval))")
+                t.fail("health_check_timeout", "\(health.timeout.configText) is longer than health_check_interval (\(health.interval.configText))")
             }
         }
         health.rise = t.int("rise", in: 1...1000) ?? health.rise

@@ -580,7 +580,7 @@ public struct ReloadReport: Sendable, Equatable {
     init(old: ConveyConfig, new: ConveyConfig) {
         func drainText(_ o: FrontendConfig) -> String {
             let drain = (new.pool(named: o.pool) ?? old.pool(named: o.pool))?.drainTimeout ?? .zero
-            return drain > .zero ? "its open connections there drain for \(drain)" : "its open connections there are closed"
+            return drain > .zero ? "its open connections there drain for \(drain.configText)" : "its open connections there are closed"
         }
         for f in new.frontends {
             guard let o = old.frontends.first(where: { $0.name == f.name }) else {
@@ -613,14 +613,14 @@ public struct ReloadReport: Sendable, Equatable {
             let o = old.pool(named: p.name)
             if let o {
                 if o.health != p.health { applied.append("pool \(p.name): health check settings") }
-                if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout) -> \(p.connectTimeout)") }
-                if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout) -> \(p.idleTimeout)") }
+                if o.connectTimeout != p.connectTimeout { applied.append("pool \(p.name): connect_timeout \(o.connectTimeout.configText) -> \(p.connectTimeout.configText)") }
+                if o.idleTimeout != p.idleTimeout { applied.append("pool \(p.name): idle_timeout \(o.idleTimeout.configText) -> \(p.idleTimeout.configText)") }
                 if o.errorLimit != p.errorLimit { applied.append("pool \(p.name): error_limit \(o.errorLimit) -> \(p.errorLimit)") }
                 if o.queueTimeout != p.queueTimeout {
-                    applied.append("pool \(p.name): queue_timeout \(o.queueTimeout) -> \(p.queueTimeout) (clients waiting now too)")
+                    applied.append("pool \(p.name): queue_timeout \(o.queueTimeout.configText) -> \(p.queueTimeout.configText) (clients waiting now too)")
                 }
-                if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart) -> \(p.slowStart)") }
-                if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout) -> \(p.drainTimeout) (drains under way too, from their start)") }
+                if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart.configText) -> \(p.slowStart.configText)") }
+                if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout.configText) -> \(p.drainTimeout.configText) (drains under way too, from their start)") }
             }
             for s in p.servers {
                 if let os = o?.servers.first(where: { $0.name == s.name }) {
@@ -638,7 +638,7 @@ public struct ReloadReport: Sendable, Equatable {
                 }
             }
             for os in o?.servers ?? [] where !p.servers.contains(where: { $0.name == os.name }) {
-                applied.append("server \(p.name)/\(os.name) removed: draining for \(p.drainTimeout)")
+                applied.append("server \(p.name)/\(os.name) removed: draining for \(p.drainTimeout.configText)")
             }
         }
         if old.xdp.iface != new.xdp.iface { needsRestart.append("xdp.iface needs a restart") }
