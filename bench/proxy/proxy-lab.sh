@@ -98,6 +98,8 @@ queue_timeout = 5
 [stats]
 port = "7999"
 addr = "127.0.0.1"
+[proxy]
+workers = 2                 # as HAProxy's nbthread and nginx's worker_processes
 TOML
   cat >"$s/haproxy.cfg" <<CFG
 # HAProxy's documented TCP tuning: 2 threads, kernel splicing, large buffers, no logging.
@@ -228,6 +230,11 @@ cps() { # cps PREFIX TARGET SECONDS [KIND]
   [[ -n $pp ]] && report_cpu "$target" $(( $(cpu_of $pp) - c0 )) "$seconds"
   report_cpu "rrserver" $(( $(cpu_of "$(cat "$s/rrserver.pid")") - b0 )) "$seconds"
   echo "$out" | grep '^errors=' | sed 's/^/    /' >&2
+  # Through a limited server a client the proxy drops from its queue would only lower the
+  # rate: such a sample fails instead.
+  if [[ $kind == cps-limited ]] && ! echo "$out" | grep -q '^errors=0$'; then
+    die "cps-limited through $target: clients failed ($(echo "$out" | grep '^errors='))"
+  fi
   echo "$out" | sed -n 's/^conn_per_s=/value=/p'
 }
 

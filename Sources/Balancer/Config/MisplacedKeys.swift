@@ -13,6 +13,7 @@ enum MisplacedKeys {
         for key in poolKeys { hints[key] = "\(key) is a pool setting: put it under [backends.POOL]" }
         for key in serverKeys { hints[key] = "\(key) is a server setting: put it under [backends.POOL.servers.NAME]" }
         hints["maxconn"] = "HAProxy's maxconn is max_connections here"
+        hints["addr"] = "a frontend's address is listen_addr (addr is a server's)"
         return hints
     }
 

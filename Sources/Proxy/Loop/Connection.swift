@@ -35,6 +35,12 @@ struct Connection {
     /// The connection holds one of its server's `max_connections` places (`serverCounters`'
     /// `placesTaken`), taken before its connect and given back when it ends or fails.
     var holdsPlace = false
+    /// That place is under a limit (`max_connections`): giving it back may serve a waiting client.
+    var placeLimited = false
+    /// Monotonic nanoseconds: when the present wait for a place began.
+    var waitStartedAt: UInt64 = 0
+    /// Nanoseconds spent waiting for a place before the present attempt (for the log).
+    var waitedNanoseconds: UInt64 = 0
     /// The client's address, as accepted (for scheduling and the PROXY header).
     var clientAddress = Endpoint(address: .v4(0), port: 0)
     /// The address the connect attempt in flight (or the last one) went to: a reload may have

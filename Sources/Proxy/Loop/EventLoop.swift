@@ -159,6 +159,11 @@ final class EventLoop {
     private var queuedCount = 0
     /// The frontend `serveWaiting` serves first next time (they take turns).
     private var serveFirst = 0
+    /// A connection that used a limited server place ended here, or a peer woke this loop
+    /// for one: `serveWaiting` may send a client to a failing server.
+    private var placeFreed = false
+    /// `wait` ran: a pass of `serveWaiting` sent a client back (see there).
+    private var waitedAgain = false
     /// The other loops of the service, woken when this one frees a server place while they
     /// hold waiting clients. Set before the loop's thread starts.
     var peers: [LoopControl] = []
@@ -237,7 +242,8 @@ final class EventLoop {
                 sweep()
                 lastSweep = now
             }
-            if queuedCount > 0 { serveWaiting() }
+            if queuedCount > 0 { serveWaiting(probingFailing: placeFreed) }
+            placeFreed = false
             if control.listing.pending.load(ordering: .relaxed) > 0 {
                 control.listing.serve { listConnections($0) }
             }
@@ -256,8 +262,9 @@ final class EventLoop {
         case .wake:
             var value: UInt64 = 0
             _ = Glibc.read(control.wakeFD, &value, 8)
-            // Acquires the place a peer freed before it woke us (see `LoopControl.wakeForPlace`).
-            _ = control.placeWakePending.exchange(false, ordering: .acquiringAndReleasing)
+            // Acquires the place a peer freed before it woke us (see `LoopControl.wakeForPlace`);
+            // a freed place may send one waiting client to a failing server (see `serveWaiting`).
+            if control.placeWakePending.exchange(false, ordering: .sequentiallyConsistent) { placeFreed = true }
         case .listener:
             acceptAll(frontend: index, arrival: true)
         case .client, .backend:
@@ -437,10 +444,12 @@ final class EventLoop {
                     target = next
                     continue
                 }
+                conn.pointee.placeLimited = true
             } else {
                 // Counted without a limit too, so that a limit a reload sets counts what the
                 // server already holds.
                 s.counters.takePlace()
+                conn.pointee.placeLimited = false
             }
             conn.pointee.holdsPlace = true
             var fd: Int32 = -1
@@ -459,7 +468,8 @@ final class EventLoop {
             } catch {
                 if fd >= 0 { SocketCalls.close(fd) }
                 conn.pointee.backend = -1
-                givePlaceBack(conn, to: s.counters)
+                // Never used: nobody is woken for it.
+                givePlaceBack(conn, to: s.counters, freeing: false)
                 // Only what says the server cannot be reached counts toward error_limit: this
                 // host running out of descriptors, memory or ports says nothing about it.
                 if Self.describesServer(error) {
@@ -476,15 +486,24 @@ final class EventLoop {
         }
     }
 
-    /// Gives back the server place `conn` holds (on `counters`, its server's), and wakes the
-    /// loops that hold clients waiting for one.
+    /// Gives back the server place `conn` holds (on `counters`, its server's). `freeing`: a
+    /// connection that used a limited place ended, so waiting clients here and in the other
+    /// loops are worth a retry (a connect that failed frees nothing worth one: its server is
+    /// failing, or this host is short of something).
     @inline(__always)
-    private func givePlaceBack(_ conn: UnsafeMutablePointer<Connection>, to counters: ServerCounters?) {
+    private func givePlaceBack(_ conn: UnsafeMutablePointer<Connection>, to counters: ServerCounters?, freeing: Bool) {
         guard conn.pointee.holdsPlace else { return }
         conn.pointee.holdsPlace = false
         counters?.releasePlace()
-        // Sequentially consistent with `wait`'s store: either this sees the peer's waiting
-        // clients, or the peer's next look at the places sees this one free.
+        guard freeing && conn.pointee.placeLimited else { return }
+        placeFreed = true
+        wakePeersWaiting()
+    }
+
+    /// Wakes the other loops holding waiting clients. Sequentially consistent with their
+    /// stores of `queuedClients` (`wait`, `serveWaiting`): either this sees their waiting
+    /// clients, or their next look at the places sees what was freed before this call.
+    private func wakePeersWaiting() {
         for peer in peers where peer.queuedClients.load(ordering: .sequentiallyConsistent) > 0 { peer.wakeForPlace() }
     }
 
@@ -556,7 +575,7 @@ final class EventLoop {
         conn.pointee.serverCounters?.connectFailed()
         SocketCalls.close(conn.pointee.backend)
         conn.pointee.backend = -1
-        givePlaceBack(conn, to: conn.pointee.serverCounters)
+        givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: false)
         conn.pointee.serverCounters = nil
         guard let route = frontends[conn.pointee.frontend].route else {
             noServer(index)
@@ -573,7 +592,7 @@ final class EventLoop {
     private func noServer(_ index: Int) {
         let conn = slab.slots + index
         conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
-        givePlaceBack(conn, to: conn.pointee.serverCounters)
+        givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: false)
         conn.pointee.serverCounters = nil
         close(index, abort: false, end: .noServer(failedConnects: conn.pointee.failures))
     }
@@ -590,6 +609,8 @@ final class EventLoop {
         conn.pointee.server = -1
         conn.pointee.serverCounters = nil
         if conn.pointee.queuedAt == 0 { conn.pointee.queuedAt = now }
+        conn.pointee.waitStartedAt = now
+        waitedAgain = true
         frontends[f].waiting.append(index: index, generation: conn.pointee.generation)
         conn.pointee.frontendCounters?.queued.wrappingAdd(1, ordering: .relaxed)
         queuedCount += 1
@@ -607,42 +628,56 @@ final class EventLoop {
     /// has a place (or none is selectable: they are then closed as having no server).
     ///
     /// A server whose last connect failed does not count as having a place: its waiting
-    /// clients would only fail on it again. `probe` (each sweep) retries one client per
-    /// frontend counting it too, so a server that recovers is found without a place freeing
-    /// elsewhere. Frontends take turns being served first.
-    private func serveWaiting(probe: Bool = false) {
+    /// clients would only fail on it again. With `probingFailing` (a place was freed, or the
+    /// sweep runs) one client per frontend may try it anyway, so a server that recovers is
+    /// found. Frontends take turns being served first. A client that finds every place
+    /// taken again (another loop was faster) goes to the back; a pass that sent one back is
+    /// followed by another (at most three), since a place freed elsewhere meanwhile may have
+    /// woken nobody.
+    private func serveWaiting(probingFailing: Bool) {
         let count = frontends.count
         guard count > 0 else { return }
         serveFirst = (serveFirst + 1) % count
-        for k in 0..<count {
-            let f = (serveFirst + k) % count
-            guard !frontends[f].waiting.isEmpty, let route = frontends[f].route else { continue }
-            // Each entry at most once: a client that finds every place taken again (another
-            // loop was faster) goes to the back.
-            var budget = probe ? 1 : frontends[f].waiting.count
-            while budget > 0, let entry = frontends[f].waiting.first {
-                let index = entry.index
-                let conn = slab.slots + index
-                guard conn.pointee.phase == .queued, conn.pointee.generation == entry.generation else {
+        var passes = 0
+        repeat {
+            passes += 1
+            waitedAgain = false
+            // Before looking at the places (see `wakePeersWaiting`).
+            control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
+            for k in 0..<count {
+                let f = (serveFirst + k) % count
+                guard !frontends[f].waiting.isEmpty, let route = frontends[f].route else { continue }
+                var budget = frontends[f].waiting.count
+                var probed = !probingFailing
+                while budget > 0, let entry = frontends[f].waiting.first {
+                    let index = entry.index
+                    let conn = slab.slots + index
+                    guard conn.pointee.phase == .queued, conn.pointee.generation == entry.generation else {
+                        frontends[f].waiting.removeFirst()
+                        continue
+                    }
+                    budget -= 1
+                    if !Self.mayTakeWaiting(route, countingFailing: false) {
+                        guard !probed, Self.mayTakeWaiting(route, countingFailing: true) else { break }
+                        probed = true
+                    }
                     frontends[f].waiting.removeFirst()
-                    continue
+                    leaveQueue(conn)
+                    conn.pointee.waitedNanoseconds &+= now &- conn.pointee.waitStartedAt
+                    conn.pointee.phase = .connecting
+                    conn.pointee.failures = 0
+                    conn.pointee.fullSkips = 0
+                    let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
+                    guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
+                        noServer(index)
+                        continue
+                    }
+                    conn.pointee.firstChoice = choice
+                    connect(index, to: choice, route: route)
                 }
-                budget -= 1
-                guard Self.mayTakeWaiting(route, countingFailing: probe) else { break }
-                frontends[f].waiting.removeFirst()
-                leaveQueue(conn)
-                conn.pointee.phase = .connecting
-                conn.pointee.failures = 0
-                conn.pointee.fullSkips = 0
-                let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
-                guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else {
-                    noServer(index)
-                    continue
-                }
-                conn.pointee.firstChoice = choice
-                connect(index, to: choice, route: route)
             }
-        }
+        } while waitedAgain && passes < 3
+        control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
 
     /// Whether a waiting client of `route` should be retried now: a selectable server has a
@@ -668,7 +703,14 @@ final class EventLoop {
         let f = conn.pointee.frontend
         conn.pointee.phase = .established
         conn.pointee.lastActive = now
-        conn.pointee.serverCounters?.connectionOpened()
+        if conn.pointee.placeLimited, conn.pointee.serverCounters?.connectFailuresInARow.load(ordering: .relaxed) ?? 0 > 0 {
+            // Its server counted as failing (see `serveWaiting`) and is not any more: the
+            // clients waiting in other loops may use its places now.
+            conn.pointee.serverCounters?.connectionOpened()
+            wakePeersWaiting()
+        } else {
+            conn.pointee.serverCounters?.connectionOpened()
+        }
         if frontends[f].proxyProtocol != .none {
             let destination = SocketCalls.localEndpoint(conn.pointee.client) ?? frontends[f].vip
             let header = ProxyProtocolHeader.encode(frontends[f].proxyProtocol, source: conn.pointee.clientAddress,
@@ -769,7 +811,7 @@ final class EventLoop {
         _ = conn.pointee.toClient.release(to: &pipes)
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
         if conn.pointee.phase == .queued { leaveQueue(conn) }
-        givePlaceBack(conn, to: conn.pointee.serverCounters)
+        givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: conn.pointee.phase == .established)
         conn.pointee.frontendCounters?.connectionClosed()
         frontends[conn.pointee.frontend].connections -= 1
         if frontends[conn.pointee.frontend].atLimit { limitFreed = true }
@@ -792,9 +834,9 @@ final class EventLoop {
         }
         var note = conn.pointee.failures > 0 && conn.pointee.phase != .connecting
             ? ", after \(conn.pointee.failures) failed connect(s)" : ""
-        if conn.pointee.queuedAt > 0 && conn.pointee.phase != .queued {
+        if conn.pointee.waitedNanoseconds > 0 && conn.pointee.phase == .established {
             // Served after waiting for a place (the HAProxy log's Tw).
-            note += ", waited \(Self.seconds(now &- conn.pointee.queuedAt)) s for a place"
+            note += ", waited \(Self.seconds(conn.pointee.waitedNanoseconds)) s for a place"
         }
         logConnection(conn.pointee.clientAddress, to: target, end, frontend: f,
                       nanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
@@ -863,7 +905,7 @@ final class EventLoop {
             }
         }
         if cut > 0 { logger.notice("drain_timeout passed: closed \(cut) connection(s) still open, \(slab.live) left") }
-        if queuedCount > 0 { serveWaiting(probe: true) }
+        if queuedCount > 0 { serveWaiting(probingFailing: true) }
     }
 
     private func beginDrain() {
@@ -1037,7 +1079,7 @@ final class EventLoop {
                     SocketCalls.close(conn.pointee.backend)
                     conn.pointee.backend = -1
                     conn.pointee.backendReplacedInBatch = batch
-                    givePlaceBack(conn, to: conn.pointee.serverCounters)
+                    givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: false)
                     conn.pointee.serverCounters = nil
                     let route = newRoutes[f]!
                     let key = FlowKey(client: conn.pointee.clientAddress, vip: frontends[f].vip)
@@ -1061,7 +1103,7 @@ final class EventLoop {
             if conn.pointee.serverCounters !== route.servers[moved].counters {
                 // Not expected (a server keeps its counters while it is in the routes), but a
                 // place goes back where it was taken.
-                givePlaceBack(conn, to: conn.pointee.serverCounters)
+                givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: true)
             }
             conn.pointee.serverCounters = route.servers[moved].counters
             let first = conn.pointee.firstChoice
@@ -1073,7 +1115,7 @@ final class EventLoop {
                 SocketCalls.close(conn.pointee.backend)
                 conn.pointee.backend = -1
                 conn.pointee.backendReplacedInBatch = batch
-                givePlaceBack(conn, to: conn.pointee.serverCounters)
+                givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: false)
                 connect(index, to: moved, route: route)
             }
         }

@@ -100,7 +100,11 @@ final class LoopControl: Sendable {
     /// Wakes the loop to retry its waiting clients: a place it may use was freed (before
     /// this call, which publishes it). One eventfd write until the loop has looked.
     func wakeForPlace() {
-        if !placeWakePending.exchange(true, ordering: .acquiringAndReleasing) { wake() }
+        // A load first: while a wake is pending, frees write nothing to this shared line.
+        // Sequentially consistent with the place's release before it and the loop's clearing
+        // exchange and place loads after: a pending flag seen here is cleared after this free.
+        if placeWakePending.load(ordering: .sequentiallyConsistent) { return }
+        if !placeWakePending.exchange(true, ordering: .sequentiallyConsistent) { wake() }
     }
 
     /// Wakes the loop from its `epoll_wait`.
