@@ -66,6 +66,7 @@ struct ServerLimitConfigTests {
             backend = "p"
             maxconn = 100
             queue_timeout = 3
+            addr = "127.0.0.1:81"
             [backends.p]
             max_connections = 10
             [backends.p.servers.a]
@@ -76,9 +77,10 @@ struct ServerLimitConfigTests {
         #expect(loaded.warnings.map(\.description) == [
             "t.toml:4: frontends.web.maxconn: unknown key here: HAProxy's maxconn is max_connections here",
             "t.toml:5: frontends.web.queue_timeout: unknown key here: queue_timeout is a pool setting: put it under [backends.POOL]",
-            "t.toml:7: backends.p.max_connections: unknown key here: max_connections is set per server: put it under [backends.p.servers.NAME] (or per frontend, under [frontends.NAME])",
-            "t.toml:10: backends.p.servers.a.maxconn: unknown key here: HAProxy's maxconn is max_connections here",
-            "t.toml:11: backends.p.servers.a.connect_timeout: unknown key here: connect_timeout is a pool setting: put it under [backends.p], for all its servers",
+            "t.toml:6: frontends.web.addr: unknown key here: a frontend's address is listen_addr (addr is a server's)",
+            "t.toml:8: backends.p.max_connections: unknown key here: max_connections is set per server: put it under [backends.p.servers.NAME] (or per frontend, under [frontends.NAME])",
+            "t.toml:11: backends.p.servers.a.maxconn: unknown key here: HAProxy's maxconn is max_connections here",
+            "t.toml:12: backends.p.servers.a.connect_timeout: unknown key here: connect_timeout is a pool setting: put it under [backends.p], for all its servers",
         ], "\(loaded.warnings.map(\.description))")
     }
 
