@@ -18,10 +18,7 @@ enum ResolvedConfigPrinter {
             addresses.count > 1 ? "[" + addresses.map { q($0.description) }.joined(separator: ", ") + "]"
                                 : q(addresses.first?.description ?? "")
         }
-        func secs(_ d: Duration) -> String {
-            let (s, atto) = d.components
-            return atto == 0 ? "\(s)" : String(Double(s) + Double(atto) / 1e18)
-        }
+        func secs(_ d: Duration) -> String { d.configValue }
         for f in c.frontends {
             out += "\n[frontends.\(k(f.name))]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
             out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\(proxyOnly)\n"

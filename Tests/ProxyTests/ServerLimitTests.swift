@@ -38,6 +38,14 @@ extension ProxyTests {
 
         static func queued(_ proxy: ProxyHarness) -> Int64 { proxy.counters().queued.load(ordering: .relaxed) }
 
+        /// A client of `address` that sent `byte` and had it echoed: it holds a server place.
+        static func served(at address: Endpoint, _ byte: String) throws -> TestSocket {
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            try client.send(byte)
+            #expect(try client.receive(exactly: byte.utf8.count) == Array(byte.utf8))
+            return client
+        }
+
         @Test("a client over a server's max_connections waits, accepted, and is served when a connection closes",
               arguments: [1, 2])
         func waitsForAPlace(workers: Int) async throws {
@@ -126,9 +134,7 @@ extension ProxyTests {
                                      pool: { $0.queueTimeout = .milliseconds(300) }, frontend: { $0.logConnections = true },
                                      workers: 1, logger: log.logger())
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             let waiter = try TestSocket.connect(to: address, timeout: 5)
             let waiterAddress = waiter.localEndpoint
             try waiter.send("w")
@@ -159,9 +165,7 @@ extension ProxyTests {
                                      pool: { $0.queueTimeout = .seconds(30) }, frontend: { $0.logConnections = true },
                                      workers: 1, logger: log.logger())
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             let waiter = try TestSocket.connect(to: address, timeout: 5)
             let waiterAddress = waiter.localEndpoint
             try waiter.send("w")
@@ -231,18 +235,14 @@ extension ProxyTests {
             let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
                                      pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             let leaving = try TestSocket.connect(to: address, timeout: 5)
             try leaving.send("l")
             #expect(await eventually { Self.queued(proxy) == 1 })
             leaving.reset()
             #expect(await eventually { Self.queued(proxy) == 0 && proxy.counters().currentConnections.load(ordering: .relaxed) == 1 })
             holder.close()
-            let next = try TestSocket.connect(to: address, timeout: 5)
-            try next.send("n")
-            #expect(try next.receive(exactly: 1) == Array("n".utf8))
+            let next = try Self.served(at: address, "n")
             #expect(server.accepted == 2)
             next.close()
             try await proxy.stop()
@@ -255,9 +255,7 @@ extension ProxyTests {
             let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
                                      pool: { $0.queueTimeout = .seconds(30) }, workers: 2)
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             var waiting: [TestSocket] = []
             for i in 0..<4 {
                 let c = try TestSocket.connect(to: address, timeout: 5)
@@ -280,9 +278,7 @@ extension ProxyTests {
             let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
                                      pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             let waiter = try TestSocket.connect(to: address, timeout: 5)
             try waiter.send("w")
             #expect(await eventually { Self.queued(proxy) == 1 })
@@ -304,9 +300,7 @@ extension ProxyTests {
             let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
                                      pool: { $0.queueTimeout = .seconds(30) }, workers: 1)
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             var waiting: [TestSocket] = []
             for i in 0..<3 {
                 let c = try TestSocket.connect(to: address, timeout: 5)
@@ -335,9 +329,7 @@ extension ProxyTests {
             let address = try await proxy.start()
             var open: [TestSocket] = []
             for _ in 0..<3 {
-                let c = try TestSocket.connect(to: address, timeout: 5)
-                try c.send("o")
-                #expect(try c.receive(exactly: 1) == Array("o".utf8))
+                let c = try Self.served(at: address, "o")
                 open.append(c)
             }
             #expect(Self.places(proxy) == 3)
@@ -399,9 +391,7 @@ extension ProxyTests {
             let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
                                      pool: { $0.queueTimeout = .seconds(30) }, workers: 2)
             let address = try await proxy.start()
-            let holder = try TestSocket.connect(to: address, timeout: 5)
-            try holder.send("h")
-            #expect(try holder.receive(exactly: 1) == Array("h".utf8))
+            let holder = try Self.served(at: address, "h")
             let waiter = try TestSocket.connect(to: address, timeout: 5)
             try waiter.send("w")
             #expect(await eventually { Self.queued(proxy) == 1 })

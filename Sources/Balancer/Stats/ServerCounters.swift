@@ -27,13 +27,7 @@ public final class ServerCounters: Sendable {
     /// are taken. Give it back with `releasePlace()` when that connection ends or its
     /// connect fails.
     @inlinable public func reservePlace(limit: Int64) -> Bool {
-        var current = placesTaken.load(ordering: .relaxed)
-        while current < limit {
-            let (exchanged, original) = placesTaken.compareExchange(expected: current, desired: current &+ 1, ordering: .relaxed)
-            if exchanged { return true }
-            current = original
-        }
-        return false
+        placesTaken.incrementIfBelow(limit)
     }
 
     /// Counts a connection to a server without a limit (so that a limit a reload sets counts
@@ -122,14 +116,7 @@ public final class FrontendCounters: Sendable {
     /// once: follow it with `reservedConnectionOpened()` or give it back with
     /// `connectionClosed()`.
     @inlinable public func reservePlace(limit: Int64) -> Bool {
-        var current = currentConnections.load(ordering: .relaxed)
-        while current < limit {
-            let (exchanged, original) = currentConnections.compareExchange(
-                expected: current, desired: current &+ 1, ordering: .relaxed)
-            if exchanged { return true }
-            current = original
-        }
-        return false
+        currentConnections.incrementIfBelow(limit)
     }
 
     /// A connection opened in a place `reservePlace(limit:)` took.
@@ -178,4 +165,18 @@ public struct TrafficTotals: Sendable, Equatable {
     }
 
     public static func += (a: inout TrafficTotals, b: TrafficTotals) { a = a + b }
+}
+
+extension Atomic where Value == Int64 {
+    /// Adds one unless the value has reached `limit`; false then. Threads racing for the
+    /// last places never take more than `limit` together.
+    @inlinable func incrementIfBelow(_ limit: Int64) -> Bool {
+        var current = load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, original) = compareExchange(expected: current, desired: current &+ 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
 }

@@ -47,17 +47,18 @@ public struct StatsServer: Service {
         let exporter = PrometheusExporter()
         let provider = self.provider
         let router = Router()
-        router.add(middleware: StatsFallbackMiddleware(pages: ["/": "GET, HEAD", "/stats": "GET, HEAD",
-                                                               "/metrics": "GET, HEAD", "/flows": "GET"]))
-        let pages: [(path: RouterPath, type: String, body: @Sendable () -> String)] = [
+        let pages: [(path: String, type: String, body: @Sendable () -> String)] = [
             ("/stats", "application/json", { provider().json.serialized(pretty: true) + "\n" }),
             ("/metrics", "text/plain; version=0.0.4; charset=utf-8", { exporter.render(provider()) }),
             ("/", "text/html; charset=utf-8", { StatusPage.html }),
         ]
+        var methods = Dictionary(uniqueKeysWithValues: pages.map { ($0.path, "GET, HEAD") })
+        methods["/flows"] = "GET"
+        router.add(middleware: StatsFallbackMiddleware(pages: methods))
         for page in pages {
-            router.get(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type) }
+            router.get(RouterPath(page.path)) { _, _ -> Response in Self.response(page.body(), type: page.type) }
             // Monitoring probes often ask with HEAD: the GET's headers (its length too), no body.
-            router.head(page.path) { _, _ -> Response in Self.response(page.body(), type: page.type).createHeadResponse() }
+            router.head(RouterPath(page.path)) { _, _ -> Response in Self.response(page.body(), type: page.type).createHeadResponse() }
         }
         let flows = self.flows
         router.get("/flows") { request, _ -> Response in
