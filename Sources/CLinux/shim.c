@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CLinux.h"
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <sched.h>
@@ -71,4 +72,70 @@ int cl_tcp_info_state(int fd) {
     socklen_t len = sizeof info;
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
     return info.tcpi_state;
+}
+
+ssize_t cl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    if (nfds < 0 || nfds > CL_MAX_FDS_PER_MESSAGE) { errno = EINVAL; return -1; }
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int) * CL_MAX_FDS_PER_MESSAGE)]; } control;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t cl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds) {
+    union { struct cmsghdr align; char bytes[CMSG_SPACE(sizeof(int) * CL_MAX_FDS_PER_MESSAGE)]; } control;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof control.bytes;
+    *nfds = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    int count = 0, overflow = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int in = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int got[CL_MAX_FDS_PER_MESSAGE];
+        if (in > CL_MAX_FDS_PER_MESSAGE) in = CL_MAX_FDS_PER_MESSAGE;
+        memcpy(got, CMSG_DATA(c), sizeof(int) * in);
+        for (int i = 0; i < in; i++) {
+            if (count < maxfds) fds[count++] = got[i]; else { close(got[i]); overflow = 1; }
+        }
+    }
+    if (overflow || (msg.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < count; i++) close(fds[i]);
+        *nfds = 0;
+        errno = EMSGSIZE;
+        return -1;
+    }
+    *nfds = count;
+    return n;
+}
+
+int cl_peer_credentials(int sock, int32_t *pid, uint32_t *uid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    return 0;
 }

@@ -37,8 +37,12 @@ public final class ProxyService: Service, Sendable {
     private let settings: ProxySettings
     private let logger: Logger
     private let tuning: ProxyTuning
-    /// Bind beside the sockets already listening on the frontends' addresses (`--takeover`).
+    /// Take over the listening sockets of the convey running the same configuration, or bind
+    /// beside them where it hands none (`--takeover`).
     private let takeover: Bool
+    /// The abstract socket of the listener handover (see `ListenerHandover`): answered while
+    /// running, asked at a takeover's start. Nil: neither.
+    private let handoverName: String?
 
     private enum Phase {
         case idle
@@ -55,28 +59,43 @@ public final class ProxyService: Service, Sendable {
     }
 
     private let phase = Mutex<Phase>(.idle)
+    /// Listener groups a takeover bound beside another process's sockets (none handed for
+    /// them): for the start's note on `tcp_migrate_req`.
+    private let besideBound = Mutex(0)
     /// Serialises binding: `start()` and `prepare(frontends:)` (control plane only).
     private let binding = Mutex(())
 
     /// A proxy over the frontends of `snapshots`; nothing is bound until `run()`.
     ///
-    /// - Parameter takeover: at start, bind the frontends' addresses even where another
-    ///   convey already listens (both listen until that one is stopped, the kernel sharing
-    ///   new clients between them), to replace it without refusing a client. Without it an
-    ///   address anything else listens on fails the start: two instances sharing a port by
-    ///   mistake would each get part of the traffic.
+    /// - Parameters:
+    ///   - takeover: at start, take the listening sockets of the convey answering at
+    ///     `handoverName` (both accept from them until that one is stopped), and bind the
+    ///     frontends' addresses beside whatever listens there for the rest, to replace it
+    ///     without refusing or resetting a client. Without it an address anything else
+    ///     listens on fails the start: two instances sharing a port by mistake would each get
+    ///     part of the traffic.
+    ///   - handoverName: where this convey hands its listeners to the one replacing it, and
+    ///     where a takeover asks for them (`handoverName(forConfig:)`); nil: no handover.
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
-                            takeover: Bool = false) {
-        self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover)
+                            takeover: Bool = false, handoverName: String? = nil) {
+        self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover,
+                  handoverName: handoverName)
     }
 
     init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
-         takeover: Bool = false) {
+         takeover: Bool = false, handoverName: String? = nil) {
         self.snapshots = snapshots
         self.settings = settings
         self.logger = logger
         self.tuning = tuning
         self.takeover = takeover
+        self.handoverName = handoverName
+    }
+
+    /// The handover socket name of the convey running `configPath`: every convey started on
+    /// the same file (in the same network namespace) finds the same one.
+    public static func handoverName(forConfig configPath: String) -> String {
+        ListenerHandover.socketName(forConfig: configPath)
     }
 
     /// The number of event loops `settings` asks for (0: one per online CPU).
@@ -88,6 +107,11 @@ public final class ProxyService: Service, Sendable {
     /// has stopped.
     public func run() async throws {
         let controls = try start()
+        let handover = handoverName.map { name in
+            HandoverServer(name: name, logger: logger) { [self] in listenerOffers() }
+        }
+        handover?.start()
+        defer { handover?.stop() }
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await waitForExit(controls)
@@ -101,6 +125,8 @@ public final class ProxyService: Service, Sendable {
                 running.bound = [:]
                 phase = .running(running)
             }
+            // A takeover started from here would get no listeners: they close now.
+            handover?.signalStop()
             for c in controls.controls { c.requestDrain() }
         }
         phase.withLock { $0 = .finished }
@@ -190,15 +216,32 @@ public final class ProxyService: Service, Sendable {
 
     /// One listener group per key (see `Listener.bindGroup`), each address first checked free
     /// of other sockets unless `beside` (a takeover's start); throws every failure, with
-    /// nothing left bound, when some fail.
+    /// nothing left bound, when some fail. A key `handed` has sockets for (a takeover's
+    /// handover) is served by them, completed with sockets bound beside them when this convey
+    /// runs more loops.
     private func bindGroups(_ keys: [ListenerKey], loops: Int, beside: Bool = false) throws(ProxyBindFailures)
+        -> [(key: ListenerKey, listeners: [Listener])] {
+        var none = HandedListeners(pid: 0)
+        return try bindGroups(keys, loops: loops, beside: beside, handed: &none)
+    }
+
+    private func bindGroups(_ keys: [ListenerKey], loops: Int, beside: Bool,
+                            handed: inout HandedListeners) throws(ProxyBindFailures)
         -> [(key: ListenerKey, listeners: [Listener])] {
         var groups: [(key: ListenerKey, listeners: [Listener])] = []
         var failures: [ProxyError] = []
         for key in keys {
             do throws(ProxyError) {
+                let received = handed.take(key.address)
+                if !received.isEmpty {
+                    let adopted = try Listener.adoptGroup(key, sockets: received, count: loops, notSentLowWater: tuning.notSentLowWater)
+                    groups.append((key, adopted.listeners))
+                    noteTakenOver(key, adopted, loops: loops, from: handed.pid)
+                    continue
+                }
                 if !beside { try Listener.checkFree(frontend: key.frontend, address: key.address) }
                 groups.append((key, try Listener.bindGroup(key, count: loops, notSentLowWater: tuning.notSentLowWater)))
+                if beside && key.address.port != 0 { besideBound.withLock { $0 += 1 } }
             } catch {
                 failures.append(error)
             }
@@ -208,6 +251,37 @@ public final class ProxyService: Service, Sendable {
             throw ProxyBindFailures(failures: failures)
         }
         return groups
+    }
+
+    /// Logs what a takeover took over for `key`.
+    private func noteTakenOver(_ key: ListenerKey, _ adopted: Listener.AdoptedGroup, loops: Int, from pid: Int32) {
+        var text = "takeover: took over frontend \(key.frontend)'s \(adopted.taken) listening socket(s) at \(key.address) from the convey being replaced (pid \(pid))"
+        if adopted.boundBeside > 0 { text += ", and bound \(adopted.boundBeside) more beside them for this convey's \(loops) loops" }
+        if adopted.invalid > 0 { text += "; \(adopted.invalid) handed descriptor(s) were no listening TCP socket there and are closed" }
+        logger.notice("\(text)")
+        if adopted.leftToClose > 0 {
+            logger.warning("takeover: frontend \(key.frontend): the convey being replaced runs \(adopted.taken + adopted.leftToClose) loops, this one \(loops): the other \(adopted.leftToClose) listening socket(s) close when it stops")
+            besideBound.withLock { $0 += 1 }
+        }
+    }
+
+    /// Copies of every loop's listening sockets, by frontend address, for a takeover's
+    /// handover; none once draining.
+    private func listenerOffers() -> [HandoverServer.Offer] {
+        let controls = phase.withLock { phase -> [LoopControl] in
+            guard case .running(let running) = phase, !running.draining else { return [] }
+            return running.controls
+        }
+        var order: [Endpoint] = []
+        var byAddress: [Endpoint: [Int32]] = [:]
+        for c in controls where !c.refusesListeners {
+            guard let copies = c.listenerCopies.askBlocking((), timeout: .seconds(2), wake: { c.wake() }) else { continue }
+            for copy in copies {
+                if byAddress[copy.address] == nil { order.append(copy.address) }
+                byAddress[copy.address, default: []].append(copy.fd)
+            }
+        }
+        return order.map { ($0, byAddress[$0]!) }
     }
 
     /// Waits until every loop that still runs has adopted `generation` (at most a second).
@@ -248,13 +322,27 @@ public final class ProxyService: Service, Sendable {
         let (snapshot, generation) = snapshots.load()
         let routes = snapshot.frontends.filter { !$0.isDraining }
         let count = loopCount
+        // A takeover first asks the running convey for its listening sockets.
+        var handed = HandedListeners(pid: 0)
+        if takeover, let handoverName {
+            do throws(HandoverError) {
+                handed = try ListenerHandover.receive(from: handoverName)
+            } catch {
+                logger.warning("takeover: \(error): binding beside the listeners there instead")
+            }
+        }
+        defer { handed.closeAll() }
         // Bind everything before any loop runs: groups[f][loop].
         let groups: [[Listener]]
         do throws(ProxyBindFailures) {
-            groups = try bindGroups(routes.map { ListenerKey($0.config) }, loops: count, beside: takeover).map(\.listeners)
+            groups = try bindGroups(routes.map { ListenerKey($0.config) }, loops: count, beside: takeover, handed: &handed).map(\.listeners)
         } catch {
             phase.withLock { $0 = .idle }
             throw error.failures[0]
+        }
+        if !handed.byAddress.isEmpty {
+            let left = handed.byAddress.keys.map { "\($0)" }.sorted().joined(separator: ", ")
+            logger.notice("takeover: not taking the listeners at \(left) (no frontend here listens there): they close with the convey being replaced")
         }
         var loops: [EventLoop] = []
         do {
@@ -277,7 +365,8 @@ public final class ProxyService: Service, Sendable {
             logger.info("proxy listening", metadata: ["frontend": "\(key.frontend)", "address": "\(address)", "loops": "\(count)"])
         }
         if takeover {
-            logger.notice("takeover: listening beside the convey being replaced; send it SIGTERM now (its open connections finish there)")
+            if besideBound.withLock({ $0 }) > 0 { TakeoverMigration.note(logger: logger) }
+            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there)")
         }
         // A reload applied while this bound (its prepare found nothing running yet): bind
         // what the snapshot published since then has in addition.
@@ -310,6 +399,7 @@ public final class ProxyService: Service, Sendable {
                     logger.error("could not start proxy loop thread \(i)")
                     loop.control.refuseHandedListeners()
                     loop.control.listing.close()
+                    loop.control.listenerCopies.close()
                     remaining.arrive()
                 }
             }

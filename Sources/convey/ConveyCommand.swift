@@ -38,7 +38,7 @@ struct ConveyCommand: AsyncParsableCommand {
     var logLevel: LogLevelArgument = .info
 
     @Flag(name: .long, help: ArgumentHelp(
-        "Proxy mode: start beside a running convey that listens on the same addresses, to replace it without refusing a client; stop the old one with SIGTERM once this one logs that it listens. /stats comes up when the old one has exited."))
+        "Proxy mode: take over the listening sockets of the convey running the same --config (binding beside it where it hands none), to replace it without refusing or resetting a client; stop the old one with SIGTERM once this one logs that it listens. /stats comes up when the old one has exited."))
     var takeover = false
 
     @Flag(name: [.customShort("v"), .customLong("version")], help: "Print the version and exit.")

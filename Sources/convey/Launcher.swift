@@ -168,21 +168,6 @@ struct Launcher {
         }
     }
 
-    /// A takeover hands the old convey's queued clients over only with `tcp_migrate_req`:
-    /// without it, those its listeners hold when it stops are reset.
-    private static func noteMigration(logger: Logger) {
-        let path = "/proc/sys/net/ipv4/tcp_migrate_req"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            logger.warning("takeover: cannot read \(path) (a kernel before 5.14?): clients queued in the old convey when it stops are reset")
-            return
-        }
-        if text.trimmingCharacters(in: .whitespacesAndNewlines) == "1" {
-            logger.info("takeover: net.ipv4.tcp_migrate_req is 1: clients queued in the old convey when it stops come to this one")
-        } else {
-            logger.warning("takeover: net.ipv4.tcp_migrate_req is 0: clients whose handshake completes as the old convey closes its listeners are reset; sysctl -w net.ipv4.tcp_migrate_req=1 hands them to this one")
-        }
-    }
-
     private struct DataPlane {
         var service: any Service
         var stats: DataPlaneStatsSource?
@@ -199,8 +184,8 @@ struct Launcher {
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
         switch mode {
         case .proxy:
-            if takeover { Self.noteMigration(logger: logger) }
-            let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover)
+            let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
+                                     handoverName: ProxyService.handoverName(forConfig: configPath))
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },
                              flows: { query throws(FlowQueryError) in try await proxy.listConnections(query) },
                              prepareReload: { candidate in

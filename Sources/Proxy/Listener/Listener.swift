@@ -103,3 +103,69 @@ extension Listener {
         return listeners
     }
 }
+
+extension Listener {
+    /// What a takeover made of the sockets it received for one frontend address.
+    struct AdoptedGroup {
+        /// One per loop: the received sockets first, then any bound beside them.
+        var listeners: [Listener]
+        /// Received sockets in use.
+        var taken: Int
+        /// Sockets bound beside them (this convey runs more loops than the one replaced).
+        var boundBeside: Int
+        /// Received sockets beyond this convey's loops, closed here: the replaced convey's
+        /// close then ends them.
+        var leftToClose: Int
+        /// Received descriptors that were no TCP socket listening at the address (closed).
+        var invalid: Int
+    }
+
+    /// A socket received in a takeover's handover, checked to be a TCP socket listening at
+    /// `address`; nil (the caller closes it) otherwise. Made non-blocking, with this convey's
+    /// options for accepted sockets.
+    static func adopt(_ fd: Int32, at address: Endpoint, notSentLowWater: Int) -> Listener? {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        guard option(SO_ACCEPTCONN) == 1, option(SO_PROTOCOL) == Int32(IPPROTO_TCP),
+              let bound = SocketCalls.localEndpoint(fd), bound == address else { return nil }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
+        SocketCalls.setNoDelay(fd)
+        SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
+        return Listener(fd: fd, address: bound)
+    }
+
+    /// One listener per loop for `key` from the `sockets` a takeover received for it (see
+    /// `ListenerHandover`), completed with sockets bound beside them when there are fewer
+    /// than `count`; the rest are closed. Throws with nothing of its own left open (the
+    /// received sockets it took are closed too: the replaced convey still holds them).
+    static func adoptGroup(_ key: ListenerKey, sockets: [Int32], count: Int, notSentLowWater: Int) throws(ProxyError) -> AdoptedGroup {
+        var group = AdoptedGroup(listeners: [], taken: 0, boundBeside: 0, leftToClose: 0, invalid: 0)
+        for fd in sockets {
+            if group.listeners.count == count {
+                SocketCalls.close(fd)
+                group.leftToClose += 1
+            } else if let listener = adopt(fd, at: key.address, notSentLowWater: notSentLowWater) {
+                group.listeners.append(listener)
+            } else {
+                SocketCalls.close(fd)
+                group.invalid += 1
+            }
+        }
+        group.taken = group.listeners.count
+        do {
+            while group.listeners.count < count {
+                let address = group.listeners.first?.address ?? key.address
+                group.listeners.append(try bind(frontend: key.frontend, address: address, notSentLowWater: notSentLowWater))
+                group.boundBeside += 1
+            }
+        } catch {
+            for l in group.listeners { SocketCalls.close(l.fd) }
+            throw error
+        }
+        return group
+    }
+}

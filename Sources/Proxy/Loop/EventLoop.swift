@@ -247,11 +247,15 @@ final class EventLoop {
             if control.listing.pending.load(ordering: .relaxed) > 0 {
                 control.listing.serve { listConnections($0) }
             }
+            if control.listenerCopies.pending.load(ordering: .relaxed) > 0 {
+                control.listenerCopies.serve { copyListeners() }
+            }
             control.openConnections.store(slab.live, ordering: .relaxed)
             control.pipesPooled.store(pipes.count, ordering: .relaxed)
         }
         closeEverything()
         control.listing.close()
+        control.listenerCopies.close()
     }
 
     @inline(__always)
@@ -915,14 +919,16 @@ final class EventLoop {
         // Clients already queued have completed their handshake: closing the listener would
         // reset them. They are taken first and served like every open connection. (Those
         // whose handshake completes from here to the close are reset, or handed to another
-        // listener of the port with net.ipv4.tcp_migrate_req = 1.)
+        // listener of the port with net.ipv4.tcp_migrate_req = 1. After a takeover's
+        // handover the close only drops this process's reference: the socket listens on in
+        // the new convey, which accepts them.)
         for f in frontends.indices where frontends[f].listener != nil && frontends[f].route != nil {
             acceptAll(frontend: f)
         }
         for f in frontends.indices { closeListener(f) }
         control.refuseHandedListeners()
         if slab.live > 0 {
-            logger.notice("draining: listeners closed; \(slab.live) open connection(s) go on until they end or drain_timeout passes")
+            logger.notice("draining: accepting no more; \(slab.live) open connection(s) go on until they end or drain_timeout passes")
         }
     }
 
@@ -936,6 +942,26 @@ final class EventLoop {
         pipes.drain()
         control.openConnections.store(0, ordering: .relaxed)
         control.pipesPooled.store(0, ordering: .relaxed)
+    }
+
+    // MARK: - Handover
+
+    /// Copies (`dup`) of the listeners of the frontends this loop serves, for a takeover's
+    /// handover (see `ListenerHandover`); none once draining (the listeners are closed) or
+    /// for a configured port 0 (the new convey would bind another port anyway).
+    private func copyListeners() -> [ListenerCopy] {
+        guard !isDraining else { return [] }
+        var copies: [ListenerCopy] = []
+        for entry in frontends {
+            guard let listener = entry.listener, let route = entry.route, route.config.listen.port != 0 else { continue }
+            let fd = fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
+            if fd >= 0 {
+                copies.append(ListenerCopy(address: route.config.listen, fd: fd))
+            } else {
+                logger.warning("takeover: cannot copy the listener of frontend \(entry.name): \(Errno(rawValue: errno))")
+            }
+        }
+        return copies
     }
 
     // MARK: - Listing

@@ -1,8 +1,15 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Balancer
 import CLinux
 import Synchronization
+
+/// A copy (`dup`) of one of a loop's listening sockets, by its frontend's configured address.
+struct ListenerCopy: Sendable {
+    var address: Endpoint
+    var fd: Int32
+}
 
 /// What the service shares with one event loop thread: requests in (drain, stop), a wake-up
 /// eventfd, and the loop's live figures out (for `ProxyService.status()`).
@@ -30,6 +37,11 @@ final class LoopControl: Sendable {
     let adoptedGeneration = Atomic<UInt64>(0)
     /// Requests for the loop's connections (`/flows`), answered between turns.
     let listing = ConnectionListing()
+    /// Requests for copies of the loop's listening sockets (a takeover's handover), answered
+    /// between turns; copies nobody collects are closed.
+    let listenerCopies = LoopChannel<Void, [ListenerCopy]>(discard: { copies in
+        for copy in copies { _ = Glibc.close(copy.fd) }
+    })
 
     /// Listeners the service bound for a reload (new frontends and addresses), waiting for the
     /// loop to adopt the snapshot that has them. Touched only when a reload is prepared and

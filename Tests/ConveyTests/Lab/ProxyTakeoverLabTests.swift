@@ -14,13 +14,13 @@ extension EndToEndLabTests {
         let stop = Atomic<Bool>(false)
     }
 
-    @Test("proxy mode, --takeover: a second convey listens beside the first, which SIGTERM then stops; every client of a steady load is served throughout (none refused, none reset, with net.ipv4.tcp_migrate_req = 1 in the balancer's namespace); the second's /stats comes up once the first has exited")
+    @Test("proxy mode, --takeover: a second convey takes over the first one's listening sockets (no sysctl needed), and SIGTERM then stops the first; every client of a steady load is served throughout (none refused, none reset); the second's /stats comes up once the first has exited")
     func proxyTakeover() throws {
         guard try labAvailable("proxyTakeover") else { return }
-        let config = Self.proxyLabConfig(fall: 3)
+        let config = Self.proxyLabConfig(fall: 3) + "[proxy]\nworkers = 2\n"
         try ProxyLab.with(config: config) { lab, old, path in
-            // The balancer's namespace only: the machine's own sysctls stay as they are.
-            _ = try lab.check("lb", ["sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"])
+            // net.ipv4.tcp_migrate_req stays at its default (0) in the balancer's namespace:
+            // with the sockets handed over, none closes, so nothing needs migrating.
             #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
                     "the first convey serves: \(old.output)")
 
@@ -56,9 +56,10 @@ extension EndToEndLabTests {
 
             let new = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--takeover", "--config", path, "--log-level", "info"])
             defer { new.stop(SIGKILL) }
-            #expect(waitUntil(seconds: 10) { new.output.contains("takeover: listening beside the convey being replaced") },
-                    "the second convey listens: \(new.output)")
-            #expect(new.output.contains("net.ipv4.tcp_migrate_req is 1"), "\(new.output)")
+            #expect(waitUntil(seconds: 10) { new.output.contains("send it SIGTERM now") }, "the second convey listens: \(new.output)")
+            #expect(new.output.contains("takeover: took over frontend web's 2 listening socket(s) at 10.77.0.2:8000"), "\(new.output)")
+            #expect(!new.output.contains("tcp_migrate_req"), "nothing bound beside: \(new.output)")
+            #expect(old.output.contains("handed 2 listening socket(s) (10.77.0.2:8000)"), "\(old.output)")
             #expect(waitUntil(seconds: 5) { new.output.contains("stats: 127.0.0.1:7000 is in use") }, "\(new.output)")
             let before = tally.served.load(ordering: .relaxed)
             usleep(300_000)
@@ -80,7 +81,28 @@ extension EndToEndLabTests {
             #expect(tally.served.load(ordering: .relaxed) > before)
             let total = (stats?["total_connections"] as? Int) ?? 0
             #expect(total >= 100, "the second convey served clients: \(String(describing: stats))")
+            #expect(waitUntil(seconds: 5) { new.output.contains("answering takeovers at @convey-handover:") }, "the second answers takeovers in turn: \(new.output)")
             #expect(new.isRunning && new.stop(SIGTERM) == 0, "\(new.output)")
+        }
+    }
+
+    @Test("proxy mode, --takeover as another user: the running convey refuses to hand its listeners over, and the new one, unable to bind beside another user's sockets, fails its start naming the address; the running one serves on")
+    func proxyTakeoverByAnotherUser() throws {
+        guard try labAvailable("proxyTakeoverByAnotherUser") else { return }
+        let config = Self.proxyLabConfig(fall: 3) + "[proxy]\nworkers = 2\n"
+        try ProxyLab.with(config: config) { lab, old, path in
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
+                    "the first convey serves: \(old.output)")
+            let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]
+            let intruder = try LabDaemon(lab: lab, host: "lb", nobody + [ConveyRun.binary, "--takeover", "--config", path, "--log-level", "info"])
+            defer { intruder.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { intruder.exitStatus != nil }, "\(intruder.output)")
+            #expect(intruder.exitStatus != 0)
+            #expect(intruder.output.contains("refused: it runs as user 65534, the running convey as 0"), "\(intruder.output)")
+            #expect(intruder.output.contains("10.77.0.2:8000"), "the failed bind names the address: \(intruder.output)")
+            #expect(old.output.contains("refused to hand the listeners to pid"), "\(old.output)")
+            #expect(try lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }.name == "b1")
+            #expect(old.isRunning && old.stop(SIGTERM) == 0, "\(old.output)")
         }
     }
 }

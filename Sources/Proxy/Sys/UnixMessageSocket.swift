@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import SystemPackage
+
+/// A Unix-domain `SOCK_SEQPACKET` socket in the abstract namespace: the channel a takeover's
+/// listener handover runs over. Each message arrives whole and may carry descriptors
+/// (`SCM_RIGHTS`). Abstract names belong to the network namespace and leave no file behind.
+///
+/// Blocking, with receive and send timeouts: it is used on the handover's own thread and at
+/// start, never on an event loop. Closed when released.
+final class UnixMessageSocket: Sendable {
+    let fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    deinit { _ = Glibc.close(fd) }
+
+    /// Most descriptors one message carries.
+    static let maxDescriptors = Int(CL_MAX_FDS_PER_MESSAGE)
+
+    /// A socket listening on the abstract `name`; `EADDRINUSE` while another process holds it.
+    static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
+        let socket = try make()
+        try socket.withAddress(name) { address, length throws(Errno) in
+            guard Glibc.bind(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
+        }
+        guard Glibc.listen(socket.fd, backlog) == 0 else { throw Errno(rawValue: errno) }
+        return socket
+    }
+
+    /// A socket connected to the abstract `name` (`ECONNREFUSED` when nothing listens there),
+    /// whose receives and sends give up after `timeout`.
+    static func connected(to name: String, timeout: Duration) throws(Errno) -> UnixMessageSocket {
+        let socket = try make()
+        socket.setTimeout(timeout)
+        try socket.withAddress(name) { address, length throws(Errno) in
+            guard Glibc.connect(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
+        }
+        return socket
+    }
+
+    /// The next connection (blocking); `EINVAL` once `shutdown()` has been called.
+    func accept(timeout: Duration) throws(Errno) -> UnixMessageSocket {
+        while true {
+            // accept4 needs _GNU_SOURCE; convey never execs, so setting close-on-exec after is enough.
+            let fd = Glibc.accept(self.fd, nil, nil)
+            if fd >= 0 {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                let socket = UnixMessageSocket(fd: fd)
+                socket.setTimeout(timeout)
+                return socket
+            }
+            if errno != EINTR { throw Errno(rawValue: errno) }
+        }
+    }
+
+    /// Waits up to `timeout` for a connection to accept (or an error to report); false when
+    /// none came.
+    func waitForConnection(timeout: Duration) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        return Glibc.poll(&entry, 1, milliseconds) > 0
+    }
+
+    /// Sends one message of `bytes` with `descriptors` (at most `maxDescriptors`) attached;
+    /// the descriptors stay open here.
+    func send(_ bytes: [UInt8], descriptors: [Int32] = []) throws(Errno) {
+        let n = bytes.withUnsafeBytes { buffer in
+            descriptors.withUnsafeBufferPointer { fds in
+                cl_send_with_fds(fd, buffer.baseAddress, buffer.count, fds.baseAddress, Int32(fds.count))
+            }
+        }
+        guard n == bytes.count else { throw Errno(rawValue: n < 0 ? errno : EMSGSIZE) }
+    }
+
+    /// Receives one message (at most `maxBytes`) and the descriptors that came with it, which
+    /// the caller owns (close-on-exec). An empty message without descriptors is the peer's close.
+    func receive(maxBytes: Int = 4096) throws(Errno) -> (bytes: [UInt8], descriptors: [Int32]) {
+        var buffer = [UInt8](repeating: 0, count: maxBytes)
+        var fds = [Int32](repeating: -1, count: Self.maxDescriptors)
+        var count: Int32 = 0
+        let n = buffer.withUnsafeMutableBytes { b in
+            fds.withUnsafeMutableBufferPointer { f in
+                cl_recv_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), &count)
+            }
+        }
+        guard n >= 0 else { throw Errno(rawValue: errno) }
+        return (Array(buffer[0..<n]), Array(fds[0..<Int(count)]))
+    }
+
+    /// The process at the other end: its pid and user (`SO_PEERCRED`).
+    func peer() throws(Errno) -> (pid: Int32, uid: UInt32) {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        guard cl_peer_credentials(fd, &pid, &uid) == 0 else { throw Errno(rawValue: errno) }
+        return (pid, uid)
+    }
+
+    private static func make() throws(Errno) -> UnixMessageSocket {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        return UnixMessageSocket(fd: fd)
+    }
+
+    private func setTimeout(_ timeout: Duration) {
+        let (seconds, attoseconds) = timeout.components
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// `name` as an abstract `sockaddr_un` (a leading NUL, no terminator); `ENAMETOOLONG`
+    /// past the 107 bytes it holds.
+    private func withAddress(_ name: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(Errno) -> Void) throws(Errno) {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(name.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard bytes.count + 1 <= capacity else { throw Errno.fileNameTooLong }
+        withUnsafeMutableBytes(of: &address.sun_path) { path in
+            path[0] = 0
+            for (i, b) in bytes.enumerated() { path[i + 1] = b }
+        }
+        let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + 1 + bytes.count)
+        try withUnsafePointer(to: &address) { pointer throws(Errno) in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { p throws(Errno) in try body(p, length) }
+        }
+    }
+}

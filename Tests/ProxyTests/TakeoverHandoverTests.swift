@@ -1,0 +1,229 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Balancer
+import Foundation
+import Logging
+@testable import Proxy
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+extension ProxyTests {
+    /// `--takeover`: the running proxy hands its listening sockets to the one replacing it, so
+    /// that no listening socket closes during the change (see `ListenerHandover`).
+    @Suite struct TakeoverHandover {
+        /// A port free on 127.0.0.1 (a handover matches configured addresses; port 0 is never handed).
+        static func freeAddress() throws -> Endpoint {
+            let probe = try Listener.bind(frontend: "probe", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
+            SocketCalls.close(probe.fd)
+            return probe.address
+        }
+
+        /// TCP sockets listening on `port` in this network namespace (each one line of /proc/net/tcp).
+        static func listeningSockets(port: UInt16) -> Int {
+            guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return -1 }
+            let local = String(format: ":%04X", port)
+            return table.split(separator: "\n").dropFirst().filter { line in
+                let fields = line.split(separator: " ")
+                return fields.count > 3 && fields[1].hasSuffix(local) && fields[3] == "0A"
+            }.count
+        }
+
+        static func uniqueName() -> String { "convey-test-handover-\(UInt64.random(in: 0...UInt64.max))" }
+
+        /// Back-to-back echo clients until stopped (bounded: 20 s, 20 000 connections).
+        final class ClientLoad: Sendable {
+            let served = Atomic<Int>(0)
+            let failures = Mutex<[String]>([])
+            private let stopping = Atomic<Bool>(false)
+            private let threads: Mutex<[TestThread]> = Mutex([])
+
+            init(to address: Endpoint, clients: Int = 2) {
+                let started = Date()
+                let made = (0..<clients).map { _ in
+                    TestThread { [self] in
+                        while !stopping.load(ordering: .relaxed), Date().timeIntervalSince(started) < 20,
+                              served.load(ordering: .relaxed) < 20_000 {
+                            do {
+                                let client = try TestSocket.connect(to: address, timeout: 5)
+                                try client.send("ping")
+                                guard try client.receive(exactly: 4) == Array("ping".utf8) else { throw TestError.timeout("echo") }
+                                served.wrappingAdd(1, ordering: .relaxed)
+                            } catch {
+                                failures.withLock { $0.append("\(error)") }
+                            }
+                        }
+                    }
+                }
+                threads.withLock { $0 = made }
+            }
+
+            /// Stops the clients and waits for them (once: a thread is joined only once).
+            func stop() {
+                guard !stopping.exchange(true, ordering: .relaxed) else { return }
+                for t in threads.withLock({ $0 }) { t.join() }
+            }
+        }
+
+        @Test("the new proxy serves the old one's own listening sockets: none is added on the port, none closes when the old one stops, and a client load through the change is served throughout")
+        func takesTheSockets() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let name = Self.uniqueName()
+            let oldLog = LogLines(), newLog = LogLines()
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   logger: oldLog.logger(), handoverName: name)
+            let group = ServiceGroup(configuration: .init(services: [.init(service: old.service)], logger: Logger(label: "test")))
+            let running = Task { try await group.run() }
+            #expect(await eventually { old.service.status().listening["web"] != nil })
+            #expect(Self.listeningSockets(port: address.port) == 2, "one socket per loop")
+
+            let load = ClientLoad(to: address)
+            defer { load.stop() }
+            #expect(await eventually { load.served.load(ordering: .relaxed) >= 50 })
+
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   logger: newLog.logger(), takeover: true, handoverName: name)
+            try await new.start()
+            #expect(newLog.all.contains { $0.contains("took over frontend web's 2 listening socket(s) at \(address)") }, "\(newLog.all)")
+            #expect(!newLog.all.contains { $0.contains("tcp_migrate_req") }, "nothing bound beside: the sysctl does not matter")
+            #expect(oldLog.all.contains { $0.contains("handed 2 listening socket(s) (\(address))") }, "\(oldLog.all)")
+            #expect(Self.listeningSockets(port: address.port) == 2, "the same two sockets, open in both proxies")
+
+            let beforeStop = load.served.load(ordering: .relaxed)
+            await group.triggerGracefulShutdown()
+            try await running.value
+            #expect(Self.listeningSockets(port: address.port) == 2, "no listening socket closed with the old proxy")
+            #expect(await eventually { load.served.load(ordering: .relaxed) >= beforeStop + 200 }, "served after the old one stopped")
+            load.stop()
+            let failures = load.failures.withLock { $0 }
+            #expect(failures.isEmpty, "\(failures.count) of \(load.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
+            #expect(new.counters().totalConnections.load(ordering: .relaxed) > 0, "the new proxy served clients")
+            // The new one answers takeovers in turn once the old one has let go of the name.
+            #expect(await eventually { newLog.all.contains { $0.contains("answering takeovers at @\(name)") } }, "\(newLog.all)")
+            try await new.stop()
+            #expect(Self.listeningSockets(port: address.port) == 0)
+        }
+
+        @Test("with more loops the new proxy binds the rest beside the sockets handed; with fewer, it says the others close when the replaced one stops")
+        func loopCountsDiffer() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let name = Self.uniqueName()
+            let secondLog = LogLines(), thirdLog = LogLines()
+            let first = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                     workers: 2, handoverName: name)
+            try await first.start()
+            let second = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                      workers: 3, logger: secondLog.logger(), takeover: true, handoverName: name)
+            try await second.start()
+            #expect(secondLog.all.contains { $0.contains("took over frontend web's 2 listening socket(s)") && $0.contains("bound 1 more beside them for this convey's 3 loops") },
+                    "\(secondLog.all)")
+            #expect(Self.listeningSockets(port: address.port) == 3)
+            try await first.stop()
+            #expect(Self.listeningSockets(port: address.port) == 3, "the first one's sockets live on in the second")
+            #expect(await eventually { secondLog.all.contains { $0.contains("answering takeovers at @\(name)") } }, "\(secondLog.all)")
+
+            let third = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                     workers: 1, logger: thirdLog.logger(), takeover: true, handoverName: name)
+            try await third.start()
+            #expect(thirdLog.all.contains { $0.contains("took over frontend web's 1 listening socket(s)") }, "\(thirdLog.all)")
+            #expect(thirdLog.all.contains { $0.contains("runs 3 loops, this one 1: the other 2 listening socket(s) close when it stops") },
+                    "\(thirdLog.all)")
+            try await second.stop()
+            #expect(Self.listeningSockets(port: address.port) == 1)
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            try client.send("after")
+            #expect(try client.receive(exactly: 5) == Array("after".utf8), "the third one serves on the socket it kept")
+            try await third.stop()
+        }
+
+        @Test("with no convey answering, a takeover binds beside whatever listens there and says why, naming tcp_migrate_req")
+        func nobodyAnswers() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let newLog = LogLines()
+            // A running proxy without a handover (an older convey, or another file).
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address })
+            try await old.start()
+            let name = Self.uniqueName()
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   logger: newLog.logger(), takeover: true, handoverName: name)
+            try await new.start()
+            #expect(newLog.all.contains { $0.contains("no convey answers at @\(name): binding beside the listeners there instead") }, "\(newLog.all)")
+            #expect(newLog.all.contains { $0.contains("tcp_migrate_req") }, "\(newLog.all)")
+            #expect(Self.listeningSockets(port: address.port) == 4, "two sockets each")
+            try await old.stop()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            try client.send("x")
+            #expect(try client.receive(exactly: 1) == Array("x".utf8))
+            try await new.stop()
+        }
+
+        @Test("a handover peer that answers out of protocol fails the takeover's ask with what it said, leaving no descriptor open; a request out of protocol is refused")
+        func outOfProtocol() async throws {
+            let name = Self.uniqueName()
+            let fake = try UnixMessageSocket.listening(on: name)
+            let answered = TestThread {
+                guard let connection = try? fake.accept(timeout: .seconds(5)) else { return }
+                _ = try? connection.receive()
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                try? connection.send(Array("listeners 127.0.0.1:9".utf8), descriptors: [fd])
+                _ = Glibc.close(fd)
+                try? connection.send(Array("hello".utf8))
+            }
+            let before = openDescriptorCount()
+            #expect {
+                _ = try ListenerHandover.receive(from: name, timeout: .seconds(5))
+            } throws: { error in
+                "\(error)".contains("unexpected message 'hello'")
+            }
+            answered.join()
+            #expect(openDescriptorCount() == before, "the descriptor received before the bad message is closed")
+
+            // The running side: a request that is not the greeting gets a refusal.
+            let proxyName = Self.uniqueName()
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                     handoverName: proxyName)
+            try await proxy.start()
+            let asker = try UnixMessageSocket.connected(to: proxyName, timeout: .seconds(5))
+            try asker.send(Array("convey-handover 99".utf8))
+            let reply = try asker.receive()
+            #expect(String(decoding: reply.bytes, as: UTF8.self).hasPrefix("refused unknown request") && reply.descriptors.isEmpty)
+            try await proxy.stop()
+        }
+
+        @Test("a loop's answer nobody collects (its caller gave up, or the loop stopped) is discarded: descriptors in it are not left open")
+        func uncollectedAnswersAreDiscarded() {
+            let discarded = Atomic<Int>(0)
+            let channel = LoopChannel<Void, Int>(discard: { _ in discarded.wrappingAdd(1, ordering: .relaxed) })
+            let loop = TestThread {
+                while channel.pending.load(ordering: .relaxed) == 0 { usleep(1000) }
+                channel.serve {
+                    usleep(200_000)  // answers after its caller has given up
+                    return 7
+                }
+            }
+            #expect(channel.askBlocking((), timeout: .milliseconds(50), wake: {}) == nil)
+            loop.join()
+            #expect(discarded.load(ordering: .relaxed) == 1)
+            // Answered, then the loop stopped before the caller collected.
+            let late = LoopChannel<Void, Int>(discard: { _ in discarded.wrappingAdd(1, ordering: .relaxed) })
+            let stopping = TestThread {
+                while late.pending.load(ordering: .relaxed) == 0 { usleep(1000) }
+                late.serve { 8 }
+                late.close()
+            }
+            let answer = late.askBlocking((), timeout: .seconds(5), wake: {})
+            stopping.join()
+            #expect(answer == 8 || discarded.load(ordering: .relaxed) == 2, "either collected or discarded, never lost")
+        }
+    }
+}
