@@ -121,7 +121,7 @@ ssize_t cl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, 
             if (count < maxfds) fds[count++] = got[i]; else { close(got[i]); overflow = 1; }
         }
     }
-    if (overflow || (msg.msg_flags & MSG_CTRUNC)) {
+    if (overflow || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
         for (int i = 0; i < count; i++) close(fds[i]);
         *nfds = 0;
         errno = EMSGSIZE;
@@ -138,4 +138,14 @@ int cl_peer_credentials(int sock, int32_t *pid, uint32_t *uid) {
     *pid = cred.pid;
     *uid = cred.uid;
     return 0;
+}
+
+uint64_t cl_netns_cookie(int sock) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof cookie;
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+    if (getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) return 0;
+    return cookie;
 }

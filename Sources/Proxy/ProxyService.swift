@@ -62,6 +62,8 @@ public final class ProxyService: Service, Sendable {
     /// Listener groups a takeover bound beside another process's sockets (none handed for
     /// them): for the start's note on `tcp_migrate_req`.
     private let besideBound = Mutex(0)
+    /// The handover channel's socket a takeover received, for this convey's own handover server.
+    private let inheritedChannel = Mutex<UnixMessageSocket?>(nil)
     /// Serialises binding: `start()` and `prepare(frontends:)` (control plane only).
     private let binding = Mutex(())
 
@@ -107,8 +109,11 @@ public final class ProxyService: Service, Sendable {
     /// has stopped.
     public func run() async throws {
         let controls = try start()
+        let inherited = inheritedChannel.withLock { s -> UnixMessageSocket? in defer { s = nil }; return s }
         let handover = handoverName.map { name in
-            HandoverServer(name: name, logger: logger) { [self] in listenerOffers() }
+            HandoverServer(name: name, logger: logger, inherited: inherited, replacing: takeover) { [self] () throws(HandoverRefusal) in
+                try listenerOffers()
+            }
         }
         handover?.start()
         defer { handover?.stop() }
@@ -234,14 +239,19 @@ public final class ProxyService: Service, Sendable {
             do throws(ProxyError) {
                 let received = handed.take(key.address)
                 if !received.isEmpty {
-                    let adopted = try Listener.adoptGroup(key, sockets: received, count: loops, notSentLowWater: tuning.notSentLowWater)
+                    let adopted = try Listener.adoptGroup(key, sockets: received, count: loops, owner: handed.owner,
+                                                          networkNamespace: handed.networkNamespace, notSentLowWater: tuning.notSentLowWater)
                     groups.append((key, adopted.listeners))
-                    noteTakenOver(key, adopted, loops: loops, from: handed.pid)
+                    noteTakenOver(key, adopted, received: received.count, loops: loops, from: handed.pid)
                     continue
                 }
-                if !beside { try Listener.checkFree(frontend: key.frontend, address: key.address) }
+                if !beside {
+                    try Listener.checkFree(frontend: key.frontend, address: key.address)
+                } else if (try? Listener.checkFree(frontend: key.frontend, address: key.address)) == nil {
+                    // Bound beside another process's sockets, which close when it stops.
+                    besideBound.withLock { $0 += 1 }
+                }
                 groups.append((key, try Listener.bindGroup(key, count: loops, notSentLowWater: tuning.notSentLowWater)))
-                if beside && key.address.port != 0 { besideBound.withLock { $0 += 1 } }
             } catch {
                 failures.append(error)
             }
@@ -253,29 +263,45 @@ public final class ProxyService: Service, Sendable {
         return groups
     }
 
-    /// Logs what a takeover took over for `key`.
-    private func noteTakenOver(_ key: ListenerKey, _ adopted: Listener.AdoptedGroup, loops: Int, from pid: Int32) {
+    /// Logs what a takeover took over for `key`, out of `received` sockets.
+    private func noteTakenOver(_ key: ListenerKey, _ adopted: Listener.AdoptedGroup, received: Int, loops: Int, from pid: Int32) {
+        if adopted.invalid > 0 {
+            logger.warning("takeover: frontend \(key.frontend): \(adopted.invalid) of the \(received) socket(s) pid \(pid) handed for \(key.address) were no TCP socket of its user listening there in this network namespace: closed")
+        }
+        guard adopted.taken > 0 else {
+            logger.warning("takeover: frontend \(key.frontend): bound beside the listeners at \(key.address) instead")
+            besideBound.withLock { $0 += 1 }
+            return
+        }
         var text = "takeover: took over frontend \(key.frontend)'s \(adopted.taken) listening socket(s) at \(key.address) from the convey being replaced (pid \(pid))"
         if adopted.boundBeside > 0 { text += ", and bound \(adopted.boundBeside) more beside them for this convey's \(loops) loops" }
-        if adopted.invalid > 0 { text += "; \(adopted.invalid) handed descriptor(s) were no listening TCP socket there and are closed" }
         logger.notice("\(text)")
         if adopted.leftToClose > 0 {
-            logger.warning("takeover: frontend \(key.frontend): the convey being replaced runs \(adopted.taken + adopted.leftToClose) loops, this one \(loops): the other \(adopted.leftToClose) listening socket(s) close when it stops")
+            logger.warning("takeover: frontend \(key.frontend): the convey being replaced handed \(received - adopted.invalid) socket(s), this one runs \(loops) loop(s): the other \(adopted.leftToClose) close when it stops")
             besideBound.withLock { $0 += 1 }
         }
     }
 
     /// Copies of every loop's listening sockets, by frontend address, for a takeover's
-    /// handover; none once draining.
-    private func listenerOffers() -> [HandoverServer.Offer] {
-        let controls = phase.withLock { phase -> [LoopControl] in
-            guard case .running(let running) = phase, !running.draining else { return [] }
-            return running.controls
+    /// handover. Refused rather than partial (a loop that does not answer, or cannot copy):
+    /// a socket left out would close with this convey.
+    private func listenerOffers() throws(HandoverRefusal) -> [HandoverServer.Offer] {
+        guard case .running(let running) = phase.withLock({ $0 }), !running.draining else {
+            throw HandoverRefusal(reason: "it is stopping (its listeners are closing)")
         }
+        // Listeners bound for a reload are a loop's only once it has adopted that snapshot.
+        binding.withLock { _ in awaitAdoption(of: snapshots.generation, by: running.controls) }
         var order: [Endpoint] = []
         var byAddress: [Endpoint: [Int32]] = [:]
-        for c in controls where !c.refusesListeners {
-            guard let copies = c.listenerCopies.askBlocking((), timeout: .seconds(2), wake: { c.wake() }) else { continue }
+        func giveUp(_ reason: String) -> HandoverRefusal {
+            for fds in byAddress.values { for fd in fds { SocketCalls.close(fd) } }
+            return HandoverRefusal(reason: reason)
+        }
+        for c in running.controls where !c.refusesListeners {
+            guard let answer = c.listenerCopies.askBlocking((), timeout: .seconds(2), wake: { c.wake() }) else {
+                throw giveUp("its event loop \(c.index) did not answer within 2 s")
+            }
+            guard let copies = answer else { throw giveUp("its event loop \(c.index) could not copy its listeners (out of descriptors?)") }
             for copy in copies {
                 if byAddress[copy.address] == nil { order.append(copy.address) }
                 byAddress[copy.address, default: []].append(copy.fd)
@@ -343,6 +369,13 @@ public final class ProxyService: Service, Sendable {
         if !handed.byAddress.isEmpty {
             let left = handed.byAddress.keys.map { "\($0)" }.sorted().joined(separator: ", ")
             logger.notice("takeover: not taking the listeners at \(left) (no frontend here listens there): they close with the convey being replaced")
+        }
+        if let handoverName, let fd = handed.takeChannel() {
+            if let channel = UnixMessageSocket.adopting(fd, listeningOn: handoverName) {
+                inheritedChannel.withLock { $0 = channel }
+            } else {
+                SocketCalls.close(fd)
+            }
         }
         var loops: [EventLoop] = []
         do {

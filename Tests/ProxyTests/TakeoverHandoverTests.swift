@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Balancer
+import CLinux
 import Foundation
 import Logging
 @testable import Proxy
@@ -123,16 +124,18 @@ extension ProxyTests {
             #expect(secondLog.all.contains { $0.contains("took over frontend web's 2 listening socket(s)") && $0.contains("bound 1 more beside them for this convey's 3 loops") },
                     "\(secondLog.all)")
             #expect(Self.listeningSockets(port: address.port) == 3)
+            #expect(await eventually { secondLog.all.contains { $0.contains("answering takeovers at @\(name) (the channel came with the listeners)") } },
+                    "the name passed with the listeners, never free: \(secondLog.all)")
             try await first.stop()
             #expect(Self.listeningSockets(port: address.port) == 3, "the first one's sockets live on in the second")
-            #expect(await eventually { secondLog.all.contains { $0.contains("answering takeovers at @\(name)") } }, "\(secondLog.all)")
 
             let third = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
                                      workers: 1, logger: thirdLog.logger(), takeover: true, handoverName: name)
             try await third.start()
             #expect(thirdLog.all.contains { $0.contains("took over frontend web's 1 listening socket(s)") }, "\(thirdLog.all)")
-            #expect(thirdLog.all.contains { $0.contains("runs 3 loops, this one 1: the other 2 listening socket(s) close when it stops") },
+            #expect(thirdLog.all.contains { $0.contains("handed 3 socket(s), this one runs 1 loop(s): the other 2 close when it stops") },
                     "\(thirdLog.all)")
+            #expect(thirdLog.all.contains { $0.contains("tcp_migrate_req") }, "sockets close with the second: the sysctl matters")
             try await second.stop()
             #expect(Self.listeningSockets(port: address.port) == 1)
             let client = try TestSocket.connect(to: address, timeout: 5)
@@ -198,6 +201,29 @@ extension ProxyTests {
             let reply = try asker.receive()
             #expect(String(decoding: reply.bytes, as: UTF8.self).hasPrefix("refused unknown request") && reply.descriptors.isEmpty)
             try await proxy.stop()
+        }
+
+        @Test("a handed socket is taken only if it is a TCP socket listening at the frontend's address, made by the user that handed it, in this network namespace")
+        func adoptChecksTheSocket() throws {
+            let listener = try Listener.bind(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
+            defer { SocketCalls.close(listener.fd) }
+            let me = geteuid()
+            let here = cl_netns_cookie(listener.fd)
+            #expect(Listener.adopt(listener.fd, at: listener.address, owner: me, networkNamespace: here, notSentLowWater: 0) != nil)
+            #expect(Listener.adopt(listener.fd, at: listener.address, owner: me &+ 1, networkNamespace: here, notSentLowWater: 0) == nil,
+                    "made by another user")
+            var elsewhere = listener.address
+            elsewhere.port = elsewhere.port == 65535 ? 1 : elsewhere.port + 1
+            #expect(Listener.adopt(listener.fd, at: elsewhere, owner: me, networkNamespace: here, notSentLowWater: 0) == nil,
+                    "listening at another address")
+            if here != 0 {
+                #expect(Listener.adopt(listener.fd, at: listener.address, owner: me, networkNamespace: here &+ 1, notSentLowWater: 0) == nil,
+                        "in another network namespace")
+            }
+            let unconnected = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { _ = Glibc.close(unconnected) }
+            #expect(Listener.adopt(unconnected, at: listener.address, owner: me, networkNamespace: here, notSentLowWater: 0) == nil,
+                    "not listening")
         }
 
         @Test("a loop's answer nobody collects (its caller gave up, or the loop stopped) is discarded: descriptors in it are not left open")

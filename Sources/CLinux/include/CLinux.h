@@ -54,11 +54,14 @@ int cl_tcp_info_state(int fd);
 /* sendmsg of `len` bytes with `nfds` (<= CL_MAX_FDS_PER_MESSAGE) descriptors attached. */
 ssize_t cl_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 /* recvmsg of at most `len` bytes; the descriptors that came with it (close-on-exec) are
- * written to `fds` and counted in `*nfds`. A message whose descriptors did not all fit
- * fails with EMSGSIZE, with none of them left open. */
+ * written to `fds` and counted in `*nfds`. A message whose bytes or descriptors did not all
+ * fit fails with EMSGSIZE, with none of them left open. */
 ssize_t cl_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds);
 /* The peer's credentials of a connected Unix socket (SO_PEERCRED). */
 int cl_peer_credentials(int sock, int32_t *pid, uint32_t *uid);
+/* The cookie of the network namespace a socket belongs to (SO_NETNS_COOKIE, Linux 5.14+);
+ * 0 when the kernel cannot say. */
+uint64_t cl_netns_cookie(int sock);
 
 #include "CLinuxNetlink.h"
 

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Balancer
+import CLinux
 import SystemPackage
 
 /// A frontend at one configured listen address: what a listener is bound for. A frontend that
@@ -121,9 +122,10 @@ extension Listener {
     }
 
     /// A socket received in a takeover's handover, checked to be a TCP socket listening at
-    /// `address`; nil (the caller closes it) otherwise. Made non-blocking, with this convey's
-    /// options for accepted sockets.
-    static func adopt(_ fd: Int32, at address: Endpoint, notSentLowWater: Int) -> Listener? {
+    /// `address`, made by user `owner` (the convey that handed it) in the network namespace
+    /// `networkNamespace` (when the kernel tells: 0 skips the check); nil (the caller closes
+    /// it) otherwise. Made non-blocking, with this convey's options for accepted sockets.
+    static func adopt(_ fd: Int32, at address: Endpoint, owner: UInt32, networkNamespace: UInt64, notSentLowWater: Int) -> Listener? {
         func option(_ name: Int32) -> Int32? {
             var value: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
@@ -131,6 +133,13 @@ extension Listener {
         }
         guard option(SO_ACCEPTCONN) == 1, option(SO_PROTOCOL) == Int32(IPPROTO_TCP),
               let bound = SocketCalls.localEndpoint(fd), bound == address else { return nil }
+        // A socket's inode belongs to the user that made it.
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_uid == owner else { return nil }
+        if networkNamespace != 0 {
+            let cookie = cl_netns_cookie(fd)
+            guard cookie == 0 || cookie == networkNamespace else { return nil }
+        }
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
         SocketCalls.setNoDelay(fd)
@@ -142,13 +151,15 @@ extension Listener {
     /// `ListenerHandover`), completed with sockets bound beside them when there are fewer
     /// than `count`; the rest are closed. Throws with nothing of its own left open (the
     /// received sockets it took are closed too: the replaced convey still holds them).
-    static func adoptGroup(_ key: ListenerKey, sockets: [Int32], count: Int, notSentLowWater: Int) throws(ProxyError) -> AdoptedGroup {
+    static func adoptGroup(_ key: ListenerKey, sockets: [Int32], count: Int, owner: UInt32, networkNamespace: UInt64,
+                           notSentLowWater: Int) throws(ProxyError) -> AdoptedGroup {
         var group = AdoptedGroup(listeners: [], taken: 0, boundBeside: 0, leftToClose: 0, invalid: 0)
         for fd in sockets {
             if group.listeners.count == count {
                 SocketCalls.close(fd)
                 group.leftToClose += 1
-            } else if let listener = adopt(fd, at: key.address, notSentLowWater: notSentLowWater) {
+            } else if let listener = adopt(fd, at: key.address, owner: owner, networkNamespace: networkNamespace,
+                                           notSentLowWater: notSentLowWater) {
                 group.listeners.append(listener)
             } else {
                 SocketCalls.close(fd)

@@ -948,18 +948,20 @@ final class EventLoop {
 
     /// Copies (`dup`) of the listeners of the frontends this loop serves, for a takeover's
     /// handover (see `ListenerHandover`); none once draining (the listeners are closed) or
-    /// for a configured port 0 (the new convey would bind another port anyway).
-    private func copyListeners() -> [ListenerCopy] {
+    /// for a configured port 0 (the new convey would bind another port anyway). nil when one
+    /// cannot be copied: a partial set would leave a socket that closes with this convey.
+    private func copyListeners() -> [ListenerCopy]? {
         guard !isDraining else { return [] }
         var copies: [ListenerCopy] = []
         for entry in frontends {
             guard let listener = entry.listener, let route = entry.route, route.config.listen.port != 0 else { continue }
             let fd = fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
-            if fd >= 0 {
-                copies.append(ListenerCopy(address: route.config.listen, fd: fd))
-            } else {
+            guard fd >= 0 else {
                 logger.warning("takeover: cannot copy the listener of frontend \(entry.name): \(Errno(rawValue: errno))")
+                for copy in copies { SocketCalls.close(copy.fd) }
+                return nil
             }
+            copies.append(ListenerCopy(address: route.config.listen, fd: fd))
         }
         return copies
     }

@@ -39,8 +39,9 @@ final class LoopControl: Sendable {
     let listing = ConnectionListing()
     /// Requests for copies of the loop's listening sockets (a takeover's handover), answered
     /// between turns; copies nobody collects are closed.
-    let listenerCopies = LoopChannel<Void, [ListenerCopy]>(discard: { copies in
-        for copy in copies { _ = Glibc.close(copy.fd) }
+    /// nil: the loop could not copy every one (out of descriptors).
+    let listenerCopies = LoopChannel<Void, [ListenerCopy]?>(discard: { copies in
+        for copy in copies ?? [] { _ = Glibc.close(copy.fd) }
     })
 
     /// Listeners the service bound for a reload (new frontends and addresses), waiting for the

@@ -36,15 +36,42 @@ final class UnixMessageSocket: Sendable {
         let socket = try make()
         socket.setTimeout(timeout)
         try socket.withAddress(name) { address, length throws(Errno) in
-            guard Glibc.connect(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
+            while Glibc.connect(socket.fd, address, length) != 0 {
+                if errno != EINTR { throw Errno(rawValue: errno) }
+            }
         }
         return socket
+    }
+
+    /// A socket received from another process (`SCM_RIGHTS`), if it is a Unix
+    /// `SOCK_SEQPACKET` socket listening on the abstract `name`; nil otherwise (the caller
+    /// still owns `fd` then).
+    static func adopting(_ fd: Int32, listeningOn name: String) -> UnixMessageSocket? {
+        func option(_ option: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd, SOL_SOCKET, option, &value, &length) == 0 ? value : nil
+        }
+        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_SEQPACKET.rawValue), option(SO_ACCEPTCONN) == 1 else {
+            return nil
+        }
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let rc = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        let offset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
+        guard rc == 0, Int(length) == offset + 1 + name.utf8.count else { return nil }
+        let bound = withUnsafeBytes(of: &address.sun_path) { Array($0[0..<(1 + name.utf8.count)]) }
+        guard bound == [0] + Array(name.utf8) else { return nil }
+        return UnixMessageSocket(fd: fd)
     }
 
     /// The next connection (blocking); `EINVAL` once `shutdown()` has been called.
     func accept(timeout: Duration) throws(Errno) -> UnixMessageSocket {
         while true {
-            // accept4 needs _GNU_SOURCE; convey never execs, so setting close-on-exec after is enough.
+            // Blocking (the shim's accept4 makes non-blocking sockets); convey never execs, so
+            // setting close-on-exec just after is enough.
             let fd = Glibc.accept(self.fd, nil, nil)
             if fd >= 0 {
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
@@ -89,6 +116,9 @@ final class UnixMessageSocket: Sendable {
         guard n >= 0 else { throw Errno(rawValue: errno) }
         return (Array(buffer[0..<n]), Array(fds[0..<Int(count)]))
     }
+
+    /// The cookie of the network namespace the socket is in (0: the kernel cannot say).
+    var networkNamespaceCookie: UInt64 { cl_netns_cookie(fd) }
 
     /// The process at the other end: its pid and user (`SO_PEERCRED`).
     func peer() throws(Errno) -> (pid: Int32, uid: UInt32) {

@@ -6,26 +6,40 @@ import Logging
 import Synchronization
 import SystemPackage
 
+/// Why a running convey does not hand its listeners over (sent to the asker, who binds beside).
+struct HandoverRefusal: Error {
+    var reason: String
+}
+
 /// The running convey's side of a listener handover (see `ListenerHandover`): a thread that
 /// answers on the abstract socket named for the configuration file, with copies of the
 /// listening sockets its loops hold.
 ///
-/// A convey started by a takeover finds the name still held by the one it replaces: it binds
-/// it as soon as that one exits (looking every 200 ms), so that it can be replaced in turn.
+/// A convey started by a takeover gets the channel's socket with the listeners and answers on
+/// it: the name is never free between two conveys, so no other process can take it then. One
+/// that got none binds the name, waiting while another process holds it (looking every
+/// 200 ms).
 final class HandoverServer: Sendable {
     /// One frontend address's listening sockets: copies (`dup`) the server closes once sent.
     typealias Offer = (address: Endpoint, fds: [Int32])
 
     let name: String
     private let logger: Logger
-    private let offers: @Sendable () -> [Offer]
-    private let state = Mutex<(socket: UnixMessageSocket?, stopped: Bool)>((nil, false))
+    private let offers: @Sendable () throws(HandoverRefusal) -> [Offer]
+    /// The channel's socket a takeover received with the listeners, if any.
+    private let inherited: Mutex<UnixMessageSocket?>
+    /// Started by a takeover: a name in use is the replaced convey's (no warning).
+    private let replacing: Bool
+    private let stopped = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(false)
 
     /// `offers` is called for each request, off the loops, and returns the copies to send.
-    init(name: String, logger: Logger, offers: @escaping @Sendable () -> [Offer]) {
+    init(name: String, logger: Logger, inherited: UnixMessageSocket? = nil, replacing: Bool = false,
+         offers: @escaping @Sendable () throws(HandoverRefusal) -> [Offer]) {
         self.name = name
         self.logger = logger
+        self.inherited = Mutex(inherited)
+        self.replacing = replacing
         self.offers = offers
     }
 
@@ -38,62 +52,66 @@ final class HandoverServer: Sendable {
         }
         if !started {
             finished.store(true, ordering: .releasing)
+            inherited.withLock { $0 = nil }
             logger.warning("takeover: could not start the handover thread: a later --takeover binds beside this convey")
         }
         return started
     }
 
-    /// Stops answering: the thread lets go of the name within 200 ms (not waited for here).
-    func signalStop() {
-        state.withLock { s in
-            s.stopped = true
-            s.socket = nil
-        }
-    }
+    /// Stops answering: the thread lets go of the name within 200 ms, or once it has answered
+    /// a request in progress (not waited for here).
+    func signalStop() { stopped.store(true, ordering: .relaxed) }
 
-    /// Stops answering and waits for the thread (the name is free once this returns).
+    /// Stops answering and waits for the thread (the name is free once this returns, unless a
+    /// takeover holds the channel's socket too).
     func stop() {
         signalStop()
         while !finished.load(ordering: .acquiring) { usleep(1000) }
     }
 
-    private var stopped: Bool { state.withLock { $0.stopped } }
+    private var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     private func run() {
-        guard let socket = bind() else { return }
-        while !stopped {
+        let socket: UnixMessageSocket
+        if let received = inherited.withLock({ s -> UnixMessageSocket? in defer { s = nil }; return s }) {
+            socket = received
+            logger.info("takeover: answering takeovers at @\(name) (the channel came with the listeners)")
+        } else {
+            guard let bound = bind() else { return }
+            socket = bound
+        }
+        var lastRefusalLogged: ContinuousClock.Instant?
+        while !isStopped {
             // A blocking accept would not wake for a stop: look every 200 ms.
-            guard socket.waitForConnection(timeout: .milliseconds(200)), !stopped else { continue }
+            guard socket.waitForConnection(timeout: .milliseconds(200)), !isStopped else { continue }
             let connection: UnixMessageSocket
-            do { connection = try socket.accept(timeout: .seconds(2)) } catch {
-                if stopped { return }
+            do { connection = try socket.accept(timeout: .seconds(1)) } catch {
                 if error == .tooManyOpenFiles || error == .noBufferSpace || error == .noMemory { usleep(100_000) }
                 continue
             }
-            answer(connection)
+            answer(connection, channel: socket, lastRefusalLogged: &lastRefusalLogged)
         }
     }
 
-    /// Binds the name, waiting while the convey this one replaced still holds it.
+    /// Binds the name, waiting while another process (the replaced convey) holds it.
     private func bind() -> UnixMessageSocket? {
         var waited = false
         while true {
             do {
                 let socket = try UnixMessageSocket.listening(on: name)
-                let kept = state.withLock { s -> Bool in
-                    guard !s.stopped else { return false }
-                    s.socket = socket
-                    return true
-                }
-                if waited { logger.info("takeover: answering takeovers at @\(name) (the replaced convey has exited)") }
-                return kept ? socket : nil
+                if waited { logger.info("takeover: answering takeovers at @\(name) (the process holding it let go)") }
+                return socket
             } catch .addressInUse {
                 if !waited {
-                    logger.info("takeover: @\(name) is still the replaced convey's: this one answers takeovers once it exits")
+                    if replacing {
+                        logger.info("takeover: @\(name) is still the replaced convey's: this one answers takeovers once it lets go")
+                    } else {
+                        logger.warning("takeover: @\(name) is held by another process: until it lets go, a --takeover of this convey binds beside it instead of taking its listeners")
+                    }
                     waited = true
                 }
                 for _ in 0..<20 {
-                    if stopped { return nil }
+                    if isStopped { return nil }
                     usleep(10_000)
                 }
             } catch {
@@ -103,24 +121,35 @@ final class HandoverServer: Sendable {
         }
     }
 
-    private func answer(_ connection: UnixMessageSocket) {
+    private func answer(_ connection: UnixMessageSocket, channel: UnixMessageSocket, lastRefusalLogged: inout ContinuousClock.Instant?) {
         guard let peer = try? connection.peer() else { return }
         // The request is read first in every case: closing with it unread would reset the
         // peer before it reads the answer.
         let request = try? connection.receive()
         for fd in request?.descriptors ?? [] { _ = Glibc.close(fd) }
+        func refuse(_ reason: String) {
+            try? connection.send(Array("refused \(reason)".utf8))
+            // Anyone may knock: at most one warning per 10 s.
+            let now = ContinuousClock.now
+            if let last = lastRefusalLogged, now - last < .seconds(10) { return }
+            lastRefusalLogged = now
+            logger.warning("takeover: refused to hand the listeners to pid \(peer.pid): \(reason)")
+        }
         let uid = geteuid()
         guard peer.uid == uid || peer.uid == 0 else {
-            logger.warning("takeover: refused to hand the listeners to pid \(peer.pid): it runs as user \(peer.uid), this convey as \(uid)")
-            try? connection.send(Array("refused it runs as user \(peer.uid), the running convey as \(uid) (run the takeover as the same user or root)".utf8))
+            refuse("it runs as user \(peer.uid), the running convey as \(uid) (run the takeover as the same user or root)")
             return
         }
         guard let request, request.descriptors.isEmpty,
               String(decoding: request.bytes, as: UTF8.self) == ListenerHandover.greeting else {
-            try? connection.send(Array("refused unknown request (a newer or older convey?)".utf8))
+            refuse("unknown request (a newer or older convey?)")
             return
         }
-        let offered = offers()
+        let offered: [Offer]
+        do throws(HandoverRefusal) { offered = try offers() } catch {
+            refuse(error.reason)
+            return
+        }
         defer { for offer in offered { for fd in offer.fds { _ = Glibc.close(fd) } } }
         do {
             for offer in offered {
@@ -131,7 +160,8 @@ final class HandoverServer: Sendable {
                     rest = rest.dropFirst(chunk.count)
                 }
             }
-            try connection.send(Array("done".utf8))
+            try connection.send(Array("handover-socket".utf8), descriptors: [channel.fd])
+            try connection.send(Array("done \(getpid())".utf8))
         } catch {
             logger.warning("takeover: handing the listeners to pid \(peer.pid) failed: \(error)")
             return

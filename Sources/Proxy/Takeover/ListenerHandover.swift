@@ -16,23 +16,37 @@ import SystemPackage
 /// `expose-fd listeners` and `-x`; here every proxy-mode convey offers it, with no setting.
 ///
 /// The channel is an abstract Unix socket named after the configuration file (see
-/// `socketName(forConfig:)`), answered only for the same user or root. One exchange:
+/// `socketName(forConfig:)`). Each side trusts only a peer of its own user or root; the
+/// taker also checks that each socket it gets was made by that peer in its own network
+/// namespace (an abstract name can be bound by anyone: a squatter must not be able to hand
+/// over sockets of its own). One exchange:
 /// - the new convey sends `greeting`;
 /// - the old one answers with one `listeners <address>` message per frontend address (port
 ///   0 excluded), carrying up to `UnixMessageSocket.maxDescriptors` of its sockets (more
-///   messages for the same address when it has more loops), then `done`; or with
-///   `refused <reason>`.
+///   messages for the same address when it has more loops); then `handover-socket` carrying
+///   the listening socket of this very channel, so that the name passes to the new convey
+///   without ever being free; then `done`. Or, instead, `refused <reason>`: another user, or
+///   not every loop could copy its listeners (a partial set would leave sockets that close
+///   with the old convey).
 enum ListenerHandover {
     static let greeting = "convey-handover 1"
 
-    /// The abstract socket name for the convey running `configPath` (made absolute and
-    /// resolved): a takeover finds the convey to replace by the file both run.
+    /// The most descriptors a takeover accepts in one exchange (1024 loops of a few frontends).
+    static let maxDescriptors = 16_384
+
+    /// The abstract socket name for the convey running `configPath`, made absolute (symbolic
+    /// links are not resolved: a link swapped to a new release's file keeps the name): a
+    /// takeover finds the convey to replace by the file both are started with.
     static func socketName(forConfig configPath: String) -> String {
-        let resolved = configPath.withCString { path -> String in
-            guard let real = realpath(path, nil) else { return configPath }
-            defer { free(real) }
-            return String(cString: real)
+        var absolute = configPath
+        if !configPath.hasPrefix("/") {
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            if getcwd(&buffer, buffer.count) != nil {
+                absolute = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + configPath
+            }
         }
+        let parts = absolute.split(separator: "/").filter { $0 != "." }
+        let resolved = "/" + parts.joined(separator: "/")
         let name = "convey-handover:" + resolved
         // An abstract name holds 107 bytes: a longer path is named by its hash.
         guard name.utf8.count > 100 else { return name }
@@ -48,16 +62,33 @@ enum ListenerHandover {
             if error == .connectionRefused || error == .noSuchFileOrDirectory { throw .nobodyThere(name: name) }
             throw .failed(name: name, "connect: \(error)")
         }
-        let pid = (try? socket.peer().pid) ?? 0
-        var handed = HandedListeners(pid: pid)
+        guard let peer = try? socket.peer() else { throw .failed(name: name, "cannot tell who answers there") }
+        let pid = peer.pid
+        let uid = geteuid()
+        guard peer.uid == uid || peer.uid == 0 else { throw .untrusted(name: name, pid: pid, uid: peer.uid) }
+        var handed = HandedListeners(pid: pid, owner: peer.uid, networkNamespace: socket.networkNamespaceCookie)
+        let deadline = ContinuousClock.now + timeout
         do {
             try socket.send(Array(greeting.utf8))
             while true {
                 let message = try socket.receive()
                 let text = String(decoding: message.bytes, as: UTF8.self)
-                if text == "done", message.descriptors.isEmpty { return handed }
+                if text.hasPrefix("done"), message.descriptors.isEmpty {
+                    // The pid of the convey that answered (the channel's creator may be an earlier one).
+                    if let answering = Int32(text.dropFirst(5)) { handed.pid = answering }
+                    return handed
+                }
+                if ContinuousClock.now > deadline || handed.count + message.descriptors.count > maxDescriptors {
+                    for fd in message.descriptors { _ = Glibc.close(fd) }
+                    handed.closeAll()
+                    throw HandoverError.failed(name: name, "the exchange with pid \(pid) passed \(timeout) or \(maxDescriptors) descriptors")
+                }
                 if text.hasPrefix("listeners "), let address = try? Endpoint(parsing: String(text.dropFirst(10))) {
                     handed.byAddress[address, default: []] += message.descriptors
+                    continue
+                }
+                if text == "handover-socket", message.descriptors.count == 1, handed.channel == nil {
+                    handed.channel = message.descriptors[0]
                     continue
                 }
                 for fd in message.descriptors { _ = Glibc.close(fd) }
@@ -76,11 +107,23 @@ enum ListenerHandover {
 }
 
 /// The listening sockets a takeover received, by the frontend address they were configured
-/// for; whatever is not taken must be closed (`closeAll`).
+/// for, and the handover channel's own socket; whatever is not taken must be closed
+/// (`closeAll`).
 struct HandedListeners {
-    /// The convey that handed them.
+    /// The convey that handed them, and its user: each socket must be one it made.
     var pid: Int32
+    var owner: UInt32
+    /// The network namespace the exchange ran in: each socket must be in it (0: unknown).
+    var networkNamespace: UInt64
     var byAddress: [Endpoint: [Int32]] = [:]
+    /// The listening socket of the handover channel (see `ListenerHandover`).
+    var channel: Int32?
+
+    init(pid: Int32 = 0, owner: UInt32 = 0, networkNamespace: UInt64 = 0) {
+        self.pid = pid
+        self.owner = owner
+        self.networkNamespace = networkNamespace
+    }
 
     var count: Int { byAddress.values.reduce(0) { $0 + $1.count } }
 
@@ -89,9 +132,17 @@ struct HandedListeners {
         byAddress.removeValue(forKey: address) ?? []
     }
 
+    /// The channel's socket, now the caller's.
+    mutating func takeChannel() -> Int32? {
+        defer { channel = nil }
+        return channel
+    }
+
     mutating func closeAll() {
         for fds in byAddress.values { for fd in fds { _ = Glibc.close(fd) } }
         byAddress = [:]
+        if let channel { _ = Glibc.close(channel) }
+        channel = nil
     }
 }
 
@@ -100,14 +151,18 @@ enum HandoverError: Error, CustomStringConvertible {
     /// No convey runs this configuration file in this network namespace (or one older than
     /// the handover).
     case nobodyThere(name: String)
-    /// The running convey would not hand them (another user).
+    /// The running convey would not hand them (another user, or not every loop answered).
     case refused(pid: Int32, String)
+    /// A process of another user (not root) holds the name: nothing is taken from it.
+    case untrusted(name: String, pid: Int32, uid: UInt32)
     case failed(name: String, String)
 
     var description: String {
         switch self {
         case .nobodyThere(let name): return "no convey answers at @\(name)"
         case .refused(let pid, let reason): return "the running convey (pid \(pid)) refused: \(reason)"
+        case .untrusted(let name, let pid, let uid):
+            return "@\(name) is held by pid \(pid) of user \(uid), neither this convey's user nor root: nothing taken from it"
         case .failed(let name, let reason): return "the handover at @\(name) failed: \(reason)"
         }
     }

@@ -105,4 +105,49 @@ extension EndToEndLabTests {
             #expect(old.isRunning && old.stop(SIGTERM) == 0, "\(old.output)")
         }
     }
+
+    @Test("proxy mode, --takeover: a process of another user squatting the handover name is not trusted: the running convey warns that the name is held, the takeover takes nothing from the squatter, binds beside the running convey and says why, and clients are served")
+    func proxyTakeoverIgnoresASquatter() throws {
+        guard try labAvailable("proxyTakeoverIgnoresASquatter") else { return }
+        let config = Self.proxyLabConfig(fall: 3) + "[proxy]\nworkers = 2\n"
+        try ProxyLab.with(config: config) { lab, old, path in
+            // nobody takes the name as soon as it is free (tries every 10 ms), as a squatter would.
+            let squatter = """
+                import socket, sys, time
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                while True:
+                    try:
+                        s.bind("\\0" + sys.argv[1]); break
+                    except OSError:
+                        time.sleep(0.01)
+                s.listen(8); print("bound", flush=True)
+                while True:
+                    c, _ = s.accept(); c.recv(256); c.send(b"done"); c.close()
+                """
+            let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]
+            let name = "convey-handover:" + path
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
+                    "the first convey serves: \(old.output)")
+            let squat = try LabDaemon(lab: lab, host: "lb", nobody + ["/usr/bin/python3", "-c", squatter, name])
+            defer { squat.stop(SIGKILL) }
+            // The name is the first convey's until it stops; then the squatter has it.
+            #expect(old.stop(SIGTERM) == 0, "\(old.output)")
+            #expect(waitUntil(seconds: 5) { squat.output.contains("bound") }, "the squatter has the name: \(squat.output)")
+            let running = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--config", path, "--log-level", "info"])
+            defer { running.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { running.output.contains("takeover: @\(name) is held by another process") }, "\(running.output)")
+
+            let new = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--takeover", "--config", path, "--log-level", "info"])
+            defer { new.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { new.output.contains("send it SIGTERM now") }, "\(new.output)")
+            #expect(new.output.contains("is held by pid") && new.output.contains("of user 65534, neither this convey's user nor root: nothing taken from it"),
+                    "\(new.output)")
+            #expect(new.output.contains("binding beside the listeners there instead") && new.output.contains("tcp_migrate_req"), "\(new.output)")
+            #expect(!new.output.contains("took over"), "\(new.output)")
+            #expect(running.stop(SIGTERM) == 0, "\(running.output)")
+            #expect(waitUntil(seconds: 5) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) })?.name == "b1" },
+                    "the new convey serves on its own sockets")
+            #expect(new.isRunning && new.stop(SIGTERM) == 0, "\(new.output)")
+        }
+    }
 }
