@@ -1,5 +1,7 @@
 import Balancer
 import Glibc
+@testable import Proxy
+import SystemPackage
 import Testing
 
 extension ProxyTests {
@@ -62,9 +64,19 @@ extension ProxyTests {
             turned.close()
             #expect(await eventually { !Self.lines(log, about: turnedClient).isEmpty })
             let turnedLine = Self.lines(log, about: turnedClient).first ?? ""
-            #expect(turnedLine.hasPrefix("connection \(turnedClient) -> web: no server (1 connect(s) failed); ")
+            #expect(turnedLine.hasPrefix("connection \(turnedClient) -> web: no server (1 connect(s) failed, the last to \(refusedAddress): Connection refused); ")
                     && turnedLine.hasSuffix(" s, 0 bytes up, 0 down"), "\(turnedLine)")
             try await proxy.stop()
+        }
+
+        @Test("no server names the last failed connect: where it went and its error, or that connect_timeout passed")
+        func noServerSaysWhy() {
+            let server = Endpoint(address: .v4(0x0A00_0003), port: 80)
+            #expect(ConnectionEnd.noServer(failedConnects: 2, last: ConnectFailure(server: server, error: .connectionRefused)).description
+                    == "no server (2 connect(s) failed, the last to 10.0.0.3:80: Connection refused)")
+            #expect(ConnectionEnd.noServer(failedConnects: 1, last: ConnectFailure(server: server, error: nil)).description
+                    == "no server (1 connect(s) failed, the last to 10.0.0.3:80: connect_timeout passed)")
+            #expect(ConnectionEnd.noServer(failedConnects: 0).description == "no server")
         }
 
         @Test("a server that resets is a server error; a connection cut because its server left names that server")

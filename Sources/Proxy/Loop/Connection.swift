@@ -30,6 +30,9 @@ struct Connection {
     var firstChoice = -1
     /// Connect attempts that failed so far.
     var failures = 0
+    /// Why the last one failed (with `serverAddress`, where it went): an errno, 0 when it
+    /// failed without one, -1 when `connect_timeout` passed. For the log.
+    var lastConnectError: Int32 = 0
     /// Candidate servers passed over so far because they were at their `max_connections`.
     var fullSkips = 0
     /// The connection holds one of its server's `max_connections` places (`serverCounters`'

@@ -1,4 +1,15 @@
+import Balancer
 import SystemPackage
+
+/// A server connect that failed: where it went, and why (nil: `connect_timeout` passed).
+struct ConnectFailure: CustomStringConvertible {
+    var server: Endpoint
+    var error: Errno?
+
+    var description: String {
+        "\(server): " + (error.map { "\($0)" } ?? "connect_timeout passed")
+    }
+}
 
 /// Why a proxied connection ended, as `log_connections` reports it (in the spirit of HAProxy's
 /// termination state: which side, and how).
@@ -12,7 +23,8 @@ enum ConnectionEnd: CustomStringConvertible {
     /// No byte either way for the pool's `idle_timeout`.
     case idleTimeout
     /// No server took the client: every candidate refused or timed out, or none was selectable.
-    case noServer(failedConnects: Int)
+    /// `last`: the last connect that failed, to say why.
+    case noServer(failedConnects: Int, last: ConnectFailure? = nil)
     /// The PROXY header could not be sent to the server.
     case proxyHeaderNotSent
     /// The stop's drain ended (`drain_timeout`) with the connection still open.
@@ -35,7 +47,10 @@ enum ConnectionEnd: CustomStringConvertible {
         case .clientError(let e): return "client error: \(e)"
         case .serverError(let e): return "server error: \(e)"
         case .idleTimeout: return "idle_timeout"
-        case .noServer(let failed): return failed > 0 ? "no server (\(failed) connect(s) failed)" : "no server"
+        case .noServer(let failed, let last):
+            guard failed > 0 else { return "no server" }
+            guard let last else { return "no server (\(failed) connect(s) failed)" }
+            return "no server (\(failed) connect(s) failed, the last to \(last))"
         case .proxyHeaderNotSent: return "PROXY header not sent"
         case .drainTimeout: return "drain_timeout at stop"
         case .drainEnded: return "its server or frontend left (drain ended)"

@@ -472,6 +472,8 @@ final class EventLoop {
             } catch {
                 if fd >= 0 { SocketCalls.close(fd) }
                 conn.pointee.backend = -1
+                conn.pointee.serverAddress = s.address
+                conn.pointee.lastConnectError = error.rawValue
                 // Never used: nobody is woken for it.
                 givePlaceBack(conn, to: s.counters, freeing: false)
                 // Only what says the server cannot be reached counts toward error_limit: this
@@ -574,8 +576,9 @@ final class EventLoop {
     }
 
     /// The attempt in flight failed (refused, unreachable, timed out, or its server left).
-    private func connectFailed(_ index: Int) {
+    private func connectFailed(_ index: Int, timedOut: Bool = false) {
         let conn = slab.slots + index
+        conn.pointee.lastConnectError = timedOut ? -1 : (SocketCalls.pendingError(conn.pointee.backend)?.rawValue ?? 0)
         conn.pointee.serverCounters?.connectFailed()
         SocketCalls.close(conn.pointee.backend)
         conn.pointee.backend = -1
@@ -598,7 +601,10 @@ final class EventLoop {
         conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
         givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: false)
         conn.pointee.serverCounters = nil
-        close(index, abort: false, end: .noServer(failedConnects: conn.pointee.failures))
+        let code = conn.pointee.lastConnectError
+        let last = conn.pointee.failures > 0 && code != 0
+            ? ConnectFailure(server: conn.pointee.serverAddress, error: code > 0 ? Errno(rawValue: code) : nil) : nil
+        close(index, abort: false, end: .noServer(failedConnects: conn.pointee.failures, last: last))
     }
 
     // MARK: - Waiting for a server place
@@ -890,7 +896,7 @@ final class EventLoop {
                     close(index, abort: true, end: .drainTimeout)
                     cut += 1
                 } else if now >= conn.pointee.connectDeadline {
-                    connectFailed(index)
+                    connectFailed(index, timedOut: true)
                 }
             case .established:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
