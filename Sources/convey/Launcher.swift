@@ -76,10 +76,24 @@ struct Launcher {
                                       }))
 
         if config.stats.port != 0 {
-            let mode = self.mode, version = self.version, stats = dataPlane.stats
+            let mode = self.mode, version = self.version, stats = dataPlane.stats, logger = self.logger
+            var commands: StatsServer.ServerCommands?
+            if config.stats.admin {
+                commands = { (id: ServerID, command: ServerCommand) throws(ServerCommandError) -> Bool in
+                    let changed = try runtime.setDrained(id, command == .drain)
+                    guard changed else { return false }
+                    switch command {
+                    case .drain:
+                        logger.notice("server \(id) drained by the operator (POST /servers/\(id)/drain): it takes no new connections; open ones go on")
+                    case .ready:
+                        logger.notice("server \(id): the operator's drain ended (POST /servers/\(id)/ready)")
+                    }
+                    return true
+                }
+            }
             services.append(StatsServer(
                 address: Endpoint(address: config.stats.address, port: config.stats.port), logger: logger,
-                flows: dataPlane.flows, waitsForAddress: takeover
+                flows: dataPlane.flows, commands: commands, waitsForAddress: takeover
             ) {
                 StatsDocument(view: runtime.view(), mode: mode, uptime: ContinuousClock.now - started,
                               version: version, dataPlane: stats?(),

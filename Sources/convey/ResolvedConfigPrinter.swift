@@ -49,7 +49,7 @@ enum ResolvedConfigPrinter {
                 out += "  max_connections = \(s.maxConnections)\(proxyOnly)\n"
             }
         }
-        out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\n"
+        out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\nadmin = \(c.stats.admin)\n"
         out += "\n[proxy]\nworkers = \(c.proxy.workers)\(proxyOnly)\n"
         out += "\n[passthrough]\nconnection_tracker_capacity = \(c.passthrough.connectionTrackerCapacity)\n"
         out += "workers = \(c.passthrough.workers)\nstats_update_frequency = \(secs(c.passthrough.statsUpdateFrequency))\n"

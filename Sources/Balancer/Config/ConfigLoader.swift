@@ -323,6 +323,7 @@ public enum ConfigLoader {
         defer { t.reportUnknownKeys() }
         var stats = StatsConfig()
         if let port = t.intOrNumericString("port", in: 0...65_535) { stats.port = UInt16(port) }
+        if let admin = t.bool("admin") { stats.admin = admin }
         if let addr = t.string("addr") {
             if let ip = IPAddress(addr) { stats.address = ip } else {
                 t.fail("addr", "'\(addr)' is not an IPv4 or IPv6 address")

@@ -177,10 +177,14 @@ public struct StatsConfig: Sendable, Equatable {
     public var address: IPAddress
     /// 0 disables the stats server.
     public var port: UInt16
+    /// The stats server takes commands (`POST /servers/POOL/NAME/drain|ready`): anyone who
+    /// can reach its address can then drain servers, so it is off unless asked for.
+    public var admin: Bool
 
-    public init(address: IPAddress = .v4(0x7F00_0001), port: UInt16 = 7000) {
+    public init(address: IPAddress = .v4(0x7F00_0001), port: UInt16 = 7000, admin: Bool = false) {
         self.address = address
         self.port = port
+        self.admin = admin
     }
 }
 

@@ -45,6 +45,9 @@ public final class BalancerRuntime: Sendable {
         /// What servers and frontends no longer in the configuration had counted, so the
         /// cumulative totals of their pools and of the whole never go backwards.
         var retired = RetiredTotals()
+        /// Servers an operator drained at runtime (`setDrained`): no new flows, open ones go
+        /// on. Kept across reloads while the server stays configured.
+        var drained: Set<ServerID> = []
     }
 
     private struct PoolSwitch {
@@ -115,7 +118,7 @@ public final class BalancerRuntime: Sendable {
     public func apply(_ new: ConveyConfig) -> ReloadReport {
         let now = clock.now
         let report: ReloadReport = state.withLock { state in
-            let report = ReloadReport(old: state.config, new: new)
+            var report = ReloadReport(old: state.config, new: new)
             // Servers that disappear keep draining under their old address.
             let newIDs = Set(new.pools.flatMap { p in p.servers.map { ServerID(pool: p.name, name: $0.name) } })
             for pool in state.config.pools {
@@ -196,6 +199,10 @@ public final class BalancerRuntime: Sendable {
             state.poolSwitches = state.poolSwitches.filter { name, _ in
                 new.frontends.contains { $0.name == name } || state.removedFrontends.keys.contains { $0.name == name }
             }
+            // An operator's drain lasts while its server stays in the configuration.
+            let drainedBefore = state.drained
+            state.drained.formIntersection(newIDs)
+            report.noteOperatorDrains(kept: state.drained, ended: drainedBefore.subtracting(state.drained))
             let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
@@ -271,6 +278,26 @@ public final class BalancerRuntime: Sendable {
             return old != up
         }
         if changed { republish(now: now) }
+    }
+
+    /// Drains a configured server at the operator's request (`drained`), or ends that drain:
+    /// a drained server takes no new flows, and its open ones go on (no `drain_timeout`), as
+    /// HAProxy's `set server … state drain` or IPVS's weight 0. It lasts across reloads until
+    /// ended or the server leaves the configuration. Returns whether anything changed.
+    @discardableResult
+    public func setDrained(_ id: ServerID, _ drained: Bool) throws(ServerCommandError) -> Bool {
+        let now = clock.now
+        let changed = try state.withLock { state throws(ServerCommandError) -> Bool in
+            guard let pool = state.config.pool(named: id.pool) else {
+                throw .unknownPool(id.pool, known: state.config.pools.map(\.name).sorted())
+            }
+            guard pool.servers.contains(where: { $0.name == id.name }) else {
+                throw .unknownServer(id, known: pool.servers.map(\.name))
+            }
+            return drained ? state.drained.insert(id).inserted : state.drained.remove(id) != nil
+        }
+        if changed { republish(now: now) }
+        return changed
     }
 
     /// How far the `slow_start` ramp of a server that came up at `since` has come at `now`:
@@ -369,7 +396,7 @@ public final class BalancerRuntime: Sendable {
         return state.withLock { state in
             RuntimeView(config: state.config, snapshot: snapshot, healthy: state.healthy,
                         frontendCounters: state.frontendCounters, retired: state.retired,
-                        serverCounters: state.serverCounters)
+                        serverCounters: state.serverCounters, drained: state.drained)
         }
     }
 
@@ -453,7 +480,7 @@ public final class BalancerRuntime: Sendable {
                 let id = ServerID(pool: pool.name, name: s.name)
                 let ramp = ramps[id]
                 let up = state.healthy[id] ?? true
-                let serverState: ServerState = s.weight == 0 ? .drain : (up ? .up : .down)
+                let serverState: ServerState = s.weight == 0 || state.drained.contains(id) ? .drain : (up ? .up : .down)
                 let keeps = !state.weightZeroExpired.contains(id)
                 var weight = s.weight
                 if ramping {
@@ -577,6 +604,16 @@ public struct ReloadReport: Sendable, Equatable {
         self.needsRestart = needsRestart
     }
 
+    /// Says which operator drains a reload keeps, and which end with their server.
+    mutating func noteOperatorDrains(kept: Set<ServerID>, ended: Set<ServerID>) {
+        for id in kept.sorted(by: { "\($0)" < "\($1)" }) {
+            applied.append("server \(id.pool)/\(id.name) stays drained by the operator (POST /servers/\(id.pool)/\(id.name)/ready ends it)")
+        }
+        for id in ended.sorted(by: { "\($0)" < "\($1)" }) {
+            applied.append("server \(id.pool)/\(id.name) left the configuration: its operator drain ends")
+        }
+    }
+
     init(old: ConveyConfig, new: ConveyConfig) {
         func drainText(_ o: FrontendConfig) -> String {
             let drain = (new.pool(named: o.pool) ?? old.pool(named: o.pool))?.drainTimeout ?? .zero
@@ -656,7 +693,10 @@ public struct ReloadReport: Sendable, Equatable {
             ("proxy.workers", old.proxy.workers != new.proxy.workers),
         ]
         for (key, changed) in settings where changed { needsRestart.append("\(key) needs a restart") }
-        if old.stats != new.stats { needsRestart.append("[stats] address/port need a restart") }
+        if old.stats.address != new.stats.address || old.stats.port != new.stats.port {
+            needsRestart.append("[stats] address/port need a restart")
+        }
+        if old.stats.admin != new.stats.admin { needsRestart.append("[stats] admin needs a restart") }
     }
 }
 
@@ -669,6 +709,23 @@ public struct RuntimeView: Sendable {
     public var retired = RetiredTotals()
     /// Every configured (or draining) server's counters, also those of pools no frontend uses.
     public var serverCounters: [ServerID: ServerCounters] = [:]
+    /// Servers an operator drained at runtime (`BalancerRuntime.setDrained`).
+    public var drained: Set<ServerID> = []
+}
+
+/// Why a runtime command on a server was not applied (the stats server's `/servers/…`).
+public enum ServerCommandError: Error, Equatable, CustomStringConvertible {
+    case unknownPool(String, known: [String])
+    case unknownServer(ServerID, known: [String])
+
+    public var description: String {
+        switch self {
+        case .unknownPool(let name, let known):
+            return "no pool '\(name)' in the configuration (pools: \(known.joined(separator: ", ")))"
+        case .unknownServer(let id, let known):
+            return "no server '\(id.name)' in pool '\(id.pool)' (servers: \(known.joined(separator: ", ")))"
+        }
+    }
 }
 
 /// The cumulative counts (connections, bytes, connect failures) of servers and frontends that

@@ -24,6 +24,8 @@ public struct StatsDocument: Sendable {
         public var lastCheck: String?
         /// `max_connections` (0: none; proxy mode).
         public var maxConnections: Int = 0
+        /// Drained by the operator at runtime (`POST /servers/POOL/NAME/drain`).
+        public var operatorDrain = false
     }
 
     public struct FrontendRow: Sendable {
@@ -85,7 +87,7 @@ public struct StatsDocument: Sendable {
                               weight: server.configuredWeight, slowStartPercent: ramps[server.id] ?? 100,
                               backup: server.isBackup, keepsFlows: server.keepsFlows,
                               totals: server.counters.snapshot(), lastCheck: lastCheck[server.id],
-                              maxConnections: server.maxConnections))
+                              maxConnections: server.maxConnections, operatorDrain: view.drained.contains(server.id)))
             }
         }
         // Pools no frontend uses still appear (their servers carry no traffic).
@@ -97,11 +99,12 @@ public struct StatsDocument: Sendable {
             rowsByPool[pool.name] = pool.servers.map { s in
                 let id = ServerID(pool: pool.name, name: s.name)
                 let healthy = view.healthy[id] ?? true
+                let drained = view.drained.contains(id)
                 return ServerRow(pool: pool.name, name: s.name, address: s.address,
-                                 state: s.weight == 0 ? .drain : (!healthy ? .down : (s.backup && serverUp ? .standby : .up)),
+                                 state: s.weight == 0 || drained ? .drain : (!healthy ? .down : (s.backup && serverUp ? .standby : .up)),
                                  healthy: view.healthy[id] ?? true, weight: s.weight, backup: s.backup, keepsFlows: true,
                                  totals: view.serverCounters[id]?.snapshot() ?? TrafficTotals(), lastCheck: lastCheck[id],
-                                 maxConnections: s.maxConnections)
+                                 maxConnections: s.maxConnections, operatorDrain: drained)
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
@@ -152,6 +155,7 @@ public struct StatsDocument: Sendable {
                     ("healthy", .bool(s.healthy)), ("weight", .int(Int64(s.weight))),
                     ("slow_start_percent", .int(Int64(s.slowStartPercent))), ("backup", .bool(s.backup)),
                     ("keeps_flows", .bool(s.keepsFlows)), ("max_connections", .int(Int64(s.maxConnections))),
+                    ("operator_drain", .bool(s.operatorDrain)),
                 ]
                 detail += four(s.totals, prefix: "")
                 detail.append(("connect_failures", .int(s.totals.connectFailures)))

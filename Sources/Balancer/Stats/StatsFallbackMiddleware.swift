@@ -17,12 +17,16 @@ struct StatsFallbackMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
             let path = request.uri.path
+            if path.hasPrefix("/servers/") && request.method != .post {
+                return Self.answer(.methodNotAllowed, "\(request.method) is not served on \(path): commands are POST /servers/POOL/NAME/drain or /ready",
+                                   allow: "POST")
+            }
             if let allowed = pages[path] {
                 return Self.answer(.methodNotAllowed, "\(request.method) is not served on \(path): use \(allowed)",
                                    allow: allowed)
             }
             let known = pages.keys.sorted().joined(separator: ", ")
-            return Self.answer(.notFound, "no page '\(path)': convey serves \(known)")
+            return Self.answer(.notFound, "no page '\(path)': convey serves \(known), and takes POST /servers/POOL/NAME/drain or /ready")
         }
     }
 

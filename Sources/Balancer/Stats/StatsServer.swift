@@ -13,10 +13,14 @@ public struct StatsServer: Service {
     /// Lists tracked flows (the AF_XDP modes) or proxied connections (proxy mode) for `/flows`;
     /// nil where there is no such list (`/flows` then answers 404).
     public typealias FlowsProvider = @Sendable (FlowQuery) async throws(FlowQueryError) -> JSONValue
+    /// Applies an operator's command to a server (`POST /servers/POOL/NAME/ACTION`) and says
+    /// whether it changed anything; nil where the server takes no commands (`[stats] admin`).
+    public typealias ServerCommands = @Sendable (ServerID, ServerCommand) throws(ServerCommandError) -> Bool
 
     private let address: Endpoint
     private let provider: DocumentProvider
     private let flows: FlowsProvider?
+    private let commands: ServerCommands?
     private let logger: Logger
     private let onListening: @Sendable (Int) async -> Void
     private let idleTimeout: Duration
@@ -32,9 +36,10 @@ public struct StatsServer: Service {
     ///     failing: a takeover's stats come up once the convey it replaces has exited.
     public init(address: Endpoint, logger: Logger, idleTimeout: Duration = .seconds(60),
                 onListening: @escaping @Sendable (Int) async -> Void = { _ in },
-                flows: FlowsProvider? = nil, waitsForAddress: Bool = false,
+                flows: FlowsProvider? = nil, commands: ServerCommands? = nil, waitsForAddress: Bool = false,
                 provider: @escaping DocumentProvider) {
         self.flows = flows
+        self.commands = commands
         self.waitsForAddress = waitsForAddress
         self.idleTimeout = idleTimeout
         self.address = address
@@ -78,6 +83,30 @@ public struct StatsServer: Service {
                 }
                 let body = JSONValue.object([("error", .string(error.message))]).serialized(pretty: true) + "\n"
                 return Self.response(body, type: "application/json", status: status)
+            }
+        }
+        let commands = self.commands
+        let address = self.address
+        router.post("/servers/:pool/:server/:action") { _, context -> Response in
+            let pool = context.parameters.get("pool") ?? "", name = context.parameters.get("server") ?? ""
+            let asked = context.parameters.get("action") ?? ""
+            func answer(_ status: HTTPResponse.Status, _ fields: [(String, JSONValue)]) -> Response {
+                Self.response(JSONValue.object(fields).serialized(pretty: true) + "\n", type: "application/json", status: status)
+            }
+            guard let commands else {
+                return answer(.forbidden, [("error", .string("this stats server takes no commands: set admin = true in [stats] and restart (anyone who can reach \(address) may then drain servers)"))])
+            }
+            guard let command = ServerCommand(rawValue: asked) else {
+                let known = ServerCommand.allCases.map(\.rawValue).joined(separator: ", ")
+                return answer(.badRequest, [("error", .string("no command '\(asked)': use one of \(known)"))])
+            }
+            let id = ServerID(pool: pool, name: name)
+            do throws(ServerCommandError) {
+                let changed = try commands(id, command)
+                return answer(.ok, [("server", .string("\(id)")), ("operator_drain", .bool(command == .drain)),
+                                    ("changed", .bool(changed))])
+            } catch {
+                return answer(.notFound, [("error", .string("\(error)"))])
             }
         }
         var waitingSince: ContinuousClock.Instant?
@@ -148,6 +177,14 @@ public struct StatsServer: Service {
         Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
                  body: .init(byteBuffer: ByteBuffer(string: body)))
     }
+}
+
+/// An operator's command on one server, as `POST /servers/POOL/NAME/COMMAND` names it.
+public enum ServerCommand: String, Sendable, CaseIterable {
+    /// No new connections or flows; open ones go on (see `BalancerRuntime.setDrained`).
+    case drain
+    /// Ends the operator's drain: the server takes new connections again (if healthy and weighted).
+    case ready
 }
 
 /// Why the stats server could not run.
