@@ -48,6 +48,9 @@ public final class BalancerRuntime: Sendable {
         /// Servers an operator drained at runtime (`setDrained`): no new flows, open ones go
         /// on. Kept across reloads while the server stays configured.
         var drained: Set<ServerID> = []
+        /// Drained servers whose checks failed during the drain (restarted for maintenance):
+        /// their `slow_start` ramp begins again when the drain ends, not while drained.
+        var downWhileDrained: Set<ServerID> = []
     }
 
     private struct PoolSwitch {
@@ -202,7 +205,8 @@ public final class BalancerRuntime: Sendable {
             // An operator's drain lasts while its server stays in the configuration.
             let drainedBefore = state.drained
             state.drained.formIntersection(newIDs)
-            report.noteOperatorDrains(kept: state.drained, ended: drainedBefore.subtracting(state.drained))
+            state.downWhileDrained.formIntersection(state.drained)
+            report.noteOperatorDrains(ended: drainedBefore.subtracting(state.drained))
             let effective = Self.effective(new, running: state.config)
             state.config = effective
             Self.syncCounters(&state, config: effective, now: now)
@@ -275,6 +279,7 @@ public final class BalancerRuntime: Sendable {
                 state.upSince[id] = nil
             }
             if up && !old { state.serverCounters[id]?.connectFailuresInARow.store(0, ordering: .relaxed) }
+            if !up && state.drained.contains(id) { state.downWhileDrained.insert(id) }
             return old != up
         }
         if changed { republish(now: now) }
@@ -292,9 +297,15 @@ public final class BalancerRuntime: Sendable {
                 throw .unknownPool(id.pool, known: state.config.pools.map(\.name).sorted())
             }
             guard pool.servers.contains(where: { $0.name == id.name }) else {
-                throw .unknownServer(id, known: pool.servers.map(\.name))
+                throw .unknownServer(id, known: pool.servers.map(\.name).sorted())
             }
-            return drained ? state.drained.insert(id).inserted : state.drained.remove(id) != nil
+            if drained { return state.drained.insert(id).inserted }
+            guard state.drained.remove(id) != nil else { return false }
+            // Down during the drain (restarted): it comes back cold, so its ramp starts now.
+            if state.downWhileDrained.remove(id) != nil, pool.slowStart > .zero, state.healthy[id] ?? true {
+                state.upSince[id] = now
+            }
+            return true
         }
         if changed { republish(now: now) }
         return changed
@@ -604,11 +615,8 @@ public struct ReloadReport: Sendable, Equatable {
         self.needsRestart = needsRestart
     }
 
-    /// Says which operator drains a reload keeps, and which end with their server.
-    mutating func noteOperatorDrains(kept: Set<ServerID>, ended: Set<ServerID>) {
-        for id in kept.sorted(by: { "\($0)" < "\($1)" }) {
-            applied.append("server \(id.pool)/\(id.name) stays drained by the operator (POST /servers/\(id.pool)/\(id.name)/ready ends it)")
-        }
+    /// Says which operator drains end with their server (those kept are no change).
+    mutating func noteOperatorDrains(ended: Set<ServerID>) {
         for id in ended.sorted(by: { "\($0)" < "\($1)" }) {
             applied.append("server \(id.pool)/\(id.name) left the configuration: its operator drain ends")
         }

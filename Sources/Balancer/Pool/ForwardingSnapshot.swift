@@ -18,7 +18,8 @@ public enum ServerState: String, Sendable, CaseIterable {
     /// Failed its health checks: takes no new flows; established ones continue.
     case down
     /// Weight 0 or removed from the config: no new flows; established ones continue until
-    /// they end or the pool's drain timeout passes.
+    /// they end or the pool's drain timeout passes. Or drained by the operator at runtime
+    /// (`BalancerRuntime.setDrained`): established ones continue until they end.
     case drain
     /// A backup server, healthy and weighted, held in reserve: it takes new flows only while
     /// no non-backup server of its pool can (then its state is `up`).

@@ -94,7 +94,8 @@ public struct StatsDocument: Sendable {
         for pool in view.config.pools where rowsByPool[pool.name] == nil {
             // Its backups stand by while a non-backup server could take connections.
             let serverUp = pool.servers.contains { s in
-                !s.backup && s.weight > 0 && view.healthy[ServerID(pool: pool.name, name: s.name)] ?? true
+                let id = ServerID(pool: pool.name, name: s.name)
+                return !s.backup && s.weight > 0 && !view.drained.contains(id) && view.healthy[id] ?? true
             }
             rowsByPool[pool.name] = pool.servers.map { s in
                 let id = ServerID(pool: pool.name, name: s.name)

@@ -1,3 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -87,14 +93,26 @@ public struct StatsServer: Service {
         }
         let commands = self.commands
         let address = self.address
-        router.post("/servers/:pool/:server/:action") { _, context -> Response in
-            let pool = context.parameters.get("pool") ?? "", name = context.parameters.get("server") ?? ""
+        router.post("/servers/:pool/:server/:action") { request, context -> Response in
+            // Names with spaces or other bytes come percent-encoded (curl's --data-urlencode
+            // does not apply to paths: write %20).
+            func name(_ key: String) -> String {
+                let raw = context.parameters.get(key) ?? ""
+                return raw.removingPercentEncoding ?? raw
+            }
+            let pool = name("pool"), name = name("server")
             let asked = context.parameters.get("action") ?? ""
             func answer(_ status: HTTPResponse.Status, _ fields: [(String, JSONValue)]) -> Response {
                 Self.response(JSONValue.object(fields).serialized(pretty: true) + "\n", type: "application/json", status: status)
             }
             guard let commands else {
                 return answer(.forbidden, [("error", .string("this stats server takes no commands: set admin = true in [stats] and restart (anyone who can reach \(address) may then drain servers)"))])
+            }
+            // A web page can make a browser send a POST here (the loopback address included,
+            // or through a tunnel): browsers mark such requests, curl and scripts do not.
+            let fetchSite = HTTPField.Name("Sec-Fetch-Site").flatMap { request.headers[$0] }
+            if let origin = request.headers[.origin] ?? fetchSite.flatMap({ $0 == "none" ? nil : $0 }) {
+                return answer(.forbidden, [("error", .string("commands are not taken from web pages (Origin or Sec-Fetch-Site: \(origin)): send them with curl or a script"))])
             }
             guard let command = ServerCommand(rawValue: asked) else {
                 let known = ServerCommand.allCases.map(\.rawValue).joined(separator: ", ")

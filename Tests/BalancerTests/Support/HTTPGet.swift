@@ -1,10 +1,11 @@
 import Glibc
 
 /// A minimal blocking HTTP/1.1 GET over loopback, enough to read the stats endpoints in tests.
-func httpGet(port: Int, path: String, method: String = "GET") throws -> (status: Int, headers: String, body: String) {
+func httpGet(port: Int, path: String, method: String = "GET", headers: [String] = []) throws -> (status: Int, headers: String, body: String) {
     let fd = try connectLoopback(port: port)
     defer { close(fd) }
-    let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    let extra = headers.map { $0 + "\r\n" }.joined()
+    let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\n\(extra)Connection: close\r\n\r\n"
     _ = request.utf8CString.withUnsafeBufferPointer { send(fd, $0.baseAddress, $0.count - 1, 0) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
