@@ -43,6 +43,8 @@ public final class ProxyService: Service, Sendable {
     /// The abstract socket of the listener handover (see `ListenerHandover`): answered while
     /// running, asked at a takeover's start. Nil: neither.
     private let handoverName: String?
+    /// The operator's drains a handover passes on (see `OperatorDrains`).
+    private let operatorDrains: OperatorDrains?
 
     private enum Phase {
         case idle
@@ -78,14 +80,17 @@ public final class ProxyService: Service, Sendable {
     ///     part of the traffic.
     ///   - handoverName: where this convey hands its listeners to the one replacing it, and
     ///     where a takeover asks for them (`handoverName(forConfig:)`); nil: no handover.
+    ///   - operatorDrains: the servers drained at runtime, handed on with the listeners and
+    ///     taken up from them, so that a takeover keeps them drained.
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
-                            takeover: Bool = false, handoverName: String? = nil) {
+                            takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil) {
         self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover,
-                  handoverName: handoverName)
+                  handoverName: handoverName, operatorDrains: operatorDrains)
     }
 
     init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
-         takeover: Bool = false, handoverName: String? = nil) {
+         takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil) {
+        self.operatorDrains = operatorDrains
         self.snapshots = snapshots
         self.settings = settings
         self.logger = logger
@@ -111,7 +116,8 @@ public final class ProxyService: Service, Sendable {
         let controls = try start()
         let inherited = inheritedChannel.withLock { s -> UnixMessageSocket? in defer { s = nil }; return s }
         let handover = handoverName.map { name in
-            HandoverServer(name: name, logger: logger, inherited: inherited, replacing: takeover) { [self] () throws(HandoverRefusal) in
+            HandoverServer(name: name, logger: logger, inherited: inherited, replacing: takeover,
+                           drained: { [operatorDrains] in operatorDrains?.current() ?? [] }) { [self] () throws(HandoverRefusal) in
                 try listenerOffers()
             }
         }
@@ -370,6 +376,7 @@ public final class ProxyService: Service, Sendable {
             let left = handed.byAddress.keys.map { "\($0)" }.sorted().joined(separator: ", ")
             logger.notice("takeover: not taking the listeners at \(left) (no frontend here listens there): they close with the convey being replaced")
         }
+        if !handed.drained.isEmpty, let operatorDrains { operatorDrains.adopt(handed.drained, handed.pid) }
         if let handoverName, let fd = handed.takeChannel() {
             if let channel = UnixMessageSocket.adopting(fd, listeningOn: handoverName) {
                 inheritedChannel.withLock { $0 = channel }

@@ -198,8 +198,19 @@ struct Launcher {
     private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
         switch mode {
         case .proxy:
+            let logger = self.logger
+            let drains = OperatorDrains(current: { runtime.view().drained.sorted { "\($0)" < "\($1)" } }, adopt: { ids, pid in
+                for id in ids {
+                    do throws(ServerCommandError) {
+                        try runtime.setDrained(id, true)
+                        logger.notice("takeover: server \(id) stays drained, as the operator drained it in the convey being replaced (pid \(pid)); POST /servers/\(id)/ready ends it")
+                    } catch {
+                        logger.warning("takeover: the convey being replaced (pid \(pid)) had server \(id) drained, which this configuration lacks: \(error)")
+                    }
+                }
+            })
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
-                                     handoverName: ProxyService.handoverName(forConfig: configPath))
+                                     handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains)
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },
                              flows: { query throws(FlowQueryError) in try await proxy.listConnections(query) },
                              prepareReload: { candidate in

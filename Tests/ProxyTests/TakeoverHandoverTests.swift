@@ -144,6 +144,28 @@ extension ProxyTests {
             try await third.stop()
         }
 
+        @Test("the servers the operator drained in the running proxy are handed on with the listeners, to be drained in the new one")
+        func drainsAreHandedOn() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let name = Self.uniqueName()
+            let drained = [ServerID(pool: "pool", name: "a"), ServerID(pool: "other pool", name: "b c")]
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   handoverName: name, operatorDrains: OperatorDrains(current: { drained }, adopt: { _, _ in }))
+            try await old.start()
+            let adopted = Mutex<([ServerID], Int32)?>(nil)
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   takeover: true, handoverName: name,
+                                   operatorDrains: OperatorDrains(current: { [] }, adopt: { ids, pid in adopted.withLock { $0 = (ids, pid) } }))
+            try await new.start()
+            let got = adopted.withLock { $0 }
+            #expect(got?.0 == drained, "\(String(describing: got))")
+            #expect(got?.1 == getpid(), "the pid of the convey that answered")
+            try await old.stop()
+            try await new.stop()
+        }
+
         @Test("with no convey answering, a takeover binds beside whatever listens there and says why, naming tcp_migrate_req")
         func nobodyAnswers() async throws {
             let server = try TestServer.echo()

@@ -26,6 +26,7 @@ final class HandoverServer: Sendable {
     let name: String
     private let logger: Logger
     private let offers: @Sendable () throws(HandoverRefusal) -> [Offer]
+    private let drained: @Sendable () -> [ServerID]
     /// The channel's socket a takeover received with the listeners, if any.
     private let inherited: Mutex<UnixMessageSocket?>
     /// Started by a takeover: a name in use is the replaced convey's (no warning).
@@ -35,7 +36,9 @@ final class HandoverServer: Sendable {
 
     /// `offers` is called for each request, off the loops, and returns the copies to send.
     init(name: String, logger: Logger, inherited: UnixMessageSocket? = nil, replacing: Bool = false,
+         drained: @escaping @Sendable () -> [ServerID] = { [] },
          offers: @escaping @Sendable () throws(HandoverRefusal) -> [Offer]) {
+        self.drained = drained
         self.name = name
         self.logger = logger
         self.inherited = Mutex(inherited)
@@ -160,6 +163,7 @@ final class HandoverServer: Sendable {
                     rest = rest.dropFirst(chunk.count)
                 }
             }
+            for id in drained() { try connection.send(Array("drained\n\(id.pool)\n\(id.name)".utf8)) }
             try connection.send(Array("handover-socket".utf8), descriptors: [channel.fd])
             try connection.send(Array("done \(getpid())".utf8))
         } catch {

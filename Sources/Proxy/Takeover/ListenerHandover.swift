@@ -23,7 +23,8 @@ import SystemPackage
 /// - the new convey sends `greeting`;
 /// - the old one answers with one `listeners <address>` message per frontend address (port
 ///   0 excluded), carrying up to `UnixMessageSocket.maxDescriptors` of its sockets (more
-///   messages for the same address when it has more loops); then `handover-socket` carrying
+///   messages for the same address when it has more loops); then one `drained` message per
+///   server the operator drained at runtime (`drained\nPOOL\nNAME`); then `handover-socket` carrying
 ///   the listening socket of this very channel, so that the name passes to the new convey
 ///   without ever being free; then `done`. Or, instead, `refused <reason>`: another user, or
 ///   not every loop could copy its listeners (a partial set would leave sockets that close
@@ -87,6 +88,11 @@ enum ListenerHandover {
                     handed.byAddress[address, default: []] += message.descriptors
                     continue
                 }
+                if text.hasPrefix("drained\n"), message.descriptors.isEmpty {
+                    let parts = text.split(separator: "\n", omittingEmptySubsequences: false)
+                    if parts.count == 3 { handed.drained.append(ServerID(pool: String(parts[1]), name: String(parts[2]))) }
+                    continue
+                }
                 if text == "handover-socket", message.descriptors.count == 1, handed.channel == nil {
                     handed.channel = message.descriptors[0]
                     continue
@@ -118,6 +124,8 @@ struct HandedListeners {
     var byAddress: [Endpoint: [Int32]] = [:]
     /// The listening socket of the handover channel (see `ListenerHandover`).
     var channel: Int32?
+    /// The servers the operator had drained in the convey that handed them.
+    var drained: [ServerID] = []
 
     init(pid: Int32 = 0, owner: UInt32 = 0, networkNamespace: UInt64 = 0) {
         self.pid = pid

@@ -17,7 +17,9 @@ extension EndToEndLabTests {
     @Test("proxy mode, --takeover: a second convey takes over the first one's listening sockets (no sysctl needed), and SIGTERM then stops the first; every client of a steady load is served throughout (none refused, none reset); the second's /stats comes up once the first has exited")
     func proxyTakeover() throws {
         guard try labAvailable("proxyTakeover") else { return }
-        let config = Self.proxyLabConfig(fall: 3) + "[proxy]\nworkers = 2\n"
+        // A spare server (weight 0) the operator drains in the first convey: the drain passes on.
+        let config = Self.proxyLabConfig(fall: 3).replacingOccurrences(of: "port = 7000", with: "port = 7000\nadmin = true")
+            + "[proxy]\nworkers = 2\n[backends.pool.servers.spare]\naddr = \"10.77.0.21:81\"\nweight = 0\n"
         try ProxyLab.with(config: config) { lab, old, path in
             // net.ipv4.tcp_migrate_req stays at its default (0) in the balancer's namespace:
             // with the sockets handed over, none closes, so nothing needs migrating.
@@ -54,9 +56,13 @@ extension EndToEndLabTests {
             }
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= 50 })
 
+            let drain = try lab.check("lb", ["curl", "-fsS", "--max-time", "2", "-X", "POST", "http://127.0.0.1:7000/servers/pool/spare/drain"])
+            #expect(drain.contains("\"changed\": true"), "\(drain)")
             let new = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--takeover", "--config", path, "--log-level", "info"])
             defer { new.stop(SIGKILL) }
             #expect(waitUntil(seconds: 10) { new.output.contains("send it SIGTERM now") }, "the second convey listens: \(new.output)")
+            #expect(new.output.contains("takeover: server pool/spare stays drained, as the operator drained it in the convey being replaced"),
+                    "\(new.output)")
             #expect(new.output.contains("takeover: took over frontend web's 2 listening socket(s) at 10.77.0.2:8000"), "\(new.output)")
             #expect(!new.output.contains("tcp_migrate_req"), "nothing bound beside: \(new.output)")
             #expect(old.output.contains("handed 2 listening socket(s) (10.77.0.2:8000)"), "\(old.output)")
@@ -79,6 +85,9 @@ extension EndToEndLabTests {
             let failures = tally.failures.withLock { $0 }
             #expect(failures.isEmpty, "\(failures.count) of \(tally.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
             #expect(tally.served.load(ordering: .relaxed) > before)
+            let spare = ((((stats?["backends"] as? [String: Any])?["pool"] as? [String: Any])?["server_detail"] as? [String: Any])?["spare"]
+                as? [String: Any])
+            #expect(spare?["operator_drain"] as? Bool == true, "the second convey's /stats: \(String(describing: spare))")
             let total = (stats?["total_connections"] as? Int) ?? 0
             #expect(total >= 100, "the second convey served clients: \(String(describing: stats))")
             #expect(waitUntil(seconds: 5) { new.output.contains("answering takeovers at @convey-handover:") }, "the second answers takeovers in turn: \(new.output)")

@@ -27,14 +27,16 @@ final class ProxyHarness: Sendable {
     /// A frontend on 127.0.0.1 (ephemeral port) in front of `servers`.
     init(servers: [Server], balance: BalanceAlgorithm = .wrr, pool: (inout PoolConfig) -> Void = { _ in },
          frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false,
-         logger: Logger = Logger(label: "proxy-test"), takeover: Bool = false, handoverName: String? = nil) {
+         logger: Logger = Logger(label: "proxy-test"), takeover: Bool = false, handoverName: String? = nil,
+         operatorDrains: OperatorDrains? = nil) {
         var tuning = ProxyTuning()
         tuning.forceCopy = forceCopy
         tuning.pinThreads = false
         let initial = ForwardingSnapshot(frontends: [])
         publisher = SnapshotPublisher(initial)
         service = ProxyService(snapshots: publisher, settings: ProxySettings(workers: workers),
-                               logger: logger, tuning: tuning, takeover: takeover, handoverName: handoverName)
+                               logger: logger, tuning: tuning, takeover: takeover, handoverName: handoverName,
+                               operatorDrains: operatorDrains)
         var poolConfig = PoolConfig(name: "pool", servers: servers.map {
             ServerConfig(name: $0.name, address: $0.address, weight: $0.weight, maxConnections: $0.maxConnections)
         })
