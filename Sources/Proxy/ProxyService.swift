@@ -61,11 +61,14 @@ public final class ProxyService: Service, Sendable {
     }
 
     private let phase = Mutex<Phase>(.idle)
-    /// Listener groups a takeover bound beside another process's sockets (none handed for
-    /// them): for the start's note on `tcp_migrate_req`.
+    /// Listener groups some of whose sockets close with the convey a takeover replaces (bound
+    /// beside its sockets, none handed, or handed ones beyond this convey's loops): for the
+    /// start's note on `tcp_migrate_req`.
     private let besideBound = Mutex(0)
     /// The handover channel's socket a takeover received, for this convey's own handover server.
     private let inheritedChannel = Mutex<UnixMessageSocket?>(nil)
+    /// A takeover's start got an answer from a convey: the handover name is that one's.
+    private let answeredByConvey = Atomic<Bool>(false)
     /// Serialises binding: `start()` and `prepare(frontends:)` (control plane only).
     private let binding = Mutex(())
 
@@ -116,7 +119,7 @@ public final class ProxyService: Service, Sendable {
         let controls = try start()
         let inherited = inheritedChannel.withLock { s -> UnixMessageSocket? in defer { s = nil }; return s }
         let handover = handoverName.map { name in
-            HandoverServer(name: name, logger: logger, inherited: inherited, replacing: takeover,
+            HandoverServer(name: name, logger: logger, inherited: inherited, replacing: answeredByConvey.load(ordering: .relaxed),
                            drained: { [operatorDrains] in operatorDrains?.current() ?? [] }) { [self] () throws(HandoverRefusal) in
                 try listenerOffers()
             }
@@ -136,7 +139,7 @@ public final class ProxyService: Service, Sendable {
                 running.bound = [:]
                 phase = .running(running)
             }
-            // A takeover started from here would get no listeners: they close now.
+            // This convey refuses takeovers from here: its listeners close now.
             handover?.signalStop()
             for c in controls.controls { c.requestDrain() }
         }
@@ -232,7 +235,7 @@ public final class ProxyService: Service, Sendable {
     /// runs more loops.
     private func bindGroups(_ keys: [ListenerKey], loops: Int, beside: Bool = false) throws(ProxyBindFailures)
         -> [(key: ListenerKey, listeners: [Listener])] {
-        var none = HandedListeners(pid: 0)
+        var none = HandedListeners()
         return try bindGroups(keys, loops: loops, beside: beside, handed: &none)
     }
 
@@ -355,10 +358,11 @@ public final class ProxyService: Service, Sendable {
         let routes = snapshot.frontends.filter { !$0.isDraining }
         let count = loopCount
         // A takeover first asks the running convey for its listening sockets.
-        var handed = HandedListeners(pid: 0)
+        var handed = HandedListeners()
         if takeover, let handoverName {
             do throws(HandoverError) {
                 handed = try ListenerHandover.receive(from: handoverName)
+                answeredByConvey.store(true, ordering: .relaxed)
             } catch {
                 logger.warning("takeover: \(error): binding beside the listeners there instead")
             }

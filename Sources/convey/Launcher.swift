@@ -84,9 +84,9 @@ struct Launcher {
                     guard changed else { return false }
                     switch command {
                     case .drain:
-                        logger.notice("server \(id) drained by the operator (POST /servers/\(id)/drain): it takes no new connections; open ones go on")
+                        logger.notice("server \(id): drained by the operator (POST /servers/…/drain): it takes no new connections; open ones go on")
                     case .ready:
-                        logger.notice("server \(id): the operator's drain ended (POST /servers/\(id)/ready)")
+                        logger.notice("server \(id): the operator's drain ended (POST /servers/…/ready): it takes new connections again")
                     }
                     return true
                 }

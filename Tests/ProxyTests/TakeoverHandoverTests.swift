@@ -102,8 +102,9 @@ extension ProxyTests {
             let failures = load.failures.withLock { $0 }
             #expect(failures.isEmpty, "\(failures.count) of \(load.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
             #expect(new.counters().totalConnections.load(ordering: .relaxed) > 0, "the new proxy served clients")
-            // The new one answers takeovers in turn once the old one has let go of the name.
-            #expect(await eventually { newLog.all.contains { $0.contains("answering takeovers at @\(name)") } }, "\(newLog.all)")
+            // The new one answers takeovers in turn, on the channel that came with the listeners.
+            #expect(await eventually { newLog.all.contains { $0.contains("answering takeovers at @\(name) (the channel came with the listeners)") } },
+                    "\(newLog.all)")
             try await new.stop()
             #expect(Self.listeningSockets(port: address.port) == 0)
         }
@@ -194,7 +195,7 @@ extension ProxyTests {
             let name = Self.uniqueName()
             let fake = try UnixMessageSocket.listening(on: name)
             let answered = TestThread {
-                guard let connection = try? fake.accept(timeout: .seconds(5)) else { return }
+                guard fake.waitForConnection(timeout: .seconds(5)), let connection = try? fake.accept(timeout: .seconds(5)) else { return }
                 _ = try? connection.receive()
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
                 try? connection.send(Array("listeners 127.0.0.1:9".utf8), descriptors: [fd])
@@ -225,7 +226,7 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
-        @Test("a handed socket is taken only if it is a TCP socket listening at the frontend's address, made by the user that handed it, in this network namespace")
+        @Test("a handed socket is taken only if it is listening at the frontend's address, made by the user that handed it, in this network namespace")
         func adoptChecksTheSocket() throws {
             let listener = try Listener.bind(frontend: "web", address: Endpoint(address: .v4(0x7F00_0001), port: 0))
             defer { SocketCalls.close(listener.fd) }
@@ -248,7 +249,7 @@ extension ProxyTests {
                     "not listening")
         }
 
-        @Test("a loop's answer nobody collects (its caller gave up, or the loop stopped) is discarded: descriptors in it are not left open")
+        @Test("a loop's answer its caller gave up on is discarded (descriptors in it are not left open); one answered as the loop stops is collected or discarded, never lost")
         func uncollectedAnswersAreDiscarded() {
             let discarded = Atomic<Int>(0)
             let channel = LoopChannel<Void, Int>(discard: { _ in discarded.wrappingAdd(1, ordering: .relaxed) })

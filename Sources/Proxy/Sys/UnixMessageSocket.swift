@@ -21,8 +21,12 @@ final class UnixMessageSocket: Sendable {
     static let maxDescriptors = Int(CL_MAX_FDS_PER_MESSAGE)
 
     /// A socket listening on the abstract `name`; `EADDRINUSE` while another process holds it.
+    /// Non-blocking: after a takeover two processes share it, and the one that loses a
+    /// connection to the other must not block in `accept` (see `accept`).
     static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
+        let flags = fcntl(socket.fd, F_GETFL)
+        guard flags >= 0, fcntl(socket.fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }
         try socket.withAddress(name) { address, length throws(Errno) in
             guard Glibc.bind(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
         }
@@ -64,14 +68,17 @@ final class UnixMessageSocket: Sendable {
         guard rc == 0, Int(length) == offset + 1 + name.utf8.count else { return nil }
         let bound = withUnsafeBytes(of: &address.sun_path) { Array($0[0..<(1 + name.utf8.count)]) }
         guard bound == [0] + Array(name.utf8) else { return nil }
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
         return UnixMessageSocket(fd: fd)
     }
 
-    /// The next connection (blocking); `EINVAL` once `shutdown()` has been called.
+    /// The next connection, itself blocking with `timeout` on its receives and sends;
+    /// `EAGAIN` when none is waiting (another process sharing the socket took it).
     func accept(timeout: Duration) throws(Errno) -> UnixMessageSocket {
         while true {
-            // Blocking (the shim's accept4 makes non-blocking sockets); convey never execs, so
-            // setting close-on-exec just after is enough.
+            // The accepted socket is blocking (flags are not inherited; the shim's accept4
+            // would make it non-blocking); convey never execs, so close-on-exec just after is enough.
             let fd = Glibc.accept(self.fd, nil, nil)
             if fd >= 0 {
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)

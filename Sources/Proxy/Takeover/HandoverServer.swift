@@ -27,11 +27,13 @@ final class HandoverServer: Sendable {
     private let logger: Logger
     private let offers: @Sendable () throws(HandoverRefusal) -> [Offer]
     private let drained: @Sendable () -> [ServerID]
-    /// The channel's socket a takeover received with the listeners, if any.
+    /// The channel's socket a takeover received with the listeners, or the one `start` bound.
     private let inherited: Mutex<UnixMessageSocket?>
     /// Started by a takeover: a name in use is the replaced convey's (no warning).
     private let replacing: Bool
     private let stopped = Atomic<Bool>(false)
+    /// `start` bound the name itself (the socket waiting in `inherited` is not a takeover's).
+    private let boundAtStart = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(false)
 
     /// `offers` is called for each request, off the loops, and returns the copies to send.
@@ -46,9 +48,13 @@ final class HandoverServer: Sendable {
         self.offers = offers
     }
 
-    /// Starts the thread; false when it could not be started (takeovers then bind beside).
-    @discardableResult
-    func start() -> Bool {
+    /// Binds the name at once where it is free (so that a convey that listens also answers
+    /// takeovers), then starts the thread that answers (and binds it later where it was held).
+    func start() {
+        if inherited.withLock({ $0 == nil }), let socket = try? UnixMessageSocket.listening(on: name) {
+            inherited.withLock { $0 = socket }
+            boundAtStart.store(true, ordering: .relaxed)
+        }
         let started = LoopThread.start(cpu: nil) { [self] in
             run()
             finished.store(true, ordering: .releasing)
@@ -58,7 +64,6 @@ final class HandoverServer: Sendable {
             inherited.withLock { $0 = nil }
             logger.warning("takeover: could not start the handover thread: a later --takeover binds beside this convey")
         }
-        return started
     }
 
     /// Stops answering: the thread lets go of the name within 200 ms, or once it has answered
@@ -78,7 +83,9 @@ final class HandoverServer: Sendable {
         let socket: UnixMessageSocket
         if let received = inherited.withLock({ s -> UnixMessageSocket? in defer { s = nil }; return s }) {
             socket = received
-            logger.info("takeover: answering takeovers at @\(name) (the channel came with the listeners)")
+            if !boundAtStart.load(ordering: .relaxed) {
+                logger.info("takeover: answering takeovers at @\(name) (the channel came with the listeners)")
+            }
         } else {
             guard let bound = bind() else { return }
             socket = bound
@@ -138,12 +145,17 @@ final class HandoverServer: Sendable {
             lastRefusalLogged = now
             logger.warning("takeover: refused to hand the listeners to pid \(peer.pid): \(reason)")
         }
+        // The same user only: the kernel lets only the same user share a port anyway.
         let uid = geteuid()
-        guard peer.uid == uid || peer.uid == 0 else {
-            refuse("it runs as user \(peer.uid), the running convey as \(uid) (run the takeover as the same user or root)")
+        guard peer.uid == uid else {
+            refuse("it runs as user \(peer.uid), the running convey as \(uid) (run the takeover as the same user)")
             return
         }
-        guard let request, request.descriptors.isEmpty,
+        guard let request, !(request.bytes.isEmpty && request.descriptors.isEmpty) else {
+            logger.info("takeover: pid \(peer.pid) connected to @\(name) and closed without asking")
+            return
+        }
+        guard request.descriptors.isEmpty,
               String(decoding: request.bytes, as: UTF8.self) == ListenerHandover.greeting else {
             refuse("unknown request (a newer or older convey?)")
             return

@@ -16,19 +16,20 @@ import SystemPackage
 /// `expose-fd listeners` and `-x`; here every proxy-mode convey offers it, with no setting.
 ///
 /// The channel is an abstract Unix socket named after the configuration file (see
-/// `socketName(forConfig:)`). Each side trusts only a peer of its own user or root; the
-/// taker also checks that each socket it gets was made by that peer in its own network
-/// namespace (an abstract name can be bound by anyone: a squatter must not be able to hand
-/// over sockets of its own). One exchange:
+/// `socketName(forConfig:)`). Each side trusts only a peer of its own user (the kernel lets
+/// only the same user share a port anyway); the taker also checks that each socket it gets
+/// was made by that user in its own network namespace (an abstract name can be bound by
+/// anyone: a squatter must not be able to hand over sockets of its own). One exchange:
 /// - the new convey sends `greeting`;
 /// - the old one answers with one `listeners <address>` message per frontend address (port
 ///   0 excluded), carrying up to `UnixMessageSocket.maxDescriptors` of its sockets (more
 ///   messages for the same address when it has more loops); then one `drained` message per
 ///   server the operator drained at runtime (`drained\nPOOL\nNAME`); then `handover-socket` carrying
 ///   the listening socket of this very channel, so that the name passes to the new convey
-///   without ever being free; then `done`. Or, instead, `refused <reason>`: another user, or
-///   not every loop could copy its listeners (a partial set would leave sockets that close
-///   with the old convey).
+///   without ever being free; then `done <pid of the convey answering>`. Or, instead,
+///   `refused <reason>`: another user, an unknown request, a convey already stopping, or not
+///   every loop could copy its listeners (a partial set would leave sockets that close with
+///   the old convey).
 enum ListenerHandover {
     static let greeting = "convey-handover 1"
 
@@ -47,12 +48,13 @@ enum ListenerHandover {
             }
         }
         let parts = absolute.split(separator: "/").filter { $0 != "." }
-        let resolved = "/" + parts.joined(separator: "/")
-        let name = "convey-handover:" + resolved
-        // An abstract name holds 107 bytes: a longer path is named by its hash.
+        let normalized = "/" + parts.joined(separator: "/")
+        let name = "convey-handover:" + normalized
+        // An abstract name holds 107 bytes after its leading NUL: a longer path (with some
+        // margin) is named by its hash.
         guard name.utf8.count > 100 else { return name }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in resolved.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        for byte in normalized.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         return "convey-handover:#" + String(hash, radix: 16)
     }
 
@@ -66,7 +68,7 @@ enum ListenerHandover {
         guard let peer = try? socket.peer() else { throw .failed(name: name, "cannot tell who answers there") }
         let pid = peer.pid
         let uid = geteuid()
-        guard peer.uid == uid || peer.uid == 0 else { throw .untrusted(name: name, pid: pid, uid: peer.uid) }
+        guard peer.uid == uid else { throw .untrusted(name: name, pid: pid, uid: peer.uid) }
         var handed = HandedListeners(pid: pid, owner: peer.uid, networkNamespace: socket.networkNamespaceCookie)
         let deadline = ContinuousClock.now + timeout
         do {
@@ -116,7 +118,8 @@ enum ListenerHandover {
 /// for, and the handover channel's own socket; whatever is not taken must be closed
 /// (`closeAll`).
 struct HandedListeners {
-    /// The convey that handed them, and its user: each socket must be one it made.
+    /// The convey that answered (from its `done`; before that, the channel's creator, which
+    /// may be an earlier convey), and the user the sockets must belong to.
     var pid: Int32
     var owner: UInt32
     /// The network namespace the exchange ran in: each socket must be in it (0: unknown).
@@ -159,18 +162,19 @@ enum HandoverError: Error, CustomStringConvertible {
     /// No convey runs this configuration file in this network namespace (or one older than
     /// the handover).
     case nobodyThere(name: String)
-    /// The running convey would not hand them (another user, or not every loop answered).
+    /// The running convey would not hand them (another user, an unknown request, stopping,
+    /// or not every loop answered).
     case refused(pid: Int32, String)
-    /// A process of another user (not root) holds the name: nothing is taken from it.
+    /// A process of another user holds the name: nothing is taken from it.
     case untrusted(name: String, pid: Int32, uid: UInt32)
     case failed(name: String, String)
 
     var description: String {
         switch self {
         case .nobodyThere(let name): return "no convey answers at @\(name)"
-        case .refused(let pid, let reason): return "the running convey (pid \(pid)) refused: \(reason)"
+        case .refused(_, let reason): return "the running convey refused: \(reason)"
         case .untrusted(let name, let pid, let uid):
-            return "@\(name) is held by pid \(pid) of user \(uid), neither this convey's user nor root: nothing taken from it"
+            return "@\(name) is answered by pid \(pid) of user \(uid), not this convey's user: nothing taken from it (a takeover runs as the user of the convey it replaces)"
         case .failed(let name, let reason): return "the handover at @\(name) failed: \(reason)"
         }
     }

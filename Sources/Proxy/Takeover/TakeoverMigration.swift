@@ -2,8 +2,9 @@ import Logging
 import SystemPackage
 
 /// `net.ipv4.tcp_migrate_req`: whether the kernel hands the clients queued on a closing
-/// listener to another listener of its port. It matters to a takeover only where it bound
-/// beside the replaced convey's sockets instead of taking them over (see `ListenerHandover`).
+/// listener to another listener of its port. It matters to a takeover only where some of the
+/// replaced convey's sockets close with it: where it bound beside them instead of taking them
+/// over, or took fewer than were handed (see `ListenerHandover`).
 enum TakeoverMigration {
     static let path = "/proc/sys/net/ipv4/tcp_migrate_req"
 
