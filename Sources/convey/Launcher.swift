@@ -199,7 +199,7 @@ struct Launcher {
         switch mode {
         case .proxy:
             let logger = self.logger
-            let drains = OperatorDrains(current: { runtime.view().drained.sorted { "\($0)" < "\($1)" } }, adopt: { ids, pid in
+            let drains = OperatorDrains(current: { runtime.view().drained.sorted() }, adopt: { ids, pid in
                 for id in ids {
                     do throws(ServerCommandError) {
                         try runtime.setDrained(id, true)

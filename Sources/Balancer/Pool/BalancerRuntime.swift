@@ -617,7 +617,7 @@ public struct ReloadReport: Sendable, Equatable {
 
     /// Says which operator drains end with their server (those kept are no change).
     mutating func noteOperatorDrains(ended: Set<ServerID>) {
-        for id in ended.sorted(by: { "\($0)" < "\($1)" }) {
+        for id in ended.sorted() {
             applied.append("server \(id.pool)/\(id.name) left the configuration: its operator drain ends")
         }
     }

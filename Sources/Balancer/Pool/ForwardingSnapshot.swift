@@ -1,5 +1,5 @@
 /// Identifies a server across reloads: same pool, same server name.
-public struct ServerID: Hashable, Sendable, CustomStringConvertible {
+public struct ServerID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var pool: String
     public var name: String
 
@@ -7,6 +7,9 @@ public struct ServerID: Hashable, Sendable, CustomStringConvertible {
         self.pool = pool
         self.name = name
     }
+
+    /// By pool, then name (the order of logs and reports).
+    public static func < (a: ServerID, b: ServerID) -> Bool { (a.pool, a.name) < (b.pool, b.name) }
 
     public var description: String { "\(pool)/\(name)" }
 }

@@ -126,12 +126,7 @@ extension Listener {
     /// `networkNamespace` (when the kernel tells: 0 skips the check); nil (the caller closes
     /// it) otherwise. Made non-blocking, with this convey's options for accepted sockets.
     static func adopt(_ fd: Int32, at address: Endpoint, owner: UInt32, networkNamespace: UInt64, notSentLowWater: Int) -> Listener? {
-        func option(_ name: Int32) -> Int32? {
-            var value: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
-        }
-        guard option(SO_ACCEPTCONN) == 1, option(SO_PROTOCOL) == Int32(IPPROTO_TCP),
+        guard SocketCalls.socketOption(fd, SO_ACCEPTCONN) == 1, SocketCalls.socketOption(fd, SO_PROTOCOL) == Int32(IPPROTO_TCP),
               let bound = SocketCalls.localEndpoint(fd), bound == address else { return nil }
         // A socket's inode belongs to the user that made it.
         var status = stat()
@@ -140,8 +135,7 @@ extension Listener {
             let cookie = cl_netns_cookie(fd)
             guard cookie == 0 || cookie == networkNamespace else { return nil }
         }
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
+        guard (try? SocketCalls.setNonBlocking(fd)) != nil else { return nil }
         SocketCalls.setNoDelay(fd)
         SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
         return Listener(fd: fd, address: bound)

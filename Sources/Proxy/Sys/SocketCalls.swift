@@ -81,6 +81,20 @@ enum SocketCalls {
         }
     }
 
+    /// `getsockopt(2)` of an `int` option at `SOL_SOCKET`; nil when the call fails.
+    static func socketOption(_ fd: Int32, _ name: Int32) -> Int32? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+    }
+
+    /// Sets `O_NONBLOCK`. It belongs to the open file description: every process holding the
+    /// socket (after a takeover's handover) sees it.
+    static func setNonBlocking(_ fd: Int32) throws(Errno) {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }
+    }
+
     /// `getsockopt(SO_ERROR)`: the error a non-blocking connect ended with, or nil.
     static func pendingError(_ fd: Int32) -> Errno? {
         var value: Int32 = 0

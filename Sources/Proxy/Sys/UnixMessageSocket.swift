@@ -25,8 +25,7 @@ final class UnixMessageSocket: Sendable {
     /// connection to the other must not block in `accept` (see `accept`).
     static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
-        let flags = fcntl(socket.fd, F_GETFL)
-        guard flags >= 0, fcntl(socket.fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }
+        try SocketCalls.setNonBlocking(socket.fd)
         try socket.withAddress(name) { address, length throws(Errno) in
             guard Glibc.bind(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
         }
@@ -51,14 +50,9 @@ final class UnixMessageSocket: Sendable {
     /// `SOCK_SEQPACKET` socket listening on the abstract `name`; nil otherwise (the caller
     /// still owns `fd` then).
     static func adopting(_ fd: Int32, listeningOn name: String) -> UnixMessageSocket? {
-        func option(_ option: Int32) -> Int32? {
-            var value: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            return getsockopt(fd, SOL_SOCKET, option, &value, &length) == 0 ? value : nil
-        }
-        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_SEQPACKET.rawValue), option(SO_ACCEPTCONN) == 1 else {
-            return nil
-        }
+        guard SocketCalls.socketOption(fd, SO_DOMAIN) == AF_UNIX,
+              SocketCalls.socketOption(fd, SO_TYPE) == Int32(SOCK_SEQPACKET.rawValue),
+              SocketCalls.socketOption(fd, SO_ACCEPTCONN) == 1 else { return nil }
         var address = sockaddr_un()
         var length = socklen_t(MemoryLayout<sockaddr_un>.size)
         let rc = withUnsafeMutablePointer(to: &address) {
@@ -67,9 +61,7 @@ final class UnixMessageSocket: Sendable {
         let offset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
         guard rc == 0, Int(length) == offset + 1 + name.utf8.count else { return nil }
         let bound = withUnsafeBytes(of: &address.sun_path) { Array($0[0..<(1 + name.utf8.count)]) }
-        guard bound == [0] + Array(name.utf8) else { return nil }
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return nil }
+        guard bound == [0] + Array(name.utf8), (try? SocketCalls.setNonBlocking(fd)) != nil else { return nil }
         return UnixMessageSocket(fd: fd)
     }
 
