@@ -137,11 +137,6 @@ enum ModeChecks {
                 out.append(loaded.problem(path: ["backends", p.name, "queue_timeout"],
                                           "proxy mode only: the \(mode.rawValue) mode queues no client (ignored)"))
             }
-            for server in p.servers where server.maxConnections != 0 {
-                out.append(loaded.problem(path: ["backends", p.name, "servers", server.name, "max_connections"],
-                                          "proxy mode only: the \(mode.rawValue) mode does not limit connections per "
-                                          + "server (ignored; connection_tracker_capacity bounds the flows)"))
-            }
         }
         return out
     }

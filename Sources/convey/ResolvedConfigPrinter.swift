@@ -46,7 +46,7 @@ enum ResolvedConfigPrinter {
             }
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
-                out += "  max_connections = \(s.maxConnections)\(proxyOnly)\n"
+                out += "  max_connections = \(s.maxConnections)\n"
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\nadmin = \(c.stats.admin)\n"

@@ -155,10 +155,12 @@ public struct ServerConfig: Sendable, Equatable {
     /// backups share them by weight, and they stop taking new ones (keeping those they have)
     /// as soon as a non-backup server is back.
     public var backup: Bool
-    /// `max_connections` (proxy mode): connections this server holds at most, connecting or
-    /// established, over every frontend and event loop (HAProxy's server `maxconn`). A client
-    /// whose candidate servers are all at their limit waits in its frontend's queue, up to the
-    /// pool's `queue_timeout`, for the first place to free. Zero: no limit.
+    /// `max_connections`: connections this server holds at most, over every frontend and
+    /// event loop or worker (HAProxy's server `maxconn`, IPVS's `u-threshold`). Proxy mode: a
+    /// client whose candidate servers are all at their limit waits in its frontend's queue, up
+    /// to the pool's `queue_timeout`, for the first place to free. AF_XDP modes: a new flow
+    /// goes to a candidate with room, and with none its SYN is dropped (the client sends it
+    /// again). Zero: no limit.
     public var maxConnections: Int
 
     public static let maxWeight = 1000

@@ -137,7 +137,7 @@ public struct ServerRoute: Sendable {
     public var isBackup: Bool
     /// False once a draining server's drain timeout has passed: its remaining flows are closed.
     public var keepsFlows: Bool
-    /// `max_connections` (proxy mode; 0: none): see `ServerConfig.maxConnections`.
+    /// `max_connections` (0: none): see `ServerConfig.maxConnections`.
     public var maxConnections: Int
     public var counters: ServerCounters
 

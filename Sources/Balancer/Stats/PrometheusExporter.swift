@@ -94,6 +94,9 @@ public final class PrometheusExporter: Sendable {
                 MetricSample(name: "convey_frontend_queue_timeouts_total",
                              help: "Clients closed after waiting queue_timeout for a place at a server with max_connections.",
                              kind: .counter, labels: l, value: Double(f.queueTimeouts)),
+                MetricSample(name: "convey_frontend_servers_full_total",
+                             help: "New connections (SYNs) dropped because every server that could take them was at max_connections (AF_XDP modes; the client retries its SYN).",
+                             kind: .counter, labels: l, value: Double(f.serversFull)),
             ]
         }
         for pool in d.pools {
@@ -115,7 +118,7 @@ public final class PrometheusExporter: Sendable {
                     MetricSample(name: "convey_server_backup", help: "1 for a backup server (used only while no other can take connections).",
                                  kind: .gauge, labels: l, value: s.backup ? 1 : 0),
                     MetricSample(name: "convey_server_max_connections",
-                                 help: "The server's max_connections (0: no limit; proxy mode).",
+                                 help: "The server's max_connections (0: no limit).",
                                  kind: .gauge, labels: l, value: Double(s.maxConnections)),
                     MetricSample(name: "convey_server_connections_total", help: "Connections to the server.",
                                  kind: .counter, labels: l, value: Double(s.totals.totalConnections)),

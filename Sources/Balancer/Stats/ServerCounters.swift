@@ -98,6 +98,9 @@ public final class FrontendCounters: Sendable {
     public let queued = Atomic<Int64>(0)
     /// Clients closed after waiting `queue_timeout` for such a place.
     public let queueTimeouts = Atomic<Int64>(0)
+    /// AF_XDP modes: new connections (SYNs) dropped because every server that could take
+    /// them was at its `max_connections` (the client's TCP sends its SYN again).
+    public let serversFull = Atomic<Int64>(0)
     /// Not a statistic: the `wrr` cursor every data-path thread of the frontend advances
     /// (see `FrontendRoute.wrrCycle`). It lives here because these counters outlive snapshots,
     /// so a republish (a health change, a drain's end) does not restart the cycle.

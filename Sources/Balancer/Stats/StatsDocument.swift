@@ -42,6 +42,8 @@ public struct StatsDocument: Sendable {
         public var queued: Int64 = 0
         /// Clients closed after waiting `queue_timeout`.
         public var queueTimeouts: Int64 = 0
+        /// AF_XDP modes: SYNs dropped because every server that could take them was full.
+        public var serversFull: Int64 = 0
         /// No non-backup server can take new connections; backup servers take them.
         public var onBackup: Bool
         /// Removed by a reload: takes no new connections while its open ones drain.
@@ -121,6 +123,7 @@ public struct StatsDocument: Sendable {
                                noBackend: c.noBackend.load(ordering: .relaxed),
                                overLimit: c.overLimit.load(ordering: .relaxed), denied: c.denied.load(ordering: .relaxed),
                                queued: c.queued.load(ordering: .relaxed), queueTimeouts: c.queueTimeouts.load(ordering: .relaxed),
+                               serversFull: c.serversFull.load(ordering: .relaxed),
                                onBackup: route.onBackup || dataPlane?.frontendsOnBackup.contains(route.name) == true,
                                draining: route.isDraining,
                                drainingListen: left.map(\.config.listen))
@@ -170,7 +173,8 @@ public struct StatsDocument: Sendable {
             fields += [("listen_addr", .string(f.listen.description)), ("backend", .string(f.pool)),
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
                        ("over_limit", .int(f.overLimit)), ("denied", .int(f.denied)),
-                       ("queued", .int(f.queued)), ("queue_timeouts", .int(f.queueTimeouts)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
+                       ("queued", .int(f.queued)), ("queue_timeouts", .int(f.queueTimeouts)),
+                       ("servers_full", .int(f.serversFull)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
                        ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))
         })))

@@ -11,9 +11,11 @@ import Balancer
 public final class BackendStatsFlusher {
     private let workers: [ForwarderCounters]
     private var previous: [[BackendTraffic]]
-    /// Per worker, per frontend index: its `noBackend` and `denied` counts at the last flush.
+    /// Per worker, per frontend index: its `noBackend`, `denied` and `serversFull` counts at
+    /// the last flush.
     private var previousNoBackend: [[Int: UInt64]]
     private var previousDenied: [[Int: UInt64]]
+    private var previousServersFull: [[Int: UInt64]]
 
     /// A flusher over the counters of every worker (`forwarder.counters`).
     public init(workers: [ForwarderCounters]) {
@@ -21,6 +23,7 @@ public final class BackendStatsFlusher {
         previous = workers.map { [BackendTraffic](repeating: BackendTraffic(), count: $0.backendSlots) }
         previousNoBackend = workers.map { _ in [:] }
         previousDenied = workers.map { _ in [:] }
+        previousServersFull = workers.map { _ in [:] }
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
@@ -30,18 +33,20 @@ public final class BackendStatsFlusher {
     public func flush(into routes: PacketRoutes) {
         for (w, counters) in workers.enumerated() {
             for (index, frontend) in routes.frontendCountersByIndex.enumerated() {
-                let now = counters.noBackend(frontend: index)
-                let before = previousNoBackend[w][index] ?? 0
-                if now != before {
-                    previousNoBackend[w][index] = now
-                    frontend?.noBackend.wrappingAdd(Int64(truncatingIfNeeded: now &- before), ordering: .relaxed)
+                /// What a per-frontend count grew by since the last flush (0: nothing to add).
+                func growth(_ now: UInt64, _ previous: inout [Int: UInt64]) -> Int64 {
+                    let before = previous[index] ?? 0
+                    previous[index] = now
+                    return Int64(truncatingIfNeeded: now &- before)
                 }
-                let denied = counters.denied(frontend: index)
-                let deniedBefore = previousDenied[w][index] ?? 0
-                if denied != deniedBefore {
-                    previousDenied[w][index] = denied
-                    frontend?.denied.wrappingAdd(Int64(truncatingIfNeeded: denied &- deniedBefore), ordering: .relaxed)
-                }
+                // Read even without a frontend, so an index's next frontend starts from here.
+                let noBackend = growth(counters.noBackend(frontend: index), &previousNoBackend[w])
+                let denied = growth(counters.denied(frontend: index), &previousDenied[w])
+                let full = growth(counters.serversFull(frontend: index), &previousServersFull[w])
+                guard let frontend else { continue }
+                if noBackend != 0 { frontend.noBackend.wrappingAdd(noBackend, ordering: .relaxed) }
+                if denied != 0 { frontend.denied.wrappingAdd(denied, ordering: .relaxed) }
+                if full != 0 { frontend.serversFull.wrappingAdd(full, ordering: .relaxed) }
             }
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {

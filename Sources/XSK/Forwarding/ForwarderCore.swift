@@ -590,11 +590,20 @@ struct ForwarderCore {
         // Summed only here, once the cheap refusals above have had their say.
         if isSYN && Self.dropsForChecksum(frame, headers, counters: c) { return -1 }
         let clientMAC = EthernetHeader(frame).source
-        let slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
+        var slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
         guard slot != UInt32.max, Int(slot) < backendCount else {
             c.noBackend(frontend: frontend)
             return -1
+        }
+        // A server's `max_connections` turns away new connections only: a flow DSR takes up
+        // mid-connection already has its server (wherever the hash put it).
+        if isSYN && backends[Int(slot)].limit != 0 && isFull(slot) {
+            slot = candidateWithRoom(frontend: frontend)
+            guard slot != UInt32.max else {
+                c.serversFull(frontend: frontend)
+                return -1
+            }
         }
         if natEnabled {
             // NAT keeps the family: the backend's must be the client's, with a NAT address of it.
@@ -786,6 +795,44 @@ struct ForwarderCore {
                 | UInt64(Checksum.storedDelta(tcp)) << 48,
             ethernetFirst8: ethernet.first8,
             ethernetLast4AndSlot: UInt64(ethernet.last4) | UInt64(e.backendSlot) << 32)
+    }
+
+    /// True when the server of `slot` has a `max_connections` and its open flows, over every
+    /// worker and every frontend it serves, have reached it. Two workers placing a server's
+    /// last free flow at the same instant may both take it (one flow over per extra worker),
+    /// as IPVS's `u-threshold` check may.
+    @inline(__always)
+    func isFull(_ slot: UInt32) -> Bool {
+        let b = backends + Int(slot)
+        let limit = b.pointee.limit
+        guard limit != 0 else { return false }
+        let start = Int(b.pointee.limitSlotsStart)
+        var open: UInt64 = 0
+        for i in 0..<Int(b.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }
+        return open >= UInt64(limit)
+    }
+
+    /// A new connection's first choice is full: the candidate with room that has the fewest
+    /// open flows per unit of weight (`leastconn`'s rule, whatever the frontend's algorithm),
+    /// or `UInt32.max` when every candidate is full.
+    @inline(never)
+    func candidateWithRoom(frontend: Int) -> UInt32 {
+        let f = frontends[frontend]
+        var best = UInt32.max
+        var bestOpen: UInt64 = 0
+        var bestWeight: UInt64 = 1
+        for position in 0..<Int(f.candidatesCount) {
+            let slot = slots[Int(f.candidatesStart) &+ position]
+            guard !isFull(slot) else { continue }
+            let weight = UInt64(max(1, backends[Int(slot)].weight))
+            let open = openFlows.open(slot)
+            if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
+                best = slot
+                bestOpen = open
+                bestWeight = weight
+            }
+        }
+        return best
     }
 
     /// The backend slot for a new flow of `frontend`, or `UInt32.max` when none can take it.

@@ -36,6 +36,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case icmpNoFlow
     /// A new connection from an address the frontend's `allow` / `deny` lists refuse.
     case denied
+    /// A new connection (SYN) found every server that could take it at its
+    /// `max_connections`: dropped, so the client's TCP retries it (as a queue would).
+    case serversFull
 
     public var description: String {
         switch self {
@@ -53,6 +56,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .unfinishedChecksum: return "unfinished_checksum"
         case .icmpNoFlow: return "icmp_no_flow"
         case .denied: return "denied"
+        case .serversFull: return "servers_full"
         }
     }
 }
@@ -61,8 +65,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// any thread without a lock.
 ///
 /// Layout: `fixedCount` scalar counters, then four per backend slot (connections opened,
-/// connections closed, bytes client→server, bytes server→client), then one per frontend index
-/// (new connections no backend could take, the frontend's `no_backend`). Every counter has a single
+/// connections closed, bytes client→server, bytes server→client), then three blocks of one
+/// per frontend index: new connections no backend could take (the frontend's `no_backend`),
+/// refused by its `allow` / `deny` lists (`denied`), and finding every server full
+/// (`servers_full`). Every counter has a single
 /// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
 /// locked instruction — and a reader sees each word whole.
 public final class ForwarderCounters: @unchecked Sendable {
@@ -90,8 +96,9 @@ public final class ForwarderCounters: @unchecked Sendable {
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).
     static let frontendSlots = PacketRoutes.maxFrontends
-    /// Two per-frontend blocks: `noBackend`, then `denied`.
-    private var count: Int { Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots }
+    /// The per-frontend blocks: `noBackend`, `denied`, `serversFull`.
+    static let frontendBlocks = 3
+    private var count: Int { Self.frontendBase(backendSlots: backendSlots) + Self.frontendBlocks * Self.frontendSlots }
 
     /// Index of the first per-frontend counter (after the scalars and the backends').
     @inline(__always)
@@ -102,7 +109,7 @@ public final class ForwarderCounters: @unchecked Sendable {
     /// thread, so the stats service holds them from the start.
     public init(backendSlots: Int) {
         self.backendSlots = backendSlots
-        let n = Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots
+        let n = Self.frontendBase(backendSlots: backendSlots) + Self.frontendBlocks * Self.frontendSlots
         base = .allocate(capacity: n)
         for i in 0..<n { (base + i).initialize(to: Atomic(0)) }
     }
@@ -122,6 +129,13 @@ public final class ForwarderCounters: @unchecked Sendable {
     public func denied(frontend: Int) -> UInt64 {
         guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
         return load(Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots + frontend)
+    }
+
+    /// New connections to frontend index `frontend` that found every server at its
+    /// `max_connections`, on this worker.
+    public func serversFull(frontend: Int) -> UInt64 {
+        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
+        return load(Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots + frontend)
     }
 
     @inline(__always)
@@ -205,6 +219,14 @@ struct CounterView {
     func denied(frontend: Int) {
         drop(.denied)
         add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ ForwarderCounters.frontendSlots &+ frontend, 1)
+    }
+
+    /// A new connection to `frontend` that found every server it could go to at its
+    /// `max_connections`: dropped as `serversFull` and counted to the frontend.
+    @inline(__always)
+    func serversFull(frontend: Int) {
+        drop(.serversFull)
+        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ 2 &* ForwarderCounters.frontendSlots &+ frontend, 1)
     }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).

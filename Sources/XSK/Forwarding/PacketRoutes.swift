@@ -40,8 +40,14 @@ public final class PacketRoutes: @unchecked Sendable {
         /// byte compare on the packet path instead of a mask and compare).
         let unusableBits: UInt8
         var weight: UInt16
+        /// The server's `max_connections` (0: none): a new flow goes elsewhere while the open
+        /// flows of `limitSlots` (every slot of this server, under any frontend) reach it.
+        var limit: UInt32 = 0
+        /// Where the server's slots start in `slots`, and how many there are (with a limit).
+        var limitSlotsStart: Int32 = 0
+        var limitSlotsCount: Int32 = 0
         /// Pads a backend to 64 bytes: one cache line, and indexing is one shift.
-        private var padding: (UInt64, UInt64) = (0, 0)
+        private var padding: UInt32 = 0
 
         init(addressHi: UInt64, addressLo: UInt64, mac: UInt64, port: UInt16, flags: UInt8, weight: UInt16,
              interfaceMAC: UInt64 = 0) {
@@ -171,6 +177,7 @@ public final class PacketRoutes: @unchecked Sendable {
         var counters: [Int: ServerCounters] = [:]
         var frontendCountersOfSlot: [Int: FrontendCounters] = [:]
         var ids: [Int: ServerID] = [:]
+        var limits: [Int: Int] = [:]
         var frontendList: [(index: Int, frontend: Frontend)] = []
         var slotList: [UInt32] = []
         var prefixList: [SourceFilter.Prefix] = []
@@ -210,6 +217,7 @@ public final class PacketRoutes: @unchecked Sendable {
                 counters[Int(slot)] = server.counters
                 frontendCountersOfSlot[Int(slot)] = route.counters
                 ids[Int(slot)] = server.id
+                limits[Int(slot)] = server.maxConnections
                 if flags & Backend.hasMAC == 0, server.state == .up || server.state == .standby,
                    !unresolved.contains(where: { $0.server == server.id }) {
                     unresolved.append(Unresolved(server: server.id, address: server.address,
@@ -293,6 +301,26 @@ public final class PacketRoutes: @unchecked Sendable {
         serverCounters = (0..<backendCount).map { counters[$0] ?? carried($0, previous?.serverCounters) }
         frontendCounters = (0..<backendCount).map { frontendCountersOfSlot[$0] ?? carried($0, previous?.frontendCounters) }
         servers = (0..<backendCount).map { ids[$0] }
+        // Each limited server's slots, once: the ones these routes give it under any
+        // frontend, and those it left that still carry flows (held slots booked to the same
+        // server's counters).
+        var slotsOfServer: [ObjectIdentifier: [UInt32]] = [:]
+        for slot in 0..<backendCount {
+            if let c = serverCounters[slot] { slotsOfServer[ObjectIdentifier(c), default: []].append(UInt32(slot)) }
+        }
+        var groupStart: [ObjectIdentifier: Int32] = [:]
+        for (slot, limit) in limits.sorted(by: { $0.key < $1.key }) where limit > 0 {
+            guard let c = serverCounters[slot], let group = slotsOfServer[ObjectIdentifier(c)] else { continue }
+            let start = groupStart[ObjectIdentifier(c)] ?? {
+                let start = Int32(slotList.count)
+                slotList.append(contentsOf: group)
+                return start
+            }()
+            groupStart[ObjectIdentifier(c)] = start
+            backends[slot].limit = UInt32(clamping: limit)
+            backends[slot].limitSlotsStart = start
+            backends[slot].limitSlotsCount = Int32(group.count)
+        }
 
         slotsCount = slotList.count
         slots = .allocate(capacity: max(1, slotList.count))

@@ -16,10 +16,11 @@ struct RoutesFixture {
     static func backendAddress(_ i: Int) -> Endpoint { Endpoint(address: .v4(0x0A4D_0000 + UInt32(20 + i)), port: 8080) }
     static func backendMAC(_ i: Int) -> UInt64 { 0x02_00_00_00_00_00 | UInt64(0x20 + i) }
 
-    /// Backends 1...count with `weights` (default 1 each), all with MACs unless in `withoutMAC`.
-    init(balance: BalanceAlgorithm, count: Int = 3, weights: [Int]? = nil, withoutMAC: Set<Int> = [],
-         maxBackendSlots: Int = 64) {
-        config = Self.makeConfig(balance: balance, count: count, weights: weights)
+    /// Backends 1...count with `weights` (default 1 each) and `limits` (`max_connections`,
+    /// default none), all with MACs unless in `withoutMAC`.
+    init(balance: BalanceAlgorithm, count: Int = 3, weights: [Int]? = nil, limits: [Int]? = nil,
+         withoutMAC: Set<Int> = [], maxBackendSlots: Int = 64) {
+        config = Self.makeConfig(balance: balance, count: count, weights: weights, limits: limits)
         runtime = BalancerRuntime(config: config)
         publisher = PacketRoutesPublisher(maxBackendSlots: maxBackendSlots)
         macs = [:]
@@ -29,9 +30,10 @@ struct RoutesFixture {
         republish()
     }
 
-    static func makeConfig(balance: BalanceAlgorithm, count: Int, weights: [Int]?) -> ConveyConfig {
+    static func makeConfig(balance: BalanceAlgorithm, count: Int, weights: [Int]?, limits: [Int]? = nil) -> ConveyConfig {
         let servers = (1...count).map { i in
-            ServerConfig(name: "s\(i)", address: backendAddress(i), weight: weights?[i - 1] ?? 1)
+            ServerConfig(name: "s\(i)", address: backendAddress(i), weight: weights?[i - 1] ?? 1,
+                         maxConnections: limits?[i - 1] ?? 0)
         }
         return ConveyConfig(frontends: [FrontendConfig(name: "web", listen: vip, pool: "pool", balance: balance)],
                             pools: [PoolConfig(name: "pool", drainTimeout: .seconds(30), servers: servers)])
