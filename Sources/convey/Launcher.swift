@@ -79,14 +79,14 @@ struct Launcher {
             let mode = self.mode, version = self.version, stats = dataPlane.stats, logger = self.logger
             var commands: StatsServer.ServerCommands?
             if config.stats.admin {
-                commands = { (id: ServerID, command: ServerCommand) throws(ServerCommandError) -> Bool in
+                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> Bool in
                     let changed = try runtime.setDrained(id, command == .drain)
                     guard changed else { return false }
                     switch command {
                     case .drain:
-                        logger.notice("server \(id): drained by the operator (POST /servers/…/drain): it takes no new connections; open ones go on")
+                        logger.notice("server \(id): drained by the operator (POST /servers/…/drain from \(sender)): it takes no new connections; open ones go on")
                     case .ready:
-                        logger.notice("server \(id): the operator's drain ended (POST /servers/…/ready): it takes new connections again")
+                        logger.notice("server \(id): the operator's drain ended (POST /servers/…/ready from \(sender)): it takes new connections again")
                     }
                     return true
                 }

@@ -84,12 +84,14 @@ struct OperatorDrainTests {
     @Test("POST /servers/POOL/NAME/drain and /ready: refused (403) unless [stats] admin, and from web pages; then applied (names percent-decoded), shown in /stats, /metrics and the answer; unknown ones 404, unknown commands 400, GET 405")
     func overHTTP() async throws {
         let runtime = BalancerRuntime(config: config(ports: [9001, 9002]))
+        let senders = Mutex<[String]>([])
         func serve(admin: Bool, _ body: @escaping @Sendable (Int) throws -> Void) async throws {
             let port = Atomic<Int>(0)
             var commands: StatsServer.ServerCommands?
             if admin {
-                commands = { (id: ServerID, command: ServerCommand) throws(ServerCommandError) -> Bool in
-                    try runtime.setDrained(id, command == .drain)
+                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> Bool in
+                    senders.withLock { $0.append(sender) }
+                    return try runtime.setDrained(id, command == .drain)
                 }
             }
             let server = StatsServer(address: Endpoint(address: .v4(0x7F00_0001), port: 0), logger: Logger(label: "test"),
@@ -135,5 +137,8 @@ struct OperatorDrainTests {
         #expect(runtime.view().drained.isEmpty)
         let route = try #require(runtime.snapshots.load().value.frontend(named: "web"))
         #expect(route.selectable == [0, 1])
+        // Each command applied names its sender (the client's address and port), for the log.
+        let sent = senders.withLock { $0 }
+        #expect(sent.count == 4 && sent.allSatisfy { $0.hasPrefix("127.0.0.1:") && UInt16($0.dropFirst(10)) != nil }, "\(sent)")
     }
 }

@@ -6,7 +6,7 @@ import NIOCore
 /// (Hummingbird's own answers are empty): a known page asked with a method it does not take
 /// gets 405 and `Allow`, an unknown page 404.
 struct StatsFallbackMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = StatsRequestContext
 
     /// Each page and the methods it takes, as `Allow` lists them.
     let pages: [String: String]

@@ -21,7 +21,8 @@ public struct StatsServer: Service {
     public typealias FlowsProvider = @Sendable (FlowQuery) async throws(FlowQueryError) -> JSONValue
     /// Applies an operator's command to a server (`POST /servers/POOL/NAME/ACTION`) and says
     /// whether it changed anything; nil where the server takes no commands (`[stats] admin`).
-    public typealias ServerCommands = @Sendable (ServerID, ServerCommand) throws(ServerCommandError) -> Bool
+    /// `sender`: the peer that sent it (`address:port`), for the log.
+    public typealias ServerCommands = @Sendable (ServerID, ServerCommand, _ sender: String) throws(ServerCommandError) -> Bool
 
     private let address: Endpoint
     private let provider: DocumentProvider
@@ -57,7 +58,7 @@ public struct StatsServer: Service {
     public func run() async throws {
         let exporter = PrometheusExporter()
         let provider = self.provider
-        let router = Router()
+        let router = Router(context: StatsRequestContext.self)
         let pages: [(path: String, type: String, body: @Sendable () -> String)] = [
             ("/stats", "application/json", { provider().json.serialized(pretty: true) + "\n" }),
             ("/metrics", "text/plain; version=0.0.4; charset=utf-8", { exporter.render(provider()) }),
@@ -120,7 +121,7 @@ public struct StatsServer: Service {
             }
             let id = ServerID(pool: pool, name: name)
             do throws(ServerCommandError) {
-                let changed = try commands(id, command)
+                let changed = try commands(id, command, context.sender)
                 return answer(.ok, [("server", .string("\(id)")), ("operator_drain", .bool(command == .drain)),
                                     ("changed", .bool(changed))])
             } catch {
@@ -151,7 +152,7 @@ public struct StatsServer: Service {
     }
 
     /// Runs the HTTP server on `address` until shutdown; `cannotListen` when it cannot bind.
-    private func serve(_ router: Router<BasicRequestContext>) async throws {
+    private func serve(_ router: Router<StatsRequestContext>) async throws {
         let onListening = self.onListening
         let logger = self.logger
         let host = address.address.description

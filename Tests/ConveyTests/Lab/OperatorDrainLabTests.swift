@@ -25,7 +25,7 @@ extension EndToEndLabTests {
 
             let answer = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "-X", "POST", "http://127.0.0.1:7000/servers/\(server)/drain"])
             #expect(answer.contains("\"changed\": true"), "\(answer)")
-            #expect(waitUntil(seconds: 5) { lab.convey?.output.contains("server \(server): drained by the operator") == true })
+            #expect(waitUntil(seconds: 5) { lab.convey?.output.contains("server \(server): drained by the operator (POST /servers/…/drain from 127.0.0.1:") == true })
             // The AF_XDP control plane takes up a published snapshot within its 50 ms round and
             // the worker at its next batch: give it ten rounds, then ten clients in a row on the
             // other server (1 in 1024 by chance alone) say the drain is in force.
