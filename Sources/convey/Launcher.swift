@@ -47,7 +47,14 @@ struct Launcher {
         let started = ContinuousClock.now
         var services: [any Service] = []
 
-        let dataPlane = try makeDataPlane(runtime: runtime)
+        // Drains come from the stats server's commands: the file is kept only with them on.
+        let drainState = config.stats.admin ? config.stats.stateFile.map { DrainStateKeeper(file: DrainStateFile(path: $0), logger: logger) } : nil
+        if let drainState {
+            do throws(DrainStateFileError) { try drainState.restore(into: runtime) } catch {
+                throw LaunchFailure(description: "\(error) (set [stats] state_file to a file convey may write, or remove it)")
+            }
+        }
+        let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
@@ -72,6 +79,8 @@ struct Launcher {
                                       prepare: dataPlane.prepareReload,
                                       onApplied: { [afterReload = dataPlane.afterReload] applied in
                                           health.update(targets: HealthTarget.targets(for: applied, frontendsSendHeaders: mode == .proxy))
+                                          // A server the reload removed takes its drain with it.
+                                          drainState?.sync(runtime)
                                           afterReload()
                                       }))
 
@@ -82,6 +91,7 @@ struct Launcher {
                 commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> Bool in
                     let changed = try runtime.setDrained(id, command == .drain)
                     guard changed else { return false }
+                    drainState?.sync(runtime)
                     switch command {
                     case .drain:
                         logger.notice("server \(id): drained by the operator (POST /servers/…/drain from \(sender)): it takes no new connections; open ones go on")
@@ -195,7 +205,7 @@ struct Launcher {
         var afterReload: @Sendable () -> Void = {}
     }
 
-    private func makeDataPlane(runtime: BalancerRuntime) throws -> DataPlane {
+    private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?) throws -> DataPlane {
         switch mode {
         case .proxy:
             let logger = self.logger
@@ -208,6 +218,7 @@ struct Launcher {
                         logger.warning("takeover: the convey being replaced (pid \(pid)) had server \(id) drained, which this configuration lacks: \(error)")
                     }
                 }
+                drainState?.sync(runtime)
             })
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
                                      handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains)

@@ -50,6 +50,7 @@ enum ResolvedConfigPrinter {
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\nadmin = \(c.stats.admin)\n"
+        if let file = c.stats.stateFile { out += "state_file = \(q(file))\n" }
         out += "\n[proxy]\nworkers = \(c.proxy.workers)\(proxyOnly)\n"
         out += "\n[passthrough]\nconnection_tracker_capacity = \(c.passthrough.connectionTrackerCapacity)\n"
         out += "workers = \(c.passthrough.workers)\nstats_update_frequency = \(secs(c.passthrough.statsUpdateFrequency))\n"

@@ -324,6 +324,15 @@ public enum ConfigLoader {
         var stats = StatsConfig()
         if let port = t.intOrNumericString("port", in: 0...65_535) { stats.port = UInt16(port) }
         if let admin = t.bool("admin") { stats.admin = admin }
+        if let file = t.string("state_file") {
+            if !file.hasPrefix("/") || file.hasSuffix("/") || file.utf8.contains(0) {
+                t.fail("state_file", "'\(file)' is not an absolute path to a file (as \"/var/lib/convey/drains.json\")")
+            } else if !stats.admin {
+                t.warn("state_file", "kept only with admin = true (it holds the drains the stats server's commands make): ignored")
+            } else {
+                stats.stateFile = file
+            }
+        }
         if let addr = t.string("addr") {
             if let ip = IPAddress(addr) { stats.address = ip } else {
                 t.fail("addr", "'\(addr)' is not an IPv4 or IPv6 address")

@@ -182,11 +182,15 @@ public struct StatsConfig: Sendable, Equatable {
     /// The stats server takes commands (`POST /servers/POOL/NAME/drain|ready`): anyone who
     /// can reach its address can then drain servers, so it is off unless asked for.
     public var admin: Bool
+    /// `state_file` (an absolute path; with `admin`): where the operator's drains are kept,
+    /// so that a restart keeps them (see `DrainStateFile`). Nil: they last until a restart.
+    public var stateFile: String?
 
-    public init(address: IPAddress = .v4(0x7F00_0001), port: UInt16 = 7000, admin: Bool = false) {
+    public init(address: IPAddress = .v4(0x7F00_0001), port: UInt16 = 7000, admin: Bool = false, stateFile: String? = nil) {
         self.address = address
         self.port = port
         self.admin = admin
+        self.stateFile = stateFile
     }
 }
 

@@ -705,6 +705,7 @@ public struct ReloadReport: Sendable, Equatable {
             needsRestart.append("[stats] address/port need a restart")
         }
         if old.stats.admin != new.stats.admin { needsRestart.append("[stats] admin needs a restart") }
+        if old.stats.stateFile != new.stats.stateFile { needsRestart.append("[stats] state_file needs a restart") }
     }
 }
 
