@@ -120,7 +120,8 @@ public final class ProxyService: Service, Sendable {
         let inherited = inheritedChannel.withLock { s -> UnixMessageSocket? in defer { s = nil }; return s }
         let handover = handoverName.map { name in
             HandoverServer(name: name, logger: logger, inherited: inherited, replacing: answeredByConvey.load(ordering: .relaxed),
-                           drained: { [operatorDrains] in operatorDrains?.current() ?? [] }) { [self] () throws(HandoverRefusal) in
+                           drained: { [operatorDrains] in operatorDrains?.current() ?? [] },
+                           handedOver: { [operatorDrains] pid in operatorDrains?.handedOver(pid) }) { [self] () throws(HandoverRefusal) in
                 try listenerOffers()
             }
         }

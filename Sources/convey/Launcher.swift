@@ -51,7 +51,7 @@ struct Launcher {
         let drainState = config.stats.admin ? config.stats.stateFile.map { DrainStateKeeper(file: DrainStateFile(path: $0), logger: logger) } : nil
         if let drainState {
             do throws(DrainStateFileError) { try drainState.restore(into: runtime) } catch {
-                throw LaunchFailure(description: "\(error) (set [stats] state_file to a file convey may write, or remove it)")
+                throw LaunchFailure(description: "\(error) (set [stats] state_file to a file convey may read and write, or remove it)")
             }
         }
         let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState)
@@ -88,17 +88,17 @@ struct Launcher {
             let mode = self.mode, version = self.version, stats = dataPlane.stats, logger = self.logger
             var commands: StatsServer.ServerCommands?
             if config.stats.admin {
-                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> Bool in
+                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> ServerCommandResult in
                     let changed = try runtime.setDrained(id, command == .drain)
-                    guard changed else { return false }
-                    drainState?.sync(runtime)
+                    guard changed else { return ServerCommandResult(changed: false) }
+                    let warning = drainState?.sync(runtime)
                     switch command {
                     case .drain:
                         logger.notice("server \(id): drained by the operator (POST /servers/…/drain from \(sender)): it takes no new connections; open ones go on")
                     case .ready:
                         logger.notice("server \(id): the operator's drain ended (POST /servers/…/ready from \(sender)): it takes new connections again")
                     }
-                    return true
+                    return ServerCommandResult(changed: true, warning: warning)
                 }
             }
             services.append(StatsServer(
@@ -219,7 +219,7 @@ struct Launcher {
                     }
                 }
                 drainState?.sync(runtime)
-            })
+            }, handedOver: { pid in drainState?.handedOver(to: pid) })
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
                                      handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains)
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },

@@ -42,7 +42,16 @@ struct DrainStateFileTests {
                 } throws: { error in
                     let text = "\(error)"
                     return text.hasPrefix("state_file \(path): not a drain list convey wrote") && text.contains(reason)
+                        && (error as? DrainStateFileError)?.kind == .notADrainList
                 }
+            }
+            // One that cannot be read at all is told apart: its list may be good.
+            try FileManager.default.removeItem(atPath: path)
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+            #expect {
+                _ = try file.load()
+            } throws: { error in
+                (error as? DrainStateFileError)?.kind == .unreadable && "\(error)".contains("cannot read it: Is a directory")
             }
         }
     }
@@ -51,7 +60,7 @@ struct DrainStateFileTests {
     func unwritable() throws {
         try inDirectory { directory in
             let file = DrainStateFile(path: directory + "/missing/drains.json")
-            #expect(throws: DrainStateFileError(path: directory + "/missing/drains.json",
+            #expect(throws: DrainStateFileError(path: directory + "/missing/drains.json", kind: .unwritable,
                                                 reason: "cannot write it: No such file or directory")) {
                 try file.save([ServerID(pool: "p", name: "s")])
             }
@@ -75,5 +84,8 @@ struct DrainStateFileTests {
         let without = try ConfigLoader.load(source: head + "state_file = \"/var/lib/convey/drains.json\"", file: "test.toml")
         #expect(without.config.stats.stateFile == nil)
         #expect(without.warnings.map(\.description) == ["test.toml:7: stats.state_file: kept only with admin = true (it holds the drains the stats server's commands make): ignored"])
+        let off = try ConfigLoader.load(source: head + "admin = true\nport = 0\nstate_file = \"/var/lib/convey/drains.json\"", file: "test.toml")
+        #expect(off.warnings.map(\.description).first?.hasPrefix("test.toml:9: stats.state_file: the stats server is off (port = 0)") == true,
+                "\(off.warnings)")
     }
 }

@@ -89,9 +89,9 @@ struct OperatorDrainTests {
             let port = Atomic<Int>(0)
             var commands: StatsServer.ServerCommands?
             if admin {
-                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> Bool in
+                commands = { (id: ServerID, command: ServerCommand, sender: String) throws(ServerCommandError) -> ServerCommandResult in
                     senders.withLock { $0.append(sender) }
-                    return try runtime.setDrained(id, command == .drain)
+                    return ServerCommandResult(changed: try runtime.setDrained(id, command == .drain))
                 }
             }
             let server = StatsServer(address: Endpoint(address: .v4(0x7F00_0001), port: 0), logger: Logger(label: "test"),

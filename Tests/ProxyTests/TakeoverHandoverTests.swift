@@ -152,8 +152,10 @@ extension ProxyTests {
             let address = try Self.freeAddress()
             let name = Self.uniqueName()
             let drained = [ServerID(pool: "pool", name: "a"), ServerID(pool: "other pool", name: "b c")]
+            let successor = Mutex<Int32?>(nil)
             let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
-                                   handoverName: name, operatorDrains: OperatorDrains(current: { drained }, adopt: { _, _ in }))
+                                   handoverName: name, operatorDrains: OperatorDrains(current: { drained }, adopt: { _, _ in },
+                                                                                      handedOver: { pid in successor.withLock { $0 = pid } }))
             try await old.start()
             let adopted = Mutex<([ServerID], Int32)?>(nil)
             let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
@@ -163,6 +165,9 @@ extension ProxyTests {
             let got = adopted.withLock { $0 }
             #expect(got?.0 == drained, "\(String(describing: got))")
             #expect(got?.1 == getpid(), "the pid of the convey that answered")
+            // The old one learns who took its drains once its answer is sent.
+            for _ in 0..<200 where successor.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(successor.withLock { $0 } == getpid())
             try await old.stop()
             try await new.stop()
         }

@@ -27,18 +27,29 @@ struct XDPServerLimitTests {
             .reduce(0) { $0 + fixture.publisher.openFlows.open($1) }
     }
 
-    @Test("maglev: a new flow whose server is full goes to the one with room; every other flow keeps its hash's server")
+    @Test("passthrough, maglev: a new flow whose server is full goes to the one with room; every other flow keeps its hash's server; a reset frees the place at once")
     func aFullFirstChoiceGoesToAServerWithRoom() {
         let fixture = RoutesFixture(balance: .maglev, count: 3, limits: [2, 0, 0])
         let reference = RoutesFixture(balance: .maglev, count: 3)  // where each flow hashes to
-        var workers = [Self.forwarder(fixture, worker: 0, workers: 2), Self.forwarder(fixture, worker: 1, workers: 2)]
+        var workers = (0..<2).map { i in
+            var f = PassthroughForwarder(settings: ForwarderSettings(capacity: 4096, natAddress: .v4(0x0A4D_0002),
+                                                                     natPorts: 61000...61999, workerIndex: i, workerCount: 2),
+                                         routes: fixture.publisher, reverseMap: NATReverseMap())
+            f.beginBatch(now: second)
+            return f
+        }
+        func send(_ frame: [UInt8], _ worker: Int) -> Int? {
+            var f = frame
+            guard withFrame(&f, { workers[worker].handle($0) }) == .transmit else { return nil }
+            return RoutesFixture.backendNumber(mac: TestFrames.fields(f).dstMAC)
+        }
         var hashed = Self.forwarder(reference)
         var onFirst: [UInt16] = []
         var movedOff = 0
         for port in UInt16(1)...60 {
             let syn = clientFrame(port: port, flags: TCPHeader.syn)
             let home = Self.send(syn, &hashed)
-            let placed = Self.send(syn, &workers[Int(port) % 2])
+            let placed = send(syn, Int(port) % 2)
             if home == 1 && onFirst.count == 2 {
                 #expect(placed == 2 || placed == 3, "port \(port): s1 is full")
                 movedOff += 1
@@ -50,17 +61,40 @@ struct XDPServerLimitTests {
         #expect(onFirst.count == 2 && movedOff > 0, "s1 took \(onFirst.count); \(movedOff) moved off it")
         #expect(Self.open("s1", fixture) == 2)
         #expect(workers.allSatisfy { $0.counters.snapshot().drops(.serversFull) == 0 })
-        // One of s1's flows ends (a reset, then its closing time: DSR does not see the
-        // server's side, so a closing flow counts until it ends): s1 has room again.
+        // One of s1's connections is reset: passthrough sees it end, and s1 has room again.
         let ended = onFirst[0]
-        #expect(Self.send(clientFrame(port: ended, flags: TCPHeader.rst), &workers[Int(ended) % 2]) == 1)
-        #expect(Self.open("s1", fixture) == 2)
-        for _ in 0..<64 { workers[Int(ended) % 2].beginBatch(now: 12 * second) }
+        #expect(send(clientFrame(port: ended, flags: TCPHeader.rst), Int(ended) % 2) == 1)
         #expect(Self.open("s1", fixture) == 1)
         for port in UInt16(100)..<400 where Self.send(clientFrame(port: port, flags: TCPHeader.syn), &hashed) == 1 {
-            #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &workers[0]) == 1)
+            #expect(send(clientFrame(port: port, flags: TCPHeader.syn), 0) == 1)
             break
         }
+        #expect(Self.open("s1", fixture) == 2)
+    }
+
+    @Test("DSR, maglev: a SYN whose hash's server is full is dropped (servers_full), not moved (a later segment the table lost would be taken up on the hash's server); every other flow keeps its hash's server")
+    func dsrByHashDoesNotMoveASYN() {
+        let fixture = RoutesFixture(balance: .maglev, count: 3, limits: [2, 0, 0])
+        let reference = RoutesFixture(balance: .maglev, count: 3)
+        var workers = [Self.forwarder(fixture, worker: 0, workers: 2), Self.forwarder(fixture, worker: 1, workers: 2)]
+        var hashed = Self.forwarder(reference)
+        var onFirst = 0
+        var refused = 0
+        for port in UInt16(1)...60 {
+            let syn = clientFrame(port: port, flags: TCPHeader.syn)
+            let home = Self.send(syn, &hashed)
+            let placed = Self.send(syn, &workers[Int(port) % 2])
+            if home == 1 && onFirst == 2 {
+                #expect(placed == nil, "port \(port): s1 is full")
+                refused += 1
+            } else {
+                #expect(placed == home, "port \(port): hashed to s\(home ?? 0), placed on s\(placed ?? 0)")
+            }
+            if placed == 1 { onFirst += 1 }
+        }
+        #expect(onFirst == 2 && refused > 0)
+        let drops = workers.reduce(0) { $0 + $1.counters.snapshot().drops(.serversFull) }
+        #expect(drops == UInt64(refused))
         #expect(Self.open("s1", fixture) == 2)
     }
 

@@ -329,6 +329,10 @@ public enum ConfigLoader {
                 t.fail("state_file", "'\(file)' is not an absolute path to a file (as \"/var/lib/convey/drains.json\")")
             } else if !stats.admin {
                 t.warn("state_file", "kept only with admin = true (it holds the drains the stats server's commands make): ignored")
+            } else if stats.port == 0 {
+                t.warn("state_file", "the stats server is off (port = 0): the drains it lists are restored at each start, "
+                       + "and no POST /servers/POOL/NAME/ready can end them")
+                stats.stateFile = file
             } else {
                 stats.stateFile = file
             }

@@ -41,26 +41,29 @@ public struct DrainStateFile: Sendable {
         } catch let error as Errno where error == .noSuchFileOrDirectory {
             return []
         } catch {
-            throw DrainStateFileError(path: path, reason: "cannot read it: \(error)")
+            throw DrainStateFileError(path: path, kind: .unreadable, reason: "cannot read it: \(error)")
         }
         do {
             let document = try JSONDecoder().decode(Document.self, from: Data(bytes))
             return document.drained.map { ServerID(pool: $0.pool, name: $0.server) }
         } catch {
-            throw DrainStateFileError(path: path, reason: "not a drain list convey wrote (\(Self.describe(error)))")
+            throw DrainStateFileError(path: path, kind: .notADrainList, reason: "not a drain list convey wrote (\(Self.describe(error)))")
         }
     }
 
-    /// Replaces the file with `drained` (in order): written to `PATH.tmp`, flushed to disk,
-    /// then renamed over `PATH`.
+    /// Replaces the file with `drained` (in order): written to a new `PATH.tmp.PID` (never
+    /// through a symbolic link, and never one another process writes), flushed to disk, then
+    /// renamed over `PATH`.
     public func save(_ drained: [ServerID]) throws(DrainStateFileError) {
         let document = Document(about: Self.about, drained: drained.map { Entry(pool: $0.pool, server: $0.name) })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let temporary = path + ".tmp"
+        let temporary = path + ".tmp.\(getpid())"
         do {
             let data = try encoder.encode(document) + Data("\n".utf8)
-            let fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
+            // A file left by a process of this pid that crashed is this process's to replace.
+            _ = unlink(temporary)
+            let fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .exclusiveCreate, .noFollow, .closeOnExec],
                                              permissions: [.ownerReadWrite, .groupRead, .otherRead])
             try fd.closeAfter {
                 _ = try fd.writeAll(data)
@@ -69,7 +72,7 @@ public struct DrainStateFile: Sendable {
             guard rename(temporary, path) == 0 else { throw Errno(rawValue: errno) }
         } catch {
             _ = unlink(temporary)
-            throw DrainStateFileError(path: path, reason: "cannot write it: \(error)")
+            throw DrainStateFileError(path: path, kind: .unwritable, reason: "cannot write it: \(error)")
         }
         // The rename is durable once the directory is flushed too (best effort: a directory
         // that cannot be opened for reading still took the rename).
@@ -106,7 +109,23 @@ public struct DrainStateFile: Sendable {
 
 /// The state file could not be read or written.
 public struct DrainStateFileError: Error, CustomStringConvertible, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The file exists but could not be read (permissions, I/O): its list may be good.
+        case unreadable
+        /// The file was read but is not the JSON convey writes.
+        case notADrainList
+        /// The new list could not be written.
+        case unwritable
+    }
+
     public var path: String
+    public var kind: Kind
     public var reason: String
     public var description: String { "state_file \(path): \(reason)" }
+
+    public init(path: String, kind: Kind, reason: String) {
+        self.path = path
+        self.kind = kind
+        self.reason = reason
+    }
 }

@@ -22,7 +22,7 @@ public struct StatsServer: Service {
     /// Applies an operator's command to a server (`POST /servers/POOL/NAME/ACTION`) and says
     /// whether it changed anything; nil where the server takes no commands (`[stats] admin`).
     /// `sender`: the peer that sent it (`address:port`), for the log.
-    public typealias ServerCommands = @Sendable (ServerID, ServerCommand, _ sender: String) throws(ServerCommandError) -> Bool
+    public typealias ServerCommands = @Sendable (ServerID, ServerCommand, _ sender: String) throws(ServerCommandError) -> ServerCommandResult
 
     private let address: Endpoint
     private let provider: DocumentProvider
@@ -121,9 +121,11 @@ public struct StatsServer: Service {
             }
             let id = ServerID(pool: pool, name: name)
             do throws(ServerCommandError) {
-                let changed = try commands(id, command, context.sender)
-                return answer(.ok, [("server", .string("\(id)")), ("operator_drain", .bool(command == .drain)),
-                                    ("changed", .bool(changed))])
+                let result = try commands(id, command, context.sender)
+                var fields: [(String, JSONValue)] = [("server", .string("\(id)")), ("operator_drain", .bool(command == .drain)),
+                                                     ("changed", .bool(result.changed))]
+                if let warning = result.warning { fields.append(("warning", .string(warning))) }
+                return answer(.ok, fields)
             } catch {
                 return answer(.notFound, [("error", .string("\(error)"))])
             }
@@ -195,6 +197,18 @@ public struct StatsServer: Service {
     private static func response(_ body: String, type: String, status: HTTPResponse.Status = .ok) -> Response {
         Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
                  body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// What an operator's command did: whether it changed anything, and what the operator should
+/// know about it (the state file could not keep it).
+public struct ServerCommandResult: Sendable, Equatable {
+    public var changed: Bool
+    public var warning: String?
+
+    public init(changed: Bool, warning: String? = nil) {
+        self.changed = changed
+        self.warning = warning
     }
 }
 

@@ -27,6 +27,7 @@ final class HandoverServer: Sendable {
     private let logger: Logger
     private let offers: @Sendable () throws(HandoverRefusal) -> [Offer]
     private let drained: @Sendable () -> [ServerID]
+    private let handedOver: @Sendable (Int32) -> Void
     /// The channel's socket a takeover received with the listeners, or the one `start` bound.
     private let inherited: Mutex<UnixMessageSocket?>
     /// Started by a takeover: a name in use is the replaced convey's (no warning).
@@ -39,8 +40,10 @@ final class HandoverServer: Sendable {
     /// `offers` is called for each request, off the loops, and returns the copies to send.
     init(name: String, logger: Logger, inherited: UnixMessageSocket? = nil, replacing: Bool = false,
          drained: @escaping @Sendable () -> [ServerID] = { [] },
+         handedOver: @escaping @Sendable (Int32) -> Void = { _ in },
          offers: @escaping @Sendable () throws(HandoverRefusal) -> [Offer]) {
         self.drained = drained
+        self.handedOver = handedOver
         self.name = name
         self.logger = logger
         self.inherited = Mutex(inherited)
@@ -185,5 +188,6 @@ final class HandoverServer: Sendable {
         let sockets = offered.reduce(0) { $0 + $1.fds.count }
         let addresses = offered.map { "\($0.address)" }.joined(separator: ", ")
         logger.notice("takeover: handed \(sockets) listening socket(s) (\(addresses.isEmpty ? "none" : addresses)) to the convey replacing this one (pid \(peer.pid)); this one goes on accepting until it is stopped")
+        handedOver(peer.pid)
     }
 }

@@ -8,9 +8,14 @@ public struct OperatorDrains: Sendable {
     public var current: @Sendable () -> [ServerID]
     /// Takes up the drains of the convey (the pid) being replaced.
     public var adopt: @Sendable ([ServerID], Int32) -> Void
+    /// This convey handed its listeners and drains to the one (the pid) replacing it: the
+    /// drains belong to that one from now on.
+    public var handedOver: @Sendable (Int32) -> Void
 
-    public init(current: @escaping @Sendable () -> [ServerID], adopt: @escaping @Sendable ([ServerID], Int32) -> Void) {
+    public init(current: @escaping @Sendable () -> [ServerID], adopt: @escaping @Sendable ([ServerID], Int32) -> Void,
+                handedOver: @escaping @Sendable (Int32) -> Void = { _ in }) {
         self.current = current
         self.adopt = adopt
+        self.handedOver = handedOver
     }
 }

@@ -597,9 +597,13 @@ struct ForwarderCore {
             return -1
         }
         // A server's `max_connections` turns away new connections only: a flow DSR takes up
-        // mid-connection already has its server (wherever the hash put it).
+        // mid-connection already has its server (its hash's).
         if isSYN && backends[Int(slot)].limit != 0 && isFull(slot) {
-            slot = candidateWithRoom(frontend: frontend)
+            // DSR placing by hash does not move a SYN to another server: a later segment of
+            // that connection the table no longer holds (a restart, an ECMP move to the other
+            // balancer, an eviction) would be taken up on the hash's server, which would reset
+            // it. Its client retries instead, as when every server is full.
+            slot = !natEnabled && placesByHash(frontend: frontend) ? UInt32.max : candidateWithRoom(frontend: frontend)
             guard slot != UInt32.max else {
                 c.serversFull(frontend: frontend)
                 return -1

@@ -5,7 +5,7 @@ import Testing
 
 /// `[stats] state_file`: the operator's drains outlive a restart.
 extension EndToEndLabTests {
-    @Test("[stats] state_file: a drain is written at once, a restarted convey starts with it (logged) and /ready clears it; a reload removing the server drops it from the file; an unreadable file is set aside as .bad, an unwritable one fails the start naming it")
+    @Test("[stats] state_file: a drain is written at once, a restarted convey starts with it (logged) and /ready clears it; a reload removing the server drops it from the file; a file that is not a drain list is set aside as .bad; a failed write is said in the answer; a file that cannot be read or written fails the start naming it")
     func drainsOutliveARestart() throws {
         guard try labAvailable("drainsOutliveARestart") else { return }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("convey-state-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
@@ -49,6 +49,26 @@ extension EndToEndLabTests {
             #expect(try String(contentsOfFile: statePath + ".bad", encoding: .utf8) == "{ half a file")
             #expect(try drained() == [])
             #expect(third.stop() == 0)
+
+            // The file goes away under a running convey: the command is applied, and its
+            // answer says the change is not kept.
+            let fifth = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--config", configPath, "--log-level", "info"])
+            defer { fifth.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { stats().contains("\"operator_drain\": false") }, "\(fifth.output)")
+            try FileManager.default.removeItem(atPath: directory)
+            let answer = try lab.check("lb", ["curl", "-fsS", "--max-time", "5", "-X", "POST", "http://127.0.0.1:7000/servers/pool/b9/drain"])
+            #expect(answer.contains("\"changed\": true") && answer.contains("\"warning\": \"state_file \(statePath): cannot write it"), "\(answer)")
+            #expect(fifth.output.contains("a restart would lose this change"), "\(fifth.output)")
+            #expect(fifth.stop() == 0)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+
+            // A file convey cannot read: the start fails (its list may be good).
+            try FileManager.default.createDirectory(atPath: statePath, withIntermediateDirectories: false)
+            let unreadable = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--config", configPath])
+            defer { unreadable.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { unreadable.exitStatus != nil })
+            #expect(unreadable.exitStatus == 1 && unreadable.output.contains("state_file \(statePath): cannot read it: Is a directory"),
+                    "\(unreadable.output)")
 
             // A file convey cannot write: the start fails, naming it.
             try config.replacingOccurrences(of: statePath, with: directory + "/missing/drains.json")

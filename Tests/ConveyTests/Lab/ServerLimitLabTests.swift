@@ -15,7 +15,10 @@ extension EndToEndLabTests {
         try ConveyLab.with(mode: "passthrough", backends: 2, config: config) { lab in
             #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
             // Let the WHO connections above close (the FINs of both sides free their places).
-            usleep(300_000)
+            #expect(waitUntil(seconds: 5) {
+                let pool = (try? lab.stats()["backends"] as? [String: Any])?["web_pool"] as? [String: Any]
+                return pool?["current_connections"] as? Int == 0
+            })
             let held = try (0..<4).map { i in
                 try lab.fromClient { () -> LabClient in
                     let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 5)
