@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "convey",
             dependencies: [
-                "Balancer", "Proxy", "XSK",
+                "Balancer", "Proxy", "XSK", "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -45,6 +45,8 @@ public final class ProxyService: Service, Sendable {
     private let handoverName: String?
     /// The operator's drains a handover passes on (see `OperatorDrains`).
     private let operatorDrains: OperatorDrains?
+    /// Called once every frontend listens and the loops run.
+    private let onListening: @Sendable () -> Void
 
     private enum Phase {
         case idle
@@ -85,14 +87,19 @@ public final class ProxyService: Service, Sendable {
     ///     where a takeover asks for them (`handoverName(forConfig:)`); nil: no handover.
     ///   - operatorDrains: the servers drained at runtime, handed on with the listeners and
     ///     taken up from them, so that a takeover keeps them drained.
+    ///   - onListening: called once every frontend listens and the loops run (a service
+    ///     manager's readiness).
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
-                            takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil) {
+                            takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
+                            onListening: @escaping @Sendable () -> Void = {}) {
         self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover,
-                  handoverName: handoverName, operatorDrains: operatorDrains)
+                  handoverName: handoverName, operatorDrains: operatorDrains, onListening: onListening)
     }
 
     init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
-         takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil) {
+         takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
+         onListening: @escaping @Sendable () -> Void = {}) {
+        self.onListening = onListening
         self.operatorDrains = operatorDrains
         self.snapshots = snapshots
         self.settings = settings
@@ -127,6 +134,7 @@ public final class ProxyService: Service, Sendable {
         }
         handover?.start()
         defer { handover?.stop() }
+        onListening()
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await waitForExit(controls)
@@ -411,7 +419,7 @@ public final class ProxyService: Service, Sendable {
         }
         if takeover {
             if besideBound.withLock({ $0 }) > 0 { TakeoverMigration.note(logger: logger) }
-            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there)")
+            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there; one that started this one on SIGUSR2 stops by itself)")
         }
         // A reload applied while this bound (its prepare found nothing running yet): bind
         // what the snapshot published since then has in addition.

@@ -1,4 +1,5 @@
 import Balancer
+import Glibc
 import Logging
 import Proxy
 import ServiceLifecycle
@@ -28,7 +29,7 @@ struct Launcher {
         // Trapped before anything is set up: until the service group runs, a SIGTERM or
         // SIGHUP would take its default action and kill the process with an XDP program
         // attached. A stop signal that comes early is kept and acted on once the group runs.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup)
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr2)
         raiseOpenFileLimit()
         // The AF_XDP modes fold their connection counts in every stats period: a drain may
         // end early for holding nothing only once two periods have counted it.
@@ -54,7 +55,9 @@ struct Launcher {
                 throw LaunchFailure(description: "\(error) (set [stats] state_file to a file convey may read and write, or remove it)")
             }
         }
-        let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState)
+        let readiness = Readiness(notifier: SystemdNotifier(), logger: logger)
+        let replacement = mode == .proxy ? InPlaceReplacement(logger: logger) : nil
+        let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
@@ -131,7 +134,9 @@ struct Launcher {
         do {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
-                tasks.addTask { [logger] in await Self.follow(signals, group: group, logger: logger) }
+                tasks.addTask { [logger, mode] in
+                    await Self.follow(signals, group: group, logger: logger, mode: mode, readiness: readiness, replacement: replacement)
+                }
                 // The group ends (after a graceful stop, or failing), or SIGQUIT asks to stop
                 // at once: then the group is cancelled, which still detaches and closes.
                 try await tasks.next()
@@ -147,15 +152,27 @@ struct Launcher {
     /// SIGINT stop gracefully (open connections drain), SIGQUIT stops at once. SIGHUP is the
     /// reload service's; here it is only kept from killing the process before that service
     /// traps it (a file changed meanwhile is reloaded when it starts).
-    private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger) async {
+    /// SIGUSR2 replaces a proxy-mode convey in place (`InPlaceReplacement`).
+    private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
+                               readiness: Readiness, replacement: InPlaceReplacement?) async {
+        // A replaced convey no longer speaks for the unit: its replacement is the main process.
+        func stopping() { if replacement?.isReplaced != true { readiness.announce(["STOPPING=1"]) } }
         for await signal in signals {
             switch signal {
             case .sigterm, .sigint:
                 logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
+                stopping()
                 await group.triggerGracefulShutdown()
             case .sigquit:
                 logger.notice("\(signal): stopping at once")
+                stopping()
                 return
+            case .sigusr2:
+                if let replacement {
+                    replacement.start()
+                } else {
+                    logger.warning("SIGUSR2 replaces convey in place in proxy mode only: the \(mode.rawValue) mode's interface holds one XDP program; restart it instead")
+                }
             default:
                 continue
             }
@@ -205,7 +222,8 @@ struct Launcher {
         var afterReload: @Sendable () -> Void = {}
     }
 
-    private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?) throws -> DataPlane {
+    private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?, readiness: Readiness,
+                               replacement: InPlaceReplacement?) throws -> DataPlane {
         switch mode {
         case .proxy:
             let logger = self.logger
@@ -219,9 +237,18 @@ struct Launcher {
                     }
                 }
                 drainState?.sync(runtime)
-            }, handedOver: { pid in drainState?.handedOver(to: pid) })
+            }, handedOver: { pid in
+                drainState?.handedOver(to: pid)
+                replacement?.handedOver(to: pid)
+            })
+            let frontends = config.frontends.count, takeover = self.takeover
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
-                                     handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains)
+                                     handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains,
+                                     onListening: {
+                // A takeover under systemd (SIGUSR2's replacement) becomes the unit's main process.
+                readiness.announce((takeover ? ["MAINPID=\(getpid())"] : [])
+                                   + ["READY=1", "STATUS=proxy mode: \(frontends) frontend(s) listening"])
+            })
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },
                              flows: { query throws(FlowQueryError) in try await proxy.listConnections(query) },
                              prepareReload: { candidate in
@@ -239,8 +266,10 @@ struct Launcher {
             }, afterReload: { proxy.wakeLoops() })
         case .passthrough, .dsr:
             do {
+                let status = "STATUS=\(mode.rawValue) mode on \(config.xdp.iface ?? "?"): \(config.frontends.count) VIP(s)"
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
-                                                         snapshots: runtime.snapshots, logger: logger)
+                                                         snapshots: runtime.snapshots, logger: logger,
+                                                         onRunning: { readiness.announce(["READY=1", status]) })
                 return DataPlane(service: running.service, stats: running.stats, flows: running.flows,
                                  natAddresses: mode == .passthrough ? running.natAddresses : nil)
             } catch {

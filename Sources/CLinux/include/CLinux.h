@@ -65,4 +65,9 @@ uint64_t cl_netns_cookie(int sock);
 
 #include "CLinuxNetlink.h"
 
+/* Starts `path` with `argv` and this environment (posix_spawn), with every signal at its
+ * default disposition and none blocked (trapped or blocked signals would stay so across
+ * exec), and no descriptor of the caller's but 0-2. Returns 0 or an errno value. */
+int cl_spawn_clean(pid_t *pid, const char *path, char *const argv[]);
+
 #endif

@@ -39,9 +39,13 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let logger: Logger
     /// `[passthrough] workers` chose the number of workers (else one per RX queue at start).
     private let workersCapped: Bool
+    /// Called once the workers forward (a service manager's readiness).
+    private let onRunning: @Sendable () -> Void
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
-         counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger) {
+         counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger,
+         onRunning: @escaping @Sendable () -> Void = {}) {
+        self.onRunning = onRunning
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -60,6 +64,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             "mode": "\(mode.rawValue)", "iface": "\(facts.interface)", "attach": "\(dataPath.program.attachMode.rawValue)",
             "zero_copy": "\(dataPath.stats().zeroCopy)", "workers": "\(counters.count)",
         ])
+        onRunning()
         var interfaceGone = false
         defer {
             dataPath.stop()

@@ -17,7 +17,8 @@ public enum XDPDataPlaneSetup {
     }
 
     public static func make(mode: XDPForwardingMode, config: ConveyConfig,
-                            snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger) throws -> Running {
+                            snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger,
+                            onRunning: @escaping @Sendable () -> Void = {}) throws -> Running {
         guard let ifaceName = config.xdp.iface, !ifaceName.isEmpty else {
             throw XDPStartError("\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
         }
@@ -79,7 +80,8 @@ public enum XDPDataPlaneSetup {
             control.refresh(force: true)
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
-                                     statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger)
+                                     statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
+                                     onRunning: onRunning)
             return Running(service: plane, stats: { plane.dataPlaneStats() },
                            flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
                            natAddresses: facts.natAddresses)

@@ -14,6 +14,35 @@ extension EndToEndLabTests {
         let stop = Atomic<Bool>(false)
     }
 
+    /// Two clients back to back from the client host, each connection a WHO exchange with
+    /// 10.77.0.2:8000, until told to stop (bounded: 20 s, 20 000 connections). Stop it with
+    /// `tally.stop` and wait for the thread to finish.
+    static func clientLoad(_ lab: Lab) -> (ClientTally, Thread) {
+        let tally = ClientTally()
+        let load = Thread {
+            _ = try? lab.inNamespace("client") {
+                let started = Date()
+                let workers = (0..<2).map { _ in
+                    Thread {
+                        while !tally.stop.load(ordering: .relaxed), Date().timeIntervalSince(started) < 20,
+                              tally.served.load(ordering: .relaxed) < 20_000 {
+                            do {
+                                _ = try LabClient.who("10.77.0.2", port: 8000)
+                                tally.served.wrappingAdd(1, ordering: .relaxed)
+                            } catch {
+                                tally.failures.withLock { $0.append("\(error)") }
+                            }
+                        }
+                    }
+                }
+                for w in workers { w.start() }
+                while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }
+            }
+        }
+        load.start()
+        return (tally, load)
+    }
+
     @Test("proxy mode, --takeover: a second convey takes over the first one's listening sockets (no sysctl needed), and SIGTERM then stops the first; every client of a steady load is served throughout (none refused, none reset); the second's /stats comes up once the first has exited")
     func proxyTakeover() throws {
         guard try labAvailable("proxyTakeover") else { return }
@@ -26,30 +55,7 @@ extension EndToEndLabTests {
             #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil },
                     "the first convey serves: \(old.output)")
 
-            // Two clients back to back, each connection a WHO exchange, until told to stop
-            // (bounded: 20 s, 20 000 connections).
-            let tally = ClientTally()
-            let load = Thread {
-                _ = try? lab.inNamespace("client") {
-                    let started = Date()
-                    let workers = (0..<2).map { _ in
-                        Thread {
-                            while !tally.stop.load(ordering: .relaxed), Date().timeIntervalSince(started) < 20,
-                                  tally.served.load(ordering: .relaxed) < 20_000 {
-                                do {
-                                    _ = try LabClient.who("10.77.0.2", port: 8000)
-                                    tally.served.wrappingAdd(1, ordering: .relaxed)
-                                } catch {
-                                    tally.failures.withLock { $0.append("\(error)") }
-                                }
-                            }
-                        }
-                    }
-                    for w in workers { w.start() }
-                    while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }
-                }
-            }
-            load.start()
+            let (tally, load) = Self.clientLoad(lab)
             defer {
                 tally.stop.store(true, ordering: .relaxed)
                 while !load.isFinished { usleep(10_000) }
