@@ -150,27 +150,56 @@ uint64_t cl_netns_cookie(int sock) {
     return cookie;
 }
 
+#include <linux/sched.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/syscall.h>
 
-extern char **environ;
-
-int cl_spawn_clean(pid_t *pid, const char *path, char *const argv[]) {
-    posix_spawnattr_t attributes;
-    posix_spawn_file_actions_t actions;
-    sigset_t all, none;
-    int rc = posix_spawnattr_init(&attributes);
-    if (rc != 0) return rc;
-    rc = posix_spawn_file_actions_init(&actions);
-    if (rc != 0) { posix_spawnattr_destroy(&attributes); return rc; }
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&attributes, &all);
-    posix_spawnattr_setsigmask(&attributes, &none);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    rc = posix_spawn(pid, path, &actions, &attributes, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
-    return rc;
+int cl_spawn_sibling(const char *path, char *const argv[], char *const envp[], int *pidfd, int *exec_errno) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -1;
+    int fd = -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PARENT | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&fd;
+    /* With CLONE_PARENT the kernel takes the caller's own exit signal (SIGCHLD to the shared
+     * parent) and refuses another. */
+    args.exit_signal = 0;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        errno = e;
+        return -1;
+    }
+    if (pid == 0) {
+        /* The new process: a copy of a multithreaded one, so only async-signal-safe calls
+         * until execve. Signals back to their defaults, none blocked; no descriptor but 0-2
+         * and the report pipe (close-on-exec). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (report[1] != 3) {
+            dup3(report[1], 3, O_CLOEXEC);
+        }
+        syscall(SYS_close_range, 4U, ~0U, 0U);
+        execve(path, argv, envp);
+        int e = errno;
+        ssize_t ignored = write(3, &e, sizeof e);
+        (void)ignored;
+        _exit(127);
+    }
+    close(report[1]);
+    int e = 0;
+    ssize_t n;
+    do { n = read(report[0], &e, sizeof e); } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    *exec_errno = n == (ssize_t)sizeof e ? e : 0;
+    *pidfd = fd;
+    return (int)pid;
 }

@@ -45,8 +45,11 @@ public final class ProxyService: Service, Sendable {
     private let handoverName: String?
     /// The operator's drains a handover passes on (see `OperatorDrains`).
     private let operatorDrains: OperatorDrains?
-    /// Called once every frontend listens and the loops run.
-    private let onListening: @Sendable () -> Void
+    /// Called once every frontend listens and the loops run, with the pid of the convey a
+    /// takeover took listeners from (nil: none answered).
+    private let onListening: @Sendable (_ takenFrom: Int32?) -> Void
+    /// The pid of the convey this one's takeover took listeners from (0: none).
+    private let takenFrom = Atomic<Int32>(0)
 
     private enum Phase {
         case idle
@@ -88,17 +91,17 @@ public final class ProxyService: Service, Sendable {
     ///   - operatorDrains: the servers drained at runtime, handed on with the listeners and
     ///     taken up from them, so that a takeover keeps them drained.
     ///   - onListening: called once every frontend listens and the loops run (a service
-    ///     manager's readiness).
+    ///     manager's readiness), with the pid of the convey a takeover took listeners from.
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
                             takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
-                            onListening: @escaping @Sendable () -> Void = {}) {
+                            onListening: @escaping @Sendable (_ takenFrom: Int32?) -> Void = { _ in }) {
         self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover,
                   handoverName: handoverName, operatorDrains: operatorDrains, onListening: onListening)
     }
 
     init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
          takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
-         onListening: @escaping @Sendable () -> Void = {}) {
+         onListening: @escaping @Sendable (_ takenFrom: Int32?) -> Void = { _ in }) {
         self.onListening = onListening
         self.operatorDrains = operatorDrains
         self.snapshots = snapshots
@@ -134,7 +137,8 @@ public final class ProxyService: Service, Sendable {
         }
         handover?.start()
         defer { handover?.stop() }
-        onListening()
+        let from = takenFrom.load(ordering: .relaxed)
+        onListening(from > 0 ? from : nil)
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 await waitForExit(controls)
@@ -372,6 +376,7 @@ public final class ProxyService: Service, Sendable {
             do throws(HandoverError) {
                 handed = try ListenerHandover.receive(from: handoverName)
                 answeredByConvey.store(true, ordering: .relaxed)
+                takenFrom.store(handed.pid, ordering: .relaxed)
             } catch {
                 logger.warning("takeover: \(error): binding beside the listeners there instead")
             }
@@ -419,7 +424,7 @@ public final class ProxyService: Service, Sendable {
         }
         if takeover {
             if besideBound.withLock({ $0 }) > 0 { TakeoverMigration.note(logger: logger) }
-            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there; one that started this one on SIGUSR2 stops by itself)")
+            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there; one that started this one on SIGUSR2 is told to stop once this one listens)")
         }
         // A reload applied while this bound (its prepare found nothing running yet): bind
         // what the snapshot published since then has in addition.

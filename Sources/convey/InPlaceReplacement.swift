@@ -6,41 +6,47 @@ import Synchronization
 
 /// Replaces a proxy-mode convey with a new one, in place, on SIGUSR2 (nginx's binary upgrade,
 /// HAProxy's master re-exec): it starts the binary at its path now (an upgraded package's) as
-/// `convey ... --takeover`, which takes the listening sockets over; once it has them, this
-/// one stops as on SIGTERM, its open connections finishing here. Under systemd the new one
-/// announces itself as the unit's main process (`MAINPID=`), so the unit stays active with no
-/// transient unit and no refused client.
+/// `convey ... --takeover`, which takes the listening sockets over. The new one, once it
+/// listens (and, under systemd, has announced itself as the unit's main process with
+/// `MAINPID=`), tells this one to stop with SIGTERM; its open connections finish here.
+///
+/// The new process is started as this one's sibling (its parent is this one's: the service
+/// manager, which then reaps it and sees its exit as the main process's), named to it by
+/// `CONVEY_REPLACES=<this pid>` in its environment.
 final class InPlaceReplacement: Sendable {
-    /// The binary to start: this one's path, resolved at start (a package upgrade replaces
-    /// the file there, while `/proc/self/exe` keeps naming the old, deleted one).
+    /// The variable that tells a takeover which convey started it (the one to stop).
+    static let replacesVariable = "CONVEY_REPLACES"
+
+    /// The binary to start: an absolute `argv[0]` (systemd passes `ExecStart=`'s path; a
+    /// symbolic link there is followed again, to the new release), else this process's
+    /// executable as it was at start.
     let executable: String
     /// Its arguments: this convey's, with `--takeover`.
     let arguments: [String]
     private let logger: Logger
 
     private struct State {
-        /// The replacement started and not yet known to have failed.
+        /// The replacement started and still running, and whether it has the listeners.
         var child: pid_t?
-        /// It took the listeners over: this convey is stopping for it.
-        var replaced = false
+        var handedOver = false
     }
 
     private let state = Mutex(State())
 
     init(logger: Logger, arguments: [String] = CommandLine.arguments) {
         self.logger = logger
-        executable = Self.ownPath() ?? arguments.first ?? "convey"
+        if let first = arguments.first, first.hasPrefix("/") {
+            executable = first
+        } else {
+            executable = Self.ownPath() ?? arguments.first ?? "convey"
+        }
         var rest = Array(arguments.dropFirst())
         if !rest.contains("--takeover") { rest.append("--takeover") }
         self.arguments = rest
     }
 
-    /// True once a replacement has the listeners (this convey must then not speak for the
-    /// unit any more: `STOPPING=1` would stop the new one's unit).
-    var isReplaced: Bool { state.withLock { $0.replaced } }
-
-    /// This process's executable path while it still names the file (a deleted one reads
-    /// "PATH (deleted)": the path is kept, where the new file now is).
+    /// This process's executable path ("PATH (deleted)" once replaced on disk: the path is
+    /// kept, where the new file now is).
     static func ownPath() -> String? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
@@ -49,67 +55,88 @@ final class InPlaceReplacement: Sendable {
         return path.hasSuffix(" (deleted)") ? String(path.dropLast(" (deleted)".count)) : path
     }
 
+    /// The convey this one was started to replace (`CONVEY_REPLACES`), if any.
+    static func replaced() -> pid_t? {
+        getenv(replacesVariable).flatMap { pid_t(String(cString: $0)) }.flatMap { $0 > 1 ? $0 : nil }
+    }
+
     /// SIGUSR2: starts the replacement, unless one is already starting.
     func start() {
-        let starting = state.withLock { s -> pid_t? in s.replaced ? -1 : s.child }
-        if let starting {
-            logger.warning(starting < 0 ? "SIGUSR2: this convey is already being replaced"
-                           : "SIGUSR2: the replacement started before (pid \(starting)) has not taken over yet; not starting another")
-            return
+        let outcome = state.withLock { s -> Result<(pid_t, Int32), SpawnFailure>? in
+            guard s.child == nil else { return nil }
+            // Spawned under the lock: the handover it asks for cannot be told before `child` is set.
+            let result = Result(catching: { () throws(SpawnFailure) in try Self.spawn(executable, arguments) })
+            if case .success(let (pid, _)) = result { s.child = pid; s.handedOver = false }
+            return result
         }
-        let pid: pid_t
-        do {
-            pid = try Self.spawn(executable, arguments)
-        } catch {
+        switch outcome {
+        case nil:
+            let pid = state.withLock { $0.child } ?? 0
+            logger.warning("SIGUSR2: the replacement started before (pid \(pid)) is still starting or running; not starting another")
+        case .failure(let error):
             logger.error("SIGUSR2: cannot start \(executable) to replace this convey: \(error); this one keeps serving")
-            return
-        }
-        state.withLock { $0.child = pid }
-        logger.notice("SIGUSR2: started \(executable) (pid \(pid)) to replace this convey: it takes the listening sockets over, then this one stops, its open connections finishing here")
-        // Reaped here: a replacement that fails before taking over is said, and this one
-        // goes on; one that took over outlives this process.
-        Thread.detachNewThread { [self] in
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            let failed = state.withLock { s -> Bool in
-                guard s.child == pid, !s.replaced else { return false }
-                s.child = nil
-                return true
-            }
-            guard failed else { return }
-            let how = status & 0x7f == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
-            logger.error("the replacement (pid \(pid)) \(how) before taking the listening sockets over (its log says why): this convey keeps serving")
+        case .success(let (pid, pidfd)):
+            logger.notice("SIGUSR2: started \(executable) (pid \(pid)) to replace this convey: it takes the listening sockets over, then tells this one to stop; open connections finish here")
+            watch(pid, pidfd)
         }
     }
 
-    /// The handover server gave the listeners to `pid`: when it is the replacement, this
-    /// convey stops as on SIGTERM (open connections finish here). True when it was.
-    @discardableResult
-    func handedOver(to pid: pid_t) -> Bool {
+    /// The handover server gave the listeners to `pid`: said when it is the replacement.
+    func handedOver(to pid: pid_t) {
         let ours = state.withLock { s -> Bool in
-            guard s.child == pid, !s.replaced else { return false }
-            s.replaced = true
+            guard s.child == pid else { return false }
+            s.handedOver = true
             return true
         }
-        guard ours else { return false }
-        logger.notice("replaced in place by pid \(pid): stopping")
-        kill(getpid(), SIGTERM)
-        return true
+        if ours { logger.notice("handed the listening sockets to the replacement (pid \(pid)); it tells this one to stop once it listens") }
+    }
+
+    /// Waits for the replacement's exit on a thread of its own: one that exits while this
+    /// convey still runs (it would have been told to stop otherwise) is said, and this one
+    /// serves on.
+    private func watch(_ pid: pid_t, _ pidfd: Int32) {
+        Thread.detachNewThread { [self] in
+            var entry = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            while poll(&entry, 1, -1) < 0 && errno == EINTR {}
+            close(pidfd)
+            let handed = state.withLock { s -> Bool? in
+                guard s.child == pid else { return nil }
+                s.child = nil
+                return s.handedOver
+            }
+            guard let handed else { return }
+            logger.error(handed
+                ? "the replacement (pid \(pid)) exited after taking the listening sockets over, before it told this one to stop (its log says why): this convey keeps serving on them"
+                : "the replacement (pid \(pid)) exited before taking the listening sockets over (its log says why): this convey keeps serving")
+        }
     }
 
     struct SpawnFailure: Error, CustomStringConvertible {
         var description: String
     }
 
-    /// Starts `path` with `arguments` and this environment, with default signal handling and
-    /// no blocked signal (a trapped or blocked signal would stay so across exec), and no
-    /// descriptor of this process but 0–2.
-    private static func spawn(_ path: String, _ arguments: [String]) throws(SpawnFailure) -> pid_t {
+    /// Starts `path` with `arguments` and this environment plus `CONVEY_REPLACES` (see
+    /// `cl_spawn_sibling`); returns its pid and a pidfd for it.
+    private static func spawn(_ path: String, _ arguments: [String]) throws(SpawnFailure) -> (pid_t, Int32) {
+        var environment: [String] = []
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            if !text.hasPrefix(replacesVariable + "=") { environment.append(text) }
+            index += 1
+        }
+        environment.append("\(replacesVariable)=\(getpid())")
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        defer { for a in argv { free(a) } }
-        var pid = pid_t()
-        let rc = cl_spawn_clean(&pid, path, argv)
-        guard rc == 0 else { throw SpawnFailure(description: String(cString: strerror(rc))) }
-        return pid
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { for a in argv + envp { free(a) } }
+        var pidfd: Int32 = -1
+        var execErrno: Int32 = 0
+        let pid = cl_spawn_sibling(path, argv, envp, &pidfd, &execErrno)
+        guard pid > 0 else { throw SpawnFailure(description: String(cString: strerror(errno))) }
+        guard execErrno == 0 else {
+            close(pidfd)
+            throw SpawnFailure(description: String(cString: strerror(execErrno)))
+        }
+        return (pid, pidfd)
     }
 }

@@ -135,7 +135,7 @@ struct Launcher {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
                 tasks.addTask { [logger, mode] in
-                    await Self.follow(signals, group: group, logger: logger, mode: mode, readiness: readiness, replacement: replacement)
+                    await Self.follow(signals, group: group, logger: logger, mode: mode, replacement: replacement)
                 }
                 // The group ends (after a graceful stop, or failing), or SIGQUIT asks to stop
                 // at once: then the group is cancelled, which still detaches and closes.
@@ -152,20 +152,18 @@ struct Launcher {
     /// SIGINT stop gracefully (open connections drain), SIGQUIT stops at once. SIGHUP is the
     /// reload service's; here it is only kept from killing the process before that service
     /// traps it (a file changed meanwhile is reloaded when it starts).
-    /// SIGUSR2 replaces a proxy-mode convey in place (`InPlaceReplacement`).
+    /// SIGUSR2 replaces a proxy-mode convey in place (`InPlaceReplacement`). (No `STOPPING=1`
+    /// is sent: systemd knows of the stops it asks for, and with `NotifyAccess=all` one from
+    /// a convey that is no longer the unit's main process would stop the unit.)
     private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
-                               readiness: Readiness, replacement: InPlaceReplacement?) async {
-        // A replaced convey no longer speaks for the unit: its replacement is the main process.
-        func stopping() { if replacement?.isReplaced != true { readiness.announce(["STOPPING=1"]) } }
+                               replacement: InPlaceReplacement?) async {
         for await signal in signals {
             switch signal {
             case .sigterm, .sigint:
                 logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
-                stopping()
                 await group.triggerGracefulShutdown()
             case .sigquit:
                 logger.notice("\(signal): stopping at once")
-                stopping()
                 return
             case .sigusr2:
                 if let replacement {
@@ -244,10 +242,16 @@ struct Launcher {
             let frontends = config.frontends.count, takeover = self.takeover
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
                                      handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains,
-                                     onListening: {
-                // A takeover under systemd (SIGUSR2's replacement) becomes the unit's main process.
+                                     onListening: { [logger] takenFrom in
+                // A takeover under systemd (SIGUSR2's replacement) becomes the unit's main
+                // process, and only then stops the convey that started it: the unit never
+                // sees its main process exit.
                 readiness.announce((takeover ? ["MAINPID=\(getpid())"] : [])
                                    + ["READY=1", "STATUS=proxy mode: \(frontends) frontend(s) listening"])
+                if let takenFrom, takenFrom == InPlaceReplacement.replaced() {
+                    logger.notice("takeover: telling the convey this one replaces (pid \(takenFrom)) to stop (SIGTERM): its open connections finish there")
+                    kill(takenFrom, SIGTERM)
+                }
             })
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },
                              flows: { query throws(FlowQueryError) in try await proxy.listConnections(query) },

@@ -49,8 +49,9 @@ struct SystemdNotifier: Sendable {
     }
 }
 
-/// Announces convey's state to systemd (`Type=notify`): ready once the data plane serves,
-/// stopping on SIGTERM. A failure to tell it is logged once; convey serves on regardless.
+/// Announces convey's state to systemd (`Type=notify`): ready once the data plane serves
+/// (and, for a replacement, that it is the main process). A failure to tell it is logged once;
+/// convey serves on regardless.
 final class Readiness: Sendable {
     let notifier: SystemdNotifier
     let logger: Logger

@@ -65,9 +65,12 @@ uint64_t cl_netns_cookie(int sock);
 
 #include "CLinuxNetlink.h"
 
-/* Starts `path` with `argv` and this environment (posix_spawn), with every signal at its
- * default disposition and none blocked (trapped or blocked signals would stay so across
- * exec), and no descriptor of the caller's but 0-2. Returns 0 or an errno value. */
-int cl_spawn_clean(pid_t *pid, const char *path, char *const argv[]);
+/* Starts `path` with `argv` and `envp` as a sibling of the caller (clone3 with CLONE_PARENT:
+ * its parent is the caller's, a service manager's own child, which reaps it and sees its
+ * exit), with every signal at its default disposition and none blocked, and no descriptor of
+ * the caller's but 0-2. Returns its pid and a pidfd for it in `*pidfd` (readable once it has
+ * exited); `*exec_errno` is the errno of a failed execve (the process has then exited), else
+ * 0. Returns -1 with errno when no process could be made. */
+int cl_spawn_sibling(const char *path, char *const argv[], char *const envp[], int *pidfd, int *exec_errno);
 
 #endif
