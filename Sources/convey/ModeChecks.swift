@@ -120,11 +120,6 @@ enum ModeChecks {
                                           "proxy mode only: the \(mode.rawValue) mode forwards packets and logs no "
                                           + "connection (ignored; GET /flows lists the tracked ones)"))
             }
-            if f.maxConnections != 0 {
-                out.append(loaded.problem(path: ["frontends", f.name, "max_connections"],
-                                          "proxy mode only: the \(mode.rawValue) mode does not limit connections per "
-                                          + "frontend (ignored; connection_tracker_capacity bounds the flows)"))
-            }
         }
         for p in loaded.config.pools where p.errorLimit != 0 {
             out.append(loaded.problem(path: ["backends", p.name, "error_limit"],

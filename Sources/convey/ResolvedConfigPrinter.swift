@@ -21,7 +21,7 @@ enum ResolvedConfigPrinter {
         func secs(_ d: Duration) -> String { d.configValue }
         for f in c.frontends {
             out += "\n[frontends.\(k(f.name))]\nlisten_addr = \(q(f.listen.description))\nbackend = \(q(f.pool))\n"
-            out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\(proxyOnly)\n"
+            out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\n"
             out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\(proxyOnly)\n"
             out += "log_connections = \(f.logConnections)\(proxyOnly)\n"
             if !f.sources.allow.isEmpty { out += "allow = [\(f.sources.allow.map { q($0.description) }.joined(separator: ", "))]\n" }

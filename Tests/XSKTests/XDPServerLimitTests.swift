@@ -174,6 +174,33 @@ struct XDPServerLimitTests {
         #expect(Self.send(clientFrame(port: port + 1, flags: TCPHeader.syn), &dsr) == nil, "a new connection is turned away")
     }
 
+    @Test("a frontend's max_connections: its open flows over every worker bound its new ones; at the limit a SYN is dropped (over_limit, to the frontend too), a DSR flow taken up mid-connection is not; an ended flow frees a place")
+    func theFrontendLimit() throws {
+        var fixture = RoutesFixture(balance: .maglev, count: 2)
+        fixture.config.frontends[0].maxConnections = 3
+        fixture.runtime.apply(fixture.config)
+        fixture.republish()
+        var workers = [Self.forwarder(fixture, worker: 0, workers: 2), Self.forwarder(fixture, worker: 1, workers: 2)]
+        for port in UInt16(1)...3 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &workers[Int(port) % 2]) != nil) }
+        #expect(Self.send(clientFrame(port: 4, flags: TCPHeader.syn), &workers[0]) == nil)
+        #expect(Self.send(clientFrame(port: 5, flags: TCPHeader.syn), &workers[1]) == nil, "counted over both workers")
+        let routes = fixture.publisher.current().routes
+        let web = try #require(routes.frontendIndex(named: "web"))
+        #expect(workers.map { $0.counters.overLimit(frontend: web) } == [1, 1])
+        #expect(workers.allSatisfy { $0.counters.snapshot().drops(.overLimit) == 1 && $0.counters.snapshot().drops(.serversFull) == 0 })
+        // Open already elsewhere: taken up on its hash's server.
+        #expect(Self.send(clientFrame(port: 6, flags: TCPHeader.ack, payload: [1]), &workers[0]) != nil)
+        BackendStatsFlusher(workers: workers.map(\.counters)).flush(into: routes)
+        let counters = try #require(fixture.runtime.snapshots.load().value.frontends.first?.counters)
+        #expect(counters.overLimit.load(ordering: .relaxed) == 2)
+        // Two flows end (a reset, then DSR's closing time): two places free.
+        #expect(Self.send(clientFrame(port: 2, flags: TCPHeader.rst), &workers[0]) != nil)
+        #expect(Self.send(clientFrame(port: 6, flags: TCPHeader.rst), &workers[0]) != nil)
+        for _ in 0..<64 { workers[0].beginBatch(now: 12 * second) }
+        #expect(Self.send(clientFrame(port: 4, flags: TCPHeader.syn), &workers[1]) != nil)
+        #expect(Self.send(clientFrame(port: 7, flags: TCPHeader.syn), &workers[1]) == nil)
+    }
+
     @Test("a backend with its limit still fills one cache line")
     func aBackendIsOneCacheLine() {
         #expect(MemoryLayout<PacketRoutes.Backend>.stride == 64)

@@ -36,7 +36,8 @@ public struct FrontendConfig: Sendable, Equatable {
     /// `backend`: the name of the pool that serves it.
     public var pool: String
     public var balance: BalanceAlgorithm
-    /// 0 = unlimited (proxy mode).
+    /// 0 = unlimited. Proxy mode stops accepting at the limit (clients wait in the listen
+    /// queue); the AF_XDP modes drop new SYNs while the frontend's open flows are at it.
     public var maxConnections: Int
     public var proxyProtocol: ProxyProtocolVersion
     /// `log_connections` (proxy mode): log one line per connection when it ends.

@@ -89,8 +89,9 @@ public final class FrontendCounters: Sendable {
     public let bytesRx = Atomic<Int64>(0)
     /// Clients closed at once because no server could take them (none up, or all refused).
     public let noBackend = Atomic<Int64>(0)
-    /// Times clients found the frontend at `max_connections` and waited in the kernel's listen
-    /// queue until connections closed (once per listener and episode: until its queue emptied).
+    /// Times clients found the frontend at `max_connections` and waited: proxy mode, in the
+    /// kernel's listen queue until connections closed (once per listener and episode: until
+    /// its queue emptied); the AF_XDP modes, each SYN dropped (the client sends it again).
     public let overLimit = Atomic<Int64>(0)
     /// New connections refused by the frontend's `allow` / `deny` lists.
     public let denied = Atomic<Int64>(0)

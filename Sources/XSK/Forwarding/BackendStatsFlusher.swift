@@ -16,6 +16,7 @@ public final class BackendStatsFlusher {
     private var previousNoBackend: [[Int: UInt64]]
     private var previousDenied: [[Int: UInt64]]
     private var previousServersFull: [[Int: UInt64]]
+    private var previousOverLimit: [[Int: UInt64]]
 
     /// A flusher over the counters of every worker (`forwarder.counters`).
     public init(workers: [ForwarderCounters]) {
@@ -24,6 +25,7 @@ public final class BackendStatsFlusher {
         previousNoBackend = workers.map { _ in [:] }
         previousDenied = workers.map { _ in [:] }
         previousServersFull = workers.map { _ in [:] }
+        previousOverLimit = workers.map { _ in [:] }
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
@@ -43,10 +45,12 @@ public final class BackendStatsFlusher {
                 let noBackend = growth(counters.noBackend(frontend: index), &previousNoBackend[w])
                 let denied = growth(counters.denied(frontend: index), &previousDenied[w])
                 let full = growth(counters.serversFull(frontend: index), &previousServersFull[w])
+                let overLimit = growth(counters.overLimit(frontend: index), &previousOverLimit[w])
                 guard let frontend else { continue }
                 if noBackend != 0 { frontend.noBackend.wrappingAdd(noBackend, ordering: .relaxed) }
                 if denied != 0 { frontend.denied.wrappingAdd(denied, ordering: .relaxed) }
                 if full != 0 { frontend.serversFull.wrappingAdd(full, ordering: .relaxed) }
+                if overLimit != 0 { frontend.overLimit.wrappingAdd(overLimit, ordering: .relaxed) }
             }
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {

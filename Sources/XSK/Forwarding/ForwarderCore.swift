@@ -589,6 +589,11 @@ struct ForwarderCore {
         }
         // Summed only here, once the cheap refusals above have had their say.
         if isSYN && Self.dropsForChecksum(frame, headers, counters: c) { return -1 }
+        // The frontend's `max_connections` turns away new connections only (as the server's).
+        if isSYN && frontends[frontend].limit != 0 && frontendIsFull(frontend) {
+            c.overLimit(frontend: frontend)
+            return -1
+        }
         let clientMAC = EthernetHeader(frame).source
         var slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
@@ -814,6 +819,16 @@ struct ForwarderCore {
         var open: UInt64 = 0
         for i in 0..<Int(b.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }
         return open >= UInt64(limit)
+    }
+
+    /// True when frontend `frontend` has a `max_connections` and its open flows, over every
+    /// worker, have reached it (with the same window as `isFull`).
+    func frontendIsFull(_ frontend: Int) -> Bool {
+        let f = frontends + frontend
+        let start = Int(f.pointee.limitSlotsStart)
+        var open: UInt64 = 0
+        for i in 0..<Int(f.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }
+        return open >= UInt64(f.pointee.limit)
     }
 
     /// A new connection's first choice is full: the candidate with room that has the fewest

@@ -39,6 +39,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// A new connection (SYN) found every server that could take it at its
     /// `max_connections`: dropped, so the client's TCP retries it (as a queue would).
     case serversFull
+    /// A new connection (SYN) found its frontend at its `max_connections`: dropped (the
+    /// client's TCP retries it).
+    case overLimit
 
     public var description: String {
         switch self {
@@ -57,6 +60,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .icmpNoFlow: return "icmp_no_flow"
         case .denied: return "denied"
         case .serversFull: return "servers_full"
+        case .overLimit: return "over_limit"
         }
     }
 }
@@ -65,10 +69,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
 /// any thread without a lock.
 ///
 /// Layout: `fixedCount` scalar counters, then four per backend slot (connections opened,
-/// connections closed, bytes client→server, bytes server→client), then three blocks of one
+/// connections closed, bytes client→server, bytes server→client), then four blocks of one
 /// per frontend index: new connections no backend could take (the frontend's `no_backend`),
-/// refused by its `allow` / `deny` lists (`denied`), and finding every server full
-/// (`servers_full`). Every counter has a single
+/// refused by its `allow` / `deny` lists (`denied`), finding every server full
+/// (`servers_full`), and finding the frontend at its limit (`over_limit`). Every counter has a single
 /// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
 /// locked instruction — and a reader sees each word whole.
 public final class ForwarderCounters: @unchecked Sendable {
@@ -96,8 +100,8 @@ public final class ForwarderCounters: @unchecked Sendable {
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).
     static let frontendSlots = PacketRoutes.maxFrontends
-    /// The per-frontend blocks: `noBackend`, `denied`, `serversFull`.
-    static let frontendBlocks = 3
+    /// The per-frontend blocks: `noBackend`, `denied`, `serversFull`, `overLimit`.
+    static let frontendBlocks = 4
     private var count: Int { Self.frontendBase(backendSlots: backendSlots) + Self.frontendBlocks * Self.frontendSlots }
 
     /// Index of the first per-frontend counter (after the scalars and the backends').
@@ -136,6 +140,13 @@ public final class ForwarderCounters: @unchecked Sendable {
     public func serversFull(frontend: Int) -> UInt64 {
         guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
         return load(Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots + frontend)
+    }
+
+    /// New connections to frontend index `frontend` that found it at its `max_connections`,
+    /// on this worker.
+    public func overLimit(frontend: Int) -> UInt64 {
+        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
+        return load(Self.frontendBase(backendSlots: backendSlots) + 3 * Self.frontendSlots + frontend)
     }
 
     @inline(__always)
@@ -227,6 +238,14 @@ struct CounterView {
     func serversFull(frontend: Int) {
         drop(.serversFull)
         add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ 2 &* ForwarderCounters.frontendSlots &+ frontend, 1)
+    }
+
+    /// A new connection to `frontend` that found it at its `max_connections`: dropped as
+    /// `overLimit` and counted to the frontend.
+    @inline(__always)
+    func overLimit(frontend: Int) {
+        drop(.overLimit)
+        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ 3 &* ForwarderCounters.frontendSlots &+ frontend, 1)
     }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).

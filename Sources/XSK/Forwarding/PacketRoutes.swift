@@ -90,6 +90,11 @@ public final class PacketRoutes: @unchecked Sendable {
         var sourcesStart: Int32 = 0
         var denyCount: Int32 = 0
         var allowCount: Int32 = 0
+        /// The frontend's `max_connections` (0: none): no new flow while the open flows of
+        /// `limitSlots` (every slot of this frontend, those of servers it left included) reach it.
+        var limit: UInt32 = 0
+        var limitSlotsStart: Int32 = 0
+        var limitSlotsCount: Int32 = 0
 
         /// What stands at an index without a frontend.
         static let absent = Frontend(vipHi: 0, vipLo: 0, vipPort: 0, algorithm: wrr, isIPv6: false, candidatesStart: 0,
@@ -183,6 +188,7 @@ public final class PacketRoutes: @unchecked Sendable {
         var prefixList: [SourceFilter.Prefix] = []
         var names: [Int: String] = [:]
         var countersOfIndex: [Int: FrontendCounters] = [:]
+        var frontendLimits: [Int: Int] = [:]
 
         // Frontend indices are 16-bit in flow keys and the VIP table: 65535 frontends at most.
         for route in snapshot.frontends {
@@ -276,6 +282,7 @@ public final class PacketRoutes: @unchecked Sendable {
             frontendList.append((index, f))
             names[index] = route.name
             countersOfIndex[index] = route.counters
+            frontendLimits[index] = route.config.maxConnections
         }
 
         frontendCount = frontendRegistry.count
@@ -320,6 +327,19 @@ public final class PacketRoutes: @unchecked Sendable {
             backends[slot].limit = UInt32(clamping: limit)
             backends[slot].limitSlotsStart = start
             backends[slot].limitSlotsCount = Int32(group.count)
+        }
+        // Each limited frontend's slots: the same, by the frontend counters each slot books to.
+        var slotsOfFrontend: [ObjectIdentifier: [UInt32]] = [:]
+        for slot in 0..<backendCount {
+            if let c = frontendCounters[slot] { slotsOfFrontend[ObjectIdentifier(c), default: []].append(UInt32(slot)) }
+        }
+        for (index, limit) in frontendLimits.sorted(by: { $0.key < $1.key }) where limit > 0 {
+            guard let c = countersOfIndex[index] else { continue }
+            let group = slotsOfFrontend[ObjectIdentifier(c)] ?? []
+            frontends[index].limit = UInt32(clamping: limit)
+            frontends[index].limitSlotsStart = Int32(slotList.count)
+            frontends[index].limitSlotsCount = Int32(group.count)
+            slotList.append(contentsOf: group)
         }
 
         slotsCount = slotList.count

@@ -68,4 +68,47 @@ extension EndToEndLabTests {
             #expect(lab.stopConvey() == 0)
         }
     }
+
+    @Test("DSR, a frontend's max_connections = 1: one client held open fills it, the next one's SYNs are dropped and counted (over_limit), and once the first closes a new client is served")
+    func frontendLimitInDSR() throws {
+        guard try labAvailable("frontendLimitInDSR") else { return }
+        let config = labConfig(backends: 2, balance: "wrr")
+            .replacingOccurrences(of: "balance = \"wrr\"\n", with: "balance = \"wrr\"\nmax_connections = 1\n")
+            .replacingOccurrences(of: "closing_timeout = 2", with: "closing_timeout = 0.5")
+        #expect(config.contains("max_connections = 1"), "\(config)")
+        try ConveyLab.with(mode: "dsr", backends: 2, config: config) { lab in
+            // The health checks bring both up; WHO's flows close (closing_timeout) before the held one opens.
+            #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
+            var held: LabClient?
+            #expect(waitUntil(seconds: 10) {
+                held = try? lab.fromClient { () -> LabClient in
+                    let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 2)
+                    try c.send("ECHO\nhold")
+                    _ = try c.receive(upTo: 4)
+                    return c
+                }
+                return held != nil
+            })
+            #expect(throws: (any Error).self, "a second connection is not let in") {
+                try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 1.5) }
+            }
+            #expect(waitUntil(seconds: 5) {
+                let web = (try? lab.stats()["frontends"] as? [String: Any])?["web"] as? [String: Any]
+                return (web?["over_limit"] as? Int ?? 0) >= 2
+            }, "the frontend counts the dropped SYNs")
+            #expect(try lab.drops("over_limit") >= 2)
+            held?.shutdownWrite()
+            _ = try held?.readToEnd()
+            held = nil
+            // The flow ends closing_timeout after the client's FIN; a client retrying gets in.
+            let answer = try lab.fromClient { () -> [UInt8] in
+                let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 8)
+                try c.send("ECHO\nnext")
+                c.shutdownWrite()
+                return try c.readToEnd()
+            }
+            #expect(String(decoding: answer, as: UTF8.self) == "next")
+            #expect(lab.stopConvey() == 0)
+        }
+    }
 }
