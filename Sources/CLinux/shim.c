@@ -165,18 +165,16 @@ int cl_spawn_sibling(const char *path, char *const argv[], char *const envp[], i
     /* With CLONE_PARENT the kernel takes the caller's own exit signal (SIGCHLD to the shared
      * parent) and refuses another. */
     args.exit_signal = 0;
+    /* Every signal blocked across the clone: the new process must not act on one (with the
+     * caller's handlers, or ignore one the caller ignores) before it has reset them. */
+    sigset_t all, before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before);
     long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0) {
-        int e = errno;
-        close(report[0]);
-        close(report[1]);
-        errno = e;
-        return -1;
-    }
     if (pid == 0) {
         /* The new process: a copy of a multithreaded one, so only async-signal-safe calls
-         * until execve. Signals back to their defaults, none blocked; no descriptor but 0-2
-         * and the report pipe (close-on-exec). */
+         * until execve. Signals back to their defaults, then none blocked; no descriptor but
+         * 0-2 and the report pipe (close-on-exec) on 3. */
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
         dfl.sa_handler = SIG_DFL;
@@ -184,15 +182,29 @@ int cl_spawn_sibling(const char *path, char *const argv[], char *const envp[], i
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        if (report[1] != 3) {
-            dup3(report[1], 3, O_CLOEXEC);
+        int e = 0;
+        if (report[1] != 3 && dup3(report[1], 3, O_CLOEXEC) != 3) {
+            e = errno;
+            ssize_t ignored = write(report[1], &e, sizeof e);
+            (void)ignored;
+            _exit(127);
         }
-        syscall(SYS_close_range, 4U, ~0U, 0U);
+        if (syscall(SYS_close_range, 4U, ~0U, 0U) != 0) {
+            for (int fd = 4; fd < 65536; fd++) close(fd);  /* kernels before 5.9 */
+        }
         execve(path, argv, envp);
-        int e = errno;
+        e = errno;
         ssize_t ignored = write(3, &e, sizeof e);
         (void)ignored;
         _exit(127);
+    }
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    if (pid < 0) {
+        close(report[0]);
+        close(report[1]);
+        errno = clone_errno;
+        return -1;
     }
     close(report[1]);
     int e = 0;

@@ -72,7 +72,7 @@ final class DrainStateKeeper: Sendable {
             let drained = runtime.view().drained.sorted()
             guard drained != state.saved else { return nil }
             if let successor = state.successor {
-                let text = "not kept in \(file.path): the convey that took over from this one (pid \(successor)) keeps that file; send commands to it"
+                let text = "not kept in \(file.path): the convey that took over from this one (pid \(successor)) keeps that file; send commands to it once this one has exited"
                 logger.warning("\(text)")
                 return text
             }
@@ -91,6 +91,11 @@ final class DrainStateKeeper: Sendable {
     /// the file from now on, and this one no longer writes it.
     func handedOver(to pid: Int32) {
         state.withLock { $0.successor = pid }
+    }
+
+    /// The convey `pid` that took over exited while this one runs on: the file is this one's again.
+    func successorGone(_ pid: Int32) {
+        state.withLock { if $0.successor == pid { $0.successor = nil } }
     }
 
     private func write(_ drained: [ServerID], _ state: inout State) throws(DrainStateFileError) {

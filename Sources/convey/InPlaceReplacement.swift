@@ -24,6 +24,8 @@ final class InPlaceReplacement: Sendable {
     /// Its arguments: this convey's, with `--takeover`.
     let arguments: [String]
     private let logger: Logger
+    /// Told when a replacement exits while this convey runs (it serves on).
+    private let replacementGone: @Sendable (pid_t) -> Void
 
     private struct State {
         /// The replacement started and still running, and whether it has the listeners.
@@ -33,8 +35,9 @@ final class InPlaceReplacement: Sendable {
 
     private let state = Mutex(State())
 
-    init(logger: Logger, arguments: [String] = CommandLine.arguments) {
+    init(logger: Logger, arguments: [String] = CommandLine.arguments, replacementGone: @escaping @Sendable (pid_t) -> Void = { _ in }) {
         self.logger = logger
+        self.replacementGone = replacementGone
         if let first = arguments.first, first.hasPrefix("/") {
             executable = first
         } else {
@@ -62,6 +65,12 @@ final class InPlaceReplacement: Sendable {
 
     /// SIGUSR2: starts the replacement, unless one is already starting.
     func start() {
+        // The new process is made the sibling of this one (CLONE_PARENT), which the first
+        // process of a PID namespace cannot do.
+        guard getpid() != 1 else {
+            logger.error("SIGUSR2: convey runs as the first process of its PID namespace (a container's init), whose siblings nothing would reap: it cannot be replaced in place; start the new one with --takeover beside it (a service manager such as systemd, or tini, as PID 1 makes SIGUSR2 work)")
+            return
+        }
         let outcome = state.withLock { s -> Result<(pid_t, Int32), SpawnFailure>? in
             guard s.child == nil else { return nil }
             // Spawned under the lock: the handover it asks for cannot be told before `child` is set.
@@ -105,6 +114,7 @@ final class InPlaceReplacement: Sendable {
                 return s.handedOver
             }
             guard let handed else { return }
+            replacementGone(pid)
             logger.error(handed
                 ? "the replacement (pid \(pid)) exited after taking the listening sockets over, before it told this one to stop (its log says why): this convey keeps serving on them"
                 : "the replacement (pid \(pid)) exited before taking the listening sockets over (its log says why): this convey keeps serving")

@@ -49,14 +49,18 @@ struct Launcher {
         var services: [any Service] = []
 
         // Drains come from the stats server's commands: the file is kept only with them on.
-        let drainState = config.stats.admin ? config.stats.stateFile.map { DrainStateKeeper(file: DrainStateFile(path: $0), logger: logger) } : nil
+        let drainState: DrainStateKeeper? = config.stats.admin ? config.stats.stateFile.map { DrainStateKeeper(file: DrainStateFile(path: $0), logger: logger) } : nil
         if let drainState {
             do throws(DrainStateFileError) { try drainState.restore(into: runtime) } catch {
                 throw LaunchFailure(description: "\(error) (set [stats] state_file to a file convey may read and write, or remove it)")
             }
         }
         let readiness = Readiness(notifier: SystemdNotifier(), logger: logger)
-        let replacement = mode == .proxy ? InPlaceReplacement(logger: logger) : nil
+        let replacement = mode == .proxy
+            ? InPlaceReplacement(logger: logger, replacementGone: { pid in
+                drainState?.successorGone(pid)
+                drainState?.sync(runtime)
+            }) : nil
         let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
@@ -157,16 +161,20 @@ struct Launcher {
     /// a convey that is no longer the unit's main process would stop the unit.)
     private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
                                replacement: InPlaceReplacement?) async {
+        var stopping = false
         for await signal in signals {
             switch signal {
             case .sigterm, .sigint:
                 logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
+                stopping = true
                 await group.triggerGracefulShutdown()
             case .sigquit:
                 logger.notice("\(signal): stopping at once")
                 return
             case .sigusr2:
-                if let replacement {
+                if stopping {
+                    logger.warning("SIGUSR2: this convey is stopping (its listeners are closing): not replacing it; start a new one")
+                } else if let replacement {
                     replacement.start()
                 } else {
                     logger.warning("SIGUSR2 replaces convey in place in proxy mode only: the \(mode.rawValue) mode's interface holds one XDP program; restart it instead")

@@ -105,7 +105,7 @@ enum ModeChecks {
 
     /// Settings the mode does not use, for the start's log and `--check`: proxy mode's
     /// per-connection keys are ignored by the AF_XDP modes, which forward packets (no PROXY
-    /// header, no connection count per frontend).
+    /// header, no connection log, no connect to fail, no queue).
     static func warnings(for mode: ConveyMode, loaded: LoadedConfig) -> [ConfigProblem] {
         guard mode != .proxy else { return [] }
         var out: [ConfigProblem] = []

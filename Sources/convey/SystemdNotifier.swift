@@ -1,5 +1,3 @@
-import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,9 +13,6 @@ struct SystemdNotifier: Sendable {
     init(environment socketPath: String? = getenv("NOTIFY_SOCKET").map { String(cString: $0) }) {
         self.socketPath = socketPath.flatMap { $0.isEmpty ? nil : $0 }
     }
-
-    /// Whether a service manager listens (`$NOTIFY_SOCKET` is set).
-    var isActive: Bool { socketPath != nil }
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -49,26 +44,3 @@ struct SystemdNotifier: Sendable {
     }
 }
 
-/// Announces convey's state to systemd (`Type=notify`): ready once the data plane serves
-/// (and, for a replacement, that it is the main process). A failure to tell it is logged once;
-/// convey serves on regardless.
-final class Readiness: Sendable {
-    let notifier: SystemdNotifier
-    let logger: Logger
-    private let failedOnce = Atomic<Bool>(false)
-
-    init(notifier: SystemdNotifier, logger: Logger) {
-        self.notifier = notifier
-        self.logger = logger
-    }
-
-    func announce(_ lines: [String]) {
-        do throws(SystemdNotifier.Failure) {
-            try notifier.notify(lines)
-        } catch {
-            if !failedOnce.exchange(true, ordering: .relaxed) {
-                logger.warning("cannot tell systemd \(lines.first ?? ""): \(error)")
-            }
-        }
-    }
-}

@@ -4,7 +4,7 @@ import Testing
 
 /// A server's `max_connections` in the AF_XDP modes: its open flows, over every worker and
 /// frontend, bound the new flows it is given.
-@Suite("Server limits (max_connections) in the AF_XDP modes")
+@Suite("Server and frontend limits (max_connections) in the AF_XDP modes")
 struct XDPServerLimitTests {
     static func forwarder(_ fixture: RoutesFixture, worker: Int = 0, workers: Int = 1) -> DSRForwarder {
         var f = DSRForwarder(settings: ForwarderSettings(capacity: 4096, workerIndex: worker, workerCount: workers),

@@ -22,7 +22,7 @@ public struct StatsDocument: Sendable {
         public var keepsFlows: Bool
         public var totals: TrafficTotals
         public var lastCheck: String?
-        /// `max_connections` (0: none; proxy mode).
+        /// `max_connections` (0: none).
         public var maxConnections: Int = 0
         /// Drained by the operator at runtime (`POST /servers/POOL/NAME/drain`).
         public var operatorDrain = false

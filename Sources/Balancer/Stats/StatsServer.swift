@@ -20,7 +20,7 @@ public struct StatsServer: Service {
     /// nil where there is no such list (`/flows` then answers 404).
     public typealias FlowsProvider = @Sendable (FlowQuery) async throws(FlowQueryError) -> JSONValue
     /// Applies an operator's command to a server (`POST /servers/POOL/NAME/ACTION`) and says
-    /// whether it changed anything; nil where the server takes no commands (`[stats] admin`).
+    /// what it did (`ServerCommandResult`); nil where the server takes no commands (`[stats] admin`).
     /// `sender`: the peer that sent it (`address:port`), for the log.
     public typealias ServerCommands = @Sendable (ServerID, ServerCommand, _ sender: String) throws(ServerCommandError) -> ServerCommandResult
 

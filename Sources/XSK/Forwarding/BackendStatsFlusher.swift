@@ -11,8 +11,8 @@ import Balancer
 public final class BackendStatsFlusher {
     private let workers: [ForwarderCounters]
     private var previous: [[BackendTraffic]]
-    /// Per worker, per frontend index: its `noBackend`, `denied` and `serversFull` counts at
-    /// the last flush.
+    /// Per worker, per frontend index: its `noBackend`, `denied`, `serversFull` and
+    /// `overLimit` counts at the last flush.
     private var previousNoBackend: [[Int: UInt64]]
     private var previousDenied: [[Int: UInt64]]
     private var previousServersFull: [[Int: UInt64]]

@@ -736,13 +736,6 @@ struct ForwarderCore {
         return .transmit
     }
 
-    /// DSR with `maglev` or `source`: a segment of a connection this worker has no flow for —
-    /// convey restarted, ECMP moved the connection here from another balancer, or the table
-    /// evicted it — is placed by the hash a SYN would have been, so it reaches the backend
-    /// that holds the connection (as long as the backends are those it opened with), and
-    /// its flow is tracked from then on. Passthrough cannot (the NAT port is lost), nor can
-    /// `wrr` or `leastconn` (their choice is not a function of the connection). A reset is
-    /// never taken up.
     /// The frontend's `allow` / `deny` lists admit this client (always, without lists).
     @inline(__always)
     private func admitsSource(frontend: Int, hi: UInt64, lo: UInt64) -> Bool {
@@ -753,6 +746,13 @@ struct ForwarderCore {
         return SourceFilter.admits(hi: hi, lo: lo, deny: deny, allow: allow)
     }
 
+    /// DSR with `maglev` or `source`: a segment of a connection this worker has no flow for —
+    /// convey restarted, ECMP moved the connection here from another balancer, or the table
+    /// evicted it — is placed by the hash a SYN would have been, so it reaches the backend
+    /// that holds the connection (as long as the backends are those it opened with), and
+    /// its flow is tracked from then on. Passthrough cannot (the NAT port is lost), nor can
+    /// `wrr` or `leastconn` (their choice is not a function of the connection). A reset is
+    /// never taken up.
     private func adoptsMidFlow(frontend: Int, flags: UInt8) -> Bool {
         guard !natEnabled, flags & (TCPHeader.rst | TCPHeader.syn) == 0 else { return false }
         return placesByHash(frontend: frontend)
@@ -825,6 +825,7 @@ struct ForwarderCore {
     /// worker, have reached it (with the same window as `isFull`).
     func frontendIsFull(_ frontend: Int) -> Bool {
         let f = frontends + frontend
+        guard f.pointee.limit != 0 else { return false }
         let start = Int(f.pointee.limitSlotsStart)
         var open: UInt64 = 0
         for i in 0..<Int(f.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }

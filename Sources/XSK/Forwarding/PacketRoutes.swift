@@ -17,9 +17,12 @@ import Balancer
 ///   every selectable server has a MAC (so placement equals `Scheduler` for the same 5-tuple on
 ///   every balancer); otherwise a table rebuilt over the servers that do, with the same keys —
 ///   what the runtime itself would build if the others were down. `wrr` walks a precomputed
-///   smooth weighted sequence (each worker its own cursor); `leastconn` compares the worker's
-///   own open-connection counts of the frontend's slots (a per-worker approximation: reading
-///   shared atomics per SYN would cost a cache miss per candidate).
+///   smooth weighted sequence (each worker its own cursor); `leastconn` compares the open
+///   flows of the frontend's slots over every worker (`OpenFlowCounts`: one shared load per
+///   candidate per SYN).
+/// - `max_connections`: per limited server and frontend, the slots whose open flows count
+///   against the limit (every slot of that server or frontend, held ones included), in
+///   `slots` after the candidates (`Backend.limitSlots*`, `Frontend.limitSlots*`).
 /// - `unresolved`: servers that cannot take flows because the neighbour table has no MAC for
 ///   them (or no slot was left); /stats shows them.
 ///

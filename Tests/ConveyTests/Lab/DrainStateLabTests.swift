@@ -39,7 +39,7 @@ extension EndToEndLabTests {
             #expect(waitUntil(seconds: 10) { (try? drained()) == [] }, "\(again.output)")
             #expect(again.stop() == 0)
 
-            // A file convey cannot read: logged, kept aside, replaced; convey runs.
+            // A file that is not a drain list: logged, kept aside, replaced; convey runs.
             try "{ half a file".write(toFile: statePath, atomically: true, encoding: .utf8)
             let third = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--config", configPath, "--log-level", "info"])
             defer { third.stop(SIGKILL) }

@@ -1,57 +1,7 @@
 import Foundation
 import Glibc
 import LabSupport
-import Synchronization
 import Testing
-
-/// The datagrams a service manager would get on `$NOTIFY_SOCKET` (`sd_notify`), collected
-/// by a thread until `close()`.
-final class NotifyListener: @unchecked Sendable {
-    let path: String
-    private let fd: Int32
-    private let received = Mutex<[String]>([])
-    private let stopping = Atomic<Bool>(false)
-    private let stopped = Atomic<Bool>(false)
-
-    init() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("convey-notify-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        let bound = withUnsafePointer(to: address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard fd >= 0, bound == 0 else { throw LabClient.Failure(description: "notify socket: \(String(cString: strerror(errno)))") }
-        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        self.path = path
-        self.fd = fd
-        // Holds the listener until `close()` ends the thread.
-        let reader = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            defer { self.stopped.store(true, ordering: .releasing) }
-            while !self.stopping.load(ordering: .relaxed) {
-                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n > 0 { self.received.withLock { $0.append(String(decoding: buffer[0..<n], as: UTF8.self)) } }
-                if n < 0 && errno != EAGAIN && errno != EINTR { return }
-                if n == 0 { return }
-            }
-        }
-        reader.start()
-    }
-
-    /// Every message so far, in order.
-    var messages: [String] { received.withLock { $0 } }
-
-    /// Stops the reader (within its 200 ms receive timeout), then closes the socket.
-    func close() {
-        stopping.store(true, ordering: .relaxed)
-        _ = waitUntil(seconds: 2) { stopped.load(ordering: .acquiring) }
-        Glibc.close(fd)
-        unlink(path)
-    }
-}
 
 extension EndToEndLabTests {
     @Test("proxy mode with a notification socket (systemd's protocol): READY=1 once it listens; SIGUSR2 starts the binary again with --takeover as the old one's sibling, which takes the listening sockets over, announces MAINPID=itself and only then stops the old one (exit 0); a steady client load sees no failure; a replacement that cannot start is said, and the old one serves on")
@@ -74,6 +24,7 @@ extension EndToEndLabTests {
             try config.write(toFile: path, atomically: true, encoding: .utf8)
             #expect(try lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }.name == "b1")
 
+            let oldParent = Self.parent(of: old.pid)
             let (tally, load) = Self.clientLoad(lab)
             defer {
                 tally.stop.store(true, ordering: .relaxed)
@@ -91,9 +42,8 @@ extension EndToEndLabTests {
             }, "\(notify.messages) \(old.output)")
             let new = try #require(replacement)
             #expect(new != old.pid)
-            // Its parent is the old one's (the service manager's child, reaped by it), not the old one.
-            let parent = (try? String(contentsOfFile: "/proc/\(new)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(3).first
-            #expect(parent.flatMap { pid_t($0) } != old.pid, "parent \(String(describing: parent))")
+            // Its parent is the old one's (under systemd, the service manager, which reaps it).
+            #expect(Self.parent(of: new) == oldParent, "parent of \(new): \(String(describing: Self.parent(of: new))), of \(old.pid): \(String(describing: oldParent))")
             #expect(waitUntil(seconds: 15) { old.exitStatus != nil }, "the old convey is told to stop: \(old.output)")
             #expect(old.exitStatus == 0, "\(old.output)")
             #expect(old.output.contains("handed the listening sockets to the replacement (pid \(new))"), "\(old.output)")
@@ -113,6 +63,36 @@ extension EndToEndLabTests {
                 let state = (try? String(contentsOfFile: "/proc/\(new)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
                 return state == nil || state == "Z"
             }, "the replacement stops on SIGTERM")
+        }
+    }
+
+    /// The parent pid of `pid` (`/proc/PID/stat`'s fourth field), while it runs.
+    static func parent(of pid: pid_t) -> pid_t? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let afterName = stat.range(of: ") ")?.upperBound else { return nil }
+        return stat[afterName...].split(separator: " ").dropFirst(1).first.flatMap { pid_t($0) }
+    }
+
+    @Test("proxy mode, SIGUSR2 when the binary at its path is gone: the start fails with the reason, and the running convey serves on")
+    func replacementThatCannotStart() throws {
+        guard try labAvailable("replacementThatCannotStart") else { return }
+        try ProxyLab.with(config: Self.proxyLabConfig(fall: 3)) { lab, first, path in
+            #expect(waitUntil(seconds: 10) { (try? lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }) != nil })
+            #expect(first.stop() == 0)
+            // A copy of the binary, started by its absolute path, then removed (an upgrade gone wrong).
+            let copy = path + ".convey"
+            try FileManager.default.copyItem(atPath: ConveyRun.binary, toPath: copy)
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            let convey = try LabDaemon(lab: lab, host: "lb", [copy, "--config", path, "--log-level", "info"])
+            defer { convey.stop(SIGKILL) }
+            #expect(waitUntil(seconds: 10) { convey.output.contains("proxy listening") }, "\(convey.output)")
+            try FileManager.default.removeItem(atPath: copy)
+            kill(convey.pid, SIGUSR2)
+            #expect(waitUntil(seconds: 5) {
+                convey.output.contains("SIGUSR2: cannot start \(copy) to replace this convey: No such file or directory; this one keeps serving")
+            }, "\(convey.output)")
+            #expect(try lab.inNamespace("client") { try LabClient.who("10.77.0.2", port: 8000) }.name == "b1")
+            #expect(convey.stop() == 0)
         }
     }
 }
