@@ -56,7 +56,7 @@ struct StatsServerTests {
             #expect(unknown.status == 404 && unknown.body.contains("no page '/nope': convey serves /, /flows, /metrics, /stats"),
                     "\(unknown)")
             // A known page asked with a method it does not take: 405, saying which it takes.
-            for (method, path, allowed) in [("POST", "/flows", "GET"), ("DELETE", "/stats", "GET, HEAD"), ("PUT", "/", "GET, HEAD")] {
+            for (method, path, allowed) in [("POST", "/flows", "GET, HEAD"), ("DELETE", "/stats", "GET, HEAD"), ("PUT", "/", "GET, HEAD")] {
                 let refused = try httpGet(port: p, path: path, method: method)
                 #expect(refused.status == 405 && refused.headers.lowercased().contains("allow: \(allowed.lowercased())")
                         && refused.body.contains("\(method) is not served on \(path): use \(allowed)"), "\(method) \(path): \(refused)")
@@ -67,6 +67,10 @@ struct StatsServerTests {
             #expect(flows.status == 404 && flows.body.contains("lists no connections"), "\(flows)")
             let bad = try httpGet(port: p, path: "/flows?client=nowhere")
             #expect(bad.status == 400 && bad.body.contains("client: 'nowhere' is not an IPv4 or IPv6 address"), "\(bad)")
+            // HEAD /flows: the GET's status and headers, no body.
+            let head = try httpGet(port: p, path: "/flows?client=nowhere", method: "HEAD")
+            #expect(head.status == 400 && head.body.isEmpty
+                    && head.headers.lowercased().contains("content-length: \(bad.body.utf8.count)"), "\(head)")
             group.cancelAll()
         }
     }

@@ -65,7 +65,7 @@ public struct StatsServer: Service {
             ("/", "text/html; charset=utf-8", { StatusPage.html }),
         ]
         var methods = Dictionary(uniqueKeysWithValues: pages.map { ($0.path, "GET, HEAD") })
-        methods["/flows"] = "GET"
+        methods["/flows"] = "GET, HEAD"
         router.add(middleware: StatsFallbackMiddleware(pages: methods))
         for page in pages {
             router.get(RouterPath(page.path)) { _, _ -> Response in Self.response(page.body(), type: page.type) }
@@ -73,7 +73,7 @@ public struct StatsServer: Service {
             router.head(RouterPath(page.path)) { _, _ -> Response in Self.response(page.body(), type: page.type).createHeadResponse() }
         }
         let flows = self.flows
-        router.get("/flows") { request, _ -> Response in
+        @Sendable func listFlows(_ request: Request) async -> Response {
             do throws(FlowQueryError) {
                 let parameters = request.uri.queryParameters.map { (key: String($0.key), value: String($0.value)) }
                 let query = try FlowQuery(parameters: parameters)
@@ -92,6 +92,9 @@ public struct StatsServer: Service {
                 return Self.response(body, type: "application/json", status: status)
             }
         }
+        router.get("/flows") { request, _ -> Response in await listFlows(request) }
+        // A monitoring probe's HEAD: the GET's status and headers, no body.
+        router.head("/flows") { request, _ -> Response in await listFlows(request).createHeadResponse() }
         let commands = self.commands
         let address = self.address
         router.post("/servers/:pool/:server/:action") { request, context -> Response in
