@@ -139,7 +139,7 @@ struct DSRForwarderTests {
         #expect(Self.send(clientFrame(client: 0x0A4D_1105, port: 1003, flags: TCPHeader.syn), &dsr) != nil, "allowed")
         let stats = dsr.counters.snapshot()
         #expect(stats.drops(.denied) == 3 && stats.flowsCreated == 1, "\(stats.drops)")
-        #expect(dsr.counters.denied(frontend: 0) + dsr.counters.denied(frontend: 1) == 3)
+        #expect(dsr.counters.refused(.denied, frontend: 0) + dsr.counters.refused(.denied, frontend: 1) == 3)
         // The lists go away: the same source is placed.
         fixture.config.frontends[0].sources = SourceFilter()
         fixture.runtime.apply(fixture.config)

@@ -109,8 +109,8 @@ struct XDPServerLimitTests {
         #expect(Self.send(clientFrame(port: 3, flags: TCPHeader.syn), &dsr) == nil, "a retransmitted SYN counts again")
         let routes = fixture.publisher.current().routes
         let web = try #require(routes.frontendIndex(named: "web"))
-        #expect(dsr.counters.snapshot().drops(.serversFull) == 2 && dsr.counters.serversFull(frontend: web) == 2)
-        #expect(dsr.counters.snapshot().drops(.noBackend) == 0 && dsr.counters.noBackend(frontend: web) == 0)
+        #expect(dsr.counters.snapshot().drops(.serversFull) == 2 && dsr.counters.refused(.serversFull, frontend: web) == 2)
+        #expect(dsr.counters.snapshot().drops(.noBackend) == 0 && dsr.counters.refused(.noBackend, frontend: web) == 0)
         // A placed flow's own SYN, sent again, is its flow's: not turned away.
         #expect(Self.send(clientFrame(port: 1, flags: TCPHeader.syn), &dsr) == first)
         // The flusher books the drops to the frontend, where /stats and /metrics read them.
@@ -186,7 +186,7 @@ struct XDPServerLimitTests {
         #expect(Self.send(clientFrame(port: 5, flags: TCPHeader.syn), &workers[1]) == nil, "counted over both workers")
         let routes = fixture.publisher.current().routes
         let web = try #require(routes.frontendIndex(named: "web"))
-        #expect(workers.map { $0.counters.overLimit(frontend: web) } == [1, 1])
+        #expect(workers.map { $0.counters.refused(.overLimit, frontend: web) } == [1, 1])
         #expect(workers.allSatisfy { $0.counters.snapshot().drops(.overLimit) == 1 && $0.counters.snapshot().drops(.serversFull) == 0 })
         // Open already elsewhere: taken up on its hash's server.
         #expect(Self.send(clientFrame(port: 6, flags: TCPHeader.ack, payload: [1]), &workers[0]) != nil)

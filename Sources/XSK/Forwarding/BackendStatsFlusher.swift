@@ -11,21 +11,19 @@ import Balancer
 public final class BackendStatsFlusher {
     private let workers: [ForwarderCounters]
     private var previous: [[BackendTraffic]]
-    /// Per worker, per frontend index: its `noBackend`, `denied`, `serversFull` and
-    /// `overLimit` counts at the last flush.
-    private var previousNoBackend: [[Int: UInt64]]
-    private var previousDenied: [[Int: UInt64]]
-    private var previousServersFull: [[Int: UInt64]]
-    private var previousOverLimit: [[Int: UInt64]]
+    /// Per worker, per frontend index and refusal: the count at the last flush.
+    private var previousRefused: [[RefusalKey: UInt64]]
+
+    private struct RefusalKey: Hashable {
+        var frontend: Int
+        var refusal: FrontendRefusal
+    }
 
     /// A flusher over the counters of every worker (`forwarder.counters`).
     public init(workers: [ForwarderCounters]) {
         self.workers = workers
         previous = workers.map { [BackendTraffic](repeating: BackendTraffic(), count: $0.backendSlots) }
-        previousNoBackend = workers.map { _ in [:] }
-        previousDenied = workers.map { _ in [:] }
-        previousServersFull = workers.map { _ in [:] }
-        previousOverLimit = workers.map { _ in [:] }
+        previousRefused = workers.map { _ in [:] }
     }
 
     /// Adds what each backend did since the last call to its `ServerCounters` in `routes` (the
@@ -35,22 +33,15 @@ public final class BackendStatsFlusher {
     public func flush(into routes: PacketRoutes) {
         for (w, counters) in workers.enumerated() {
             for (index, frontend) in routes.frontendCountersByIndex.enumerated() {
-                /// What a per-frontend count grew by since the last flush (0: nothing to add).
-                func growth(_ now: UInt64, _ previous: inout [Int: UInt64]) -> Int64 {
-                    let before = previous[index] ?? 0
-                    previous[index] = now
-                    return Int64(truncatingIfNeeded: now &- before)
+                for refusal in FrontendRefusal.allCases {
+                    // Read even without a frontend, so an index's next frontend starts from here.
+                    let key = RefusalKey(frontend: index, refusal: refusal)
+                    let now = counters.refused(refusal, frontend: index)
+                    let before = previousRefused[w][key] ?? 0
+                    guard now != before else { continue }
+                    previousRefused[w][key] = now
+                    if let frontend { Self.add(Int64(truncatingIfNeeded: now &- before), refusal, to: frontend) }
                 }
-                // Read even without a frontend, so an index's next frontend starts from here.
-                let noBackend = growth(counters.noBackend(frontend: index), &previousNoBackend[w])
-                let denied = growth(counters.denied(frontend: index), &previousDenied[w])
-                let full = growth(counters.serversFull(frontend: index), &previousServersFull[w])
-                let overLimit = growth(counters.overLimit(frontend: index), &previousOverLimit[w])
-                guard let frontend else { continue }
-                if noBackend != 0 { frontend.noBackend.wrappingAdd(noBackend, ordering: .relaxed) }
-                if denied != 0 { frontend.denied.wrappingAdd(denied, ordering: .relaxed) }
-                if full != 0 { frontend.serversFull.wrappingAdd(full, ordering: .relaxed) }
-                if overLimit != 0 { frontend.overLimit.wrappingAdd(overLimit, ordering: .relaxed) }
             }
             let slots = min(counters.backendSlots, routes.slotCount)
             for slot in 0..<slots {
@@ -70,6 +61,16 @@ public final class BackendStatsFlusher {
                              f.currentConnections, f.bytesTx, f.bytesRx)
                 }
             }
+        }
+    }
+
+    /// Adds `n` to the frontend's `/stats` count of `refusal`.
+    private static func add(_ n: Int64, _ refusal: FrontendRefusal, to frontend: FrontendCounters) {
+        switch refusal {
+        case .noBackend: frontend.noBackend.wrappingAdd(n, ordering: .relaxed)
+        case .denied: frontend.denied.wrappingAdd(n, ordering: .relaxed)
+        case .serversFull: frontend.serversFull.wrappingAdd(n, ordering: .relaxed)
+        case .overLimit: frontend.overLimit.wrappingAdd(n, ordering: .relaxed)
         }
     }
 

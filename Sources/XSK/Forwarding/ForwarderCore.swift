@@ -580,7 +580,7 @@ struct ForwarderCore {
         guard admitsSource(frontend: frontend, hi: clientHi, lo: clientLo) else {
             // Every packet is a drop; only what would open a connection counts to the frontend
             // (each SYN, its retransmissions too), not a refused client's stray ACKs.
-            if isSYN || adoptsMidFlow(frontend: frontend, flags: flags) { c.denied(frontend: frontend) } else { c.drop(.denied) }
+            if isSYN || adoptsMidFlow(frontend: frontend, flags: flags) { c.refuse(.denied, frontend: frontend) } else { c.drop(.denied) }
             return -1
         }
         guard isSYN || adoptsMidFlow(frontend: frontend, flags: flags) else {
@@ -591,14 +591,14 @@ struct ForwarderCore {
         if isSYN && Self.dropsForChecksum(frame, headers, counters: c) { return -1 }
         // The frontend's `max_connections` turns away new connections only (as the server's).
         if isSYN && frontends[frontend].limit != 0 && frontendIsFull(frontend) {
-            c.overLimit(frontend: frontend)
+            c.refuse(.overLimit, frontend: frontend)
             return -1
         }
         let clientMAC = EthernetHeader(frame).source
         var slot = pick(frontend: frontend, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort,
                         vipHi: vipHi, vipLo: vipLo, vipPort: vipPort)
         guard slot != UInt32.max, Int(slot) < backendCount else {
-            c.noBackend(frontend: frontend)
+            c.refuse(.noBackend, frontend: frontend)
             return -1
         }
         // A server's `max_connections` turns away new connections only: a flow DSR takes up
@@ -608,9 +608,9 @@ struct ForwarderCore {
             // that connection the table no longer holds (a restart, an ECMP move to the other
             // balancer, an eviction) would be taken up on the hash's server, which would reset
             // it. Its client retries instead, as when every server is full.
-            slot = !natEnabled && placesByHash(frontend: frontend) ? UInt32.max : candidateWithRoom(frontend: frontend)
+            slot = !natEnabled && placesByHash(frontend: frontend) ? UInt32.max : leastLoaded(frontend: frontend, skippingFull: true)
             guard slot != UInt32.max else {
-                c.serversFull(frontend: frontend)
+                c.refuse(.serversFull, frontend: frontend)
                 return -1
             }
         }
@@ -619,7 +619,7 @@ struct ForwarderCore {
             let clientIsV6 = StableHash.mappedIPv4(hi: clientHi, lo: clientLo) == nil
             let backendIsV6 = backends[Int(slot)].flags & PacketRoutes.Backend.ipv6 != 0
             guard clientIsV6 == backendIsV6, clientIsV6 ? hasNAT6 : hasNAT4 else {
-                c.noBackend(frontend: frontend)
+                c.refuse(.noBackend, frontend: frontend)
                 return -1
             }
         }
@@ -813,45 +813,55 @@ struct ForwarderCore {
     @inline(__always)
     func isFull(_ slot: UInt32) -> Bool {
         let b = backends + Int(slot)
-        let limit = b.pointee.limit
-        guard limit != 0 else { return false }
-        let start = Int(b.pointee.limitSlotsStart)
-        var open: UInt64 = 0
-        for i in 0..<Int(b.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }
-        return open >= UInt64(limit)
+        return reached(b.pointee.limit, start: b.pointee.limitSlotsStart, count: b.pointee.limitSlotsCount)
     }
 
     /// True when frontend `frontend` has a `max_connections` and its open flows, over every
     /// worker, have reached it (with the same window as `isFull`).
     func frontendIsFull(_ frontend: Int) -> Bool {
         let f = frontends + frontend
-        guard f.pointee.limit != 0 else { return false }
-        let start = Int(f.pointee.limitSlotsStart)
-        var open: UInt64 = 0
-        for i in 0..<Int(f.pointee.limitSlotsCount) { open &+= openFlows.open(slots[start &+ i]) }
-        return open >= UInt64(f.pointee.limit)
+        return reached(f.pointee.limit, start: f.pointee.limitSlotsStart, count: f.pointee.limitSlotsCount)
     }
 
-    /// A new connection's first choice is full: the candidate with room that has the fewest
-    /// open flows per unit of weight (`leastconn`'s rule, whatever the frontend's algorithm),
-    /// or `UInt32.max` when every candidate is full.
-    @inline(never)
-    func candidateWithRoom(frontend: Int) -> UInt32 {
+    /// True when `limit` is set and the open flows of the `count` slots listed in `slots` from
+    /// `start` (a server's or frontend's limit group) have reached it.
+    @inline(__always)
+    private func reached(_ limit: UInt32, start: Int32, count: Int32) -> Bool {
+        guard limit != 0 else { return false }
+        var open: UInt64 = 0
+        for i in 0..<Int(count) { open &+= openFlows.open(slots[Int(start) &+ i]) }
+        return open >= UInt64(limit)
+    }
+
+    /// The candidate of `frontend` with the fewest open flows over every worker per unit of
+    /// weight, ties rotating from the frontend's cursor (`leastconn`'s rule); with
+    /// `skippingFull`, only among those with room (a full first choice, whatever the
+    /// algorithm). `UInt32.max` when none qualifies.
+    mutating func leastLoaded(frontend: Int, skippingFull: Bool) -> UInt32 {
         let f = frontends[frontend]
+        let count = Int(f.candidatesCount)
+        guard count > 0 else { return UInt32.max }
         var best = UInt32.max
         var bestOpen: UInt64 = 0
         var bestWeight: UInt64 = 1
-        for position in 0..<Int(f.candidatesCount) {
+        var position = cursors[frontend] % count
+        var bestPosition = position
+        for _ in 0..<count {
             let slot = slots[Int(f.candidatesStart) &+ position]
-            guard !isFull(slot) else { continue }
-            let weight = UInt64(max(1, backends[Int(slot)].weight))
-            let open = openFlows.open(slot)
-            if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
-                best = slot
-                bestOpen = open
-                bestWeight = weight
+            if !skippingFull || !isFull(slot) {
+                let weight = UInt64(max(1, backends[Int(slot)].weight))
+                let open = openFlows.open(slot)
+                if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
+                    best = slot
+                    bestOpen = open
+                    bestWeight = weight
+                    bestPosition = position
+                }
             }
+            position = position &+ 1 == count ? 0 : position &+ 1
         }
+        // wrr's cursor walks its sequence: only leastconn rotates its ties here.
+        if f.algorithm == PacketRoutes.Frontend.leastconn && best != UInt32.max { cursors[frontend] = bestPosition &+ 1 }
         return best
     }
 
@@ -872,26 +882,7 @@ struct ForwarderCore {
             }
             return slots[Int(f.candidatesStart) &+ Int(hash % UInt64(count))]
         case PacketRoutes.Frontend.leastconn:
-            // Fewest open connections over every worker per unit of weight; ties rotate.
-            var best = UInt32.max
-            var bestOpen: UInt64 = 0
-            var bestWeight: UInt64 = 1
-            var position = cursors[frontend] % count
-            var bestPosition = position
-            for _ in 0..<count {
-                let slot = slots[Int(f.candidatesStart) &+ position]
-                let weight = UInt64(max(1, backends[Int(slot)].weight))
-                let open = openFlows.open(slot)
-                if best == UInt32.max || open &* bestWeight < bestOpen &* weight {
-                    best = slot
-                    bestOpen = open
-                    bestWeight = weight
-                    bestPosition = position
-                }
-                position = position &+ 1 == count ? 0 : position &+ 1
-            }
-            cursors[frontend] = bestPosition &+ 1
-            return best
+            return leastLoaded(frontend: frontend, skippingFull: false)
         default:
             let n = Int(f.sequenceCount)
             guard n > 0 else { return UInt32.max }

@@ -65,14 +65,35 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
+/// Why a new connection (SYN) was turned away, counted per frontend (its `/stats` key) as well
+/// as a drop.
+public enum FrontendRefusal: Int, Sendable, CaseIterable {
+    /// No backend could take it (`no_backend`).
+    case noBackend
+    /// The frontend's `allow` / `deny` lists refuse its source (`denied`).
+    case denied
+    /// Every server that could take it is at its `max_connections` (`servers_full`).
+    case serversFull
+    /// The frontend is at its `max_connections` (`over_limit`).
+    case overLimit
+
+    /// The drop it is also counted as.
+    var dropReason: DropReason {
+        switch self {
+        case .noBackend: return .noBackend
+        case .denied: return .denied
+        case .serversFull: return .serversFull
+        case .overLimit: return .overLimit
+        }
+    }
+}
+
 /// One worker's counters, written by the worker with plain (relaxed) stores and readable from
 /// any thread without a lock.
 ///
 /// Layout: `fixedCount` scalar counters, then four per backend slot (connections opened,
-/// connections closed, bytes client→server, bytes server→client), then four blocks of one
-/// per frontend index: new connections no backend could take (the frontend's `no_backend`),
-/// refused by its `allow` / `deny` lists (`denied`), finding every server full
-/// (`servers_full`), and finding the frontend at its limit (`over_limit`). Every counter has a single
+/// connections closed, bytes client→server, bytes server→client), then one block per
+/// `FrontendRefusal` of one count per frontend index (new connections turned away for it). Every counter has a single
 /// writer (its worker), so an increment is a relaxed load and store — two plain moves, no
 /// locked instruction — and a reader sees each word whole.
 public final class ForwarderCounters: @unchecked Sendable {
@@ -100,8 +121,8 @@ public final class ForwarderCounters: @unchecked Sendable {
     public let backendSlots: Int
     /// Frontend indices counted (every index `PacketRoutes` can give).
     static let frontendSlots = PacketRoutes.maxFrontends
-    /// The per-frontend blocks: `noBackend`, `denied`, `serversFull`, `overLimit`.
-    static let frontendBlocks = 4
+    /// The per-frontend blocks, one per `FrontendRefusal`.
+    static let frontendBlocks = FrontendRefusal.allCases.count
     private var count: Int { Self.frontendBase(backendSlots: backendSlots) + Self.frontendBlocks * Self.frontendSlots }
 
     /// Index of the first per-frontend counter (after the scalars and the backends').
@@ -123,30 +144,16 @@ public final class ForwarderCounters: @unchecked Sendable {
         base.deallocate()
     }
 
-    /// New connections to frontend index `frontend` that no backend could take, on this worker.
-    public func noBackend(frontend: Int) -> UInt64 {
+    /// New connections to frontend index `frontend` turned away for `refusal`, on this worker.
+    public func refused(_ refusal: FrontendRefusal, frontend: Int) -> UInt64 {
         guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
-        return load(Self.frontendBase(backendSlots: backendSlots) + frontend)
+        return load(Self.frontendIndex(refusal, frontend: frontend, backendSlots: backendSlots))
     }
 
-    /// New connections to frontend index `frontend` its `allow` / `deny` lists refused, on this worker.
-    public func denied(frontend: Int) -> UInt64 {
-        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
-        return load(Self.frontendBase(backendSlots: backendSlots) + Self.frontendSlots + frontend)
-    }
-
-    /// New connections to frontend index `frontend` that found every server at its
-    /// `max_connections`, on this worker.
-    public func serversFull(frontend: Int) -> UInt64 {
-        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
-        return load(Self.frontendBase(backendSlots: backendSlots) + 2 * Self.frontendSlots + frontend)
-    }
-
-    /// New connections to frontend index `frontend` that found it at its `max_connections`,
-    /// on this worker.
-    public func overLimit(frontend: Int) -> UInt64 {
-        guard frontend >= 0, frontend < Self.frontendSlots else { return 0 }
-        return load(Self.frontendBase(backendSlots: backendSlots) + 3 * Self.frontendSlots + frontend)
+    /// Where the count of `refusal` for `frontend` lives.
+    @inline(__always)
+    static func frontendIndex(_ refusal: FrontendRefusal, frontend: Int, backendSlots: Int) -> Int {
+        frontendBase(backendSlots: backendSlots) &+ refusal.rawValue &* frontendSlots &+ frontend
     }
 
     @inline(__always)
@@ -216,36 +223,12 @@ struct CounterView {
     @inline(__always)
     func drop(_ reason: DropReason) { add(ForwarderCounters.dropBase &+ reason.rawValue, 1) }
 
-    /// A new connection (SYN) to `frontend` no backend could take: dropped as `noBackend` and
-    /// counted to the frontend.
+    /// A new connection (SYN) to `frontend` turned away for `refusal`: dropped as the
+    /// refusal's drop reason and counted to the frontend.
     @inline(__always)
-    func noBackend(frontend: Int) {
-        drop(.noBackend)
-        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ frontend, 1)
-    }
-
-    /// A new connection to `frontend` from a source its lists refuse: dropped as `denied` and
-    /// counted to the frontend.
-    @inline(__always)
-    func denied(frontend: Int) {
-        drop(.denied)
-        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ ForwarderCounters.frontendSlots &+ frontend, 1)
-    }
-
-    /// A new connection to `frontend` that found every server it could go to at its
-    /// `max_connections`: dropped as `serversFull` and counted to the frontend.
-    @inline(__always)
-    func serversFull(frontend: Int) {
-        drop(.serversFull)
-        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ 2 &* ForwarderCounters.frontendSlots &+ frontend, 1)
-    }
-
-    /// A new connection to `frontend` that found it at its `max_connections`: dropped as
-    /// `overLimit` and counted to the frontend.
-    @inline(__always)
-    func overLimit(frontend: Int) {
-        drop(.overLimit)
-        add(ForwarderCounters.frontendBase(backendSlots: backendSlots) &+ 3 &* ForwarderCounters.frontendSlots &+ frontend, 1)
+    func refuse(_ refusal: FrontendRefusal, frontend: Int) {
+        drop(refusal.dropReason)
+        add(ForwarderCounters.frontendIndex(refusal, frontend: frontend, backendSlots: backendSlots), 1)
     }
 
     /// Index of backend `slot`'s first counter (opened; then closed, tx, rx).

@@ -73,12 +73,7 @@ struct EndToEndLabTests {
             #expect((dataplane?["nat"] as? [String: Any])?["addresses"] as? [String] == ["10.77.0.2"])
 
             // /flows lists a held connection with its server and the NAT address and port it left with.
-            let held = try lab.fromClient { () -> LabClient in
-                let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 3)
-                try c.send("ECHO\nping")
-                _ = try c.receive(upTo: 4)
-                return c
-            }
+            let held = try lab.fromClient { try LabClient.holding("ping", timeout: 3) }
             let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10"])
             let flows = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
             let established = flows.filter { $0["client"] as? String == "10.77.0.10:\(held.localPort)" }

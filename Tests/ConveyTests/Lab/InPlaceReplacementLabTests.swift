@@ -26,10 +26,7 @@ extension EndToEndLabTests {
 
             let oldParent = Self.parent(of: old.pid)
             let (tally, load) = Self.clientLoad(lab)
-            defer {
-                tally.stop.store(true, ordering: .relaxed)
-                while !load.isFinished { usleep(10_000) }
-            }
+            defer { _ = Self.finish(tally, load) }
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= 50 })
             kill(old.pid, SIGUSR2)
             var replacement: pid_t?
@@ -52,9 +49,7 @@ extension EndToEndLabTests {
             #expect(!notify.messages.contains { $0.contains("STOPPING=1") }, "no convey tells the unit it stops: \(notify.messages)")
             let atExit = tally.served.load(ordering: .relaxed)
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= atExit + 100 }, "served by the replacement")
-            tally.stop.store(true, ordering: .relaxed)
-            while !load.isFinished { usleep(10_000) }
-            let failures = tally.failures.withLock { $0 }
+            let failures = Self.finish(tally, load)
             #expect(failures.isEmpty, "\(failures.count) of \(tally.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
 
             // The replacement is the one running now: SIGTERM stops it, and it says so.

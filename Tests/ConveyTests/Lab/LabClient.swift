@@ -103,6 +103,15 @@ final class LabClient: @unchecked Sendable {
         return (String(words[0]), String(words[1]))
     }
 
+    /// A connection held open: `ECHO` and `text` sent, the echo's first bytes read (so the
+    /// connection is established through to a server), the rest left to the caller.
+    static func holding(_ text: String, host: String = "10.77.0.100", port: UInt16 = 80, timeout: Double = 5) throws -> LabClient {
+        let client = try LabClient(to: host, port: port, timeout: timeout)
+        try client.send("ECHO\n" + text)
+        _ = try client.receive(upTo: text.utf8.count)
+        return client
+    }
+
     /// Sends `payload` after `ECHO`, half-closes, and returns what came back.
     static func echo(_ payload: [UInt8], host: String = "10.77.0.100", port: UInt16 = 80, timeout: Double = 5) throws -> [UInt8] {
         let client = try LabClient(to: host, port: port, timeout: timeout)

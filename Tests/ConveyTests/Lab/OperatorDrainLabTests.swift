@@ -11,12 +11,7 @@ extension EndToEndLabTests {
         let config = labConfig(backends: 2).replacingOccurrences(of: "port = 7000", with: "port = 7000\nadmin = true")
         try ConveyLab.with(mode: "dsr", backends: 2, config: config) { lab in
             #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
-            let held = try lab.fromClient { () -> LabClient in
-                let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 5)
-                try c.send("ECHO\nping")
-                _ = try c.receive(upTo: 4)
-                return c
-            }
+            let held = try lab.fromClient { try LabClient.holding("ping") }
             let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10"])
             let flows = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
             let server = try #require(flows.first { $0["client"] as? String == "10.77.0.10:\(held.localPort)" }?["server"] as? String, "\(text)")

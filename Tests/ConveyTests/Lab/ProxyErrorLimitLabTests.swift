@@ -47,12 +47,7 @@ extension EndToEndLabTests {
                     "\(convey.output)")
 
             // /flows lists a held connection with its server, convey's own end toward it, and its bytes.
-            let held = try lab.inNamespace("client") { () -> LabClient in
-                let c = try LabClient(to: "10.77.0.2", port: 8000, timeout: 3)
-                try c.send("ECHO\nping")
-                _ = try c.receive(upTo: 4)
-                return c
-            }
+            let held = try lab.inNamespace("client") { try LabClient.holding("ping", host: "10.77.0.2", port: 8000, timeout: 3) }
             let listing = try lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?server=pool/live"])
             let rows = (try JSONSerialization.jsonObject(with: Data(listing.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
             let row = rows.first { ($0["client"] as? String)?.hasSuffix(":\(held.localPort)") == true }

@@ -43,6 +43,13 @@ extension EndToEndLabTests {
         return (tally, load)
     }
 
+    /// Stops a `clientLoad`, waits for its clients, and returns their failures.
+    static func finish(_ tally: ClientTally, _ load: Thread) -> [String] {
+        tally.stop.store(true, ordering: .relaxed)
+        while !load.isFinished { usleep(10_000) }
+        return tally.failures.withLock { $0 }
+    }
+
     @Test("proxy mode, --takeover: a second convey takes over the first one's listening sockets (no sysctl needed), and SIGTERM then stops the first; every client of a steady load is served throughout (none refused, none reset); the second's /stats comes up once the first has exited")
     func proxyTakeover() throws {
         guard try labAvailable("proxyTakeover") else { return }
@@ -56,10 +63,7 @@ extension EndToEndLabTests {
                     "the first convey serves: \(old.output)")
 
             let (tally, load) = Self.clientLoad(lab)
-            defer {
-                tally.stop.store(true, ordering: .relaxed)
-                while !load.isFinished { usleep(10_000) }
-            }
+            defer { _ = Self.finish(tally, load) }
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= 50 })
 
             let drain = try lab.check("lb", ["curl", "-fsS", "--max-time", "2", "-X", "POST", "http://127.0.0.1:7000/servers/pool/spare/drain"])
@@ -85,10 +89,8 @@ extension EndToEndLabTests {
             }, "the second convey's /stats: \(new.output)")
             let atStop = tally.served.load(ordering: .relaxed)
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= atStop + 100 }, "served after the first stopped")
-            tally.stop.store(true, ordering: .relaxed)
-            while !load.isFinished { usleep(10_000) }
 
-            let failures = tally.failures.withLock { $0 }
+            let failures = Self.finish(tally, load)
             #expect(failures.isEmpty, "\(failures.count) of \(tally.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
             #expect(tally.served.load(ordering: .relaxed) > before)
             let spare = ((((stats?["backends"] as? [String: Any])?["pool"] as? [String: Any])?["server_detail"] as? [String: Any])?["spare"]

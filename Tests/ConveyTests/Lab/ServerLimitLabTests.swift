@@ -19,14 +19,7 @@ extension EndToEndLabTests {
                 let pool = (try? lab.stats()["backends"] as? [String: Any])?["web_pool"] as? [String: Any]
                 return pool?["current_connections"] as? Int == 0
             })
-            let held = try (0..<4).map { i in
-                try lab.fromClient { () -> LabClient in
-                    let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 5)
-                    try c.send("ECHO\nhold\(i)")
-                    _ = try c.receive(upTo: 5)
-                    return c
-                }
-            }
+            let held = try (0..<4).map { i in try lab.fromClient { try LabClient.holding("hold\(i)") } }
             let text = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/flows?client=10.77.0.10"])
             let flows = (try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["flows"] as? [[String: Any]] ?? []
             let ports = Set(held.map { "10.77.0.10:\($0.localPort)" })
@@ -81,12 +74,7 @@ extension EndToEndLabTests {
             #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
             var held: LabClient?
             #expect(waitUntil(seconds: 10) {
-                held = try? lab.fromClient { () -> LabClient in
-                    let c = try LabClient(to: "10.77.0.100", port: 80, timeout: 2)
-                    try c.send("ECHO\nhold")
-                    _ = try c.receive(upTo: 4)
-                    return c
-                }
+                held = try? lab.fromClient { try LabClient.holding("hold", timeout: 2) }
                 return held != nil
             })
             #expect(throws: (any Error).self, "a second connection is not let in") {
