@@ -98,6 +98,12 @@ final class ConveyLab: @unchecked Sendable {
         return dataplane?["totals"] as? [String: Any] ?? [:]
     }
 
+    /// A frontend's `current_connections` from `/stats`, or nil when `/stats` does not answer.
+    func frontendOpenConnections(_ name: String) -> Int? {
+        let frontend = (try? stats()["frontends"] as? [String: Any])?[name] as? [String: Any]
+        return frontend?["current_connections"] as? Int
+    }
+
     /// A drop counter from `dataplane.totals.drops`.
     func drops(_ reason: String) throws -> Int {
         ((try forwarderTotals()["drops"] as? [String: Any])?[reason] as? Int) ?? 0

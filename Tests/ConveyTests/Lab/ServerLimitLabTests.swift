@@ -70,13 +70,17 @@ extension EndToEndLabTests {
             .replacingOccurrences(of: "closing_timeout = 2", with: "closing_timeout = 0.5")
         #expect(config.contains("max_connections = 1"), "\(config)")
         try ConveyLab.with(mode: "dsr", backends: 2, config: config) { lab in
-            // The health checks bring both up; WHO's flows close (closing_timeout) before the held one opens.
+            // The health checks bring both up; WHO's flows close (closing_timeout, then the
+            // sweep) before the held one opens.
             #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
+            #expect(waitUntil(seconds: 10) { lab.frontendOpenConnections("web") == 0 },
+                    "the frontend's flows end: \(String(describing: try? lab.stats()["frontends"]))")
             var held: LabClient?
-            #expect(waitUntil(seconds: 10) {
-                held = try? lab.fromClient { try LabClient.holding("hold", timeout: 2) }
+            var lastError: (any Error)?
+            #expect(waitUntil(seconds: 15) {
+                do { held = try lab.fromClient { try LabClient.holding("hold", timeout: 5) } } catch { lastError = error }
                 return held != nil
-            })
+            }, "the first client gets in; its last error: \(String(describing: lastError)); /stats: \(String(describing: try? lab.stats())); convey's output:\n\(lab.convey?.output ?? "")")
             #expect(throws: (any Error).self, "a second connection is not let in") {
                 try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 1.5) }
             }
