@@ -81,6 +81,7 @@ struct XDPStatsReport {
             ("flows_adopted", .int(Int64(clamping: f.flowsAdopted))),
             ("resets_sent", .int(Int64(clamping: f.resetsSent))),
             ("icmp_forwarded", .int(Int64(clamping: f.icmpForwarded))),
+            ("closes_out_of_window", .int(Int64(clamping: f.closesOutOfWindow))),
             ("flows_expired", .int(Int64(clamping: f.flowsExpired))),
             ("flows_evicted", .int(Int64(clamping: f.flowsEvicted))),
             ("drops", .object(DropReason.allCases.map { ($0.description, .int(Int64(clamping: f.drops($0)))) })),
@@ -138,6 +139,9 @@ struct XDPStatsReport {
                 MetricSample(name: "convey_xdp_icmp_forwarded_total",
                              help: "DSR: ICMP too-big messages about a VIP's segment passed to the connection's backend.",
                              kind: .counter, labels: l, value: Double(f.icmpForwarded)),
+                MetricSample(name: "convey_xdp_closes_out_of_window_total",
+                             help: "RST or FIN segments outside their client's sequence window: forwarded, the flow left open.",
+                             kind: .counter, labels: l, value: Double(f.closesOutOfWindow)),
             ]
             for reason in DropReason.allCases {
                 out.append(MetricSample(name: "convey_xdp_drops_total", help: "Frames dropped, by reason.",

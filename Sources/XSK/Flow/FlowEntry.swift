@@ -33,6 +33,9 @@ public struct FlowEntry: Sendable {
     public var state: FlowState
     /// The client has sent FIN (passthrough closes the flow once the backend has too).
     var clientFinished = false
+    /// The sequence number (host order) of the client's latest segment within the window
+    /// (`ForwarderCore.isInWindow`): what a RST or FIN must be near to close the flow.
+    var clientSequence: UInt32 = 0
 
     init(clientHi: UInt64, clientLo: UInt64, lastSeen: UInt64, backendSlot: UInt32, portAndVIP: UInt32,
          natPort: UInt16, state: FlowState) {

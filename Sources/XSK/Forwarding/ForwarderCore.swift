@@ -232,7 +232,8 @@ struct ForwarderCore {
         let key = FlowEntry.key(port: Wire.load16(p, 34), vip: frontend)
         let home = table.home(hi: 0, lo: clientLo, key: key)
         table.prefetch(home: home)
-        return FrameLookup(home: home, clientLo: clientLo, key: key)
+        return FrameLookup(home: home, clientLo: clientLo, key: key,
+                           sequence: p.loadUnaligned(fromByteOffset: EthernetHeader.length &+ 20 &+ 4, as: UInt32.self))
     }
 
     /// What the second pass of a batch reads, copied out of the forwarder once per batch so
@@ -256,6 +257,7 @@ struct ForwarderCore {
             let e = table.entry(at: found)
             guard ForwarderCore.isSteady(e, now: now, backends: backends) else { return nil }
             e.pointee.lastSeen = now
+            ForwarderCore.follow(e, sequence: UInt32(bigEndian: l.sequence))
             return e
         }
     }
@@ -275,6 +277,31 @@ struct ForwarderCore {
                          backends: UnsafeMutablePointer<PacketRoutes.Backend>) -> Bool {
         e.pointee.state == .established && !isExpired(e, now: now)
             && backends[Int(e.pointee.backendSlot)].unusableBits == 0
+    }
+
+    /// How far past the client's latest segment (`FlowEntry.clientSequence`) a segment's
+    /// sequence number may lie and still be taken as the connection's: what the client can
+    /// have sent that the balancer has not seen (its last segment, a burst lost before the
+    /// balancer).
+    static let clientSequenceWindow: UInt32 = 1 << 20
+    /// How far before it: a keepalive probe or a retransmitted FIN, one byte back, or a
+    /// retransmission of what the client sent earlier.
+    static let clientSequenceBehind: UInt32 = 1 << 16
+
+    /// Whether `sequence` (host order) lies within the window around the client's latest
+    /// segment of flow `e`. A RST or FIN outside it is not the client's (a blind reset needs
+    /// the sequence number as well as the addresses and ports): it closes nothing here, and
+    /// the backend, which knows the connection's exact window, judges it (RFC 5961).
+    @inline(__always)
+    static func isInWindow(_ e: UnsafeMutablePointer<FlowEntry>, sequence: UInt32) -> Bool {
+        sequence &- e.pointee.clientSequence &+ clientSequenceBehind <= clientSequenceWindow &+ clientSequenceBehind
+    }
+
+    /// Moves flow `e`'s window to `sequence` (host order) when it lies within it: a forged
+    /// segment far from it cannot move it.
+    @inline(__always)
+    static func follow(_ e: UnsafeMutablePointer<FlowEntry>, sequence: UInt32) {
+        if isInWindow(e, sequence: sequence) { e.pointee.clientSequence = sequence }
     }
 
     // MARK: Per batch
@@ -477,6 +504,7 @@ struct ForwarderCore {
             if _fastPath(flags & (TCPHeader.syn | TCPHeader.fin | TCPHeader.rst) == 0
                          && Self.isSteady(e, now: now, backends: backends)) {
                 e.pointee.lastSeen = now
+                Self.follow(e, sequence: TCPHeader(frame + headers.tcpOffset).sequenceNumber)
                 return found
             }
         }
@@ -509,6 +537,17 @@ struct ForwarderCore {
                     }
                     return -1
                 }
+                let sequence = TCPHeader(frame + headers.tcpOffset).sequenceNumber
+                if isSYN && e.pointee.state == .syn {
+                    // The client's SYN again, perhaps with a new initial sequence number.
+                    e.pointee.clientSequence = sequence
+                } else if !Self.isInWindow(e, sequence: sequence) {
+                    // Forwarded for the backend to judge, but it changes nothing here (nor
+                    // refreshes the flow): a forged RST or FIN cannot end a connection.
+                    if flags & (TCPHeader.rst | TCPHeader.fin) != 0 { c.add(ForwarderCounters.closesOutOfWindow, 1) }
+                    return found
+                }
+                e.pointee.clientSequence = sequence
                 if flags & TCPHeader.rst != 0 {
                     startClosing(e)
                 } else if flags & TCPHeader.fin != 0 {
@@ -641,6 +680,7 @@ struct ForwarderCore {
         var entry = FlowEntry(clientHi: clientHi, clientLo: clientLo, lastSeen: now, backendSlot: slot,
                               portAndVIP: key, natPort: natPort, state: isSYN ? .syn : .established)
         entry.idleTimeout = isSYN ? settings.synTimeout : settings.establishedTimeout
+        entry.clientSequence = TCPHeader(frame + headers.tcpOffset).sequenceNumber
         if natEnabled {
             setNATRewrite(&entry, clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, vipHi: vipHi,
                           vipLo: vipLo, vipPort: vipPort, backend: backends[Int(slot)], natPort: natPort)

@@ -109,7 +109,10 @@ public final class ForwarderCounters: @unchecked Sendable {
     static let resetsSent = 9
     /// DSR: ICMP "too big" messages about a VIP's segment passed to the connection's backend.
     static let icmpForwarded = 10
-    static let dropBase = 11
+    /// RST or FIN segments outside their client's sequence window (`ForwarderCore.isInWindow`):
+    /// forwarded, the flow left as it was.
+    static let closesOutOfWindow = 11
+    static let dropBase = 12
     static let fixedCount = dropBase + DropReason.allCases.count
     static let perBackend = 4
 
@@ -187,7 +190,8 @@ public final class ForwarderCounters: @unchecked Sendable {
                               flowsExpired: load(Self.flowsExpired), flowsEvicted: load(Self.flowsEvicted),
                               flowsEnded: load(Self.flowsEnded), flowsClosing: load(Self.flowsClosing),
                               flowsAdopted: load(Self.flowsAdopted), resetsSent: load(Self.resetsSent),
-                              icmpForwarded: load(Self.icmpForwarded), drops: drops)
+                              icmpForwarded: load(Self.icmpForwarded), closesOutOfWindow: load(Self.closesOutOfWindow),
+                              drops: drops)
     }
 
     /// The running totals of backend `slot` on this worker.
@@ -258,6 +262,9 @@ public struct ForwarderStats: Sendable, Equatable {
     public var resetsSent: UInt64 = 0
     /// DSR: ICMP "too big" messages passed to the backend of the connection they are about.
     public var icmpForwarded: UInt64 = 0
+    /// RST or FIN segments outside their client's sequence window: forwarded to the backend
+    /// to judge, the flow left as it was (a forged reset cannot end it here).
+    public var closesOutOfWindow: UInt64 = 0
     public var drops: [DropReason: UInt64] = [:]
 
     /// Flows still open: what a shutdown drain waits for.
@@ -267,7 +274,7 @@ public struct ForwarderStats: Sendable, Equatable {
                 flowsCreated: UInt64 = 0, flowsActive: UInt64 = 0, flowsExpired: UInt64 = 0,
                 flowsEvicted: UInt64 = 0, flowsEnded: UInt64 = 0, flowsClosing: UInt64 = 0,
                 flowsAdopted: UInt64 = 0, resetsSent: UInt64 = 0, icmpForwarded: UInt64 = 0,
-                drops: [DropReason: UInt64] = [:]) {
+                closesOutOfWindow: UInt64 = 0, drops: [DropReason: UInt64] = [:]) {
         self.rxPackets = rxPackets
         self.rxBytes = rxBytes
         self.txPackets = txPackets
@@ -281,6 +288,7 @@ public struct ForwarderStats: Sendable, Equatable {
         self.flowsAdopted = flowsAdopted
         self.resetsSent = resetsSent
         self.icmpForwarded = icmpForwarded
+        self.closesOutOfWindow = closesOutOfWindow
         self.drops = drops
     }
 
@@ -295,7 +303,9 @@ public struct ForwarderStats: Sendable, Equatable {
                        flowsExpired: a.flowsExpired + b.flowsExpired, flowsEvicted: a.flowsEvicted + b.flowsEvicted,
                        flowsEnded: a.flowsEnded + b.flowsEnded, flowsClosing: a.flowsClosing + b.flowsClosing,
                        flowsAdopted: a.flowsAdopted + b.flowsAdopted, resetsSent: a.resetsSent + b.resetsSent,
-                       icmpForwarded: a.icmpForwarded + b.icmpForwarded, drops: a.drops.merging(b.drops, uniquingKeysWith: +))
+                       icmpForwarded: a.icmpForwarded + b.icmpForwarded,
+                       closesOutOfWindow: a.closesOutOfWindow + b.closesOutOfWindow,
+                       drops: a.drops.merging(b.drops, uniquingKeysWith: +))
     }
 }
 

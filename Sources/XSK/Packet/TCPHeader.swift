@@ -22,6 +22,9 @@ public struct TCPHeader {
         @inline(__always) nonmutating set { Wire.store16(base, 2, newValue) }
     }
 
+    /// The sequence number (host order).
+    @inlinable public var sequenceNumber: UInt32 { @inline(__always) get { Wire.load32(base, 4) } }
+
     /// Header length in bytes (data offset × 4).
     @inlinable public var headerLength: Int {
         @inline(__always) get { Int(base.load(fromByteOffset: 12, as: UInt8.self) >> 4) &* 4 }

@@ -56,9 +56,9 @@ struct RoutesFixture {
 
 /// A client frame to the fixture's VIP.
 func clientFrame(client: UInt32 = 0x0A4D_000A, port: UInt16, flags: UInt8, payload: [UInt8] = [],
-                 ipOptions: [UInt8] = []) -> [UInt8] {
+                 ipOptions: [UInt8] = [], seq: UInt32 = 1000) -> [UInt8] {
     TestFrames.ipv4TCP(src: client, dst: 0x0A4D_0064, sport: port, dport: 80, flags: flags, ipOptions: ipOptions,
-                       payload: payload)
+                       payload: payload, seq: seq)
 }
 
 let second: UInt64 = 1_000_000_000
