@@ -75,6 +75,27 @@ struct SequenceWindowTests {
         #expect(stats.flowsClosing == 1 && stats.closesOutOfWindow == 1)
     }
 
+    @Test("a segment far from the window (a burst lost before the balancer) still keeps its flow alive, changing nothing else; the client's retransmissions then carry the window on to it")
+    func aFarSegmentKeepsItsFlow() {
+        var dsr = Self.established()
+        let far = Self.isn &+ 101 &+ 3_000_000
+        dsr.beginBatch(now: 200 * second)
+        #expect(Self.send(TCPHeader.ack, seq: far, &dsr, batch: true) == .transmit)
+        for _ in 0..<2 { dsr.beginBatch(now: 400 * second) }
+        #expect(dsr.flowCount == 1, "refreshed at 200 s: established_timeout (300 s) has not passed since")
+        #expect(Self.send(TCPHeader.rst, seq: far, &dsr) == .transmit)
+        #expect(dsr.counters.snapshot().closesOutOfWindow == 1)
+        // The lost bytes come again, 1400 at a time; the window follows them to `far`.
+        var seq = Self.isn &+ 101
+        while seq &- (Self.isn &+ 101) < 3_000_000 {
+            #expect(Self.send(TCPHeader.ack, seq: seq, &dsr, batch: true) == .transmit)
+            seq &+= 1400
+        }
+        #expect(Self.send(TCPHeader.rst, seq: far, &dsr) == .transmit)
+        let stats = dsr.counters.snapshot()
+        #expect(stats.flowsClosing == 1 && stats.closesOutOfWindow == 1)
+    }
+
     @Test("a client that sends its SYN again with a new initial sequence number moves the window to it; an ACK far from it does not establish the flow")
     func aRepeatedSYNMovesTheWindow() {
         let fixture = RoutesFixture(balance: .wrr, count: 2)

@@ -58,7 +58,7 @@ public struct DSRForwarder: PacketHandler, FrameLookupBatching {
             let frame = frames[i]
             bytes &+= UInt64(truncatingIfNeeded: frame.length)
             let l = lookups[i]
-            if l.home >= 0, let e = steady.flow(l) {
+            if l.home >= 0, let e = steady.flow(l, frame: frame.base) {
                 let slot = e.pointee.backendSlot
                 EthernetHeader(frame.base).store(steady.backends[Int(slot)].ethernet)
                 steady.c.add(steady.c.backend(slot) &+ 2, UInt64(truncatingIfNeeded: frame.length))

@@ -11,8 +11,6 @@ struct FrameLookup {
     /// The client address (IPv4-mapped); for a reply, the NAT port (host order).
     var clientLo: UInt64
     var key: UInt32
-    /// The segment's sequence number as the frame holds it (network order).
-    var sequence: UInt32
 
     /// The frame takes the full path (`handle`).
     static let full = -1
@@ -20,11 +18,10 @@ struct FrameLookup {
     static let reply = -2
 
     @inline(__always)
-    init(home: Int, clientLo: UInt64 = 0, key: UInt32 = 0, sequence: UInt32 = 0) {
+    init(home: Int, clientLo: UInt64 = 0, key: UInt32 = 0) {
         self.home = home
         self.clientLo = clientLo
         self.key = key
-        self.sequence = sequence
     }
 }
 

@@ -85,7 +85,7 @@ public struct PassthroughForwarder: PacketHandler, FrameLookupBatching {
             let frame = frames[i]
             bytes &+= UInt64(truncatingIfNeeded: frame.length)
             let l = lookups[i]
-            if l.home >= 0, let e = steady.flow(l) {
+            if l.home >= 0, let e = steady.flow(l, frame: frame.base) {
                 Self.rewrite(frame.base, ipOffset: EthernetHeader.length, tcpOffset: EthernetHeader.length &+ 20,
                              length: frame.length, flow: e, backends: steady.backends, counters: steady.c)
                 verdicts[i] = .transmit
