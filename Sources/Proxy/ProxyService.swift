@@ -424,7 +424,7 @@ public final class ProxyService: Service, Sendable {
         }
         if takeover {
             if besideBound.withLock({ $0 }) > 0 { TakeoverMigration.note(logger: logger) }
-            logger.notice("takeover: listening with the convey being replaced; send it SIGTERM now (its open connections finish there; one that started this one on SIGUSR2 is told to stop once this one listens)")
+            logger.notice("takeover: listening with the convey being replaced")
         }
         // A reload applied while this bound (its prepare found nothing running yet): bind
         // what the snapshot published since then has in addition.

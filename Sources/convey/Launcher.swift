@@ -256,9 +256,14 @@ struct Launcher {
                 // sees its main process exit.
                 readiness.announce((takeover ? ["MAINPID=\(getpid())"] : [])
                                    + ["READY=1", "STATUS=proxy mode: \(frontends) frontend(s) listening"])
+                guard takeover else { return }
                 if let takenFrom, takenFrom == InPlaceReplacement.replaced() {
                     logger.notice("takeover: telling the convey this one replaces (pid \(takenFrom)) to stop (SIGTERM): its open connections finish there")
                     kill(takenFrom, SIGTERM)
+                } else {
+                    // A plain --takeover, or one whose predecessor handed nothing over: the
+                    // operator stops the old convey.
+                    logger.notice("takeover: the convey being replaced\(takenFrom.map { " is pid \($0)" } ?? " handed nothing over"); send it SIGTERM now: its open connections finish there")
                 }
             })
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },

@@ -46,6 +46,7 @@ extension EndToEndLabTests {
             #expect(old.output.contains("handed the listening sockets to the replacement (pid \(new))"), "\(old.output)")
             #expect(old.output.contains("took over frontend web's 2 listening socket(s) at 10.77.0.2:8000"), "the replacement's log: \(old.output)")
             #expect(old.output.contains("takeover: telling the convey this one replaces (pid \(old.pid)) to stop (SIGTERM)"), "\(old.output)")
+            #expect(!old.output.contains("send it SIGTERM now"), "the replacement stops the old one itself: \(old.output)")
             #expect(!notify.messages.contains { $0.contains("STOPPING=1") }, "no convey tells the unit it stops: \(notify.messages)")
             let atExit = tally.served.load(ordering: .relaxed)
             #expect(waitUntil(seconds: 5) { tally.served.load(ordering: .relaxed) >= atExit + 100 }, "served by the replacement")
