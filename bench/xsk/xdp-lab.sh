@@ -92,7 +92,7 @@ down() {
 wait_file() { # wait_file FILE PID WHAT
   for _ in $(seq 1 100); do
     [[ -e $1 ]] && return 0
-    kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready"
+    kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready: $(tail -3 "$(dirname "$1")/balancer.log" 2>/dev/null)"
     sleep 0.05
   done
   die "$3 not ready after 5 s"
@@ -155,7 +155,11 @@ start_balancer() {
   case $mode in
     direct) ;;
     c-reflector)
-      ip netns exec "$lb" "$tools/xskreflector" --iface veth0 --queue 0 --seconds $((seconds + 10)) --ready "$s/ready" \
+      # libxdp wants a bpffs; `ip netns exec` gives the command its own /sys without one
+      # (without it the reflector spins or exits before it is ready). Mounted in that private
+      # mount namespace only: the machine's own mounts are untouched.
+      ip netns exec "$lb" sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$@"' reflector \
+        "$tools/xskreflector" --iface veth0 --queue 0 --seconds $((seconds + 10)) --ready "$s/ready" \
         >"$s/balancer.out" 2>"$s/balancer.log" &
       pid=$!; echo $pid >"$s/balancer.pid"; wait_file "$s/ready" $pid "the C reflector" ;;
     swift-reflector)
@@ -206,12 +210,22 @@ stop_balancer() { # stop_balancer PREFIX MODE: stops it, prints its output (coun
   s=$(state "$prefix")
   if [[ -e $s/balancer.pid ]]; then
     pid=$(cat "$s/balancer.pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    # convey drains its open flows on SIGTERM (the generator's never close); SIGQUIT stops it
+    # at once, its XDP program detached, as the next mode needs the interface.
+    if [[ $mode == convey-* ]]; then kill -QUIT "$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "    $mode: still running 5 s after it was told to stop; killed" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
     rm -f "$s/balancer.pid"
     [[ -s $s/balancer.out ]] && echo "    $mode: $(tr '\n' ' ' <"$s/balancer.out")" >&2
+    # A program left on the lb's veth0 (a killed process) would keep the next mode off it.
+    if ip -n "$prefix-lb" link show veth0 2>/dev/null | grep -q "prog/xdp"; then
+      echo "    $mode: left an XDP program on the lb's veth0; removed" >&2
+      ip -n "$prefix-lb" link set veth0 xdp off 2>/dev/null || true
+    fi
   fi
   if [[ $mode == nft ]]; then
     local conntrack
