@@ -40,7 +40,7 @@ def next_sequence(sniffer, src, sport, dst, dport, deadline):
     """The sequence number after the last segment seen leaving src:sport for dst:dport."""
     found = None
     sniffer.settimeout(0.2)
-    while time.time() < deadline:
+    while time.monotonic() < deadline:
         try:
             frame = sniffer.recv(65535)
         except socket.timeout:
@@ -76,7 +76,7 @@ def main():
         if not chunk:
             sys.exit("forged_reset: the connection closed before its echo")
         echo += chunk
-    nxt = next_sequence(sniffer, src, sport, vip, port, time.time() + 3)
+    nxt = next_sequence(sniffer, src, sport, vip, port, time.monotonic() + 3)
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     for flags in (0x04, 0x14, 0x11):  # RST, RST+ACK, FIN+ACK
         raw.sendto(forged(src, vip, sport, port, (nxt + (1 << 30)) & 0xFFFFFFFF, flags), (vip, 0))

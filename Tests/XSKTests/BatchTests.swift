@@ -99,6 +99,58 @@ struct BatchTests {
         return flows
     }
 
+    @Test("sequence windows: segments that move the window on (past half of it), fall behind it, jump out of it, and RSTs and FINs in and out of it give the same verdicts, bytes and counters in batches as frame by frame",
+          arguments: [false, true])
+    func sequenceWindowsMatchFrameByFrame(passthrough: Bool) {
+        let fixture = RoutesFixture(balance: .wrr, count: 3)
+        var rng = TestRandom(seed: 23)
+        let flows = Self.randomFlows(200, &rng)
+        let isn = flows.map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) }
+        var sequence = isn
+        func round(_ flags: (Int) -> UInt8, advance: (Int) -> UInt32) -> [[UInt8]] {
+            var frames = flows.enumerated().map { i, f in
+                TestFrames.ipv4TCP(src: f.0, dst: Self.vip, sport: f.1, dport: 80, flags: flags(i),
+                                   payload: [UInt8](repeating: 1, count: i % 5 * 100), seq: sequence[i])
+            }
+            for i in flows.indices { sequence[i] &+= advance(i) }
+            frames.shuffle(using: &rng)
+            return frames
+        }
+        let steps: [(Int) -> UInt32] = [
+            { _ in 1 }, { i in UInt32(i % 3) * 300_000 }, { i in i % 4 == 0 ? 600_000 : 1400 },
+            { i in i % 5 == 0 ? 3_000_000 : 0 }, { i in i % 6 == 0 ? UInt32.max - 100_000 : 0 }, { _ in 0 },
+        ]
+        func check<H: PacketHandler>(_ single: inout H, _ batched: inout H, counters: (H) -> ForwarderStats) {
+            single.beginBatch(now: second)
+            batched.beginBatch(now: second)
+            for i in flows.indices { sequence[i] = isn[i] }
+            _ = Self.compare(round({ _ in TCPHeader.syn }, advance: { _ in 1 }), single: &single, batched: &batched, rng: &rng)
+            for step in steps {
+                _ = Self.compare(round({ _ in TCPHeader.ack }, advance: step), single: &single, batched: &batched, rng: &rng)
+            }
+            // RSTs and FINs: some at the client's number, some far from it.
+            _ = Self.compare(round({ i in i % 3 == 0 ? TCPHeader.rst : i % 3 == 1 ? TCPHeader.fin | TCPHeader.ack : TCPHeader.ack },
+                                   advance: { _ in 0 }), single: &single, batched: &batched, rng: &rng)
+            for i in flows.indices where i % 2 == 0 { sequence[i] &+= 0x4000_0000 }
+            _ = Self.compare(round({ i in i % 4 < 2 ? TCPHeader.rst : TCPHeader.fin | TCPHeader.ack }, advance: { _ in 0 }),
+                             single: &single, batched: &batched, rng: &rng)
+            let a = counters(single), b = counters(batched)
+            #expect(a == b)
+            #expect(a.closesOutOfWindow > 0 && a.flowsClosing > 0, "\(a)")
+        }
+        if passthrough {
+            let settings = ForwarderSettings(capacity: 4096, natAddress: .v4(Self.nat), natPorts: 61000...64999)
+            var single = PassthroughForwarder(settings: settings, routes: fixture.publisher, reverseMap: NATReverseMap())
+            var batched = PassthroughForwarder(settings: settings, routes: fixture.publisher, reverseMap: NATReverseMap())
+            check(&single, &batched) { $0.counters.snapshot() }
+        } else {
+            let settings = ForwarderSettings(capacity: 4096)
+            var single = DSRForwarder(settings: settings, routes: fixture.publisher)
+            var batched = DSRForwarder(settings: settings, routes: fixture.publisher)
+            check(&single, &batched) { $0.counters.snapshot() }
+        }
+    }
+
     @Test(arguments: [BalanceAlgorithm.maglev, .wrr])
     func dsrBatchesMatchFrameByFrame(balance: BalanceAlgorithm) {
         let fixture = RoutesFixture(balance: balance, count: 3)

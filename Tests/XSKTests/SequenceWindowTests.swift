@@ -60,8 +60,8 @@ struct SequenceWindowTests {
             #expect(Self.send(TCPHeader.ack, seq: seq, &dsr, batch: i % 2 == 0) == .transmit)
             seq &+= 1400
         }
-        // A forged segment far ahead (no RST or FIN: it takes the steady path) moves nothing,
-        // so a RST next to it is still outside.
+        // A forged segment far ahead (no RST or FIN: it misses the steady path's test and
+        // takes the full path) moves nothing, so a RST next to it is still outside.
         let forged = seq &+ 100_000_000
         #expect(Self.send(TCPHeader.ack, seq: forged, &dsr, batch: true) == .transmit)
         #expect(Self.send(TCPHeader.rst, seq: forged &+ 1, &dsr) == .transmit)
@@ -73,6 +73,30 @@ struct SequenceWindowTests {
         #expect(Self.send(TCPHeader.fin | TCPHeader.ack, seq: seq, &dsr) == .transmit)
         let stats = dsr.counters.snapshot()
         #expect(stats.flowsClosing == 1 && stats.closesOutOfWindow == 1)
+    }
+
+    @Test("the window's edges: a RST 1 MiB ahead of the anchor or 64 KiB behind it closes the flow, one a byte further does not")
+    func theWindowsEdges() {
+        // The anchor is the data segment's sequence number, isn + 1.
+        let anchor = Self.isn &+ 1
+        for (offset, closes) in [(Int64(1 << 20), true), (Int64(1 << 20) + 1, false),
+                                 (-Int64(1 << 16), true), (-Int64(1 << 16) - 1, false), (-60_000, true)] {
+            var dsr = Self.established()
+            let seq = UInt32(truncatingIfNeeded: Int64(anchor) + offset)
+            #expect(Self.send(TCPHeader.rst, seq: seq, &dsr) == .transmit)
+            let stats = dsr.counters.snapshot()
+            #expect(stats.flowsClosing == (closes ? 1 : 0) && stats.closesOutOfWindow == (closes ? 0 : 1),
+                    "RST at anchor \(offset >= 0 ? "+" : "")\(offset)")
+        }
+    }
+
+    @Test("a forged RST does not refresh its flow: the flow still expires on time")
+    func aForgedResetDoesNotRefresh() {
+        var dsr = Self.established()  // last segment at 1 s; established_timeout is 300 s
+        dsr.beginBatch(now: 290 * second)
+        #expect(Self.send(TCPHeader.rst, seq: Self.isn &+ 0x4000_0000, &dsr) == .transmit)
+        for _ in 0..<2 { dsr.beginBatch(now: 305 * second) }
+        #expect(dsr.flowCount == 0 && dsr.counters.snapshot().flowsExpired == 1)
     }
 
     @Test("a segment far from the window (a burst lost before the balancer) still keeps its flow alive, changing nothing else; the client's retransmissions then carry the window on to it")

@@ -33,8 +33,9 @@ public struct FlowEntry: Sendable {
     public var state: FlowState
     /// The client has sent FIN (passthrough closes the flow once the backend has too).
     var clientFinished = false
-    /// The sequence number (host order) of the client's latest segment within the window
-    /// (`ForwarderCore.isInWindow`): what a RST or FIN must be near to close the flow.
+    /// The anchor of the client's sequence window (host order): its SYN's sequence number,
+    /// moved on by the client's segments within the window (at most 512 KiB behind the
+    /// latest; see `ForwarderCore.isInWindow`). What a RST or FIN must be near to close the flow.
     var clientSequence: UInt32 = 0
 
     init(clientHi: UInt64, clientLo: UInt64, lastSeen: UInt64, backendSlot: UInt32, portAndVIP: UInt32,
