@@ -263,7 +263,8 @@ struct Launcher {
                 } else {
                     // A plain --takeover, or one whose predecessor handed nothing over: the
                     // operator stops the old convey.
-                    logger.notice("takeover: the convey being replaced\(takenFrom.map { " is pid \($0)" } ?? " handed nothing over"); send it SIGTERM now: its open connections finish there")
+                    let pid = takenFrom ?? InPlaceReplacement.replaced()
+                    logger.notice("takeover: the convey being replaced\(takenFrom == nil ? " handed nothing over" : "")\(pid.map { " (pid \($0))" } ?? ""); send it SIGTERM now: its open connections finish there")
                 }
             })
             return DataPlane(service: proxy, stats: { proxy.dataPlaneStats() },

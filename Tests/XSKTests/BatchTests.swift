@@ -107,7 +107,7 @@ struct BatchTests {
         let flows = Self.randomFlows(200, &rng)
         let isn = flows.map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) }
         var sequence = isn
-        func round(_ flags: (Int) -> UInt8, advance: (Int) -> UInt32) -> [[UInt8]] {
+        func segments(_ flags: (Int) -> UInt8, advance: (Int) -> UInt32) -> [[UInt8]] {
             var frames = flows.enumerated().map { i, f in
                 TestFrames.ipv4TCP(src: f.0, dst: Self.vip, sport: f.1, dport: 80, flags: flags(i),
                                    payload: [UInt8](repeating: 1, count: i % 5 * 100), seq: sequence[i])
@@ -124,15 +124,15 @@ struct BatchTests {
             single.beginBatch(now: second)
             batched.beginBatch(now: second)
             for i in flows.indices { sequence[i] = isn[i] }
-            _ = Self.compare(round({ _ in TCPHeader.syn }, advance: { _ in 1 }), single: &single, batched: &batched, rng: &rng)
+            _ = Self.compare(segments({ _ in TCPHeader.syn }, advance: { _ in 1 }), single: &single, batched: &batched, rng: &rng)
             for step in steps {
-                _ = Self.compare(round({ _ in TCPHeader.ack }, advance: step), single: &single, batched: &batched, rng: &rng)
+                _ = Self.compare(segments({ _ in TCPHeader.ack }, advance: step), single: &single, batched: &batched, rng: &rng)
             }
             // RSTs and FINs: some at the client's number, some far from it.
-            _ = Self.compare(round({ i in i % 3 == 0 ? TCPHeader.rst : i % 3 == 1 ? TCPHeader.fin | TCPHeader.ack : TCPHeader.ack },
+            _ = Self.compare(segments({ i in i % 3 == 0 ? TCPHeader.rst : i % 3 == 1 ? TCPHeader.fin | TCPHeader.ack : TCPHeader.ack },
                                    advance: { _ in 0 }), single: &single, batched: &batched, rng: &rng)
             for i in flows.indices where i % 2 == 0 { sequence[i] &+= 0x4000_0000 }
-            _ = Self.compare(round({ i in i % 4 < 2 ? TCPHeader.rst : TCPHeader.fin | TCPHeader.ack }, advance: { _ in 0 }),
+            _ = Self.compare(segments({ i in i % 4 < 2 ? TCPHeader.rst : TCPHeader.fin | TCPHeader.ack }, advance: { _ in 0 }),
                              single: &single, batched: &batched, rng: &rng)
             let a = counters(single), b = counters(batched)
             #expect(a == b)

@@ -89,10 +89,10 @@ down() {
   return 0
 }
 
-wait_file() { # wait_file FILE PID WHAT
+wait_file() { # wait_file FILE PID WHAT [LOG]: LOG's last lines are shown if PID exits first
   for _ in $(seq 1 100); do
     [[ -e $1 ]] && return 0
-    kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready: $(tail -3 "$(dirname "$1")/balancer.log" 2>/dev/null)"
+    kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready${4:+: $(tail -3 "$4" 2>/dev/null | tr '\n' ' ')}"
     sleep 0.05
   done
   die "$3 not ready after 5 s"
@@ -161,7 +161,7 @@ start_balancer() {
       ip netns exec "$lb" sh -c 'mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf; exec "$@"' reflector \
         "$tools/xskreflector" --iface veth0 --queue 0 --seconds $((seconds + 10)) --ready "$s/ready" \
         >"$s/balancer.out" 2>"$s/balancer.log" &
-      pid=$!; echo $pid >"$s/balancer.pid"; wait_file "$s/ready" $pid "the C reflector" ;;
+      pid=$!; echo $pid >"$s/balancer.pid"; wait_file "$s/ready" $pid "the C reflector" "$s/balancer.log" ;;
     swift-reflector)
       [[ -x $XSKREFLECT ]] || die "no XSKReflect at $XSKREFLECT (swift build -c release --product XSKReflect on the xsk branch)"
       ip netns exec "$lb" "$XSKREFLECT" --iface veth0 --queue 0 --seconds $((seconds + 10)) --vip "$VIP:80" \
@@ -210,7 +210,7 @@ stop_balancer() { # stop_balancer PREFIX MODE: stops it, prints its output (coun
   s=$(state "$prefix")
   if [[ -e $s/balancer.pid ]]; then
     pid=$(cat "$s/balancer.pid")
-    # convey drains its open flows on SIGTERM (the generator's never close); SIGQUIT stops it
+    # convey drains its open flows on SIGTERM (the generator's flows never close); SIGQUIT stops it
     # at once, its XDP program detached, as the next mode needs the interface.
     if [[ $mode == convey-* ]]; then kill -QUIT "$pid" 2>/dev/null || true; else kill -TERM "$pid" 2>/dev/null || true; fi
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
@@ -222,9 +222,14 @@ stop_balancer() { # stop_balancer PREFIX MODE: stops it, prints its output (coun
     rm -f "$s/balancer.pid"
     [[ -s $s/balancer.out ]] && echo "    $mode: $(tr '\n' ' ' <"$s/balancer.out")" >&2
     # A program left on the lb's veth0 (a killed process) would keep the next mode off it.
-    if ip -n "$prefix-lb" link show veth0 2>/dev/null | grep -q "prog/xdp"; then
-      echo "    $mode: left an XDP program on the lb's veth0; removed" >&2
+    if [[ $(ip -n "$prefix-lb" link show veth0 2>/dev/null) == *prog/xdp* ]]; then
       ip -n "$prefix-lb" link set veth0 xdp off 2>/dev/null || true
+      ip -n "$prefix-lb" link set veth0 xdpgeneric off 2>/dev/null || true
+      if [[ $(ip -n "$prefix-lb" link show veth0 2>/dev/null) == *prog/xdp* ]]; then
+        echo "    $mode: left an XDP program on the lb's veth0 that could not be removed" >&2
+      else
+        echo "    $mode: left an XDP program on the lb's veth0; removed" >&2
+      fi
     fi
   fi
   if [[ $mode == nft ]]; then

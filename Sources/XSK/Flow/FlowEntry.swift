@@ -4,10 +4,10 @@
 /// Key: client address (IPv4 in its IPv4-mapped IPv6 form), client port and frontend (VIP)
 /// index — together unique, since a VIP index names one address and port. Value: the backend
 /// slot (a `PacketRoutes` slot id, stable across routes swaps, and naming one address and
-/// port), the TCP state and its idle timeout, when a packet was last seen, and for
-/// passthrough the NAT port and the flow's rewrite, computed once when the flow starts: a
-/// flow changes the same fields to the same values in every packet, so its checksum
-/// differences are constants too.
+/// port), the TCP state and its idle timeout, when a packet was last seen, the anchor of the
+/// client's sequence window, and for passthrough the NAT port and the flow's rewrite,
+/// computed once when the flow starts: a flow changes the same fields to the same values in
+/// every packet, so its checksum differences are constants too.
 public struct FlowEntry: Sendable {
     public var clientHi: UInt64
     public var clientLo: UInt64
@@ -33,9 +33,11 @@ public struct FlowEntry: Sendable {
     public var state: FlowState
     /// The client has sent FIN (passthrough closes the flow once the backend has too).
     var clientFinished = false
-    /// The anchor of the client's sequence window (host order): its SYN's sequence number,
-    /// moved on by the client's segments within the window (at most 512 KiB behind the
-    /// latest; see `ForwarderCore.isInWindow`). What a RST or FIN must be near to close the flow.
+    /// The anchor of the client's sequence window (host order; see `ClientSequenceWindow.swift`):
+    /// the SYN's sequence number (a DSR flow taken up mid-connection: its first segment's),
+    /// moved on by the client's segments, at most half a window behind the latest. What a RST
+    /// or FIN must be near to close the flow. It fills the entry's last 4 bytes: a new field
+    /// needs room made elsewhere.
     var clientSequence: UInt32 = 0
 
     init(clientHi: UInt64, clientLo: UInt64, lastSeen: UInt64, backendSlot: UInt32, portAndVIP: UInt32,

@@ -257,7 +257,8 @@ struct ForwarderCore {
             guard found >= 0 else { return nil }
             let e = table.entry(at: found)
             // The sequence number is read here, not in the first pass: carried through the
-            // batch it costs a register over the loop (measured: 6 more instructions a packet).
+            // batch it costs a register over the loop (measured: passthrough 159.2 instead of
+            // 153.2 instructions a packet, DSR 137.3 instead of 136.3, storing per packet both ways).
             guard ForwarderCore.isSteady(e, now: now, backends: backends),
                   ForwarderCore.isNearWindow(e, sequence: TCPHeader(p + (EthernetHeader.length + 20)).sequenceNumber)
             else { return nil }
@@ -281,40 +282,6 @@ struct ForwarderCore {
                          backends: UnsafeMutablePointer<PacketRoutes.Backend>) -> Bool {
         e.pointee.state == .established && !isExpired(e, now: now)
             && backends[Int(e.pointee.backendSlot)].unusableBits == 0
-    }
-
-    /// How far past the client's latest segment (`FlowEntry.clientSequence`) a segment's
-    /// sequence number may lie and still be taken as the connection's: what the client can
-    /// have sent that the balancer has not seen (its last segment, a burst lost before the
-    /// balancer).
-    static let clientSequenceWindow: UInt32 = 1 << 20
-    /// How far before it: a keepalive probe or a retransmitted FIN, one byte back, or a
-    /// retransmission of what the client sent earlier.
-    static let clientSequenceBehind: UInt32 = 1 << 16
-
-    /// Whether `sequence` (host order) lies within the window around the client's latest
-    /// segment of flow `e`. A RST or FIN outside it is not the client's (a blind reset needs
-    /// the sequence number as well as the addresses and ports): it closes nothing here, and
-    /// the backend, which knows the connection's exact window, judges it (RFC 5961).
-    @inline(__always)
-    static func isInWindow(_ e: UnsafeMutablePointer<FlowEntry>, sequence: UInt32) -> Bool {
-        sequence &- e.pointee.clientSequence &+ clientSequenceBehind <= clientSequenceWindow &+ clientSequenceBehind
-    }
-
-    /// Moves flow `e`'s window on to `sequence` (host order) when it lies ahead within it: a
-    /// forged segment far from it cannot move it, nor does a retransmission move it back.
-    @inline(__always)
-    static func follow(_ e: UnsafeMutablePointer<FlowEntry>, sequence: UInt32) {
-        if sequence &- e.pointee.clientSequence <= clientSequenceWindow { e.pointee.clientSequence = sequence }
-    }
-
-    /// Whether `sequence` lies ahead of flow `e`'s window by at most half of it: the steady
-    /// path's test, which moves nothing (storing on every packet cost 2 more instructions). A
-    /// segment beyond it (once every 512 KiB the client sends, or a retransmission) takes the
-    /// full path, which moves the window on.
-    @inline(__always)
-    static func isNearWindow(_ e: UnsafeMutablePointer<FlowEntry>, sequence: UInt32) -> Bool {
-        sequence &- e.pointee.clientSequence <= clientSequenceWindow / 2
     }
 
     // MARK: Per batch
@@ -500,8 +467,8 @@ struct ForwarderCore {
     /// after counting why the frame is dropped. Updates the flow's state and last-seen time.
     ///
     /// Inlined into `handle` is only the steady state (an established flow, a segment that
-    /// neither opens nor closes it, within its idle time, to a usable backend: one store);
-    /// everything else goes to `trackOther`, out of line.
+    /// neither opens nor closes it, within its idle time, to a usable backend, near the
+    /// client's sequence window: one store); everything else goes to `trackOther`, out of line.
     ///
     /// `frame` is the frame's first byte: the slow path reads the client's MAC from it (and
     /// the VIP from the frontend), and a new flow's SYN checksum through `headers`, so the hot

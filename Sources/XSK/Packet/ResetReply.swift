@@ -23,7 +23,7 @@ public enum ResetReply {
         let dataOffset = Int(tcp.load(fromByteOffset: 12, as: UInt8.self) >> 4) * 4
         let segmentLength = max(0, frame.ipEnd - frame.tcpOffset - dataOffset)
             + (flags & TCPHeader.syn != 0 ? 1 : 0) + (flags & TCPHeader.fin != 0 ? 1 : 0)
-        let sequence = Wire.load32(tcp, 4)
+        let sequence = TCPHeader(tcp).sequenceNumber
         let acknowledgment = Wire.load32(tcp, 8)
 
         // Ethernet: back where it came from.

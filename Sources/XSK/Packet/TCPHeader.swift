@@ -1,5 +1,6 @@
 /// A view of a TCP header (RFC 9293) inside a frame: ports, flags and checksum are what the
-/// forwarders read and rewrite; options and payload are never touched.
+/// forwarders read and rewrite, the sequence number what they read to judge a RST or FIN;
+/// options and payload are never touched.
 public struct TCPHeader {
     public static let fin: UInt8 = 0x01
     public static let syn: UInt8 = 0x02
