@@ -64,18 +64,24 @@ def next_sequence(sniffer, src, sport, dst, dport, deadline):
     return found
 
 
+def read_exactly(conn, count, what):
+    """`count` bytes from `conn`, or exit naming `what` if it closes first."""
+    data = b""
+    while len(data) < count:
+        chunk = conn.recv(64)
+        if not chunk:
+            sys.exit("forged_reset: the connection was closed %s" % what)
+        data += chunk
+    return data
+
+
 def main():
     vip, port, idle = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     conn = socket.create_connection((vip, port), timeout=5)
     src, sport = conn.getsockname()
     conn.sendall(b"ECHO\nhold")
-    echo = b""
-    while len(echo) < 4:
-        chunk = conn.recv(64)
-        if not chunk:
-            sys.exit("forged_reset: the connection closed before its echo")
-        echo += chunk
+    read_exactly(conn, 4, "before its echo")
     nxt = next_sequence(sniffer, src, sport, vip, port, time.monotonic() + 3)
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     for flags in (0x04, 0x14, 0x11):  # RST, RST+ACK, FIN+ACK
@@ -83,12 +89,7 @@ def main():
     time.sleep(idle)
     try:
         conn.sendall(b"again")
-        echo = b""
-        while len(echo) < 5:
-            chunk = conn.recv(64)
-            if not chunk:
-                sys.exit("forged_reset: the connection was closed after the forged segments")
-            echo += chunk
+        echo = read_exactly(conn, 5, "after the forged segments")
     except OSError as e:
         sys.exit("forged_reset: the connection failed after the forged segments: %s" % e)
     if echo != b"again":

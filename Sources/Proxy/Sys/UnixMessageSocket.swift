@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Balancer
 import CLinux
 import SystemPackage
 
@@ -26,7 +27,7 @@ final class UnixMessageSocket: Sendable {
     static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
         try SocketCalls.setNonBlocking(socket.fd)
-        try socket.withAddress(name) { address, length throws(Errno) in
+        try UnixSocketAddress(abstract: name).withSockaddr { address, length throws(Errno) in
             guard Glibc.bind(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
         }
         guard Glibc.listen(socket.fd, backlog) == 0 else { throw Errno(rawValue: errno) }
@@ -38,7 +39,7 @@ final class UnixMessageSocket: Sendable {
     static func connected(to name: String, timeout: Duration) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
         socket.setTimeout(timeout)
-        try socket.withAddress(name) { address, length throws(Errno) in
+        try UnixSocketAddress(abstract: name).withSockaddr { address, length throws(Errno) in
             while Glibc.connect(socket.fd, address, length) != 0 {
                 if errno != EINTR { throw Errno(rawValue: errno) }
             }
@@ -138,23 +139,5 @@ final class UnixMessageSocket: Sendable {
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    /// `name` as an abstract `sockaddr_un` (a leading NUL, no terminator); `ENAMETOOLONG`
-    /// past the 107 bytes it holds.
-    private func withAddress(_ name: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(Errno) -> Void) throws(Errno) {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(name.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count + 1 <= capacity else { throw Errno.fileNameTooLong }
-        withUnsafeMutableBytes(of: &address.sun_path) { path in
-            path[0] = 0
-            for (i, b) in bytes.enumerated() { path[i + 1] = b }
-        }
-        let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + 1 + bytes.count)
-        try withUnsafePointer(to: &address) { pointer throws(Errno) in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { p throws(Errno) in try body(p, length) }
-        }
     }
 }

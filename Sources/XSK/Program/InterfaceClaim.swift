@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Balancer
 import CLinux
 import SystemPackage
 
@@ -21,18 +22,21 @@ final class InterfaceClaim {
     static func acquire(_ interface: NetworkInterface) throws(XSKError) -> InterfaceClaim {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .system(operation: "socket(AF_UNIX)", subject: interface.name, errno: .current) }
-        var address = Self.address(interface)
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + Self.name(interface).utf8.count)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        let address: UnixSocketAddress
+        do throws(Errno) {
+            address = try UnixSocketAddress(abstract: name(interface))
+        } catch {
+            close(fd)
+            throw .system(operation: "bind(@\(name(interface)))", subject: interface.name, errno: error)
         }
+        let bound = address.withSockaddr { bind(fd, $0, $1) }
         guard bound == 0, listen(fd, 4) == 0 else {
             let error = Errno.current
             close(fd)
             guard error == .addressInUse else {
                 throw .system(operation: "bind(@\(name(interface)))", subject: interface.name, errno: error)
             }
-            throw .interfaceInUse(interface: interface.name, pid: holder(interface, length: length))
+            throw .interfaceInUse(interface: interface.name, pid: holder(address))
         }
         return InterfaceClaim(fd)
     }
@@ -43,26 +47,13 @@ final class InterfaceClaim {
 
     static func name(_ interface: NetworkInterface) -> String { "convey/xdp/\(interface.index)" }
 
-    /// The abstract address (a leading NUL, then the name, unterminated).
-    private static func address(_ interface: NetworkInterface) -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { path in
-            for (i, byte) in name(interface).utf8.enumerated() where i + 1 < path.count { path[i + 1] = byte }
-        }
-        return address
-    }
-
-    /// The pid of the process holding the claim (its socket's peer credentials), if it answers.
-    private static func holder(_ interface: NetworkInterface, length: socklen_t) -> Int32? {
+    /// The pid of the process holding the claim at `address` (its socket's peer credentials),
+    /// if it answers.
+    private static func holder(_ address: UnixSocketAddress) -> Int32? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var address = Self.address(interface)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
-        }
-        guard connected == 0 else { return nil }
+        guard address.withSockaddr({ connect(fd, $0, $1) }) == 0 else { return nil }
         // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (Glibc's module hides it behind _GNU_SOURCE).
         var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
         var size = socklen_t(MemoryLayout.size(ofValue: credentials))

@@ -98,10 +98,11 @@ final class ConveyLab: @unchecked Sendable {
         return dataplane?["totals"] as? [String: Any] ?? [:]
     }
 
-    /// A frontend's `current_connections` from `/stats`, or nil when `/stats` does not answer.
-    func frontendOpenConnections(_ name: String) -> Int? {
+    /// Figure `key` of frontend `name` in `/stats` (as `current_connections`, `over_limit`),
+    /// or nil when `/stats` does not answer.
+    func frontendFigure(_ name: String, _ key: String) -> Int? {
         let frontend = (try? stats()["frontends"] as? [String: Any])?[name] as? [String: Any]
-        return frontend?["current_connections"] as? Int
+        return frontend?[key] as? Int
     }
 
     /// A drop counter from `dataplane.totals.drops`.

@@ -30,10 +30,8 @@ extension EndToEndLabTests {
             #expect(throws: (any Error).self, "a fifth connection is not let in") {
                 try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 1.5) }
             }
-            #expect(waitUntil(seconds: 5) {
-                let web = (try? lab.stats()["frontends"] as? [String: Any])?["web"] as? [String: Any]
-                return (web?["servers_full"] as? Int ?? 0) >= 2
-            }, "the frontend counts the dropped SYNs")
+            #expect(waitUntil(seconds: 5) { (lab.frontendFigure("web", "servers_full") ?? 0) >= 2 },
+                    "the frontend counts the dropped SYNs")
             #expect(try lab.drops("servers_full") >= 2)
             #expect(try lab.drops("no_backend") == 0)
             let metrics = try lab.lab.check("lb", ["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:7000/metrics"])
@@ -73,7 +71,7 @@ extension EndToEndLabTests {
             // The health checks bring both up; WHO's flows close (closing_timeout, then the
             // sweep) before the held one opens.
             #expect(waitUntil(seconds: 10) { (try? lab.fromClient { try LabClient.who(timeout: 1) }) != nil })
-            #expect(waitUntil(seconds: 10) { lab.frontendOpenConnections("web") == 0 },
+            #expect(waitUntil(seconds: 10) { lab.frontendFigure("web", "current_connections") == 0 },
                     "the frontend's flows end: \(String(describing: try? lab.stats()["frontends"]))")
             var held: LabClient?
             var lastError: (any Error)?
@@ -84,10 +82,8 @@ extension EndToEndLabTests {
             #expect(throws: (any Error).self, "a second connection is not let in") {
                 try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 1.5) }
             }
-            #expect(waitUntil(seconds: 5) {
-                let web = (try? lab.stats()["frontends"] as? [String: Any])?["web"] as? [String: Any]
-                return (web?["over_limit"] as? Int ?? 0) >= 2
-            }, "the frontend counts the dropped SYNs")
+            #expect(waitUntil(seconds: 5) { (lab.frontendFigure("web", "over_limit") ?? 0) >= 2 },
+                    "the frontend counts the dropped SYNs")
             #expect(try lab.drops("over_limit") >= 2)
             held?.shutdownWrite()
             _ = try held?.readToEnd()

@@ -13,10 +13,7 @@ extension EndToEndLabTests {
         try ConveyLab.with(mode: "dsr", backends: 1, config: denied) { lab in
             #expect((try? lab.fromClient { try LabClient.who(timeout: 1) }) == nil, "the denied client gets no connection")
             #expect(waitUntil(seconds: 5) { ((try? lab.drops("denied")) ?? 0) >= 1 }, "\(String(describing: try? lab.forwarderTotals()))")
-            #expect(waitUntil(seconds: 5) {
-                let web = ((try? lab.stats())?["frontends"] as? [String: Any])?["web"] as? [String: Any]
-                return (web?["denied"] as? Int ?? 0) >= 1
-            })
+            #expect(waitUntil(seconds: 5) { (lab.frontendFigure("web", "denied") ?? 0) >= 1 })
             try lab.rewriteConfig(base)
             var answer: (name: String, peer: String)?
             #expect(waitUntil(seconds: 10) {
