@@ -82,8 +82,13 @@ int main(int argc, char **argv) {
     size_t area_size = (size_t)FRAMES * FRAME_SIZE;
     void *area = mmap(NULL, area_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED) { perror("reflector: mmap"); return 1; }
-    struct xsk_ring_prod fill, tx;
-    struct xsk_ring_cons comp, rx;
+    /* Zeroed: libxdp leaves the rings' cached producer/consumer indices as it finds them
+       (its own samples calloc these). From the stack, a garbage cached index on COMPLETION
+       made the first peek return thousands of entries the kernel never wrote; those frames
+       went back to FILL twice, FILL overflowed and the reflector stopped receiving
+       (rx=8064 in most runs: the "0.001 Mpps" samples). */
+    struct xsk_ring_prod fill = {0}, tx = {0};
+    struct xsk_ring_cons comp = {0}, rx = {0};
     struct xsk_umem *umem;
     struct xsk_umem_config ucfg = {.fill_size = FRAMES, .comp_size = FRAMES, .frame_size = FRAME_SIZE,
                                    .frame_headroom = 0, .flags = 0};
@@ -112,7 +117,7 @@ int main(int argc, char **argv) {
         __u32 cidx, fidx;
         __u32 done = xsk_ring_cons__peek(&comp, BATCH, &cidx);
         if (done) {
-            while (xsk_ring_prod__reserve(&fill, done, &fidx) != done) { if (stop) goto out; }
+            if (xsk_ring_prod__reserve(&fill, done, &fidx) != done) goto broken;
             for (__u32 i = 0; i < done; i++)
                 *xsk_ring_prod__fill_addr(&fill, fidx + i) = *xsk_ring_cons__comp_addr(&comp, cidx + i);
             xsk_ring_prod__submit(&fill, done);
@@ -137,7 +142,7 @@ int main(int argc, char **argv) {
                 t->addr = d->addr;
                 t->len = d->len;
             } else {
-                while (xsk_ring_prod__reserve(&fill, 1, &fidx) != 1) { if (stop) goto out; }
+                if (xsk_ring_prod__reserve(&fill, 1, &fidx) != 1) goto broken;
                 *xsk_ring_prod__fill_addr(&fill, fidx) = d->addr;
                 xsk_ring_prod__submit(&fill, 1);
                 dropped++;
@@ -146,18 +151,23 @@ int main(int argc, char **argv) {
         xsk_ring_cons__release(&rx, got);
         if (room) xsk_ring_prod__submit(&tx, got);
         /* A full TX ring is kicked too: in copy mode each sendto sends a few dozen frames, and
-           a ring left full while RX keeps arriving was not kicked again. (Some runs still stop
-           receiving after a few thousand frames: not understood yet.) */
+           a ring left full while RX keeps arriving was not kicked again. */
         if (!room || xsk_ring_prod__needs_wakeup(&tx)) sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
     }
-out:
-    /* A FILL ring that stays full (the kernel took no frame) spun here forever before: the
-       signal now ends the wait, so the driver's SIGTERM stops the reflector and its program. */
     printf("rx=%llu\ntx=%llu\ndropped=%llu\n", received, sent, dropped);
     xsk_socket__delete(xsk);
     xsk_umem__delete(umem);
     munmap(area, area_size);
     return 0;
+broken:
+    /* FILL holds every frame at most once, so it always has room for one coming back; no
+       room means a frame came back twice. Stop with an error rather than report a rate. */
+    fprintf(stderr, "reflector: FILL ring full while returning a frame (a frame came back twice) after rx=%llu tx=%llu\n",
+            received, sent);
+    xsk_socket__delete(xsk);
+    xsk_umem__delete(umem);
+    munmap(area, area_size);
+    return 1;
 usage:
     fprintf(stderr, "usage: reflector --iface IF [--queue N] --seconds S(<=3600) [--ready FILE]\n");
     return 2;

@@ -218,8 +218,13 @@ stop_balancer() { # stop_balancer PREFIX MODE: stops it, prints its output (coun
       echo "    $mode: still running 5 s after it was told to stop; killed" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi
-    wait "$pid" 2>/dev/null || true
+    local rc=0
+    wait "$pid" 2>/dev/null || rc=$?
     rm -f "$s/balancer.pid"
+    # A reflector that ends with an error before it is stopped has no rate worth reporting.
+    if [[ $mode == *-reflector && $rc -ne 0 && $rc -ne 143 ]]; then
+      balancer_failure="$mode exited with status $rc: $(tail -2 "$s/balancer.log" | tr '\n' ' ')"
+    fi
     [[ -s $s/balancer.out ]] && echo "    $mode: $(tr '\n' ' ' <"$s/balancer.out")" >&2
     # A program left on the lb's veth0 (a killed process) would keep the next mode off it.
     if [[ $(ip -n "$prefix-lb" link show veth0 2>/dev/null) == *prog/xdp* ]]; then
@@ -282,7 +287,9 @@ packets() {
         "${traffic[@]}") \
     || die "generator failed"
   sleep 0.3 # in-flight frames
+  balancer_failure=""
   stop_balancer "$prefix" "$mode"
+  [[ -z $balancer_failure ]] || die "$balancer_failure"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   trap - EXIT
