@@ -17,8 +17,8 @@ import Synchronization
 ///     gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 /// try await group.run()
 /// ```
-/// `run()` binds one `SO_REUSEPORT` listener per frontend of the snapshot current at that moment
-/// for each of `settings.workers` event loops (0: one per online CPU), and throws
+/// `run()` binds one listening socket per frontend of the snapshot current at that moment,
+/// shared by the `settings.workers` event loops (0: one per online CPU; see `Listener`), and throws
 /// `ProxyError.bindFailed` naming the frontend and address if any bind fails, before any
 /// traffic is taken. The loops run on their own threads. On graceful shutdown (SIGTERM through
 /// the service group) each loop closes its listeners, lets connections finish for up to their
@@ -193,7 +193,7 @@ public final class ProxyService: Service, Sendable {
     }
 
     /// Readies the listeners a reload to `frontends` needs, before it is applied: for each new
-    /// frontend or new listen address, one `SO_REUSEPORT` listener per loop (as at start),
+    /// frontend or new listen address, one listening socket shared by the loops (as at start),
     /// handed to the loops, which take them up when they adopt the snapshot that has them.
     /// Throws every `.bindFailed` (each naming its frontend and address), with nothing left
     /// bound, when some cannot be had (the reload is then refused and nothing changes). Listeners of frontends
@@ -295,18 +295,17 @@ public final class ProxyService: Service, Sendable {
             besideBound.withLock { $0 += 1 }
             return
         }
-        var text = "takeover: took over frontend \(key.frontend)'s \(adopted.taken) listening socket(s) at \(key.address) from the convey being replaced (pid \(pid))"
-        if adopted.boundBeside > 0 { text += ", and bound \(adopted.boundBeside) more beside them for this convey's \(loops) loops" }
-        logger.notice("\(text)")
+        logger.notice("takeover: took over frontend \(key.frontend)'s \(adopted.taken) listening socket(s) at \(key.address) from the convey being replaced (pid \(pid)), shared by this convey's \(loops) loop(s)")
         if adopted.leftToClose > 0 {
-            logger.warning("takeover: frontend \(key.frontend): the convey being replaced handed \(received - adopted.invalid) socket(s), this one runs \(loops) loop(s): the other \(adopted.leftToClose) close when it stops")
+            logger.warning("takeover: frontend \(key.frontend): the convey being replaced handed \(adopted.taken + adopted.leftToClose) socket(s), one per loop, and this one runs \(loops) loop(s): the other \(adopted.leftToClose) close when it stops")
             besideBound.withLock { $0 += 1 }
         }
     }
 
     /// Copies of every loop's listening sockets, by frontend address, for a takeover's
-    /// handover. Refused rather than partial (a loop that does not answer, or cannot copy):
-    /// a socket left out would close with this convey.
+    /// handover: one per socket (the loops share one per frontend, see `Listener`). Refused
+    /// rather than partial (a loop that does not answer, or cannot copy): a socket left out
+    /// would close with this convey.
     private func listenerOffers() throws(HandoverRefusal) -> [HandoverServer.Offer] {
         guard case .running(let running) = phase.withLock({ $0 }), !running.draining else {
             throw HandoverRefusal(reason: "it is stopping (its listeners are closing)")
@@ -315,6 +314,7 @@ public final class ProxyService: Service, Sendable {
         binding.withLock { _ in awaitAdoption(of: snapshots.generation, by: running.controls) }
         var order: [Endpoint] = []
         var byAddress: [Endpoint: [Int32]] = [:]
+        var seen: Set<SocketIdentity> = []
         func giveUp(_ reason: String) -> HandoverRefusal {
             for fds in byAddress.values { for fd in fds { SocketCalls.close(fd) } }
             return HandoverRefusal(reason: reason)
@@ -325,6 +325,10 @@ public final class ProxyService: Service, Sendable {
             }
             guard let copies = answer else { throw giveUp("its event loop \(c.index) could not copy its listeners (out of descriptors?)") }
             for copy in copies {
+                if let identity = SocketCalls.identity(copy.fd), !seen.insert(identity).inserted {
+                    SocketCalls.close(copy.fd) // another loop's descriptor of a socket already offered
+                    continue
+                }
                 if byAddress[copy.address] == nil { order.append(copy.address) }
                 byAddress[copy.address, default: []].append(copy.fd)
             }

@@ -22,6 +22,7 @@ static const uint32_t CL_EPOLLOUT = 0x004;
 static const uint32_t CL_EPOLLERR = 0x008;
 static const uint32_t CL_EPOLLHUP = 0x010;
 static const uint32_t CL_EPOLLRDHUP = 0x2000;
+static const uint32_t CL_EPOLLEXCLUSIVE = 1u << 28;
 static const uint32_t CL_EPOLLET = 1u << 31;
 
 int cl_epoll_create(void);

@@ -7,8 +7,9 @@ import Logging
 import SystemPackage
 import Synchronization
 
-/// One proxy event loop: a thread of its own, its own epoll, its own `SO_REUSEPORT` listener per
-/// frontend, its own connections and pipes. Loops share nothing but the snapshot publisher and
+/// One proxy event loop: a thread of its own, its own epoll, its own descriptor of each
+/// frontend's listening socket (shared by the loops, see `Listener`), its own connections and
+/// pipes. Loops share nothing but the snapshot publisher and
 /// the (atomic) counters, so nothing on the data path takes a lock.
 ///
 /// ## A connection's life
@@ -199,7 +200,7 @@ final class EventLoop {
         do {
             try epoll.add(wake, events: Epoll.readInterest, token: Self.token(.wake, 0, 0))
             for (i, (_, listener)) in listening.enumerated() {
-                try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, i, 0))
+                try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, i, 0))
             }
         } catch {
             // The listeners are not the loop's yet: the caller closes them.
@@ -310,6 +311,7 @@ final class EventLoop {
         // With a limit, a place is taken before each `accept`, so loops accepting at once
         // never exceed it together.
         let reserved = limit > 0
+        var acceptedAny = false
         while true {
             if reserved && !counters.reservePlace(limit: limit) {
                 frontends[f].atLimit = true
@@ -327,14 +329,33 @@ final class EventLoop {
             }
             guard let fd = accepted else {
                 if reserved { counters.connectionClosed() }
+                if acceptedAny { yieldListener(f, listener) }
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
                 frontends[f].waitCounted = false
                 return
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
+            acceptedAny = true
             arrival = false
             admit(fd, peer: peer, frontend: f, reserved: reserved)
+        }
+    }
+
+    /// Moves this loop to the back of the shared listening socket's wait queue, after it has
+    /// accepted clients: `EPOLLEXCLUSIVE` wakes the first loop of that queue that waits in
+    /// `epoll_wait`, so without this the first loop to register would take every client that
+    /// arrives while it is idle, and the others only what comes while it is busy. Re-adding
+    /// puts the registration last; a client queued meanwhile is reported by the add itself.
+    /// Two `epoll_ctl` calls per batch of accepts.
+    private func yieldListener(_ f: Int, _ listener: Listener) {
+        epoll.remove(listener.fd)
+        do {
+            try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
+        } catch {
+            logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
+                         metadata: ["frontend": "\(frontends[f].name)"])
+            closeListener(f)
         }
     }
 
@@ -1162,7 +1183,7 @@ final class EventLoop {
     private func listen(_ f: Int, on listener: Listener) {
         closeListener(f)
         do {
-            try epoll.add(listener.fd, events: Epoll.readInterest, token: Self.token(.listener, f, 0))
+            try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
         } catch {
             logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
                          metadata: ["frontend": "\(frontends[f].name)"])

@@ -17,8 +17,12 @@ final class Epoll {
 
     /// The full edge-triggered interest set of a proxied socket.
     static let socketInterest: UInt32 = CL_EPOLLIN | CL_EPOLLOUT | CL_EPOLLRDHUP | CL_EPOLLET
-    /// Readability only, edge-triggered: listeners and the wake-up eventfd.
+    /// Readability only, edge-triggered: the wake-up eventfd.
     static let readInterest: UInt32 = CL_EPOLLIN | CL_EPOLLET
+    /// A listening socket shared by every loop: readability, edge-triggered, and
+    /// `EPOLLEXCLUSIVE`, so a new client wakes one loop waiting in `epoll_wait` rather than all
+    /// of them (loops busy at that moment see it at their next wait). See `Listener`.
+    static let listenerInterest: UInt32 = CL_EPOLLIN | CL_EPOLLET | CL_EPOLLEXCLUSIVE
 
     /// `epoll_create1(EPOLL_CLOEXEC)` with room for `capacity` events per wait.
     init(capacity: Int = 256) throws(Errno) {

@@ -88,6 +88,21 @@ enum SocketCalls {
         return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
     }
 
+    /// `fcntl(F_DUPFD_CLOEXEC)`: another descriptor for the same open socket.
+    static func duplicate(_ fd: Int32) throws(Errno) -> Int32 {
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { throw Errno(rawValue: errno) }
+        return copy
+    }
+
+    /// What a socket is, whatever descriptor refers to it (`fstat`'s device and inode): two
+    /// descriptors with one identity are copies of one socket. nil when `fstat` fails.
+    static func identity(_ fd: Int32) -> SocketIdentity? {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        return SocketIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
     /// Sets `O_NONBLOCK`. It belongs to the open file description: every process holding the
     /// socket (after a takeover's handover) sees it.
     static func setNonBlocking(_ fd: Int32) throws(Errno) {
@@ -157,4 +172,10 @@ enum SocketCalls {
             throw Errno(rawValue: e)
         }
     }
+}
+
+/// A socket's identity across descriptors and processes (see `SocketCalls.identity`).
+struct SocketIdentity: Hashable, Sendable {
+    var device: UInt64
+    var inode: UInt64
 }

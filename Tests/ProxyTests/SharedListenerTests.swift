@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Balancer
+@testable import Proxy
+import Testing
+
+extension ProxyTests {
+    /// One listening socket per frontend, shared by the event loops (see `Listener`).
+    @Suite struct SharedListener {
+        static let loopback = Endpoint(address: .v4(0x7F00_0001), port: 0)
+
+        static func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
+
+        @Test("a frontend's listeners are descriptors of one socket, one per loop: one listening socket on the port")
+        func oneSocketPerFrontend() throws {
+            let group = try Listener.bindGroup(ListenerKey(frontend: "web", address: Self.loopback), count: 3, notSentLowWater: 0)
+            defer { for l in group { SocketCalls.close(l.fd) } }
+            #expect(group.count == 3)
+            #expect(Set(group.map(\.fd)).count == 3, "each loop closes its own descriptor")
+            #expect(Set(group.compactMap { SocketCalls.identity($0.fd) }).count == 1, "one socket")
+            #expect(Set(group.map(\.address)).count == 1 && group[0].address.port != 0)
+            #expect(TakeoverHandover.listeningSockets(port: group[0].address.port) == 1)
+        }
+
+        @Test("sockets handed by a convey that gave each loop its own (SO_REUSEPORT) are all served, shared out among this convey's loops; copies of one count once; those beyond the loops are closed")
+        func adoptsOneSocketPerLoopFromAnOlderConvey() throws {
+            let first = try Listener.bind(frontend: "web", address: Self.loopback)
+            let key = ListenerKey(frontend: "web", address: first.address)
+            let second = try Listener.bind(frontend: "web", address: first.address)
+            let copyOfFirst = try SocketCalls.duplicate(first.fd)
+            #expect(SocketCalls.identity(first.fd) != SocketCalls.identity(second.fd), "two sockets in one SO_REUSEPORT group")
+
+            let three = try Listener.adoptGroup(key, sockets: [first.fd, copyOfFirst, second.fd], count: 3, owner: getuid(),
+                                                networkNamespace: 0, notSentLowWater: 0)
+            #expect(three.taken == 2 && three.leftToClose == 0 && three.invalid == 0)
+            #expect(three.listeners.count == 3)
+            #expect(Set(three.listeners.compactMap { SocketCalls.identity($0.fd) }).count == 2, "both sockets served")
+            // The copy of a socket already taken is closed (its number may serve a listener since).
+            #expect(!Self.isOpen(copyOfFirst) || three.listeners.map(\.fd).contains(copyOfFirst), "the copy is closed")
+            #expect(TakeoverHandover.listeningSockets(port: key.address.port) == 2, "nothing bound beside them")
+            for l in three.listeners { SocketCalls.close(l.fd) }
+            #expect(TakeoverHandover.listeningSockets(port: key.address.port) == 0)
+
+            let a = try Listener.bind(frontend: "web", address: key.address)
+            let b = try Listener.bind(frontend: "web", address: key.address)
+            let one = try Listener.adoptGroup(key, sockets: [a.fd, b.fd], count: 1, owner: getuid(), networkNamespace: 0,
+                                              notSentLowWater: 0)
+            #expect(one.taken == 1 && one.leftToClose == 1 && one.listeners.map(\.fd) == [a.fd])
+            #expect(!Self.isOpen(b.fd), "the socket beyond this convey's loops is closed here")
+            for l in one.listeners { SocketCalls.close(l.fd) }
+        }
+
+        @Test("clients arriving one after another while the loops are idle are taken by the loops in turn")
+        func idleLoopsTakeClientsInTurn() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], workers: 2)
+            let address = try await proxy.start()
+            var clients: [TestSocket] = []
+            defer { for c in clients { c.close() } }
+            for i in 1...10 {
+                clients.append(try TestSocket.connect(to: address))
+                #expect(await eventually { proxy.service.status().loops.reduce(0) { $0 + $1.acceptedTotal } == i })
+            }
+            #expect(await eventually { proxy.service.status().openConnections == 10 })
+            let perLoop = proxy.service.status().loops.map(\.openConnections)
+            // In turn: 5 and 5. A loop that was awake at an arrival (its periodic sweep) may
+            // take a client out of turn.
+            #expect(perLoop.count == 2 && perLoop.allSatisfy { $0 >= 4 }, "open connections per loop: \(perLoop)")
+            for c in clients { c.close() }
+            clients = []
+            #expect(await eventually { proxy.service.status().openConnections == 0 })
+            try await proxy.stop()
+        }
+    }
+}
