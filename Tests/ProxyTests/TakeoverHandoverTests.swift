@@ -173,6 +173,42 @@ extension ProxyTests {
             try await new.stop()
         }
 
+        @Test("while the replaced proxy is at its frontend's max_connections, the new one takes the clients that arrive (the shared socket's wake-ups pass over loops that cannot accept), and after the old one stops too")
+        func oldOneAtItsLimit() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let name = Self.uniqueName()
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                   frontend: { $0.listen = address; $0.maxConnections = 1 }, handoverName: name)
+            try await old.start()
+            let held = try TestSocket.connect(to: address, timeout: 5)
+            try held.send("held")
+            #expect(try held.receive(exactly: 4) == Array("held".utf8))
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                   frontend: { $0.listen = address; $0.maxConnections = 1 }, takeover: true, handoverName: name)
+            try await new.start()
+            // The old one is full: each of these is the new one's (one at a time: its limit is 1).
+            for i in 0..<5 {
+                let client = try TestSocket.connect(to: address, timeout: 5)
+                client.setTimeout(5)
+                try client.send("c\(i)")
+                #expect(try client.receive(exactly: 2) == Array("c\(i)".utf8), "client \(i) served while the old proxy is full")
+                client.close()
+                #expect(await eventually { new.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            }
+            #expect(new.counters().totalConnections.load(ordering: .relaxed) == 5)
+            #expect(old.counters().totalConnections.load(ordering: .relaxed) == 1)
+            held.close()
+            try await old.stop()
+            let after = try TestSocket.connect(to: address, timeout: 5)
+            after.setTimeout(5)
+            try after.send("after")
+            #expect(try after.receive(exactly: 5) == Array("after".utf8))
+            after.close()
+            try await new.stop()
+        }
+
         @Test("with no convey answering, a takeover binds beside whatever listens there and says why, naming tcp_migrate_req")
         func nobodyAnswers() async throws {
             let server = try TestServer.echo()

@@ -90,9 +90,12 @@ public final class FrontendCounters: Sendable {
     /// Clients closed at once because no server could take them (none up, or all refused).
     public let noBackend = Atomic<Int64>(0)
     /// Times clients found the frontend at `max_connections` and waited: proxy mode, in the
-    /// kernel's listen queue until connections closed (once per listener and episode: until
-    /// its queue emptied); the AF_XDP modes, each SYN dropped (the client sends it again).
+    /// kernel's listen queue until connections closed (once per episode: until its queue
+    /// emptied); the AF_XDP modes, each SYN dropped (the client sends it again).
     public let overLimit = Atomic<Int64>(0)
+    /// Proxy mode: an `overLimit` episode is counted and its listen queue not yet seen empty
+    /// (set and cleared by whichever event loop sees it: they share the listening socket).
+    public let overLimitEpisode = Atomic<Bool>(false)
     /// New connections refused by the frontend's `allow` / `deny` lists.
     public let denied = Atomic<Int64>(0)
     /// Clients waiting now for a place at a server with `max_connections` (proxy mode).

@@ -101,10 +101,12 @@ extension Listener {
     }
 
     /// `count` listeners made of the distinct `sockets`: each of the first `count` once, then
-    /// copies in turn, so that every socket is served and every loop has one. Throws with
-    /// nothing left open (the `sockets` included).
+    /// copies in turn, so that every socket is served and every loop has one (sockets beyond
+    /// `count` are closed). Throws with nothing left open (the `sockets` included).
     private static func shared(_ sockets: [Listener], count: Int, frontend: String) throws(ProxyError) -> [Listener] {
-        var listeners = Array(sockets.prefix(count))
+        for extra in sockets.dropFirst(max(count, 1)) { SocketCalls.close(extra.fd) }
+        let sockets = Array(sockets.prefix(max(count, 1)))
+        var listeners = sockets
         do {
             while listeners.count < count {
                 let original = sockets[listeners.count % sockets.count]
@@ -112,7 +114,6 @@ extension Listener {
             }
         } catch {
             for l in listeners { SocketCalls.close(l.fd) }
-            for l in sockets.dropFirst(count) { SocketCalls.close(l.fd) }
             throw .bindFailed(frontend: frontend, address: sockets[0].address, errno: error)
         }
         return listeners
@@ -170,17 +171,21 @@ extension Listener {
         for fd in sockets {
             let identity = SocketCalls.identity(fd)
             if let identity, seen.contains(identity) {
-                SocketCalls.close(fd) // another descriptor of a socket already taken
-            } else if distinct.count == count {
-                SocketCalls.close(fd)
-                group.leftToClose += 1
-            } else if let listener = adopt(fd, at: key.address, owner: owner, networkNamespace: networkNamespace,
-                                           notSentLowWater: notSentLowWater) {
-                distinct.append(listener)
-                if let identity { seen.insert(identity) }
-            } else {
+                SocketCalls.close(fd) // another descriptor of a socket already counted
+                continue
+            }
+            guard let listener = adopt(fd, at: key.address, owner: owner, networkNamespace: networkNamespace,
+                                       notSentLowWater: notSentLowWater) else {
                 SocketCalls.close(fd)
                 group.invalid += 1
+                continue
+            }
+            if let identity { seen.insert(identity) }
+            if distinct.count == count {
+                SocketCalls.close(fd)
+                group.leftToClose += 1
+            } else {
+                distinct.append(listener)
             }
         }
         group.taken = distinct.count

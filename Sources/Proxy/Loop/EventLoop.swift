@@ -55,6 +55,11 @@ final class EventLoop {
         var key: ListenerKey
         var name: String { key.frontend }
         var listener: Listener?
+        /// `listener` is in this loop's epoll. A loop that cannot accept (`atLimit`,
+        /// `acceptStalled`, accepting paused) takes it out, so that the shared socket's
+        /// exclusive wake-ups go to loops (or, after a takeover, processes) that can; it is put
+        /// back once accepting works again (see `acceptAll`).
+        var listening = false
         /// This loop's connections of this frontend (to know when the entry is free again).
         var connections = 0
         /// `accept` failed (out of descriptors or memory) with clients still queued: retried
@@ -64,8 +69,6 @@ final class EventLoop {
         /// when one of its connections closes (here at once, in another loop by the next
         /// sweep) and the episode ends when the queue is empty.
         var atLimit = false
-        /// A client arrived while `atLimit` and waits in the queue: this episode is counted.
-        var waitCounted = false
         /// Nil once the frontend disappeared from the snapshot (new clients are then closed).
         var route: FrontendRoute?
         var scheduler: Scheduler?
@@ -206,7 +209,11 @@ final class EventLoop {
             // The listeners are not the loop's yet: the caller closes them.
             throw .loopSetupFailed(what: "epoll_ctl", errno: error)
         }
-        self.frontends = listening.map { route, listener in LoopFrontend(route, listener: listener) }
+        self.frontends = listening.map { route, listener in
+            var frontend = LoopFrontend(route, listener: listener)
+            frontend.listening = true
+            return frontend
+        }
     }
 
     deinit {
@@ -294,8 +301,8 @@ final class EventLoop {
 
     // MARK: - Accept
 
-    /// Accepts frontend `f`'s queued clients. `arrival`: called for the listener's readiness
-    /// (a client arrived), not as a retry.
+    /// Accepts frontend `f`'s queued clients. `arrival`: a client is known to wait (the
+    /// listener's readiness, or a sweep that found one queued), not a plain retry.
     private func acceptAll(frontend f: Int, arrival: Bool = false) {
         // Full before accepting anything on an arrival: that client waits. Full after
         // accepting some: the limit was reached, nobody is known to wait.
@@ -303,6 +310,7 @@ final class EventLoop {
         guard let listener = frontends[f].listener else { return }
         guard !acceptPaused else {
             frontends[f].acceptStalled = true
+            withdrawListener(f)
             return
         }
         var peer = sockaddr_storage()
@@ -315,24 +323,25 @@ final class EventLoop {
         while true {
             if reserved && !counters.reservePlace(limit: limit) {
                 frontends[f].atLimit = true
-                if arrival && !frontends[f].waitCounted {
-                    frontends[f].waitCounted = true
+                if arrival && counters.overLimitEpisode.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
                     counters.overLimit.wrappingAdd(1, ordering: .relaxed)
                 }
+                withdrawListener(f)
                 return
             }
             let accepted: Int32?
             do { accepted = try SocketCalls.accept(listener.fd, peer: &peer) } catch {
                 if reserved { counters.connectionClosed() }
                 acceptFailed(f, listener: listener, error)
+                withdrawListener(f)
                 return
             }
             guard let fd = accepted else {
                 if reserved { counters.connectionClosed() }
-                if acceptedAny { yieldListener(f, listener) }
+                if acceptedAny || !frontends[f].listening { rejoinListener(f, listener) }
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
-                frontends[f].waitCounted = false
+                if counters.overLimitEpisode.load(ordering: .relaxed) { counters.overLimitEpisode.store(false, ordering: .relaxed) }
                 return
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
@@ -342,21 +351,32 @@ final class EventLoop {
         }
     }
 
-    /// Moves this loop to the back of the shared listening socket's wait queue, after it has
-    /// accepted clients: `EPOLLEXCLUSIVE` wakes the first loop of that queue that waits in
-    /// `epoll_wait`, so without this the first loop to register would take every client that
-    /// arrives while it is idle, and the others only what comes while it is busy. Re-adding
-    /// puts the registration last; a client queued meanwhile is reported by the add itself.
-    /// Two `epoll_ctl` calls per batch of accepts.
-    private func yieldListener(_ f: Int, _ listener: Listener) {
-        epoll.remove(listener.fd)
+    /// Puts this loop at the back of the shared listening socket's wait queue: after it has
+    /// accepted clients, or to take part again after `withdrawListener`. `EPOLLEXCLUSIVE`
+    /// wakes the first loop of that queue that waits in `epoll_wait`, so without this the
+    /// first loop to register would take every client that arrives while it is idle, and the
+    /// others only what comes while it is busy. Re-adding puts the registration last; a client
+    /// queued meanwhile is reported by the add itself. Two `epoll_ctl` calls per batch of
+    /// accepts.
+    private func rejoinListener(_ f: Int, _ listener: Listener) {
+        if frontends[f].listening { epoll.remove(listener.fd) }
         do {
             try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
+            frontends[f].listening = true
         } catch {
             logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
                          metadata: ["frontend": "\(frontends[f].name)"])
             closeListener(f)
         }
+    }
+
+    /// Takes this loop out of the shared listening socket's wake-ups while it cannot accept:
+    /// an exclusive wake-up that reached it would reach no loop that can. The sweep retries
+    /// (see `sweep`), and `rejoinListener` puts it back.
+    private func withdrawListener(_ f: Int) {
+        guard frontends[f].listening, let listener = frontends[f].listener else { return }
+        epoll.remove(listener.fd)
+        frontends[f].listening = false
     }
 
     /// Starts a connection for client `fd`. `reserved`: its place under `max_connections` is
@@ -901,8 +921,18 @@ final class EventLoop {
             acceptPaused = false
             logger.info("descriptors free again: accepting resumed")
         }
+        // Every listener, not only those this loop saw stall or fill: an exclusive wake-up
+        // may have gone to a loop (or, around a takeover, a process) that could not accept and
+        // has since withdrawn or closed its descriptor, leaving a client queued that no loop
+        // was told of. One `accept` that finds the queue empty per listener and sweep.
         if !acceptPaused {
-            for f in frontends.indices where frontends[f].acceptStalled || frontends[f].atLimit { acceptAll(frontend: f) }
+            for f in frontends.indices {
+                guard let listener = frontends[f].listener else { continue }
+                // At the limit this loop is out of the wake-ups: a client waiting is seen here.
+                let waiting = frontends[f].atLimit && !frontends[f].counters.overLimitEpisode.load(ordering: .relaxed)
+                    && SocketCalls.hasQueuedClient(listener.fd)
+                acceptAll(frontend: f, arrival: waiting)
+            }
         }
         let drainElapsed = now &- drainStarted
         var cut = 0
@@ -943,12 +973,12 @@ final class EventLoop {
         isDraining = true
         drainStarted = now
         control.draining.store(true, ordering: .relaxed)
-        // Clients already queued have completed their handshake: closing the listener would
-        // reset them. They are taken first and served like every open connection. (Those
-        // whose handshake completes from here to the close are reset, or handed to another
-        // listener of the port with net.ipv4.tcp_migrate_req = 1. After a takeover's
-        // handover the close only drops this process's reference: the socket listens on in
-        // the new convey, which accepts them.)
+        // Clients already queued have completed their handshake: closing the last descriptor
+        // of a listening socket would reset them. They are taken first and served like every
+        // open connection. (The socket lives on while another loop, or after a takeover's
+        // handover the new convey, holds it, and those accept what comes later; clients whose
+        // handshake completes between the last loop's accept and its close are reset, or
+        // handed to another listener of the port with net.ipv4.tcp_migrate_req = 1.)
         for f in frontends.indices where frontends[f].listener != nil && frontends[f].route != nil {
             acceptAll(frontend: f)
         }
@@ -1191,17 +1221,20 @@ final class EventLoop {
             return
         }
         frontends[f].listener = listener
+        frontends[f].listening = true
         frontends[f].vip = listener.address
     }
 
-    /// Closes frontend `f`'s listener, if it has one: new clients are refused by the kernel.
+    /// Closes this loop's descriptor of frontend `f`'s listening socket, if it has one. The
+    /// socket closes (new clients are refused by the kernel) with its last descriptor: the
+    /// other loops', and after a takeover's handover the new convey's.
     private func closeListener(_ f: Int) {
         guard let listener = frontends[f].listener else { return }
         epoll.remove(listener.fd)
         SocketCalls.close(listener.fd)
         frontends[f].listener = nil
+        frontends[f].listening = false
         frontends[f].atLimit = false
-        frontends[f].waitCounted = false
         frontends[f].acceptStalled = false
     }
 

@@ -88,6 +88,12 @@ enum SocketCalls {
         return getsockopt(fd, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
     }
 
+    /// Whether a listening socket has a client in its accept queue (`poll` with no wait).
+    static func hasQueuedClient(_ fd: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) == 1 && entry.revents & Int16(POLLIN) != 0
+    }
+
     /// `fcntl(F_DUPFD_CLOEXEC)`: another descriptor for the same open socket.
     static func duplicate(_ fd: Int32) throws(Errno) -> Int32 {
         let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)

@@ -22,8 +22,9 @@ import SystemPackage
 /// anyone: a squatter must not be able to hand over sockets of its own). One exchange:
 /// - the new convey sends `greeting`;
 /// - the old one answers with one `listeners <address>` message per frontend address (port
-///   0 excluded), carrying up to `UnixMessageSocket.maxDescriptors` of its sockets (more
-///   messages for the same address when it has more loops); then one `drained` message per
+///   0 excluded), carrying up to `UnixMessageSocket.maxDescriptors` of its sockets (one per
+///   address today, shared by its loops; an older release sent one per loop, in more
+///   messages for the same address past that maximum); then one `drained` message per
 ///   server the operator drained at runtime (`drained\nPOOL\nNAME`); then `handover-socket` carrying
 ///   the listening socket of this very channel, so that the name passes to the new convey
 ///   without ever being free; then `done <pid of the convey answering>`. Or, instead,
