@@ -360,13 +360,14 @@ final class EventLoop {
     /// accepts.
     private func rejoinListener(_ f: Int, _ listener: Listener) {
         if frontends[f].listening { epoll.remove(listener.fd) }
+        frontends[f].listening = false
         do {
             try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
             frontends[f].listening = true
         } catch {
-            logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
-                         metadata: ["frontend": "\(frontends[f].name)"])
-            closeListener(f)
+            // The other loops are woken meanwhile; the sweep tries again (see `sweep`).
+            logger.warning("epoll_ctl for a listener failed: \(error); this loop takes the frontend's clients at its sweeps until it works again",
+                           metadata: ["frontend": "\(frontends[f].name)"])
         }
     }
 
@@ -573,6 +574,8 @@ final class EventLoop {
         let held = reserve.release()
         pipes.drain()
         acceptPaused = true
+        // Wake-ups go to the loops that can accept meanwhile (see `withdrawListener`).
+        for f in frontends.indices { withdrawListener(f) }
         return held
     }
 
@@ -921,16 +924,22 @@ final class EventLoop {
             acceptPaused = false
             logger.info("descriptors free again: accepting resumed")
         }
-        // Every listener, not only those this loop saw stall or fill: an exclusive wake-up
-        // may have gone to a loop (or, around a takeover, a process) that could not accept and
-        // has since withdrawn or closed its descriptor, leaving a client queued that no loop
-        // was told of. One `accept` that finds the queue empty per listener and sweep.
+        // Every listener is looked at, not only those this loop saw stall or fill: an
+        // exclusive wake-up may have gone to a loop (or, around a takeover, a process) that
+        // could not accept and has since withdrawn or closed its descriptor, leaving a client
+        // queued that no loop was told of. One `poll` per listener; `accept` only where a
+        // client waits, or to rejoin the wake-ups once this loop can accept again.
         if !acceptPaused {
             for f in frontends.indices {
                 guard let listener = frontends[f].listener else { continue }
+                let queued = SocketCalls.hasQueuedClient(listener.fd)
+                let counters = frontends[f].counters
+                if frontends[f].atLimit && !queued && counters.overLimitEpisode.load(ordering: .relaxed) {
+                    counters.overLimitEpisode.store(false, ordering: .relaxed) // nobody waits: the episode ended
+                }
+                guard queued || !frontends[f].listening else { continue }
                 // At the limit this loop is out of the wake-ups: a client waiting is seen here.
-                let waiting = frontends[f].atLimit && !frontends[f].counters.overLimitEpisode.load(ordering: .relaxed)
-                    && SocketCalls.hasQueuedClient(listener.fd)
+                let waiting = queued && frontends[f].atLimit && !counters.overLimitEpisode.load(ordering: .relaxed)
                 acceptAll(frontend: f, arrival: waiting)
             }
         }
