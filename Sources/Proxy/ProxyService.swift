@@ -244,8 +244,8 @@ public final class ProxyService: Service, Sendable {
     /// One listener group per key (see `Listener.bindGroup`), each address first checked free
     /// of other sockets unless `beside` (a takeover's start); throws every failure, with
     /// nothing left bound, when some fail. A key `handed` has sockets for (a takeover's
-    /// handover) is served by them, completed with sockets bound beside them when this convey
-    /// runs more loops.
+    /// handover) is served by them, shared among this convey's loops (see
+    /// `Listener.adoptGroup`).
     private func bindGroups(_ keys: [ListenerKey], loops: Int, beside: Bool = false) throws(ProxyBindFailures)
         -> [(key: ListenerKey, listeners: [Listener])] {
         var none = HandedListeners()

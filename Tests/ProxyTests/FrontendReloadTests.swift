@@ -58,16 +58,21 @@ extension ProxyTests {
             let held = try TestSocket.connect(to: web1)
             #expect(ask(held) == "a")
 
-            // Added: both loops take up its listener (a listener no loop accepts on would
-            // leave some of these connections unanswered: SO_REUSEPORT spreads them).
+            // Added: both loops take up its listener (they share one socket and take its
+            // clients in turn, so each loop's accepted count moves).
             var added = config
             added.frontends.append(Self.frontend("api", 2))
             try reload(added)
             let api = try #require(proxy.status().listening["api"])
             #expect(await eventually { (try? whoAnswers(api)) == "a" })
+            let acceptedBefore = proxy.status().loops.map(\.acceptedTotal)
             var answers: [String?] = []
             for _ in 0..<20 { answers.append(try whoAnswers(api)) }
             #expect(answers.allSatisfy { $0 == "a" }, "every connection to the new frontend is served: \(answers)")
+            #expect(await eventually {
+                _ = try? whoAnswers(api)
+                return zip(proxy.status().loops.map(\.acceptedTotal), acceptedBefore).allSatisfy { $0 > $1 }
+            }, "both loops accept on the new listener: \(proxy.status().loops.map(\.acceptedTotal)) from \(acceptedBefore)")
             let heldOnAPI = try TestSocket.connect(to: api)
             #expect(ask(heldOnAPI) == "a")
 

@@ -173,7 +173,7 @@ extension ProxyTests {
             try await new.stop()
         }
 
-        @Test("while the replaced proxy is at its frontend's max_connections, the new one takes the clients that arrive (the shared socket's wake-ups pass over loops that cannot accept), and after the old one stops too")
+        @Test("while the replaced proxy is at its frontend's max_connections, the new one serves the clients that arrive, and after the old one stops too (none is left in the shared socket's queue)")
         func oldOneAtItsLimit() async throws {
             let server = try TestServer.echo()
             defer { server.stop() }

@@ -12,7 +12,8 @@
  * frame count, so returning a frame to FILL always finds room.
  *
  *   reflector --iface veth0 [--queue 0] --seconds S [--ready FILE]
- * Prints rx=, tx=, dropped= on stdout when the time is up or on SIGINT/SIGTERM.
+ * Prints rx=, tx=, dropped= on stdout when the time is up or on SIGINT/SIGTERM; exits 1 with
+ * the reason on stderr if a frame ever comes back twice (FILL full), as no rate is then valid.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

@@ -86,7 +86,7 @@ public final class PrometheusExporter: Sendable {
                              help: "1 while no non-backup server can take new connections and backup servers take them.",
                              kind: .gauge, labels: l, value: f.onBackup ? 1 : 0),
                 MetricSample(name: "convey_frontend_over_limit_total",
-                             help: "Times clients found the frontend at max_connections and waited: in a listen queue, once per listener until it emptied (proxy mode); each SYN dropped (AF_XDP modes).",
+                             help: "Times clients found the frontend at max_connections and waited: in the listen queue, once per episode until it emptied (proxy mode); each SYN dropped (AF_XDP modes).",
                              kind: .counter, labels: l, value: Double(f.overLimit)),
                 MetricSample(name: "convey_frontend_queued",
                              help: "Clients waiting now for a place at a server with max_connections (proxy mode).",

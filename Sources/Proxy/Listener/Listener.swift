@@ -100,12 +100,11 @@ extension Listener {
         return try shared([first], count: count, frontend: key.frontend)
     }
 
-    /// `count` listeners made of the distinct `sockets`: each of the first `count` once, then
-    /// copies in turn, so that every socket is served and every loop has one (sockets beyond
-    /// `count` are closed). Throws with nothing left open (the `sockets` included).
+    /// `count` listeners made of the distinct `sockets` (1 to `count` of them): each once,
+    /// then copies in turn, so that every socket is served and every loop has one. Throws
+    /// with nothing left open (the `sockets` included).
     private static func shared(_ sockets: [Listener], count: Int, frontend: String) throws(ProxyError) -> [Listener] {
-        for extra in sockets.dropFirst(max(count, 1)) { SocketCalls.close(extra.fd) }
-        let sockets = Array(sockets.prefix(max(count, 1)))
+        precondition(!sockets.isEmpty && sockets.count <= count, "more sockets than loops to serve them")
         var listeners = sockets
         do {
             while listeners.count < count {

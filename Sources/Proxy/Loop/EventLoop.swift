@@ -55,11 +55,11 @@ final class EventLoop {
         var key: ListenerKey
         var name: String { key.frontend }
         var listener: Listener?
-        /// `listener` is in this loop's epoll. A loop that cannot accept (`atLimit`,
-        /// `acceptStalled`, accepting paused) takes it out, so that the shared socket's
-        /// exclusive wake-ups go to loops (or, after a takeover, processes) that can; it is put
-        /// back once accepting works again (see `acceptAll`).
-        var listening = false
+        /// `listener` is in this loop's epoll, so its wake-ups reach this loop. A loop that
+        /// cannot accept (`atLimit`, `acceptStalled`, accepting paused) takes it out, so that
+        /// the shared socket's exclusive wake-ups go to loops (or, after a takeover,
+        /// processes) that can; it is put back once accepting works again (see `acceptAll`).
+        var inWakeUps = false
         /// This loop's connections of this frontend (to know when the entry is free again).
         var connections = 0
         /// `accept` failed (out of descriptors or memory) with clients still queued: retried
@@ -211,7 +211,7 @@ final class EventLoop {
         }
         self.frontends = listening.map { route, listener in
             var frontend = LoopFrontend(route, listener: listener)
-            frontend.listening = true
+            frontend.inWakeUps = true
             return frontend
         }
     }
@@ -323,7 +323,10 @@ final class EventLoop {
         while true {
             if reserved && !counters.reservePlace(limit: limit) {
                 frontends[f].atLimit = true
-                if arrival && counters.overLimitEpisode.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+                // An arrival reported to a loop that was busy may have been taken by another
+                // loop since: count only a client that still waits.
+                if arrival && SocketCalls.hasQueuedClient(listener.fd)
+                    && counters.overLimitEpisode.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
                     counters.overLimit.wrappingAdd(1, ordering: .relaxed)
                 }
                 withdrawListener(f)
@@ -338,7 +341,7 @@ final class EventLoop {
             }
             guard let fd = accepted else {
                 if reserved { counters.connectionClosed() }
-                if acceptedAny || !frontends[f].listening { rejoinListener(f, listener) }
+                if acceptedAny || !frontends[f].inWakeUps { requeueListener(f, listener) }
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
                 if counters.overLimitEpisode.load(ordering: .relaxed) { counters.overLimitEpisode.store(false, ordering: .relaxed) }
@@ -352,18 +355,19 @@ final class EventLoop {
     }
 
     /// Puts this loop at the back of the shared listening socket's wait queue: after it has
-    /// accepted clients, or to take part again after `withdrawListener`. `EPOLLEXCLUSIVE`
+    /// accepted clients, to take part again after `withdrawListener`, or for a listener new
+    /// to this loop. `EPOLLEXCLUSIVE`
     /// wakes the first loop of that queue that waits in `epoll_wait`, so without this the
     /// first loop to register would take every client that arrives while it is idle, and the
     /// others only what comes while it is busy. Re-adding puts the registration last; a client
     /// queued meanwhile is reported by the add itself. Two `epoll_ctl` calls per batch of
     /// accepts.
-    private func rejoinListener(_ f: Int, _ listener: Listener) {
-        if frontends[f].listening { epoll.remove(listener.fd) }
-        frontends[f].listening = false
+    private func requeueListener(_ f: Int, _ listener: Listener) {
+        if frontends[f].inWakeUps { epoll.remove(listener.fd) }
+        frontends[f].inWakeUps = false
         do {
             try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
-            frontends[f].listening = true
+            frontends[f].inWakeUps = true
         } catch {
             // The other loops are woken meanwhile; the sweep tries again (see `sweep`).
             logger.warning("epoll_ctl for a listener failed: \(error); this loop takes the frontend's clients at its sweeps until it works again",
@@ -373,11 +377,11 @@ final class EventLoop {
 
     /// Takes this loop out of the shared listening socket's wake-ups while it cannot accept:
     /// an exclusive wake-up that reached it would reach no loop that can. The sweep retries
-    /// (see `sweep`), and `rejoinListener` puts it back.
+    /// (see `sweep`), and `requeueListener` puts it back.
     private func withdrawListener(_ f: Int) {
-        guard frontends[f].listening, let listener = frontends[f].listener else { return }
+        guard frontends[f].inWakeUps, let listener = frontends[f].listener else { return }
         epoll.remove(listener.fd)
-        frontends[f].listening = false
+        frontends[f].inWakeUps = false
     }
 
     /// Starts a connection for client `fd`. `reserved`: its place under `max_connections` is
@@ -937,7 +941,7 @@ final class EventLoop {
                 if frontends[f].atLimit && !queued && counters.overLimitEpisode.load(ordering: .relaxed) {
                     counters.overLimitEpisode.store(false, ordering: .relaxed) // nobody waits: the episode ended
                 }
-                guard queued || !frontends[f].listening else { continue }
+                guard queued || !frontends[f].inWakeUps else { continue }
                 // At the limit this loop is out of the wake-ups: a client waiting is seen here.
                 let waiting = queued && frontends[f].atLimit && !counters.overLimitEpisode.load(ordering: .relaxed)
                 acceptAll(frontend: f, arrival: waiting)
@@ -1021,9 +1025,9 @@ final class EventLoop {
         var copies: [ListenerCopy] = []
         for entry in frontends {
             guard let listener = entry.listener, let route = entry.route, route.config.listen.port != 0 else { continue }
-            let fd = fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
-            guard fd >= 0 else {
-                logger.warning("takeover: cannot copy the listener of frontend \(entry.name): \(Errno(rawValue: errno))")
+            let fd: Int32
+            do { fd = try SocketCalls.duplicate(listener.fd) } catch {
+                logger.warning("takeover: cannot copy the listener of frontend \(entry.name): \(error)")
                 for copy in copies { SocketCalls.close(copy.fd) }
                 return nil
             }
@@ -1221,17 +1225,9 @@ final class EventLoop {
     /// Makes `listener` frontend `f`'s, closing the one it had.
     private func listen(_ f: Int, on listener: Listener) {
         closeListener(f)
-        do {
-            try epoll.add(listener.fd, events: Epoll.listenerInterest, token: Self.token(.listener, f, 0))
-        } catch {
-            logger.error("epoll_ctl for a listener failed: \(error); frontend not served by this loop",
-                         metadata: ["frontend": "\(frontends[f].name)"])
-            SocketCalls.close(listener.fd)
-            return
-        }
         frontends[f].listener = listener
-        frontends[f].listening = true
         frontends[f].vip = listener.address
+        requeueListener(f, listener)
     }
 
     /// Closes this loop's descriptor of frontend `f`'s listening socket, if it has one. The
@@ -1242,7 +1238,7 @@ final class EventLoop {
         epoll.remove(listener.fd)
         SocketCalls.close(listener.fd)
         frontends[f].listener = nil
-        frontends[f].listening = false
+        frontends[f].inWakeUps = false
         frontends[f].atLimit = false
         frontends[f].acceptStalled = false
     }

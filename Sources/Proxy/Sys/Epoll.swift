@@ -44,8 +44,9 @@ final class Epoll {
         guard cl_epoll_ctl(fd, EPOLL_CTL_ADD, descriptor, events, token) == 0 else { throw Errno(rawValue: errno) }
     }
 
-    /// `epoll_ctl(EPOLL_CTL_DEL)` (closing a descriptor removes it too; this is for listeners
-    /// that are closed while their socket may still be shared).
+    /// `epoll_ctl(EPOLL_CTL_DEL)`: for listeners, whose socket other descriptors share (closing
+    /// one descriptor does not remove the registration), and which a loop takes out of its
+    /// wake-ups while it cannot accept.
     func remove(_ descriptor: Int32) {
         _ = cl_epoll_ctl(fd, EPOLL_CTL_DEL, descriptor, 0, 0)
     }

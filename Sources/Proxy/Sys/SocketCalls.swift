@@ -179,9 +179,3 @@ enum SocketCalls {
         }
     }
 }
-
-/// A socket's identity across descriptors and processes (see `SocketCalls.identity`).
-struct SocketIdentity: Hashable, Sendable {
-    var device: UInt64
-    var inode: UInt64
-}
