@@ -4,6 +4,7 @@ import Glibc
 import Balancer
 import Foundation
 @testable import Proxy
+import Synchronization
 import Testing
 
 extension ProxyTests {
@@ -61,6 +62,54 @@ extension ProxyTests {
             #expect(one.taken == 1 && one.leftToClose == 1 && one.listeners.map(\.fd) == [a.fd])
             #expect(Self.descriptors(of: bSocket) == 0, "the socket beyond this convey's loops is closed here")
             for l in one.listeners { SocketCalls.close(l.fd) }
+        }
+
+        @Test("max_connections = 3 over two loops sharing the socket: 30 clients arriving at once are all served, never more than 3 at a time, and the loops take the socket's wake-ups again afterwards")
+        func burstAtTheLimit() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.maxConnections = 3 },
+                                     workers: 2)
+            let address = try await proxy.start()
+            let served = Atomic<Int>(0)
+            let failures = Mutex<[String]>([])
+            let clients = (0..<30).map { i in
+                TestThread {
+                    do {
+                        let client = try TestSocket.connect(to: address, timeout: 20)
+                        client.setTimeout(20)
+                        try client.send("\(i % 10)")
+                        guard try client.receive(exactly: 1) == Array("\(i % 10)".utf8) else { throw TestError.timeout("wrong echo") }
+                        usleep(20_000)
+                        client.close()
+                        served.add(1, ordering: .relaxed)
+                    } catch {
+                        failures.withLock { $0.append("client \(i): \(error)") }
+                    }
+                }
+            }
+            var peak: Int64 = 0
+            let deadline = Date().addingTimeInterval(30)
+            while served.load(ordering: .relaxed) + failures.withLock({ $0.count }) < 30 && Date() < deadline {
+                peak = max(peak, proxy.counters().currentConnections.load(ordering: .relaxed))
+                usleep(1_000)
+            }
+            for c in clients { #expect(c.join(timeout: 30)) }
+            #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
+            #expect(served.load(ordering: .relaxed) == 30)
+            #expect(peak <= 3, "at most max_connections open at once (peak \(peak))")
+            #expect(proxy.counters().overLimit.load(ordering: .relaxed) >= 1, "clients waited at the limit")
+            #expect(await eventually { proxy.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            // Both loops take part in the wake-ups again (a loop that withdrew at the limit
+            // rejoins at its next sweep): clients one after another reach each of them.
+            let before = proxy.service.status().loops.map(\.acceptedTotal)
+            #expect(await eventually {
+                guard let client = try? TestSocket.connect(to: address) else { return false }
+                defer { client.close() }
+                guard (try? client.send("z")) != nil, (try? client.receive(exactly: 1)) == Array("z".utf8) else { return false }
+                return zip(proxy.service.status().loops.map(\.acceptedTotal), before).allSatisfy { $0 > $1 }
+            }, "each loop accepted again: \(before) -> \(proxy.service.status().loops.map(\.acceptedTotal))")
+            try await proxy.stop()
         }
 
         @Test("clients arriving one after another while the loops are idle are taken by the loops in turn")
