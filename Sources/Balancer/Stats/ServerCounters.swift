@@ -94,8 +94,24 @@ public final class FrontendCounters: Sendable {
     /// emptied); the AF_XDP modes, each SYN dropped (the client sends it again).
     public let overLimit = Atomic<Int64>(0)
     /// Proxy mode: an `overLimit` episode is counted and its listen queue not yet seen empty
-    /// (set and cleared by whichever event loop sees it: they share the listening socket).
-    public let overLimitEpisode = Atomic<Bool>(false)
+    /// (begun and ended by whichever event loop sees it: they share the listening socket).
+    private let overLimitEpisode = Atomic<Bool>(false)
+
+    /// Proxy mode: an `overLimit` episode is counted and not yet ended.
+    public var inOverLimitEpisode: Bool { overLimitEpisode.load(ordering: .relaxed) }
+
+    /// Proxy mode: a client waits at `max_connections`; counted in `overLimit` unless its
+    /// episode already is.
+    public func beginOverLimitEpisode() {
+        if overLimitEpisode.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            overLimit.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    /// Proxy mode: the listen queue was seen empty; the next wait is a new episode.
+    public func endOverLimitEpisode() {
+        if overLimitEpisode.load(ordering: .relaxed) { overLimitEpisode.store(false, ordering: .relaxed) }
+    }
     /// New connections refused by the frontend's `allow` / `deny` lists.
     public let denied = Atomic<Int64>(0)
     /// Clients waiting now for a place at a server with `max_connections` (proxy mode).

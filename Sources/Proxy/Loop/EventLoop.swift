@@ -325,9 +325,8 @@ final class EventLoop {
                 frontends[f].atLimit = true
                 // An arrival reported to a loop that was busy may have been taken by another
                 // loop since: count only a client that still waits.
-                if arrival && SocketCalls.hasQueuedClient(listener.fd)
-                    && counters.overLimitEpisode.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
-                    counters.overLimit.wrappingAdd(1, ordering: .relaxed)
+                if arrival && !counters.inOverLimitEpisode && SocketCalls.hasQueuedClient(listener.fd) {
+                    counters.beginOverLimitEpisode()
                 }
                 withdrawListener(f)
                 return
@@ -344,7 +343,7 @@ final class EventLoop {
                 if acceptedAny || !frontends[f].inWakeUps { requeueListener(f, listener) }
                 frontends[f].acceptStalled = false
                 frontends[f].atLimit = false
-                if counters.overLimitEpisode.load(ordering: .relaxed) { counters.overLimitEpisode.store(false, ordering: .relaxed) }
+                counters.endOverLimitEpisode()
                 return
             }
             control.acceptedTotal.wrappingAdd(1, ordering: .relaxed)
@@ -937,14 +936,10 @@ final class EventLoop {
             for f in frontends.indices {
                 guard let listener = frontends[f].listener else { continue }
                 let queued = SocketCalls.hasQueuedClient(listener.fd)
-                let counters = frontends[f].counters
-                if frontends[f].atLimit && !queued && counters.overLimitEpisode.load(ordering: .relaxed) {
-                    counters.overLimitEpisode.store(false, ordering: .relaxed) // nobody waits: the episode ended
-                }
+                if frontends[f].atLimit && !queued { frontends[f].counters.endOverLimitEpisode() } // nobody waits
                 guard queued || !frontends[f].inWakeUps else { continue }
                 // At the limit this loop is out of the wake-ups: a client waiting is seen here.
-                let waiting = queued && frontends[f].atLimit && !counters.overLimitEpisode.load(ordering: .relaxed)
-                acceptAll(frontend: f, arrival: waiting)
+                acceptAll(frontend: f, arrival: queued)
             }
         }
         let drainElapsed = now &- drainStarted
