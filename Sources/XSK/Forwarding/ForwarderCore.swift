@@ -793,7 +793,7 @@ struct ForwarderCore {
 
     /// Passthrough: stores in `entry` what every client→backend frame of the flow becomes —
     /// addresses, ports, and the checksum differences, constant per flow.
-    private func setNATRewrite(_ entry: inout FlowEntry, clientHi: UInt64, clientLo: UInt64, clientPort: UInt16,
+    func setNATRewrite(_ entry: inout FlowEntry, clientHi: UInt64, clientLo: UInt64, clientPort: UInt16,
                                vipHi: UInt64, vipLo: UInt64, vipPort: UInt16, backend b: PacketRoutes.Backend,
                                natPort: UInt16) {
         let ports = Checksum.delta(clientPort, natPort) &+ Checksum.delta(vipPort, b.port)
@@ -815,7 +815,7 @@ struct ForwarderCore {
 
     /// Passthrough, IPv4 flows: what every reply of the flow becomes (see `NATReplyRewrite`);
     /// nil for IPv6 flows, whose replies take the full path.
-    private func replyRewrite(_ e: NATReverseEntry, natPort: UInt16) -> NATReplyRewrite? {
+    func replyRewrite(_ e: NATReverseEntry, natPort: UInt16) -> NATReplyRewrite? {
         guard let client = StableHash.mappedIPv4(hi: e.clientHi, lo: e.clientLo),
               let vip = StableHash.mappedIPv4(hi: e.vipHi, lo: e.vipLo),
               let backend = StableHash.mappedIPv4(hi: e.backendHi, lo: e.backendLo) else { return nil }

@@ -42,6 +42,23 @@ public struct NATPortPool {
         return port
     }
 
+    /// Takes `ports` out of the queue (ports a takeover's flows hold), keeping the order of
+    /// the rest. Not for the packet path: it walks the whole queue.
+    mutating func remove(_ ports: Set<UInt16>) {
+        var kept = 0
+        for k in 0..<available {
+            var i = head &+ k
+            if i >= size { i &-= size }
+            let port = ring[i]
+            if ports.contains(port) { continue }
+            var j = head &+ kept
+            if j >= size { j &-= size }
+            ring[j] = port
+            kept &+= 1
+        }
+        available = kept
+    }
+
     /// Returns `port` (one this pool handed out) to the back of the queue.
     @inline(__always)
     mutating func release(_ port: UInt16) {

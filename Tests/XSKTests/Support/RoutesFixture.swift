@@ -17,12 +17,23 @@ struct RoutesFixture {
     static func backendMAC(_ i: Int) -> UInt64 { 0x02_00_00_00_00_00 | UInt64(0x20 + i) }
 
     /// Backends 1...count with `weights` (default 1 each) and `limits` (`max_connections`,
-    /// default none), all with MACs unless in `withoutMAC`.
+    /// default none), all with MACs unless in `withoutMAC`; `decoys` shifts their backend slots.
     init(balance: BalanceAlgorithm, count: Int = 3, weights: [Int]? = nil, limits: [Int]? = nil,
-         withoutMAC: Set<Int> = [], maxBackendSlots: Int = 64) {
+         withoutMAC: Set<Int> = [], maxBackendSlots: Int = 64, decoys: Int = 0) {
         config = Self.makeConfig(balance: balance, count: count, weights: weights, limits: limits)
         runtime = BalancerRuntime(config: config)
         publisher = PacketRoutesPublisher(maxBackendSlots: maxBackendSlots)
+        if decoys > 0 {
+            // Servers of another pool published first take the first backend slots, so these
+            // routes number the fixture's servers from `decoys` on (as another process may).
+            let servers = (1...decoys).map { i in
+                ServerConfig(name: "d\(i)", address: Endpoint(address: .v4(0x0A4D_0100 + UInt32(i)), port: 8080))
+            }
+            let decoy = ConveyConfig(frontends: [FrontendConfig(name: "web", listen: Self.vip, pool: "decoy", balance: balance)],
+                                     pools: [PoolConfig(name: "decoy", drainTimeout: .seconds(30), servers: servers)])
+            publisher.publish(snapshot: BalancerRuntime(config: decoy).snapshots.load().value, backendMACs: [:],
+                              interfaceMAC: Self.interfaceMAC)
+        }
         macs = [:]
         for i in 1...count where !withoutMAC.contains(i) {
             macs[Self.backendAddress(i).address] = MACAddress(rawValue: Self.backendMAC(i))

@@ -1,0 +1,159 @@
+import Balancer
+
+/// A takeover's flow hand-over, on the forwarder's side: `exportFlows` turns a stopped
+/// worker's table into `FlowRecord`s; `importFlows` enters records into a worker that has not
+/// started yet, as if it had seen those connections itself. Neither runs on the packet path.
+extension ForwarderCore {
+    /// Every flow this worker tracks, as records. Call it only while no packet is handled (the
+    /// worker stopped). Flows whose frontend or server these routes no longer name (a drain
+    /// under way for a removed frontend whose routes are gone) are left out.
+    func exportFlows() -> [FlowRecord] {
+        var records: [FlowRecord] = []
+        records.reserveCapacity(table.count)
+        for i in 0..<table.slotCount {
+            let e = table.entry(at: i)
+            guard e.pointee.state != .empty else { continue }
+            let frontend = frontends[e.pointee.vipIndex]
+            let slot = Int(e.pointee.backendSlot)
+            guard frontend.present, slot < backendCount, slot < routes.servers.count, let server = routes.servers[slot]
+            else { continue }
+            let backend = backends[slot]
+            var record = FlowRecord(clientHi: e.pointee.clientHi, clientLo: e.pointee.clientLo,
+                                    clientPort: e.pointee.clientPort, vipHi: frontend.vipHi, vipLo: frontend.vipLo,
+                                    vipPort: frontend.vipPort, server: server, backendHi: backend.addressHi,
+                                    backendLo: backend.addressLo, backendPort: backend.port, state: e.pointee.state,
+                                    lastSeen: e.pointee.lastSeen, clientFinished: e.pointee.clientFinished,
+                                    clientSequence: e.pointee.clientSequence, natPort: e.pointee.natPort)
+            if record.natPort != 0, let reverse, let live = reverse.read(record.natPort) {
+                record.clientMAC = live.entry.clientMAC
+                record.serverClosed = switch reverse.serverClose(record.natPort) {
+                case .open: .open
+                case .finished: .finished
+                case .reset: .reset
+                }
+            }
+            records.append(record)
+        }
+        return records
+    }
+
+    /// Enters `records` into this worker's table (which must not have started forwarding:
+    /// call `beginBatch(now:)` first, so the routes are adopted and the clock set). A record
+    /// is left out, and counted in the result, when its VIP is no frontend here, its server is
+    /// not at the same address or cannot keep flows, the table has no room, or (passthrough)
+    /// its NAT port is not this worker's. Imported flows count as opened on their server, so
+    /// `current_connections` and `leastconn` see them.
+    mutating func importFlows(_ records: [FlowRecord]) -> FlowImportResult {
+        var result = FlowImportResult()
+        var usedPorts = Set<UInt16>()
+        for r in records {
+            let frontend = frontendIndex(hi: r.vipHi, lo: r.vipLo, port: r.vipPort)
+            guard frontend >= 0 else { result.noFrontend += 1; continue }
+            guard let slot = carriedSlot(of: r, frontend: frontend) else { result.noServer += 1; continue }
+            if natEnabled {
+                guard r.natPort != 0, ports.range?.contains(r.natPort) == true, !usedPorts.contains(r.natPort) else {
+                    result.natPortUnavailable += 1
+                    continue
+                }
+                let clientIsV6 = StableHash.mappedIPv4(hi: r.clientHi, lo: r.clientLo) == nil
+                guard clientIsV6 ? hasNAT6 : hasNAT4 else { result.noServer += 1; continue }
+            }
+            let key = FlowEntry.key(port: r.clientPort, vip: frontend)
+            let home = table.home(hi: r.clientHi, lo: r.clientLo, key: key)
+            let at = table.slotForInsert(home: home, now: now, minIdle: .max)
+            guard at >= 0, table.entry(at: at).pointee.state == .empty,
+                  table.find(hi: r.clientHi, lo: r.clientLo, key: key, home: home) < 0 else {
+                result.tableFull += 1
+                continue
+            }
+            let state: FlowState = r.state == .empty ? .established : r.state
+            var entry = FlowEntry(clientHi: r.clientHi, clientLo: r.clientLo, lastSeen: r.lastSeen, backendSlot: slot,
+                                  portAndVIP: key, natPort: natEnabled ? r.natPort : 0, state: state)
+            entry.idleTimeout = switch state {
+            case .syn: settings.synTimeout
+            case .closing: settings.closingTimeout
+            default: settings.establishedTimeout
+            }
+            entry.clientSequence = r.clientSequence
+            entry.clientFinished = r.clientFinished
+            let b = backends[Int(slot)]
+            if natEnabled {
+                setNATRewrite(&entry, clientHi: r.clientHi, clientLo: r.clientLo, clientPort: r.clientPort,
+                              vipHi: r.vipHi, vipLo: r.vipLo, vipPort: r.vipPort, backend: b, natPort: r.natPort)
+            }
+            table.insert(entry, at: at)
+            if natEnabled, let reverse {
+                usedPorts.insert(r.natPort)
+                let reverseEntry = NATReverseEntry(clientHi: r.clientHi, clientLo: r.clientLo, clientPort: r.clientPort,
+                                                   clientMAC: r.clientMAC, vipHi: r.vipHi, vipLo: r.vipLo,
+                                                   vipPort: r.vipPort, backendHi: b.addressHi, backendLo: b.addressLo,
+                                                   backendPort: b.port, backendSlot: slot)
+                reverse.publish(r.natPort, reverseEntry, rewrite: replyRewrite(reverseEntry, natPort: r.natPort))
+                if r.serverClosed != .open, let version = reverse.read(r.natPort)?.version {
+                    reverse.markClosedByServer(r.natPort, version: version, reset: r.serverClosed == .reset)
+                }
+                if state == .syn { halfOpen.push(r.natPort) }
+            }
+            // Opened here; a closing passthrough flow was closed when it began to close
+            // (`startClosing`), so it is opened and closed at once.
+            c.add(c.backend(slot), 1)
+            openFlows.opened(slot)
+            if state == .closing {
+                c.add(ForwarderCounters.flowsClosing, 1)
+                if natEnabled {
+                    c.add(c.backend(slot) &+ 1, 1)
+                    openFlows.closed(slot)
+                }
+            }
+            result.imported += 1
+        }
+        if natEnabled && !usedPorts.isEmpty { ports.remove(usedPorts) }
+        c.set(ForwarderCounters.flowsActive, UInt64(table.count))
+        return result
+    }
+
+    /// The backend slot that carries `record` on in these routes: the slot of the same server
+    /// at the same address and port, among the frontend's candidates first, that keeps flows.
+    private func carriedSlot(of record: FlowRecord, frontend: Int) -> UInt32? {
+        func matches(_ slot: Int) -> Bool {
+            guard slot < backendCount, slot < routes.servers.count, routes.servers[slot] == record.server,
+                  keepsFlows(UInt32(slot)) else { return false }
+            let b = backends[slot]
+            return b.addressHi == record.backendHi && b.addressLo == record.backendLo && b.port == record.backendPort
+        }
+        let f = frontends[frontend]
+        for k in 0..<Int(f.candidatesCount) {
+            let slot = Int(slots[Int(f.candidatesStart) + k])
+            if matches(slot) { return UInt32(slot) }
+        }
+        for slot in 0..<backendCount where matches(slot) { return UInt32(slot) }
+        return nil
+    }
+}
+
+/// A packet handler whose flows a takeover can carry from one convey to the next (the
+/// forwarders; see `ForwarderCore.exportFlows` and `importFlows`).
+public protocol FlowCarrying {
+    /// Every tracked flow, as records (only while the worker is stopped).
+    func exportFlows() -> [FlowRecord]
+    /// Enters `records` before the worker starts; `now` is the monotonic clock.
+    mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult
+}
+
+extension DSRForwarder: FlowCarrying {
+    public func exportFlows() -> [FlowRecord] { core.exportFlows() }
+
+    public mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult {
+        core.beginBatch(now: now)
+        return core.importFlows(records)
+    }
+}
+
+extension PassthroughForwarder: FlowCarrying {
+    public func exportFlows() -> [FlowRecord] { core.exportFlows() }
+
+    public mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult {
+        core.beginBatch(now: now)
+        return core.importFlows(records)
+    }
+}
