@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <net/if.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
@@ -215,6 +216,83 @@ extern int setns(int fd, int nstype);
 static inline int cxdp_setns_net(int fd)
 {
     return setns(fd, 0x40000000 /* CLONE_NEWNET */) < 0 ? -errno : 0;
+}
+
+/* The four rings of an AF_XDP socket mapped into this process (see cxdp_xsk_adopt_rings). */
+struct cxdp_adopted_rings {
+    void *maps[4];      /* RX, TX, FILL, COMPLETION */
+    size_t lengths[4];
+};
+
+/* Maps the rings of an AF_XDP socket that another process bound and handed over (its
+ * descriptor arrived with SCM_RIGHTS; its UMEM, registered on the same descriptor, is a
+ * memfd mapped separately) into the given ring structs, as libxdp's xsk_ring_* inline
+ * functions read them. The cached indices start from the rings' shared producer and consumer:
+ * the sender stopped with nothing reserved or peeked. Returns 0 or -errno; on failure nothing
+ * stays mapped. */
+static inline int cxdp_xsk_adopt_rings(int fd, __u32 rx_size, __u32 tx_size, __u32 fill_size, __u32 comp_size,
+                                       struct xsk_ring_cons *rx, struct xsk_ring_prod *tx,
+                                       struct xsk_ring_prod *fill, struct xsk_ring_cons *comp,
+                                       struct cxdp_adopted_rings *out)
+{
+    struct xdp_mmap_offsets off;
+    socklen_t optlen = sizeof(off);
+    if (getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) < 0)
+        return -errno;
+    const struct xdp_ring_offset *offsets[4] = { &off.rx, &off.tx, &off.fr, &off.cr };
+    const __u32 sizes[4] = { rx_size, tx_size, fill_size, comp_size };
+    const size_t entry[4] = { sizeof(struct xdp_desc), sizeof(struct xdp_desc), sizeof(__u64), sizeof(__u64) };
+    const off_t pgoff[4] = { XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING, XDP_UMEM_PGOFF_FILL_RING,
+                             XDP_UMEM_PGOFF_COMPLETION_RING };
+    for (int i = 0; i < 4; i++) {
+        if (sizes[i] == 0 || (sizes[i] & (sizes[i] - 1)) != 0) {
+            for (int j = 0; j < i; j++)
+                munmap(out->maps[j], out->lengths[j]);
+            return -EINVAL;
+        }
+        out->lengths[i] = offsets[i]->desc + sizes[i] * entry[i];
+        out->maps[i] = mmap(NULL, out->lengths[i], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, pgoff[i]);
+        if (out->maps[i] == MAP_FAILED) {
+            int error = errno;
+            for (int j = 0; j < i; j++)
+                munmap(out->maps[j], out->lengths[j]);
+            return -error;
+        }
+    }
+#define CXDP_RING(r, i, is_producer) do {                                                     \
+        char *base = out->maps[i];                                                            \
+        (r)->mask = sizes[i] - 1;                                                             \
+        (r)->size = sizes[i];                                                                 \
+        (r)->producer = (__u32 *)(base + offsets[i]->producer);                               \
+        (r)->consumer = (__u32 *)(base + offsets[i]->consumer);                               \
+        (r)->flags = (__u32 *)(base + offsets[i]->flags);                                     \
+        (r)->ring = base + offsets[i]->desc;                                                  \
+        (r)->cached_prod = __atomic_load_n((r)->producer, __ATOMIC_ACQUIRE);                   \
+        (r)->cached_cons = __atomic_load_n((r)->consumer, __ATOMIC_ACQUIRE)                    \
+                           + ((is_producer) ? sizes[i] : 0);                                  \
+    } while (0)
+    CXDP_RING(rx, 0, 0);
+    CXDP_RING(tx, 1, 1);
+    CXDP_RING(fill, 2, 1);
+    CXDP_RING(comp, 3, 0);
+#undef CXDP_RING
+    return 0;
+}
+
+/* Unmaps what cxdp_xsk_adopt_rings mapped. */
+static inline void cxdp_xsk_release_rings(struct cxdp_adopted_rings *rings)
+{
+    for (int i = 0; i < 4; i++)
+        if (rings->maps[i] && rings->maps[i] != MAP_FAILED)
+            munmap(rings->maps[i], rings->lengths[i]);
+}
+
+/* memfd_create(name, MFD_CLOEXEC) (declared here: glibc needs _GNU_SOURCE). */
+extern int memfd_create(const char *name, unsigned int flags);
+static inline int cxdp_memfd(const char *name)
+{
+    int fd = memfd_create(name, 1U /* MFD_CLOEXEC */);
+    return fd < 0 ? -errno : fd;
 }
 
 #endif

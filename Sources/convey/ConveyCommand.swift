@@ -38,7 +38,7 @@ struct ConveyCommand: AsyncParsableCommand {
     var logLevel: LogLevelArgument = .info
 
     @Flag(name: .long, help: ArgumentHelp(
-        "Proxy mode: take over the listening sockets of the convey running the same --config (binding beside it where it hands none), to replace it without refusing or resetting a client; stop the old one with SIGTERM once this one logs that it listens. /stats comes up when the old one has exited."))
+        "Replace a running convey without refusing or resetting a client. Proxy mode: take over the listening sockets of the convey running the same --config (binding beside it where it hands none); stop the old one with SIGTERM once this one logs that it listens. --dsr/--passthrough: take over the interface's sockets, frames and flows from the convey serving --iface, which then exits by itself. /stats comes up when the old one has exited."))
     var takeover = false
 
     @Flag(name: [.customShort("v"), .customLong("version")], help: "Print the version and exit.")
@@ -50,9 +50,6 @@ struct ConveyCommand: AsyncParsableCommand {
         if passthrough && dsr { throw ValidationError("--passthrough and --dsr exclude each other: pick one mode") }
         if iface != nil && !passthrough && !dsr {
             throw ValidationError("--iface applies to --passthrough or --dsr only (proxy mode binds its listen_addr)")
-        }
-        if takeover && (passthrough || dsr) {
-            throw ValidationError("--takeover is for proxy mode: an interface holds one XDP program, so an AF_XDP convey cannot start beside another")
         }
     }
 

@@ -1,14 +1,17 @@
+import Balancer
 import CLinux
 import Foundation
 import Glibc
 import Logging
 import Synchronization
 
-/// Replaces a proxy-mode convey with a new one, in place, on SIGUSR2 (nginx's binary upgrade,
-/// HAProxy's master re-exec): it starts the binary at its path now (an upgraded package's) as
-/// `convey ... --takeover`, which takes the listening sockets over. The new one, once it
-/// listens (and, under systemd, has announced itself as the unit's main process with
-/// `MAINPID=`), tells this one to stop with SIGTERM; its open connections finish here.
+/// Replaces a convey with a new one, in place, on SIGUSR2 (nginx's binary upgrade, HAProxy's
+/// master re-exec): it starts the binary at its path now (an upgraded package's) as
+/// `convey ... --takeover`. In proxy mode the new one takes the listening sockets over and,
+/// once it listens (and, under systemd, has announced itself as the unit's main process with
+/// `MAINPID=`), tells this one to stop with SIGTERM; its open connections finish here. In the
+/// AF_XDP modes it takes the interface over (sockets, frames and flows: `XDPTakeover`) and
+/// this one stops by itself once it has handed them over.
 ///
 /// The new process is started as this one's sibling (its parent is this one's: the service
 /// manager, which then reaps it and sees its exit as the main process's), named to it by
@@ -34,9 +37,17 @@ final class InPlaceReplacement: Sendable {
     }
 
     private let state = Mutex(State())
+    /// What the replacement takes over, for messages: the listening sockets (proxy mode) or
+    /// the interface (the AF_XDP modes).
+    private let what: String
+    /// The AF_XDP modes: the old convey stops by itself once it has handed over.
+    private let stopsItself: Bool
 
-    init(logger: Logger, arguments: [String] = CommandLine.arguments, replacementGone: @escaping @Sendable (pid_t) -> Void = { _ in }) {
+    init(logger: Logger, mode: ConveyMode = .proxy, arguments: [String] = CommandLine.arguments,
+         replacementGone: @escaping @Sendable (pid_t) -> Void = { _ in }) {
         self.logger = logger
+        what = mode == .proxy ? "the listening sockets" : "the interface (sockets, frames, flows)"
+        stopsItself = mode != .proxy
         self.replacementGone = replacementGone
         if let first = arguments.first, first.hasPrefix("/") {
             executable = first
@@ -85,7 +96,9 @@ final class InPlaceReplacement: Sendable {
         case .failure(let error):
             logger.error("SIGUSR2: cannot start \(executable) to replace this convey: \(error); this one keeps serving")
         case .success(let (pid, pidfd)):
-            logger.notice("SIGUSR2: started \(executable) (pid \(pid)) to replace this convey: it takes the listening sockets over, then tells this one to stop; open connections finish here")
+            logger.notice(stopsItself
+                ? "SIGUSR2: started \(executable) (pid \(pid)) to replace this convey: it takes \(what) over, and this one stops then"
+                : "SIGUSR2: started \(executable) (pid \(pid)) to replace this convey: it takes \(what) over, then tells this one to stop; open connections finish here")
             watch(pid, pidfd)
         }
     }
@@ -97,7 +110,10 @@ final class InPlaceReplacement: Sendable {
             s.handedOver = true
             return true
         }
-        if ours { logger.notice("handed the listening sockets to the replacement (pid \(pid)); it tells this one to stop once it listens") }
+        if ours {
+            logger.notice(stopsItself ? "handed \(what) to the replacement (pid \(pid))"
+                          : "handed \(what) to the replacement (pid \(pid)); it tells this one to stop once it listens")
+        }
     }
 
     /// Waits for the replacement's exit on a thread of its own: one that exits while this
@@ -115,9 +131,13 @@ final class InPlaceReplacement: Sendable {
             }
             guard let handed else { return }
             replacementGone(pid)
+            if handed && stopsItself {
+                logger.error("the replacement (pid \(pid)) exited after taking \(what) over (its log says why)")
+                return
+            }
             logger.error(handed
-                ? "the replacement (pid \(pid)) exited after taking the listening sockets over, before it told this one to stop (its log says why): this convey keeps serving on them"
-                : "the replacement (pid \(pid)) exited before taking the listening sockets over (its log says why): this convey keeps serving")
+                ? "the replacement (pid \(pid)) exited after taking \(what) over, before it told this one to stop (its log says why): this convey keeps serving on them"
+                : "the replacement (pid \(pid)) exited before taking \(what) over (its log says why): this convey keeps serving")
         }
     }
 

@@ -18,7 +18,8 @@ struct Launcher {
     var config: ConveyConfig
     /// `--iface`, which outranks `[xdp] iface` at start and on every reload.
     var iface: String?
-    /// `--takeover` (proxy mode): start beside the convey being replaced.
+    /// `--takeover`: replace the running convey (proxy mode: start beside it; the AF_XDP modes:
+    /// take its interface over).
     var takeover = false
     var logger: Logger
     var version: String
@@ -56,11 +57,10 @@ struct Launcher {
             }
         }
         let readiness = Readiness(notifier: SystemdNotifier(), logger: logger)
-        let replacement = mode == .proxy
-            ? InPlaceReplacement(logger: logger, replacementGone: { pid in
-                drainState?.successorGone(pid)
-                drainState?.sync(runtime)
-            }) : nil
+        let replacement = InPlaceReplacement(logger: logger, mode: mode, replacementGone: { pid in
+            drainState?.successorGone(pid)
+            drainState?.sync(runtime)
+        })
         let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
@@ -156,7 +156,7 @@ struct Launcher {
     /// SIGINT stop gracefully (open connections drain), SIGQUIT stops at once. SIGHUP is the
     /// reload service's; here it is only kept from killing the process before that service
     /// traps it (a file changed meanwhile is reloaded when it starts).
-    /// SIGUSR2 replaces a proxy-mode convey in place (`InPlaceReplacement`). (No `STOPPING=1`
+    /// SIGUSR2 replaces convey in place (`InPlaceReplacement`). (No `STOPPING=1`
     /// is sent: systemd knows of the stops it asks for, and with `NotifyAccess=all` one from
     /// a convey that is no longer the unit's main process would stop the unit.)
     private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
@@ -176,8 +176,6 @@ struct Launcher {
                     logger.warning("SIGUSR2: this convey is stopping (its listeners are closing): not replacing it; start a new one")
                 } else if let replacement {
                     replacement.start()
-                } else {
-                    logger.warning("SIGUSR2 replaces convey in place in proxy mode only: the \(mode.rawValue) mode's interface holds one XDP program; restart it instead")
                 }
             default:
                 continue
@@ -230,23 +228,23 @@ struct Launcher {
 
     private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?, readiness: Readiness,
                                replacement: InPlaceReplacement?) throws -> DataPlane {
+        let logger = self.logger
+        let drains = OperatorDrains(current: { runtime.view().drained.sorted() }, adopt: { ids, pid in
+            for id in ids {
+                do throws(ServerCommandError) {
+                    try runtime.setDrained(id, true)
+                    logger.notice("takeover: server \(id) stays drained, as the operator drained it in the convey being replaced (pid \(pid)); POST /servers/\(id)/ready ends it")
+                } catch {
+                    logger.warning("takeover: the convey being replaced (pid \(pid)) had server \(id) drained, which this configuration lacks: \(error)")
+                }
+            }
+            drainState?.sync(runtime)
+        }, handedOver: { pid in
+            drainState?.handedOver(to: pid)
+            replacement?.handedOver(to: pid)
+        })
         switch mode {
         case .proxy:
-            let logger = self.logger
-            let drains = OperatorDrains(current: { runtime.view().drained.sorted() }, adopt: { ids, pid in
-                for id in ids {
-                    do throws(ServerCommandError) {
-                        try runtime.setDrained(id, true)
-                        logger.notice("takeover: server \(id) stays drained, as the operator drained it in the convey being replaced (pid \(pid)); POST /servers/\(id)/ready ends it")
-                    } catch {
-                        logger.warning("takeover: the convey being replaced (pid \(pid)) had server \(id) drained, which this configuration lacks: \(error)")
-                    }
-                }
-                drainState?.sync(runtime)
-            }, handedOver: { pid in
-                drainState?.handedOver(to: pid)
-                replacement?.handedOver(to: pid)
-            })
             let frontends = config.frontends.count, takeover = self.takeover
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
                                      handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains,
@@ -285,9 +283,14 @@ struct Launcher {
         case .passthrough, .dsr:
             do {
                 let status = "STATUS=\(mode.rawValue) mode on \(config.xdp.iface ?? "?"): \(config.frontends.count) VIP(s)"
+                let takeover = self.takeover
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
-                                                         snapshots: runtime.snapshots, logger: logger,
-                                                         onRunning: { readiness.announce(["READY=1", status]) })
+                                                         snapshots: runtime.snapshots, logger: logger, takeover: takeover,
+                                                         operatorDrains: drains, onRunning: {
+                    // A takeover under systemd becomes the unit's main process once it forwards
+                    // (the convey it replaced exits by itself).
+                    readiness.announce((takeover ? ["MAINPID=\(getpid())"] : []) + ["READY=1", status])
+                })
                 return DataPlane(service: running.service, stats: running.stats, flows: running.flows,
                                  natAddresses: mode == .passthrough ? running.natAddresses : nil)
             } catch {

@@ -335,8 +335,6 @@ struct CommandLineTests {
         let both = try ConveyRun(["--passthrough", "--dsr", "--check", "--config", "examples/dsr.toml"])
         #expect(both.status == 2)
         #expect(both.stderr.contains("--passthrough and --dsr exclude each other"))
-        let takeover = try ConveyRun(["--dsr", "--takeover", "--iface", "veth0", "--config", "examples/dsr.toml"])
-        #expect(takeover.status == 2 && takeover.stderr.contains("--takeover is for proxy mode"), "\(takeover.stderr)")
         let unknown = try ConveyRun(["--frobnicate"])
         #expect(unknown.status == 2)
         #expect(unknown.stderr.contains("frobnicate"))

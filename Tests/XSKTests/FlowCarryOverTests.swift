@@ -60,9 +60,14 @@ struct FlowCarryOverTests {
                 "the new routes number the servers differently")
         var new = Self.passthrough(after)
         let freeBefore = new.freeNATPorts
-        let result = new.importFlows(records, now: 2 * second)
+        let result = new.importFlows(records, freeNATPorts: old.exportFreeNATPorts(), now: 2 * second)
         #expect(result.imported == 24 && result.leftOut == 0)
         #expect(new.flowCount == 24 && new.freeNATPorts == freeBefore - 24)
+        #expect(new.exportFreeNATPorts() == old.exportFreeNATPorts(), "the free ports keep their order: the longest-free first")
+        // Without the queue (or with one that does not fit), the held ports are taken out of the new one's.
+        var plain = Self.passthrough(Self.renumberedFixture(balance: .wrr, count: 3))
+        #expect(plain.importFlows(records, freeNATPorts: [61_000, 61_000], now: 2 * second).imported == 24)
+        #expect(plain.freeNATPorts == freeBefore - 24 && Set(plain.exportFreeNATPorts()).isDisjoint(with: flows.map(\.nat)))
 
         for (n, flow) in flows.enumerated() {
             let payload = Array("request \(n)".utf8)
@@ -165,5 +170,50 @@ struct FlowCarryOverTests {
             if TestFrames.fields(syn).dstMAC != macs[port] { moved += 1 }
         }
         #expect(moved > 0, "without the records, the new forwarder would place some of these flows elsewhere")
+    }
+}
+
+@Suite("Takeover documents: flows and worker hand-overs read back as written; damaged ones are refused")
+struct HandoverCodingTests {
+    @Test func flowRecordsRoundTrip() throws {
+        let fixture = RoutesFixture(balance: .wrr, count: 3)
+        var pt = FlowCarryOverTests.passthrough(fixture)
+        _ = FlowCarryOverTests.open(20, through: &pt)
+        var records = pt.exportFlows()
+        records[0].serverClosed = .reset
+        records[1].clientFinished = true
+        records[2].state = .closing
+        records[3].server = ServerID(pool: "pöol with spaces", name: "")
+        let bytes = FlowRecord.encode(records)
+        #expect(try FlowRecord.decode(bytes) == records)
+        #expect(try FlowRecord.decode(FlowRecord.encode([])) == [])
+        for cut in [0, 3, 4, 20, bytes.count / 2, bytes.count - 1] {
+            #expect(throws: HandoverFormatError.self, "cut at \(cut)") { try FlowRecord.decode(Array(bytes[0..<cut])) }
+        }
+        var badState = bytes
+        // The last record's state byte: 83-byte records, the state 58 bytes into each.
+        badState[bytes.count - 83 + 58] = 9
+        #expect(throws: HandoverFormatError.self) { try FlowRecord.decode(badState) }
+        #expect(throws: HandoverFormatError.self) { try FlowRecord.decode(bytes + [0]) }
+    }
+
+    @Test func workerHandoverRoundTrips() throws {
+        let worker = XSKWorkerHandover(queue: 3, frameCount: 8, frameSize: 2048, fillSize: 4, completionSize: 4, rxSize: 4,
+                                       txSize: 4, freeFrames: [0, 2048, 6144], txOutstanding: 2)
+        #expect(try XSKWorkerHandover(decoding: worker.encoded()) == worker)
+        var outside = worker
+        outside.freeFrames = [8 * 2048]
+        #expect(throws: HandoverFormatError.self) { try XSKWorkerHandover(decoding: outside.encoded()) }
+        var unaligned = worker
+        unaligned.freeFrames = [100]
+        #expect(throws: HandoverFormatError.self) { try XSKWorkerHandover(decoding: unaligned.encoded()) }
+        #expect(throws: HandoverFormatError.self) { try XSKWorkerHandover(decoding: Array(worker.encoded().dropLast())) }
+
+        let forwarder = ForwarderHandover(flows: [], freeNATPorts: [61_003, 61_001, 61_002])
+        let document = WorkerDocument.encode(worker, forwarder)
+        let (w, f) = try WorkerDocument.decode(document)
+        #expect(w == worker && f == forwarder)
+        #expect(throws: HandoverFormatError.self) { try WorkerDocument.decode(Array(document.dropLast())) }
+        #expect(throws: HandoverFormatError.self) { try WorkerDocument.decode(document + [0]) }
     }
 }

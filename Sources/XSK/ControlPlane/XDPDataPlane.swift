@@ -1,3 +1,4 @@
+import Glibc
 import Balancer
 import Logging
 import ServiceLifecycle
@@ -26,7 +27,7 @@ public struct XDPStartError: Error, CustomStringConvertible {
 /// runtime's snapshot or a backend's MAC changes and flushes traffic counters every
 /// `[passthrough] stats_update_frequency`; on SIGTERM/SIGINT it stops the workers and detaches
 /// the program before returning.
-public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
+public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Service, Sendable {
     public let mode: XDPForwardingMode
     /// Fixed facts about this data plane, shown in `/stats`.
     public let facts: XDPDataPlaneFacts
@@ -41,11 +42,21 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     private let workersCapped: Bool
     /// Called once the workers forward (a service manager's readiness).
     private let onRunning: @Sendable () -> Void
+    /// A takeover in progress (this convey replaces a running one): committed in `run()`
+    /// before the workers start.
+    private let takeover: Mutex<XDPTakeover?>
+    /// The pid of the convey this one handed its interface over to (0: none).
+    private let handedOverTo = Atomic<Int32>(0)
+    /// The operator's runtime drains, which a takeover passes on.
+    private let operatorDrains: OperatorDrains?
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
          counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger,
+         takeover: XDPTakeover? = nil, operatorDrains: OperatorDrains? = nil,
          onRunning: @escaping @Sendable () -> Void = {}) {
         self.onRunning = onRunning
+        self.operatorDrains = operatorDrains
+        self.takeover = Mutex(takeover)
         self.mode = mode
         self.facts = facts
         self.dataPath = dataPath
@@ -59,18 +70,43 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
     }
 
     public func run() async throws {
+        let pending = takeover.withLock { t -> XDPTakeover? in defer { t = nil }; return t }
+        if let pending {
+            if Task.isCancelled || Task.isShuttingDownGracefully {
+                // Told to stop before it forwarded: the running convey goes on.
+                dataPath.program.putReplacedBack()
+                pending.abort("it was told to stop before it took over")
+                logger.notice("takeover: stopped before taking \(facts.interface) over; the convey serving it (pid \(pending.facts.pid)) goes on")
+                return
+            }
+            do throws(XDPStartError) { try pending.commit() } catch {
+                // Its program back in place of this one's (the running convey does so too).
+                dataPath.program.putReplacedBack()
+                throw error
+            }
+            dataPath.program.keepReplacement()
+            logger.notice("takeover: the convey serving \(facts.interface) (pid \(pending.facts.pid)) let go; this one forwards now")
+        }
         try dataPath.start()
+        let server = XDPHandoverServer(plane: handoverPlane(), logger: logger)
+        let serving = server.start()
         logger.notice("AF_XDP data plane running", metadata: [
             "mode": "\(mode.rawValue)", "iface": "\(facts.interface)", "attach": "\(dataPath.program.attachMode.rawValue)",
             "zero_copy": "\(dataPath.stats().zeroCopy)", "workers": "\(counters.count)",
         ])
         onRunning()
+        // Only now (a service manager has heard MAINPID= from this one) may the old one exit.
+        pending?.started()
         var interfaceGone = false
         defer {
+            // A takeover being answered finishes first (it may still resume the workers).
+            if serving { server.stop() }
             dataPath.stop()
             for c in counters { c.listing.close() }  // no worker answers from now on
             flushCounters()
-            logger.notice(interfaceGone ? "AF_XDP data plane stopped" : "AF_XDP data plane stopped; XDP program detached",
+            let successor = handedOverTo.load(ordering: .relaxed)
+            logger.notice(successor != 0 ? "AF_XDP data plane handed over to pid \(successor)"
+                          : interfaceGone ? "AF_XDP data plane stopped" : "AF_XDP data plane stopped; XDP program detached",
                           metadata: ["iface": "\(facts.interface)"])
         }
         var watch = InterfaceWatch(interface: dataPath.interface, frameSize: dataPath.frameSize, workers: counters.count,
@@ -99,7 +135,36 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(50)) }
         }
-        if !Task.isCancelled { await drain() }
+        if !Task.isCancelled && handedOverTo.load(ordering: .relaxed) == 0 { await drain() }
+    }
+
+    /// What the takeover server needs of this data plane.
+    private func handoverPlane() -> XDPHandoverServer.Plane {
+        XDPHandoverServer.Plane(
+            facts: { [self] in
+                XDPTakeoverFacts(pid: getpid(), mode: mode, attachMode: dataPath.program.attachMode, workers: counters.count,
+                                 natAddresses: facts.natAddresses, natPorts: facts.natPorts)
+            },
+            pause: { [self] in
+                dataPath.pause()
+                return zip(dataPath.handover(), dataPath.allWorkers).map { sent, worker in
+                    let carrying = worker.finalHandler as? any FlowCarrying
+                    return (sent, ForwarderHandover(flows: carrying?.exportFlows() ?? [],
+                                                    freeNATPorts: carrying?.exportFreeNATPorts() ?? []))
+                }
+            },
+            resume: { [self] in
+                do throws(XSKError) { try dataPath.resume() } catch {
+                    logger.critical("takeover: cannot restart the workers after an incomplete takeover: \(error)")
+                }
+            },
+            drained: { [self] in operatorDrains?.current() ?? [] },
+            handedOver: { [self] pid in
+                handedOverTo.store(pid, ordering: .relaxed)
+                operatorDrains?.handedOver(pid)
+                kill(getpid(), SIGTERM)
+            },
+            program: dataPath.program)
     }
 
     /// Logs (once, returning true) that SYNs came with checksums their sender left for offload
@@ -133,7 +198,8 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
         var lastFlush = started
         // The timeout is read again each round: a reload during the drain that changes
         // drain_timeout moves its end, as it does for proxy mode and for server drains.
-        while !Task.isCancelled, ContinuousClock.now < started + control.longestDrainTimeout, active() > 0 {
+        while !Task.isCancelled, ContinuousClock.now < started + control.longestDrainTimeout, active() > 0,
+              handedOverTo.load(ordering: .relaxed) == 0 {
             control.refresh(readNeighbours: false)
             steering.sync(to: control.routedVIPs)
             if ContinuousClock.now - lastFlush >= statsPeriod {
@@ -142,6 +208,7 @@ public final class XDPDataPlane<Handler: PacketHandler>: Service, Sendable {
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
+        if handedOverTo.load(ordering: .relaxed) != 0 { return }  // the flows went on in the newcomer
         logger.notice("drain over", metadata: ["flows_left": "\(active())"])
     }
 

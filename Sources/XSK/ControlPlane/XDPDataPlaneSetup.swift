@@ -17,7 +17,8 @@ public enum XDPDataPlaneSetup {
     }
 
     public static func make(mode: XDPForwardingMode, config: ConveyConfig,
-                            snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger,
+                            snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger, takeover: Bool = false,
+                            operatorDrains: OperatorDrains? = nil,
                             onRunning: @escaping @Sendable () -> Void = {}) throws -> Running {
         guard let ifaceName = config.xdp.iface, !ifaceName.isEmpty else {
             throw XDPStartError("\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
@@ -37,17 +38,25 @@ public enum XDPDataPlaneSetup {
         let control = ForwardingControl(snapshots: snapshots, routes: routes, interfaceIndex: interface.index,
                                         interfaceMAC: interface.mac, logger: logger)
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
+        // A takeover first asks the running convey what it runs (it changes nothing yet).
+        let running = takeover ? try XDPTakeover(interface: interface) : nil
 
-        func start<Handler: PacketHandler & SendableMetatype>(
+        func start<Handler: PacketHandler & FlowCarrying & SendableMetatype>(
             nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
             _ makeHandler: (_ worker: Int, ForwarderCounters) -> Handler
         ) throws -> Running {
             var counters: [ForwarderCounters] = []
-            let path = try XSKDataPath<Handler>(interface: ifaceName, config: config.xdp, queues: queues,
-                                                vips: vips.map { ($0, .tcp) }) { i in
+            func handler(_ i: Int) -> Handler {
                 let workerCounters = ForwarderCounters(backendSlots: routes.maxBackendSlots)
                 counters.append(workerCounters)
                 return makeHandler(i, workerCounters)
+            }
+            let path: XSKDataPath<Handler>
+            if let running {
+                path = try takeOver(from: running, nat: nat, handler: handler)
+            } else {
+                path = try XSKDataPath<Handler>(interface: ifaceName, config: config.xdp, queues: queues,
+                                                vips: vips.map { ($0, .tcp) }) { i in handler(i) }
             }
             let mtu = path.interface.mtu
             if !UMEM.frameSize(forMTU: mtu).holdsMTU {
@@ -81,10 +90,58 @@ public enum XDPDataPlaneSetup {
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
-                                     onRunning: onRunning)
+                                     takeover: running, operatorDrains: operatorDrains, onRunning: onRunning)
             return Running(service: plane, stats: { plane.dataPlaneStats() },
                            flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
                            natAddresses: facts.natAddresses)
+        }
+
+        /// The running convey's workers, sockets and flows, under this convey's own program,
+        /// swapped in for the running one's. Nothing here is undone on failure: closing the
+        /// connection (`running` released) tells the running convey to go on as before.
+        func takeOver<Handler: PacketHandler & FlowCarrying & SendableMetatype>(
+            from running: XDPTakeover, nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
+            handler: (Int) -> Handler
+        ) throws -> XSKDataPath<Handler> {
+            if let reason = running.facts.mismatch(mode: mode, workers: queues.count, natAddresses: nat?.addresses ?? [],
+                                                   natPorts: nat?.ports) {
+                running.abort(reason)
+                throw XDPStartError("--takeover: \(reason); the running convey goes on")
+            }
+            let handed = try running.pause()
+            guard let claim = InterfaceClaim.adopting(handed.claimFD, for: interface) else {
+                XDPTakeover.close([handed.claimFD] + handed.workers.flatMap { [$0.socketFD, $0.memoryFD] })
+                throw XDPStartError("--takeover: the running convey's claim on \(ifaceName) did not arrive as one; it goes on")
+            }
+            let program: SteeringProgram
+            do {
+                program = try SteeringProgram(replacingOn: interface, mode: running.facts.attachMode, claim: claim)
+            } catch {
+                XDPTakeover.close(handed.workers.flatMap { [$0.socketFD, $0.memoryFD] })
+                throw error
+            }
+            if !handed.drained.isEmpty { operatorDrains?.adopt(handed.drained, running.facts.pid) }
+            // The carried flows need the routes: their servers' backend slots.
+            control.refresh(force: true)
+            let now = XSKWorker<Handler>.monotonicNanoseconds()
+            var carried = FlowImportResult()
+            let path = try XSKDataPath<Handler>(adopting: handed.workers, interface: interface, program: program) { i in
+                var h = handler(i)
+                let forwarder = handed.forwarders[i]
+                carried = carried + h.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: now)
+                return h
+            }
+            for vip in vips { try program.addVIP(vip, protocol: .tcp) }
+            if let nat { try program.setNATRange(addresses: nat.addresses, ports: nat.ports) }
+            try program.replaceAttached()
+            var text = "takeover: took over \(ifaceName) from pid \(running.facts.pid): \(queues.count) worker(s) with their "
+                + "sockets and frames, \(carried.imported) flow(s)"
+            if carried.leftOut > 0 {
+                text += "; \(carried.leftOut) flow(s) could not go on (VIP no longer a frontend: \(carried.noFrontend), server "
+                    + "gone or moved: \(carried.noServer), table full: \(carried.tableFull), NAT port: \(carried.natPortUnavailable))"
+            }
+            logger.notice("\(text)")
+            return path
         }
 
         switch mode {

@@ -71,7 +71,62 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
         self.frameSize = frameSize
     }
 
+    /// Takes over the workers of the convey being replaced (see `XDPTakeover`): each one's
+    /// socket, bound to its queue, and UMEM, with the frames as that worker left them, under
+    /// `program` (loaded, not attached yet), whose XSKMAP gets the sockets. Owns every
+    /// descriptor in `handed` from the call on (closes them on failure).
+    public init(adopting handed: [XSKWorkerHandover.Received], interface: NetworkInterface, program: SteeringProgram,
+                pinThreads: Bool = true, makeHandler: (Int) throws -> Handler) throws {
+        var owned = handed.flatMap { [$0.socketFD, $0.memoryFD] }
+        defer { for fd in owned { close(fd) } }
+        let cpus = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        var workers: [XSKWorker<Handler>] = []
+        for (i, h) in handed.enumerated() {
+            let w = h.worker
+            // Each descriptor is owned by its object once that exists (they close it), not before.
+            let umem = try UMEM(adoptingMemory: h.memoryFD, frameCount: w.frameCount, frameSize: w.frameSize,
+                                fillSize: w.fillSize, completionSize: w.completionSize)
+            owned.removeAll { $0 == h.memoryFD }
+            let socket = try XSKSocket(adopting: h.socketFD, interface: interface.name, queue: w.queue, umem: umem,
+                                       rxSize: w.rxSize, txSize: w.txSize)
+            owned.removeAll { $0 == h.socketFD }
+            try socket.register(inXSKMap: program.xsksMapFD)
+            workers.append(XSKWorker(index: i, adopting: socket, frames: (w.freeFrames, w.txOutstanding),
+                                     handler: try makeHandler(i), cpu: pinThreads ? Int32(i % cpus) : nil))
+        }
+        self.workers = workers
+        self.interface = interface
+        self.program = program
+        frameSize = handed.first?.worker.frameSize ?? 2048
+    }
+
     deinit { stop() }
+
+    /// Stops the workers between two iterations and waits for them (a takeover's pause: the
+    /// rings hold nothing reserved or peeked); `resume()` starts them again.
+    public func pause() {
+        for worker in workers { worker.requestStop() }
+        for worker in workers { worker.join() }
+    }
+
+    /// Starts the paused workers again.
+    @inlinable
+    public func resume() throws(XSKError) {
+        for worker in workers { try worker.resume() }
+    }
+
+    /// What a takeover hands over of each paused worker; the descriptors stay this process's.
+    public func handover() -> [XSKWorkerHandover.Sent] {
+        workers.map { w in
+            let umem = w.socket.umem
+            let frames = w.frameState
+            let worker = XSKWorkerHandover(queue: w.socket.queue, frameCount: umem.frameCount, frameSize: umem.frameSize,
+                                           fillSize: umem.fillSize, completionSize: umem.completionSize,
+                                           rxSize: w.socket.rxSize, txSize: w.socket.txSize, freeFrames: frames.free,
+                                           txOutstanding: frames.txOutstanding)
+            return XSKWorkerHandover.Sent(worker: worker, socketFD: w.socket.fd, memoryFD: umem.memoryFD)
+        }
+    }
 
     /// UMEM frames per worker by default: 16 MiB of 2 KiB frames.
     ///

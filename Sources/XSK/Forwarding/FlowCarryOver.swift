@@ -43,7 +43,7 @@ extension ForwarderCore {
     /// not at the same address or cannot keep flows, the table has no room, or (passthrough)
     /// its NAT port is not this worker's. Imported flows count as opened on their server, so
     /// `current_connections` and `leastconn` see them.
-    mutating func importFlows(_ records: [FlowRecord]) -> FlowImportResult {
+    mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
         var result = FlowImportResult()
         var usedPorts = Set<UInt16>()
         for r in records {
@@ -107,7 +107,13 @@ extension ForwarderCore {
             }
             result.imported += 1
         }
-        if natEnabled && !usedPorts.isEmpty { ports.remove(usedPorts) }
+        // The replaced worker's queue of free ports, if it is one (without the ports the
+        // imported flows hold), keeps its order: the longest-free port goes first.
+        if natEnabled, let queue = freeNATPorts, !queue.contains(where: usedPorts.contains),
+           queue.count + usedPorts.count == ports.size, ports.replaceQueue(with: queue) {
+        } else if natEnabled && !usedPorts.isEmpty {
+            ports.remove(usedPorts)
+        }
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         return result
     }
@@ -136,24 +142,31 @@ extension ForwarderCore {
 public protocol FlowCarrying {
     /// Every tracked flow, as records (only while the worker is stopped).
     func exportFlows() -> [FlowRecord]
-    /// Enters `records` before the worker starts; `now` is the monotonic clock.
-    mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult
+    /// Passthrough: the worker's free NAT ports in the order it hands them out (else empty).
+    func exportFreeNATPorts() -> [UInt16]
+    /// Enters `records` before the worker starts, with the replaced worker's free NAT port
+    /// queue when it had one; `now` is the monotonic clock.
+    mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]?, now: UInt64) -> FlowImportResult
 }
 
 extension DSRForwarder: FlowCarrying {
     public func exportFlows() -> [FlowRecord] { core.exportFlows() }
 
-    public mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult {
+    public func exportFreeNATPorts() -> [UInt16] { core.natEnabled ? core.ports.queue : [] }
+
+    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil, now: UInt64) -> FlowImportResult {
         core.beginBatch(now: now)
-        return core.importFlows(records)
+        return core.importFlows(records, freeNATPorts: freeNATPorts)
     }
 }
 
 extension PassthroughForwarder: FlowCarrying {
     public func exportFlows() -> [FlowRecord] { core.exportFlows() }
 
-    public mutating func importFlows(_ records: [FlowRecord], now: UInt64) -> FlowImportResult {
+    public func exportFreeNATPorts() -> [UInt16] { core.natEnabled ? core.ports.queue : [] }
+
+    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil, now: UInt64) -> FlowImportResult {
         core.beginBatch(now: now)
-        return core.importFlows(records)
+        return core.importFlows(records, freeNATPorts: freeNATPorts)
     }
 }

@@ -15,6 +15,9 @@ public struct NetworkInterface: Sendable, Equatable {
         case native
         /// Generic XDP in the stack (`XDP_FLAGS_SKB_MODE`), every driver.
         case skb
+
+        /// The `XDP_FLAGS_*` mode flag of this mode.
+        var kernelFlags: UInt32 { self == .native ? UInt32(XDP_FLAGS_DRV_MODE) : UInt32(XDP_FLAGS_SKB_MODE) }
     }
 
     public let name: String

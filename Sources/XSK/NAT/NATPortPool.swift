@@ -59,6 +59,27 @@ public struct NATPortPool {
         available = kept
     }
 
+    /// The free ports in the order they will be handed out (for a takeover).
+    var queue: [UInt16] {
+        (0..<available).map { k in
+            var i = head &+ k
+            if i >= size { i &-= size }
+            return ring[i]
+        }
+    }
+
+    /// Makes `ports` the queue, in that order (a takeover's: the queue of the worker it
+    /// replaces, so the longest-free port still goes first). False, changing nothing, unless
+    /// they are distinct ports of this pool's range.
+    mutating func replaceQueue(with ports: [UInt16]) -> Bool {
+        guard let range, ports.count <= size, Set(ports).count == ports.count,
+              ports.allSatisfy({ range.contains($0) }) else { return false }
+        head = 0
+        for (i, port) in ports.enumerated() { ring[i] = port }
+        available = ports.count
+        return true
+    }
+
     /// Returns `port` (one this pool handed out) to the back of the queue.
     @inline(__always)
     mutating func release(_ port: UInt16) {

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import Balancer
-import CLinux
 import SystemPackage
 
 /// One convey per interface: a listening unix socket in the abstract namespace,
@@ -15,49 +14,49 @@ import SystemPackage
 /// namespaces), needs no file, no directory and no privilege, so no convey can fail to claim
 /// and then replace a running one's program; a second one learns the holder's pid from the
 /// socket's peer credentials.
-final class InterfaceClaim {
-    private let descriptor: Int32
+///
+/// The claim is also where a takeover begins: `convey --takeover` connects to it
+/// (`XDPTakeover`), and the running convey hands the claim itself over with its sockets.
+final class InterfaceClaim: Sendable {
+    /// The listening socket (`SOCK_SEQPACKET`, non-blocking).
+    let socket: UnixMessageSocket
 
     /// Claims `interface`, or throws `.interfaceInUse` naming the process that holds it.
     static func acquire(_ interface: NetworkInterface) throws(XSKError) -> InterfaceClaim {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .system(operation: "socket(AF_UNIX)", subject: interface.name, errno: .current) }
-        let address: UnixSocketAddress
         do throws(Errno) {
-            address = try UnixSocketAddress(abstract: name(interface))
+            return InterfaceClaim(try UnixMessageSocket.listening(on: name(interface), backlog: 4))
         } catch {
-            close(fd)
-            throw .system(operation: "bind(@\(name(interface)))", subject: interface.name, errno: error)
-        }
-        let bound = address.withSockaddr { bind(fd, $0, $1) }
-        guard bound == 0, listen(fd, 4) == 0 else {
-            let error = Errno.current
-            close(fd)
             guard error == .addressInUse else {
                 throw .system(operation: "bind(@\(name(interface)))", subject: interface.name, errno: error)
             }
-            throw .interfaceInUse(interface: interface.name, pid: holder(address))
+            throw .interfaceInUse(interface: interface.name, pid: holder(interface))
         }
-        return InterfaceClaim(fd)
     }
 
-    private init(_ descriptor: Int32) { self.descriptor = descriptor }
+    /// The claim of `interface` as the convey that held it handed it over (`fd`, which must be
+    /// that listening socket; owned from now on), or nil.
+    static func adopting(_ fd: Int32, for interface: NetworkInterface) -> InterfaceClaim? {
+        UnixMessageSocket.adopting(fd, listeningOn: name(interface)).map(InterfaceClaim.init)
+    }
 
-    deinit { close(descriptor) }
+    private init(_ socket: UnixMessageSocket) { self.socket = socket }
 
     static func name(_ interface: NetworkInterface) -> String { "convey/xdp/\(interface.index)" }
 
-    /// The pid of the process holding the claim at `address` (its socket's peer credentials),
-    /// if it answers.
-    private static func holder(_ address: UnixSocketAddress) -> Int32? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard address.withSockaddr({ connect(fd, $0, $1) }) == 0 else { return nil }
-        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (Glibc's module hides it behind _GNU_SOURCE).
-        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
-        var size = socklen_t(MemoryLayout.size(ofValue: credentials))
-        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) == 0, credentials.pid > 0 else { return nil }
-        return credentials.pid
+    /// The pid of the process holding the claim of `interface`, if it answers: asked (after a
+    /// takeover the socket's credentials name the convey that first listened, which may be
+    /// gone), else the socket's peer credentials.
+    static func holder(_ interface: NetworkInterface) -> Int32? {
+        guard let socket = try? UnixMessageSocket.connected(to: name(interface), timeout: .seconds(1)) else { return nil }
+        if (try? socket.send(Array(pidRequest.utf8))) != nil, let answer = try? socket.receive() {
+            for fd in answer.descriptors { close(fd) }
+            let text = String(decoding: answer.bytes, as: UTF8.self)
+            if text.hasPrefix("pid "), let pid = Int32(text.dropFirst(4)), pid > 0 { return pid }
+        }
+        guard let peer = try? socket.peer(), peer.pid > 0 else { return nil }
+        return peer.pid
     }
+
+    /// What `holder` asks; a running convey answers `pid N`.
+    static let pidRequest = "pid?"
 }

@@ -41,7 +41,7 @@ public final class SteeringProgram: @unchecked Sendable {
     /// True when a stale steering program from an earlier (killed) convey was replaced.
     public let replacedStaleProgram: Bool
     /// This process's claim on the interface (see `InterfaceClaim`), held while attached.
-    private let claim: InterfaceClaim
+    let claim: InterfaceClaim
     /// File descriptor of the XSKMAP (queue index → socket).
     public let xsksMapFD: Int32
     let vipsMapFD: Int32
@@ -49,13 +49,21 @@ public final class SteeringProgram: @unchecked Sendable {
     let verdictsMapFD: Int32
 
     let object: OpaquePointer
-    let program: OpaquePointer
+    /// libxdp's program, when libxdp attached it; nil for one loaded by libbpf and attached in
+    /// place of a running convey's (`init(replacingOn:...)`).
+    let program: OpaquePointer?
+    /// The loaded program's descriptor.
+    let programFD: Int32
     /// The network namespace the program was attached in (`/proc/thread-self/ns/net`), so that
     /// `detach()` from a thread in another namespace still detaches from the right interface
     /// (interface indexes repeat across namespaces). -1 when it could not be opened.
     let namespaceFD: Int32
     /// Set once detached (detach is idempotent and may race with a signal-driven stop).
     private let detached = Mutex(false)
+    /// Between `replaceAttached()` and `keepReplacement()`: the running convey's program this
+    /// one replaced, put back (not detached) should this convey end before the takeover is
+    /// committed (`putReplacedBack`).
+    private let replaced = Mutex<Int32?>(nil)
 
     /// Loads the embedded program and attaches it to `interface`.
     /// - Parameter mode: `.auto` tries native XDP and falls back to skb; `.native`/`.skb` force.
@@ -105,6 +113,7 @@ public final class SteeringProgram: @unchecked Sendable {
         }
         object = opened
         program = xdpProgram
+        programFD = xdp_program__fd(xdpProgram)
         attachMode = attached
 
         func mapFD(_ name: String) -> Int32? {
@@ -127,9 +136,115 @@ public final class SteeringProgram: @unchecked Sendable {
         succeeded = true
     }
 
+    /// Loads the embedded program for a takeover of `interface` from the running convey, whose
+    /// `claim` arrived with its sockets: loaded with libbpf and not attached yet, so its maps
+    /// can be filled (the handed-over sockets, VIPs, NAT range) before `replaceAttached()` puts
+    /// it in place of the running one's in `mode` without a moment between the two.
+    init(replacingOn interface: NetworkInterface, mode: NetworkInterface.AttachMode,
+         claim: InterfaceClaim) throws(XSKError) {
+        Self.installLogger()
+        self.interface = interface
+        self.claim = claim
+        replacedStaleProgram = false
+        attachMode = mode
+        let bytes = EmbeddedBPFObject.steer
+        let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
+            bpf_object__open_mem(raw.baseAddress, raw.count, nil)
+        }
+        guard let opened else { throw .program(step: "bpf_object__open_mem", errno: .current) }
+        let loaded = bpf_object__load(opened)
+        guard loaded == 0, let prog = bpf_object__find_program_by_name(opened, Self.programName),
+              bpf_program__fd(prog) >= 0 else {
+            bpf_object__close(opened)
+            throw loaded != 0 ? XSKError.fromNegative(loaded, "bpf_object__load", interface.name) : .missingMap(Self.programName)
+        }
+        func mapFD(_ name: String) -> Int32? {
+            guard let map = bpf_object__find_map_by_name(opened, name) else { return nil }
+            let fd = bpf_map__fd(map)
+            return fd >= 0 ? fd : nil
+        }
+        guard let xsks = mapFD(STEER_MAP_XSKS), let vips = mapFD(STEER_MAP_VIPS),
+              let nat = mapFD(STEER_MAP_NAT), let verdicts = mapFD(STEER_MAP_VERDICTS) else {
+            bpf_object__close(opened)
+            throw .missingMap("steer_*")
+        }
+        object = opened
+        program = nil
+        programFD = bpf_program__fd(prog)
+        xsksMapFD = xsks
+        vipsMapFD = vips
+        natMapFD = nat
+        verdictsMapFD = verdicts
+        namespaceFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        // Not attached yet: nothing to detach until `replaceAttached()` succeeds.
+        detached.withLock { $0 = true }
+    }
+
+    /// Attaches this program in place of the one on the interface now (`XDP_FLAGS_REPLACE`:
+    /// the kernel swaps them at once, or fails if the interface's program changed meanwhile).
+    func replaceAttached() throws(XSKError) {
+        guard let current = Self.attachedProgramFD(interface, attachMode) else {
+            throw .invalidArgument("\(interface.name) has no XDP program in \(attachMode.rawValue) mode to take over")
+        }
+        var options = bpf_xdp_attach_opts()
+        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
+        options.old_prog_fd = current
+        let rc = bpf_xdp_attach(interface.index, programFD, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options)
+        guard rc == 0 else {
+            close(current)
+            throw XSKError.fromNegative(rc, "bpf_xdp_attach (replace)", interface.name)
+        }
+        replaced.withLock { $0 = current }
+        detached.withLock { $0 = false }
+    }
+
+    /// The takeover is committed: the replaced program is not needed any more.
+    func keepReplacement() {
+        if let fd = replaced.withLock({ r -> Int32? in defer { r = nil }; return r }) { close(fd) }
+    }
+
+    /// Before the takeover is committed: puts the program this one replaced back in its
+    /// place, if this one is still attached (the running convey may have done so already).
+    /// Afterwards this program counts as detached. True when there was one to put back.
+    @discardableResult
+    func putReplacedBack() -> Bool {
+        guard let fd = replaced.withLock({ r -> Int32? in defer { r = nil }; return r }) else { return false }
+        defer { close(fd) }
+        detached.withLock { $0 = true }
+        var options = bpf_xdp_attach_opts()
+        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
+        options.old_prog_fd = programFD
+        _ = bpf_xdp_attach(interface.index, fd, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options)
+        return true
+    }
+
+    /// A descriptor of the program attached to `interface` in `mode` now (the caller closes
+    /// it), or nil.
+    static func attachedProgramFD(_ interface: NetworkInterface, _ mode: NetworkInterface.AttachMode) -> Int32? {
+        var id: UInt32 = 0
+        guard bpf_xdp_query_id(interface.index, Int32(mode.kernelFlags), &id) == 0, id != 0 else { return nil }
+        let fd = bpf_prog_get_fd_by_id(id)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// Puts `program` (a descriptor of the program this convey ran with) back in place of
+    /// whatever is attached now: a takeover that failed after the next convey swapped its
+    /// program in. True when done.
+    func restore(_ saved: Int32) -> Bool {
+        guard let current = Self.attachedProgramFD(interface, attachMode) else {
+            // The newcomer detached its own on the way out: attach ours as at start.
+            return bpf_xdp_attach(interface.index, saved, attachMode.kernelFlags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil) == 0
+        }
+        defer { close(current) }
+        var options = bpf_xdp_attach_opts()
+        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
+        options.old_prog_fd = current
+        return bpf_xdp_attach(interface.index, saved, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options) == 0
+    }
+
     deinit {
         detach()
-        xdp_program__close(program)
+        if let program { xdp_program__close(program) }
         bpf_object__close(object)
         if namespaceFD >= 0 { close(namespaceFD) }
     }
@@ -137,6 +252,8 @@ public final class SteeringProgram: @unchecked Sendable {
     /// Removes the program from the interface (once; later calls do nothing). Safe to call
     /// from any thread. Errors are not thrown: a vanished interface has no program anyway.
     public func detach() {
+        // A takeover not committed yet: the running convey's program goes back, never none.
+        if putReplacedBack() { return }
         let first = detached.withLock { done in
             defer { done = true }
             return !done
@@ -145,12 +262,28 @@ public final class SteeringProgram: @unchecked Sendable {
         let mode = attachMode == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB
         let current = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
         defer { if current >= 0 { close(current) } }
-        if namespaceFD >= 0, current >= 0, !Self.sameFile(namespaceFD, current), cxdp_setns_net(namespaceFD) == 0 {
+        let inOtherNamespace = namespaceFD >= 0 && current >= 0 && !Self.sameFile(namespaceFD, current)
+        if inOtherNamespace && cxdp_setns_net(namespaceFD) != 0 { return }
+        if let program {
             _ = xdp_program__detach(program, interface.index, mode, 0)
-            _ = cxdp_setns_net(current)
         } else {
-            _ = xdp_program__detach(program, interface.index, mode, 0)
+            // Attached with libbpf in place of another program: detach it only if it is still
+            // this one (the next convey of a takeover may have replaced it).
+            var options = bpf_xdp_attach_opts()
+            options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
+            options.old_prog_fd = programFD
+            _ = bpf_xdp_detach(interface.index, attachMode.kernelFlags, &options)
         }
+        if inOtherNamespace { _ = cxdp_setns_net(current) }
+    }
+
+    /// A takeover handed the interface to the next convey: this process must leave the
+    /// program (now the next one's) attached when it ends.
+    func handedOver() {
+        detached.withLock { $0 = true }
+        // Where bpffs is mounted libxdp attached through its dispatcher and pinned it there;
+        // the next convey's program replaced it: remove the pins, as a detach would have.
+        if program != nil { _ = libxdp_clean_references(interface.index) }
     }
 
     static func sameFile(_ a: Int32, _ b: Int32) -> Bool {

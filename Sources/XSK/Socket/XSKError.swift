@@ -45,7 +45,8 @@ public enum XSKError: Error, CustomStringConvertible, Equatable {
         case let .interfaceInUse(interface, pid):
             let holder = pid.map { " (pid \($0))" } ?? ""
             return "\(interface) is already served by another convey\(holder); refusing to replace its steering "
-                + "program. Stop that one first, or give this one another interface"
+                + "program. Stop that one first, replace it with convey --takeover (which carries its flows over), "
+                + "or give this one another interface"
         }
     }
 

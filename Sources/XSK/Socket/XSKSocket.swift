@@ -32,7 +32,10 @@ public final class XSKSocket {
 
     @usableFromInline let rx: UnsafeMutablePointer<xsk_ring_cons>
     @usableFromInline let tx: UnsafeMutablePointer<xsk_ring_prod>
-    let handle: OpaquePointer
+    /// libxdp's socket (nil for one adopted from another process).
+    let handle: OpaquePointer?
+    /// The ring mappings of an adopted socket (unmapped in `deinit`).
+    private var adoptedRings = cxdp_adopted_rings()
 
     /// Creates the socket and binds it (`xsk_socket__create`).
     ///
@@ -94,16 +97,50 @@ public final class XSKSocket {
         }
     }
 
+    /// A socket another convey bound and hands over (`fd`, owned from now on, is bound to
+    /// `queue` of `interface` and registered `umem`): its rings are mapped here, their
+    /// positions taken as the sender left them (it stopped between two loop iterations).
+    init(adopting fd: Int32, interface: String, queue: UInt32, umem: UMEM, rxSize: UInt32, txSize: UInt32) throws(XSKError) {
+        self.interface = interface
+        self.queue = queue
+        self.umem = umem
+        self.rxSize = rxSize
+        self.txSize = txSize
+        rx = .allocate(capacity: 1)
+        rx.initialize(to: xsk_ring_cons())
+        tx = .allocate(capacity: 1)
+        tx.initialize(to: xsk_ring_prod())
+        let rc = cxdp_xsk_adopt_rings(fd, rxSize, txSize, umem.fillSize, umem.completionSize, rx, tx, umem.fill,
+                                      umem.completion, &adoptedRings)
+        guard rc == 0 else {
+            rx.deallocate()
+            tx.deallocate()
+            throw XSKError.fromNegative(rc, "mmap (handed-over rings)", "\(interface) queue \(queue)")
+        }
+        handle = nil
+        self.fd = fd
+        var options: UInt32 = 0
+        mode = cxdp_xsk_options(fd, &options) == 0 && options & UInt32(XDP_OPTIONS_ZEROCOPY) != 0 ? .zeroCopy : .copy
+        txBudget = mode == .copy && cxdp_xsk_set_tx_budget(fd, txSize) == 0 ? txSize : 32
+    }
+
     deinit {
-        xsk_socket__delete(handle)
+        if let handle {
+            xsk_socket__delete(handle)
+        } else {
+            cxdp_xsk_release_rings(&adoptedRings)
+            close(fd)
+        }
         rx.deallocate()
         tx.deallocate()
     }
 
-    /// Puts this socket into an XSKMAP at its queue index (`xsk_socket__update_xskmap`).
+    /// Puts this socket into an XSKMAP at its queue index.
     public func register(inXSKMap mapFD: Int32) throws(XSKError) {
-        let rc = xsk_socket__update_xskmap(handle, mapFD)
-        guard rc == 0 else { throw XSKError.fromNegative(rc, "xsk_socket__update_xskmap", "\(interface) queue \(queue)") }
+        var key = queue
+        var value = UInt32(bitPattern: fd)
+        let rc = bpf_map_update_elem(mapFD, &key, &value, 0)
+        guard rc == 0 else { throw XSKError.fromNegative(rc < 0 ? rc : -Int32(Glibc.errno), "bpf_map_update_elem (XSKMAP)", "\(interface) queue \(queue)") }
     }
 
     /// The kernel's ring counters for this socket (`XDP_STATISTICS`).

@@ -21,6 +21,19 @@ public struct FramePool {
         }
     }
 
+    /// A pool of `capacity` frames holding `frames` (a takeover's: the free frames of the
+    /// worker it replaces, in its order).
+    init(frames: [UInt64], capacity: Int) {
+        precondition(frames.count <= capacity, "more free frames than the UMEM has")
+        slots = .allocate(capacity: capacity)
+        self.capacity = capacity
+        top = frames.count
+        for (i, frame) in frames.enumerated() { slots[i] = frame }
+    }
+
+    /// The free frames, bottom first (for a takeover).
+    var frames: [UInt64] { (0..<top).map { slots[$0] } }
+
     /// Takes one free frame; nil when none is free.
     @inlinable @inline(__always)
     public mutating func pop() -> UInt64? {

@@ -22,7 +22,12 @@ public final class UMEM {
     let areaSize: Int
     @usableFromInline let fill: UnsafeMutablePointer<xsk_ring_prod>
     @usableFromInline let completion: UnsafeMutablePointer<xsk_ring_cons>
-    let handle: OpaquePointer
+    /// libxdp's UMEM (nil for one adopted from another process: its rings are mapped by the
+    /// socket that registered it, see `XSKSocket.init(adopting:...)`).
+    let handle: OpaquePointer?
+    /// The memfd the area lives in, so a takeover can hand the frames to the next convey
+    /// (`MAP_SHARED`: both processes see the same pages, which the kernel keeps pinned).
+    public let memoryFD: Int32
 
     /// Bytes the kernel keeps before a received packet in its frame (`XDP_PACKET_HEADROOM`;
     /// convey asks for no headroom of its own).
@@ -58,10 +63,22 @@ public final class UMEM {
         self.fillSize = fillSize
         self.completionSize = completionSize
         areaSize = frameCount * frameSize
-        let mapped = mmap(nil, areaSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        guard let mapped, mapped != MAP_FAILED else {
-            throw .system(operation: "mmap", subject: "UMEM area of \(areaSize) bytes", errno: .current)
+        let memory = cxdp_memfd("convey-umem")
+        guard memory >= 0 else {
+            throw .system(operation: "memfd_create", subject: "UMEM area of \(areaSize) bytes", errno: Errno(rawValue: -memory))
         }
+        guard ftruncate(memory, off_t(areaSize)) == 0 else {
+            let error = Errno.current
+            close(memory)
+            throw .system(operation: "ftruncate", subject: "UMEM area of \(areaSize) bytes", errno: error)
+        }
+        let mapped = mmap(nil, areaSize, PROT_READ | PROT_WRITE, MAP_SHARED, memory, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            let error = Errno.current
+            close(memory)
+            throw .system(operation: "mmap", subject: "UMEM area of \(areaSize) bytes", errno: error)
+        }
+        memoryFD = memory
         area = mapped
         fill = .allocate(capacity: 1)
         fill.initialize(to: xsk_ring_prod())
@@ -73,6 +90,7 @@ public final class UMEM {
         let rc = xsk_umem__create(&umem, area, UInt64(areaSize), fill, completion, &config)
         guard rc == 0, let umem else {
             munmap(area, areaSize)
+            close(memory)
             fill.deallocate()
             completion.deallocate()
             throw XSKError.fromNegative(rc, "xsk_umem__create", "UMEM of \(frameCount) frames")
@@ -80,9 +98,39 @@ public final class UMEM {
         handle = umem
     }
 
+    /// A UMEM another convey set up and hands over: the area is its memfd `memoryFD` (owned
+    /// from now on), mapped here; the rings are mapped by the adopting socket.
+    init(adoptingMemory memoryFD: Int32, frameCount: Int, frameSize: Int, fillSize: UInt32,
+         completionSize: UInt32) throws(XSKError) {
+        guard frameSize == 2048 || frameSize == 4096, frameCount > 0 else {
+            throw .invalidArgument("a handed-over UMEM of \(frameCount) frames of \(frameSize) bytes")
+        }
+        var info = stat()
+        let (size, overflow) = frameCount.multipliedReportingOverflow(by: frameSize)
+        guard !overflow, fstat(memoryFD, &info) == 0, Int(info.st_size) >= size else {
+            throw .invalidArgument("the handed-over UMEM memory is not \(size) bytes")
+        }
+        guard let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, memoryFD, 0), mapped != MAP_FAILED else {
+            throw .system(operation: "mmap", subject: "handed-over UMEM area of \(size) bytes", errno: .current)
+        }
+        self.frameCount = frameCount
+        self.frameSize = frameSize
+        self.fillSize = fillSize
+        self.completionSize = completionSize
+        self.memoryFD = memoryFD
+        areaSize = size
+        area = mapped
+        fill = .allocate(capacity: 1)
+        fill.initialize(to: xsk_ring_prod())
+        completion = .allocate(capacity: 1)
+        completion.initialize(to: xsk_ring_cons())
+        handle = nil
+    }
+
     deinit {
-        _ = xsk_umem__delete(handle)
+        if let handle { _ = xsk_umem__delete(handle) }
         munmap(area, areaSize)
+        close(memoryFD)
         fill.deallocate()
         completion.deallocate()
     }

@@ -89,6 +89,20 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         state = LoopState(pool: FramePool(frameCount: umem.frameCount, frameSize: umem.frameSize))
     }
 
+    /// A worker taking over `socket` from another convey's worker, whose frames were
+    /// `frames.free` (free) and `frames.txOutstanding` (on TX or COMPLETION) when it stopped.
+    public convenience init(index: Int, adopting socket: XSKSocket, frames: (free: [UInt64], txOutstanding: Int), handler: Handler,
+                cpu: Int32? = nil) {
+        self.init(index: index, socket: socket, handler: handler, cpu: cpu)
+        state.pool.deallocate()
+        state = LoopState(pool: FramePool(frames: frames.free, capacity: socket.umem.frameCount))
+        state.txOutstanding = frames.txOutstanding
+    }
+
+    /// The frames of a stopped worker that are in none of its rings' kernel-owned parts:
+    /// free ones, and how many are on TX or COMPLETION (for a takeover; after `join()`).
+    public var frameState: (free: [UInt64], txOutstanding: Int) { (state.pool.frames, state.txOutstanding) }
+
     deinit {
         requestStop()
         join()
@@ -138,6 +152,14 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
             throw .system(operation: "pthread_create", subject: "worker \(index) (\(socket.interface) queue \(socket.queue))",
                           errno: .init(rawValue: error))
         }
+    }
+
+    /// Starts the thread again after `requestStop()` and `join()` (a takeover that did not
+    /// complete): the loop goes on from where it stopped.
+    @inlinable
+    public func resume() throws(XSKError) {
+        stopRequested.store(false, ordering: .releasing)
+        try start()
     }
 
     /// Asks the loop to end; it notices within one idle timeout. Safe from any thread and

@@ -68,6 +68,22 @@ final class ConveyLab: @unchecked Sendable {
         }
     }
 
+    /// Starts a second convey with `--takeover` (and `extra` arguments) and waits until the
+    /// running one has exited; from then on the newcomer is this lab's convey. Returns the
+    /// one that was replaced (exited).
+    @discardableResult
+    func takeOver(extra: [String] = [], seconds: Double = 20) throws -> LabDaemon {
+        guard let old = convey else { throw Failure(description: "no convey to take over") }
+        let new = try LabDaemon(lab: lab, host: "lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0",
+                                                       "--config", configPath, "--log-level", "info", "--takeover"] + extra)
+        guard waitUntil(seconds: seconds, { old.exitStatus != nil }) else {
+            new.stop(SIGKILL)
+            throw Failure(description: "the running convey did not exit; its output:\n\(old.output)\nthe newcomer's:\n\(new.output)")
+        }
+        convey = new
+        return old
+    }
+
     /// Stops convey with SIGTERM; returns its exit status.
     @discardableResult
     func stopConvey() -> Int32? {

@@ -33,6 +33,15 @@ extension Lab {
         return String(rest[nameIndex + 1])
     }
 
+    /// The id of the XDP program on `host`'s veth0, if any.
+    func xdpProgramID(_ host: String) throws -> Int? {
+        let text = try link(host)
+        guard let range = text.range(of: "prog/xdp id ") else { return nil }
+        return text[range.upperBound...].split(separator: " ").first.flatMap { Int($0) }
+    }
+
     /// The built XSKReflect binary (built by `swift build --build-tests` with the package).
     static var reflectBinary: String { packageRoot + "/.build/debug/XSKReflect" }
+    /// The built convey binary (likewise).
+    static var conveyBinary: String { packageRoot + "/.build/debug/convey" }
 }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Balancer
 import CLinux
 import SystemPackage
 
@@ -11,22 +10,22 @@ import SystemPackage
 ///
 /// Blocking, with receive and send timeouts: it is used on the handover's own thread and at
 /// start, never on an event loop. Closed when released.
-final class UnixMessageSocket: Sendable {
-    let fd: Int32
+package final class UnixMessageSocket: Sendable {
+    package let fd: Int32
 
     private init(fd: Int32) { self.fd = fd }
 
     deinit { _ = Glibc.close(fd) }
 
     /// Most descriptors one message carries.
-    static let maxDescriptors = Int(CL_MAX_FDS_PER_MESSAGE)
+    package static let maxDescriptors = Int(CL_MAX_FDS_PER_MESSAGE)
 
     /// A socket listening on the abstract `name`; `EADDRINUSE` while another process holds it.
     /// Non-blocking: after a takeover two processes share it, and the one that loses a
     /// connection to the other must not block in `accept` (see `accept`).
-    static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
+    package static func listening(on name: String, backlog: Int32 = 8) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
-        try SocketCalls.setNonBlocking(socket.fd)
+        try setNonBlocking(socket.fd)
         try UnixSocketAddress(abstract: name).withSockaddr { address, length throws(Errno) in
             guard Glibc.bind(socket.fd, address, length) == 0 else { throw Errno(rawValue: errno) }
         }
@@ -36,7 +35,7 @@ final class UnixMessageSocket: Sendable {
 
     /// A socket connected to the abstract `name` (`ECONNREFUSED` when nothing listens there),
     /// whose receives and sends give up after `timeout`.
-    static func connected(to name: String, timeout: Duration) throws(Errno) -> UnixMessageSocket {
+    package static func connected(to name: String, timeout: Duration) throws(Errno) -> UnixMessageSocket {
         let socket = try make()
         socket.setTimeout(timeout)
         try UnixSocketAddress(abstract: name).withSockaddr { address, length throws(Errno) in
@@ -50,10 +49,10 @@ final class UnixMessageSocket: Sendable {
     /// A socket received from another process (`SCM_RIGHTS`), if it is a Unix
     /// `SOCK_SEQPACKET` socket listening on the abstract `name`; nil otherwise (the caller
     /// still owns `fd` then).
-    static func adopting(_ fd: Int32, listeningOn name: String) -> UnixMessageSocket? {
-        guard SocketCalls.socketOption(fd, SO_DOMAIN) == AF_UNIX,
-              SocketCalls.socketOption(fd, SO_TYPE) == Int32(SOCK_SEQPACKET.rawValue),
-              SocketCalls.socketOption(fd, SO_ACCEPTCONN) == 1 else { return nil }
+    package static func adopting(_ fd: Int32, listeningOn name: String) -> UnixMessageSocket? {
+        guard socketOption(fd, SO_DOMAIN) == AF_UNIX,
+              socketOption(fd, SO_TYPE) == Int32(SOCK_SEQPACKET.rawValue),
+              socketOption(fd, SO_ACCEPTCONN) == 1 else { return nil }
         var address = sockaddr_un()
         var length = socklen_t(MemoryLayout<sockaddr_un>.size)
         let rc = withUnsafeMutablePointer(to: &address) {
@@ -62,13 +61,13 @@ final class UnixMessageSocket: Sendable {
         let offset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
         guard rc == 0, Int(length) == offset + 1 + name.utf8.count else { return nil }
         let bound = withUnsafeBytes(of: &address.sun_path) { Array($0[0..<(1 + name.utf8.count)]) }
-        guard bound == [0] + Array(name.utf8), (try? SocketCalls.setNonBlocking(fd)) != nil else { return nil }
+        guard bound == [0] + Array(name.utf8), (try? setNonBlocking(fd)) != nil else { return nil }
         return UnixMessageSocket(fd: fd)
     }
 
     /// The next connection, itself blocking with `timeout` on its receives and sends;
     /// `EAGAIN` when none is waiting (another process sharing the socket took it).
-    func accept(timeout: Duration) throws(Errno) -> UnixMessageSocket {
+    package func accept(timeout: Duration) throws(Errno) -> UnixMessageSocket {
         while true {
             // The accepted socket is blocking (flags are not inherited; the shim's accept4
             // would make it non-blocking); convey never execs, so close-on-exec just after is enough.
@@ -85,7 +84,7 @@ final class UnixMessageSocket: Sendable {
 
     /// Waits up to `timeout` for a connection to accept (or an error to report); false when
     /// none came.
-    func waitForConnection(timeout: Duration) -> Bool {
+    package func waitForConnection(timeout: Duration) -> Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         return Glibc.poll(&entry, 1, milliseconds) > 0
@@ -93,7 +92,7 @@ final class UnixMessageSocket: Sendable {
 
     /// Sends one message of `bytes` with `descriptors` (at most `maxDescriptors`) attached;
     /// the descriptors stay open here.
-    func send(_ bytes: [UInt8], descriptors: [Int32] = []) throws(Errno) {
+    package func send(_ bytes: [UInt8], descriptors: [Int32] = []) throws(Errno) {
         let n = bytes.withUnsafeBytes { buffer in
             descriptors.withUnsafeBufferPointer { fds in
                 cl_send_with_fds(fd, buffer.baseAddress, buffer.count, fds.baseAddress, Int32(fds.count))
@@ -104,7 +103,7 @@ final class UnixMessageSocket: Sendable {
 
     /// Receives one message (at most `maxBytes`) and the descriptors that came with it, which
     /// the caller owns (close-on-exec). An empty message without descriptors is the peer's close.
-    func receive(maxBytes: Int = 4096) throws(Errno) -> (bytes: [UInt8], descriptors: [Int32]) {
+    package func receive(maxBytes: Int = 4096) throws(Errno) -> (bytes: [UInt8], descriptors: [Int32]) {
         var buffer = [UInt8](repeating: 0, count: maxBytes)
         var fds = [Int32](repeating: -1, count: Self.maxDescriptors)
         var count: Int32 = 0
@@ -118,14 +117,25 @@ final class UnixMessageSocket: Sendable {
     }
 
     /// The cookie of the network namespace the socket is in (0: the kernel cannot say).
-    var networkNamespaceCookie: UInt64 { cl_netns_cookie(fd) }
+    package var networkNamespaceCookie: UInt64 { cl_netns_cookie(fd) }
 
     /// The process at the other end: its pid and user (`SO_PEERCRED`).
-    func peer() throws(Errno) -> (pid: Int32, uid: UInt32) {
+    package func peer() throws(Errno) -> (pid: Int32, uid: UInt32) {
         var pid: Int32 = 0
         var uid: UInt32 = 0
         guard cl_peer_credentials(fd, &pid, &uid) == 0 else { throw Errno(rawValue: errno) }
         return (pid, uid)
+    }
+
+    private static func setNonBlocking(_ fd: Int32) throws(Errno) {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }
+    }
+
+    private static func socketOption(_ fd: Int32, _ option: Int32) -> Int32? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, option, &value, &length) == 0 ? value : nil
     }
 
     private static func make() throws(Errno) -> UnixMessageSocket {

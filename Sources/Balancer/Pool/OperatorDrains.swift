@@ -1,5 +1,3 @@
-import Balancer
-
 /// The servers an operator drained at runtime (`POST /servers/POOL/NAME/drain`), as a takeover
 /// passes them on: the running convey sends `current()` with its listeners, and the new one
 /// hands what it got to `adopt`, so that a drained server stays drained through an upgrade.

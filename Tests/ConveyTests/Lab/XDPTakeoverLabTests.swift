@@ -1,0 +1,126 @@
+import Foundation
+import Glibc
+import LabSupport
+import Synchronization
+import Testing
+
+/// `convey --takeover` in the AF_XDP modes: the newcomer takes the running convey's sockets,
+/// frames and flows, swaps its own steering program in, and the old one exits by itself. Real
+/// kernel TCP through the lab: connections held open and a transfer in flight go on byte for
+/// byte, nothing is reset.
+extension EndToEndLabTests {
+    @Test("AF_XDP takeover, passthrough and DSR: held connections and a transfer in flight go on byte-exact across it, the old convey exits 0 by itself, the program stays attached, new clients are served; SIGTERM then detaches", arguments: ["passthrough", "dsr"])
+    func xdpTakeover(mode: String) throws {
+        guard try labAvailable("xdpTakeover") else { return }
+        try ConveyLab.with(mode: mode, config: labConfig(balance: "wrr")) { lab in
+            // Connections opened through the running convey, spread over the three backends.
+            let held = try lab.fromClient { try (0..<12).map { i in try LabClient.holding("before \(i);") } }
+            // A transfer in flight: 24 MiB sent in 64 KiB pieces over about 4 s, echoed back.
+            let payload = randomBytes(24 << 20, seed: 9)
+            let transfer = try lab.fromClient { try LabClient(to: "10.77.0.100", port: 80, timeout: 30) }
+            try transfer.send("ECHO\n")
+            let echoed = ReadAll(transfer)
+            let sent = Atomic<Int>(0)
+            let sender = Thread {
+                var offset = 0
+                while offset < payload.count {
+                    let end = min(offset + 65_536, payload.count)
+                    guard (try? transfer.send(Array(payload[offset..<end]))) != nil else { return }
+                    offset = end
+                    sent.store(offset, ordering: .relaxed)
+                    usleep(10_000)
+                }
+                transfer.shutdownWrite()
+            }
+            sender.start()
+            #expect(waitUntil(seconds: 10) { sent.load(ordering: .relaxed) >= 4 << 20 })
+
+            let old = try lab.takeOver()
+            #expect(old.exitStatus == 0, "\(old.output)")
+            #expect(old.output.contains("takeover: handed 1 worker(s) and"), "\(old.output)")
+            #expect(sent.load(ordering: .relaxed) < payload.count, "the takeover happened while the transfer was in flight")
+            let new = try #require(lab.convey)
+            #expect(waitUntil(seconds: 10) { new.output.contains("takeover: took over veth0 from pid \(old.pid)") }, "\(new.output)")
+            #expect(!new.output.contains("could not go on"), "every flow went on: \(new.output)")
+
+            let back = try echoed.result()
+            #expect(back.count == payload.count && back == payload, "the transfer in flight came back byte-exact (\(back.count) of \(payload.count) bytes)")
+            for (i, client) in held.enumerated() {
+                try client.send("after \(i)")
+                #expect(String(decoding: try client.receive(upTo: "after \(i)".utf8.count), as: UTF8.self) == "after \(i)",
+                        "held connection \(i) goes on")
+                client.shutdownWrite()
+            }
+            let answers = try lab.fromClient { try (0..<9).map { _ in try LabClient.who() } }
+            #expect(Set(answers.map(\.name)) == ["b1", "b2", "b3"], "new connections are balanced by the newcomer")
+            #expect(waitUntil(seconds: 10) { (try? lab.stats()["mode"] as? String) == mode }, "the newcomer's /stats answers")
+            #expect(try lab.balancerHasXDP())
+            #expect(try lab.drops("no_flow") == 0, "no segment of a carried flow was unknown to the newcomer")
+            // A convey started without --takeover now is refused, naming the newcomer (not the
+            // convey that first listened on the claim).
+            let second = try lab.lab.run("lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0", "--config",
+                                                lab.configPath], timeout: 30)
+            #expect(second.status == 1 && second.stderr.contains("veth0 is already served by another convey (pid \(new.pid))"),
+                    "\(second.stderr)")
+
+            #expect(lab.stopConvey() == 0)
+            #expect(try !lab.balancerHasXDP(), "the newcomer detaches its program on SIGTERM")
+        }
+    }
+
+    @Test("AF_XDP takeover refused: a newcomer in another mode says why and changes nothing (the running convey serves on, connections too); with no convey running, --takeover says so and attaches nothing")
+    func xdpTakeoverRefused() throws {
+        guard try labAvailable("xdpTakeoverRefused") else { return }
+        try ConveyLab.with(mode: "dsr", config: labConfig(balance: "wrr")) { lab in
+            let held = try lab.fromClient { try LabClient.holding("before;") }
+            let other = try lab.lab.run("lb", [ConveyRun.binary, "--passthrough", "--takeover", "--iface", "veth0",
+                                               "--config", lab.configPath], timeout: 30)
+            #expect(other.status == 1 && other.stderr.contains("a takeover keeps the mode"), "\(other.stderr)")
+            let running = try #require(lab.convey)
+            #expect(running.isRunning)
+            #expect(waitUntil(seconds: 5) { running.output.contains("will not take this convey's place") }, "\(running.output)")
+            try held.send("after")
+            #expect(String(decoding: try held.receive(upTo: 5), as: UTF8.self) == "after", "the held connection goes on")
+            held.shutdownWrite()
+            #expect(try lab.fromClient { try LabClient.who() }.name.hasPrefix("b"))
+            #expect(lab.stopConvey() == 0)
+
+            let alone = try lab.lab.run("lb", [ConveyRun.binary, "--dsr", "--takeover", "--iface", "veth0",
+                                               "--config", lab.configPath], timeout: 30)
+            #expect(alone.status == 1 && alone.stderr.contains("no convey serves veth0 to take over"), "\(alone.stderr)")
+            #expect(try !lab.balancerHasXDP())
+        }
+    }
+
+    @Test("AF_XDP SIGUSR2: the running convey starts its binary again with --takeover, hands the interface over and exits 0 by itself; a held connection goes on through the replacement, which SIGTERM then stops, detaching")
+    func xdpReplacedInPlace() throws {
+        guard try labAvailable("xdpReplacedInPlace") else { return }
+        try ConveyLab.with(mode: "passthrough", config: labConfig(balance: "wrr")) { lab in
+            let held = try lab.fromClient { try LabClient.holding("before;") }
+            let old = try #require(lab.convey)
+            kill(old.pid, SIGUSR2)
+            #expect(waitUntil(seconds: 20) { old.exitStatus != nil }, "\(old.output)")
+            #expect(old.exitStatus == 0, "\(old.output)")
+            #expect(old.output.contains("SIGUSR2: started") && old.output.contains("takeover: handed 1 worker(s) and 1 flow(s)"),
+                    "\(old.output)")
+            // The replacement: the other convey on this configuration file, in the balancer's namespace.
+            let found = try lab.lab.run("lb", ["pgrep", "-f", "--", "--config \(lab.configPath)"])
+            let replacement = try #require(found.stdout.split(separator: "\n").compactMap { pid_t($0) }.first { $0 != old.pid },
+                                           "\(found.stdout) \(old.output)")
+            defer { kill(replacement, SIGKILL) }
+            try held.send("after")
+            #expect(String(decoding: try held.receive(upTo: 5), as: UTF8.self) == "after", "the held connection goes on")
+            held.shutdownWrite()
+            #expect(try lab.fromClient { try LabClient.who() }.name.hasPrefix("b"))
+            #expect(try lab.balancerHasXDP())
+            kill(replacement, SIGTERM)
+            #expect(waitUntil(seconds: 15) { kill(replacement, 0) != 0 || Self.isZombie(replacement) }, "the replacement stops on SIGTERM")
+            #expect(waitUntil(seconds: 5) { (try? lab.balancerHasXDP()) == false }, "and detaches its program")
+        }
+    }
+
+    static func isZombie(_ pid: pid_t) -> Bool {
+        let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+        return state == nil || state == "Z"
+    }
+}
