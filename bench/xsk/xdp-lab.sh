@@ -189,7 +189,8 @@ start_balancer() {
       [[ -x $CONVEY ]] || die "no convey at $CONVEY (swift build -c release --product convey)"
       convey_config "$s/convey.toml" "$port" "${servers[@]}"
       local flag=--${mode#convey-}
-      ip netns exec "$lb" "$CONVEY" "$flag" --iface veth0 --config "$s/convey.toml" --log-level warning \
+      ip netns exec "$lb" "$CONVEY" "$flag" --iface veth0 --config "$s/convey.toml" \
+        --log-level "$([[ -n ${XDP_BENCH_TAKEOVER_AT:-} ]] && echo notice || echo warning)" \
         >"$s/balancer.out" 2>"$s/balancer.log" &
       pid=$!; echo $pid >"$s/balancer.pid"
       for _ in $(seq 1 60); do
@@ -282,11 +283,23 @@ packets() {
     traffic=(--data-only)
     [[ ${XDP_BENCH_NFT_AFPACKET:-0} == 1 ]] && traffic+=(--afpacket)
   fi
+  # XDP_BENCH_TAKEOVER_AT=SECONDS (convey modes): a second convey takes the first one's place
+  # (--takeover) that far into the run; the sinks then count what got through it.
+  local takeover_at=${XDP_BENCH_TAKEOVER_AT:-}
+  if [[ -n $takeover_at && $mode == convey-* ]]; then
+    ( sleep "$takeover_at"
+      ip netns exec "$prefix-lb" "$CONVEY" "--${mode#convey-}" --iface veth0 --config "$s/convey.toml" --takeover \
+        --log-level notice >"$s/balancer.out" 2>"$s/takeover.log" &
+      echo $! >"$s/balancer.pid" ) &
+  fi
   out=$(inns "$prefix-client" "$tools/xskgen" --obj "$tools/gen.bpf.o" --iface veth0 --dst-mac "$dst_mac" \
         --dst $VIP --dport 80 --src "$src" --sport 10000 --flows "$FLOWS" --size "$frame" --seconds "$seconds" \
         "${traffic[@]}") \
     || die "generator failed"
   sleep 0.3 # in-flight frames
+  if [[ -n $takeover_at && $mode == convey-* ]]; then
+    grep -h "takeover:" "$s/balancer.log" "$s/takeover.log" 2>/dev/null | sed 's/^/    /' >&2 || true
+  fi
   balancer_failure=""
   stop_balancer "$prefix" "$mode"
   [[ -z $balancer_failure ]] || die "$balancer_failure"
