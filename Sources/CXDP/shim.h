@@ -295,4 +295,32 @@ static inline int cxdp_memfd(const char *name)
     return fd < 0 ? -errno : fd;
 }
 
+/* Attaches prog_fd to ifindex in place of expected_fd (XDP_FLAGS_REPLACE; expected_fd -1:
+ * only where none is attached, XDP_FLAGS_UPDATE_IF_NOEXIST). mode_flags: XDP_FLAGS_DRV_MODE
+ * or XDP_FLAGS_SKB_MODE. The options are zeroed here: libbpf refuses options whose bytes past
+ * the fields it knows are not zero, and Swift does not zero a C struct's padding. 0 or -errno. */
+static inline int cxdp_xdp_replace(int ifindex, int prog_fd, __u32 mode_flags, int expected_fd)
+{
+    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = expected_fd);
+    if (expected_fd < 0)
+        return bpf_xdp_attach(ifindex, prog_fd, mode_flags | XDP_FLAGS_UPDATE_IF_NOEXIST, NULL);
+    return bpf_xdp_attach(ifindex, prog_fd, mode_flags | XDP_FLAGS_REPLACE, &opts);
+}
+
+/* Detaches the program of ifindex only if it is expected_fd's. 0 or -errno. */
+static inline int cxdp_xdp_detach_expected(int ifindex, __u32 mode_flags, int expected_fd)
+{
+    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = expected_fd);
+    return bpf_xdp_detach(ifindex, mode_flags, &opts);
+}
+
+/* The id of the BPF program prog_fd, or 0. */
+static inline __u32 cxdp_prog_id(int prog_fd)
+{
+    struct bpf_prog_info info;
+    __u32 length = sizeof(info);
+    memset(&info, 0, sizeof(info));
+    return bpf_obj_get_info_by_fd(prog_fd, &info, &length) == 0 ? info.id : 0;
+}
+
 #endif

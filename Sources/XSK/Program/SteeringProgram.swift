@@ -186,10 +186,7 @@ public final class SteeringProgram: @unchecked Sendable {
         guard let current = Self.attachedProgramFD(interface, attachMode) else {
             throw .invalidArgument("\(interface.name) has no XDP program in \(attachMode.rawValue) mode to take over")
         }
-        var options = bpf_xdp_attach_opts()
-        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = current
-        let rc = bpf_xdp_attach(interface.index, programFD, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options)
+        let rc = cxdp_xdp_replace(interface.index, programFD, attachMode.kernelFlags, current)
         guard rc == 0 else {
             close(current)
             throw XSKError.fromNegative(rc, "bpf_xdp_attach (replace)", interface.name)
@@ -211,10 +208,7 @@ public final class SteeringProgram: @unchecked Sendable {
         guard let fd = replaced.withLock({ r -> Int32? in defer { r = nil }; return r }) else { return false }
         defer { close(fd) }
         detached.withLock { $0 = true }
-        var options = bpf_xdp_attach_opts()
-        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = programFD
-        _ = bpf_xdp_attach(interface.index, fd, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options)
+        _ = cxdp_xdp_replace(interface.index, fd, attachMode.kernelFlags, programFD)
         return true
     }
 
@@ -233,13 +227,12 @@ public final class SteeringProgram: @unchecked Sendable {
     func restore(_ saved: Int32) -> Bool {
         guard let current = Self.attachedProgramFD(interface, attachMode) else {
             // The newcomer detached its own on the way out: attach ours as at start.
-            return bpf_xdp_attach(interface.index, saved, attachMode.kernelFlags | UInt32(XDP_FLAGS_UPDATE_IF_NOEXIST), nil) == 0
+            return cxdp_xdp_replace(interface.index, saved, attachMode.kernelFlags, -1) == 0
         }
         defer { close(current) }
-        var options = bpf_xdp_attach_opts()
-        options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-        options.old_prog_fd = current
-        return bpf_xdp_attach(interface.index, saved, attachMode.kernelFlags | UInt32(XDP_FLAGS_REPLACE), &options) == 0
+        // Still (or again) ours: the newcomer never swapped, or put ours back itself.
+        if cxdp_prog_id(current) == cxdp_prog_id(saved) { return true }
+        return cxdp_xdp_replace(interface.index, saved, attachMode.kernelFlags, current) == 0
     }
 
     deinit {
@@ -269,10 +262,7 @@ public final class SteeringProgram: @unchecked Sendable {
         } else {
             // Attached with libbpf in place of another program: detach it only if it is still
             // this one (the next convey of a takeover may have replaced it).
-            var options = bpf_xdp_attach_opts()
-            options.sz = MemoryLayout<bpf_xdp_attach_opts>.size
-            options.old_prog_fd = programFD
-            _ = bpf_xdp_detach(interface.index, attachMode.kernelFlags, &options)
+            _ = cxdp_xdp_detach_expected(interface.index, attachMode.kernelFlags, programFD)
         }
         if inOtherNamespace { _ = cxdp_setns_net(current) }
     }
