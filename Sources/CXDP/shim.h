@@ -8,6 +8,7 @@
  * failure; typed Swift wrappers turn that into thrown errors.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +294,22 @@ static inline int cxdp_memfd(const char *name)
 {
     int fd = memfd_create(name, 1U /* MFD_CLOEXEC */);
     return fd < 0 ? -errno : fd;
+}
+
+/* A memfd of exactly `size` bytes whose size is sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL):
+ * a UMEM area, which another process maps after a takeover; no one can then truncate it
+ * under a mapping (a SIGBUS). The descriptor, or -errno. */
+static inline int cxdp_memfd_sealed(const char *name, off_t size)
+{
+    int fd = memfd_create(name, 1U /* MFD_CLOEXEC */ | 2U /* MFD_ALLOW_SEALING */);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, size) < 0 || fcntl(fd, 1033 /* F_ADD_SEALS */, 0x0001 | 0x0002 | 0x0004 /* SEAL, SHRINK, GROW */) < 0) {
+        int error = errno;
+        close(fd);
+        return -error;
+    }
+    return fd;
 }
 
 /* Attaches prog_fd to ifindex in place of expected_fd (XDP_FLAGS_REPLACE; expected_fd -1:

@@ -60,7 +60,8 @@ public final class XDPTakeover: @unchecked Sendable {
             connection = try UnixMessageSocket.connected(to: name, timeout: Self.timeout)
         } catch {
             throw XDPStartError("--takeover: no convey serves \(interface.name) to take over (nothing answers at @\(name): "
-                                + "\(error)); start without --takeover")
+                                + "\(error)); start without --takeover (a convey older than 2026-12-07 serving it "
+                                + "cannot hand it over: stop it first)")
         }
         do {
             try connection.send(Array(Self.greeting.utf8))

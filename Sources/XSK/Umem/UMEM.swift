@@ -63,14 +63,9 @@ public final class UMEM {
         self.fillSize = fillSize
         self.completionSize = completionSize
         areaSize = frameCount * frameSize
-        let memory = cxdp_memfd("convey-umem")
+        let memory = cxdp_memfd_sealed("convey-umem", off_t(areaSize))
         guard memory >= 0 else {
             throw .system(operation: "memfd_create", subject: "UMEM area of \(areaSize) bytes", errno: Errno(rawValue: -memory))
-        }
-        guard ftruncate(memory, off_t(areaSize)) == 0 else {
-            let error = Errno.current
-            close(memory)
-            throw .system(operation: "ftruncate", subject: "UMEM area of \(areaSize) bytes", errno: error)
         }
         let mapped = mmap(nil, areaSize, PROT_READ | PROT_WRITE, MAP_SHARED, memory, 0)
         guard let mapped, mapped != MAP_FAILED else {
