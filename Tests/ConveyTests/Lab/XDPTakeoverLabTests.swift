@@ -9,7 +9,7 @@ import Testing
 /// kernel TCP through the lab: connections held open and a transfer in flight go on byte for
 /// byte, nothing is reset.
 extension EndToEndLabTests {
-    @Test("AF_XDP takeover, passthrough and DSR: held connections and a transfer in flight go on byte-exact across it, the old convey exits 0 by itself, the program stays attached, new clients are served; SIGTERM then detaches", arguments: ["passthrough", "dsr"])
+    @Test("AF_XDP takeover, passthrough and DSR: held connections and a transfer in flight go on byte-exact across it, the old convey exits 0 by itself, the program stays attached, new clients are served; the newcomer is taken over in turn; SIGTERM then detaches", arguments: ["passthrough", "dsr"])
     func xdpTakeover(mode: String) throws {
         guard try labAvailable("xdpTakeover") else { return }
         try ConveyLab.with(mode: mode, config: labConfig(balance: "wrr")) { lab in
@@ -46,9 +46,18 @@ extension EndToEndLabTests {
             let back = try echoed.result()
             #expect(back.count == payload.count && back == payload, "the transfer in flight came back byte-exact (\(back.count) of \(payload.count) bytes)")
             for (i, client) in held.enumerated() {
-                try client.send("after \(i)")
-                #expect(String(decoding: try client.receive(upTo: "after \(i)".utf8.count), as: UTF8.self) == "after \(i)",
+                try client.send("after \(i);")
+                #expect(String(decoding: try client.receive(upTo: "after \(i);".utf8.count), as: UTF8.self) == "after \(i);",
                         "held connection \(i) goes on")
+            }
+            // The newcomer (whose program libbpf attached in place of the first one's) is taken
+            // over in turn, as the next upgrade would.
+            let middle = try lab.takeOver()
+            #expect(middle.exitStatus == 0 && middle.output.contains("takeover: handed 1 worker(s) and"), "\(middle.output)")
+            for (i, client) in held.enumerated() {
+                try client.send("again \(i)")
+                #expect(String(decoding: try client.receive(upTo: "again \(i)".utf8.count), as: UTF8.self) == "again \(i)",
+                        "held connection \(i) goes on through a second takeover")
                 client.shutdownWrite()
             }
             let answers = try lab.fromClient { try (0..<9).map { _ in try LabClient.who() } }
@@ -60,7 +69,7 @@ extension EndToEndLabTests {
             // convey that first listened on the claim).
             let second = try lab.lab.run("lb", [ConveyRun.binary, "--\(mode)", "--iface", "veth0", "--config",
                                                 lab.configPath], timeout: 30)
-            #expect(second.status == 1 && second.stderr.contains("veth0 is already served by another convey (pid \(new.pid))"),
+            #expect(second.status == 1 && second.stderr.contains("veth0 is already served by another convey (pid \(lab.convey?.pid ?? 0))"),
                     "\(second.stderr)")
 
             #expect(lab.stopConvey() == 0)
