@@ -78,7 +78,7 @@ public enum XDPDataPlaneSetup {
             if path.program.replacedStaleProgram {
                 logger.warning("replaced the steering program a convey that is no longer running left on \(ifaceName)")
             }
-            if let nat {
+            if let nat, running == nil {  // a takeover set it before swapping its program in
                 do {
                     try path.program.setNATRange(addresses: nat.addresses, ports: nat.ports)
                 } catch {

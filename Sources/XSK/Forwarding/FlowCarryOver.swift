@@ -107,15 +107,17 @@ extension ForwarderCore {
             }
             result.imported += 1
         }
-        // The replaced worker's queue of free ports, if it is one (without the ports the
-        // imported flows hold), keeps its order: the longest-free port goes first.
-        if natEnabled, let queue = freeNATPorts, !queue.contains(where: usedPorts.contains),
-           queue.count + usedPorts.count == ports.size, ports.replaceQueue(with: queue) {
-        } else if natEnabled && !usedPorts.isEmpty {
-            ports.remove(usedPorts)
-        }
+        if natEnabled && !adoptQueue(freeNATPorts, besides: usedPorts) { ports.remove(usedPorts) }
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         return result
+    }
+
+    /// Makes `queue` (the replaced worker's free NAT ports) this worker's, in its order, so
+    /// the longest-free port still goes first; false, changing nothing, unless it is exactly
+    /// the ports of this worker's slice that the imported flows (`used`) do not hold.
+    private mutating func adoptQueue(_ queue: [UInt16]?, besides used: Set<UInt16>) -> Bool {
+        guard let queue, queue.count + used.count == ports.size, !queue.contains(where: used.contains) else { return false }
+        return ports.replaceQueue(with: queue)
     }
 
     /// The backend slot that carries `record` on in these routes: the slot of the same server

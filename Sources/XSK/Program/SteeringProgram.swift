@@ -77,11 +77,7 @@ public final class SteeringProgram: @unchecked Sendable {
         claim = try InterfaceClaim.acquire(interface)
         replacedStaleProgram = try Self.clearStaleProgram(on: interface)
 
-        let bytes = EmbeddedBPFObject.steer
-        let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
-            bpf_object__open_mem(raw.baseAddress, raw.count, nil)
-        }
-        guard let opened else { throw .program(step: "bpf_object__open_mem", errno: .current) }
+        let opened = try Self.openEmbedded()
         guard let xdpProgram = xdp_program__from_bpf_obj(opened, "xdp"), libxdp_get_error(UnsafeRawPointer(xdpProgram)) == 0 else {
             bpf_object__close(opened)
             throw .program(step: "xdp_program__from_bpf_obj", errno: .current)
@@ -116,13 +112,7 @@ public final class SteeringProgram: @unchecked Sendable {
         programFD = xdp_program__fd(xdpProgram)
         attachMode = attached
 
-        func mapFD(_ name: String) -> Int32? {
-            guard let map = bpf_object__find_map_by_name(opened, name) else { return nil }
-            let fd = bpf_map__fd(map)
-            return fd >= 0 ? fd : nil
-        }
-        guard let xsks = mapFD(STEER_MAP_XSKS), let vips = mapFD(STEER_MAP_VIPS),
-              let nat = mapFD(STEER_MAP_NAT), let verdicts = mapFD(STEER_MAP_VERDICTS) else {
+        guard let (xsks, vips, nat, verdicts) = Self.maps(of: opened) else {
             _ = xdp_program__detach(xdpProgram, interface.index, attached == .native ? XDP_MODE_NATIVE : XDP_MODE_SKB, 0)
             xdp_program__close(xdpProgram)
             bpf_object__close(opened)
@@ -147,24 +137,14 @@ public final class SteeringProgram: @unchecked Sendable {
         self.claim = claim
         replacedStaleProgram = false
         attachMode = mode
-        let bytes = EmbeddedBPFObject.steer
-        let opened: OpaquePointer? = bytes.withUnsafeBytes { raw in
-            bpf_object__open_mem(raw.baseAddress, raw.count, nil)
-        }
-        guard let opened else { throw .program(step: "bpf_object__open_mem", errno: .current) }
+        let opened = try Self.openEmbedded()
         let loaded = bpf_object__load(opened)
         guard loaded == 0, let prog = bpf_object__find_program_by_name(opened, Self.programName),
               bpf_program__fd(prog) >= 0 else {
             bpf_object__close(opened)
             throw loaded != 0 ? XSKError.fromNegative(loaded, "bpf_object__load", interface.name) : .missingMap(Self.programName)
         }
-        func mapFD(_ name: String) -> Int32? {
-            guard let map = bpf_object__find_map_by_name(opened, name) else { return nil }
-            let fd = bpf_map__fd(map)
-            return fd >= 0 ? fd : nil
-        }
-        guard let xsks = mapFD(STEER_MAP_XSKS), let vips = mapFD(STEER_MAP_VIPS),
-              let nat = mapFD(STEER_MAP_NAT), let verdicts = mapFD(STEER_MAP_VERDICTS) else {
+        guard let (xsks, vips, nat, verdicts) = Self.maps(of: opened) else {
             bpf_object__close(opened)
             throw .missingMap("steer_*")
         }
@@ -178,6 +158,28 @@ public final class SteeringProgram: @unchecked Sendable {
         namespaceFD = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
         // Not attached yet: nothing to detach until `replaceAttached()` succeeds.
         detached.withLock { $0 = true }
+    }
+
+    /// The embedded steering object, opened (not loaded).
+    private static func openEmbedded() throws(XSKError) -> OpaquePointer {
+        let opened: OpaquePointer? = EmbeddedBPFObject.steer.withUnsafeBytes { raw in
+            bpf_object__open_mem(raw.baseAddress, raw.count, nil)
+        }
+        guard let opened else { throw .program(step: "bpf_object__open_mem", errno: .current) }
+        return opened
+    }
+
+    /// The descriptors of the loaded object's maps (XSKs, VIPs, NAT, verdicts), or nil when
+    /// one is missing.
+    private static func maps(of object: OpaquePointer) -> (Int32, Int32, Int32, Int32)? {
+        func fd(_ name: String) -> Int32? {
+            guard let map = bpf_object__find_map_by_name(object, name) else { return nil }
+            let fd = bpf_map__fd(map)
+            return fd >= 0 ? fd : nil
+        }
+        guard let xsks = fd(STEER_MAP_XSKS), let vips = fd(STEER_MAP_VIPS), let nat = fd(STEER_MAP_NAT),
+              let verdicts = fd(STEER_MAP_VERDICTS) else { return nil }
+        return (xsks, vips, nat, verdicts)
     }
 
     /// Attaches this program in place of the one on the interface now (`XDP_FLAGS_REPLACE`:

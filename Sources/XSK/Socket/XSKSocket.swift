@@ -81,20 +81,18 @@ public final class XSKSocket {
         }
         handle = socket
         fd = xsk_socket__fd(socket)
+        (mode, txBudget) = Self.modeAndBudget(fd, txSize: txSize)
+    }
+
+    /// The copy mode the kernel chose for bound socket `fd`, and its TX budget. Copy mode
+    /// transmits inside sendto(), 32 frames per call by default: with a budget of the whole
+    /// ring, one kick sends everything a batch put on TX (the worker kicks again on EAGAIN all
+    /// the same, for kernels without the option).
+    private static func modeAndBudget(_ fd: Int32, txSize: UInt32) -> (CopyMode, UInt32) {
         var options: UInt32 = 0
-        if cxdp_xsk_options(fd, &options) == 0, options & UInt32(XDP_OPTIONS_ZEROCOPY) != 0 {
-            mode = .zeroCopy
-        } else {
-            mode = .copy
-        }
-        // Copy mode transmits inside sendto(), 32 frames per call by default: with a budget of
-        // the whole ring, one kick sends everything a batch put on TX (the worker kicks again
-        // on EAGAIN all the same, for kernels without the option).
-        if mode == .copy, cxdp_xsk_set_tx_budget(fd, txSize) == 0 {
-            txBudget = txSize
-        } else {
-            txBudget = 32
-        }
+        let mode: CopyMode = cxdp_xsk_options(fd, &options) == 0 && options & UInt32(XDP_OPTIONS_ZEROCOPY) != 0
+            ? .zeroCopy : .copy
+        return (mode, mode == .copy && cxdp_xsk_set_tx_budget(fd, txSize) == 0 ? txSize : 32)
     }
 
     /// A socket another convey bound and hands over (`fd`, owned from now on, is bound to
@@ -119,9 +117,7 @@ public final class XSKSocket {
         }
         handle = nil
         self.fd = fd
-        var options: UInt32 = 0
-        mode = cxdp_xsk_options(fd, &options) == 0 && options & UInt32(XDP_OPTIONS_ZEROCOPY) != 0 ? .zeroCopy : .copy
-        txBudget = mode == .copy && cxdp_xsk_set_tx_budget(fd, txSize) == 0 ? txSize : 32
+        (mode, txBudget) = Self.modeAndBudget(fd, txSize: txSize)
     }
 
     deinit {
