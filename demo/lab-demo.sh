@@ -2,8 +2,9 @@
 # The AF_XDP demo, in a namespace lab (lab/lab.sh): a client, the balancer and three HTTP
 # backends on one bridge, 10.77.0.0/16 inside the namespaces only. convey runs in the balancer's
 # namespace on its veth0, first in DSR mode, then in passthrough mode; the client fetches from
-# the VIP 10.77.0.100:80 and we show who answered, what /stats counted, what /flows tracks, and that the XDP program
-# is gone after SIGTERM. Needs root. Never touches the machine's own interfaces.
+# the VIP 10.77.0.100:80 and we show who answered, what /stats counted, what /flows tracks, a new
+# convey taking the running one's place under load (passthrough), and that the XDP program is gone
+# after SIGTERM. Needs root. Never touches the machine's own interfaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${CONVEY:-.build/release/convey}")
@@ -78,12 +79,45 @@ print("matched:", d["matched"])
 for f in d["flows"]:
     print(" ", f["client"], "->", f["server"], f["backend"], f["state"], "nat " + f["nat"] if "nat" in f else "")
 '
+  [ "$mode" = passthrough ] && takeover_under_load "$mode" "$config"
   echo "== SIGTERM"
   kill -TERM "$convey_pid"
   rc=0; wait "$convey_pid" || rc=$?
   echo "convey exited $rc"; convey_pid=""
   if on lb ip link show veth0 | grep -q "xdp"; then echo "XDP program still attached!"; exit 1; fi
   echo "veth0 has no XDP program any more"
+}
+
+xdp_prog_id() { on lb ip -d link show veth0 | sed -n 's/.*prog\/xdp id \([0-9]*\).*/\1/p'; }
+
+# A new convey takes the running one's place (--takeover; SIGUSR2 does the same in place)
+# while a download is in flight and requests keep coming: the flows and their NAT ports are
+# carried over, the XDP program is swapped without a gap, and nothing breaks.
+takeover_under_load() {
+  local mode=$1 config=$2 old=$convey_pid before after rc
+  echo "== replacing convey under load: a 4 MiB download at 1 MiB/s and a request every 0.1 s"
+  head -c 4194304 /dev/urandom > "$work/big"
+  for i in 1 2 3; do cp "$work/big" "$work/b$i/big"; done
+  on client curl -fs --limit-rate 1M -o "$work/got" "http://10.77.0.100/big" &
+  local download=$!
+  ( failed=0
+    for _ in $(seq 30); do on client curl -fs -o /dev/null --max-time 2 "http://10.77.0.100/" || failed=$((failed + 1)); sleep 0.1; done
+    echo "$failed" > "$work/failed" ) &
+  local requests=$!
+  sleep 1
+  before=$(xdp_prog_id)
+  echo "== convey --$mode --iface veth0 --config $config --takeover (pid $old is serving, XDP program $before)"
+  "$LAB" exec "$P" lb "$BIN" "--$mode" --iface veth0 --config "$config" --takeover --log-level notice &
+  convey_pid=$!
+  rc=0; wait "$old" || rc=$?
+  after=$(xdp_prog_id)
+  echo "the old convey exited $rc; the new one (pid $convey_pid) serves with XDP program $after"
+  wait "$download" || { echo "the download broke!"; exit 1; }
+  wait "$requests"
+  if cmp -s "$work/got" "$work/big"; then echo "download: 4 MiB, byte-exact across the takeover"; else echo "download differs!"; exit 1; fi
+  echo "requests during the takeover: $((30 - $(cat "$work/failed")))/30 answered"
+  [ "$(cat "$work/failed")" = 0 ] || exit 1
+  [ "$rc" = 0 ] && [ -n "$after" ] && [ "$after" != "$before" ] || { echo "takeover did not happen as expected"; exit 1; }
 }
 
 run_mode dsr examples/lab-dsr.toml

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import Proxy
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import XSK
 
@@ -61,7 +62,9 @@ struct Launcher {
             drainState?.successorGone(pid)
             drainState?.sync(runtime)
         })
-        let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement)
+        let successor = InterfaceSuccessor()
+        let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement,
+                                          successor: successor)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
@@ -139,7 +142,8 @@ struct Launcher {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await group.run() }
                 tasks.addTask { [logger, mode] in
-                    await Self.follow(signals, group: group, logger: logger, mode: mode, replacement: replacement)
+                    await Self.follow(signals, group: group, logger: logger, mode: mode, replacement: replacement,
+                                      successor: successor)
                 }
                 // The group ends (after a graceful stop, or failing), or SIGQUIT asks to stop
                 // at once: then the group is cancelled, which still detaches and closes.
@@ -160,12 +164,17 @@ struct Launcher {
     /// is sent: systemd knows of the stops it asks for, and with `NotifyAccess=all` one from
     /// a convey that is no longer the unit's main process would stop the unit.)
     private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
-                               replacement: InPlaceReplacement?) async {
+                               replacement: InPlaceReplacement?, successor: InterfaceSuccessor) async {
         var stopping = false
         for await signal in signals {
             switch signal {
             case .sigterm, .sigint:
-                logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
+                let pid = successor.pid.load(ordering: .acquiring)
+                if pid != 0 {
+                    logger.notice("stopping: pid \(pid) serves the interface and its flows now; nothing drains here")
+                } else {
+                    logger.notice("\(signal): stopping; open connections drain (SIGQUIT stops at once)")
+                }
                 stopping = true
                 await group.triggerGracefulShutdown()
             case .sigquit:
@@ -227,7 +236,7 @@ struct Launcher {
     }
 
     private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?, readiness: Readiness,
-                               replacement: InPlaceReplacement?) throws -> DataPlane {
+                               replacement: InPlaceReplacement?, successor: InterfaceSuccessor) throws -> DataPlane {
         let logger = self.logger
         let drains = OperatorDrains(current: { runtime.view().drained.sorted() }, adopt: { ids, pid in
             for id in ids {
@@ -239,7 +248,9 @@ struct Launcher {
                 }
             }
             drainState?.sync(runtime)
-        }, handedOver: { pid in
+        }, handedOver: { [mode] pid in
+            // The AF_XDP data plane stops this convey (SIGTERM to itself) right after.
+            if mode != .proxy { successor.pid.store(pid, ordering: .releasing) }
             drainState?.handedOver(to: pid)
             replacement?.handedOver(to: pid)
         })
@@ -314,4 +325,10 @@ struct DrainTimer: Service {
             }
         }
     }
+}
+
+/// The convey an AF_XDP data plane handed its interface over to (pid 0: none): the stop it
+/// then asks of this process has nothing to drain, and says so.
+final class InterfaceSuccessor: Sendable {
+    let pid = Atomic<Int32>(0)
 }
