@@ -8,11 +8,14 @@ import Testing
 /// A takeover of an AF_XDP convey that does not complete leaves the running one as it was:
 /// this test plays a newcomer that goes as far as it can (the workers paused and handed over,
 /// its own program swapped in) and then goes away without committing. The running convey (the
-/// real binary) must put its own program back, resume its workers and serve on.
+/// real binary) must put its own program back, resume its workers and serve on. Both ways a
+/// newcomer may go: asking for the sockets first and swapping its program in while the running
+/// workers forward (it then leaves before asking to pause), or asking to pause at once (as a
+/// newcomer from before 2026-12-08 does) and swapping in while paused.
 @Suite(.serialized)
 struct TakeoverRollbackTests {
-    @Test("a newcomer that swapped its program in and then vanished (or failed, putting the old program back itself) before committing: the running convey has its program back, resumes and serves", arguments: [true, false])
-    func abandonedTakeoverRollsBack(vanishes: Bool) throws {
+    @Test("a newcomer that swapped its program in and then vanished (or failed, putting the old program back itself) before committing, before or after the pause: the running convey has its program back, resumes and serves", arguments: [true, false], [true, false])
+    func abandonedTakeoverRollsBack(vanishes: Bool, socketsFirst: Bool) throws {
         guard try labAvailable("takeoverRollback") else { return }
         try #require(FileManager.default.isExecutableFile(atPath: Lab.conveyBinary), "build convey first (swift build --build-tests)")
         try Lab.with(backends: 1) { lab in
@@ -48,7 +51,29 @@ struct TakeoverRollbackTests {
             let swapped: Int? = try lab.inNamespace("lb") {
                 let interface = try NetworkInterface(named: "veth0")
                 let takeover = try XDPTakeover(interface: interface)
-                #expect(takeover.facts.mode == .dsr && takeover.facts.workers == 1)
+                #expect(takeover.facts.mode == .dsr && takeover.facts.workers == 1 && takeover.facts.handsSocketsFirst)
+                if socketsFirst {
+                    let early = try takeover.sockets()
+                    #expect(early.sockets.count == 1)
+                    let claim = try #require(InterfaceClaim.adopting(early.claimFD, for: interface))
+                    let program = try SteeringProgram(replacingOn: interface, mode: takeover.facts.attachMode, claim: claim)
+                    for socket in early.sockets {
+                        try XSKSocket.register(socket.fd, queue: socket.queue, inXSKMap: program.xsksMapFD, interface: "veth0")
+                        close(socket.fd)
+                    }
+                    try program.addVIP(Endpoint(address: IPAddress("10.77.0.100")!, port: 80))
+                    try program.replaceAttached()
+                    let id = try? lab.xdpProgramID("lb")
+                    if vanishes {
+                        // Gone without a word, its program attached (as a SIGKILL leaves it).
+                        program.keepReplacement()
+                        program.handedOver()
+                    } else {
+                        program.detach()  // failed: puts the running convey's program back
+                        #expect(try lab.xdpProgramID("lb") == running, "the newcomer put the running convey's program back")
+                    }
+                    return id
+                }
                 let handed = try takeover.pause()
                 #expect(handed.workers.count == 1 && handed.forwarders.count == 1)
                 let claim = try #require(InterfaceClaim.adopting(handed.claimFD, for: interface))
@@ -61,6 +86,7 @@ struct TakeoverRollbackTests {
                 let id = try? lab.xdpProgramID("lb")
                 if vanishes {
                     // Gone without a word: the program stays for the running convey to replace.
+                    program.keepReplacement()
                     program.handedOver()
                 } else {
                     // Failed: its data path's stop puts the running convey's program back.

@@ -23,7 +23,8 @@ public struct XDPStartError: Error, CustomStringConvertible {
 /// routes and the shared counters current.
 ///
 /// Setting up (`init`) attaches the program and opens the sockets or throws with nothing left
-/// behind; `run()` starts the workers and, until shutdown, republishes routes when the
+/// behind; `run()` starts the workers (a takeover starts them as soon as it is set up:
+/// `startForwarding()`) and, until shutdown, republishes routes when the
 /// runtime's snapshot or a backend's MAC changes and flushes traffic counters every
 /// `[passthrough] stats_update_frequency`; on SIGTERM/SIGINT it stops the workers and detaches
 /// the program before returning.
@@ -42,9 +43,11 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     private let workersCapped: Bool
     /// Called once the workers forward (a service manager's readiness).
     private let onRunning: @Sendable () -> Void
-    /// A takeover in progress (this convey replaces a running one): committed in `run()`
-    /// before the workers start.
+    /// A takeover in progress (this convey replaces a running one): committed before the
+    /// workers start.
     private let takeover: Mutex<XDPTakeover?>
+    /// The workers were started (`startForwarding()`).
+    private let forwarding = Atomic<Bool>(false)
     /// The pid of the convey this one handed its interface over to (0: none).
     private let handedOverTo = Atomic<Int32>(0)
     /// The operator's runtime drains, which a takeover passes on.
@@ -69,16 +72,16 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
         self.workersCapped = workersCapped
     }
 
-    public func run() async throws {
+    /// Starts the workers (once; later calls do nothing). A takeover is committed first, and
+    /// the convey being replaced is told once a service manager knows this one as its main
+    /// process (`onRunning`). Called by a takeover's setup as soon as the flows are in, so the
+    /// running convey's pause does not last through the rest of this convey's start; else by
+    /// `run()`. Throws when the running convey did not let go (its program is back) or the
+    /// workers could not start.
+    public func startForwarding() throws {
+        guard !forwarding.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let pending = takeover.withLock { t -> XDPTakeover? in defer { t = nil }; return t }
         if let pending {
-            if Task.isCancelled || Task.isShuttingDownGracefully {
-                // Told to stop before it forwarded: the running convey goes on.
-                dataPath.program.putReplacedBack()
-                pending.abort("it was told to stop before it took over")
-                logger.notice("takeover: stopped before taking \(facts.interface) over; the convey serving it (pid \(pending.facts.pid)) goes on")
-                return
-            }
             do throws(XDPStartError) { try pending.commit() } catch {
                 // Its program back in place of this one's (the running convey does so too).
                 dataPath.program.putReplacedBack()
@@ -88,8 +91,6 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
             logger.notice("takeover: the convey serving \(facts.interface) (pid \(pending.facts.pid)) let go; this one forwards now")
         }
         try dataPath.start()
-        let server = XDPHandoverServer(plane: handoverPlane(), logger: logger)
-        let serving = server.start()
         logger.notice("AF_XDP data plane running", metadata: [
             "mode": "\(mode.rawValue)", "iface": "\(facts.interface)", "attach": "\(dataPath.program.attachMode.rawValue)",
             "zero_copy": "\(dataPath.stats().zeroCopy)", "workers": "\(counters.count)",
@@ -97,6 +98,12 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
         onRunning()
         // Only now (a service manager has heard MAINPID= from this one) may the old one exit.
         pending?.started()
+    }
+
+    public func run() async throws {
+        try startForwarding()  // already done by a takeover's setup
+        let server = XDPHandoverServer(plane: handoverPlane(), logger: logger)
+        let serving = server.start()
         var interfaceGone = false
         defer {
             // A takeover being answered finishes first (it may still resume the workers).
@@ -145,6 +152,7 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
                 XDPTakeoverFacts(pid: getpid(), mode: mode, attachMode: dataPath.program.attachMode, workers: counters.count,
                                  natAddresses: facts.natAddresses, natPorts: facts.natPorts)
             },
+            sockets: { [self] in dataPath.sockets() },
             pause: { [self] in
                 dataPath.pause()
                 return zip(dataPath.handover(), dataPath.allWorkers).map { sent, worker in

@@ -91,6 +91,8 @@ public enum XDPDataPlaneSetup {
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
                                      takeover: running, operatorDrains: operatorDrains, onRunning: onRunning)
+            // A takeover forwards at once: the running convey is paused until this one does.
+            if running != nil { try plane.startForwarding() }
             return Running(service: plane, stats: { plane.dataPlaneStats() },
                            flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
                            natAddresses: facts.natAddresses)
@@ -98,7 +100,13 @@ public enum XDPDataPlaneSetup {
 
         /// The running convey's workers, sockets and flows, under this convey's own program,
         /// swapped in for the running one's. Nothing here is undone on failure: closing the
-        /// connection (`running` released) tells the running convey to go on as before.
+        /// connection (`running` released) tells the running convey to go on as before, and
+        /// this convey's program, if swapped in, puts the running one's back as it goes.
+        ///
+        /// What can be done while the running convey still forwards is done before it pauses:
+        /// this convey's program is loaded and swapped in with the running sockets in its map
+        /// (the running workers serve what it steers meanwhile), and its flow tables are made.
+        /// The pause then only covers the frames' and flows' hand-over.
         func takeOver<Handler: PacketHandler & FlowCarrying & SendableMetatype>(
             from running: XDPTakeover, nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
             handler: (Int) -> Handler
@@ -108,32 +116,54 @@ public enum XDPDataPlaneSetup {
                 running.abort(reason)
                 throw XDPStartError("--takeover: \(reason); the running convey goes on")
             }
+            /// This convey's program, with `sockets` in its XSKMAP, swapped in for the running one's.
+            func swapIn(claimFD: Int32, sockets: [(queue: UInt32, fd: Int32)]) throws -> SteeringProgram {
+                guard let claim = InterfaceClaim.adopting(claimFD, for: interface) else {
+                    XDPTakeover.close([claimFD])
+                    throw XDPStartError("--takeover: the running convey's claim on \(ifaceName) did not arrive as one; it goes on")
+                }
+                let program = try SteeringProgram(replacingOn: interface, mode: running.facts.attachMode, claim: claim)
+                for socket in sockets {
+                    try XSKSocket.register(socket.fd, queue: socket.queue, inXSKMap: program.xsksMapFD, interface: ifaceName)
+                }
+                for vip in vips { try program.addVIP(vip, protocol: .tcp) }
+                if let nat { try program.setNATRange(addresses: nat.addresses, ports: nat.ports) }
+                try program.replaceAttached()
+                return program
+            }
+            var program: SteeringProgram?
+            var prepared: [Handler?] = []
+            if running.facts.handsSocketsFirst {
+                let early = try running.sockets()
+                defer { XDPTakeover.close(early.sockets.map(\.fd)) }  // the XSKMAP holds the sockets
+                program = try swapIn(claimFD: early.claimFD, sockets: early.sockets)
+                prepared = (0..<queues.count).map { handler($0) }
+            }
             let handed = try running.pause()
-            guard let claim = InterfaceClaim.adopting(handed.claimFD, for: interface) else {
-                XDPTakeover.close([handed.claimFD] + handed.workers.flatMap { [$0.socketFD, $0.memoryFD] })
-                throw XDPStartError("--takeover: the running convey's claim on \(ifaceName) did not arrive as one; it goes on")
+            let handedFDs = handed.workers.flatMap { [$0.socketFD, $0.memoryFD] }
+            if program != nil {
+                XDPTakeover.close([handed.claimFD])  // this convey holds the claim since `sockets`
+            } else {
+                do {
+                    program = try swapIn(claimFD: handed.claimFD,
+                                         sockets: handed.workers.map { (queue: $0.worker.queue, fd: $0.socketFD) })
+                } catch {
+                    XDPTakeover.close(handedFDs)
+                    throw error
+                }
             }
-            let program: SteeringProgram
-            do {
-                program = try SteeringProgram(replacingOn: interface, mode: running.facts.attachMode, claim: claim)
-            } catch {
-                XDPTakeover.close(handed.workers.flatMap { [$0.socketFD, $0.memoryFD] })
-                throw error
-            }
+            guard let program else { throw XDPStartError("--takeover: no program") }
             if !handed.drained.isEmpty { operatorDrains?.adopt(handed.drained, running.facts.pid) }
             // The carried flows need the routes: their servers' backend slots.
             control.refresh(force: true)
             let now = XSKWorker<Handler>.monotonicNanoseconds()
             var carried = FlowImportResult()
             let path = try XSKDataPath<Handler>(adopting: handed.workers, interface: interface, program: program) { i in
-                var h = handler(i)
+                var h = i < prepared.count ? prepared[i].take()! : handler(i)
                 let forwarder = handed.forwarders[i]
                 carried = carried + h.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: now)
                 return h
             }
-            for vip in vips { try program.addVIP(vip, protocol: .tcp) }
-            if let nat { try program.setNATRange(addresses: nat.addresses, ports: nat.ports) }
-            try program.replaceAttached()
             var text = "takeover: took over \(ifaceName) from pid \(running.facts.pid): \(queues.count) worker(s) with their "
                 + "sockets and frames, \(carried.imported) flow(s)"
             if carried.leftOut > 0 {

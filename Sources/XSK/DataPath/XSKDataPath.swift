@@ -115,6 +115,12 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
         for worker in workers { try worker.resume() }
     }
 
+    /// Each worker's socket and its queue (a takeover's newcomer puts them in its program's
+    /// XSKMAP before the pause); the descriptors stay this process's.
+    public func sockets() -> [(queue: UInt32, fd: Int32)] {
+        workers.map { (queue: $0.socket.queue, fd: $0.socket.fd) }
+    }
+
     /// What a takeover hands over of each paused worker; the descriptors stay this process's.
     public func handover() -> [XSKWorkerHandover.Sent] {
         workers.map { w in

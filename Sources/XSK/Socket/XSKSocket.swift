@@ -133,6 +133,12 @@ public final class XSKSocket {
 
     /// Puts this socket into an XSKMAP at its queue index.
     public func register(inXSKMap mapFD: Int32) throws(XSKError) {
+        try Self.register(fd, queue: queue, inXSKMap: mapFD, interface: interface)
+    }
+
+    /// Steers `queue` to the AF_XDP socket `fd` (one this process holds a descriptor of, such as
+    /// a running convey's, sent to a takeover) in the XSKMAP `mapFD`.
+    static func register(_ fd: Int32, queue: UInt32, inXSKMap mapFD: Int32, interface: String) throws(XSKError) {
         var key = queue
         var value = UInt32(bitPattern: fd)
         let rc = bpf_map_update_elem(mapFD, &key, &value, 0)

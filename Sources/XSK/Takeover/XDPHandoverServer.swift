@@ -12,6 +12,8 @@ final class XDPHandoverServer: Sendable {
     /// What the server needs of the data plane.
     struct Plane: Sendable {
         var facts: @Sendable () -> XDPTakeoverFacts
+        /// Each worker's AF_XDP socket and its queue, the workers running (sent before the pause).
+        var sockets: @Sendable () -> [(queue: UInt32, fd: Int32)]
         /// Stops the workers and returns what to send: each worker's hand-over and forwarder's.
         var pause: @Sendable () -> [(sent: XSKWorkerHandover.Sent, forwarder: ForwarderHandover)]
         /// Starts the workers again (the takeover did not complete).
@@ -93,18 +95,39 @@ final class XDPHandoverServer: Sendable {
             return
         }
         guard (try? connection.send(Array(plane.facts().message.utf8))) != nil,
-              let next = try? connection.receive() else { return }
+              var next = try? connection.receive() else { return }
         XDPTakeover.close(next.descriptors)
+        // Kept to put it back should the newcomer swap its own in and then fail.
+        let saved = SteeringProgram.attachedProgramFD(plane.program.interface, plane.program.attachMode)
+        defer { if let saved { close(saved) } }
+        if String(decoding: next.bytes, as: UTF8.self) == XDPTakeover.socketsRequest {
+            // The sockets and the claim while the workers forward on: the newcomer loads its
+            // program with these sockets in its map and swaps it in before asking to pause,
+            // which keeps the program load and the kernel's swap out of the pause.
+            let sockets = plane.sockets()
+            let text = "sockets " + sockets.map { "\($0.queue)" }.joined(separator: ",")
+            do throws(Errno) {
+                try connection.send(Array(text.utf8), descriptors: sockets.map(\.fd) + [plane.program.claim.socket.fd])
+                next = try connection.receive()
+                XDPTakeover.close(next.descriptors)
+            } catch {
+                goOn(after: "\(error)", peer: peer.pid, saved: saved)
+                return
+            }
+        }
         let asked = String(decoding: next.bytes, as: UTF8.self)
         guard asked == "pause" else {
             if asked.hasPrefix("abort ") {
                 logger.notice("takeover: pid \(peer.pid) will not take this convey's place: \(asked.dropFirst(6))")
+                // It may have swapped its program in first: ours goes back (nothing when it did so).
+                if let saved, !plane.program.restore(saved) {
+                    logger.warning("takeover: this convey's steering program could not be put back: restart it")
+                }
+            } else {
+                goOn(after: asked.isEmpty ? "\(Errno.connectionReset)" : "it asked '\(asked.prefix(40))'", peer: peer.pid, saved: saved)
             }
             return
         }
-        // Kept to put it back should the newcomer swap its own in and then fail.
-        let saved = SteeringProgram.attachedProgramFD(plane.program.interface, plane.program.attachMode)
-        defer { if let saved { close(saved) } }
         let started = ContinuousClock.now
         let workers = plane.pause()
         var documents: [Int32] = []
@@ -129,12 +152,8 @@ final class XDPHandoverServer: Sendable {
             }
             try connection.send(Array("go".utf8))
         } catch {
-            // Not taken over: as before, with this convey's own program.
-            let restored = saved.map { plane.program.restore($0) } ?? true
             plane.resume()
-            let text = "takeover: pid \(peer.pid) did not take over (\(error)); this convey goes on forwarding"
-                + (restored ? "" : ", but its steering program could not be put back: restart it")
-            logger.warning("\(text)")
+            goOn(after: "\(error)", peer: peer.pid, saved: saved)
             return
         }
         done.store(true, ordering: .relaxed)
@@ -144,5 +163,14 @@ final class XDPHandoverServer: Sendable {
         if let last = try? connection.receive() { XDPTakeover.close(last.descriptors) }
         logger.notice("takeover: handed \(workers.count) worker(s) and \(flows) flow(s) over to pid \(peer.pid) after \(ContinuousClock.now - started) paused; stopping")
         plane.handedOver(peer.pid)
+    }
+
+    /// Not taken over: as before, with this convey's own program (the newcomer may have
+    /// swapped its own in).
+    private func goOn(after reason: String, peer: Int32, saved: Int32?) {
+        let restored = saved.map { plane.program.restore($0) } ?? true
+        let text = "takeover: pid \(peer) did not take over (\(reason)); this convey goes on forwarding"
+            + (restored ? "" : ", but its steering program could not be put back: restart it")
+        logger.warning("\(text)")
     }
 }

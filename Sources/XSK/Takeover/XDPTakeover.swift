@@ -11,20 +11,27 @@ import SystemPackage
 /// newcomer connects there and the two talk in short messages:
 ///
 ///     new → old   convey-xdp-takeover 1
-///     old → new   facts pid=… mode=… attach=… workers=… [nat=… ports=…]
-///     new → old   pause                  (or: abort REASON, when the facts do not fit)
+///     old → new   facts pid=… mode=… attach=… workers=… [nat=… ports=…] sockets-first=1
+///     new → old   sockets?               (or: abort REASON, when the facts do not fit)
+///     old → new   sockets Q,Q,…  + [each worker's socket, the claim's listening socket]
+///     new         loads its own program with those sockets in its XSKMAP and swaps it in
+///                 (XDP_FLAGS_REPLACE) while the old workers forward on; makes its tables
+///     new → old   pause
 ///     old         stops its workers between two iterations, keeps its program attached
 ///     old → new   worker I   + [socket, UMEM memfd, document memfd]   (one per worker; the
 ///                 document: `WorkerDocument`, its frames, flows and free NAT ports)
 ///     old → new   claim      + [the claim's listening socket]
 ///     old → new   drained\nPOOL\nNAME   (one per server the operator drained at runtime)
 ///     old → new   paused
-///     new         maps the rings and frames, loads its own program with the sockets in its
-///                 XSKMAP, enters the carried flows, swaps its program in (XDP_FLAGS_REPLACE)
+///     new         maps the rings and frames, enters the carried flows
 ///     new → old   start?
 ///     old → new   go                     (from here the old one never takes anything back)
 ///     new         starts its workers, tells a service manager it is the main process now
 ///     new → old   started                (the old one exits without detaching anything)
+///
+/// (A running convey from before 2026-12-08 sends no `sockets-first=1`; the newcomer then asks
+/// `pause` at once and loads and swaps its program in while paused, with the sockets it got
+/// there, its `claim` message.)
 ///
 /// Frames keep arriving in the sockets' RX rings throughout; no socket is closed and no
 /// program detached, so nothing reaches the kernel's stack in between. While paused, the
@@ -34,6 +41,8 @@ import SystemPackage
 /// swapped it) and resumes its workers, and the newcomer fails with the reason.
 public final class XDPTakeover: @unchecked Sendable {
     static let greeting = "convey-xdp-takeover 1"
+    /// Asks for the sockets and the claim before the pause (`XDPTakeoverFacts.handsSocketsFirst`).
+    static let socketsRequest = "sockets?"
     /// How long either side waits for the other's next message.
     static let timeout: Duration = .seconds(10)
 
@@ -86,6 +95,36 @@ public final class XDPTakeover: @unchecked Sendable {
     /// Tells the running convey this one will not take over (it goes on as before).
     public func abort(_ reason: String) {
         try? connection.send(Array("abort \(reason)".utf8))
+    }
+
+    /// The running convey's sockets, sent before the pause.
+    public struct Sockets {
+        /// Each worker's AF_XDP socket with its queue (the caller closes them).
+        public var sockets: [(queue: UInt32, fd: Int32)]
+        /// The claim's listening socket.
+        public var claimFD: Int32
+    }
+
+    /// Asks the running convey (one with `handsSocketsFirst`) for its sockets and claim; it
+    /// keeps forwarding.
+    public func sockets() throws(XDPStartError) -> Sockets {
+        var received: [Int32] = []
+        do {
+            try connection.send(Array(Self.socketsRequest.utf8))
+            let message = try connection.receive()
+            received = message.descriptors
+            let text = String(decoding: message.bytes, as: UTF8.self)
+            let queues = text.hasPrefix("sockets ") ? text.dropFirst(8).split(separator: ",").compactMap { UInt32($0) } : []
+            guard queues.count == facts.workers, message.descriptors.count == queues.count + 1 else {
+                throw HandoverFormatError("it answered '\(text.prefix(60))' with \(message.descriptors.count) descriptor(s)")
+            }
+            return Sockets(sockets: Array(zip(queues, message.descriptors.dropLast())).map { (queue: $0.0, fd: $0.1) },
+                           claimFD: message.descriptors[queues.count])
+        } catch {
+            Self.close(received)
+            throw XDPStartError("--takeover: the sockets of the convey serving \(interface.name) (pid \(facts.pid)) did not "
+                                + "arrive: \(error); it goes on")
+        }
     }
 
     /// Asks the running convey to pause and hand its workers over.

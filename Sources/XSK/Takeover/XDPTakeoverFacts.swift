@@ -11,23 +11,29 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
     public var workers: Int
     public var natAddresses: [IPAddress]
     public var natPorts: ClosedRange<UInt16>?
+    /// It hands its sockets and claim over before pausing (`sockets?`), so the newcomer can
+    /// swap its program in while the running workers still forward (conveys before
+    /// 2026-12-08 send them only once paused).
+    public var handsSocketsFirst: Bool
 
     /// The message: `facts key=value ...`.
     var message: String {
         var fields = ["pid=\(pid)", "mode=\(mode.rawValue)", "attach=\(attachMode.rawValue)", "workers=\(workers)"]
         if !natAddresses.isEmpty { fields.append("nat=" + natAddresses.map(\.description).joined(separator: ",")) }
         if let natPorts { fields.append("ports=\(natPorts.lowerBound)-\(natPorts.upperBound)") }
+        if handsSocketsFirst { fields.append("sockets-first=1") }
         return "facts " + fields.joined(separator: " ")
     }
 
     init(pid: Int32, mode: XDPForwardingMode, attachMode: NetworkInterface.AttachMode, workers: Int,
-         natAddresses: [IPAddress], natPorts: ClosedRange<UInt16>?) {
+         natAddresses: [IPAddress], natPorts: ClosedRange<UInt16>?, handsSocketsFirst: Bool = true) {
         self.pid = pid
         self.mode = mode
         self.attachMode = attachMode
         self.workers = workers
         self.natAddresses = natAddresses
         self.natPorts = natPorts
+        self.handsSocketsFirst = handsSocketsFirst
     }
 
     /// Reads `message`; nil when it is not one.
@@ -53,7 +59,8 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
             guard bounds.count == 2, bounds[0] <= bounds[1] else { return nil }
             ports = bounds[0]...bounds[1]
         }
-        self.init(pid: pid, mode: mode, attachMode: attach, workers: workers, natAddresses: addresses, natPorts: ports)
+        self.init(pid: pid, mode: mode, attachMode: attach, workers: workers, natAddresses: addresses, natPorts: ports,
+                  handsSocketsFirst: fields["sockets-first"] == "1")
     }
 
     /// Why a convey running `mode` with `workers` workers and (passthrough) `natAddresses`
