@@ -137,6 +137,32 @@ struct FlowCarryOverTests {
         #expect(result.imported == 1 && worker0.flowCount == 1)
     }
 
+    @Test("a record given twice is entered once (the second is left out as finding no room), in DSR and passthrough")
+    func repeatedRecordsAreEnteredOnce() {
+        let fixture = RoutesFixture(balance: .wrr, count: 2)
+        var dsr = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: fixture.publisher)
+        dsr.beginBatch(now: second)
+        for n in 0..<40 {
+            var syn = clientFrame(port: UInt16(40_000 + n), flags: TCPHeader.syn, seq: 7000)
+            #expect(withFrame(&syn) { dsr.handle($0) } == .transmit)
+        }
+        var records = dsr.exportFlows()
+        records += records.suffix(3) + records.prefix(2)
+        var next = DSRForwarder(settings: ForwarderSettings(capacity: 1024), routes: fixture.publisher)
+        let result = next.importFlows(records, now: 2 * second)
+        #expect(result.imported == 40 && result.tableFull == 5 && next.exportFlows().count == 40, "\(result)")
+
+        var old = Self.passthrough(fixture)
+        _ = Self.open(6, through: &old)
+        var natRecords = old.exportFlows()
+        var again = natRecords[2]
+        again.natPort = natRecords[2].natPort == 61_000 ? 61_001 : 61_000  // the same flow on another port
+        natRecords.append(again)
+        var new = Self.passthrough(RoutesFixture(balance: .wrr, count: 2))
+        let natResult = new.importFlows(natRecords, now: 2 * second)
+        #expect(natResult.imported == 6 && natResult.leftOut == 1 && new.flowCount == 6, "\(natResult)")
+    }
+
     @Test("DSR: a flow keeps its server across the takeover, though the new forwarder's own choice differs")
     func dsrFlowsKeepTheirServers() {
         let fixture = RoutesFixture(balance: .wrr, count: 3)

@@ -39,6 +39,28 @@ struct FlowTableTests {
         #expect(Self.send(clientFrame(port: 8, flags: TCPHeader.ack), &dsr) == .transmit, "the busy flow survived")
     }
 
+    @Test("the occupancy bitmap (a takeover's export) follows every insert, eviction and expiry")
+    func theOccupancyBitmapFollowsTheTable() {
+        let fixture = RoutesFixture(balance: .wrr)
+        var dsr = Self.smallTable(fixture)
+        func check(_ when: String) {
+            let table = dsr.core.table
+            let scanned = (0..<table.slotCount).filter { table.entry(at: $0).pointee.state != .empty }
+            #expect(table.occupiedSlots() == scanned, "\(when)")
+            #expect(scanned.count == table.count, "\(when)")
+        }
+        check("empty")
+        for port in UInt16(1)...8 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        check("full")
+        dsr.beginBatch(now: 3 * second)
+        for port in UInt16(101)...106 { #expect(Self.send(clientFrame(port: port, flags: TCPHeader.syn), &dsr) == .transmit) }
+        check("after evictions")
+        dsr.beginBatch(now: 1000 * second)
+        dsr.core.sweep(dsr.core.table.slotCount)
+        #expect(dsr.flowCount == 0)
+        check("after expiry")
+    }
+
     @Test func aFullTableEvictsHalfOpenFlowsBeforeEstablishedOnes() {
         let fixture = RoutesFixture(balance: .wrr)
         var dsr = Self.smallTable(fixture)

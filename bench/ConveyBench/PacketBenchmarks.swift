@@ -41,6 +41,8 @@ enum PacketBenchmarks {
         static let frameCount = 1 << 16
         let publisher: PacketRoutesPublisher
         let runtime: BalancerRuntime
+        /// The forwarder's settings (a takeover's next forwarder is made alike).
+        let settings: ForwarderSettings
         /// Flows actually in the table.
         var flowsHeld = 0
         /// One batch's frames and verdicts (allocated once: the loop allocates nothing).
@@ -60,7 +62,7 @@ enum PacketBenchmarks {
             for (i, s) in servers.enumerated() { macs[s.address.address] = MACAddress(rawValue: 0x0200_0000_0020 + UInt64(i)) }
             publisher.publish(snapshot: runtime.snapshots.load().value, backendMACs: macs,
                               interfaceMAC: MACAddress(rawValue: 0x0200_0000_0002))
-            let settings = ForwarderSettings(capacity: 1_000_000, natAddress: .v4(0x0A4D_0002), natPorts: 1024...65535)
+            settings = ForwarderSettings(capacity: 1_000_000, natAddress: .v4(0x0A4D_0002), natPorts: 1024...65535)
             frames = .allocate(byteCount: Self.frameSize * Self.frameCount, alignment: 64)
             templates = .allocate(byteCount: Self.frameSize * Self.frameCount, alignment: 64)
             let now: UInt64 = 1_000_000_000

@@ -12,7 +12,7 @@ if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "--packet-loop" 
     exit(PacketBenchmarks.loopMode(Array(CommandLine.arguments.dropFirst(2))))
 }
 
-let benchmarks: [Benchmark] = SchedulerBenchmarks.all + PacketBenchmarks.all + ProxyBenchmarks.all + XDPBenchmarks.all
+let benchmarks: [Benchmark] = SchedulerBenchmarks.all + PacketBenchmarks.all + TakeoverBenchmarks.all + ProxyBenchmarks.all + XDPBenchmarks.all
 
 #if DEBUG
 Harness.progress("warning: a debug build; measure with `swift run -c release ConveyBench`")

@@ -15,6 +15,19 @@ public struct XSKWorkerHandover: Sendable, Equatable {
     /// Frames on TX or COMPLETION, not yet reaped.
     public var txOutstanding: Int
 
+    public init(queue: UInt32, frameCount: Int, frameSize: Int, fillSize: UInt32, completionSize: UInt32,
+                rxSize: UInt32, txSize: UInt32, freeFrames: [UInt64], txOutstanding: Int) {
+        self.queue = queue
+        self.frameCount = frameCount
+        self.frameSize = frameSize
+        self.fillSize = fillSize
+        self.completionSize = completionSize
+        self.rxSize = rxSize
+        self.txSize = txSize
+        self.freeFrames = freeFrames
+        self.txOutstanding = txOutstanding
+    }
+
     /// A worker's hand-over as the running convey sends it (the descriptors stay its own).
     public struct Sent {
         public var worker: XSKWorkerHandover

@@ -10,7 +10,18 @@ extension ForwarderCore {
     func exportFlows() -> [FlowRecord] {
         var records: [FlowRecord] = []
         records.reserveCapacity(table.count)
-        for i in 0..<table.slotCount {
+        // The occupied slots from the table's bitmap, each loaded well ahead of its turn, and
+        // (passthrough) its reverse map entry once the slot has arrived: both are scattered,
+        // a cache and TLB miss each.
+        let slots = table.occupiedSlots()
+        let ahead = 8
+        for k in 0..<min(2 * ahead, slots.count) { table.prefetch(home: slots[k]) }
+        for (k, i) in slots.enumerated() {
+            if k + 2 * ahead < slots.count { table.prefetch(home: slots[k + 2 * ahead]) }
+            if k + ahead < slots.count, let reverse {
+                let port = table.entry(at: slots[k + ahead]).pointee.natPort
+                if port != 0 { reverse.prefetch(port) }
+            }
             let e = table.entry(at: i)
             guard e.pointee.state != .empty else { continue }
             let frontend = frontends[e.pointee.vipIndex]
@@ -45,8 +56,24 @@ extension ForwarderCore {
     /// `current_connections` and `leastconn` see them.
     mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
         var result = FlowImportResult()
-        var usedPorts = Set<UInt16>()
-        for r in records {
+        var usedPorts = PortSet()
+        /// Starts loading the table slot and (passthrough) the reverse map entry of the record
+        /// `ahead` places on: each is a cache and TLB miss (a table of millions of slots, a map
+        /// of 8 MiB), and the import runs while the replaced convey is paused.
+        let ahead = 8
+        func prefetch(_ k: Int) {
+            guard k < records.count else { return }
+            // Field by field: copying a whole record (its server's name) costs more than the load.
+            if natEnabled, let reverse { reverse.prefetch(records[k].natPort) }
+            let frontend = frontendIndex(hi: records[k].vipHi, lo: records[k].vipLo, port: records[k].vipPort)
+            guard frontend >= 0 else { return }
+            table.prefetch(home: table.home(hi: records[k].clientHi, lo: records[k].clientLo,
+                                            key: FlowEntry.key(port: records[k].clientPort, vip: frontend)))
+        }
+        for k in 0..<min(ahead, records.count) { prefetch(k) }
+        var openedOn = [Int64](repeating: 0, count: backendCount)  // added to `openFlows` at the end
+        for (k, r) in records.enumerated() {
+            prefetch(k + ahead)
             let frontend = frontendIndex(hi: r.vipHi, lo: r.vipLo, port: r.vipPort)
             guard frontend >= 0 else { result.noFrontend += 1; continue }
             guard let slot = carriedSlot(of: r, frontend: frontend) else { result.noServer += 1; continue }
@@ -61,8 +88,10 @@ extension ForwarderCore {
             let key = FlowEntry.key(port: r.clientPort, vip: frontend)
             let home = table.home(hi: r.clientHi, lo: r.clientLo, key: key)
             let at = table.slotForInsert(home: home, now: now, minIdle: .max)
+            // The table has only had flows added (this import): a key already entered (a record
+            // given twice) sits between its home and the first empty slot.
             guard at >= 0, table.entry(at: at).pointee.state == .empty,
-                  table.find(hi: r.clientHi, lo: r.clientLo, key: key, home: home) < 0 else {
+                  !table.holds(hi: r.clientHi, lo: r.clientLo, key: key, home: home, before: at) else {
                 result.tableFull += 1
                 continue
             }
@@ -97,16 +126,17 @@ extension ForwarderCore {
             // Opened here; a closing passthrough flow was closed when it began to close
             // (`startClosing`), so it is opened and closed at once.
             c.add(c.backend(slot), 1)
-            openFlows.opened(slot)
+            openedOn[Int(slot)] += 1
             if state == .closing {
                 c.add(ForwarderCounters.flowsClosing, 1)
                 if natEnabled {
                     c.add(c.backend(slot) &+ 1, 1)
-                    openFlows.closed(slot)
+                    openedOn[Int(slot)] -= 1
                 }
             }
             result.imported += 1
         }
+        for (slot, n) in openedOn.enumerated() where n != 0 { openFlows.add(UInt32(slot), n) }
         if natEnabled && !adoptQueue(freeNATPorts, besides: usedPorts) { ports.remove(usedPorts) }
         c.set(ForwarderCounters.flowsActive, UInt64(table.count))
         return result
@@ -115,7 +145,7 @@ extension ForwarderCore {
     /// Makes `queue` (the replaced worker's free NAT ports) this worker's, in its order, so
     /// the longest-free port still goes first; false, changing nothing, unless it is exactly
     /// the ports of this worker's slice that the imported flows (`used`) do not hold.
-    private mutating func adoptQueue(_ queue: [UInt16]?, besides used: Set<UInt16>) -> Bool {
+    private mutating func adoptQueue(_ queue: [UInt16]?, besides used: PortSet) -> Bool {
         guard let queue, queue.count + used.count == ports.size, !queue.contains(where: used.contains) else { return false }
         return ports.replaceQueue(with: queue)
     }

@@ -41,6 +41,10 @@ struct OpenFlowView {
     @inline(__always)
     func opened(_ slot: UInt32) { base[Int(slot)].wrappingAdd(1, ordering: .relaxed) }
 
+    /// Adds `n` (which may be negative) at once: a takeover's import, which would otherwise
+    /// drain the store buffer on a locked add per flow.
+    func add(_ slot: UInt32, _ n: Int64) { base[Int(slot)].wrappingAdd(n, ordering: .relaxed) }
+
     @inline(__always)
     func closed(_ slot: UInt32) { base[Int(slot)].wrappingSubtract(1, ordering: .relaxed) }
 

@@ -44,7 +44,7 @@ public struct NATPortPool {
 
     /// Takes `ports` out of the queue (ports a takeover's flows hold), keeping the order of
     /// the rest. Not for the packet path: it walks the whole queue.
-    mutating func remove(_ ports: Set<UInt16>) {
+    mutating func remove(_ ports: PortSet) {
         var kept = 0
         for k in 0..<available {
             var i = head &+ k
