@@ -31,7 +31,21 @@ struct Launcher {
         // Trapped before anything is set up: until the service group runs, a SIGTERM or
         // SIGHUP would take its default action and kill the process with an XDP program
         // attached. A stop signal that comes early is kept and acted on once the group runs.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr2)
+        let trapped = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sigquit, .sighup, .sigusr2)
+        // Relayed from the start, so that a stop asked while convey sets up is known at once:
+        // an AF_XDP takeover then does not commit (the running convey goes on).
+        let stopRequest = StopRequest()
+        let (signals, relay) = AsyncStream<UnixSignal>.makeStream()
+        let relayTask = Task {
+            for await signal in trapped {
+                if signal == .sigterm || signal == .sigint || signal == .sigquit {
+                    stopRequest.asked.store(true, ordering: .releasing)
+                }
+                relay.yield(signal)
+            }
+            relay.finish()
+        }
+        defer { relayTask.cancel() }
         raiseOpenFileLimit()
         // The AF_XDP modes fold their connection counts in every stats period: a drain may
         // end early for holding nothing only once two periods have counted it.
@@ -64,7 +78,7 @@ struct Launcher {
         })
         let successor = InterfaceSuccessor()
         let dataPlane = try makeDataPlane(runtime: runtime, drainState: drainState, readiness: readiness, replacement: replacement,
-                                          successor: successor)
+                                          successor: successor, stopRequest: stopRequest)
 
         let health = HealthChecker(targets: HealthTarget.targets(for: config, frontendsSendHeaders: mode == .proxy), logger: logger) { id, status in
             runtime.setHealth(id, up: status.isUp)
@@ -163,7 +177,7 @@ struct Launcher {
     /// SIGUSR2 replaces convey in place (`InPlaceReplacement`). (No `STOPPING=1`
     /// is sent: systemd knows of the stops it asks for, and with `NotifyAccess=all` one from
     /// a convey that is no longer the unit's main process would stop the unit.)
-    private static func follow(_ signals: UnixSignalsSequence, group: ServiceGroup, logger: Logger, mode: ConveyMode,
+    private static func follow(_ signals: AsyncStream<UnixSignal>, group: ServiceGroup, logger: Logger, mode: ConveyMode,
                                replacement: InPlaceReplacement?, successor: InterfaceSuccessor) async {
         var stopping = false
         for await signal in signals {
@@ -236,7 +250,8 @@ struct Launcher {
     }
 
     private func makeDataPlane(runtime: BalancerRuntime, drainState: DrainStateKeeper?, readiness: Readiness,
-                               replacement: InPlaceReplacement?, successor: InterfaceSuccessor) throws -> DataPlane {
+                               replacement: InPlaceReplacement?, successor: InterfaceSuccessor,
+                               stopRequest: StopRequest) throws -> DataPlane {
         let logger = self.logger
         let drains = OperatorDrains(current: { runtime.view().drained.sorted() }, adopt: { ids, pid in
             for id in ids {
@@ -297,7 +312,9 @@ struct Launcher {
                 let takeover = self.takeover
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
                                                          snapshots: runtime.snapshots, logger: logger, takeover: takeover,
-                                                         operatorDrains: drains, onRunning: {
+                                                         operatorDrains: drains,
+                                                         stopRequested: { stopRequest.asked.load(ordering: .acquiring) },
+                                                         onRunning: {
                     // A takeover under systemd becomes the unit's main process once it forwards
                     // (the convey it replaced exits by itself).
                     readiness.announce((takeover ? ["MAINPID=\(getpid())"] : []) + ["READY=1", status])
@@ -331,4 +348,10 @@ struct DrainTimer: Service {
 /// then asks of this process has nothing to drain, and says so.
 final class InterfaceSuccessor: Sendable {
     let pid = Atomic<Int32>(0)
+}
+
+/// Whether a stop signal (SIGTERM, SIGINT, SIGQUIT) has arrived, known from the moment it
+/// arrives, before the service group that acts on it runs.
+final class StopRequest: Sendable {
+    let asked = Atomic<Bool>(false)
 }

@@ -48,6 +48,9 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     private let takeover: Mutex<XDPTakeover?>
     /// The workers were started (`startForwarding()`).
     private let forwarding = Atomic<Bool>(false)
+    /// Whether a stop was asked (a signal) before the service group runs: a takeover then does
+    /// not commit.
+    private let stopRequested: @Sendable () -> Bool
     /// The pid of the convey this one handed its interface over to (0: none).
     private let handedOverTo = Atomic<Int32>(0)
     /// The operator's runtime drains, which a takeover passes on.
@@ -56,8 +59,10 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
          counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger,
          takeover: XDPTakeover? = nil, operatorDrains: OperatorDrains? = nil,
+         stopRequested: @escaping @Sendable () -> Bool = { false },
          onRunning: @escaping @Sendable () -> Void = {}) {
         self.onRunning = onRunning
+        self.stopRequested = stopRequested
         self.operatorDrains = operatorDrains
         self.takeover = Mutex(takeover)
         self.mode = mode
@@ -101,7 +106,15 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     }
 
     public func run() async throws {
-        try startForwarding()  // already done by a takeover's setup
+        if let pending = takeover.withLock({ $0 }), stopRequested() || Task.isCancelled || Task.isShuttingDownGracefully {
+            // Told to stop before it forwarded: the running convey goes on.
+            takeover.withLock { $0 = nil }
+            dataPath.program.putReplacedBack()
+            pending.abort("it was told to stop before it took over")
+            logger.notice("takeover: stopped before taking \(facts.interface) over; the convey serving it (pid \(pending.facts.pid)) goes on")
+            return
+        }
+        try startForwarding()  // a takeover's setup has done so already
         let server = XDPHandoverServer(plane: handoverPlane(), logger: logger)
         let serving = server.start()
         var interfaceGone = false

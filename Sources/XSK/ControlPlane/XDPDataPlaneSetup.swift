@@ -19,6 +19,7 @@ public enum XDPDataPlaneSetup {
     public static func make(mode: XDPForwardingMode, config: ConveyConfig,
                             snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger, takeover: Bool = false,
                             operatorDrains: OperatorDrains? = nil,
+                            stopRequested: @escaping @Sendable () -> Bool = { false },
                             onRunning: @escaping @Sendable () -> Void = {}) throws -> Running {
         guard let ifaceName = config.xdp.iface, !ifaceName.isEmpty else {
             throw XDPStartError("\(mode.rawValue) mode needs an interface: pass --iface NAME or set [xdp] iface")
@@ -90,9 +91,11 @@ public enum XDPDataPlaneSetup {
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
-                                     takeover: running, operatorDrains: operatorDrains, onRunning: onRunning)
-            // A takeover forwards at once: the running convey is paused until this one does.
-            if running != nil { try plane.startForwarding() }
+                                     takeover: running, operatorDrains: operatorDrains, stopRequested: stopRequested,
+                                     onRunning: onRunning)
+            // A takeover forwards at once: the running convey is paused until this one does
+            // (unless this one was told to stop meanwhile: `run()` then lets the running one go on).
+            if running != nil && !stopRequested() { try plane.startForwarding() }
             return Running(service: plane, stats: { plane.dataPlaneStats() },
                            flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
                            natAddresses: facts.natAddresses)

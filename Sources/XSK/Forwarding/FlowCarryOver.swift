@@ -56,6 +56,10 @@ extension ForwarderCore {
     /// `current_connections` and `leastconn` see them.
     mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
         var result = FlowImportResult()
+        // Into an empty table only flows are added, each at the first empty slot from its home,
+        // so a record given twice is found between its home and that slot (`holds(before:)`);
+        // otherwise (flows already in) by a full lookup.
+        let onlyAdded = table.count == 0
         var usedPorts = PortSet()
         /// Starts loading the table slot and (passthrough) the reverse map entry of the record
         /// `ahead` places on: each is a cache and TLB miss (a table of millions of slots, a map
@@ -88,10 +92,9 @@ extension ForwarderCore {
             let key = FlowEntry.key(port: r.clientPort, vip: frontend)
             let home = table.home(hi: r.clientHi, lo: r.clientLo, key: key)
             let at = table.slotForInsert(home: home, now: now, minIdle: .max)
-            // The table has only had flows added (this import): a key already entered (a record
-            // given twice) sits between its home and the first empty slot.
             guard at >= 0, table.entry(at: at).pointee.state == .empty,
-                  !table.holds(hi: r.clientHi, lo: r.clientLo, key: key, home: home, before: at) else {
+                  onlyAdded ? !table.holds(hi: r.clientHi, lo: r.clientLo, key: key, home: home, before: at)
+                            : table.find(hi: r.clientHi, lo: r.clientLo, key: key, home: home) < 0 else {
                 result.tableFull += 1
                 continue
             }

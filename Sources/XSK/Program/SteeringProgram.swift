@@ -234,7 +234,11 @@ public final class SteeringProgram: @unchecked Sendable {
         defer { close(current) }
         // Still (or again) ours: the newcomer never swapped, or put ours back itself.
         if cxdp_prog_id(current) == cxdp_prog_id(saved) { return true }
-        return cxdp_xdp_replace(interface.index, saved, attachMode.kernelFlags, current) == 0
+        if cxdp_xdp_replace(interface.index, saved, attachMode.kernelFlags, current) == 0 { return true }
+        // The newcomer may have put ours back itself in between (its replace and ours race).
+        guard let now = Self.attachedProgramFD(interface, attachMode) else { return false }
+        defer { close(now) }
+        return cxdp_prog_id(now) == cxdp_prog_id(saved)
     }
 
     deinit {

@@ -94,13 +94,17 @@ final class XDPHandoverServer: Sendable {
             logger.warning("takeover: refused pid \(peer.pid): unknown request")
             return
         }
-        guard (try? connection.send(Array(plane.facts().message.utf8))) != nil,
-              var next = try? connection.receive() else { return }
-        XDPTakeover.close(next.descriptors)
-        // Kept to put it back should the newcomer swap its own in and then fail.
+        // Kept to put it back should the newcomer swap its own in and then fail. Without it (the
+        // program could not be read back) the sockets are not offered before the pause: the
+        // newcomer swaps while this convey waits paused for its answer, as with older conveys.
         let saved = SteeringProgram.attachedProgramFD(plane.program.interface, plane.program.attachMode)
         defer { if let saved { close(saved) } }
-        if String(decoding: next.bytes, as: UTF8.self) == XDPTakeover.socketsRequest {
+        var facts = plane.facts()
+        facts.handsSocketsFirst = saved != nil
+        guard (try? connection.send(Array(facts.message.utf8))) != nil,
+              var next = try? connection.receive() else { return }
+        XDPTakeover.close(next.descriptors)
+        if facts.handsSocketsFirst, String(decoding: next.bytes, as: UTF8.self) == XDPTakeover.socketsRequest {
             // The sockets and the claim while the workers forward on: the newcomer loads its
             // program with these sockets in its map and swaps it in before asking to pause,
             // which keeps the program load and the kernel's swap out of the pause.
@@ -133,6 +137,7 @@ final class XDPHandoverServer: Sendable {
         var documents: [Int32] = []
         defer { XDPTakeover.close(documents) }
         var flows = 0
+        var declined: String?  // the newcomer's `abort REASON` instead of `start?`
         do throws(Errno) {
             for (i, worker) in workers.enumerated() {
                 let document = try XDPTakeover.memfd(holding: WorkerDocument.encode(worker.sent.worker, worker.forwarder))
@@ -148,12 +153,13 @@ final class XDPHandoverServer: Sendable {
             XDPTakeover.close(answer.descriptors)
             guard String(decoding: answer.bytes, as: UTF8.self) == "start?" else {
                 let text = String(decoding: answer.bytes, as: UTF8.self)
+                if text.hasPrefix("abort ") { declined = String(text.dropFirst(6)) }
                 throw text.isEmpty ? Errno.connectionReset : Errno.protocolError
             }
             try connection.send(Array("go".utf8))
         } catch {
             plane.resume()
-            goOn(after: "\(error)", peer: peer.pid, saved: saved)
+            goOn(after: declined ?? "\(error)", peer: peer.pid, saved: saved)
             return
         }
         done.store(true, ordering: .relaxed)
@@ -168,7 +174,7 @@ final class XDPHandoverServer: Sendable {
     /// Not taken over: as before, with this convey's own program (the newcomer may have
     /// swapped its own in).
     private func goOn(after reason: String, peer: Int32, saved: Int32?) {
-        let restored = saved.map { plane.program.restore($0) } ?? true
+        let restored = saved.map { plane.program.restore($0) } ?? false
         let text = "takeover: pid \(peer) did not take over (\(reason)); this convey goes on forwarding"
             + (restored ? "" : ", but its steering program could not be put back: restart it")
         logger.warning("\(text)")
