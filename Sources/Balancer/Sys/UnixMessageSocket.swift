@@ -90,6 +90,12 @@ package final class UnixMessageSocket: Sendable {
         return Glibc.poll(&entry, 1, milliseconds) > 0
     }
 
+    /// Whether the other end has closed the connection (checked without waiting).
+    package var peerHasClosed: Bool {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return Glibc.poll(&entry, 1, 0) > 0 && entry.revents & Int16(POLLHUP | POLLERR) != 0
+    }
+
     /// Sends one message of `bytes` with `descriptors` (at most `maxDescriptors`) attached;
     /// the descriptors stay open here.
     package func send(_ bytes: [UInt8], descriptors: [Int32] = []) throws(Errno) {

@@ -131,6 +131,12 @@ public enum XDPDataPlaneSetup {
                 }
                 for vip in vips { try program.addVIP(vip, protocol: .tcp) }
                 if let nat { try program.setNATRange(addresses: nat.addresses, ports: nat.ports) }
+                // One that gave up waiting (a load past its timeout) has kept its own program:
+                // swapping now would leave it forwarding under a program it no longer steers.
+                guard !running.runningConveyLeft else {
+                    throw XDPStartError("--takeover: the convey serving \(ifaceName) (pid \(running.facts.pid)) stopped waiting "
+                                        + "for this one; it goes on")
+                }
                 try program.replaceAttached()
                 return program
             }
@@ -167,7 +173,7 @@ public enum XDPDataPlaneSetup {
                 carried = carried + h.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: now)
                 return h
             }
-            var text = "takeover: took over \(ifaceName) from pid \(running.facts.pid): \(queues.count) worker(s) with their "
+            var text = "takeover: received \(ifaceName) from pid \(running.facts.pid): \(queues.count) worker(s) with their "
                 + "sockets and frames, \(carried.imported) flow(s)"
             if carried.leftOut > 0 {
                 text += "; \(carried.leftOut) flow(s) could not go on (VIP no longer a frontend: \(carried.noFrontend), server "

@@ -92,6 +92,10 @@ public final class XDPTakeover: @unchecked Sendable {
         }
     }
 
+    /// The running convey has closed the connection: it stopped waiting (its timeout) and went
+    /// on with its own program, which this one must then not replace.
+    public var runningConveyLeft: Bool { connection.peerHasClosed }
+
     /// Tells the running convey this one will not take over (it goes on as before).
     public func abort(_ reason: String) {
         try? connection.send(Array("abort \(reason)".utf8))

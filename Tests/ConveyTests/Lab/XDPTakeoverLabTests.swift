@@ -43,7 +43,7 @@ extension EndToEndLabTests {
                     && !old.output.contains("open connections drain"), "\(old.output)")
             #expect(sent.load(ordering: .relaxed) < payload.count, "the takeover happened while the transfer was in flight")
             let new = try #require(lab.convey)
-            #expect(waitUntil(seconds: 10) { new.output.contains("takeover: took over veth0 from pid \(old.pid)") }, "\(new.output)")
+            #expect(waitUntil(seconds: 10) { new.output.contains("takeover: received veth0 from pid \(old.pid)") && new.output.contains("(pid \(old.pid)) let go; this one forwards now") }, "\(new.output)")
             #expect(!new.output.contains("could not go on"), "every flow went on: \(new.output)")
 
             let back = try echoed.result()
