@@ -52,6 +52,21 @@ struct TakeoverRollbackTests {
                 let interface = try NetworkInterface(named: "veth0")
                 let takeover = try XDPTakeover(interface: interface)
                 #expect(takeover.facts.mode == .dsr && takeover.facts.workers == 1 && takeover.facts.handsSocketsFirst)
+                /// Swaps `program` in, then leaves: gone without a word, its program attached (as a
+                /// SIGKILL leaves it), or failed, `failing` putting the running convey's program
+                /// back. Returns the swapped-in program's id.
+                func swapInAndLeave(_ program: SteeringProgram, failing: () -> Void) throws -> Int? {
+                    try program.replaceAttached()
+                    let id = try? lab.xdpProgramID("lb")
+                    if vanishes {
+                        program.keepReplacement()
+                        program.handedOver()
+                    } else {
+                        failing()
+                        #expect(try lab.xdpProgramID("lb") == running, "the newcomer put the running convey's program back")
+                    }
+                    return id
+                }
                 if socketsFirst {
                     let early = try takeover.sockets()
                     #expect(early.sockets.count == 1)
@@ -62,17 +77,7 @@ struct TakeoverRollbackTests {
                         close(socket.fd)
                     }
                     try program.addVIP(Endpoint(address: IPAddress("10.77.0.100")!, port: 80))
-                    try program.replaceAttached()
-                    let id = try? lab.xdpProgramID("lb")
-                    if vanishes {
-                        // Gone without a word, its program attached (as a SIGKILL leaves it).
-                        program.keepReplacement()
-                        program.handedOver()
-                    } else {
-                        program.detach()  // failed: puts the running convey's program back
-                        #expect(try lab.xdpProgramID("lb") == running, "the newcomer put the running convey's program back")
-                    }
-                    return id
+                    return try swapInAndLeave(program) { program.detach() }
                 }
                 let handed = try takeover.pause()
                 #expect(handed.workers.count == 1 && handed.forwarders.count == 1)
@@ -82,18 +87,7 @@ struct TakeoverRollbackTests {
                 let path = try XSKDataPath<DSRForwarder>(adopting: handed.workers, interface: interface, program: program) { _ in
                     DSRForwarder(settings: ForwarderSettings(capacity: 64), routes: publisher)
                 }
-                try program.replaceAttached()
-                let id = try? lab.xdpProgramID("lb")
-                if vanishes {
-                    // Gone without a word: the program stays for the running convey to replace.
-                    program.keepReplacement()
-                    program.handedOver()
-                } else {
-                    // Failed: its data path's stop puts the running convey's program back.
-                    path.stop()
-                    #expect(try lab.xdpProgramID("lb") == running, "the newcomer put the running convey's program back")
-                }
-                return id
+                return try swapInAndLeave(program) { path.stop() }  // a data path's stop puts it back
             }
             #expect(swapped != nil && swapped != running, "the newcomer's program was swapped in (\(String(describing: swapped)) for \(running))")
             #expect(waitUntil(seconds: 15) { convey.output.contains("did not take over") }, "\(convey.output)")

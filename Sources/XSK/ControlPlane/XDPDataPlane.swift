@@ -106,9 +106,9 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     }
 
     public func run() async throws {
-        if let pending = takeover.withLock({ $0 }), stopRequested() || Task.isCancelled || Task.isShuttingDownGracefully {
+        if stopRequested() || Task.isCancelled || Task.isShuttingDownGracefully,
+           let pending = takeover.withLock({ t -> XDPTakeover? in defer { t = nil }; return t }) {
             // Told to stop before it forwarded: the running convey goes on.
-            takeover.withLock { $0 = nil }
             dataPath.program.putReplacedBack()
             pending.abort("it was told to stop before it took over")
             logger.notice("takeover: stopped before taking \(facts.interface) over; the convey serving it (pid \(pending.facts.pid)) goes on")

@@ -140,35 +140,33 @@ public enum XDPDataPlaneSetup {
                 try program.replaceAttached()
                 return program
             }
-            var program: SteeringProgram?
-            var prepared: [Handler?] = []
+            // The forwarders (their tables) need nothing the pause brings: made before it.
+            var prepared: [Handler?] = (0..<queues.count).map { handler($0) }
+            let program: SteeringProgram
+            let handed: XDPTakeover.Handed
             if running.facts.handsSocketsFirst {
                 let early = try running.sockets()
                 defer { XDPTakeover.close(early.sockets.map(\.fd)) }  // the XSKMAP holds the sockets
                 program = try swapIn(claimFD: early.claimFD, sockets: early.sockets)
-                prepared = (0..<queues.count).map { handler($0) }
-            }
-            let handed = try running.pause()
-            let handedFDs = handed.workers.flatMap { [$0.socketFD, $0.memoryFD] }
-            if program != nil {
+                handed = try running.pause()
                 XDPTakeover.close([handed.claimFD])  // this convey holds the claim since `sockets`
             } else {
+                handed = try running.pause()
                 do {
                     program = try swapIn(claimFD: handed.claimFD,
                                          sockets: handed.workers.map { (queue: $0.worker.queue, fd: $0.socketFD) })
                 } catch {
-                    XDPTakeover.close(handedFDs)
+                    XDPTakeover.close(handed.workers.flatMap { [$0.socketFD, $0.memoryFD] })
                     throw error
                 }
             }
-            guard let program else { throw XDPStartError("--takeover: no program") }
             if !handed.drained.isEmpty { operatorDrains?.adopt(handed.drained, running.facts.pid) }
             // The carried flows need the routes: their servers' backend slots.
             control.refresh(force: true)
             let now = XSKWorker<Handler>.monotonicNanoseconds()
             var carried = FlowImportResult()
             let path = try XSKDataPath<Handler>(adopting: handed.workers, interface: interface, program: program) { i in
-                var h = i < prepared.count ? prepared[i].take()! : handler(i)
+                var h = prepared[i].take()!
                 let forwarder = handed.forwarders[i]
                 carried = carried + h.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: now)
                 return h
