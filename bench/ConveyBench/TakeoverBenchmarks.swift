@@ -1,9 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Balancer
 import XSK
 
 /// The CPU a takeover of an AF_XDP worker costs while the running convey is paused, apart
 /// from the kernel's part: the running convey exports its forwarder's flows and free NAT
-/// ports and writes the hand-over document (`WorkerDocument`); the next one reads it and
+/// ports and writes the hand-over document (`WorkerDocument`) into a memfd; the next one reads it and
 /// enters the flows into its own table, made beforehand (`importFlows`). Frames arriving
 /// meanwhile wait in the worker's RX ring (4096 by default) and beyond that are dropped, so
 /// this figure bounds how long a takeover of a full table pauses forwarding.
@@ -31,17 +34,17 @@ enum TakeoverBenchmarks {
                                            rxSize: 4096, txSize: 4096, freeFrames: (0..<4096).map { UInt64($0 * 2 * 2048) },
                                            txOutstanding: 0)
             var carried = FlowImportResult()
-            var failure: HandoverFormatError?
+            var failure: String?
             let seconds = Measure.cpuSeconds {
                 // The running convey, its worker stopped.
-                let handed = ForwarderHandover(flows: running.exportFlows(), freeNATPorts: running.exportFreeNATPorts())
-                let document = WorkerDocument.encode(worker, handed)
-                // The next convey.
-                do throws(HandoverFormatError) {
-                    let (_, forwarder) = try WorkerDocument.decode(document)
-                    carried = next.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: 2_000_000_000)
+                do {
+                    let memfd = try WorkerDocument.write(worker, running.exportHandover())
+                    defer { close(memfd) }
+                    // The next convey.
+                    let (_, forwarder) = try WorkerDocument.decode(WorkerDocument.read(memfd: memfd))
+                    carried = next.importFlows(forwarder, now: 2_000_000_000)
                 } catch {
-                    failure = error
+                    failure = "\(error)"
                 }
             }
             if let failure { throw BenchError.failed(benchmark: name, reason: "the document does not read back: \(failure)") }

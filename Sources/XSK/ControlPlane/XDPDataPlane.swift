@@ -170,8 +170,7 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
                 dataPath.pause()
                 return zip(dataPath.handover(), dataPath.allWorkers).map { sent, worker in
                     let carrying = worker.finalHandler as? any FlowCarrying
-                    return (sent, ForwarderHandover(flows: carrying?.exportFlows() ?? [],
-                                                    freeNATPorts: carrying?.exportFreeNATPorts() ?? []))
+                    return (sent, carrying?.exportHandover() ?? ForwarderHandover(flows: [], freeNATPorts: []))
                 }
             },
             resume: { [self] in

@@ -168,7 +168,7 @@ public enum XDPDataPlaneSetup {
             let path = try XSKDataPath<Handler>(adopting: handed.workers, interface: interface, program: program) { i in
                 var h = prepared[i].take()!
                 let forwarder = handed.forwarders[i]
-                carried = carried + h.importFlows(forwarder.flows, freeNATPorts: forwarder.freeNATPorts, now: now)
+                carried = carried + h.importFlows(forwarder, now: now)
                 return h
             }
             var text = "takeover: received \(ifaceName) from pid \(running.facts.pid): \(queues.count) worker(s) with their "

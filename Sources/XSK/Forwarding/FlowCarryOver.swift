@@ -1,60 +1,88 @@
 import Balancer
 
-/// A takeover's flow hand-over, on the forwarder's side: `exportFlows` turns a stopped
-/// worker's table into `FlowRecord`s; `importFlows` enters records into a worker that has not
-/// started yet, as if it had seen those connections itself. Neither runs on the packet path.
+/// A takeover's flow hand-over, on the forwarder's side: `exportFlows` writes a stopped
+/// worker's table into a `FlowPart`; `importFlows` enters a part's flows into a worker that
+/// has not started yet, as if it had seen those connections itself. Neither runs on the
+/// packet path, but both run while the replaced convey is paused, over up to millions of
+/// flows: records go straight between table and document, never through an array.
 extension ForwarderCore {
-    /// Every flow this worker tracks, as records. Call it only while no packet is handled (the
-    /// worker stopped). Flows whose frontend or server these routes no longer name (a drain
-    /// under way for a removed frontend whose routes are gone) are left out.
-    func exportFlows() -> [FlowRecord] {
-        var records: [FlowRecord] = []
-        records.reserveCapacity(table.count)
+    /// Every flow this worker tracks. Call it only while no packet is handled (the worker
+    /// stopped). Flows whose frontend or server these routes no longer name (a drain under way
+    /// for a removed frontend whose routes are gone) are left out.
+    func exportFlows() -> FlowPart {
+        // The servers the records name: these routes' servers, each once.
+        var order: [ServerID] = []
+        var indexOf: [ServerID: UInt32] = [:]
+        var serverOfSlot = [UInt32](repeating: .max, count: min(backendCount, routes.servers.count))
+        for slot in serverOfSlot.indices {
+            guard let id = routes.servers[slot] else { continue }
+            if let index = indexOf[id] {
+                serverOfSlot[slot] = index
+            } else {
+                indexOf[id] = UInt32(order.count)
+                serverOfSlot[slot] = UInt32(order.count)
+                order.append(id)
+            }
+        }
         // The occupied slots from the table's bitmap, each loaded well ahead of its turn, and
         // (passthrough) its reverse map entry once the slot has arrived: both are scattered,
         // a cache and TLB miss each.
         let slots = table.occupiedSlots()
+        var writer = FlowPartWriter(servers: order, atMost: slots.count)
         let ahead = 8
         for k in 0..<min(2 * ahead, slots.count) { table.prefetch(home: slots[k]) }
-        for (k, i) in slots.enumerated() {
+        writer.append(slots.count) { k in
             if k + 2 * ahead < slots.count { table.prefetch(home: slots[k + 2 * ahead]) }
             if k + ahead < slots.count, let reverse {
                 let port = table.entry(at: slots[k + ahead]).pointee.natPort
                 if port != 0 { reverse.prefetch(port) }
             }
-            let e = table.entry(at: i)
-            guard e.pointee.state != .empty else { continue }
+            let e = table.entry(at: slots[k])
+            guard e.pointee.state != .empty else { return nil }
             let frontend = frontends[e.pointee.vipIndex]
             let slot = Int(e.pointee.backendSlot)
-            guard frontend.present, slot < backendCount, slot < routes.servers.count, let server = routes.servers[slot]
-            else { continue }
+            guard frontend.present, slot < serverOfSlot.count, serverOfSlot[slot] != .max else { return nil }
             let backend = backends[slot]
-            var record = FlowRecord(clientHi: e.pointee.clientHi, clientLo: e.pointee.clientLo,
-                                    clientPort: e.pointee.clientPort, vipHi: frontend.vipHi, vipLo: frontend.vipLo,
-                                    vipPort: frontend.vipPort, server: server, backendHi: backend.addressHi,
-                                    backendLo: backend.addressLo, backendPort: backend.port, state: e.pointee.state,
-                                    lastSeen: e.pointee.lastSeen, clientFinished: e.pointee.clientFinished,
-                                    clientSequence: e.pointee.clientSequence, natPort: e.pointee.natPort)
-            if record.natPort != 0, let reverse, let live = reverse.read(record.natPort) {
-                record.clientMAC = live.entry.clientMAC
-                record.serverClosed = switch reverse.serverClose(record.natPort) {
+            var flow = CarriedFlow(clientHi: e.pointee.clientHi, clientLo: e.pointee.clientLo,
+                                   clientPort: e.pointee.clientPort, vipHi: frontend.vipHi, vipLo: frontend.vipLo,
+                                   vipPort: frontend.vipPort, server: serverOfSlot[slot], backendHi: backend.addressHi,
+                                   backendLo: backend.addressLo, backendPort: backend.port, state: e.pointee.state,
+                                   lastSeen: e.pointee.lastSeen, clientFinished: e.pointee.clientFinished,
+                                   clientSequence: e.pointee.clientSequence, natPort: e.pointee.natPort, clientMAC: 0,
+                                   serverClosed: .open)
+            if flow.natPort != 0, let reverse, let live = reverse.read(flow.natPort) {
+                flow.clientMAC = live.entry.clientMAC
+                flow.serverClosed = switch reverse.serverClose(flow.natPort) {
                 case .open: .open
                 case .finished: .finished
                 case .reset: .reset
                 }
             }
-            records.append(record)
+            return flow
         }
-        return records
+        return writer.finish()
     }
 
-    /// Enters `records` into this worker's table (which must not have started forwarding:
+    /// Enters `part`'s flows into this worker's table (which must not have started forwarding:
     /// call `beginBatch(now:)` first, so the routes are adopted and the clock set). A record
     /// is left out, and counted in the result, when its VIP is no frontend here, its server is
     /// not at the same address or cannot keep flows, the table has no room, or (passthrough)
     /// its NAT port is not this worker's. Imported flows count as opened on their server, so
     /// `current_connections` and `leastconn` see them.
-    mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
+    mutating func importFlows(_ part: FlowPart, freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
+        // Which of these routes' backend slots hold each server the part names (by index).
+        var slotsOf = [[Int]](repeating: [], count: part.servers.count)
+        var indicesOf: [ServerID: [Int]] = [:]
+        for (k, id) in part.servers.enumerated() { indicesOf[id, default: []].append(k) }
+        for slot in 0..<min(backendCount, routes.servers.count) {
+            guard let id = routes.servers[slot] else { continue }
+            for k in indicesOf[id] ?? [] { slotsOf[k].append(slot) }
+        }
+        return part.withRecords { records in importFlows(records, slotsOf: slotsOf, freeNATPorts: freeNATPorts) }
+    }
+
+    private mutating func importFlows(_ records: FlowPart.Records, slotsOf: [[Int]], freeNATPorts: [UInt16]?)
+        -> FlowImportResult {
         var result = FlowImportResult()
         // Into an empty table only flows are added, each at the first empty slot from its home,
         // so a record given twice is found between its home and that slot (`holds(before:)`);
@@ -67,20 +95,23 @@ extension ForwarderCore {
         let ahead = 8
         func prefetch(_ k: Int) {
             guard k < records.count else { return }
-            // Field by field: copying a whole record (its server's name) costs more than the load.
-            if natEnabled, let reverse { reverse.prefetch(records[k].natPort) }
-            let frontend = frontendIndex(hi: records[k].vipHi, lo: records[k].vipLo, port: records[k].vipPort)
+            let r = records[k]
+            if natEnabled, let reverse { reverse.prefetch(r.natPort) }
+            let frontend = frontendIndex(hi: r.vipHi, lo: r.vipLo, port: r.vipPort)
             guard frontend >= 0 else { return }
-            table.prefetch(home: table.home(hi: records[k].clientHi, lo: records[k].clientLo,
-                                            key: FlowEntry.key(port: records[k].clientPort, vip: frontend)))
+            table.prefetch(home: table.home(hi: r.clientHi, lo: r.clientLo, key: FlowEntry.key(port: r.clientPort, vip: frontend)))
         }
         for k in 0..<min(ahead, records.count) { prefetch(k) }
         var openedOn = [Int64](repeating: 0, count: backendCount)  // added to `openFlows` at the end
-        for (k, r) in records.enumerated() {
+        for k in 0..<records.count {
+            let r = records[k]
             prefetch(k + ahead)
             let frontend = frontendIndex(hi: r.vipHi, lo: r.vipLo, port: r.vipPort)
             guard frontend >= 0 else { result.noFrontend += 1; continue }
-            guard let slot = carriedSlot(of: r, frontend: frontend) else { result.noServer += 1; continue }
+            guard let slot = carriedSlot(of: r, among: slotsOf[Int(r.server)], frontend: frontend) else {
+                result.noServer += 1
+                continue
+            }
             if natEnabled {
                 guard r.natPort != 0, ports.range?.contains(r.natPort) == true, !usedPorts.contains(r.natPort) else {
                     result.natPortUnavailable += 1
@@ -153,21 +184,24 @@ extension ForwarderCore {
         return ports.replaceQueue(with: queue)
     }
 
-    /// The backend slot that carries `record` on in these routes: the slot of the same server
-    /// at the same address and port, among the frontend's candidates first, that keeps flows.
-    private func carriedSlot(of record: FlowRecord, frontend: Int) -> UInt32? {
+    /// The backend slot that carries `flow` on in these routes: of the slots that hold its
+    /// server (`slots`), the one at the same address and port that keeps flows, among the
+    /// frontend's candidates first.
+    private func carriedSlot(of flow: CarriedFlow, among slots: [Int], frontend: Int) -> UInt32? {
         func matches(_ slot: Int) -> Bool {
-            guard slot < backendCount, slot < routes.servers.count, routes.servers[slot] == record.server,
-                  keepsFlows(UInt32(slot)) else { return false }
+            guard keepsFlows(UInt32(slot)) else { return false }
             let b = backends[slot]
-            return b.addressHi == record.backendHi && b.addressLo == record.backendLo && b.port == record.backendPort
+            return b.addressHi == flow.backendHi && b.addressLo == flow.backendLo && b.port == flow.backendPort
         }
-        let f = frontends[frontend]
-        for k in 0..<Int(f.candidatesCount) {
-            let slot = Int(slots[Int(f.candidatesStart) + k])
-            if matches(slot) { return UInt32(slot) }
+        guard !slots.isEmpty else { return nil }
+        if slots.count > 1 {
+            let f = frontends[frontend]
+            for k in 0..<Int(f.candidatesCount) {
+                let slot = Int(self.slots[Int(f.candidatesStart) + k])
+                if slots.contains(slot) && matches(slot) { return UInt32(slot) }
+            }
         }
-        for slot in 0..<backendCount where matches(slot) { return UInt32(slot) }
+        for slot in slots where matches(slot) { return UInt32(slot) }
         return nil
     }
 }
@@ -175,33 +209,47 @@ extension ForwarderCore {
 /// A packet handler whose flows a takeover can carry from one convey to the next (the
 /// forwarders; see `ForwarderCore.exportFlows` and `importFlows`).
 public protocol FlowCarrying {
-    /// Every tracked flow, as records (only while the worker is stopped).
-    func exportFlows() -> [FlowRecord]
-    /// Passthrough: the worker's free NAT ports in the order it hands them out (else empty).
-    func exportFreeNATPorts() -> [UInt16]
-    /// Enters `records` before the worker starts, with the replaced worker's free NAT port
+    /// Every tracked flow and (passthrough) the free NAT ports in the order they are handed
+    /// out (only while the worker is stopped).
+    func exportHandover() -> ForwarderHandover
+    /// Enters a replaced worker's flows before this worker starts, with its free NAT port
     /// queue when it had one; `now` is the monotonic clock.
-    mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]?, now: UInt64) -> FlowImportResult
+    mutating func importFlows(_ handover: ForwarderHandover, now: UInt64) -> FlowImportResult
+}
+
+extension FlowCarrying {
+    /// Every tracked flow, as records (tests and inspection: a whole export, then decoded).
+    public func exportFlows() -> [FlowRecord] { exportHandover().flows.records }
+
+    /// Passthrough: the free NAT ports in the order they are handed out, else empty (tests and
+    /// inspection: a whole export).
+    public func exportFreeNATPorts() -> [UInt16] { exportHandover().freeNATPorts }
+
+    /// Enters `records` (encoded first, as a takeover carries them).
+    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil,
+                                     now: UInt64) -> FlowImportResult {
+        importFlows(ForwarderHandover(flows: records, freeNATPorts: freeNATPorts ?? []), now: now)
+    }
 }
 
 extension DSRForwarder: FlowCarrying {
-    public func exportFlows() -> [FlowRecord] { core.exportFlows() }
+    public func exportHandover() -> ForwarderHandover {
+        ForwarderHandover(flows: core.exportFlows(), freeNATPorts: core.natEnabled ? core.ports.queue : [])
+    }
 
-    public func exportFreeNATPorts() -> [UInt16] { core.natEnabled ? core.ports.queue : [] }
-
-    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil, now: UInt64) -> FlowImportResult {
+    public mutating func importFlows(_ handover: ForwarderHandover, now: UInt64) -> FlowImportResult {
         core.beginBatch(now: now)
-        return core.importFlows(records, freeNATPorts: freeNATPorts)
+        return core.importFlows(handover.flows, freeNATPorts: handover.freeNATPorts)
     }
 }
 
 extension PassthroughForwarder: FlowCarrying {
-    public func exportFlows() -> [FlowRecord] { core.exportFlows() }
+    public func exportHandover() -> ForwarderHandover {
+        ForwarderHandover(flows: core.exportFlows(), freeNATPorts: core.natEnabled ? core.ports.queue : [])
+    }
 
-    public func exportFreeNATPorts() -> [UInt16] { core.natEnabled ? core.ports.queue : [] }
-
-    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil, now: UInt64) -> FlowImportResult {
+    public mutating func importFlows(_ handover: ForwarderHandover, now: UInt64) -> FlowImportResult {
         core.beginBatch(now: now)
-        return core.importFlows(records, freeNATPorts: freeNATPorts)
+        return core.importFlows(handover.flows, freeNATPorts: handover.freeNATPorts)
     }
 }

@@ -21,9 +21,20 @@ struct HandoverWriter {
         return storage
     }
 
-    /// Overwrites the 8 bytes at `offset` (a length known only after what follows it).
-    mutating func set(_ value: UInt64, at offset: Int) {
-        storage.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self) }
+    /// Overwrites the bytes at `offset` (a length or count known only after what follows it).
+    mutating func set<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storage.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
+    }
+
+    /// Makes room for `maximum` bytes and lets `body` write them in place; `body` returns how
+    /// many it wrote. For fixed-size records by the million: one capacity check and one
+    /// uniqueness check for all of them, not one per field.
+    mutating func write(atMost maximum: Int, _ body: (UnsafeMutableRawPointer) -> Int) {
+        if storage.count - used < maximum { storage.append(contentsOf: repeatElement(0, count: maximum - (storage.count - used))) }
+        let start = used
+        let written = storage.withUnsafeMutableBytes { body($0.baseAddress! + start) }
+        precondition(written <= maximum, "wrote past the room made")
+        used += written
     }
 
     /// Stored in place, little-endian: appending each field's bytes to an array went through
@@ -58,6 +69,9 @@ struct HandoverReader {
     }
 
     var isAtEnd: Bool { offset == end }
+
+    /// Bytes not read yet.
+    var remaining: Int { end - offset }
 
     mutating func get<T: FixedWidthInteger>(_: T.Type = T.self) throws(HandoverFormatError) -> T {
         let size = MemoryLayout<T>.size
@@ -147,167 +161,28 @@ extension XSKWorkerHandover {
 }
 
 extension FlowRecord {
-    /// Format of `encode(_:)`.
-    static let formatVersion: UInt32 = 1
+    /// `records` as a flow part (see `FlowPart`).
+    static func encode(_ records: [FlowRecord]) -> [UInt8] { Array(FlowPart(records).encoded) }
 
-    /// `records` as one document: the servers they name once, then the records.
-    static func encode(_ records: [FlowRecord]) -> [UInt8] {
-        var w = HandoverWriter(capacity: 12 + records.count * 83)
-        encode(records, into: &w)
-        return w.finish()
-    }
-
-    static func encode(_ records: [FlowRecord], into w: inout HandoverWriter) {
-        var servers: [ServerID: UInt32] = [:]
-        var order: [ServerID] = []
-        var serverOf: [UInt32] = []  // each record's server, as an index into `order`
-        serverOf.reserveCapacity(records.count)
-        for r in records {
-            if let index = servers[r.server] {
-                serverOf.append(index)
-            } else {
-                servers[r.server] = UInt32(order.count)
-                serverOf.append(UInt32(order.count))
-                order.append(r.server)
-            }
-        }
-        w.put(formatVersion)
-        w.put(UInt32(order.count))
-        for id in order {
-            w.put(id.pool)
-            w.put(id.name)
-        }
-        w.put(UInt32(records.count))
-        for (k, r) in records.enumerated() {
-            w.put(r.clientHi)
-            w.put(r.clientLo)
-            w.put(r.clientPort)
-            w.put(r.vipHi)
-            w.put(r.vipLo)
-            w.put(r.vipPort)
-            w.put(serverOf[k])
-            w.put(r.backendHi)
-            w.put(r.backendLo)
-            w.put(r.backendPort)
-            w.put(r.state.rawValue)
-            w.put(r.lastSeen)
-            w.put(UInt8(r.clientFinished ? 1 : 0))
-            w.put(r.clientSequence)
-            w.put(r.natPort)
-            w.put(r.clientMAC)
-            w.put(r.serverClosed.rawValue)
-        }
-    }
-
-    /// The records of a document `encode` wrote.
+    /// The records of a flow part.
     static func decode(_ bytes: [UInt8], range: Range<Int>? = nil) throws(HandoverFormatError) -> [FlowRecord] {
-        var r = HandoverReader(bytes, range: range)
-        let version: UInt32 = try r.get()
-        guard version == formatVersion else { throw HandoverFormatError("flow format \(version), this convey reads \(formatVersion)") }
-        let serverCount = try r.count(minimumSize: 8)
-        var servers: [ServerID] = []
-        for _ in 0..<serverCount {
-            let pool = try r.get(String.self)
-            servers.append(ServerID(pool: pool, name: try r.get(String.self)))
-        }
-        let count = try r.count(minimumSize: 83)  // the bytes of one record below
-        var records: [FlowRecord] = []
-        records.reserveCapacity(count)
-        for _ in 0..<count {
-            let clientHi: UInt64 = try r.get(), clientLo: UInt64 = try r.get(), clientPort: UInt16 = try r.get()
-            let vipHi: UInt64 = try r.get(), vipLo: UInt64 = try r.get(), vipPort: UInt16 = try r.get()
-            let server = Int(try r.get(UInt32.self))
-            let backendHi: UInt64 = try r.get(), backendLo: UInt64 = try r.get(), backendPort: UInt16 = try r.get()
-            let stateValue: UInt8 = try r.get()
-            let lastSeen: UInt64 = try r.get()
-            let finished: UInt8 = try r.get()
-            let sequence: UInt32 = try r.get()
-            let natPort: UInt16 = try r.get()
-            let clientMAC: UInt64 = try r.get()
-            let closedValue: UInt8 = try r.get()
-            guard server < servers.count, let state = FlowState(rawValue: stateValue), state != .empty,
-                  let closed = ServerClosed(rawValue: closedValue) else {
-                throw HandoverFormatError("flow record \(records.count) is inconsistent")
-            }
-            records.append(FlowRecord(clientHi: clientHi, clientLo: clientLo, clientPort: clientPort, vipHi: vipHi,
-                                      vipLo: vipLo, vipPort: vipPort, server: servers[server], backendHi: backendHi,
-                                      backendLo: backendLo, backendPort: backendPort, state: state, lastSeen: lastSeen,
-                                      clientFinished: finished != 0, clientSequence: sequence, natPort: natPort,
-                                      clientMAC: clientMAC, serverClosed: closed))
-        }
-        guard r.isAtEnd else { throw HandoverFormatError("bytes after the last flow record") }
-        return records
+        try FlowPart(validating: bytes, range: range).records
     }
 }
 
 /// What a takeover carries of one worker's forwarder: its flows and, in passthrough, its
 /// queue of free NAT ports (in the order it hands them out).
 public struct ForwarderHandover: Sendable, Equatable {
-    public var flows: [FlowRecord]
+    /// Encoded, as the document carries them (see `FlowPart`).
+    public var flows: FlowPart
     public var freeNATPorts: [UInt16]
 
-    public init(flows: [FlowRecord], freeNATPorts: [UInt16]) {
+    public init(flows: FlowPart, freeNATPorts: [UInt16]) {
         self.flows = flows
         self.freeNATPorts = freeNATPorts
     }
-}
 
-/// The document a takeover sends for one worker (in a memfd, beside the worker's socket and
-/// UMEM): the worker's hand-over, then its forwarder's, each part prefixed with its length.
-/// (Public for the benchmarks, which time a takeover's hand-over: `TakeoverBenchmarks`.)
-public enum WorkerDocument {
-    /// Written in one buffer (documents are megabytes, written while the workers are paused):
-    /// the three lengths are filled in once their parts are written.
-    public static func encode(_ worker: XSKWorkerHandover, _ forwarder: ForwarderHandover) -> [UInt8] {
-        var w = HandoverWriter(capacity: 24 + 48 + 8 * worker.freeFrames.count + 12 + 40 + 83 * forwarder.flows.count
-                               + 4 + 2 * forwarder.freeNATPorts.count)
-        for _ in 0..<3 { w.put(UInt64(0)) }
-        var start = w.count
-        worker.encode(into: &w)
-        w.set(UInt64(w.count - start), at: 0)
-        start = w.count
-        FlowRecord.encode(forwarder.flows, into: &w)
-        w.set(UInt64(w.count - start), at: 8)
-        start = w.count
-        encode(ports: forwarder.freeNATPorts, into: &w)
-        w.set(UInt64(w.count - start), at: 16)
-        return w.finish()
-    }
-
-    public static func decode(_ bytes: [UInt8]) throws(HandoverFormatError) -> (XSKWorkerHandover, ForwarderHandover) {
-        var r = HandoverReader(bytes)
-        var lengths: [Int] = []
-        var left = bytes.count - 24
-        for _ in 0..<3 {
-            let length = try r.size()
-            guard length <= left else { throw HandoverFormatError("the worker document's parts do not add up") }
-            left -= length
-            lengths.append(length)
-        }
-        guard left == 0 else { throw HandoverFormatError("the worker document's parts do not add up") }
-        var start = 24
-        var parts: [Range<Int>] = []  // read in place, not copied
-        for length in lengths {
-            parts.append(start..<(start + length))
-            start += length
-        }
-        let worker = try XSKWorkerHandover(decoding: bytes, range: parts[0])
-        return (worker, ForwarderHandover(flows: try FlowRecord.decode(bytes, range: parts[1]),
-                                          freeNATPorts: try decode(ports: bytes, range: parts[2])))
-    }
-
-    static func encode(ports: [UInt16], into w: inout HandoverWriter) {
-        w.put(UInt32(ports.count))
-        for port in ports { w.put(port) }
-    }
-
-    static func decode(ports bytes: [UInt8], range: Range<Int>? = nil) throws(HandoverFormatError) -> [UInt16] {
-        var r = HandoverReader(bytes, range: range)
-        let count = try r.count(minimumSize: 2)
-        var ports: [UInt16] = []
-        ports.reserveCapacity(count)
-        for _ in 0..<count { ports.append(try r.get()) }
-        guard r.isAtEnd else { throw HandoverFormatError("bytes after the free NAT ports") }
-        return ports
+    public init(flows: [FlowRecord], freeNATPorts: [UInt16]) {
+        self.init(flows: FlowPart(flows), freeNATPorts: freeNATPorts)
     }
 }

@@ -140,7 +140,7 @@ final class XDPHandoverServer: Sendable {
         var declined: String?  // the newcomer's `abort REASON` instead of `start?`
         do throws(Errno) {
             for (i, worker) in workers.enumerated() {
-                let document = try XDPTakeover.memfd(holding: WorkerDocument.encode(worker.sent.worker, worker.forwarder))
+                let document = try WorkerDocument.write(worker.sent.worker, worker.forwarder)
                 documents.append(document)
                 flows += worker.forwarder.flows.count
                 try connection.send(Array("worker \(i)".utf8),

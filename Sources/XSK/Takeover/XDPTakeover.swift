@@ -157,7 +157,7 @@ public final class XDPTakeover: @unchecked Sendable {
                     let parts = text.split(separator: "\n", omittingEmptySubsequences: false)
                     if parts.count == 3 { drained.append(ServerID(pool: String(parts[1]), name: String(parts[2]))) }
                 } else if text.hasPrefix("worker "), message.descriptors.count == 3 {
-                    let document = try Self.read(message.descriptors[2])
+                    let document = try WorkerDocument.read(memfd: message.descriptors[2])
                     Glibc.close(message.descriptors[2])
                     received.removeAll { $0 == message.descriptors[2] }
                     do {
@@ -207,37 +207,4 @@ public final class XDPTakeover: @unchecked Sendable {
     }
 
     static func close(_ fds: [Int32]) { for fd in fds { Glibc.close(fd) } }
-
-    /// The whole content of the memfd `fd`.
-    static func read(_ fd: Int32) throws(Errno) -> [UInt8] {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw Errno(rawValue: errno) }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw Errno(rawValue: n < 0 ? errno : EIO) }
-            done += n
-        }
-        return bytes
-    }
-
-    /// A new memfd holding `bytes` (the caller closes it).
-    static func memfd(holding bytes: [UInt8]) throws(Errno) -> Int32 {
-        let fd = cxdp_memfd("convey-takeover")
-        guard fd >= 0 else { throw Errno(rawValue: -fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let error = Errno(rawValue: n < 0 ? errno : EIO)
-                Glibc.close(fd)
-                throw error
-            }
-            done += n
-        }
-        return fd
-    }
 }
