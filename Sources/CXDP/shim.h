@@ -196,12 +196,38 @@ static inline int cxdp_xsk_set_tx_budget(int fd, unsigned int budget)
     return 0;
 }
 
-/* Waits up to timeout_ms for the socket to become readable; >0 ready, 0 timeout, -errno. */
-static inline int cxdp_poll_in(int fd, int timeout_ms)
+/* poll() for input on `fd` or a wake-up on the eventfd `wake_fd` (ignored when negative), up to
+ * `timeout_ms`: an idle AF_XDP worker sleeps here, and a stop request wakes it at once. */
+static inline int cxdp_poll_in_or_wake(int fd, int wake_fd, int timeout_ms)
 {
-    struct pollfd pfd = { .fd = fd, .events = POLLIN, .revents = 0 };
-    int rc = poll(&pfd, 1, timeout_ms);
+    struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN, .revents = 0 },
+                             { .fd = wake_fd, .events = POLLIN, .revents = 0 } };
+    int rc = poll(pfd, 2, timeout_ms);
     return rc < 0 ? -errno : rc;
+}
+
+/* eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) (declared here: no <sys/eventfd.h> in the module). */
+extern int eventfd(unsigned int initval, int flags);
+static inline int cxdp_eventfd(void)
+{
+    int fd = eventfd(0, 04000 /* EFD_NONBLOCK */ | 02000000 /* EFD_CLOEXEC */);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Makes the eventfd readable (a wake-up). */
+static inline void cxdp_eventfd_signal(int fd)
+{
+    unsigned long long one = 1;
+    if (fd >= 0)
+        (void)!write(fd, &one, sizeof one);
+}
+
+/* Consumes pending wake-ups (non-blocking). */
+static inline void cxdp_eventfd_drain(int fd)
+{
+    unsigned long long count;
+    if (fd >= 0)
+        (void)!read(fd, &count, sizeof count);
 }
 
 /* Wakes the kernel to refill from the FILL ring (recvfrom with MSG_DONTWAIT). */

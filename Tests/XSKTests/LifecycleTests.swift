@@ -96,6 +96,39 @@ struct LifecycleTests {
         }
     }
 
+    @Test("An idle worker stops when asked (a takeover's pause, shutdown), not at the end of its idle sleep; resumed, it sleeps and forwards again")
+    func idleWorkerWakesForAStop() throws {
+        guard try labAvailable("idle stop") else { return }
+        try Lab.with(backends: 0) { lab in
+            // An idle sleep of a minute: without the wake-up the pause would last until it ends.
+            let path = try lab.inNamespace("lb") {
+                let path = try XSKDataPath<SYNCounter>(interface: "veth0", config: XDPConfig(), pinThreads: false,
+                                                       vips: [(vip4, .tcp)], idleTimeout: .seconds(60)) { _ in SYNCounter() }
+                try path.start()
+                return path
+            }
+            defer { path.stop() }
+            func wakeups() -> UInt64 { path.allWorkers.reduce(0) { $0 + $1.counters.snapshot.wakeups } }
+            func received() -> UInt64 { path.allWorkers.reduce(0) { $0 + $1.counters.snapshot.rxPackets } }
+            Thread.sleep(forTimeInterval: 0.5)  // the workers spin out and sleep
+            let paused = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                path.pause()
+                paused.signal()
+            }
+            #expect(paused.wait(timeout: .now() + 20) == .success, "the idle workers did not notice the stop")
+            try path.resume()
+            let before = wakeups()
+            Thread.sleep(forTimeInterval: 0.5)
+            // The stop's wake-up was consumed on resume: the workers sleep again rather than
+            // returning from every poll at once (which would be thousands of wake-ups here).
+            #expect(wakeups() - before < 100, "\(wakeups() - before) wake-ups in 0.5 s of idleness")
+            let seen = received()
+            #expect(try lab.check("client", ["python3", "-c", Scripts.tcpClient, "10.77.0.100", "80"]) == "timeout\n")
+            #expect(received() > seen, "the resumed worker takes the VIP's SYNs")
+        }
+    }
+
     @Test("A missing interface is an error that names it")
     func missingInterface() throws {
         do {

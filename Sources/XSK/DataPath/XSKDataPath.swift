@@ -27,10 +27,13 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
     ///   - vips: VIPs steered from the start (more with `program.addVIP`).
     ///   - frameCount: UMEM frames per worker. The FILL and RX rings take half of them each
     ///     (`receiveDepth`), the other half covers TX, COMPLETION and the frames being handled.
+    ///   - idleTimeout: how long an idle worker sleeps before it adopts new routes and expires
+    ///     flows without a frame to wake it.
     ///   - makeHandler: builds worker i's handler.
     public init(interface interfaceName: String, config: XDPConfig, workerLimit: Int? = nil, queues: [UInt32]? = nil,
                 pinThreads: Bool = true, vips: [(Endpoint, SteeringProgram.TransportProtocol)] = [],
-                frameCount: Int = XSKDataPath.defaultFrameCount, makeHandler: (Int) throws -> Handler) throws {
+                frameCount: Int = XSKDataPath.defaultFrameCount, idleTimeout: Duration = .milliseconds(100),
+                makeHandler: (Int) throws -> Handler) throws {
         let interface = try NetworkInterface(named: interfaceName)
         let queueIDs: [UInt32]
         if let queues {
@@ -56,7 +59,7 @@ public final class XSKDataPath<Handler: PacketHandler>: @unchecked Sendable {
                 try socket.register(inXSKMap: program.xsksMapFD)
                 let handler = try makeHandler(i)
                 workers.append(XSKWorker(index: i, socket: socket, handler: handler,
-                                         cpu: pinThreads ? Int32(i % cpus) : nil))
+                                         cpu: pinThreads ? Int32(i % cpus) : nil, idleTimeout: idleTimeout))
             }
             for (endpoint, proto) in vips {
                 try program.addVIP(endpoint, protocol: proto)

@@ -36,7 +36,8 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
     @usableFromInline let stopRequested = Atomic<Bool>(false)
     /// Consecutive empty polls of the RX ring before the worker sleeps in poll().
     @usableFromInline let spinLimit: Int
-    /// poll() timeout: how long an idle worker sleeps, and so how soon it notices a stop.
+    /// poll() timeout: how long an idle worker sleeps before it adopts new routes and expires
+    /// flows without a frame to wake it (a stop wakes it at once).
     @usableFromInline let idleTimeoutMilliseconds: Int32
     private let thread = Mutex<pthread_t?>(nil)
 
@@ -49,6 +50,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         @usableFromInline let area: UnsafeMutableRawPointer
         @usableFromInline let frameMask: UInt64
         @usableFromInline let fd: Int32
+        /// An eventfd `requestStop()` signals, polled beside `fd`: an idle worker notices a
+        /// stop (a takeover's pause, shutdown) at once, not at the end of its idle timeout.
+        /// -1 when none could be made (the process at its descriptor limit): then it does.
+        @usableFromInline let wakeFD: Int32
         @usableFromInline let fillSize: UInt32
         /// Scratch for the TX descriptors of one batch (allocated once).
         @usableFromInline let pending: UnsafeMutablePointer<xdp_desc>
@@ -83,7 +88,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
         let umem = socket.umem
         rings = Rings(rx: socket.rx, tx: socket.tx, fill: umem.fill, completion: umem.completion,
                       area: umem.area, frameMask: ~UInt64(umem.frameSize - 1), fd: socket.fd,
-                      fillSize: umem.fillSize, pending: .allocate(capacity: Self.batchSize),
+                      wakeFD: max(cxdp_eventfd(), -1), fillSize: umem.fillSize, pending: .allocate(capacity: Self.batchSize),
                       frames: .allocate(capacity: Self.batchSize), verdicts: .allocate(capacity: Self.batchSize),
                       counters: counters.storage)
         state = LoopState(pool: FramePool(frameCount: umem.frameCount, frameSize: umem.frameSize))
@@ -106,6 +111,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
     deinit {
         requestStop()
         join()
+        if rings.wakeFD >= 0 { close(rings.wakeFD) }
         rings.pending.deallocate()
         rings.frames.deallocate()
         rings.verdicts.deallocate()
@@ -158,13 +164,17 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
     /// complete): the loop goes on from where it stopped.
     @inlinable
     public func resume() throws(XSKError) {
+        cxdp_eventfd_drain(rings.wakeFD)  // the stop's wake-up, or every poll would return at once
         stopRequested.store(false, ordering: .releasing)
         try start()
     }
 
-    /// Asks the loop to end; it notices within one idle timeout. Safe from any thread and
-    /// from a signal-driven shutdown path; idempotent.
-    public func requestStop() { stopRequested.store(true, ordering: .releasing) }
+    /// Asks the loop to end; it notices at the end of its current batch, or at once when it
+    /// sleeps idle (the wake-up eventfd). Safe from any thread; idempotent.
+    public func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        cxdp_eventfd_signal(rings.wakeFD)
+    }
 
     /// Waits for the thread to end (after `requestStop()`); idempotent.
     public func join() {
@@ -262,7 +272,7 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
                 // Frames still out on TX: sleep briefly (their completions wake no poll), so
                 // a transmit path that never completes (a link gone down) costs no spinning CPU.
                 // Likewise while the handler walks its table for a listing, a piece per call.
-                _ = cxdp_poll_in(rings.fd, sending || handler.hasWorkBetweenBatches ? 1 : idleTimeout)
+                _ = cxdp_poll_in_or_wake(rings.fd, rings.wakeFD, sending || handler.hasWorkBetweenBatches ? 1 : idleTimeout)
                 wakeups += 1
                 state.emptyPolls = 0
                 // Idle: let the handler adopt new routes and expire flows all the same.
