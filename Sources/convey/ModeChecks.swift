@@ -132,6 +132,10 @@ enum ModeChecks {
                 out.append(loaded.problem(path: ["backends", p.name, "queue_timeout"],
                                           "proxy mode only: the \(mode.rawValue) mode queues no client (ignored)"))
             }
+            if p.maxQueue != 0 {
+                out.append(loaded.problem(path: ["backends", p.name, "max_queue"],
+                                          "proxy mode only: the \(mode.rawValue) mode queues no client (ignored)"))
+            }
         }
         return out
     }

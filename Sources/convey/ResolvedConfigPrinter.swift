@@ -41,8 +41,10 @@ enum ResolvedConfigPrinter {
             out += "error_limit = \(p.errorLimit)\(proxyOnly)\n"
             if p.servers.contains(where: { $0.maxConnections > 0 }) {
                 out += "queue_timeout = \(secs(p.queueTimeout))\(proxyOnly)\n"
+                out += "max_queue = \(p.maxQueue)\(proxyOnly)\(p.maxQueue == 0 ? "  # no limit" : "")\n"
             } else {
                 out += "# queue_timeout = \(secs(p.queueTimeout))  (no server of the pool sets max_connections: no client waits)\n"
+                out += "# max_queue = \(p.maxQueue)\n"
             }
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"

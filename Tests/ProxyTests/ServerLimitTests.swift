@@ -156,6 +156,59 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
+        @Test("past max_queue waiting clients a new one is closed at once, counted and logged; the waiting ones keep their turn",
+              arguments: [1, 2])
+        func queueFull(workers: Int) async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let log = LogLines()
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: server.endpoint, maxConnections: 1)],
+                                     pool: { $0.queueTimeout = .seconds(30); $0.maxQueue = 2 },
+                                     frontend: { $0.logConnections = true }, workers: workers, logger: log.logger())
+            let address = try await proxy.start()
+            let holder = try Self.served(at: address, "h")
+            let first = try TestSocket.connect(to: address, timeout: 5)
+            try first.send("1")
+            #expect(await eventually { Self.queued(proxy) == 1 })
+            let second = try TestSocket.connect(to: address, timeout: 5)
+            try second.send("2")
+            #expect(await eventually { Self.queued(proxy) == 2 })
+            // The third finds two waiting: closed at once (a reset when its byte had arrived), not held.
+            let third = try TestSocket.connect(to: address, timeout: 5)
+            let thirdAddress = third.localEndpoint
+            try? third.send("3")
+            #expect(["eof", "reset"].contains(third.waitForClose()))
+            #expect(await eventually { proxy.counters().queueFull.load(ordering: .relaxed) == 1 })
+            #expect(Self.queued(proxy) == 2)
+            #expect(await eventually { !ConnectionLog.lines(log, about: thirdAddress).isEmpty })
+            let line = ConnectionLog.lines(log, about: thirdAddress).first ?? ""
+            #expect(line.hasPrefix("connection \(thirdAddress) -> web: max_queue"), "\(line)")
+            // The waiting ones are served in turn as places free (with two loops, the one whose
+            // loop freed the place may go first: which loop took which client is the kernel's choice).
+            holder.close()
+            var waiting = [(first, UInt8(ascii: "1")), (second, UInt8(ascii: "2"))]
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !waiting.isEmpty && ContinuousClock.now < deadline {
+                for (k, (client, byte)) in waiting.enumerated() {
+                    client.setTimeout(0.05)
+                    var got: UInt8 = 0
+                    if Glibc.recv(client.fd, &got, 1, 0) == 1 {
+                        #expect(got == byte)
+                        client.close()
+                        waiting.remove(at: k)
+                        break
+                    }
+                }
+            }
+            #expect(waiting.isEmpty, "every waiting client was served")
+            #expect(await eventually { Self.queued(proxy) == 0 })
+            #expect(proxy.counters().queueTimeouts.load(ordering: .relaxed) == 0)
+            #expect(server.accepted == 3)
+            for (client, _) in waiting { client.close() }
+            third.close()
+            try await proxy.stop()
+        }
+
         @Test("log_connections says how long a client served after waiting waited")
         func logsTheWait() async throws {
             let server = try TestServer.echo()

@@ -285,6 +285,7 @@ public enum ConfigLoader {
         let slowStart = t.seconds("slow_start") ?? .zero
         let errorLimit = t.int("error_limit", in: 0...1000) ?? 0
         let queueTimeout = t.seconds("queue_timeout", minimum: 0.001)
+        let maxQueue = t.int("max_queue", in: 0...10_000_000) ?? 0
 
         var servers: [ServerConfig] = []
         if let table = t.table("servers") {
@@ -314,9 +315,13 @@ public enum ConfigLoader {
             t.warn("queue_timeout", "no server of pool '\(name)' sets max_connections, so no client ever waits: "
                    + "set max_connections on the servers to limit, or remove queue_timeout")
         }
+        if maxQueue > 0, !servers.isEmpty, !servers.contains(where: { $0.maxConnections > 0 }) {
+            t.warn("max_queue", "no server of pool '\(name)' sets max_connections, so no client ever waits: "
+                   + "set max_connections on the servers to limit, or remove max_queue")
+        }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
                           drainTimeout: drainTimeout, slowStart: slowStart, errorLimit: errorLimit, queueTimeout: queueTimeout,
-                          servers: servers)
+                          maxQueue: maxQueue, servers: servers)
     }
 
     private static func readStats(_ t: TableReader) -> StatsConfig {

@@ -98,13 +98,20 @@ public struct PoolConfig: Sendable, Equatable {
     /// `max_connections` before it is closed (counted in `queue_timeouts`). The file's
     /// default is the pool's `connect_timeout`, as HAProxy's `timeout queue`.
     public var queueTimeout: Duration
+    /// `max_queue` (proxy mode): at most this many clients of one frontend wait for a place
+    /// at this pool's servers; one more is closed at once (counted in `queue_full`), as
+    /// HAProxy answers past its `maxqueue`, rather than holding it until `queue_timeout`.
+    /// Zero: no limit.
+    public var maxQueue: Int
     /// Servers, sorted by name.
     public var servers: [ServerConfig]
 
     public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
                 idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
-                slowStart: Duration = .zero, errorLimit: Int = 0, queueTimeout: Duration? = nil, servers: [ServerConfig]) {
+                slowStart: Duration = .zero, errorLimit: Int = 0, queueTimeout: Duration? = nil, maxQueue: Int = 0,
+                servers: [ServerConfig]) {
         self.queueTimeout = queueTimeout ?? connectTimeout
+        self.maxQueue = maxQueue
         self.slowStart = slowStart
         self.errorLimit = errorLimit
         self.name = name

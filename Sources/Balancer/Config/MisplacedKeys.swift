@@ -4,7 +4,8 @@ enum MisplacedKeys {
     static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "log_connections", "allow", "deny"]
     static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
                            "health_check_expect", "health_check_proxy_protocol", "connect_timeout", "idle_timeout",
-                           "drain_timeout", "slow_start", "error_limit", "queue_timeout"]
+                           "drain_timeout", "slow_start", "error_limit", "queue_timeout",
+                           "max_queue"]
     static let serverKeys = ["addr", "weight", "backup"]
 
     /// For a `[frontends.NAME]` table.
@@ -26,6 +27,7 @@ enum MisplacedKeys {
         }
         hints["max_connections"]! += " (or per frontend, under [frontends.NAME])"
         hints["maxconn"] = "HAProxy's maxconn is max_connections here, set per server under [backends.\(pool).servers.NAME]"
+        hints["maxqueue"] = "HAProxy's maxqueue is max_queue here (the clients one frontend may have waiting)"
         return hints
     }
 
@@ -35,6 +37,7 @@ enum MisplacedKeys {
         for key in poolKeys { hints[key] = "\(key) is a pool setting: put it under [backends.\(pool)], for all its servers" }
         for key in frontendKeys { hints[key] = "\(key) is a frontend setting: put it under [frontends.NAME]" }
         hints["maxconn"] = "HAProxy's maxconn is max_connections here"
+        hints["maxqueue"] = "HAProxy's maxqueue is max_queue here, a pool setting: put it under [backends.\(pool)]"
         return hints
     }
 }

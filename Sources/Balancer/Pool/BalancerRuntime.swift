@@ -664,6 +664,9 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.queueTimeout != p.queueTimeout {
                     applied.append("pool \(p.name): queue_timeout \(o.queueTimeout.configText) -> \(p.queueTimeout.configText) (clients waiting now too)")
                 }
+                if o.maxQueue != p.maxQueue {
+                    applied.append("pool \(p.name): max_queue \(o.maxQueue) -> \(p.maxQueue) (new waiting clients; those waiting now keep their turn)")
+                }
                 if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart.configText) -> \(p.slowStart.configText)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout.configText) -> \(p.drainTimeout.configText) (drains under way too, from their start)") }
             }

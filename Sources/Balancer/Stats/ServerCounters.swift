@@ -118,6 +118,18 @@ public final class FrontendCounters: Sendable {
     public let queued = Atomic<Int64>(0)
     /// Clients closed after waiting `queue_timeout` for such a place.
     public let queueTimeouts = Atomic<Int64>(0)
+    /// Clients closed at once because `max_queue` clients were waiting already.
+    public let queueFull = Atomic<Int64>(0)
+
+    /// Proxy mode: counts a client in `queued` unless `limit` (> 0) clients wait already,
+    /// exactly even when event loops queue clients at the same instant.
+    @inlinable public func enterQueue(limit: Int) -> Bool {
+        guard limit > 0 else {
+            queued.wrappingAdd(1, ordering: .relaxed)
+            return true
+        }
+        return queued.incrementIfBelow(Int64(limit))
+    }
     /// AF_XDP modes: new connections (SYNs) dropped because every server that could take
     /// them was at its `max_connections` (the client's TCP sends its SYN again).
     public let serversFull = Atomic<Int64>(0)

@@ -40,6 +40,8 @@ enum ConnectionEnd: CustomStringConvertible {
     /// No candidate server had a place (at its `max_connections`, or failing) for the pool's
     /// `queue_timeout`.
     case queueTimeout
+    /// The pool's `max_queue` clients were waiting already.
+    case queueFull
 
     var description: String {
         switch self {
@@ -58,6 +60,7 @@ enum ConnectionEnd: CustomStringConvertible {
         case .localError(let e): return "local error: \(e)"
         case .denied: return "denied (allow/deny)"
         case .queueTimeout: return "queue_timeout (no server had a place)"
+        case .queueFull: return "max_queue (no server had a place and the queue was full)"
         }
     }
 }

@@ -81,6 +81,8 @@ final class EventLoop {
         var logConnections: Bool
         /// `queue_timeout` of the frontend's pool, in nanoseconds.
         var queueTimeout: UInt64
+        /// `max_queue` of the frontend's pool (0: no limit).
+        var maxQueue = 0
         /// This loop's clients of the frontend waiting for a server place.
         var waiting = WaitQueue()
         /// `allow` / `deny`.
@@ -114,6 +116,7 @@ final class EventLoop {
             idleTimeout = EventLoop.nanoseconds(route.pool.idleTimeout)
             drainTimeout = EventLoop.nanoseconds(route.pool.drainTimeout)
             queueTimeout = EventLoop.nanoseconds(route.pool.queueTimeout)
+            maxQueue = route.pool.maxQueue
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
@@ -658,10 +661,22 @@ final class EventLoop {
 
     /// Every candidate server of the client in slot `index` is at its `max_connections`: it
     /// waits at the back of its frontend's queue (its `queue_timeout` counting from its first
-    /// wait).
+    /// wait), or is closed at once when `max_queue` clients of the frontend wait already. A
+    /// client that waits again (it was tried and found every place taken once more) keeps
+    /// its turn whatever the count.
     private func wait(_ index: Int) {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
+        let counters = conn.pointee.frontendCounters
+        if conn.pointee.queuedAt == 0 {
+            guard counters?.enterQueue(limit: frontends[f].maxQueue) ?? true else {
+                counters?.queueFull.wrappingAdd(1, ordering: .relaxed)
+                close(index, abort: false, end: .queueFull)
+                return
+            }
+        } else {
+            counters?.queued.wrappingAdd(1, ordering: .relaxed)
+        }
         conn.pointee.phase = .queued
         conn.pointee.server = -1
         conn.pointee.serverCounters = nil
@@ -669,7 +684,6 @@ final class EventLoop {
         conn.pointee.waitStartedAt = now
         waitedAgain = true
         frontends[f].waiting.append(index: index, generation: conn.pointee.generation)
-        conn.pointee.frontendCounters?.queued.wrappingAdd(1, ordering: .relaxed)
         queuedCount += 1
         control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
