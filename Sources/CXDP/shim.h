@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <net/if.h>
 #include <linux/ethtool.h>
@@ -206,11 +207,10 @@ static inline int cxdp_poll_in_or_wake(int fd, int wake_fd, int timeout_ms)
     return rc < 0 ? -errno : rc;
 }
 
-/* eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) (declared here: no <sys/eventfd.h> in the module). */
-extern int eventfd(unsigned int initval, int flags);
+/* eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), or -errno. */
 static inline int cxdp_eventfd(void)
 {
-    int fd = eventfd(0, 04000 /* EFD_NONBLOCK */ | 02000000 /* EFD_CLOEXEC */);
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 

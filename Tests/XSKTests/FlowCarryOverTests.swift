@@ -230,6 +230,9 @@ struct HandoverCodingTests {
         badClose[bytes.count - 1] = 7  // no such way to close
         #expect(throws: HandoverFormatError.self) { try FlowRecord.decode(badClose) }
         #expect(throws: HandoverFormatError.self) { try FlowRecord.decode(bytes + [0]) }
+        #expect(throws: HandoverFormatError.self, "a range past the document") {
+            try FlowPart(validating: bytes, range: 0..<(bytes.count + 83))
+        }
     }
 
     /// Conveys of different builds read each other's documents, so the record layout is the

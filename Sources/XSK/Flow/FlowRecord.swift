@@ -3,7 +3,9 @@ import Balancer
 /// One tracked flow as a takeover hands it from a running convey to its replacement: what the
 /// replacement needs to go on forwarding the connection, in terms neither process's memory
 /// layout decides (addresses, the server's name, the NAT port), not table slots, backend slot
-/// numbers or frontend indices, which differ between the two.
+/// numbers or frontend indices, which differ between the two. A takeover itself carries the
+/// same fields encoded (`FlowPart`, `CarriedFlow`) and never builds these; they are the
+/// readable form, for tests and inspection.
 ///
 /// Times are `CLOCK_MONOTONIC` nanoseconds, which both processes on one machine share.
 public struct FlowRecord: Sendable, Equatable {

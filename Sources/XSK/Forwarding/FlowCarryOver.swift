@@ -69,7 +69,7 @@ extension ForwarderCore {
     /// not at the same address or cannot keep flows, the table has no room, or (passthrough)
     /// its NAT port is not this worker's. Imported flows count as opened on their server, so
     /// `current_connections` and `leastconn` see them.
-    mutating func importFlows(_ part: FlowPart, freeNATPorts: [UInt16]? = nil) -> FlowImportResult {
+    mutating func importFlows(_ part: FlowPart, freeNATPorts: [UInt16] = []) -> FlowImportResult {
         // Which of these routes' backend slots hold each server the part names (by index).
         var slotsOf = [[Int]](repeating: [], count: part.servers.count)
         var indicesOf: [ServerID: [Int]] = [:]
@@ -81,7 +81,7 @@ extension ForwarderCore {
         return part.withRecords { records in importFlows(records, slotsOf: slotsOf, freeNATPorts: freeNATPorts) }
     }
 
-    private mutating func importFlows(_ records: FlowPart.Records, slotsOf: [[Int]], freeNATPorts: [UInt16]?)
+    private mutating func importFlows(_ records: FlowPart.Records, slotsOf: [[Int]], freeNATPorts: [UInt16])
         -> FlowImportResult {
         var result = FlowImportResult()
         // Into an empty table only flows are added, each at the first empty slot from its home,
@@ -177,10 +177,11 @@ extension ForwarderCore {
     }
 
     /// Makes `queue` (the replaced worker's free NAT ports) this worker's, in its order, so
-    /// the longest-free port still goes first; false, changing nothing, unless it is exactly
+    /// the longest-free port still goes first (none given: empty, which only a slice whose
+    /// every port the flows hold matches); false, changing nothing, unless it is exactly
     /// the ports of this worker's slice that the imported flows (`used`) do not hold.
-    private mutating func adoptQueue(_ queue: [UInt16]?, besides used: PortSet) -> Bool {
-        guard let queue, queue.count + used.count == ports.size, !queue.contains(where: used.contains) else { return false }
+    private mutating func adoptQueue(_ queue: [UInt16], besides used: PortSet) -> Bool {
+        guard queue.count + used.count == ports.size, !queue.contains(where: used.contains) else { return false }
         return ports.replaceQueue(with: queue)
     }
 
@@ -225,10 +226,11 @@ extension FlowCarrying {
     /// inspection: a whole export).
     public func exportFreeNATPorts() -> [UInt16] { exportHandover().freeNATPorts }
 
-    /// Enters `records` (encoded first, as a takeover carries them).
-    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16]? = nil,
+    /// Enters `records` (encoded first, as a takeover carries them), with the replaced
+    /// worker's free NAT port queue (none: the ports the flows do not hold stay free here).
+    public mutating func importFlows(_ records: [FlowRecord], freeNATPorts: [UInt16] = [],
                                      now: UInt64) -> FlowImportResult {
-        importFlows(ForwarderHandover(flows: records, freeNATPorts: freeNATPorts ?? []), now: now)
+        importFlows(ForwarderHandover(flows: records, freeNATPorts: freeNATPorts), now: now)
     }
 }
 

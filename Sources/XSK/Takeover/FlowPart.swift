@@ -123,9 +123,10 @@ struct CarriedFlow {
 /// between (that array, its copies and its per-record server names were most of the cost of
 /// a takeover at that scale; see `TakeoverBenchmarks`).
 ///
-/// Format 1, little-endian: version (UInt32), the servers the records name (count UInt32,
-/// then pool and name, each a UInt32 length and UTF-8), the record count (UInt32), then the
-/// records, `CarriedFlow.size` bytes each. Conveys of other builds read and write the same
+/// Format 1, little-endian: version (UInt32), the servers the records index into (count
+/// UInt32, then pool and name, each a UInt32 length and UTF-8; an export lists every server
+/// of its routes, so some may have no record), the record count (UInt32), then the records,
+/// `CarriedFlow.size` bytes each. Conveys of other builds read and write the same
 /// bytes, so a takeover works across versions that share the format.
 public struct FlowPart: Sendable, Equatable {
     static let formatVersion: UInt32 = 1
@@ -145,6 +146,9 @@ public struct FlowPart: Sendable, Equatable {
     /// refused before anything is imported from it.
     public init(validating bytes: [UInt8], range: Range<Int>? = nil) throws(HandoverFormatError) {
         let range = range ?? 0..<bytes.count
+        guard range.lowerBound >= 0, range.upperBound <= bytes.count else {
+            throw HandoverFormatError("flow part \(range) is outside the \(bytes.count)-byte document")
+        }
         var r = HandoverReader(bytes, range: range)
         let version: UInt32 = try r.get()
         guard version == Self.formatVersion else {

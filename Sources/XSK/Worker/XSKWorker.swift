@@ -164,8 +164,10 @@ public final class XSKWorker<Handler: PacketHandler>: @unchecked Sendable {
     /// complete): the loop goes on from where it stopped.
     @inlinable
     public func resume() throws(XSKError) {
-        cxdp_eventfd_drain(rings.wakeFD)  // the stop's wake-up, or every poll would return at once
         stopRequested.store(false, ordering: .releasing)
+        // Then the stop's wake-up, or every idle poll would return at once. In this order a
+        // stop asked meanwhile is not lost: its flag is set again, and the loop checks it.
+        cxdp_eventfd_drain(rings.wakeFD)
         try start()
     }
 
