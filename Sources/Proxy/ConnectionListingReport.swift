@@ -18,7 +18,7 @@ struct ConnectionListingReport {
             let known = Set(snapshot.frontends.flatMap { $0.servers.map(\.id.description) }).sorted()
             throw .bad("server: no server '\(server)' (there are: \(known.joined(separator: ", ")))")
         }
-        let filter = ConnectionFilter(client: query.client, frontend: query.frontend, server: query.server,
+        let filter = ConnectionFilter(client: query.client, local: query.local, frontend: query.frontend, server: query.server,
                                       limit: min(max(0, query.limit), ConnectionListing.maxRows))
         return try await FlowQuery.collect(from: controls, limit: filter.limit,
                                            noneAnswered: "no event loop answered within 3 s (the proxy is stopping): ask again") { loop, control in

@@ -101,6 +101,17 @@ extension ProxyTests {
             #expect(try await Self.list(proxy, FlowQuery(client: one.address)).matched == 4)
             #expect(try await Self.list(proxy, FlowQuery(client: .v4(0x0A09_0909))).matched == 0)
             #expect(try await Self.list(proxy, FlowQuery(frontend: "web")).matched == 4)
+            // By the proxy's end toward the server, as the server's log names its client: the
+            // row of the client behind it.
+            for (i, c) in clients.enumerated() {
+                let row = try #require(all.rows.first { $0["client"] as? String == c.localEndpoint.description })
+                let local = try Endpoint(parsing: try #require(row["local"] as? String))
+                let byEnd = try await Self.list(proxy, FlowQuery(local: .init(address: local.address, port: local.port)))
+                #expect(byEnd.matched == 1 && byEnd.rows.first?["client"] as? String == c.localEndpoint.description,
+                        "client \(i): \(byEnd.rows)")
+                #expect(try await Self.list(proxy, FlowQuery(local: .init(port: local.port))).matched == 1)
+                #expect(try await Self.list(proxy, FlowQuery(local: .init(address: .v4(0x0A09_0909), port: local.port))).matched == 0)
+            }
             let limited = try await Self.list(proxy, FlowQuery(limit: 0))
             #expect(limited.matched == 4 && limited.listed == 0 && limited.truncated)
             await #expect(throws: FlowQueryError.self) { _ = try await proxy.service.listConnections(FlowQuery(frontend: "nope")) }

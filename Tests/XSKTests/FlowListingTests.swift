@@ -166,5 +166,61 @@ struct FlowListingTests {
         // `?&limit=5`: the empty pair asks nothing.
         #expect(try FlowQuery(parameters: [("", ""), ("limit", "5"), ("", "")]).limit == 5)
         #expect(throws: FlowQueryError.self) { try FlowQuery(parameters: [("", "5")]) }
+        // local: a port, or an address and port (IPv6 in brackets).
+        #expect(try FlowQuery(parameters: [("local", "61005")]).local == .init(port: 61005))
+        #expect(try FlowQuery(parameters: [("local", "10.77.0.2:61005")]).local == .init(address: IPAddress("10.77.0.2"), port: 61005))
+        #expect(try FlowQuery(parameters: [("local", "[fd77::2]:61005")]).local == .init(address: IPAddress("fd77::2"), port: 61005))
+        for bad in ["x", "0", "70000", "10.77.0.2", "10.77.0.2:0", ""] {
+            #expect(throws: FlowQueryError.self, "\(bad)") { try FlowQuery(parameters: [("local", bad)]) }
+        }
+    }
+
+    @Test("passthrough: local= finds the flow behind a NAT port a backend reports; in DSR it is refused, saying why")
+    func byNATPort() throws {
+        let fixture = RoutesFixture(balance: .wrr, count: 3)
+        var pt = FlowCarryOverTests.passthrough(fixture)
+        let flows = FlowCarryOverTests.open(5, through: &pt)
+        let nat = IPAddress.v4(FlowCarryOverTests.nat)
+        let report = FlowListingReport(listings: [pt.counters.listing], routes: fixture.publisher.current().routes,
+                                       mode: .passthrough, natAddresses: [nat])
+        func run(_ query: FlowQuery) -> Result<JSONValue, FlowQueryError>? {
+            let answer = Mutex<Result<JSONValue, FlowQueryError>??>(nil)
+            Task {
+                let r: Result<JSONValue, FlowQueryError>
+                do throws(FlowQueryError) { r = .success(try await report.run(query)) } catch { r = .failure(error) }
+                answer.withLock { $0 = .some(r) }
+            }
+            for _ in 0..<5000 {
+                pt.beginBatch(now: 3 * second)
+                if let done = answer.withLock({ $0 }) { return done }
+                usleep(1000)
+            }
+            return nil
+        }
+        for flow in flows {
+            let text = try #require(try run(FlowQuery(local: .init(address: nat, port: flow.nat)))?.get()).serialized()
+            #expect(text.hasPrefix("{\"matched\":1,") && text.contains("\"client\":\"10.77.0.10:\(flow.port)\""), "\(text)")
+            #expect(text.contains("\"nat\":\"\(nat):\(flow.nat)\""), "\(text)")
+            let byPort = try #require(try run(FlowQuery(local: .init(port: flow.nat)))?.get()).serialized()
+            #expect(byPort.hasPrefix("{\"matched\":1,"), "\(byPort)")
+        }
+        let unused = try #require(try run(FlowQuery(local: .init(port: 61999)))?.get()).serialized()
+        #expect(unused.hasPrefix("{\"matched\":0,"), "\(unused)")
+        guard case .failure(let error)? = run(FlowQuery(local: .init(address: IPAddress("10.9.9.9")!, port: flows[0].nat))) else {
+            Issue.record("an address that is no NAT address was accepted")
+            return
+        }
+        #expect(error.message.contains("not a NAT address"), "\(error)")
+
+        var (dsr, _) = Self.threeFlows(RoutesFixture(balance: .maglev))
+        let dsrReport = FlowListingReport(listings: [dsr.counters.listing], routes: fixture.publisher.current().routes,
+                                          mode: .dsr, natAddresses: [])
+        let refused = Self.whileWorking(&dsr) { () async -> String? in
+            do throws(FlowQueryError) {
+                _ = try await dsrReport.run(FlowQuery(local: .init(port: 4001)))
+                return nil
+            } catch { return error.message }
+        }
+        #expect(refused?.contains("ask with client=IP") == true, "\(String(describing: refused))")
     }
 }

@@ -1,7 +1,11 @@
 /// A `/flows` request: which tracked flows (AF_XDP modes) or connections (proxy mode) to list, from the URL's query
-/// (`?client=IP&frontend=NAME&server=POOL/NAME&limit=N`).
+/// (`?client=IP&local=[IP:]PORT&frontend=NAME&server=POOL/NAME&limit=N`).
 public struct FlowQuery: Sendable, Equatable {
     public var client: IPAddress?
+    /// This host's end toward the server, as the server's own log names its client: the
+    /// proxy's local address and port (proxy mode), the NAT address and port (passthrough).
+    /// Finds the client behind a connection a backend reports. The address is optional.
+    public var local: LocalEnd?
     public var frontend: String?
     /// `pool/name`.
     public var server: ServerID?
@@ -12,8 +16,26 @@ public struct FlowQuery: Sendable, Equatable {
     /// The most rows a worker copies for one request (what its answer buffer holds).
     public static let maxLimit = 4096
 
-    public init(client: IPAddress? = nil, frontend: String? = nil, server: ServerID? = nil, limit: Int = defaultLimit) {
+    /// `local=`: a port, with or without the address.
+    public struct LocalEnd: Sendable, Equatable {
+        public var address: IPAddress?
+        public var port: UInt16
+
+        public init(address: IPAddress? = nil, port: UInt16) {
+            self.address = address
+            self.port = port
+        }
+
+        /// Whether `endpoint` is this end.
+        public func matches(_ endpoint: Endpoint) -> Bool {
+            endpoint.port == port && (address == nil || endpoint.address == address)
+        }
+    }
+
+    public init(client: IPAddress? = nil, local: LocalEnd? = nil, frontend: String? = nil, server: ServerID? = nil,
+                limit: Int = defaultLimit) {
         self.client = client
+        self.local = local
         self.frontend = frontend
         self.server = server
         self.limit = limit
@@ -31,6 +53,15 @@ public struct FlowQuery: Sendable, Equatable {
             case "client":
                 guard let ip = IPAddress(value) else { throw .bad("client: '\(value)' is not an IPv4 or IPv6 address") }
                 client = ip
+            case "local":
+                if let port = UInt16(value), port > 0 {
+                    local = LocalEnd(port: port)
+                } else if let end = try? Endpoint(parsing: value), end.port > 0 {
+                    local = LocalEnd(address: end.address, port: end.port)
+                } else {
+                    throw .bad("local: '\(value)' is not PORT or IP:PORT ([IPv6]:PORT), this host's end toward a server "
+                               + "as the server's log shows it")
+                }
             case "frontend":
                 frontend = value
             case "server":
@@ -47,7 +78,7 @@ public struct FlowQuery: Sendable, Equatable {
                 }
                 limit = min(Int(value) ?? Self.maxLimit, Self.maxLimit)
             default:
-                throw .bad("unknown parameter '\(key)': use client=IP, frontend=NAME, server=POOL/NAME, limit=N")
+                throw .bad("unknown parameter '\(key)': use client=IP, local=[IP:]PORT, frontend=NAME, server=POOL/NAME, limit=N")
             }
         }
     }

@@ -4,6 +4,8 @@ import Synchronization
 /// Which connections a listing asks for (each nil = any), and how many rows one loop copies.
 struct ConnectionFilter: Sendable {
     var client: IPAddress?
+    /// The connection's local end toward its server.
+    var local: FlowQuery.LocalEnd? = nil
     var frontend: String?
     var server: ServerID?
     var limit: Int

@@ -1049,7 +1049,7 @@ final class EventLoop {
 
     /// Copies the connections matching `filter` for `/flows` (see `ConnectionListing`): one
     /// pass over the slots, a few nanoseconds per connection that does not match, plus a
-    /// `getsockname` per row copied.
+    /// `getsockname` per connection past the client, frontend and server filters.
     private func listConnections(_ filter: ConnectionFilter) -> ConnectionListingResult {
         // Per frontend entry: whether it is listed, and the index of the filter's server in
         // its route (-1: the server is not there, so none of its connections match).
@@ -1068,6 +1068,9 @@ final class EventLoop {
             guard listed[f] else { continue }
             if let client = filter.client, conn.pointee.clientAddress.address != client { continue }
             if filter.server != nil, serverIndex[f] < 0 || conn.pointee.server != serverIndex[f] { continue }
+            // Its local end: a `getsockname`, only for a connection to a server that got this far.
+            let local = conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend) : nil
+            if let wanted = filter.local, !(local.map(wanted.matches) ?? false) { continue }
             matched += 1
             guard rows.count < filter.limit else { continue }
             let servers = frontends[f].route?.servers ?? []
@@ -1095,7 +1098,7 @@ final class EventLoop {
                 frontend: frontends[f].name, client: conn.pointee.clientAddress,
                 server: s >= 0 && s < servers.count ? servers[s].id : nil,
                 backend: conn.pointee.phase == .queued ? nil : conn.pointee.serverAddress,
-                local: conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend) : nil,
+                local: local,
                 state: state, ageNanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
                 idleNanoseconds: idle, expiresInNanoseconds: expiresIn,
                 bytesTx: conn.pointee.bytesTx, bytesRx: conn.pointee.bytesRx,

@@ -12,6 +12,20 @@ struct FlowListingReport {
     /// in `workers_unanswered` rather than failing the whole request.
     func run(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
         var filter = FlowFilter(client: query.client, limit: query.limit)
+        if let local = query.local {
+            // The end a passthrough backend sees: the NAT address and port of the flow.
+            guard mode == .passthrough else {
+                throw .bad("local: in DSR the backends see the client's own address and port: ask with client=IP")
+            }
+            if let address = local.address {
+                guard natAddresses.contains(address) else {
+                    throw .bad("local: \(address) is not a NAT address of this convey (they are: "
+                               + "\(natAddresses.map(\.description).joined(separator: ", ")))")
+                }
+                filter.natFamilyIsIPv4 = address.isIPv4
+            }
+            filter.natPort = local.port
+        }
         if let name = query.frontend {
             // Its live address, and the old one it drains at while it moves.
             let indices = routes.frontendNames.indices.filter { routes.frontendNames[$0] == name }

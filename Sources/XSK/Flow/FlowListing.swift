@@ -9,6 +9,10 @@ public struct FlowFilter: Sendable, Equatable {
     public var frontendIndices: [Int]?
     /// The backend slots of one server (one per frontend whose pool holds it).
     public var backendSlots: [UInt32]?
+    /// Passthrough: the NAT port (and, by the family of the NAT address asked for, the client's
+    /// family: nil for either).
+    public var natPort: UInt16?
+    public var natFamilyIsIPv4: Bool?
     /// Rows copied per worker at most (more matches are only counted).
     public var limit: Int
 
@@ -147,6 +151,9 @@ public final class FlowListing: @unchecked Sendable {
         if let client = walkClient, entry.pointee.clientLo != client.lo || entry.pointee.clientHi != client.hi { return false }
         if let f = walkFilter.frontendIndices, !f.contains(entry.pointee.vipIndex) { return false }
         if let slots = walkFilter.backendSlots, !slots.contains(entry.pointee.backendSlot) { return false }
+        if let port = walkFilter.natPort, entry.pointee.natPort != port { return false }
+        if let v4 = walkFilter.natFamilyIsIPv4,
+           (StableHash.mappedIPv4(hi: entry.pointee.clientHi, lo: entry.pointee.clientLo) != nil) != v4 { return false }
         return true
     }
 }
