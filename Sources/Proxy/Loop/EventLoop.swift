@@ -1049,7 +1049,7 @@ final class EventLoop {
 
     /// Copies the connections matching `filter` for `/flows` (see `ConnectionListing`): one
     /// pass over the slots, a few nanoseconds per connection that does not match, plus a
-    /// `getsockname` per connection past the client, frontend and server filters.
+    /// `getsockname` per row copied (per connection past the other filters, with `local`).
     private func listConnections(_ filter: ConnectionFilter) -> ConnectionListingResult {
         // Per frontend entry: whether it is listed, and the index of the filter's server in
         // its route (-1: the server is not there, so none of its connections match).
@@ -1068,8 +1068,9 @@ final class EventLoop {
             guard listed[f] else { continue }
             if let client = filter.client, conn.pointee.clientAddress.address != client { continue }
             if filter.server != nil, serverIndex[f] < 0 || conn.pointee.server != serverIndex[f] { continue }
-            // Its local end: a `getsockname`, only for a connection to a server that got this far.
-            let local = conn.pointee.backend >= 0 ? SocketCalls.localEndpoint(conn.pointee.backend) : nil
+            // Its local end (a `getsockname`): for the `local` filter, or a row to be copied.
+            let local = (filter.local != nil || rows.count < filter.limit) && conn.pointee.backend >= 0
+                ? SocketCalls.localEndpoint(conn.pointee.backend) : nil
             if let wanted = filter.local, !(local.map(wanted.matches) ?? false) { continue }
             matched += 1
             guard rows.count < filter.limit else { continue }
