@@ -116,7 +116,7 @@ struct ServerLimitConfigTests {
         #expect(report.applied.contains { $0.hasPrefix("server p/a: max_connections 10 -> 5 (connections it holds over the new limit go on") },
                 "\(report.applied)")
         #expect(report.applied.contains { $0.hasPrefix("pool p: queue_timeout ") && $0.hasSuffix("(clients waiting now too)") }, "\(report.applied)")
-        #expect(report.applied.contains { $0.hasPrefix("pool p: max_queue 0 -> 4 ") }, "\(report.applied)")
+        #expect(report.applied.contains { $0.hasPrefix("pool p: max_queue 0 (no limit) -> 4 ") }, "\(report.applied)")
         #expect(runtime.view().snapshot.frontends[0].servers[0].maxConnections == 5)
     }
 

@@ -255,6 +255,7 @@ struct CommandLineTests {
         [backends.pool]
         error_limit = 3
         queue_timeout = 7
+        max_queue = 20
         [backends.pool.servers.a]
         addr = "10.77.0.21:80"
         max_connections = 50
@@ -270,6 +271,8 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":8: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
                 "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":9: backends.pool.queue_timeout: warning: proxy mode only: the dsr mode queues no client"),
+                "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":10: backends.pool.max_queue: warning: proxy mode only: the dsr mode queues no client"),
                 "stderr was: \(run.stderr)")
         // max_connections is every mode's (the AF_XDP modes count flows per frontend and server).
         #expect(!run.stderr.contains("max_connections"), "stderr was: \(run.stderr)")

@@ -170,7 +170,7 @@ struct FlowListingTests {
         #expect(try FlowQuery(parameters: [("local", "61005")]).local == .init(port: 61005))
         #expect(try FlowQuery(parameters: [("local", "10.77.0.2:61005")]).local == .init(address: IPAddress("10.77.0.2"), port: 61005))
         #expect(try FlowQuery(parameters: [("local", "[fd77::2]:61005")]).local == .init(address: IPAddress("fd77::2"), port: 61005))
-        for bad in ["x", "0", "70000", "10.77.0.2", "10.77.0.2:0", ""] {
+        for bad in ["x", "0", "70000", "+80", "080", " 80", "10.77.0.2", "10.77.0.2:0", ""] {
             #expect(throws: FlowQueryError.self, "\(bad)") { try FlowQuery(parameters: [("local", bad)]) }
         }
     }

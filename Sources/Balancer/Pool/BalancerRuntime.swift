@@ -665,7 +665,8 @@ public struct ReloadReport: Sendable, Equatable {
                     applied.append("pool \(p.name): queue_timeout \(o.queueTimeout.configText) -> \(p.queueTimeout.configText) (clients waiting now too)")
                 }
                 if o.maxQueue != p.maxQueue {
-                    applied.append("pool \(p.name): max_queue \(o.maxQueue) -> \(p.maxQueue) (new waiting clients; those waiting now keep their turn)")
+                    func text(_ n: Int) -> String { n == 0 ? "0 (no limit)" : "\(n)" }
+                    applied.append("pool \(p.name): max_queue \(text(o.maxQueue)) -> \(text(p.maxQueue)) (clients that begin to wait; those waiting now stay)")
                 }
                 if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart.configText) -> \(p.slowStart.configText)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout.configText) -> \(p.drainTimeout.configText) (drains under way too, from their start)") }

@@ -54,7 +54,8 @@ public struct FlowQuery: Sendable, Equatable {
                 guard let ip = IPAddress(value) else { throw .bad("client: '\(value)' is not an IPv4 or IPv6 address") }
                 client = ip
             case "local":
-                if let port = UInt16(value), port > 0 {
+                let digits = !value.isEmpty && value.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && value.first != "0"
+                if digits, let port = UInt16(value) {
                     local = LocalEnd(port: port)
                 } else if let end = try? Endpoint(parsing: value), end.port > 0 {
                     local = LocalEnd(address: end.address, port: end.port)

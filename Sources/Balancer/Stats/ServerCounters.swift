@@ -121,15 +121,6 @@ public final class FrontendCounters: Sendable {
     /// Clients closed at once because `max_queue` clients were waiting already.
     public let queueFull = Atomic<Int64>(0)
 
-    /// Proxy mode: counts a client in `queued` unless `limit` (> 0) clients wait already,
-    /// exactly even when event loops queue clients at the same instant.
-    @inlinable public func enterQueue(limit: Int) -> Bool {
-        guard limit > 0 else {
-            queued.wrappingAdd(1, ordering: .relaxed)
-            return true
-        }
-        return queued.incrementIfBelow(Int64(limit))
-    }
     /// AF_XDP modes: new connections (SYNs) dropped because every server that could take
     /// them was at its `max_connections` (the client's TCP sends its SYN again).
     public let serversFull = Atomic<Int64>(0)
@@ -139,6 +130,18 @@ public final class FrontendCounters: Sendable {
     public let wrrPosition = Atomic<UInt64>(0)
 
     public init() {}
+
+    /// Proxy mode: counts a client that begins to wait in `queued` unless `limit` (> 0)
+    /// clients wait already, also when event loops queue clients at the same instant. (A
+    /// client tried and sent back to wait again is counted without the check, so `queued`
+    /// may pass the limit by the clients whose retry is in flight.)
+    @inlinable public func enterQueue(limit: Int) -> Bool {
+        guard limit > 0 else {
+            queued.wrappingAdd(1, ordering: .relaxed)
+            return true
+        }
+        return queued.incrementIfBelow(Int64(limit))
+    }
 
     @inlinable public func connectionOpened() {
         totalConnections.wrappingAdd(1, ordering: .relaxed)

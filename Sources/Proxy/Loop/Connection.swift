@@ -52,7 +52,8 @@ struct Connection {
     /// Monotonic nanoseconds: when the connect attempt in flight times out.
     var connectDeadline: UInt64 = 0
     /// Monotonic nanoseconds of the first time the client had to wait for a server place
-    /// (0: never): `queue_timeout` counts from here, across every wait of the connection.
+    /// (0: never): `queue_timeout` counts from here, across every wait of the connection,
+    /// and a later wait is not checked against `max_queue` again.
     var queuedAt: UInt64 = 0
     /// The loop batch in which a snapshot adoption gave this connection a new backend socket
     /// under its old token: that batch's backend events were the old socket's (see `EventLoop.adopt`).

@@ -60,7 +60,7 @@ enum ConnectionEnd: CustomStringConvertible {
         case .localError(let e): return "local error: \(e)"
         case .denied: return "denied (allow/deny)"
         case .queueTimeout: return "queue_timeout (no server had a place)"
-        case .queueFull: return "max_queue (no server had a place and the queue was full)"
+        case .queueFull: return "max_queue (the queue was full)"
         }
     }
 }

@@ -662,8 +662,8 @@ final class EventLoop {
     /// Every candidate server of the client in slot `index` is at its `max_connections`: it
     /// waits at the back of its frontend's queue (its `queue_timeout` counting from its first
     /// wait), or is closed at once when `max_queue` clients of the frontend wait already. A
-    /// client that waits again (it was tried and found every place taken once more) keeps
-    /// its turn whatever the count.
+    /// client that waits again (it was tried and found every place taken once more) goes to
+    /// the back without that check: it was let in once.
     private func wait(_ index: Int) {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
