@@ -54,8 +54,7 @@ public struct FlowQuery: Sendable, Equatable {
                 guard let ip = IPAddress(value) else { throw .bad("client: '\(value)' is not an IPv4 or IPv6 address") }
                 client = ip
             case "local":
-                let digits = !value.isEmpty && value.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } && value.first != "0"
-                if digits, let port = UInt16(value) {
+                if Self.isDecimal(value), value.first != "0", let port = UInt16(value) {
                     local = LocalEnd(port: port)
                 } else if let end = try? Endpoint(parsing: value), end.port > 0 {
                     local = LocalEnd(address: end.address, port: end.port)
@@ -74,7 +73,7 @@ public struct FlowQuery: Sendable, Equatable {
             case "limit":
                 // Past the most a worker lists, every count means "as many as there may be"
                 // (as `limit_per_worker` then says), however many digits it has.
-                guard !value.isEmpty, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                guard Self.isDecimal(value) else {
                     throw .bad("limit: '\(value)' is not a count (0-\(Self.maxLimit); more lists \(Self.maxLimit) per worker)")
                 }
                 limit = min(Int(value) ?? Self.maxLimit, Self.maxLimit)
@@ -82,6 +81,13 @@ public struct FlowQuery: Sendable, Equatable {
                 throw .bad("unknown parameter '\(key)': use client=IP, local=[IP:]PORT, frontend=NAME, server=POOL/NAME, limit=N")
             }
         }
+    }
+}
+
+extension FlowQuery {
+    /// ASCII digits only, at least one (`Int` and `UInt16` would also take a sign).
+    static func isDecimal(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
     }
 }
 

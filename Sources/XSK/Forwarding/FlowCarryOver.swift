@@ -11,24 +11,13 @@ extension ForwarderCore {
     /// for a removed frontend whose routes are gone) are left out.
     func exportFlows() -> FlowPart {
         // The servers the records name: these routes' servers, each once.
-        var order: [ServerID] = []
-        var indexOf: [ServerID: UInt32] = [:]
-        var serverOfSlot = [UInt32](repeating: .max, count: min(backendCount, routes.servers.count))
-        for slot in serverOfSlot.indices {
-            guard let id = routes.servers[slot] else { continue }
-            if let index = indexOf[id] {
-                serverOfSlot[slot] = index
-            } else {
-                indexOf[id] = UInt32(order.count)
-                serverOfSlot[slot] = UInt32(order.count)
-                order.append(id)
-            }
-        }
+        var servers = ServerNumbering()
+        let serverOfSlot = routes.servers.prefix(backendCount).map { id in id.map { servers.index(of: $0) } ?? .max }
         // The occupied slots from the table's bitmap, each loaded well ahead of its turn, and
         // (passthrough) its reverse map entry once the slot has arrived: both are scattered,
         // a cache and TLB miss each.
         let slots = table.occupiedSlots()
-        var writer = FlowPartWriter(servers: order, atMost: slots.count)
+        var writer = FlowPartWriter(servers: servers.order, atMost: slots.count)
         let ahead = 8
         for k in 0..<min(2 * ahead, slots.count) { table.prefetch(home: slots[k]) }
         writer.append(slots.count) { k in

@@ -26,7 +26,11 @@ struct CarriedFlow {
     /// Bytes of one record on the wire (format 1): every field little-endian, unpadded, in the
     /// order declared above; `state` at byte 58.
     static let size = 83
+}
 
+/// Reading, checking and converting records (in an extension, so the memberwise
+/// initializer stays the compiler's).
+extension CarriedFlow {
     /// Writes the record at `p` (no alignment needed).
     @inline(__always)
     func store(to p: UnsafeMutableRawPointer) {
@@ -92,29 +96,6 @@ struct CarriedFlow {
                   clientSequence: r.clientSequence, natPort: r.natPort, clientMAC: r.clientMAC,
                   serverClosed: r.serverClosed)
     }
-
-    init(clientHi: UInt64, clientLo: UInt64, clientPort: UInt16, vipHi: UInt64, vipLo: UInt64, vipPort: UInt16,
-         server: UInt32, backendHi: UInt64, backendLo: UInt64, backendPort: UInt16, state: FlowState, lastSeen: UInt64,
-         clientFinished: Bool, clientSequence: UInt32, natPort: UInt16, clientMAC: UInt64,
-         serverClosed: FlowRecord.ServerClosed) {
-        self.clientHi = clientHi
-        self.clientLo = clientLo
-        self.clientPort = clientPort
-        self.vipHi = vipHi
-        self.vipLo = vipLo
-        self.vipPort = vipPort
-        self.server = server
-        self.backendHi = backendHi
-        self.backendLo = backendLo
-        self.backendPort = backendPort
-        self.state = state
-        self.lastSeen = lastSeen
-        self.clientFinished = clientFinished
-        self.clientSequence = clientSequence
-        self.natPort = natPort
-        self.clientMAC = clientMAC
-        self.serverClosed = serverClosed
-    }
 }
 
 /// The flows of one worker's hand-over, encoded as the takeover document carries them and
@@ -178,15 +159,9 @@ public struct FlowPart: Sendable, Equatable {
 
     /// `records`, encoded.
     public init(_ records: [FlowRecord]) {
-        var servers: [ServerID: UInt32] = [:]
-        var order: [ServerID] = []
-        let carried = records.map { r in
-            if let index = servers[r.server] { return CarriedFlow(r, server: index) }
-            servers[r.server] = UInt32(order.count)
-            order.append(r.server)
-            return CarriedFlow(r, server: UInt32(order.count - 1))
-        }
-        var w = FlowPartWriter(servers: order, atMost: carried.count)
+        var servers = ServerNumbering()
+        let carried = records.map { CarriedFlow($0, server: servers.index(of: $0.server)) }
+        var w = FlowPartWriter(servers: servers.order, atMost: carried.count)
         w.append(carried.count) { k in carried[k] }
         self = w.finish()
     }
@@ -279,5 +254,21 @@ struct FlowPartWriter {
         w.set(UInt32(count), at: countOffset)
         let bytes = w.finish()
         return FlowPart(bytes: bytes, range: 0..<bytes.count, servers: servers, recordsStart: recordsStart, count: count)
+    }
+}
+
+/// The server list of a part being written: each server once, numbered in the order first
+/// named.
+struct ServerNumbering {
+    private(set) var order: [ServerID] = []
+    private var indexOf: [ServerID: UInt32] = [:]
+
+    /// `id`'s index, numbering it if it is new.
+    mutating func index(of id: ServerID) -> UInt32 {
+        if let index = indexOf[id] { return index }
+        let index = UInt32(order.count)
+        indexOf[id] = index
+        order.append(id)
+        return index
     }
 }
