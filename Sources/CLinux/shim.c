@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 int cl_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -64,6 +65,8 @@ int cl_pin_thread_to_cpu(int cpu) {
 }
 
 int cl_eventfd_nonblock(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int cl_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int cl_inotify_init_nonblock(void) { return inotify_init1(IN_NONBLOCK | IN_CLOEXEC); }
 

@@ -45,6 +45,9 @@ public final class ProxyService: Service, Sendable {
     private let handoverName: String?
     /// The operator's drains a handover passes on (see `OperatorDrains`).
     private let operatorDrains: OperatorDrains?
+    /// The counters a takeover carries: this convey's final counts, to the convey that took its
+    /// listeners; the replaced convey's, once it stops, into this one's.
+    private let counterCarry: CounterCarry?
     /// Called once every frontend listens and the loops run, with the pid of the convey a
     /// takeover took listeners from (nil: none answered).
     private let onListening: @Sendable (_ takenFrom: Int32?) -> Void
@@ -55,6 +58,11 @@ public final class ProxyService: Service, Sendable {
         case idle
         case running(Running)
         case finished
+    }
+
+    /// Between the start and the end of `run()` (or a start that failed).
+    private var isRunning: Bool {
+        phase.withLock { if case .running = $0 { true } else { false } }
     }
 
     private struct Running {
@@ -90,20 +98,26 @@ public final class ProxyService: Service, Sendable {
     ///     where a takeover asks for them (`handoverName(forConfig:)`); nil: no handover.
     ///   - operatorDrains: the servers drained at runtime, handed on with the listeners and
     ///     taken up from them, so that a takeover keeps them drained.
+    ///   - counterCarry: the counters a takeover carries on (`CarriedCounters`): the convey
+    ///     being replaced hands its final counts over when it stops; nil: none.
     ///   - onListening: called once every frontend listens and the loops run (a service
     ///     manager's readiness), with the pid of the convey a takeover took listeners from.
     public convenience init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger,
                             takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
+                            counterCarry: CounterCarry? = nil,
                             onListening: @escaping @Sendable (_ takenFrom: Int32?) -> Void = { _ in }) {
         self.init(snapshots: snapshots, settings: settings, logger: logger, tuning: ProxyTuning(), takeover: takeover,
-                  handoverName: handoverName, operatorDrains: operatorDrains, onListening: onListening)
+                  handoverName: handoverName, operatorDrains: operatorDrains, counterCarry: counterCarry,
+                  onListening: onListening)
     }
 
     init(snapshots: SnapshotPublisher<ForwardingSnapshot>, settings: ProxySettings, logger: Logger, tuning: ProxyTuning,
          takeover: Bool = false, handoverName: String? = nil, operatorDrains: OperatorDrains? = nil,
+         counterCarry: CounterCarry? = nil,
          onListening: @escaping @Sendable (_ takenFrom: Int32?) -> Void = { _ in }) {
         self.onListening = onListening
         self.operatorDrains = operatorDrains
+        self.counterCarry = counterCarry
         self.snapshots = snapshots
         self.settings = settings
         self.logger = logger
@@ -156,6 +170,8 @@ public final class ProxyService: Service, Sendable {
             handover?.signalStop()
             for c in controls.controls { c.requestDrain() }
         }
+        // Every loop has stopped: the counts are final.
+        if let handover, let counterCarry { handover.handCountersOver(counterCarry.totals()) }
         phase.withLock { $0 = .finished }
         logger.info("proxy stopped")
     }
@@ -378,7 +394,7 @@ public final class ProxyService: Service, Sendable {
         var handed = HandedListeners()
         if takeover, let handoverName {
             do throws(HandoverError) {
-                handed = try ListenerHandover.receive(from: handoverName)
+                handed = try ListenerHandover.receive(from: handoverName, counters: counterCarry != nil)
                 answeredByConvey.store(true, ordering: .relaxed)
                 takenFrom.store(handed.pid, ordering: .relaxed)
             } catch {
@@ -399,6 +415,12 @@ public final class ProxyService: Service, Sendable {
             logger.notice("takeover: not taking the listeners at \(left) (no frontend here listens there): they close with the convey being replaced")
         }
         if !handed.drained.isEmpty, let operatorDrains { operatorDrains.adopt(handed.drained, handed.pid) }
+        if let channel = handed.counterChannel, let counterCarry {
+            PredecessorCounters.await(on: channel, from: handed.pid, carry: counterCarry, logger: logger) { [weak self] in
+                !(self?.isRunning ?? false)
+            }
+        }
+        handed.counterChannel = nil
         if let handoverName, let fd = handed.takeChannel() {
             if let channel = UnixMessageSocket.adopting(fd, listeningOn: handoverName) {
                 inheritedChannel.withLock { $0 = channel }

@@ -274,7 +274,7 @@ struct Launcher {
             let frontends = config.frontends.count, takeover = self.takeover
             let proxy = ProxyService(snapshots: runtime.snapshots, settings: config.proxy, logger: logger, takeover: takeover,
                                      handoverName: ProxyService.handoverName(forConfig: configPath), operatorDrains: drains,
-                                     onListening: { [logger] takenFrom in
+                                     counterCarry: CounterCarry(runtime: runtime), onListening: { [logger] takenFrom in
                 // A takeover under systemd (SIGUSR2's replacement) becomes the unit's main
                 // process, and only then stops the convey that started it: the unit never
                 // sees its main process exit.
@@ -312,7 +312,7 @@ struct Launcher {
                 let takeover = self.takeover
                 let running = try XDPDataPlaneSetup.make(mode: mode == .dsr ? .dsr : .passthrough, config: config,
                                                          snapshots: runtime.snapshots, logger: logger, takeover: takeover,
-                                                         operatorDrains: drains,
+                                                         operatorDrains: drains, counterCarry: CounterCarry(runtime: runtime),
                                                          stopRequested: { stopRequest.asked.load(ordering: .acquiring) },
                                                          onRunning: {
                     // A takeover under systemd becomes the unit's main process once it forwards

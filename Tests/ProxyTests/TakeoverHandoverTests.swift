@@ -209,6 +209,61 @@ extension ProxyTests {
             try await new.stop()
         }
 
+        @Test("the replaced proxy hands its final counters over when it stops, after its last connection: the new one's totals are then both proxies' (open connections stay its own); a successor that does not ask gets none")
+        func countersCarryOn() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let name = Self.uniqueName()
+            // At most one connection each: the held one is the old proxy's, the rest the new one's.
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                   frontend: { $0.listen = address; $0.maxConnections = 1 }, handoverName: name, carriesCounters: true)
+            try await old.start()
+            let held = try TestSocket.connect(to: address, timeout: 5)
+            try held.send("held")
+            #expect(try held.receive(exactly: 4) == Array("held".utf8))
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                   frontend: { $0.listen = address; $0.maxConnections = 1 }, takeover: true, handoverName: name,
+                                   carriesCounters: true)
+            try await new.start()
+            for i in 0..<5 {
+                let client = try TestSocket.connect(to: address, timeout: 5)
+                client.setTimeout(5)
+                try client.send("c\(i)")
+                #expect(try client.receive(exactly: 2) == Array("c\(i)".utf8))
+                client.close()
+                #expect(await eventually { new.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            }
+            // The held connection goes on in the old proxy after the handover: counted there.
+            try held.send("more")
+            #expect(try held.receive(exactly: 4) == Array("more".utf8))
+            #expect(new.counters().totalConnections.load(ordering: .relaxed) == 5, "nothing carried before the old one stops")
+            held.close()
+            #expect(await eventually { old.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            try await old.stop()
+            #expect(await eventually { new.counters().totalConnections.load(ordering: .relaxed) == 6 }, "the old proxy's one connection added")
+            #expect(new.counters().bytesTx.load(ordering: .relaxed) == 10 + 8, "its bytes too, also those after the handover")
+            #expect(new.counters().bytesRx.load(ordering: .relaxed) == 10 + 8)
+            #expect(new.counters().currentConnections.load(ordering: .relaxed) == 0)
+            #expect(new.counters(server: "a").totalConnections.load(ordering: .relaxed) == 6)
+            #expect(new.counters(server: "a").bytesTx.load(ordering: .relaxed) == 18)
+
+            // The new one is replaced in turn by one that does not ask (an older convey): it
+            // stops at once, and the successor's counts are its own.
+            let third = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)],
+                                     frontend: { $0.listen = address }, takeover: true, handoverName: name)
+            try await third.start()
+            try await new.stop()
+            let client = try TestSocket.connect(to: address, timeout: 5)
+            client.setTimeout(5)
+            try client.send("x")
+            #expect(try client.receive(exactly: 1) == Array("x".utf8))
+            client.close()
+            #expect(await eventually { third.counters().currentConnections.load(ordering: .relaxed) == 0 })
+            #expect(third.counters().totalConnections.load(ordering: .relaxed) == 1)
+            try await third.stop()
+        }
+
         @Test("with no convey answering, a takeover binds beside whatever listens there and says why, naming tcp_migrate_req")
         func nobodyAnswers() async throws {
             let server = try TestServer.echo()

@@ -411,6 +411,21 @@ public final class BalancerRuntime: Sendable {
         }
     }
 
+    /// Every counter a takeover carries to the convey replacing this one (`CarriedCounters`).
+    public func carriedCounters() -> CarriedCounters {
+        state.withLock { CarriedCounters(frontends: $0.frontendCounters, servers: $0.serverCounters, retired: $0.retired) }
+    }
+
+    /// Goes on from the counts of the convey this one replaces: adds `carried` to this one's
+    /// counters (what of it this configuration no longer has, to the retired totals), less
+    /// `alreadyCounted` (what this convey counted of the same events itself: see
+    /// `CarriedCounters`).
+    public func carryOn(_ carried: CarriedCounters, alreadyCounted: CarriedCounters? = nil) -> CarriedCounters.Outcome {
+        state.withLock { state in
+            carried.add(to: state.frontendCounters, state.serverCounters, retired: &state.retired, less: alreadyCounted)
+        }
+    }
+
     private func republish(now: ContinuousClock.Instant) {
         // Build under the lock so two publishers cannot publish out of order.
         snapshots.update { old in

@@ -4,7 +4,7 @@ import Synchronization
 ///
 /// Relaxed atomics: each update is one uncontended-in-practice atomic add, cheap enough for
 /// per-connection and per-read paths, and readers (the stats service) sum nothing. The object
-/// lives in `StatsRegistry` under the server's `ServerID`, so an unchanged server keeps its
+/// lives in `BalancerRuntime` under the server's `ServerID`, so an unchanged server keeps its
 /// counters across reloads. "tx" is client→server and "rx" is server→client (the seed's meaning).
 public final class ServerCounters: Sendable {
     public let totalConnections = Atomic<Int64>(0)

@@ -84,7 +84,13 @@ package final class UnixMessageSocket: Sendable {
 
     /// Waits up to `timeout` for a connection to accept (or an error to report); false when
     /// none came.
-    package func waitForConnection(timeout: Duration) -> Bool {
+    package func waitForConnection(timeout: Duration) -> Bool { waitForInput(timeout: timeout) }
+
+    /// Waits up to `timeout` for a message to receive (or the peer's close); false when
+    /// neither came.
+    package func waitForMessage(timeout: Duration) -> Bool { waitForInput(timeout: timeout) }
+
+    private func waitForInput(timeout: Duration) -> Bool {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         return Glibc.poll(&entry, 1, milliseconds) > 0

@@ -46,6 +46,8 @@ int cl_accept4_nonblock(int fd, struct sockaddr *addr, socklen_t *len);
 int cl_socket_nonblock(int domain, int type);
 int cl_pin_thread_to_cpu(int cpu);
 int cl_eventfd_nonblock(void);
+/* memfd_create(name, MFD_CLOEXEC): an anonymous file for a document a takeover hands over. */
+int cl_memfd(const char *name);
 int cl_inotify_init_nonblock(void);
 int cl_tcp_info_state(int fd);
 

@@ -36,6 +36,9 @@ final class HandoverServer: Sendable {
     /// `start` bound the name itself (the socket waiting in `inherited` is not a takeover's).
     private let boundAtStart = Atomic<Bool>(false)
     private let finished = Atomic<Bool>(false)
+    /// The connection of the last convey this one handed its listeners to that asked for the
+    /// counters at exit (`ListenerHandover.countersRequest`).
+    private let successor = Mutex<UnixMessageSocket?>(nil)
 
     /// `offers` is called for each request, off the loops, and returns the copies to send.
     init(name: String, logger: Logger, inherited: UnixMessageSocket? = nil, replacing: Bool = false,
@@ -66,6 +69,20 @@ final class HandoverServer: Sendable {
             finished.store(true, ordering: .releasing)
             inherited.withLock { $0 = nil }
             logger.warning("takeover: could not start the handover thread: a later --takeover binds beside this convey")
+        }
+    }
+
+    /// Hands `counters` (this convey's final counts, read once its loops stopped) to the convey
+    /// that took its listeners, if that one asked; quietly nothing otherwise.
+    func handCountersOver(_ counters: CarriedCounters) {
+        guard let connection = successor.withLock({ s -> UnixMessageSocket? in defer { s = nil }; return s }) else { return }
+        do throws(Errno) {
+            let file = try MemoryFile.holding(counters.encoded(), name: "convey-counters")
+            defer { try? file.close() }
+            try connection.send(Array("counters".utf8), descriptors: [file.rawValue])
+            logger.info("takeover: handed this convey's counters to the convey that took its listeners")
+        } catch {
+            logger.warning("takeover: cannot hand this convey's counters to the convey that took its listeners (\(error)): its counts go on without them")
         }
     }
 
@@ -184,6 +201,14 @@ final class HandoverServer: Sendable {
         } catch {
             logger.warning("takeover: handing the listeners to pid \(peer.pid) failed: \(error)")
             return
+        }
+        // A convey that asks for the counters asks at once; an older one closes (an empty read).
+        if let follow = try? connection.receive() {
+            for fd in follow.descriptors { _ = Glibc.close(fd) }
+            if String(decoding: follow.bytes, as: UTF8.self) == ListenerHandover.countersRequest {
+                // One successor's: a later takeover's replaces it (only one may add them up).
+                successor.withLock { $0 = connection }
+            }
         }
         let sockets = offered.reduce(0) { $0 + $1.fds.count }
         let addresses = offered.map { "\($0.address)" }.joined(separator: ", ")

@@ -31,8 +31,16 @@ import SystemPackage
 ///   `refused <reason>`: another user, an unknown request, a convey already stopping, or not
 ///   every loop could copy its listeners (a partial set would leave sockets that close with
 ///   the old convey).
+/// - the new convey then sends `countersRequest` and keeps the connection; the old one, when
+///   its last connection has ended and it stops, sends `counters` with a memory file holding
+///   its final counts (`CarriedCounters`), which the new one adds to its own. Then, not at the
+///   handover, because both serve clients until the old one stops, and only the old one
+///   answers on the stats port until then. (A convey from before 2026-12-08 closes the
+///   connection after `done`, and the new one's counts start afresh.)
 enum ListenerHandover {
     static let greeting = "convey-handover 1"
+    /// The new convey asks for the old one's counters at its exit (see above).
+    static let countersRequest = "counters at exit?"
 
     /// The most descriptors a takeover accepts in one exchange (1024 loops of a few frontends).
     static let maxDescriptors = 16_384
@@ -59,8 +67,9 @@ enum ListenerHandover {
         return "convey-handover:#" + String(hash, radix: 16)
     }
 
-    /// Asks the convey answering at `name` for its listening sockets.
-    static func receive(from name: String, timeout: Duration = .seconds(5)) throws(HandoverError) -> HandedListeners {
+    /// Asks the convey answering at `name` for its listening sockets, and with `counters` for
+    /// its counters at exit (the connection is then kept in `HandedListeners.counterChannel`).
+    static func receive(from name: String, counters: Bool = false, timeout: Duration = .seconds(5)) throws(HandoverError) -> HandedListeners {
         let socket: UnixMessageSocket
         do { socket = try UnixMessageSocket.connected(to: name, timeout: timeout) } catch {
             if error == .connectionRefused || error == .noSuchFileOrDirectory { throw .nobodyThere(name: name) }
@@ -80,6 +89,7 @@ enum ListenerHandover {
                 if text.hasPrefix("done"), message.descriptors.isEmpty {
                     // The pid of the convey that answered (the channel's creator may be an earlier one).
                     if let answering = Int32(text.dropFirst(5)) { handed.pid = answering }
+                    if counters, (try? socket.send(Array(countersRequest.utf8))) != nil { handed.counterChannel = socket }
                     return handed
                 }
                 if ContinuousClock.now > deadline || handed.count + message.descriptors.count > maxDescriptors {
@@ -130,6 +140,8 @@ struct HandedListeners {
     var channel: Int32?
     /// The servers the operator had drained in the convey that handed them.
     var drained: [ServerID] = []
+    /// The exchange's connection, kept open for the old convey's counters at its exit.
+    var counterChannel: UnixMessageSocket?
 
     init(pid: Int32 = 0, owner: UInt32 = 0, networkNamespace: UInt64 = 0) {
         self.pid = pid

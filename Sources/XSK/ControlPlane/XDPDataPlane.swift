@@ -55,15 +55,18 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     private let handedOverTo = Atomic<Int32>(0)
     /// The operator's runtime drains, which a takeover passes on.
     private let operatorDrains: OperatorDrains?
+    /// The counters a takeover hands to the convey replacing this one.
+    private let counterCarry: CounterCarry?
 
     init(mode: XDPForwardingMode, facts: XDPDataPlaneFacts, dataPath: XSKDataPath<Handler>, control: ForwardingControl,
          counters: [ForwarderCounters], statsPeriod: Duration, workersCapped: Bool, logger: Logger,
-         takeover: XDPTakeover? = nil, operatorDrains: OperatorDrains? = nil,
+         takeover: XDPTakeover? = nil, operatorDrains: OperatorDrains? = nil, counterCarry: CounterCarry? = nil,
          stopRequested: @escaping @Sendable () -> Bool = { false },
          onRunning: @escaping @Sendable () -> Void = {}) {
         self.onRunning = onRunning
         self.stopRequested = stopRequested
         self.operatorDrains = operatorDrains
+        self.counterCarry = counterCarry
         self.takeover = Mutex(takeover)
         self.mode = mode
         self.facts = facts
@@ -158,6 +161,15 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
         if !Task.isCancelled && handedOverTo.load(ordering: .relaxed) == 0 { await drain() }
     }
 
+    /// The counters a takeover hands over, with the paused workers' last counts in.
+    private func handedCounters() -> (@Sendable () -> CarriedCounters)? {
+        guard let carry = counterCarry else { return nil }
+        return { [self] in
+            flushCounters()
+            return carry.totals()
+        }
+    }
+
     /// What the takeover server needs of this data plane.
     private func handoverPlane() -> XDPHandoverServer.Plane {
         XDPHandoverServer.Plane(
@@ -179,6 +191,7 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
                 }
             },
             drained: { [self] in operatorDrains?.current() ?? [] },
+            counters: handedCounters(),
             handedOver: { [self] pid in
                 handedOverTo.store(pid, ordering: .relaxed)
                 operatorDrains?.handedOver(pid)

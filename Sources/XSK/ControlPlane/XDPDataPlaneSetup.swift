@@ -18,7 +18,7 @@ public enum XDPDataPlaneSetup {
 
     public static func make(mode: XDPForwardingMode, config: ConveyConfig,
                             snapshots: SnapshotPublisher<ForwardingSnapshot>, logger: Logger, takeover: Bool = false,
-                            operatorDrains: OperatorDrains? = nil,
+                            operatorDrains: OperatorDrains? = nil, counterCarry: CounterCarry? = nil,
                             stopRequested: @escaping @Sendable () -> Bool = { false },
                             onRunning: @escaping @Sendable () -> Void = {}) throws -> Running {
         guard let ifaceName = config.xdp.iface, !ifaceName.isEmpty else {
@@ -41,6 +41,8 @@ public enum XDPDataPlaneSetup {
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
         // A takeover first asks the running convey what it runs (it changes nothing yet).
         let running = takeover ? try XDPTakeover(interface: interface) : nil
+        /// The running convey's counters, handed with its workers.
+        var handedCounters: CarriedCounters?
 
         func start<Handler: PacketHandler & FlowCarrying & SendableMetatype>(
             nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
@@ -91,8 +93,15 @@ public enum XDPDataPlaneSetup {
             let facts = XDPDataPlaneFacts(interface: ifaceName, vips: vips, natAddresses: nat?.addresses ?? [], natPorts: nat?.ports)
             let plane = XDPDataPlane(mode: mode, facts: facts, dataPath: path, control: control, counters: counters,
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
-                                     takeover: running, operatorDrains: operatorDrains, stopRequested: stopRequested,
-                                     onRunning: onRunning)
+                                     takeover: running, operatorDrains: operatorDrains, counterCarry: counterCarry,
+                                     stopRequested: stopRequested, onRunning: onRunning)
+            if let running, let handedCounters, let counterCarry {
+                // Before the workers start, this convey's counts are the carried flows' (each
+                // counted as opened on entering), which the handed totals hold already.
+                plane.flushCounters()
+                let outcome = counterCarry.carryOn(handedCounters, counterCarry.totals())
+                logger.notice("takeover: counters carried on from pid \(running.facts.pid): \(outcome.description)")
+            }
             // A takeover forwards at once: the running convey is paused until this one does
             // (unless this one was told to stop meanwhile: `run()` then lets the running one go on).
             if running != nil && !stopRequested() { try plane.startForwarding() }
@@ -161,6 +170,12 @@ public enum XDPDataPlaneSetup {
                 }
             }
             if !handed.drained.isEmpty { operatorDrains?.adopt(handed.drained, running.facts.pid) }
+            handedCounters = handed.counters
+            if let problem = handed.countersProblem {
+                logger.warning("takeover: the counters pid \(running.facts.pid) handed over do not read (\(problem)): this convey counts afresh")
+            } else if handed.counters == nil && counterCarry != nil {
+                logger.info("takeover: pid \(running.facts.pid) hands no counters over (an older convey): this convey counts afresh")
+            }
             // The carried flows need the routes: their servers' backend slots.
             control.refresh(force: true)
             let now = XSKWorker<Handler>.monotonicNanoseconds()

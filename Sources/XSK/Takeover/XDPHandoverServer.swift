@@ -20,6 +20,9 @@ final class XDPHandoverServer: Sendable {
         var resume: @Sendable () -> Void
         /// The servers the operator drained at runtime (they stay drained in the newcomer).
         var drained: @Sendable () -> [ServerID]
+        /// The frontends' and servers' counters with every worker's counts in, read once the
+        /// workers are paused (`CarriedCounters`); nil when this convey keeps none to hand.
+        var counters: (@Sendable () -> CarriedCounters)?
         /// The takeover completed: the newcomer (pid) owns the interface now.
         var handedOver: @Sendable (Int32) -> Void
         var program: SteeringProgram
@@ -101,6 +104,7 @@ final class XDPHandoverServer: Sendable {
         defer { if let saved { close(saved) } }
         var facts = plane.facts()
         facts.handsSocketsFirst = saved != nil
+        facts.handsCounters = plane.counters != nil
         guard (try? connection.send(Array(facts.message.utf8))) != nil,
               var next = try? connection.receive() else { return }
         XDPTakeover.close(next.descriptors)
@@ -120,7 +124,8 @@ final class XDPHandoverServer: Sendable {
             }
         }
         let asked = String(decoding: next.bytes, as: UTF8.self)
-        guard asked == "pause" else {
+        // `pause counters` only comes when the facts offered them.
+        guard asked == "pause" || (asked == XDPTakeover.pauseWithCounters && facts.handsCounters) else {
             if asked.hasPrefix("abort ") {
                 logger.notice("takeover: pid \(peer.pid) will not take this convey's place: \(asked.dropFirst(6))")
                 // It may have swapped its program in first: ours goes back (nothing when it did so).
@@ -148,6 +153,17 @@ final class XDPHandoverServer: Sendable {
             }
             try connection.send(Array("claim".utf8), descriptors: [plane.program.claim.socket.fd])
             for id in plane.drained() { try connection.send(Array("drained\n\(id.pool)\n\(id.name)".utf8)) }
+            if asked == XDPTakeover.pauseWithCounters, let counters = plane.counters {
+                // Without them the takeover still goes on: the newcomer's counts start afresh.
+                do throws(Errno) {
+                    let file = try MemoryFile.holding(counters().encoded(), name: "convey-counters")
+                    defer { try? file.close() }
+                    try connection.send(Array("counters".utf8), descriptors: [file.rawValue])
+                } catch {
+                    if error != .tooManyOpenFiles && error != .noMemory { throw error }  // the connection failed
+                    logger.warning("takeover: cannot hand the counters over (\(error)): pid \(peer.pid) counts afresh")
+                }
+            }
             try connection.send(Array("paused".utf8))
             let answer = try connection.receive()
             XDPTakeover.close(answer.descriptors)

@@ -16,12 +16,14 @@ import SystemPackage
 ///     old → new   sockets Q,Q,…  + [each worker's socket, the claim's listening socket]
 ///     new         loads its own program with those sockets in its XSKMAP and swaps it in
 ///                 (XDP_FLAGS_REPLACE) while the old workers forward on; makes its tables
-///     new → old   pause
+///     new → old   pause counters         (or: pause, when the facts lack `counters=1`)
 ///     old         stops its workers between two iterations, keeps its program attached
 ///     old → new   worker I   + [socket, UMEM memfd, document memfd]   (one per worker; the
 ///                 document: `WorkerDocument`, its frames, flows and free NAT ports)
 ///     old → new   claim      + [the claim's listening socket]
 ///     old → new   drained\nPOOL\nNAME   (one per server the operator drained at runtime)
+///     old → new   counters   + [memfd]   (asked for: its counters, `CarriedCounters`, read
+///                                         with the workers paused, so they are final)
 ///     old → new   paused
 ///     new         maps the rings and frames, enters the carried flows
 ///     new → old   start?
@@ -43,6 +45,8 @@ public final class XDPTakeover: @unchecked Sendable {
     static let greeting = "convey-xdp-takeover 1"
     /// Asks for the sockets and the claim before the pause (`XDPTakeoverFacts.handsSocketsFirst`).
     static let socketsRequest = "sockets?"
+    /// Asks for the pause and the counters (`XDPTakeoverFacts.handsCounters`).
+    static let pauseWithCounters = "pause counters"
     /// How long either side waits for the other's next message.
     static let timeout: Duration = .seconds(10)
 
@@ -59,6 +63,11 @@ public final class XDPTakeover: @unchecked Sendable {
         public var claimFD: Int32
         /// The servers the operator had drained in the running convey.
         public var drained: [ServerID]
+        /// Its counters (nil: it handed none, being older, or they did not read: see
+        /// `countersProblem`).
+        public var counters: CarriedCounters?
+        /// Why the counters it sent were not taken (the takeover goes on without them).
+        public var countersProblem: String?
     }
 
     /// Connects to the convey serving `interface` and reads its facts.
@@ -137,13 +146,15 @@ public final class XDPTakeover: @unchecked Sendable {
         var forwarders: [ForwarderHandover] = []
         var claim: Int32?
         var drained: [ServerID] = []
+        var counters: CarriedCounters?
+        var countersProblem: String?
         var received: [Int32] = []
         func fail(_ text: String) -> XDPStartError {
             Self.close(received)
             return XDPStartError("--takeover: \(text); the convey serving \(interface.name) (pid \(facts.pid)) goes on")
         }
         do {
-            try connection.send(Array("pause".utf8))
+            try connection.send(Array((facts.handsCounters ? Self.pauseWithCounters : "pause").utf8))
             while true {
                 let message = try connection.receive()
                 received += message.descriptors
@@ -156,6 +167,15 @@ public final class XDPTakeover: @unchecked Sendable {
                 } else if text.hasPrefix("drained\n"), message.descriptors.isEmpty {
                     let parts = text.split(separator: "\n", omittingEmptySubsequences: false)
                     if parts.count == 3 { drained.append(ServerID(pool: String(parts[1]), name: String(parts[2]))) }
+                } else if text == "counters", message.descriptors.count == 1 {
+                    let file = FileDescriptor(rawValue: message.descriptors[0])
+                    received.removeAll { $0 == file.rawValue }
+                    defer { try? file.close() }
+                    do {
+                        counters = try CarriedCounters(decoding: try MemoryFile.contents(of: file))
+                    } catch {
+                        countersProblem = "\(error)"
+                    }
                 } else if text.hasPrefix("worker "), message.descriptors.count == 3 {
                     let document = try WorkerDocument.read(memfd: message.descriptors[2])
                     Glibc.close(message.descriptors[2])
@@ -180,7 +200,8 @@ public final class XDPTakeover: @unchecked Sendable {
         guard let claim, workers.count == facts.workers else {
             throw fail("the hand-over was incomplete (\(workers.count) of \(facts.workers) workers\(claim == nil ? ", no claim" : ""))")
         }
-        return Handed(workers: workers, forwarders: forwarders, claimFD: claim, drained: drained)
+        return Handed(workers: workers, forwarders: forwarders, claimFD: claim, drained: drained, counters: counters,
+                      countersProblem: countersProblem)
     }
 
     /// Asks the running convey to let go for good; once it answers `go` it has stopped and

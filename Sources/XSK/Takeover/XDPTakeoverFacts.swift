@@ -15,6 +15,10 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
     /// swap its program in while the running workers still forward (conveys before
     /// 2026-12-08 send them only once paused).
     public var handsSocketsFirst: Bool
+    /// Asked (`pause counters`), it hands its frontends' and servers' counters over with the
+    /// workers (`CarriedCounters`), so the newcomer's totals go on from them (conveys before
+    /// 2026-12-08 hand none: the newcomer's counts start afresh).
+    public var handsCounters: Bool
 
     /// The message: `facts key=value ...`.
     var message: String {
@@ -22,11 +26,12 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
         if !natAddresses.isEmpty { fields.append("nat=" + natAddresses.map(\.description).joined(separator: ",")) }
         if let natPorts { fields.append("ports=\(natPorts.lowerBound)-\(natPorts.upperBound)") }
         if handsSocketsFirst { fields.append("sockets-first=1") }
+        if handsCounters { fields.append("counters=1") }
         return "facts " + fields.joined(separator: " ")
     }
 
     init(pid: Int32, mode: XDPForwardingMode, attachMode: NetworkInterface.AttachMode, workers: Int,
-         natAddresses: [IPAddress], natPorts: ClosedRange<UInt16>?, handsSocketsFirst: Bool = true) {
+         natAddresses: [IPAddress], natPorts: ClosedRange<UInt16>?, handsSocketsFirst: Bool = true, handsCounters: Bool = true) {
         self.pid = pid
         self.mode = mode
         self.attachMode = attachMode
@@ -34,6 +39,7 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
         self.natAddresses = natAddresses
         self.natPorts = natPorts
         self.handsSocketsFirst = handsSocketsFirst
+        self.handsCounters = handsCounters
     }
 
     /// Reads `message`; nil when it is not one.
@@ -60,7 +66,7 @@ public struct XDPTakeoverFacts: Sendable, Equatable {
             ports = bounds[0]...bounds[1]
         }
         self.init(pid: pid, mode: mode, attachMode: attach, workers: workers, natAddresses: addresses, natPorts: ports,
-                  handsSocketsFirst: fields["sockets-first"] == "1")
+                  handsSocketsFirst: fields["sockets-first"] == "1", handsCounters: fields["counters"] == "1")
     }
 
     /// Why a convey running `mode` with `workers` workers and (passthrough) `natAddresses`

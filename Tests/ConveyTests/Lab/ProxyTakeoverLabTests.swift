@@ -93,6 +93,18 @@ extension EndToEndLabTests {
             let failures = Self.finish(tally, load)
             #expect(failures.isEmpty, "\(failures.count) of \(tally.served.load(ordering: .relaxed) + failures.count) clients failed: \(Set(failures))")
             #expect(tally.served.load(ordering: .relaxed) > before)
+            // The first convey handed its final counts over as it stopped: the second one's
+            // totals are both conveys' (every client of the load, wherever it was served).
+            #expect(new.output.contains("takeover: counters carried on from pid \(old.pid), which stopped: the counts of 1 frontend(s) and 2 server(s) go on"),
+                    "\(new.output)")
+            let served = tally.served.load(ordering: .relaxed)
+            var carried = 0
+            #expect(waitUntil(seconds: 5) {
+                let text = try? lab.check("lb", ["curl", "-fsS", "--max-time", "2", "http://127.0.0.1:7000/stats"])
+                let now = text.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+                carried = now?["total_connections"] as? Int ?? 0
+                return carried >= served
+            }, "the second convey's total_connections \(carried), clients served \(served)")
             let spare = ((((stats?["backends"] as? [String: Any])?["pool"] as? [String: Any])?["server_detail"] as? [String: Any])?["spare"]
                 as? [String: Any])
             #expect(spare?["operator_drain"] as? Bool == true, "the second convey's /stats: \(String(describing: spare))")

@@ -34,6 +34,13 @@ extension EndToEndLabTests {
             }
             sender.start()
             #expect(waitUntil(seconds: 10) { sent.load(ordering: .relaxed) >= 4 << 20 })
+            // The running convey's totals (its stats flush every 0.5 s): they go on in the newcomer.
+            var before: [String: Any] = [:]
+            #expect(waitUntil(seconds: 5) {
+                before = (try? lab.stats()) ?? [:]
+                return (before["total_connections"] as? Int ?? 0) >= 13 && (before["total_bytes_tx"] as? Int ?? 0) >= 4 << 20
+            }, "\(before)")
+            let connectionsBefore = before["total_connections"] as? Int ?? 0
 
             let old = try lab.takeOver()
             #expect(old.exitStatus == 0, "\(old.output)")
@@ -45,6 +52,8 @@ extension EndToEndLabTests {
             let new = try #require(lab.convey)
             #expect(waitUntil(seconds: 10) { new.output.contains("takeover: received veth0 from pid \(old.pid)") && new.output.contains("(pid \(old.pid)) let go; this one forwards now") }, "\(new.output)")
             #expect(!new.output.contains("could not go on"), "every flow went on: \(new.output)")
+            #expect(new.output.contains("takeover: counters carried on from pid \(old.pid): the counts of 1 frontend(s) and 3 server(s) go on"),
+                    "\(new.output)")
 
             let back = try echoed.result()
             #expect(back.count == payload.count && back == payload, "the transfer in flight came back byte-exact (\(back.count) of \(payload.count) bytes)")
@@ -66,6 +75,15 @@ extension EndToEndLabTests {
             let answers = try lab.fromClient { try (0..<9).map { _ in try LabClient.who() } }
             #expect(Set(answers.map(\.name)) == ["b1", "b2", "b3"], "new connections are balanced by the newcomer")
             #expect(waitUntil(seconds: 10) { (try? lab.stats()["mode"] as? String) == mode }, "the newcomer's /stats answers")
+            // Through two takeovers the totals went on: every connection counted once (the
+            // carried flows are not counted again), and the whole transfer's bytes are there,
+            // also those sent before the first takeover.
+            var after: [String: Any] = [:]
+            #expect(waitUntil(seconds: 5) {
+                after = (try? lab.stats()) ?? [:]
+                return after["total_connections"] as? Int == connectionsBefore + 9
+            }, "before: \(connectionsBefore), after: \(after["total_connections"] ?? "none")")
+            #expect((after["total_bytes_tx"] as? Int ?? 0) >= payload.count, "\(after["total_bytes_tx"] ?? "none")")
             #expect(try lab.balancerHasXDP())
             #expect(try lab.drops("no_flow") == 0, "no segment of a carried flow was unknown to the newcomer")
             // A convey started without --takeover now is refused, naming the newcomer (not the

@@ -9,8 +9,23 @@ import Synchronization
 final class ProxyHarness: Sendable {
     let publisher: SnapshotPublisher<ForwardingSnapshot>
     let service: ProxyService
-    private let serverCounters = Mutex<[ServerID: ServerCounters]>([:])
-    private let frontendCounters = Mutex<[String: FrontendCounters]>([:])
+    private let tables: CounterTables
+
+    /// The counters of every server and frontend published, as the runtime keeps them.
+    private final class CounterTables: Sendable {
+        let servers = Mutex<[ServerID: ServerCounters]>([:])
+        let frontends = Mutex<[String: FrontendCounters]>([:])
+
+        /// What a takeover carries of these counters, as the runtime's `CounterCarry` does.
+        var carry: CounterCarry {
+            CounterCarry(totals: { [self] in
+                CarriedCounters(frontends: frontends.withLock { $0 }, servers: servers.withLock { $0 }, retired: RetiredTotals())
+            }, carryOn: { [self] carried, counted in
+                var retired = RetiredTotals()
+                return carried.add(to: frontends.withLock { $0 }, servers.withLock { $0 }, retired: &retired, less: counted)
+            })
+        }
+    }
     private let task = Mutex<Task<Void, any Error>?>(nil)
 
     /// One server as a test describes it.
@@ -28,15 +43,17 @@ final class ProxyHarness: Sendable {
     init(servers: [Server], balance: BalanceAlgorithm = .wrr, pool: (inout PoolConfig) -> Void = { _ in },
          frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false,
          logger: Logger = Logger(label: "proxy-test"), takeover: Bool = false, handoverName: String? = nil,
-         operatorDrains: OperatorDrains? = nil) {
+         operatorDrains: OperatorDrains? = nil, carriesCounters: Bool = false) {
         var tuning = ProxyTuning()
         tuning.forceCopy = forceCopy
         tuning.pinThreads = false
+        let tables = CounterTables()
+        self.tables = tables
         let initial = ForwardingSnapshot(frontends: [])
         publisher = SnapshotPublisher(initial)
         service = ProxyService(snapshots: publisher, settings: ProxySettings(workers: workers),
                                logger: logger, tuning: tuning, takeover: takeover, handoverName: handoverName,
-                               operatorDrains: operatorDrains)
+                               operatorDrains: operatorDrains, counterCarry: carriesCounters ? tables.carry : nil)
         var poolConfig = PoolConfig(name: "pool", servers: servers.map {
             ServerConfig(name: $0.name, address: $0.address, weight: $0.weight, maxConnections: $0.maxConnections)
         })
@@ -60,7 +77,7 @@ final class ProxyHarness: Sendable {
         p.servers = servers.map { ServerConfig(name: $0.name, address: $0.address, weight: $0.weight, maxConnections: $0.maxConnections) }
         let routes = servers.map { s in
             let id = ServerID(pool: p.name, name: s.name)
-            let counters = serverCounters.withLock { table in
+            let counters = tables.servers.withLock { table in
                 if let c = table[id] { return c }
                 let c = ServerCounters()
                 table[id] = c
@@ -85,7 +102,7 @@ final class ProxyHarness: Sendable {
     }
 
     func counters(server name: String) -> ServerCounters {
-        serverCounters.withLock { table in
+        tables.servers.withLock { table in
             let id = ServerID(pool: "pool", name: name)
             if let c = table[id] { return c }
             let c = ServerCounters()
@@ -95,7 +112,7 @@ final class ProxyHarness: Sendable {
     }
 
     func counters(frontend name: String = "web") -> FrontendCounters {
-        frontendCounters.withLock { table in
+        tables.frontends.withLock { table in
             if let c = table[name] { return c }
             let c = FrontendCounters()
             table[name] = c
