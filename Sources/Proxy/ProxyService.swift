@@ -419,6 +419,8 @@ public final class ProxyService: Service, Sendable {
             PredecessorCounters.await(on: channel, from: handed.pid, carry: counterCarry, logger: logger) { [weak self] in
                 !(self?.isRunning ?? false)
             }
+        } else if counterCarry != nil && answeredByConvey.load(ordering: .relaxed) {
+            logger.info("takeover: the convey being replaced (pid \(handed.pid)) closed the exchange without waiting to hand its counters over (a convey from before 2026-12-08): this convey's counts start afresh")
         }
         handed.counterChannel = nil
         if let handoverName, let fd = handed.takeChannel() {

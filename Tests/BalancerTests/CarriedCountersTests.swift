@@ -1,4 +1,6 @@
 import Balancer
+import Glibc
+import SystemPackage
 import Testing
 
 /// A takeover's counters (`CarriedCounters`): the replaced convey's totals go on in its successor.
@@ -51,6 +53,16 @@ struct CarriedCountersTests {
             #expect(error.reason.hasPrefix("not a counters document"), "\(error)")
         }
         #expect(throws: CarriedCountersError.self) { try CarriedCounters(decoding: Array(bytes.prefix(bytes.count / 2))) }
+    }
+
+    @Test("the document travels in a memory file, read whole from its start; a file past the size limit is refused without being read")
+    func memoryFile() throws {
+        let bytes = Self.busyRuntime().carriedCounters().encoded()
+        let file = try MemoryFile.holding(bytes, name: "test-counters")
+        defer { try? file.close() }
+        #expect(try MemoryFile.contents(of: file) == bytes, "read from the start though the offset is at the end")
+        #expect(ftruncate(file.rawValue, off_t(MemoryFile.maxSize + 1)) == 0)  // sparse: nothing is written
+        #expect(throws: Errno.fileTooLarge) { try MemoryFile.contents(of: file) }
     }
 
     @Test("a successor's totals go on from the carried ones: every counter added, open connections not (they stay where they are), and /stats shows the sums")
