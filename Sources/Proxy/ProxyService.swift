@@ -48,6 +48,8 @@ public final class ProxyService: Service, Sendable {
     /// The counters a takeover carries: this convey's final counts, to the convey that took its
     /// listeners; the replaced convey's, once it stops, into this one's.
     private let counterCarry: CounterCarry?
+    /// The replaced convey's counters, awaited once a takeover asked for them.
+    private let predecessorCounters = PredecessorCounters()
     /// Called once every frontend listens and the loops run, with the pid of the convey a
     /// takeover took listeners from (nil: none answered).
     private let onListening: @Sendable (_ takenFrom: Int32?) -> Void
@@ -58,11 +60,6 @@ public final class ProxyService: Service, Sendable {
         case idle
         case running(Running)
         case finished
-    }
-
-    /// Between the start and the end of `run()` (or a start that failed).
-    private var isRunning: Bool {
-        phase.withLock { if case .running = $0 { true } else { false } }
     }
 
     private struct Running {
@@ -170,8 +167,13 @@ public final class ProxyService: Service, Sendable {
             handover?.signalStop()
             for c in controls.controls { c.requestDrain() }
         }
-        // Every loop has stopped: the counts are final.
-        if let handover, let counterCarry { handover.handCountersOver(counterCarry.totals()) }
+        // Every loop has stopped: the counts are final, with the predecessor's if they came
+        // (they are not taken up from here on).
+        if let handover, let counterCarry {
+            handover.stop()
+            predecessorCounters.close()
+            handover.handCountersOver(counterCarry.totals())
+        }
         phase.withLock { $0 = .finished }
         logger.info("proxy stopped")
     }
@@ -416,11 +418,9 @@ public final class ProxyService: Service, Sendable {
         }
         if !handed.drained.isEmpty, let operatorDrains { operatorDrains.adopt(handed.drained, handed.pid) }
         if let channel = handed.counterChannel, let counterCarry {
-            PredecessorCounters.await(on: channel, from: handed.pid, carry: counterCarry, logger: logger) { [weak self] in
-                !(self?.isRunning ?? false)
-            }
+            predecessorCounters.startWaiting(on: channel, from: handed.pid, carry: counterCarry, logger: logger)
         } else if counterCarry != nil && answeredByConvey.load(ordering: .relaxed) {
-            logger.info("takeover: the convey being replaced (pid \(handed.pid)) closed the exchange without waiting to hand its counters over (a convey from before 2026-12-08): this convey's counts start afresh")
+            logger.info("takeover: the convey being replaced (pid \(handed.pid)) does not hand its counters over (a convey from before 2026-12-08): this convey's counts start afresh")
         }
         handed.counterChannel = nil
         if let handoverName, let fd = handed.takeChannel() {

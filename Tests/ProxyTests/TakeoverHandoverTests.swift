@@ -264,6 +264,38 @@ extension ProxyTests {
             try await third.stop()
         }
 
+        @Test("an older convey, which closes the exchange after done, promises no counters: the takeover goes on without them, at once; a successor that stops first does not hold up the replaced convey's stop")
+        func countersNotPromised() async throws {
+            let name = Self.uniqueName()
+            let fake = try UnixMessageSocket.listening(on: name)
+            let answered = TestThread {
+                guard fake.waitForConnection(timeout: .seconds(5)), let connection = try? fake.accept(timeout: .seconds(5)) else { return }
+                _ = try? connection.receive()
+                try? connection.send(Array("done \(getpid())".utf8))
+                // ... and closes, as conveys before the counters do.
+            }
+            let asked = ContinuousClock.now
+            let handed = try ListenerHandover.receive(from: name, counters: true, timeout: .seconds(5))
+            answered.join()
+            #expect(handed.counterChannel == nil && handed.pid == getpid())
+            #expect(ContinuousClock.now - asked < .seconds(2), "no wait for a promise that does not come")
+
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let address = try Self.freeAddress()
+            let handoverName = Self.uniqueName()
+            let old = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   handoverName: handoverName, carriesCounters: true)
+            try await old.start()
+            let new = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { $0.listen = address },
+                                   takeover: true, handoverName: handoverName, carriesCounters: true)
+            try await new.start()
+            try await new.stop()
+            let stopping = ContinuousClock.now
+            try await old.stop()
+            #expect(ContinuousClock.now - stopping < .seconds(3), "the replaced proxy stops at once though its successor is gone")
+        }
+
         @Test("with no convey answering, a takeover binds beside whatever listens there and says why, naming tcp_migrate_req")
         func nobodyAnswers() async throws {
             let server = try TestServer.echo()

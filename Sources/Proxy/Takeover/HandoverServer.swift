@@ -73,7 +73,8 @@ final class HandoverServer: Sendable {
     }
 
     /// Hands `counters` (this convey's final counts, read once its loops stopped) to the convey
-    /// that took its listeners, if that one asked; quietly nothing otherwise.
+    /// that took its listeners, if that one asked; quietly nothing otherwise. Call it after
+    /// `stop()`, so that no takeover being answered asks for them afterwards.
     func handCountersOver(_ counters: CarriedCounters) {
         guard let connection = successor.withLock({ s -> UnixMessageSocket? in defer { s = nil }; return s }) else { return }
         do throws(Errno) {
@@ -82,7 +83,7 @@ final class HandoverServer: Sendable {
             try connection.send(Array("counters".utf8), descriptors: [file.rawValue])
             logger.info("takeover: handed this convey's counters to the convey that took its listeners")
         } catch {
-            logger.warning("takeover: cannot hand this convey's counters to the convey that took its listeners (\(error)): its counts go on without them")
+            logger.warning("takeover: cannot hand this convey's counters to the convey that took its listeners (\(error): it has stopped, or was replaced in turn): they are not carried on")
         }
     }
 
@@ -205,7 +206,8 @@ final class HandoverServer: Sendable {
         // A convey that asks for the counters asks at once; an older one closes (an empty read).
         if let follow = try? connection.receive() {
             for fd in follow.descriptors { _ = Glibc.close(fd) }
-            if String(decoding: follow.bytes, as: UTF8.self) == ListenerHandover.countersRequest {
+            if String(decoding: follow.bytes, as: UTF8.self) == ListenerHandover.countersRequest,
+               (try? connection.send(Array(ListenerHandover.countersPromise.utf8))) != nil {
                 // One successor's: a later takeover's replaces it (only one may add them up).
                 successor.withLock { $0 = connection }
             }

@@ -31,16 +31,19 @@ import SystemPackage
 ///   `refused <reason>`: another user, an unknown request, a convey already stopping, or not
 ///   every loop could copy its listeners (a partial set would leave sockets that close with
 ///   the old convey).
-/// - the new convey then sends `countersRequest` and keeps the connection; the old one, when
-///   its last connection has ended and it stops, sends `counters` with a memory file holding
-///   its final counts (`CarriedCounters`), which the new one adds to its own. Then, not at the
-///   handover, because both serve clients until the old one stops, and only the old one
-///   answers on the stats port until then. (A convey from before 2026-12-08 closes the
-///   connection after `done`, and the new one's counts start afresh.)
+/// - the new convey then sends `countersRequest`; the old one answers `countersPromise` and
+///   keeps the connection, and when its last connection has ended and it stops, sends
+///   `counters` with a memory file holding its final counts (`CarriedCounters`), which the
+///   new one adds to its own. Then, not at the handover, because both serve clients until the
+///   old one stops, and only the old one answers on the stats port until then. (A convey from
+///   before 2026-12-08 closes the connection after `done` instead of answering, and the new
+///   one's counts start afresh.)
 enum ListenerHandover {
     static let greeting = "convey-handover 1"
     /// The new convey asks for the old one's counters at its exit (see above).
     static let countersRequest = "counters at exit?"
+    /// The old convey's answer: it will send them.
+    static let countersPromise = "counters at exit"
 
     /// The most descriptors a takeover accepts in one exchange (1024 loops of a few frontends).
     static let maxDescriptors = 16_384
@@ -89,7 +92,7 @@ enum ListenerHandover {
                 if text.hasPrefix("done"), message.descriptors.isEmpty {
                     // The pid of the convey that answered (the channel's creator may be an earlier one).
                     if let answering = Int32(text.dropFirst(5)) { handed.pid = answering }
-                    if counters, (try? socket.send(Array(countersRequest.utf8))) != nil { handed.counterChannel = socket }
+                    if counters { handed.counterChannel = askForCounters(on: socket) }
                     return handed
                 }
                 if ContinuousClock.now > deadline || handed.count + message.descriptors.count > maxDescriptors {
@@ -125,6 +128,18 @@ enum ListenerHandover {
     }
 }
 
+extension ListenerHandover {
+    /// Asks the convey that handed its listeners for its counters at exit: the connection
+    /// when it promised them, nil when it did not answer so within a second (an older convey,
+    /// which closes after `done`).
+    static func askForCounters(on socket: UnixMessageSocket) -> UnixMessageSocket? {
+        guard (try? socket.send(Array(countersRequest.utf8))) != nil,
+              socket.waitForMessage(timeout: .seconds(1)), let answer = try? socket.receive() else { return nil }
+        for fd in answer.descriptors { _ = Glibc.close(fd) }
+        return String(decoding: answer.bytes, as: UTF8.self) == countersPromise ? socket : nil
+    }
+}
+
 /// The listening sockets a takeover received, by the frontend address they were configured
 /// for, and the handover channel's own socket; whatever is not taken must be closed
 /// (`closeAll`).
@@ -140,7 +155,8 @@ struct HandedListeners {
     var channel: Int32?
     /// The servers the operator had drained in the convey that handed them.
     var drained: [ServerID] = []
-    /// The exchange's connection, kept open for the old convey's counters at its exit.
+    /// The exchange's connection, kept open for the old convey's counters at its exit (nil:
+    /// they were not asked for, or not promised).
     var counterChannel: UnixMessageSocket?
 
     init(pid: Int32 = 0, owner: UInt32 = 0, networkNamespace: UInt64 = 0) {

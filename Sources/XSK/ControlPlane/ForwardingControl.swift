@@ -6,8 +6,10 @@ import Synchronization
 /// neighbour table into the `PacketRoutes` the workers forward by, and moves the workers'
 /// per-backend traffic into the shared counters that `/stats` and `/metrics` read.
 ///
-/// Runs on one task (`refresh` and `flushCounters` are called from the data plane service's
-/// timer); the read-side properties may be used from any thread.
+/// `refresh` runs on one task (the data plane service's timer); the counters' flush
+/// (`XDPDataPlane.flushCounters`) runs there too, and also from a takeover's hand-over thread
+/// and its setup, serialized by the flusher's lock. The read-side properties may be used from
+/// any thread.
 public final class ForwardingControl: Sendable {
     /// What the workers adopt between batches.
     public let routes: PacketRoutesPublisher

@@ -41,8 +41,8 @@ public enum XDPDataPlaneSetup {
         let statsPeriod = max(config.passthrough.statsUpdateFrequency, .milliseconds(100))
         // A takeover first asks the running convey what it runs (it changes nothing yet).
         let running = takeover ? try XDPTakeover(interface: interface) : nil
-        /// The running convey's counters, handed with its workers.
-        var handedCounters: CarriedCounters?
+        // The running convey's counters, handed with its workers.
+        var handedCounters: [UInt8]?
 
         func start<Handler: PacketHandler & FlowCarrying & SendableMetatype>(
             nat: (addresses: [IPAddress], ports: ClosedRange<UInt16>)?,
@@ -95,16 +95,25 @@ public enum XDPDataPlaneSetup {
                                      statsPeriod: statsPeriod, workersCapped: config.passthrough.workers > 0, logger: logger,
                                      takeover: running, operatorDrains: operatorDrains, counterCarry: counterCarry,
                                      stopRequested: stopRequested, onRunning: onRunning)
-            if let running, let handedCounters, let counterCarry {
-                // Before the workers start, this convey's counts are the carried flows' (each
-                // counted as opened on entering), which the handed totals hold already.
+            // Before the workers start, this convey's counts are the carried flows' (each counted
+            // as opened on entering), which the handed totals hold already.
+            var countedAlready: CarriedCounters?
+            if handedCounters != nil, let counterCarry {
                 plane.flushCounters()
-                let outcome = counterCarry.carryOn(handedCounters, counterCarry.totals())
-                logger.notice("takeover: counters carried on from pid \(running.facts.pid): \(outcome.description)")
+                countedAlready = counterCarry.totals()
             }
             // A takeover forwards at once: the running convey is paused until this one does
             // (unless this one was told to stop meanwhile: `run()` then lets the running one go on).
             if running != nil && !stopRequested() { try plane.startForwarding() }
+            // Out of the pause: the document is read once the workers forward.
+            if let running, let document = handedCounters, let counterCarry {
+                do throws(CarriedCountersError) {
+                    let outcome = counterCarry.carryOn(try CarriedCounters(decoding: document), countedAlready)
+                    logger.notice("takeover: counters carried on from pid \(running.facts.pid): \(outcome.description)")
+                } catch {
+                    logger.warning("takeover: the counters pid \(running.facts.pid) handed over do not read (\(error)): this convey counts afresh")
+                }
+            }
             return Running(service: plane, stats: { plane.dataPlaneStats() },
                            flows: { query throws(FlowQueryError) in try await plane.listFlows(query) },
                            natAddresses: facts.natAddresses)
@@ -170,11 +179,13 @@ public enum XDPDataPlaneSetup {
                 }
             }
             if !handed.drained.isEmpty { operatorDrains?.adopt(handed.drained, running.facts.pid) }
-            handedCounters = handed.counters
+            handedCounters = handed.countersDocument
             if let problem = handed.countersProblem {
                 logger.warning("takeover: the counters pid \(running.facts.pid) handed over do not read (\(problem)): this convey counts afresh")
-            } else if handed.counters == nil && counterCarry != nil {
-                logger.info("takeover: pid \(running.facts.pid) hands no counters over (an older convey): this convey counts afresh")
+            } else if handed.countersDocument == nil && counterCarry != nil {
+                logger.info(running.facts.handsCounters
+                            ? "takeover: pid \(running.facts.pid) handed no counters over (it logs why): this convey counts afresh"
+                            : "takeover: pid \(running.facts.pid) hands no counters over (a convey from before 2026-12-08): this convey counts afresh")
             }
             // The carried flows need the routes: their servers' backend slots.
             control.refresh(force: true)

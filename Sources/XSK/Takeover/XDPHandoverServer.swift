@@ -155,13 +155,15 @@ final class XDPHandoverServer: Sendable {
             for id in plane.drained() { try connection.send(Array("drained\n\(id.pool)\n\(id.name)".utf8)) }
             if asked == XDPTakeover.pauseWithCounters, let counters = plane.counters {
                 // Without them the takeover still goes on: the newcomer's counts start afresh.
-                do throws(Errno) {
-                    let file = try MemoryFile.holding(counters().encoded(), name: "convey-counters")
+                // Only a failed send (the connection) fails it.
+                let file: FileDescriptor?
+                do throws(Errno) { file = try MemoryFile.holding(counters().encoded(), name: "convey-counters") } catch {
+                    logger.warning("takeover: cannot hand the counters over (\(error)): pid \(peer.pid) counts afresh")
+                    file = nil
+                }
+                if let file {
                     defer { try? file.close() }
                     try connection.send(Array("counters".utf8), descriptors: [file.rawValue])
-                } catch {
-                    if error != .tooManyOpenFiles && error != .noMemory { throw error }  // the connection failed
-                    logger.warning("takeover: cannot hand the counters over (\(error)): pid \(peer.pid) counts afresh")
                 }
             }
             try connection.send(Array("paused".utf8))

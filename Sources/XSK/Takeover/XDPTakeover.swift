@@ -63,9 +63,9 @@ public final class XDPTakeover: @unchecked Sendable {
         public var claimFD: Int32
         /// The servers the operator had drained in the running convey.
         public var drained: [ServerID]
-        /// Its counters (nil: it handed none, being older, or they did not read: see
-        /// `countersProblem`).
-        public var counters: CarriedCounters?
+        /// Its counters as sent (`CarriedCounters`, read once the newcomer forwards, out of
+        /// the pause); nil: it handed none (being older, or unable to), or see `countersProblem`.
+        public var countersDocument: [UInt8]?
         /// Why the counters it sent were not taken (the takeover goes on without them).
         public var countersProblem: String?
     }
@@ -146,7 +146,7 @@ public final class XDPTakeover: @unchecked Sendable {
         var forwarders: [ForwarderHandover] = []
         var claim: Int32?
         var drained: [ServerID] = []
-        var counters: CarriedCounters?
+        var countersDocument: [UInt8]?
         var countersProblem: String?
         var received: [Int32] = []
         func fail(_ text: String) -> XDPStartError {
@@ -167,13 +167,16 @@ public final class XDPTakeover: @unchecked Sendable {
                 } else if text.hasPrefix("drained\n"), message.descriptors.isEmpty {
                     let parts = text.split(separator: "\n", omittingEmptySubsequences: false)
                     if parts.count == 3 { drained.append(ServerID(pool: String(parts[1]), name: String(parts[2]))) }
-                } else if text == "counters", message.descriptors.count == 1 {
+                } else if text == "counters" {
+                    // Never worth failing the takeover for.
+                    guard message.descriptors.count == 1 else {
+                        countersProblem = "they came with \(message.descriptors.count) descriptors instead of one"
+                        continue
+                    }
                     let file = FileDescriptor(rawValue: message.descriptors[0])
                     received.removeAll { $0 == file.rawValue }
                     defer { try? file.close() }
-                    do {
-                        counters = try CarriedCounters(decoding: try MemoryFile.contents(of: file))
-                    } catch {
+                    do throws(Errno) { countersDocument = try MemoryFile.contents(of: file) } catch {
                         countersProblem = "\(error)"
                     }
                 } else if text.hasPrefix("worker "), message.descriptors.count == 3 {
@@ -200,8 +203,8 @@ public final class XDPTakeover: @unchecked Sendable {
         guard let claim, workers.count == facts.workers else {
             throw fail("the hand-over was incomplete (\(workers.count) of \(facts.workers) workers\(claim == nil ? ", no claim" : ""))")
         }
-        return Handed(workers: workers, forwarders: forwarders, claimFD: claim, drained: drained, counters: counters,
-                      countersProblem: countersProblem)
+        return Handed(workers: workers, forwarders: forwarders, claimFD: claim, drained: drained,
+                      countersDocument: countersDocument, countersProblem: countersProblem)
     }
 
     /// Asks the running convey to let go for good; once it answers `go` it has stopped and

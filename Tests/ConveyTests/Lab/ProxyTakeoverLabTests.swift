@@ -105,6 +105,8 @@ extension EndToEndLabTests {
                 carried = now?["total_connections"] as? Int ?? 0
                 return carried >= served
             }, "the second convey's total_connections \(carried), clients served \(served)")
+            // Each client once: the load's, and the first probe's (health checks go to the server).
+            #expect((served...(served + 1)).contains(carried), "total_connections \(carried), clients served \(served) + 1 probe")
             let spare = ((((stats?["backends"] as? [String: Any])?["pool"] as? [String: Any])?["server_detail"] as? [String: Any])?["spare"]
                 as? [String: Any])
             #expect(spare?["operator_drain"] as? Bool == true, "the second convey's /stats: \(String(describing: spare))")
