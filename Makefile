@@ -5,7 +5,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 # Debian packages the build, the tests, the demo and the benchmarks need.
 DEPS_BUILD := libxdp-dev libbpf-dev pkg-config
-DEPS_LAB   := iproute2 ethtool curl python3 nftables procps systemd
+DEPS_LAB   := iproute2 ethtool curl python3 nftables procps systemd haproxy
 DEPS_BENCH := haproxy nginx-light libnginx-mod-stream iperf3 nftables python3-matplotlib gcc libc6-dev valgrind binutils
 
 .PHONY: all build release deps deps-bench test demo bench install uninstall clean

@@ -3,7 +3,9 @@
 
     lab/backend.py NAME [PORT]        (default port 80; listens on 0.0.0.0 and ::)
 
-Each connection sends one request line and gets:
+Each connection sends one request line (after a PROXY protocol v1 line, if it opens with one:
+its client is then the one the line names, as behind a proxy sending `proxy_protocol = "v1"`)
+and gets:
   WHO\\n       -> "NAME CLIENT_IP CLIENT_PORT\\n", then close (who answered, whom it saw)
   ECHO\\n      -> every following byte echoed back until the client's EOF, then close
                  (so a half-closed client still gets all its bytes back)
@@ -27,6 +29,17 @@ class Handler(socketserver.BaseRequestHandler):
             data += chunk
         line, _, rest = data.partition(b"\n")
         peer = self.client_address
+        if line.startswith(b"PROXY "):
+            fields = line.rstrip(b"\r").split(b" ")
+            if len(fields) == 6:
+                peer = (fields[2].decode(), int(fields[4]))
+            data = rest
+            while b"\n" not in data and len(data) < 4096:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            line, _, rest = data.partition(b"\n")
         if line == b"WHO":
             conn.sendall(f"{NAME} {peer[0]} {peer[1]}\n".encode())
         elif line == b"ECHO":

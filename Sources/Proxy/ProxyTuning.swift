@@ -25,6 +25,10 @@ struct ProxyTuning: Sendable {
     var scratchSize = 16 * 1024
     /// Empty pipes each loop keeps for reuse (each holds two descriptors).
     var pooledPipesPerLoop = 1024
+    /// How long a client of an `accept_proxy_protocol` frontend has to send its PROXY header (a
+    /// balancer in front sends it with its first segment; nginx waits 30 s, this less, since
+    /// each waiting client holds a descriptor). Shorter in tests.
+    var proxyHeaderTimeout: Duration = .seconds(10)
     /// Move bytes with read/write instead of splice (tests of the fallback path).
     var forceCopy = false
     /// Pin loop `i` to CPU `i` when there are no more loops than CPUs. Off by default: the

@@ -115,6 +115,12 @@ enum ModeChecks {
                                           "proxy mode only: the \(mode.rawValue) mode forwards packets as they are and "
                                           + "sends no PROXY header (ignored)"))
             }
+            if f.acceptProxyProtocol {
+                out.append(loaded.problem(path: ["frontends", f.name, "accept_proxy_protocol"],
+                                          "proxy mode only: the \(mode.rawValue) mode reads no client bytes, so a PROXY "
+                                          + "header from a balancer in front goes on to the servers as it is (they must "
+                                          + "accept it themselves)"))
+            }
             if f.logConnections {
                 out.append(loaded.problem(path: ["frontends", f.name, "log_connections"],
                                           "proxy mode only: the \(mode.rawValue) mode forwards packets and logs no "

@@ -53,6 +53,11 @@ struct CarriedCountersTests {
             #expect(error.reason.hasPrefix("not a counters document"), "\(error)")
         }
         #expect(throws: CarriedCountersError.self) { try CarriedCounters(decoding: Array(bytes.prefix(bytes.count / 2))) }
+        // A counter an older convey's document lacks reads as 0.
+        let older = text.replacingOccurrences(of: "\"bad_proxy_header\":0,", with: "")
+        #expect(older != text)
+        let read = try CarriedCounters(decoding: Array(older.utf8))
+        #expect(read.frontends.first?.badProxyHeader == 0 && read.frontends.first?.queueFull == 8)
     }
 
     @Test("the document travels in a memory file, read whole from its start; a file past the size limit is refused without being read")

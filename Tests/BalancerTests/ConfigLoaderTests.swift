@@ -34,6 +34,7 @@ struct ConfigLoaderTests {
             max_connections = 100
             proxy_protocol = "v2"
             log_connections = true
+            accept_proxy_protocol = true
             [backends.p]
             health_check_interval = 0.5
             health_check_timeout = 0.25
@@ -62,6 +63,7 @@ struct ConfigLoaderTests {
             """)
         let f = c.frontends[0]
         #expect(f.balance == .maglev && f.maxConnections == 100 && f.proxyProtocol == .v2 && f.logConnections)
+        #expect(f.acceptProxyProtocol)
         let p = c.pools[0]
         #expect(p.health.interval == .milliseconds(500) && p.health.timeout == .milliseconds(250))
         #expect(p.health.rise == 1 && p.health.fall == 2)
@@ -127,6 +129,8 @@ struct ConfigLoaderTests {
         let v6Only = try ConfigLoader.load(source: head + "allow = [\"fd77::/64\"]", file: "t.toml")
         #expect(v6Only.warnings.map(\.description) == ["t.toml:6: frontends.web.allow: lists no IPv4 prefix, but 10.0.0.1:80 takes only IPv4 clients: every client is refused"])
         #expect(try ConfigLoader.load(source: head + "allow = [\"fd77::/64\", \"10.0.0.0/8\"]", file: "t.toml").warnings.isEmpty)
+        // Behind a balancer's PROXY header the clients are whatever family the header names.
+        #expect(try ConfigLoader.load(source: head + "allow = [\"fd77::/64\"]\naccept_proxy_protocol = true", file: "t.toml").warnings.isEmpty)
     }
 
     @Test("a source filter refuses what deny lists, and what allow (when given) does not list; families never cross")

@@ -252,6 +252,7 @@ struct CommandLineTests {
         proxy_protocol = "v2"
         max_connections = 100
         log_connections = true
+        accept_proxy_protocol = true
         [backends.pool]
         error_limit = 3
         queue_timeout = 7
@@ -268,11 +269,13 @@ struct CommandLineTests {
         #expect(run.stderr.contains(":4: frontends.api.proxy_protocol: warning: proxy mode only: the dsr mode forwards packets"),
                 "stderr was: \(run.stderr)")
         #expect(run.stderr.contains(":6: frontends.api.log_connections: warning: proxy mode only"), "stderr was: \(run.stderr)")
-        #expect(run.stderr.contains(":8: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
+        #expect(run.stderr.contains(":7: frontends.api.accept_proxy_protocol: warning: proxy mode only: the dsr mode reads no client bytes, so a PROXY header from a balancer in front goes on to the servers as it is"),
                 "stderr was: \(run.stderr)")
-        #expect(run.stderr.contains(":9: backends.pool.queue_timeout: warning: proxy mode only: the dsr mode queues no client"),
+        #expect(run.stderr.contains(":9: backends.pool.error_limit: warning: proxy mode only: the dsr mode makes no connections"),
                 "stderr was: \(run.stderr)")
-        #expect(run.stderr.contains(":10: backends.pool.max_queue: warning: proxy mode only: the dsr mode queues no client"),
+        #expect(run.stderr.contains(":10: backends.pool.queue_timeout: warning: proxy mode only: the dsr mode queues no client"),
+                "stderr was: \(run.stderr)")
+        #expect(run.stderr.contains(":11: backends.pool.max_queue: warning: proxy mode only: the dsr mode queues no client"),
                 "stderr was: \(run.stderr)")
         // max_connections is every mode's (the AF_XDP modes count flows per frontend and server).
         #expect(!run.stderr.contains("max_connections"), "stderr was: \(run.stderr)")
@@ -288,6 +291,7 @@ struct CommandLineTests {
         listen_addr = "127.0.0.1:18080"
         backend = "pool é"
         proxy_protocol = "v1"
+        accept_proxy_protocol = true
         [backends."pool é"]
         health_check_send = "PING\r\n\t\u0001"
         health_check_expect = "+PONG\\"
@@ -305,6 +309,7 @@ struct CommandLineTests {
         #expect(run.stdout.contains(#"[frontends."we\"b.x y"]"#))
         #expect(run.stdout.contains(#"health_check_send = "PING\r\n\t\u0001""#))
         #expect(run.stdout.contains(#"health_check_proxy_protocol = "v1""#))
+        #expect(run.stdout.contains("accept_proxy_protocol = true\n"), "\(run.stdout)")
         #expect(run.stdout.contains("queue_timeout = 4.5\n") && run.stdout.contains("  max_connections = 3\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# queue_timeout = 2  (no server of the pool sets max_connections"), "\(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)

@@ -148,8 +148,10 @@ public enum ConfigLoader {
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
         let logConnections = t.bool("log_connections") ?? false
+        let acceptProxyProtocol = t.bool("accept_proxy_protocol") ?? false
         let sources = SourceFilter(allow: prefixes(t, "allow"), deny: prefixes(t, "deny"))
-        if let listen, !sources.allow.isEmpty, !sources.allow.contains(where: { $0.address.isIPv4 == listen.address.isIPv4 }) {
+        // Behind a balancer's PROXY header the clients' family is the header's, not the listener's.
+        if let listen, !acceptProxyProtocol, !sources.allow.isEmpty, !sources.allow.contains(where: { $0.address.isIPv4 == listen.address.isIPv4 }) {
             let family = listen.address.isIPv4 ? "IPv4" : "IPv6"
             t.warn("allow", "lists no \(family) prefix, but \(listen) takes only \(family) clients: every client is refused")
         }
@@ -158,7 +160,7 @@ public enum ConfigLoader {
         guard let listen, let poolName else { return nil }
         return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
                               maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections,
-                              sources: sources)
+                              sources: sources, acceptProxyProtocol: acceptProxyProtocol)
     }
 
     /// `allow` / `deny`: address prefixes, each `ADDRESS` or `ADDRESS/LENGTH`.

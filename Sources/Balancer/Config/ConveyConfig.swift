@@ -44,10 +44,14 @@ public struct FrontendConfig: Sendable, Equatable {
     public var logConnections: Bool
     /// `allow` / `deny`: the client addresses that may connect.
     public var sources: SourceFilter
+    /// `accept_proxy_protocol` (proxy mode): every client connection opens with a PROXY
+    /// header (v1 or v2) from a balancer in front, whose client address is the client's.
+    public var acceptProxyProtocol: Bool
 
     public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
                 maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false,
-                sources: SourceFilter = SourceFilter()) {
+                sources: SourceFilter = SourceFilter(), acceptProxyProtocol: Bool = false) {
+        self.acceptProxyProtocol = acceptProxyProtocol
         self.name = name
         self.listen = listen
         self.pool = pool

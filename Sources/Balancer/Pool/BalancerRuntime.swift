@@ -665,6 +665,9 @@ public struct ReloadReport: Sendable, Equatable {
             if o.proxyProtocol != f.proxyProtocol {
                 applied.append("frontend '\(f.name)': proxy_protocol \(o.proxyProtocol.rawValue) -> \(f.proxyProtocol.rawValue)")
             }
+            if o.acceptProxyProtocol != f.acceptProxyProtocol {
+                applied.append("frontend '\(f.name)': accept_proxy_protocol \(o.acceptProxyProtocol) -> \(f.acceptProxyProtocol) (new connections)")
+            }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
             applied.append("frontend '\(o.name)' removed: \(o.listen) takes no new connections, " + drainText(o))

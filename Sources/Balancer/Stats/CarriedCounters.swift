@@ -17,7 +17,9 @@ import Synchronization
 /// drops by reason, ring statistics) describe sockets and threads, and start afresh.
 ///
 /// Sent as JSON in a memory file (`MemoryFile`): the same key names as `/stats`, so the
-/// document is readable with `jq` when a takeover is debugged.
+/// document is readable with `jq` when a takeover is debugged. A counter added later is read
+/// as optional (0 when an older convey's document lacks it), never by a new `format`, which
+/// would make the two conveys refuse each other's counts.
 public struct CarriedCounters: Sendable, Equatable, Codable {
     /// The counts `RetiredTotals` keeps (connections, bytes, connect failures).
     public struct Totals: Sendable, Equatable, Codable {
@@ -58,12 +60,29 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
         public var queueTimeouts: Int64 = 0
         public var queueFull: Int64 = 0
         public var serversFull: Int64 = 0
+        public var badProxyHeader: Int64 = 0
 
         public init(name: String) { self.name = name }
 
         enum CodingKeys: String, CodingKey {
             case name, totals, noBackend = "no_backend", overLimit = "over_limit", denied
             case queueTimeouts = "queue_timeouts", queueFull = "queue_full", serversFull = "servers_full"
+            case badProxyHeader = "bad_proxy_header"
+        }
+
+        /// A count a document lacks (one written before that counter) is 0.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            name = try c.decode(String.self, forKey: .name)
+            totals = try c.decodeIfPresent(Totals.self, forKey: .totals) ?? Totals()
+            func count(_ key: CodingKeys) throws -> Int64 { try c.decodeIfPresent(Int64.self, forKey: key) ?? 0 }
+            noBackend = try count(.noBackend)
+            overLimit = try count(.overLimit)
+            denied = try count(.denied)
+            queueTimeouts = try count(.queueTimeouts)
+            queueFull = try count(.queueFull)
+            serversFull = try count(.serversFull)
+            badProxyHeader = try count(.badProxyHeader)
         }
     }
 
@@ -118,7 +137,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     }
 
     /// The counts of these counters now.
-    public init(frontends: [String: FrontendCounters], servers: [ServerID: ServerCounters], retired: RetiredTotals) {
+    package init(frontends: [String: FrontendCounters], servers: [ServerID: ServerCounters], retired: RetiredTotals) {
         self.frontends = frontends.sorted { $0.key < $1.key }.map { name, c in
             var f = Frontend(name: name)
             f.totals = Totals(c.snapshot())
@@ -128,6 +147,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
             f.queueTimeouts = c.queueTimeouts.load(ordering: .relaxed)
             f.queueFull = c.queueFull.load(ordering: .relaxed)
             f.serversFull = c.serversFull.load(ordering: .relaxed)
+            f.badProxyHeader = c.badProxyHeader.load(ordering: .relaxed)
             return f
         }
         self.servers = servers.sorted { $0.key < $1.key }.map { Server(pool: $0.key.pool, name: $0.key.name, totals: Totals($0.value.snapshot())) }
@@ -139,7 +159,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     /// servers not among them go to `retired`. `alreadyCounted` is what the successor counted
     /// of the same events itself (an AF_XDP takeover's carried flows count as opened when they
     /// enter its tables, and are in these totals already): it is left out.
-    public func add(to frontendCounters: [String: FrontendCounters], _ serverCounters: [ServerID: ServerCounters],
+    package func add(to frontendCounters: [String: FrontendCounters], _ serverCounters: [ServerID: ServerCounters],
              retired: inout RetiredTotals, less alreadyCounted: CarriedCounters?) -> Outcome {
         var outcome = Outcome()
         let countedFrontends = Dictionary((alreadyCounted?.frontends ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -164,6 +184,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
             add(f.queueTimeouts - (counted?.queueTimeouts ?? 0), c.queueTimeouts)
             add(f.queueFull - (counted?.queueFull ?? 0), c.queueFull)
             add(f.serversFull - (counted?.serversFull ?? 0), c.serversFull)
+            add(f.badProxyHeader - (counted?.badProxyHeader ?? 0), c.badProxyHeader)
             outcome.frontends += 1
         }
         for s in servers {

@@ -120,6 +120,9 @@ public final class FrontendCounters: Sendable {
     public let queueTimeouts = Atomic<Int64>(0)
     /// Clients closed at once because `max_queue` clients were waiting already.
     public let queueFull = Atomic<Int64>(0)
+    /// Proxy mode with `accept_proxy_protocol`: clients closed because their PROXY header did
+    /// not read, or had not come in time (10 s).
+    public let badProxyHeader = Atomic<Int64>(0)
 
     /// AF_XDP modes: new connections (SYNs) dropped because every server that could take
     /// them was at its `max_connections` (the client's TCP sends its SYN again).

@@ -44,6 +44,8 @@ public struct StatsDocument: Sendable {
         public var queueTimeouts: Int64 = 0
         /// Clients closed at once because `max_queue` clients were waiting.
         public var queueFull: Int64 = 0
+        /// Clients closed because their PROXY header did not read or did not come in time.
+        public var badProxyHeader: Int64 = 0
         /// AF_XDP modes: SYNs dropped because every server that could take them was full.
         public var serversFull: Int64 = 0
         /// No non-backup server can take new connections; backup servers take them.
@@ -126,6 +128,7 @@ public struct StatsDocument: Sendable {
                                overLimit: c.overLimit.load(ordering: .relaxed), denied: c.denied.load(ordering: .relaxed),
                                queued: c.queued.load(ordering: .relaxed), queueTimeouts: c.queueTimeouts.load(ordering: .relaxed),
                                queueFull: c.queueFull.load(ordering: .relaxed),
+                               badProxyHeader: c.badProxyHeader.load(ordering: .relaxed),
                                serversFull: c.serversFull.load(ordering: .relaxed),
                                onBackup: route.onBackup || dataPlane?.frontendsOnBackup.contains(route.name) == true,
                                draining: route.isDraining,
@@ -177,7 +180,7 @@ public struct StatsDocument: Sendable {
                        ("balance", .string(f.balance.rawValue)), ("no_backend", .int(f.noBackend)),
                        ("over_limit", .int(f.overLimit)), ("denied", .int(f.denied)),
                        ("queued", .int(f.queued)), ("queue_timeouts", .int(f.queueTimeouts)),
-                       ("queue_full", .int(f.queueFull)),
+                       ("queue_full", .int(f.queueFull)), ("bad_proxy_header", .int(f.badProxyHeader)),
                        ("servers_full", .int(f.serversFull)), ("on_backup", .bool(f.onBackup)), ("draining", .bool(f.draining)),
                        ("draining_listen_addrs", .array(f.drainingListen.map { .string($0.description) }))]
             return (f.name, .object(fields))

@@ -28,9 +28,9 @@ async function tick(){
   let s; try{ s=await (await fetch("stats",{cache:"no-store"})).json(); }catch(e){ document.getElementById("meta").textContent="stats unavailable: "+e; return; }
   const now=performance.now()/1000, dt=prev?now-prevT:0;
   document.getElementById("meta").textContent=`mode ${s.mode} · version ${s.version} · up ${Math.round(s.uptime_seconds)} s · ${s.current_connections} open connections · ${s.total_connections} total`;
-  let fe="<tr><th>frontend</th><th>listen</th><th>pool</th><th>balance</th><th>open</th><th>conn/s</th><th>tx B/s</th><th>rx B/s</th><th>no backend</th><th>over limit</th><th>denied</th><th>queued</th><th>queue timeouts</th><th>queue full</th><th>servers full</th></tr>";
+  let fe="<tr><th>frontend</th><th>listen</th><th>pool</th><th>balance</th><th>open</th><th>conn/s</th><th>tx B/s</th><th>rx B/s</th><th>no backend</th><th>over limit</th><th>denied</th><th>queued</th><th>queue timeouts</th><th>queue full</th><th>bad PROXY header</th><th>servers full</th></tr>";
   for(const [n,f] of Object.entries(s.frontends)){const o=prev&&prev.frontends[n]||{};
-    fe+=`<tr><td>${esc(n)}</td><td>${esc(f.listen_addr)}</td><td>${esc(f.backend)}</td><td>${f.balance}${f.on_backup?" (on backup)":""}</td><td>${f.current_connections}</td><td>${fmt(rate(f.total_connections,o.total_connections,dt))}</td><td>${fmt(rate(f.bytes_tx,o.bytes_tx,dt))}</td><td>${fmt(rate(f.bytes_rx,o.bytes_rx,dt))}</td><td>${f.no_backend}</td><td>${f.over_limit}</td><td>${f.denied}</td><td>${f.queued}</td><td>${f.queue_timeouts}</td><td>${f.queue_full}</td><td>${f.servers_full}</td></tr>`;}
+    fe+=`<tr><td>${esc(n)}</td><td>${esc(f.listen_addr)}</td><td>${esc(f.backend)}</td><td>${f.balance}${f.on_backup?" (on backup)":""}</td><td>${f.current_connections}</td><td>${fmt(rate(f.total_connections,o.total_connections,dt))}</td><td>${fmt(rate(f.bytes_tx,o.bytes_tx,dt))}</td><td>${fmt(rate(f.bytes_rx,o.bytes_rx,dt))}</td><td>${f.no_backend}</td><td>${f.over_limit}</td><td>${f.denied}</td><td>${f.queued}</td><td>${f.queue_timeouts}</td><td>${f.queue_full}</td><td>${f.bad_proxy_header}</td><td>${f.servers_full}</td></tr>`;}
   document.getElementById("fe").innerHTML=fe;
   let pools="";
   for(const [p,b] of Object.entries(s.backends)){

@@ -6,6 +6,9 @@ struct Connection {
     enum Phase: UInt8 {
         /// The slot is unused.
         case free
+        /// The client is accepted and its frontend takes a PROXY header first
+        /// (`accept_proxy_protocol`): no server is chosen until it has come.
+        case awaitingHeader
         /// The client is accepted; a server connect is in flight.
         case connecting
         /// Both sockets are open and bytes flow.
@@ -49,7 +52,8 @@ struct Connection {
     /// The address the connect attempt in flight (or the last one) went to: a reload may have
     /// given its server another since.
     var serverAddress = Endpoint(address: .v4(0), port: 0)
-    /// Monotonic nanoseconds: when the connect attempt in flight times out.
+    /// Monotonic nanoseconds: when the connect attempt in flight times out (awaiting a PROXY
+    /// header: when the client is closed for not sending it).
     var connectDeadline: UInt64 = 0
     /// Monotonic nanoseconds of the first time the client had to wait for a server place
     /// (0: never): `queue_timeout` counts from here, across every wait of the connection,

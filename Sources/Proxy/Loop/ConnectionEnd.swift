@@ -42,6 +42,11 @@ enum ConnectionEnd: CustomStringConvertible {
     case queueTimeout
     /// The pool's `max_queue` clients were waiting already.
     case queueFull
+    /// `accept_proxy_protocol`: the client's first bytes were no PROXY header, or none came in time.
+    case badProxyHeader(String)
+    /// `accept_proxy_protocol`: the client closed before sending its PROXY header (a balancer's
+    /// TCP health check, mostly).
+    case closedBeforeProxyHeader
 
     var description: String {
         switch self {
@@ -61,6 +66,8 @@ enum ConnectionEnd: CustomStringConvertible {
         case .denied: return "denied (allow/deny)"
         case .queueTimeout: return "queue_timeout (no server had a place)"
         case .queueFull: return "max_queue (the queue was full)"
+        case .badProxyHeader(let reason): return "bad PROXY header: \(reason)"
+        case .closedBeforeProxyHeader: return "closed before its PROXY header"
         }
     }
 }

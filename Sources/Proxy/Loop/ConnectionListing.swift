@@ -14,6 +14,8 @@ struct ConnectionFilter: Sendable {
 /// One proxied connection as `/flows` shows it, copied by its event loop.
 struct ConnectionRow: Sendable {
     enum State: String, Sendable {
+        /// The client is accepted and its PROXY header has not come yet (`accept_proxy_protocol`).
+        case awaitingHeader = "awaiting_proxy_header"
         /// The client is accepted and waits for a place at a server with `max_connections`.
         case queued
         /// The client is accepted; the connect to a server is in flight.

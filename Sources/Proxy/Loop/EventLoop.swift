@@ -16,7 +16,8 @@ import Synchronization
 /// 1. *Accept*: `accept4` until `EAGAIN` (edge-triggered) or until the frontend holds
 ///    `max_connections`: then its clients wait in the kernel's accept queue, as HAProxy's
 ///    `maxconn` makes them, and are taken as its connections close. The frontend's scheduler
-///    picks a server.
+///    picks a server (with `accept_proxy_protocol`, once the client's PROXY header has come
+///    and named the client: see `readProxyHeader`).
 /// 2. *Connect*: non-blocking; completion shows as writability without `EPOLLERR`/`EPOLLHUP`
 ///    (`tcp_poll` reports no writability while `SYN_SENT`, so the event bits alone tell; no
 ///    `getsockopt` per connection). Refusal, error or `connect_timeout` moves to the next server
@@ -79,6 +80,8 @@ final class EventLoop {
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
         var logConnections: Bool
+        /// `accept_proxy_protocol`: clients open with a PROXY header naming the real client.
+        var acceptProxyProtocol: Bool
         /// `queue_timeout` of the frontend's pool, in nanoseconds.
         var queueTimeout: UInt64
         /// `max_queue` of the frontend's pool (0: no limit).
@@ -101,6 +104,7 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            acceptProxyProtocol = route.config.acceptProxyProtocol
             sources = route.config.sources
             vip = listener?.address ?? route.config.listen
             follow(route)
@@ -120,6 +124,7 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            acceptProxyProtocol = route.config.acceptProxyProtocol
             sources = route.config.sources
         }
     }
@@ -142,6 +147,8 @@ final class EventLoop {
     /// between two pumps.
     private let scratch: UnsafeMutableRawBufferPointer
     private let forceCopy: Bool
+    /// `ProxyTuning.proxyHeaderTimeout`, in nanoseconds.
+    private let proxyHeaderTimeout: UInt64
     /// `TCP_NOTSENT_LOWAT` for backend sockets (see `ProxyTuning.notSentLowWater`).
     private let notSentLowWater: Int
     private var now: UInt64 = 0
@@ -153,6 +160,8 @@ final class EventLoop {
     private var isDraining = false
     /// When the next accept pause may be logged (one warning per 10 s; all are counted).
     private var nextAcceptWarning: UInt64 = 0
+    /// When the next bad PROXY header may be logged (one warning per 10 s; all are counted).
+    private var nextHeaderWarning: UInt64 = 0
     /// Descriptors kept for the moment they run out (see `DescriptorReserve`).
     private var reserve: DescriptorReserve
     /// Out of descriptors: no listener is accepted on, and no pipe made or pooled, until the
@@ -201,6 +210,7 @@ final class EventLoop {
         reserve = DescriptorReserve(size: DescriptorReserve.size(forLimit: openFiles))
         self.scratch = .allocate(byteCount: max(tuning.scratchSize, 1), alignment: 64)
         self.forceCopy = tuning.forceCopy
+        self.proxyHeaderTimeout = Self.nanoseconds(tuning.proxyHeaderTimeout)
         self.notSentLowWater = tuning.notSentLowWater
         self.frontends = []
         do {
@@ -292,6 +302,8 @@ final class EventLoop {
                 connectProgress(index, events: events)
             } else if conn.pointee.phase == .established {
                 service(index, events: events, fromClient: kind == .client)
+            } else if conn.pointee.phase == .awaitingHeader {
+                if kind == .client { readProxyHeader(index) }
             } else if kind == .client && events & (CL_EPOLLHUP | CL_EPOLLERR) != 0 {
                 // The client reset (or failed) while its connect was in flight or while it
                 // waited for a place: neither is worth finishing. (Edge-triggered: this is
@@ -392,6 +404,14 @@ final class EventLoop {
         let counters = frontends[f].counters
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
+        if frontends[f].acceptProxyProtocol {
+            // The client is the one its header names: nothing is decided before it comes.
+            guard let index = open(fd, client: client, frontend: f, reserved: reserved) else { return }
+            slab.slots[index].phase = .awaitingHeader
+            slab.slots[index].connectDeadline = now &+ proxyHeaderTimeout
+            readProxyHeader(index)
+            return
+        }
         /// Closed at once (reset when `abort`) and counted in `counter`: it never had a slot.
         func refuse(_ counter: borrowing Atomic<Int64>, abort: Bool, _ end: ConnectionEnd) {
             if reserved { counters.connectionClosed() }
@@ -399,35 +419,53 @@ final class EventLoop {
             if abort { SocketCalls.closeAbortively(fd) } else { SocketCalls.close(fd) }
             if frontends[f].logConnections { logConnection(client, to: frontends[f].name, end, frontend: f) }
         }
-        /// No server can take the client.
-        func turnAway() { refuse(counters.noBackend, abort: false, .noServer(failedConnects: 0)) }
-        if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) {
+        let placement = placement(of: client, frontend: f)
+        switch placement {
+        case .denied:
             // Reset as soon as accepted: the kernel completed the handshake.
             refuse(counters.denied, abort: true, .denied)
             return
-        }
-        guard let route = frontends[f].route else {
-            turnAway()
+        case .noServer:
+            refuse(counters.noBackend, abort: false, .noServer(failedConnects: 0))
             return
+        case .wait, .connect:
+            break
         }
-        // Clients of the frontend wait for a server place (in this loop or another): this one
-        // waits behind them rather than take the next place first.
-        let behindWaiting = counters.queued.load(ordering: .relaxed) > 0
+        guard let index = open(fd, client: client, frontend: f, reserved: reserved) else { return }
+        start(index, placement)
+    }
+
+    /// Where a new client of frontend `f` goes.
+    private enum Placement {
+        /// The frontend's `allow` / `deny` lists refuse it.
+        case denied
+        /// No server can take it (none selectable, or the frontend left).
+        case noServer
+        /// Clients of the frontend wait for a server place (in this loop or another): this
+        /// one waits behind them rather than take the next place first.
+        case wait
+        /// To the scheduler's choice among `route`'s servers.
+        case connect(Int, FrontendRoute)
+    }
+
+    private func placement(of client: Endpoint, frontend f: Int) -> Placement {
+        if !frontends[f].sources.isEmpty && !frontends[f].sources.admits(client.address) { return .denied }
+        guard let route = frontends[f].route else { return .noServer }
+        if frontends[f].counters.queued.load(ordering: .relaxed) > 0 { return .wait }
         let key = FlowKey(client: client, vip: frontends[f].vip)
-        var choice = -1
-        if !behindWaiting {
-            guard let picked = frontends[f].scheduler?.pick(for: key, in: route) else {
-                turnAway()
-                return
-            }
-            choice = picked
-        }
+        guard let choice = frontends[f].scheduler?.pick(for: key, in: route) else { return .noServer }
+        return .connect(choice, route)
+    }
+
+    /// A slot for client `fd`, connecting (its epoll registration made and counted open); nil
+    /// when it could not be registered (then closed).
+    private func open(_ fd: Int32, client: Endpoint, frontend f: Int, reserved: Bool) -> Int? {
+        let counters = frontends[f].counters
         let index = slab.allocate()
         let conn = slab.slots + index
         conn.pointee.phase = .connecting
         conn.pointee.client = fd
         conn.pointee.frontend = f
-        conn.pointee.firstChoice = choice
         conn.pointee.clientAddress = client
         conn.pointee.frontendCounters = counters
         conn.pointee.lastActive = now
@@ -439,13 +477,84 @@ final class EventLoop {
         } catch {
             logger.warning("epoll_ctl for a client failed: \(error)")
             close(index, abort: true, end: .localError(error))
-            return
+            return nil
         }
-        if behindWaiting {
+        return index
+    }
+
+    /// Sends connection `index` (connecting, no server yet) where `placement` says.
+    private func start(_ index: Int, _ placement: Placement) {
+        let conn = slab.slots + index
+        conn.pointee.phase = .connecting
+        switch placement {
+        case .denied:
+            conn.pointee.frontendCounters?.denied.wrappingAdd(1, ordering: .relaxed)
+            close(index, abort: true, end: .denied)
+        case .noServer:
+            conn.pointee.frontendCounters?.noBackend.wrappingAdd(1, ordering: .relaxed)
+            close(index, abort: false, end: .noServer(failedConnects: 0))
+        case .wait:
             wait(index)
-        } else {
+        case .connect(let choice, let route):
+            conn.pointee.firstChoice = choice
             connect(index, to: choice, route: route)
         }
+    }
+
+    // MARK: - PROXY header (accept_proxy_protocol)
+
+    /// Reads the PROXY header connection `index`'s client opens with (peeked until whole, then
+    /// taken, leaving the client's own bytes queued), and sends the client on as the one it
+    /// names. A client that sends something else is closed, counted in `bad_proxy_header`
+    /// and logged (at most once per 10 s per loop); one that closes first (a balancer's TCP
+    /// health check) is just closed.
+    private func readProxyHeader(_ index: Int) {
+        let conn = slab.slots + index
+        let fd = conn.pointee.client
+        let limit = min(scratch.count, ProxyHeaderReader.maximumLength)
+        let peeked: Int?
+        do { peeked = try SocketCalls.peek(fd, scratch.baseAddress!, limit) } catch {
+            close(index, abort: true, end: .clientError(error))
+            return
+        }
+        guard let n = peeked else { return }  // nothing yet: its bytes' arrival reports again
+        guard n > 0 else {
+            close(index, abort: false, end: .closedBeforeProxyHeader)
+            return
+        }
+        switch ProxyHeaderReader.read(UnsafeRawBufferPointer(rebasing: scratch[0..<n])) {
+        case .incomplete:
+            if n == limit { badProxyHeader(index, "no whole header in its first \(limit) bytes") }
+        case .invalid(let reason):
+            badProxyHeader(index, reason)
+        case .header(let length, let source):
+            let taken: Int?
+            do { taken = try SocketCalls.read(fd, scratch.baseAddress!, length) } catch {
+                close(index, abort: true, end: .clientError(error))
+                return
+            }
+            // The bytes were peeked: all of them are there to take.
+            guard taken == length else {
+                badProxyHeader(index, "its \(length) bytes could not be taken (\(taken ?? 0) were)")
+                return
+            }
+            if let source { conn.pointee.clientAddress = source }
+            start(index, placement(of: conn.pointee.clientAddress, frontend: conn.pointee.frontend))
+        }
+    }
+
+    /// Closes a client whose PROXY header did not read (or did not come), counting and
+    /// logging it.
+    private func badProxyHeader(_ index: Int, _ reason: String) {
+        let conn = slab.slots + index
+        let f = conn.pointee.frontend
+        conn.pointee.frontendCounters?.badProxyHeader.wrappingAdd(1, ordering: .relaxed)
+        if now >= nextHeaderWarning && !frontends[f].logConnections {
+            nextHeaderWarning = now &+ 10_000_000_000
+            logger.warning("a client (\(conn.pointee.clientAddress)) sent \(reason): closed (accept_proxy_protocol: every connection must open with a PROXY header from the balancer in front; further ones are counted in bad_proxy_header, logged at most every 10 s)",
+                           metadata: ["frontend": "\(frontends[f].name)"])
+        }
+        close(index, abort: true, end: .badProxyHeader(reason))
     }
 
     /// `accept` failed: the client stays queued (for `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`),
@@ -964,6 +1073,13 @@ final class EventLoop {
             switch conn.pointee.phase {
             case .free:
                 continue
+            case .awaitingHeader:
+                if isDraining && drainElapsed >= frontends[f].drainTimeout {
+                    close(index, abort: true, end: .drainTimeout)
+                    cut += 1
+                } else if now >= conn.pointee.connectDeadline {
+                    badProxyHeader(index, "no PROXY header within \(Self.seconds(proxyHeaderTimeout)) s")
+                }
             case .connecting:
                 if isDraining && drainElapsed >= frontends[f].drainTimeout {
                     close(index, abort: true, end: .drainTimeout)
@@ -1079,7 +1195,10 @@ final class EventLoop {
             let idle = now > conn.pointee.lastActive ? now - conn.pointee.lastActive : 0
             var expiresIn: UInt64
             let state: ConnectionRow.State
-            if conn.pointee.phase == .queued {
+            if conn.pointee.phase == .awaitingHeader {
+                state = .awaitingHeader
+                expiresIn = conn.pointee.connectDeadline > now ? conn.pointee.connectDeadline - now : 0
+            } else if conn.pointee.phase == .queued {
                 state = .queued
                 let deadline = conn.pointee.queuedAt &+ frontends[f].queueTimeout
                 expiresIn = deadline > now ? deadline - now : 0
@@ -1098,7 +1217,7 @@ final class EventLoop {
             rows.append(ConnectionRow(
                 frontend: frontends[f].name, client: conn.pointee.clientAddress,
                 server: s >= 0 && s < servers.count ? servers[s].id : nil,
-                backend: conn.pointee.phase == .queued ? nil : conn.pointee.serverAddress,
+                backend: conn.pointee.phase == .queued || conn.pointee.phase == .awaitingHeader ? nil : conn.pointee.serverAddress,
                 local: local,
                 state: state, ageNanoseconds: now > conn.pointee.openedAt ? now - conn.pointee.openedAt : 0,
                 idleNanoseconds: idle, expiresInNanoseconds: expiresIn,
@@ -1175,6 +1294,8 @@ final class EventLoop {
             let conn = slab.slots + index
             guard conn.pointee.phase != .free else { continue }
             let f = conn.pointee.frontend
+            // Its server is chosen once its header comes, by the routes of then.
+            if conn.pointee.phase == .awaitingHeader { continue }
             if conn.pointee.phase == .queued {
                 // Waiting clients keep waiting (`serveWaiting` looks at the new route after this
                 // batch), unless their frontend left.

@@ -43,8 +43,9 @@ final class ProxyHarness: Sendable {
     init(servers: [Server], balance: BalanceAlgorithm = .wrr, pool: (inout PoolConfig) -> Void = { _ in },
          frontend: (inout FrontendConfig) -> Void = { _ in }, workers: Int = 2, forceCopy: Bool = false,
          logger: Logger = Logger(label: "proxy-test"), takeover: Bool = false, handoverName: String? = nil,
-         operatorDrains: OperatorDrains? = nil, carriesCounters: Bool = false) {
+         operatorDrains: OperatorDrains? = nil, carriesCounters: Bool = false, proxyHeaderTimeout: Duration? = nil) {
         var tuning = ProxyTuning()
+        if let proxyHeaderTimeout { tuning.proxyHeaderTimeout = proxyHeaderTimeout }
         tuning.forceCopy = forceCopy
         tuning.pinThreads = false
         let tables = CounterTables()
