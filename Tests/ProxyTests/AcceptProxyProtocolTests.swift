@@ -22,7 +22,7 @@ extension ProxyTests {
             for (source, destination) in pairs {
                 for version in [ProxyProtocolVersion.v1, .v2] {
                     let header = ProxyProtocolHeader.encode(version, source: source, destination: destination)
-                    #expect(Self.read(header + Array("GET /".utf8)) == .header(length: header.count, source: source),
+                    #expect(Self.read(header + Array("GET /".utf8)) == .header(length: header.count, source: source, destination: destination),
                             "\(version) \(source)")
                 }
             }
@@ -30,17 +30,41 @@ extension ProxyTests {
 
         @Test("v1 UNKNOWN and v2 LOCAL (a balancer's own health check) keep the connection's peer; TLVs after the v2 addresses are skipped")
         func localAndUnknown() {
-            #expect(Self.read("PROXY UNKNOWN\r\nrest") == .header(length: 15, source: nil))
-            #expect(Self.read("PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n") == .header(length: 35, source: nil))
+            #expect(Self.read("PROXY UNKNOWN\r\nrest") == .header(length: 15, source: nil, destination: nil))
+            #expect(Self.read("PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n") == .header(length: 35, source: nil, destination: nil))
             var local = ProxyProtocolHeader.v2Signature + [0x20, 0x00, 0x00, 0x00]
-            #expect(Self.read(local) == .header(length: 16, source: nil))
+            #expect(Self.read(local) == .header(length: 16, source: nil, destination: nil))
             local[15] = 3
-            #expect(Self.read(local + [1, 2, 3, 9]) == .header(length: 19, source: nil), "a LOCAL header's block is skipped too")
+            #expect(Self.read(local + [1, 2, 3, 9]) == .header(length: 19, source: nil, destination: nil), "a LOCAL header's block is skipped too")
+            // UDP or a Unix socket (not what a TCP connection carries): its own ends stand, as HAProxy does.
+            let udp = ProxyProtocolHeader.v2Signature + [0x21, 0x12, 0x00, 0x0C] + [UInt8](repeating: 1, count: 12)
+            #expect(Self.read(udp) == .header(length: 28, source: nil, destination: nil))
             // TCP over IPv4 with a 7-byte TLV (type, length 4, value) after the addresses.
             let tlv: [UInt8] = [0x04, 0x00, 0x04, 0xDE, 0xAD, 0xBE, 0xEF]
             let withTLV = ProxyProtocolHeader.v2Signature + [0x21, 0x11, 0x00, UInt8(12 + tlv.count)]
                 + [198, 51, 100, 9, 10, 0, 0, 1, 0x1F, 0x90, 0x01, 0xBB] + tlv
-            #expect(Self.read(withTLV + [0x47]) == .header(length: withTLV.count, source: Endpoint(address: .v4(0xC633_6409), port: 8080)))
+            #expect(Self.read(withTLV + [0x47]) == .header(length: withTLV.count, source: Endpoint(address: .v4(0xC633_6409), port: 8080),
+                                                           destination: Endpoint(address: .v4(0x0A00_0001), port: 443)))
+        }
+
+        @Test("a dual-stack balancer's IPv4 clients, in TCP6 lines or v2 IPv6 blocks as IPv4-mapped addresses, are the IPv4 clients; the client's bytes in a refusal reach the log escaped")
+        func mappedAddressesAndEscaping() throws {
+            let client = try Endpoint(parsing: "198.51.100.7:40000")
+            let vip = try Endpoint(parsing: "10.0.0.1:443")
+            let line = "PROXY TCP6 ::ffff:198.51.100.7 ::ffff:10.0.0.1 40000 443\r\n"
+            #expect(Self.read(line) == .header(length: line.utf8.count, source: client, destination: vip))
+            let mapped = ProxyProtocolHeader.v2Signature + [0x21, 0x21, 0x00, 36]
+                + [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 198, 51, 100, 7] + [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 10, 0, 0, 1]
+                + [0x9C, 0x40, 0x01, 0xBB]
+            #expect(Self.read(mapped) == .header(length: 52, source: client, destination: vip))
+            // The text says the family: a TCP4 line with IPv6 text, or TCP6 with dotted quads, is refused.
+            #expect(Self.read("PROXY TCP4 ::ffff:198.51.100.7 ::ffff:10.0.0.1 40000 443\r\n") != .incomplete)
+            if case .header = Self.read("PROXY TCP6 198.51.100.7 10.0.0.1 40000 443\r\n") { Issue.record("a TCP6 line with IPv4 text was taken") }
+            guard case .invalid(let reason) = Self.read("PROXY TCP4 1.2.3.4\n2026 forged line\u{1B}[2J 5.6.7.8 1 2\r\n") else {
+                Issue.record("a line with a bare LF was taken")
+                return
+            }
+            #expect(reason.contains("1.2.3.4\\x0a2026 forged line\\x1b[2J") && !reason.contains("\n"), "\(reason)")
         }
 
         @Test("a header still arriving is incomplete at every length short of whole, never invalid")
@@ -74,7 +98,6 @@ extension ProxyTests {
             let v2 = ProxyProtocolHeader.v2Signature
             #expect(reason(Self.read(v2 + [0x11, 0x11, 0x00, 0x00])).contains("of version 1"))
             #expect(reason(Self.read(v2 + [0x22, 0x11, 0x00, 0x00])).contains("command 2"))
-            #expect(reason(Self.read(v2 + [0x21, 0x12, 0x00, 0x0C] + [UInt8](repeating: 1, count: 12))).contains("0x12 (not TCP)"))
             #expect(reason(Self.read(v2 + [0x21, 0x11, 0x00, 0x04, 1, 2, 3, 4])).contains("4-byte address block"))
             #expect(reason(Self.read(v2 + [0x21, 0x21, 0x00, 0x0C] + [UInt8](repeating: 1, count: 12))).contains("12-byte address block"))
             #expect(reason(Self.read(v2 + [0x21, 0x11, 0x10, 0x00])).contains("more than the 4096 taken"))
@@ -83,11 +106,14 @@ extension ProxyTests {
         @Test("behind a balancer: the header's client is the client (sent on in convey's own v1 header), the client's bytes follow it untouched, also when the header comes in two pieces")
         func clientFromTheHeader() async throws {
             let captured = Mutex<[[UInt8]]>([])
-            let expected = "PROXY TCP4 203.0.113.7 127.0.0.1 40000 00000\r\nHELLO"
             // Answers each connection with what it first read (the header convey sends on, and
-            // the client's bytes after it).
+            // the client's bytes after it, up to their end "HELLO").
             let server = try TestServer(name: "capture") { socket, _ in
-                let bytes = (try? socket.receive(exactly: expected.utf8.count)) ?? []
+                var bytes: [UInt8] = []
+                while bytes.count < 200, !bytes.reversed().starts(with: Array("HELLO".utf8).reversed()),
+                      let byte = try? socket.receive(exactly: 1) {
+                    bytes += byte
+                }
                 captured.withLock { $0.append(bytes) }
                 try? socket.send("ok")
                 socket.shutdownWrite()
@@ -113,8 +139,9 @@ extension ProxyTests {
             v2.close()
             try await proxy.stop()
             let lines = captured.withLock { $0 }.map { String(decoding: $0, as: UTF8.self) }
-            let wanted = "PROXY TCP4 203.0.113.7 127.0.0.1 40000 \(vip.port)\r\nHELLO"
-            #expect(lines == [wanted, wanted], "the server saw the balancer's client, then the client's bytes")
+            // The client, and the address it connected to at the balancer.
+            let wanted = "PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\nHELLO"
+            #expect(lines == [wanted, wanted], "the server saw the balancer's client, then the client's bytes (\(vip))")
             #expect(proxy.counters().totalConnections.load(ordering: .relaxed) == 2)
             #expect(proxy.counters().badProxyHeader.load(ordering: .relaxed) == 0)
         }
@@ -129,7 +156,7 @@ extension ProxyTests {
                                          frontend.acceptProxyProtocol = true
                                          frontend.sources = SourceFilter(deny: [SourceFilter.Prefix("203.0.113.0/24")!])
                                      },
-                                     workers: 1, logger: log.logger(), proxyHeaderTimeout: .milliseconds(300))
+                                     workers: 1, logger: log.logger(), proxyHeaderTimeout: .seconds(3))
             let vip = try await proxy.start()
             let counters = proxy.counters()
 
@@ -156,12 +183,21 @@ extension ProxyTests {
             #expect(warnings.count == 1, "one warning for both: \(log.all)")
             #expect(warnings.first?.contains("a client (127.0.0.1:") == true, "\(warnings)")
 
+            // A header cut short by the client's end of stream: closed at once, not at the timeout.
+            let cut = try TestSocket.connect(to: vip)
+            cut.setTimeout(5)
+            try cut.send("PROXY TCP4 198.51")
+            let cutAt = ContinuousClock.now
+            cut.shutdownWrite()
+            #expect(cut.waitForClose() == "reset")
+            #expect(ContinuousClock.now - cutAt < .milliseconds(1500), "well before the 3 s timeout")
+            #expect(await eventually { counters.badProxyHeader.load(ordering: .relaxed) == 3 })
             let healthCheck = try TestSocket.connect(to: vip)
             healthCheck.close()
             let silent = try TestSocket.connect(to: vip)
             silent.setTimeout(5)
             #expect(silent.waitForClose() == "reset", "reset once the header timeout passed")
-            #expect(await eventually { counters.badProxyHeader.load(ordering: .relaxed) == 3 && counters.currentConnections.load(ordering: .relaxed) == 0 },
+            #expect(await eventually { counters.badProxyHeader.load(ordering: .relaxed) == 4 && counters.currentConnections.load(ordering: .relaxed) == 0 },
                     "the silent client counted, the closed one not: \(counters.badProxyHeader.load(ordering: .relaxed))")
             #expect(server.accepted == 1, "only the allowed client reached the server")
             try await proxy.stop()

@@ -27,10 +27,14 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         var v6 = in6_addr()
         guard inet_pton(AF_INET6, text, &v6) == 1 else { return nil }
         let bytes = withUnsafeBytes(of: v6) { Array($0) }
-        self.init(ipv6NetworkBytes: bytes)
-        if case .v6(0, let lo) = self, lo >> 32 == 0xffff {
-            self = .v4(UInt32(truncatingIfNeeded: lo))
-        }
+        self = IPAddress(ipv6NetworkBytes: bytes).unmapped
+    }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it maps; any other
+    /// address as it is (the one form `init?(_:)` gives each address).
+    public var unmapped: IPAddress {
+        if case .v6(0, let lo) = self, lo >> 32 == 0xffff { return .v4(UInt32(truncatingIfNeeded: lo)) }
+        return self
     }
 
     /// Builds an IPv6 address from its 16 network-order bytes.

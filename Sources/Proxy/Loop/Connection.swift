@@ -49,6 +49,9 @@ struct Connection {
     var waitedNanoseconds: UInt64 = 0
     /// The client's address, as accepted (for scheduling and the PROXY header).
     var clientAddress = Endpoint(address: .v4(0), port: 0)
+    /// The address the client connected to, from its PROXY header (`accept_proxy_protocol`):
+    /// the destination of the header sent on to the server. nil: this host's own end.
+    var headerDestination: Endpoint?
     /// The address the connect attempt in flight (or the last one) went to: a reload may have
     /// given its server another since.
     var serverAddress = Endpoint(address: .v4(0), port: 0)

@@ -303,7 +303,7 @@ final class EventLoop {
             } else if conn.pointee.phase == .established {
                 service(index, events: events, fromClient: kind == .client)
             } else if conn.pointee.phase == .awaitingHeader {
-                if kind == .client { readProxyHeader(index) }
+                if kind == .client { readProxyHeader(index, events: events) }
             } else if kind == .client && events & (CL_EPOLLHUP | CL_EPOLLERR) != 0 {
                 // The client reset (or failed) while its connect was in flight or while it
                 // waited for a place: neither is worth finishing. (Edge-triggered: this is
@@ -409,7 +409,7 @@ final class EventLoop {
             guard let index = open(fd, client: client, frontend: f, reserved: reserved) else { return }
             slab.slots[index].phase = .awaitingHeader
             slab.slots[index].connectDeadline = now &+ proxyHeaderTimeout
-            readProxyHeader(index)
+            readProxyHeader(index, events: 0)
             return
         }
         /// Closed at once (reset when `abort`) and counted in `counter`: it never had a slot.
@@ -508,7 +508,7 @@ final class EventLoop {
     /// names. A client that sends something else is closed, counted in `bad_proxy_header`
     /// and logged (at most once per 10 s per loop); one that closes first (a balancer's TCP
     /// health check) is just closed.
-    private func readProxyHeader(_ index: Int) {
+    private func readProxyHeader(_ index: Int, events: UInt32) {
         let conn = slab.slots + index
         let fd = conn.pointee.client
         let limit = min(scratch.count, ProxyHeaderReader.maximumLength)
@@ -524,10 +524,15 @@ final class EventLoop {
         }
         switch ProxyHeaderReader.read(UnsafeRawBufferPointer(rebasing: scratch[0..<n])) {
         case .incomplete:
-            if n == limit { badProxyHeader(index, "no whole header in its first \(limit) bytes") }
+            if n == limit {
+                badProxyHeader(index, "no whole header in its first \(limit) bytes")
+            } else if events & (CL_EPOLLRDHUP | CL_EPOLLHUP | CL_EPOLLERR) != 0 {
+                // Nothing more will come (edge-triggered: this is the only report of it).
+                badProxyHeader(index, "a header cut short by the client's close")
+            }
         case .invalid(let reason):
             badProxyHeader(index, reason)
-        case .header(let length, let source):
+        case .header(let length, let source, let destination):
             let taken: Int?
             do { taken = try SocketCalls.read(fd, scratch.baseAddress!, length) } catch {
                 close(index, abort: true, end: .clientError(error))
@@ -539,6 +544,7 @@ final class EventLoop {
                 return
             }
             if let source { conn.pointee.clientAddress = source }
+            conn.pointee.headerDestination = destination
             start(index, placement(of: conn.pointee.clientAddress, frontend: conn.pointee.frontend))
         }
     }
@@ -892,7 +898,9 @@ final class EventLoop {
             conn.pointee.serverCounters?.connectionOpened()
         }
         if frontends[f].proxyProtocol != .none {
-            let destination = SocketCalls.localEndpoint(conn.pointee.client) ?? frontends[f].vip
+            // Behind a balancer, the address its client connected to (HAProxy's accept-proxy
+            // with send-proxy does the same).
+            let destination = conn.pointee.headerDestination ?? SocketCalls.localEndpoint(conn.pointee.client) ?? frontends[f].vip
             let header = ProxyProtocolHeader.encode(frontends[f].proxyProtocol, source: conn.pointee.clientAddress,
                                                     destination: destination)
             // A fresh connection's send buffer is empty, so the header (≤ 108 bytes) goes in whole.

@@ -15,10 +15,11 @@ enum ProxyHeaderReader {
     enum Result: Equatable {
         /// Too few bytes yet to tell: read again when more arrive.
         case incomplete
-        /// A whole header of `length` bytes. `source`: the client it names; nil for v2 `LOCAL`,
-        /// v1 `UNKNOWN` or an address family without one (the connection's own peer is then
-        /// the client, as the spec says).
-        case header(length: Int, source: Endpoint?)
+        /// A whole header of `length` bytes. `source`: the client it names, `destination`: the
+        /// address that client connected to (at the balancer); both nil for v2 `LOCAL`, v1
+        /// `UNKNOWN` or an address family other than TCP over IPv4 or IPv6 (the connection's
+        /// own ends then stand, as the spec says).
+        case header(length: Int, source: Endpoint?, destination: Endpoint?)
         /// Not a header this reads: the reason, for the log.
         case invalid(String)
     }
@@ -55,18 +56,36 @@ enum ProxyHeaderReader {
         }
         let line = String(decoding: bytes[v1Prefix.count..<(end - 2)], as: UTF8.self)
         let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
-        if fields.first == "UNKNOWN" { return .header(length: end, source: nil) }
+        if fields.first == "UNKNOWN" { return .header(length: end, source: nil, destination: nil) }
         guard fields.count == 5, fields[0] == "TCP4" || fields[0] == "TCP6" else {
-            return .invalid("a v1 header that is not 'TCP4|TCP6 SOURCE DESTINATION SPORT DPORT': '\(line.prefix(60))'")
+            return .invalid("a v1 header that is not 'TCP4|TCP6 SOURCE DESTINATION SPORT DPORT': '\(printable(line.prefix(60)))'")
         }
-        guard let source = IPAddress(fields[1]), let destination = IPAddress(fields[2]),
-              source.isIPv4 == (fields[0] == "TCP4"), destination.isIPv4 == source.isIPv4 else {
-            return .invalid("a v1 header whose addresses are not \(fields[0]) addresses: '\(line.prefix(80))'")
+        // The family is the text's: TCP6 may carry IPv4-mapped addresses (a dual-stack
+        // listener's IPv4 clients), which are the IPv4 addresses (see `IPAddress`).
+        let six = fields[0] == "TCP6"
+        guard fields[1].contains(":") == six, fields[2].contains(":") == six,
+              let source = IPAddress(fields[1]), let destination = IPAddress(fields[2]) else {
+            return .invalid("a v1 header whose addresses are not \(fields[0]) addresses: '\(printable(line.prefix(80)))'")
         }
-        guard let port = decimalPort(fields[3]), decimalPort(fields[4]) != nil else {
-            return .invalid("a v1 header whose ports are not 0-65535: '\(line.prefix(80))'")
+        guard let sourcePort = decimalPort(fields[3]), let destinationPort = decimalPort(fields[4]) else {
+            return .invalid("a v1 header whose ports are not 0-65535: '\(printable(line.prefix(80)))'")
         }
-        return .header(length: end, source: Endpoint(address: source, port: port))
+        return .header(length: end, source: Endpoint(address: source, port: sourcePort),
+                       destination: Endpoint(address: destination, port: destinationPort))
+    }
+
+    /// `text` with every byte outside printable ASCII as `\xNN`: header bytes are the
+    /// client's, and go into log lines.
+    static func printable(_ text: Substring) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\") {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += "\\x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16)
+            }
+        }
+        return out
     }
 
     /// A port as v1 writes it: 1-5 ASCII digits, at most 65535.
@@ -88,25 +107,27 @@ enum ProxyHeaderReader {
         }
         guard bytes.count >= length else { return .incomplete }
         // LOCAL: the balancer's own connection (its health check): the peer is the client.
-        guard command == 1 else { return .header(length: length, source: nil) }
+        guard command == 1 else { return .header(length: length, source: nil, destination: nil) }
         let block = bytes[16..<length]
-        func port(at offset: Int) -> UInt16 { UInt16(block[block.startIndex + offset]) << 8 | UInt16(block[block.startIndex + offset + 1]) }
+        func byte(_ offset: Int) -> UInt8 { block[block.startIndex + offset] }
+        func port(at offset: Int) -> UInt16 { UInt16(byte(offset)) << 8 | UInt16(byte(offset + 1)) }
+        func ipv6(at offset: Int) -> IPAddress {
+            IPAddress(ipv6NetworkBytes: (0..<16).map { byte(offset + $0) }).unmapped
+        }
         switch bytes[13] {
         case 0x11:  // TCP over IPv4
             guard block.count >= 12 else { return .invalid("a v2 TCP4 header with a \(block.count)-byte address block") }
-            var raw: UInt32 = 0
-            for i in 0..<4 { raw = raw << 8 | UInt32(block[block.startIndex + i]) }
-            return .header(length: length, source: Endpoint(address: .v4(raw), port: port(at: 8)))
+            func ipv4(at offset: Int) -> IPAddress { .v4((0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(byte(offset + $1)) }) }
+            return .header(length: length, source: Endpoint(address: ipv4(at: 0), port: port(at: 8)),
+                           destination: Endpoint(address: ipv4(at: 4), port: port(at: 10)))
         case 0x21:  // TCP over IPv6
             guard block.count >= 36 else { return .invalid("a v2 TCP6 header with a \(block.count)-byte address block") }
-            var hi: UInt64 = 0, lo: UInt64 = 0
-            for i in 0..<8 { hi = hi << 8 | UInt64(block[block.startIndex + i]) }
-            for i in 8..<16 { lo = lo << 8 | UInt64(block[block.startIndex + i]) }
-            return .header(length: length, source: Endpoint(address: .v6(hi, lo), port: port(at: 32)))
-        case 0x00, 0x31:  // unspecified, or a Unix socket: no address to take
-            return .header(length: length, source: nil)
-        case let family:
-            return .invalid("a v2 header for family/protocol 0x\(String(family, radix: 16)) (not TCP)")
+            return .header(length: length, source: Endpoint(address: ipv6(at: 0), port: port(at: 32)),
+                           destination: Endpoint(address: ipv6(at: 16), port: port(at: 34)))
+        default:
+            // Unspecified, UDP, Unix sockets: no TCP address to take, the connection's own ends
+            // stand (as HAProxy does for what it does not support).
+            return .header(length: length, source: nil, destination: nil)
         }
     }
 }

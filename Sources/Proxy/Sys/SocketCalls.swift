@@ -168,11 +168,9 @@ enum SocketCalls {
     /// `read(2)` on a non-blocking descriptor: bytes read (0 at end of stream), or nil when
     /// nothing is waiting.
     @inline(__always)
-    /// Copies up to `count` bytes the socket has received without taking them (`MSG_PEEK`):
-    /// 0 at end of stream, nil when nothing is there yet.
-    static func peek(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int? {
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int? {
         while true {
-            let n = Glibc.recv(fd, buffer, count, Int32(MSG_PEEK))
+            let n = Glibc.read(fd, buffer, count)
             if n >= 0 { return n }
             let e = errno
             if e == EINTR { continue }
@@ -181,9 +179,11 @@ enum SocketCalls {
         }
     }
 
-    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int? {
+    /// Copies up to `count` bytes the socket has received without taking them (`MSG_PEEK`):
+    /// 0 at end of stream, nil when nothing is there yet.
+    static func peek(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(Errno) -> Int? {
         while true {
-            let n = Glibc.read(fd, buffer, count)
+            let n = Glibc.recv(fd, buffer, count, Int32(MSG_PEEK))
             if n >= 0 { return n }
             let e = errno
             if e == EINTR { continue }
