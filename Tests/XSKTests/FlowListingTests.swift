@@ -211,6 +211,18 @@ struct FlowListingTests {
             return
         }
         #expect(error.message.contains("not a NAT address"), "\(error)")
+        // A port outside nat_ports is no flow's NAT port: said so, not answered with nothing.
+        let ranged = FlowListingReport(listings: [pt.counters.listing], routes: fixture.publisher.current().routes,
+                                       mode: .passthrough, natAddresses: [nat], natPorts: 61000...61999)
+        let outside = Mutex<String?>(nil)
+        Task {
+            do throws(FlowQueryError) { _ = try await ranged.run(FlowQuery(local: .init(port: 80))) } catch {
+                outside.withLock { $0 = error.message }
+            }
+        }
+        // Refused before any worker is asked.
+        for _ in 0..<5000 where outside.withLock({ $0 }) == nil { usleep(1000) }
+        #expect(outside.withLock { $0 } == "local: port 80 is outside nat_ports 61000-61999, so no flow has it (the port a backend logs for its client is one of those)")
 
         var (dsr, _) = Self.threeFlows(RoutesFixture(balance: .maglev))
         let dsrReport = FlowListingReport(listings: [dsr.counters.listing], routes: fixture.publisher.current().routes,

@@ -7,6 +7,8 @@ struct FlowListingReport {
     let routes: PacketRoutes
     let mode: XDPForwardingMode
     let natAddresses: [IPAddress]
+    /// Passthrough: `[xdp] nat_ports`, the only ports a flow's NAT end has.
+    var natPorts: ClosedRange<UInt16>? = nil
 
     /// Runs `query` on every worker at once; a worker that does not answer in time is named
     /// in `workers_unanswered` rather than failing the whole request.
@@ -23,6 +25,10 @@ struct FlowListingReport {
                                + "\(natAddresses.map(\.description).joined(separator: ", ")))")
                 }
                 filter.natFamilyIsIPv4 = address.isIPv4
+            }
+            if let natPorts, !natPorts.contains(local.port) {
+                throw .bad("local: port \(local.port) is outside nat_ports \(natPorts.lowerBound)-\(natPorts.upperBound), "
+                           + "so no flow has it (the port a backend logs for its client is one of those)")
             }
             filter.natPort = local.port
         }

@@ -258,7 +258,7 @@ public final class XDPDataPlane<Handler: PacketHandler & SendableMetatype>: Serv
     /// `/flows`: the workers' tracked flows matching `query`, with names and addresses.
     public func listFlows(_ query: FlowQuery) async throws(FlowQueryError) -> JSONValue {
         try await FlowListingReport(listings: counters.map(\.listing), routes: control.routes.current().routes,
-                                    mode: mode, natAddresses: facts.natAddresses).run(query)
+                                    mode: mode, natAddresses: facts.natAddresses, natPorts: facts.natPorts).run(query)
     }
 
     /// What `/stats` shows under `dataplane` and `/metrics` exports, read now.
