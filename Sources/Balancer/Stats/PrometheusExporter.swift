@@ -89,7 +89,7 @@ public final class PrometheusExporter: Sendable {
                              help: "Times clients found the frontend at max_connections and waited: in the listen queue, once per episode until it emptied (proxy mode); each SYN dropped (AF_XDP modes).",
                              kind: .counter, labels: l, value: Double(f.overLimit)),
                 MetricSample(name: "convey_frontend_queued",
-                             help: "Clients waiting now for a place at a server with max_connections (proxy mode).",
+                             help: "Clients waiting now for a place at a server with max_connections, or being tried from the queue (proxy mode).",
                              kind: .gauge, labels: l, value: Double(f.queued)),
                 MetricSample(name: "convey_frontend_queue_timeouts_total",
                              help: "Clients closed after waiting queue_timeout for a place at a server with max_connections.",

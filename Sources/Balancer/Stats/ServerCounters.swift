@@ -114,7 +114,8 @@ public final class FrontendCounters: Sendable {
     }
     /// New connections refused by the frontend's `allow` / `deny` lists.
     public let denied = Atomic<Int64>(0)
-    /// Clients waiting now for a place at a server with `max_connections` (proxy mode).
+    /// Clients waiting now for a place at a server with `max_connections`, or being tried from
+    /// the queue (proxy mode).
     public let queued = Atomic<Int64>(0)
     /// Clients closed after waiting `queue_timeout` for such a place.
     public let queueTimeouts = Atomic<Int64>(0)
@@ -136,8 +137,8 @@ public final class FrontendCounters: Sendable {
 
     /// Proxy mode: counts a client that begins to wait in `queued` unless `limit` (> 0)
     /// clients wait already, also when event loops queue clients at the same instant. (A
-    /// client tried and sent back to wait again is counted without the check, so `queued`
-    /// may pass the limit by the clients whose retry is in flight.)
+    /// client keeps its count while it is tried from the queue, and waits again without a
+    /// second check, so `queued` never passes the limit.)
     @inlinable public func enterQueue(limit: Int) -> Bool {
         guard limit > 0 else {
             queued.wrappingAdd(1, ordering: .relaxed)

@@ -43,6 +43,9 @@ struct Connection {
     var holdsPlace = false
     /// That place is under a limit (`max_connections`): giving it back may serve a waiting client.
     var placeLimited = false
+    /// The client is counted in its frontend's `queued` (one of `max_queue`'s places), from its
+    /// first wait until it is established or closed, retries included.
+    var holdsQueueSlot = false
     /// Monotonic nanoseconds: when the present wait for a place began.
     var waitStartedAt: UInt64 = 0
     /// Nanoseconds spent waiting for a place before the present attempt (for the log).

@@ -778,19 +778,19 @@ final class EventLoop {
     /// waits at the back of its frontend's queue (its `queue_timeout` counting from its first
     /// wait), or is closed at once when `max_queue` clients of the frontend wait already. A
     /// client that waits again (it was tried and found every place taken once more) goes to
-    /// the back without that check: it was let in once.
+    /// the back without that check: it kept its place in `queued` while it was tried, so the
+    /// count never passes `max_queue`.
     private func wait(_ index: Int) {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
         let counters = conn.pointee.frontendCounters
-        if conn.pointee.queuedAt == 0 {
+        if !conn.pointee.holdsQueueSlot {
             guard counters?.enterQueue(limit: frontends[f].maxQueue) ?? true else {
                 counters?.queueFull.wrappingAdd(1, ordering: .relaxed)
                 close(index, abort: false, end: .queueFull)
                 return
             }
-        } else {
-            counters?.queued.wrappingAdd(1, ordering: .relaxed)
+            conn.pointee.holdsQueueSlot = true
         }
         conn.pointee.phase = .queued
         conn.pointee.server = -1
@@ -803,11 +803,19 @@ final class EventLoop {
         control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
 
-    /// The client in `conn` no longer waits (it is served, or closed).
+    /// The client in `conn` leaves this loop's queue (it is tried, or closed); it keeps its
+    /// place in the frontend's `queued` until `releaseQueueSlot`.
     private func leaveQueue(_ conn: UnsafeMutablePointer<Connection>) {
-        conn.pointee.frontendCounters?.queued.wrappingSubtract(1, ordering: .relaxed)
         queuedCount -= 1
         control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
+    }
+
+    /// The client in `conn` waits no more: it is established, or closed.
+    @inline(__always)
+    private func releaseQueueSlot(_ conn: UnsafeMutablePointer<Connection>) {
+        guard conn.pointee.holdsQueueSlot else { return }
+        conn.pointee.holdsQueueSlot = false
+        conn.pointee.frontendCounters?.queued.wrappingSubtract(1, ordering: .relaxed)
     }
 
     /// Retries the oldest waiting clients of each frontend while one of its selectable servers
@@ -888,6 +896,7 @@ final class EventLoop {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
         conn.pointee.phase = .established
+        releaseQueueSlot(conn)
         conn.pointee.lastActive = now
         if conn.pointee.placeLimited, conn.pointee.serverCounters?.connectFailuresInARow.load(ordering: .relaxed) ?? 0 > 0 {
             // Its server counted as failing (see `serveWaiting`) and is not any more: the
@@ -999,6 +1008,7 @@ final class EventLoop {
         _ = conn.pointee.toClient.release(to: &pipes)
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
         if conn.pointee.phase == .queued { leaveQueue(conn) }
+        releaseQueueSlot(conn)
         givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: conn.pointee.phase == .established)
         conn.pointee.frontendCounters?.connectionClosed()
         frontends[conn.pointee.frontend].connections -= 1
