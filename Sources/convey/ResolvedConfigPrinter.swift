@@ -24,6 +24,9 @@ enum ResolvedConfigPrinter {
             out += "balance = \(q(f.balance.rawValue))\nmax_connections = \(f.maxConnections)\n"
             out += "proxy_protocol = \(q(f.proxyProtocol.rawValue))\(proxyOnly)\n"
             out += "accept_proxy_protocol = \(f.acceptProxyProtocol)\(proxyOnly)\n"
+            if !f.proxyProtocolPeers.allow.isEmpty {
+                out += "proxy_protocol_peers = [\(f.proxyProtocolPeers.allow.map { q($0.description) }.joined(separator: ", "))]\(proxyOnly)\n"
+            }
             out += "log_connections = \(f.logConnections)\(proxyOnly)\n"
             if !f.sources.allow.isEmpty { out += "allow = [\(f.sources.allow.map { q($0.description) }.joined(separator: ", "))]\n" }
             if !f.sources.deny.isEmpty { out += "deny = [\(f.sources.deny.map { q($0.description) }.joined(separator: ", "))]\n" }

@@ -129,6 +129,12 @@ struct ConfigLoaderTests {
         let v6Only = try ConfigLoader.load(source: head + "allow = [\"fd77::/64\"]", file: "t.toml")
         #expect(v6Only.warnings.map(\.description) == ["t.toml:6: frontends.web.allow: lists no IPv4 prefix, but 10.0.0.1:80 takes only IPv4 clients: every client is refused"])
         #expect(try ConfigLoader.load(source: head + "allow = [\"fd77::/64\", \"10.0.0.0/8\"]", file: "t.toml").warnings.isEmpty)
+        // proxy_protocol_peers: read as prefixes; without accept_proxy_protocol it does nothing, and says so.
+        let peers = try ConfigLoader.load(source: head + "accept_proxy_protocol = true\nproxy_protocol_peers = [\"10.1.0.0/16\", \"fd00::/8\"]", file: "t.toml")
+        #expect(peers.config.frontends[0].proxyProtocolPeers.allow.map(\.description) == ["10.1.0.0/16", "fd00::/8"] && peers.warnings.isEmpty)
+        let idle = try ConfigLoader.load(source: head + "proxy_protocol_peers = \"10.1.0.0/16\"", file: "t.toml")
+        #expect(idle.warnings.map(\.description) == ["t.toml:6: frontends.web.proxy_protocol_peers: has no effect without accept_proxy_protocol = true"])
+        #expect(problems(head + "accept_proxy_protocol = true\nproxy_protocol_peers = [\"10.1.0.0/8\"]").first?.key == "frontends.web.proxy_protocol_peers")
         // Behind a balancer's PROXY header the clients are whatever family the header names.
         #expect(try ConfigLoader.load(source: head + "allow = [\"fd77::/64\"]\naccept_proxy_protocol = true", file: "t.toml").warnings.isEmpty)
     }

@@ -292,6 +292,7 @@ struct CommandLineTests {
         backend = "pool é"
         proxy_protocol = "v1"
         accept_proxy_protocol = true
+        proxy_protocol_peers = ["10.1.0.0/16"]
         [backends."pool é"]
         health_check_send = "PING\r\n\t\u0001"
         health_check_expect = "+PONG\\"
@@ -309,7 +310,7 @@ struct CommandLineTests {
         #expect(run.stdout.contains(#"[frontends."we\"b.x y"]"#))
         #expect(run.stdout.contains(#"health_check_send = "PING\r\n\t\u0001""#))
         #expect(run.stdout.contains(#"health_check_proxy_protocol = "v1""#))
-        #expect(run.stdout.contains("accept_proxy_protocol = true\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("accept_proxy_protocol = true\nproxy_protocol_peers = [\"10.1.0.0/16\"]\n"), "\(run.stdout)")
         #expect(run.stdout.contains("queue_timeout = 4.5\n") && run.stdout.contains("  max_connections = 3\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# queue_timeout = 2  (no server of the pool sets max_connections"), "\(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)

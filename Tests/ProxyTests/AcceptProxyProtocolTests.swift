@@ -146,6 +146,38 @@ extension ProxyTests {
             #expect(proxy.counters().badProxyHeader.load(ordering: .relaxed) == 0)
         }
 
+        @Test("with proxy_protocol_peers, only those peers send a header: a client from elsewhere is its own client, and bytes that look like a header are its data, not a claim")
+        func onlyListedPeersSendHeaders() async throws {
+            let server = try TestServer.echo()
+            defer { server.stop() }
+            let elsewhere = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { frontend in
+                frontend.acceptProxyProtocol = true
+                frontend.proxyProtocolPeers = SourceFilter(allow: [SourceFilter.Prefix("10.9.9.0/24")!])
+                frontend.sources = SourceFilter(allow: [SourceFilter.Prefix("127.0.0.0/8")!])
+            })
+            let vip = try await elsewhere.start()
+            let direct = try TestSocket.connect(to: vip)
+            direct.setTimeout(5)
+            let forged = "PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n"
+            try direct.send(forged)
+            #expect(try direct.receive(exactly: forged.utf8.count) == Array(forged.utf8), "echoed as the client's own bytes")
+            direct.close()
+            #expect(elsewhere.counters().badProxyHeader.load(ordering: .relaxed) == 0)
+            try await elsewhere.stop()
+
+            let listed = ProxyHarness(servers: [.init(name: "a", address: server.endpoint)], frontend: { frontend in
+                frontend.acceptProxyProtocol = true
+                frontend.proxyProtocolPeers = SourceFilter(allow: [SourceFilter.Prefix("127.0.0.0/8")!])
+            })
+            let vip2 = try await listed.start()
+            let balancer = try TestSocket.connect(to: vip2)
+            balancer.setTimeout(5)
+            try balancer.send(forged + "HELLO")
+            #expect(try balancer.receive(exactly: 5) == Array("HELLO".utf8), "the header was taken, the rest echoed")
+            balancer.close()
+            try await listed.stop()
+        }
+
         @Test("allow/deny judge the header's client; a client whose first bytes are no header is reset, counted in bad_proxy_header and logged once; one that closes first (a health check) is only closed; one that sends nothing is reset after the timeout")
         func refusals() async throws {
             let server = try TestServer.echo()

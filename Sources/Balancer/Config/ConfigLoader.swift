@@ -149,6 +149,10 @@ public enum ConfigLoader {
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
         let logConnections = t.bool("log_connections") ?? false
         let acceptProxyProtocol = t.bool("accept_proxy_protocol") ?? false
+        let peers = prefixes(t, "proxy_protocol_peers")
+        if !peers.isEmpty && !acceptProxyProtocol {
+            t.warn("proxy_protocol_peers", "has no effect without accept_proxy_protocol = true")
+        }
         let sources = SourceFilter(allow: prefixes(t, "allow"), deny: prefixes(t, "deny"))
         // Behind a balancer's PROXY header the clients' family is the header's, not the listener's.
         if let listen, !acceptProxyProtocol, !sources.allow.isEmpty, !sources.allow.contains(where: { $0.address.isIPv4 == listen.address.isIPv4 }) {
@@ -160,7 +164,8 @@ public enum ConfigLoader {
         guard let listen, let poolName else { return nil }
         return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
                               maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections,
-                              sources: sources, acceptProxyProtocol: acceptProxyProtocol)
+                              sources: sources, acceptProxyProtocol: acceptProxyProtocol,
+                              proxyProtocolPeers: SourceFilter(allow: peers))
     }
 
     /// `allow` / `deny`: address prefixes, each `ADDRESS` or `ADDRESS/LENGTH`.

@@ -47,11 +47,17 @@ public struct FrontendConfig: Sendable, Equatable {
     /// `accept_proxy_protocol` (proxy mode): every client connection opens with a PROXY
     /// header (v1 or v2) from a balancer in front, whose client address is the client's.
     public var acceptProxyProtocol: Bool
+    /// `proxy_protocol_peers`: with `acceptProxyProtocol`, the balancers (address prefixes)
+    /// whose connections open with a header; a client from elsewhere is its own client, sends
+    /// none and cannot forge one. Empty: every peer sends one.
+    public var proxyProtocolPeers: SourceFilter
 
     public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
                 maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false,
-                sources: SourceFilter = SourceFilter(), acceptProxyProtocol: Bool = false) {
+                sources: SourceFilter = SourceFilter(), acceptProxyProtocol: Bool = false,
+                proxyProtocolPeers: SourceFilter = SourceFilter()) {
         self.acceptProxyProtocol = acceptProxyProtocol
+        self.proxyProtocolPeers = proxyProtocolPeers
         self.name = name
         self.listen = listen
         self.pool = pool

@@ -1,7 +1,7 @@
 /// Keys an operator may write in the wrong table, or by HAProxy's name, and where they go:
 /// the unknown-key warning says so instead of only "unknown key".
 enum MisplacedKeys {
-    static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "log_connections", "allow", "deny"]
+    static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "proxy_protocol_peers", "log_connections", "allow", "deny"]
     static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
                            "health_check_expect", "health_check_proxy_protocol", "connect_timeout", "idle_timeout",
                            "drain_timeout", "slow_start", "error_limit", "queue_timeout",

@@ -668,6 +668,9 @@ public struct ReloadReport: Sendable, Equatable {
             if o.acceptProxyProtocol != f.acceptProxyProtocol {
                 applied.append("frontend '\(f.name)': accept_proxy_protocol \(o.acceptProxyProtocol) -> \(f.acceptProxyProtocol) (new connections)")
             }
+            if o.proxyProtocolPeers != f.proxyProtocolPeers {
+                applied.append("frontend '\(f.name)': proxy_protocol_peers (new connections)")
+            }
         }
         for o in old.frontends where !new.frontends.contains(where: { $0.name == o.name }) {
             applied.append("frontend '\(o.name)' removed: \(o.listen) takes no new connections, " + drainText(o))

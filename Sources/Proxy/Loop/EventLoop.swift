@@ -82,6 +82,8 @@ final class EventLoop {
         var logConnections: Bool
         /// `accept_proxy_protocol`: clients open with a PROXY header naming the real client.
         var acceptProxyProtocol: Bool
+        /// `proxy_protocol_peers`: the peers that send one (empty: all).
+        var proxyProtocolPeers: SourceFilter
         /// `queue_timeout` of the frontend's pool, in nanoseconds.
         var queueTimeout: UInt64
         /// `max_queue` of the frontend's pool (0: no limit).
@@ -105,6 +107,7 @@ final class EventLoop {
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
             acceptProxyProtocol = route.config.acceptProxyProtocol
+            proxyProtocolPeers = route.config.proxyProtocolPeers
             sources = route.config.sources
             vip = listener?.address ?? route.config.listen
             follow(route)
@@ -125,6 +128,7 @@ final class EventLoop {
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
             acceptProxyProtocol = route.config.acceptProxyProtocol
+            proxyProtocolPeers = route.config.proxyProtocolPeers
             sources = route.config.sources
         }
     }
@@ -404,7 +408,8 @@ final class EventLoop {
         let counters = frontends[f].counters
         // TCP_NODELAY and TCP_NOTSENT_LOWAT are inherited from the listener (see `Listener.bind`).
         let client = Endpoint(sockaddr: peer) ?? Endpoint(address: .v4(0), port: 0)
-        if frontends[f].acceptProxyProtocol {
+        if frontends[f].acceptProxyProtocol
+            && (frontends[f].proxyProtocolPeers.isEmpty || frontends[f].proxyProtocolPeers.admits(client.address)) {
             // The client is the one its header names: nothing is decided before it comes.
             guard let index = open(fd, client: client, frontend: f, reserved: reserved) else { return }
             slab.slots[index].phase = .awaitingHeader
