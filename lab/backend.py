@@ -17,29 +17,34 @@ import socketserver
 import sys
 
 
+def read_line(conn, data):
+    """The next line (without its LF) and the bytes after it, reading on from `data`; None at EOF."""
+    while b"\n" not in data and len(data) < 4096:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    return line, rest
+
+
 class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         conn = self.request
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        data = b""
-        while b"\n" not in data and len(data) < 4096:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            data += chunk
-        line, _, rest = data.partition(b"\n")
+        got = read_line(conn, b"")
+        if got is None:
+            return
+        line, rest = got
         peer = self.client_address
         if line.startswith(b"PROXY "):
             fields = line.rstrip(b"\r").split(b" ")
             if len(fields) == 6:
                 peer = (fields[2].decode(), int(fields[4]))
-            data = rest
-            while b"\n" not in data and len(data) < 4096:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            line, _, rest = data.partition(b"\n")
+            got = read_line(conn, rest)
+            if got is None:
+                return
+            line, rest = got
         if line == b"WHO":
             conn.sendall(f"{NAME} {peer[0]} {peer[1]}\n".encode())
         elif line == b"ECHO":

@@ -314,13 +314,8 @@ static inline void cxdp_xsk_release_rings(struct cxdp_adopted_rings *rings)
             munmap(rings->maps[i], rings->lengths[i]);
 }
 
-/* memfd_create(name, MFD_CLOEXEC) (declared here: glibc needs _GNU_SOURCE). */
+/* memfd_create (declared here: glibc needs _GNU_SOURCE). Plain memfds: Balancer's MemoryFile. */
 extern int memfd_create(const char *name, unsigned int flags);
-static inline int cxdp_memfd(const char *name)
-{
-    int fd = memfd_create(name, 1U /* MFD_CLOEXEC */);
-    return fd < 0 ? -errno : fd;
-}
 
 /* A memfd of exactly `size` bytes whose size is sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL):
  * a UMEM area, which another process maps after a takeover; no one can then truncate it

@@ -21,39 +21,9 @@ import Synchronization
 /// as optional (0 when an older convey's document lacks it), never by a new `format`, which
 /// would make the two conveys refuse each other's counts.
 public struct CarriedCounters: Sendable, Equatable, Codable {
-    /// The counts `RetiredTotals` keeps (connections, bytes, connect failures).
-    public struct Totals: Sendable, Equatable, Codable {
-        public var totalConnections: Int64 = 0
-        public var bytesTx: Int64 = 0
-        public var bytesRx: Int64 = 0
-        public var connectFailures: Int64 = 0
-
-        public init(totalConnections: Int64 = 0, bytesTx: Int64 = 0, bytesRx: Int64 = 0, connectFailures: Int64 = 0) {
-            self.totalConnections = totalConnections
-            self.bytesTx = bytesTx
-            self.bytesRx = bytesRx
-            self.connectFailures = connectFailures
-        }
-
-        init(_ t: TrafficTotals) {
-            self.init(totalConnections: t.totalConnections, bytesTx: t.bytesTx, bytesRx: t.bytesRx,
-                      connectFailures: t.connectFailures)
-        }
-
-        var traffic: TrafficTotals {
-            TrafficTotals(totalConnections: totalConnections, bytesTx: bytesTx, bytesRx: bytesRx,
-                          connectFailures: connectFailures)
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case totalConnections = "total_connections", bytesTx = "bytes_tx", bytesRx = "bytes_rx"
-            case connectFailures = "connect_failures"
-        }
-    }
-
     public struct Frontend: Sendable, Equatable, Codable {
         public var name: String
-        public var totals = Totals()
+        public var totals = TrafficTotals()
         public var noBackend: Int64 = 0
         public var overLimit: Int64 = 0
         public var denied: Int64 = 0
@@ -74,7 +44,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             name = try c.decode(String.self, forKey: .name)
-            totals = try c.decodeIfPresent(Totals.self, forKey: .totals) ?? Totals()
+            totals = try c.decodeIfPresent(TrafficTotals.self, forKey: .totals) ?? TrafficTotals()
             func count(_ key: CodingKeys) throws -> Int64 { try c.decodeIfPresent(Int64.self, forKey: key) ?? 0 }
             noBackend = try count(.noBackend)
             overLimit = try count(.overLimit)
@@ -89,9 +59,9 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     public struct Server: Sendable, Equatable, Codable {
         public var pool: String
         public var name: String
-        public var totals = Totals()
+        public var totals = TrafficTotals()
 
-        public init(pool: String, name: String, totals: Totals = Totals()) {
+        public init(pool: String, name: String, totals: TrafficTotals = TrafficTotals()) {
             self.pool = pool
             self.name = name
             self.totals = totals
@@ -127,8 +97,8 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     public var frontends: [Frontend] = []
     public var servers: [Server] = []
     /// What servers and frontends gone from the predecessor's configuration had counted.
-    public var retiredPools: [String: Totals] = [:]
-    public var retiredFrontends = Totals()
+    public var retiredPools: [String: TrafficTotals] = [:]
+    public var retiredFrontends = TrafficTotals()
 
     public init() {}
 
@@ -140,7 +110,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     package init(frontends: [String: FrontendCounters], servers: [ServerID: ServerCounters], retired: RetiredTotals) {
         self.frontends = frontends.sorted { $0.key < $1.key }.map { name, c in
             var f = Frontend(name: name)
-            f.totals = Totals(c.snapshot())
+            f.totals = RetiredTotals.cumulative(c.snapshot())
             f.noBackend = c.noBackend.load(ordering: .relaxed)
             f.overLimit = c.overLimit.load(ordering: .relaxed)
             f.denied = c.denied.load(ordering: .relaxed)
@@ -150,9 +120,9 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
             f.badProxyHeader = c.badProxyHeader.load(ordering: .relaxed)
             return f
         }
-        self.servers = servers.sorted { $0.key < $1.key }.map { Server(pool: $0.key.pool, name: $0.key.name, totals: Totals($0.value.snapshot())) }
-        retiredPools = retired.pools.mapValues(Totals.init)
-        retiredFrontends = Totals(retired.frontends)
+        self.servers = servers.sorted { $0.key < $1.key }.map { Server(pool: $0.key.pool, name: $0.key.name, totals: RetiredTotals.cumulative($0.value.snapshot())) }
+        retiredPools = retired.pools.mapValues(RetiredTotals.cumulative)
+        retiredFrontends = RetiredTotals.cumulative(retired.frontends)
     }
 
     /// Adds these counts to live counters (a takeover's successor). Counts of frontends and
@@ -170,7 +140,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
         for f in frontends {
             let t = f.totals.less(countedFrontends[f.name]?.totals)
             guard let c = frontendCounters[f.name] else {
-                retired.frontends += t.traffic
+                retired.frontends += t
                 outcome.retiredFrontends.append(f.name)
                 continue
             }
@@ -190,7 +160,7 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
         for s in servers {
             let t = s.totals.less(countedServers[s.id])
             guard let c = serverCounters[s.id] else {
-                retired.pools[s.pool, default: TrafficTotals()] += t.traffic
+                retired.pools[s.pool, default: TrafficTotals()] += t
                 outcome.retiredServers.append(s.id)
                 continue
             }
@@ -200,8 +170,8 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
             add(t.connectFailures, c.connectFailures)
             outcome.servers += 1
         }
-        for (pool, t) in retiredPools { retired.pools[pool, default: TrafficTotals()] += t.nonNegative.traffic }
-        retired.frontends += retiredFrontends.nonNegative.traffic
+        for (pool, t) in retiredPools { retired.pools[pool, default: TrafficTotals()] += t.nonNegative }
+        retired.frontends += retiredFrontends.nonNegative
         return outcome
     }
 
@@ -226,18 +196,15 @@ public struct CarriedCounters: Sendable, Equatable, Codable {
     }
 }
 
-extension CarriedCounters.Totals {
-    /// These counts less `other` (never below zero).
+extension TrafficTotals {
+    /// These counts less `other` (never below zero; no open connections).
     func less(_ other: Self?) -> Self {
-        guard let other else { return nonNegative }
-        return Self(totalConnections: max(0, totalConnections - other.totalConnections), bytesTx: max(0, bytesTx - other.bytesTx),
-                    bytesRx: max(0, bytesRx - other.bytesRx), connectFailures: max(0, connectFailures - other.connectFailures))
+        let o = other ?? Self()
+        return Self(totalConnections: max(0, totalConnections - o.totalConnections), bytesTx: max(0, bytesTx - o.bytesTx),
+                    bytesRx: max(0, bytesRx - o.bytesRx), connectFailures: max(0, connectFailures - o.connectFailures))
     }
 
-    var nonNegative: Self {
-        Self(totalConnections: max(0, totalConnections), bytesTx: max(0, bytesTx), bytesRx: max(0, bytesRx),
-             connectFailures: max(0, connectFailures))
-    }
+    var nonNegative: Self { less(nil) }
 }
 
 /// A counters document that does not read (the successor then starts its counts afresh).

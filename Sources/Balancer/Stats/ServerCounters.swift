@@ -183,9 +183,12 @@ public final class FrontendCounters: Sendable {
 }
 
 /// Counter values read at one instant.
-public struct TrafficTotals: Sendable, Equatable {
+///
+/// Codable (a takeover's `CarriedCounters`) without `currentConnections`, a gauge that belongs
+/// to the process that counted it; the keys are `/stats`'.
+public struct TrafficTotals: Sendable, Equatable, Codable {
     public var totalConnections: Int64
-    public var currentConnections: Int64
+    public var currentConnections: Int64 = 0
     public var bytesTx: Int64
     public var bytesRx: Int64
     public var connectFailures: Int64
@@ -207,6 +210,11 @@ public struct TrafficTotals: Sendable, Equatable {
     }
 
     public static func += (a: inout TrafficTotals, b: TrafficTotals) { a = a + b }
+
+    enum CodingKeys: String, CodingKey {
+        case totalConnections = "total_connections", bytesTx = "bytes_tx", bytesRx = "bytes_rx"
+        case connectFailures = "connect_failures"
+    }
 }
 
 extension Atomic where Value == Int64 {

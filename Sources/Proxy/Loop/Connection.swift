@@ -43,9 +43,6 @@ struct Connection {
     var holdsPlace = false
     /// That place is under a limit (`max_connections`): giving it back may serve a waiting client.
     var placeLimited = false
-    /// The client is counted in its frontend's `queued` (one of `max_queue`'s places), from its
-    /// first wait until it is established or closed, retries included.
-    var holdsQueueSlot = false
     /// Monotonic nanoseconds: when the present wait for a place began.
     var waitStartedAt: UInt64 = 0
     /// Nanoseconds spent waiting for a place before the present attempt (for the log).
@@ -62,8 +59,9 @@ struct Connection {
     /// header: when the client is closed for not sending it).
     var connectDeadline: UInt64 = 0
     /// Monotonic nanoseconds of the first time the client had to wait for a server place
-    /// (0: never): `queue_timeout` counts from here, across every wait of the connection,
-    /// and a later wait is not checked against `max_queue` again.
+    /// (0: never): `queue_timeout` counts from here, across every wait of the connection.
+    /// From then until it is established or closed, retries included, the client is counted
+    /// in its frontend's `queued` (one of `max_queue`'s places).
     var queuedAt: UInt64 = 0
     /// The loop batch in which a snapshot adoption gave this connection a new backend socket
     /// under its old token: that batch's backend events were the old socket's (see `EventLoop.adopt`).

@@ -789,13 +789,12 @@ final class EventLoop {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
         let counters = conn.pointee.frontendCounters
-        if !conn.pointee.holdsQueueSlot {
+        if conn.pointee.queuedAt == 0 {
             guard counters?.enterQueue(limit: frontends[f].maxQueue) ?? true else {
                 counters?.queueFull.wrappingAdd(1, ordering: .relaxed)
                 close(index, abort: false, end: .queueFull)
                 return
             }
-            conn.pointee.holdsQueueSlot = true
         }
         conn.pointee.phase = .queued
         conn.pointee.server = -1
@@ -815,11 +814,11 @@ final class EventLoop {
         control.queuedClients.store(queuedCount, ordering: .sequentiallyConsistent)
     }
 
-    /// The client in `conn` waits no more: it is established, or closed.
+    /// The client in `conn`, not yet established, waits no more: it is established now, or
+    /// closed. It held a place in `queued` since its first wait (`queuedAt`).
     @inline(__always)
     private func releaseQueueSlot(_ conn: UnsafeMutablePointer<Connection>) {
-        guard conn.pointee.holdsQueueSlot else { return }
-        conn.pointee.holdsQueueSlot = false
+        guard conn.pointee.queuedAt != 0 else { return }
         conn.pointee.frontendCounters?.queued.wrappingSubtract(1, ordering: .relaxed)
     }
 
@@ -900,8 +899,8 @@ final class EventLoop {
     private func established(_ index: Int) {
         let conn = slab.slots + index
         let f = conn.pointee.frontend
-        conn.pointee.phase = .established
         releaseQueueSlot(conn)
+        conn.pointee.phase = .established
         conn.pointee.lastActive = now
         if conn.pointee.placeLimited, conn.pointee.serverCounters?.connectFailuresInARow.load(ordering: .relaxed) ?? 0 > 0 {
             // Its server counted as failing (see `serveWaiting`) and is not any more: the
@@ -1013,7 +1012,7 @@ final class EventLoop {
         _ = conn.pointee.toClient.release(to: &pipes)
         if conn.pointee.phase == .established { conn.pointee.serverCounters?.connectionClosed() }
         if conn.pointee.phase == .queued { leaveQueue(conn) }
-        releaseQueueSlot(conn)
+        if conn.pointee.phase != .established { releaseQueueSlot(conn) }
         givePlaceBack(conn, to: conn.pointee.serverCounters, freeing: conn.pointee.phase == .established)
         conn.pointee.frontendCounters?.connectionClosed()
         frontends[conn.pointee.frontend].connections -= 1

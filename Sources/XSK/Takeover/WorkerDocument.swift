@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CXDP
+import Balancer
 import SystemPackage
 
 /// The document a takeover sends for one worker (in a memfd, beside the worker's socket and
@@ -35,46 +35,12 @@ public enum WorkerDocument {
     /// A new memfd holding the document, to be sent with the worker's sockets (the caller
     /// closes it).
     public static func write(_ worker: XSKWorkerHandover, _ forwarder: ForwarderHandover) throws(Errno) -> Int32 {
-        let fd = cxdp_memfd("convey-takeover")
-        guard fd >= 0 else { throw Errno(rawValue: -fd) }
-        for piece in pieces(worker, forwarder) {
-            var done = 0
-            while done < piece.count {
-                let n = piece.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    let error = Errno(rawValue: n < 0 ? errno : EIO)
-                    Glibc.close(fd)
-                    throw error
-                }
-                done += n
-            }
-        }
-        return fd
+        try MemoryFile.holding(pieces: pieces(worker, forwarder), name: "convey-takeover").rawValue
     }
 
-    /// The whole content of a document's memfd (`decode` reads it).
+    /// The whole content of a document's memfd (`decode` reads it), however large.
     public static func read(memfd fd: Int32) throws(Errno) -> [UInt8] {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw Errno(rawValue: errno) }
-        let size = Int(info.st_size)
-        var failure: Errno?
-        // Filled by `pread` alone: zero-filling megabytes first would touch every page twice.
-        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
-            var done = 0
-            while done < size {
-                let n = pread(fd, buffer.baseAddress! + done, size - done, off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    failure = Errno(rawValue: n < 0 ? errno : EIO)
-                    break
-                }
-                done += n
-            }
-            initialized = done
-        }
-        if let failure { throw failure }
-        return bytes
+        try MemoryFile.contents(of: FileDescriptor(rawValue: fd), limit: .max)
     }
 
     /// Reads a document; its flows stay in `bytes`, read in place.
