@@ -614,8 +614,11 @@ struct EndToEndLabTests {
                 let allowed = signal == "TERM" ? ["0", "143"] : ["0", "129"]
                 #expect(allowed.contains(status), "\(line)")
             }
-            let late = lines.filter { $0.count == 4 && ["0.08", "0.12", "0.2"].contains($0[1]) }
-            #expect(late.allSatisfy { $0[2] == "0" }, "a signal after the first 80 ms finds the trap set: \(late)")
+            // 80 ms is usually past the trap too, but not on a loaded machine (a clean-clone CI
+            // run saw HUP at 80 ms kill a convey still starting): that row is held only to the
+            // checks above.
+            let late = lines.filter { $0.count == 4 && ["0.12", "0.2"].contains($0[1]) }
+            #expect(late.allSatisfy { $0[2] == "0" }, "a signal after the first 120 ms finds the trap set: \(late)")
         }
     }
 }
