@@ -126,9 +126,11 @@ extension ProxyTests {
             }
             #expect(await eventually { proxy.service.status().openConnections == 10 })
             let perLoop = proxy.service.status().loops.map(\.openConnections)
-            // In turn: 5 and 5. A loop that was awake at an arrival (its periodic sweep) may
-            // take a client out of turn.
-            #expect(perLoop.count == 2 && perLoop.allSatisfy { $0 >= 4 }, "open connections per loop: \(perLoop)")
+            // In turn: 5 and 5. A loop that was awake at an arrival (its periodic sweep, or a
+            // scheduler delay on a loaded machine) may take a client out of turn, so the bound
+            // is loose; what it rules out is one loop taking (nearly) every client, which is
+            // what an exclusive wake-up of the same waiter each time would do.
+            #expect(perLoop.count == 2 && perLoop.allSatisfy { $0 >= 3 }, "open connections per loop: \(perLoop)")
             for c in clients { c.close() }
             clients = []
             #expect(await eventually { proxy.service.status().openConnections == 0 })
