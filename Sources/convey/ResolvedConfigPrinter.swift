@@ -39,6 +39,7 @@ enum ResolvedConfigPrinter {
             let header = p.health.proxyProtocol
                 ?? (mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none)
             out += "health_check_proxy_protocol = \(q(header.rawValue))\n"
+            out += p.health.port.map { "health_check_port = \($0)\n" } ?? "# health_check_port: each server's own port\n"
             out += "connect_timeout = \(secs(p.connectTimeout))\(proxyOnly)\nidle_timeout = \(secs(p.idleTimeout))\(proxyOnly)\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
             out += "slow_start = \(secs(p.slowStart))\n"
@@ -53,6 +54,7 @@ enum ResolvedConfigPrinter {
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
                 out += "  max_connections = \(s.maxConnections)\n"
+                if let port = s.healthCheckPort { out += "  health_check_port = \(port)\n" }
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\nadmin = \(c.stats.admin)\n"

@@ -434,9 +434,10 @@ struct BalancerRuntimeTests {
         changed.frontends[0].maxConnections = 10
         changed.pools[0].idleTimeout = .seconds(60)
         changed.pools[0].health.rise = 5
+        changed.pools[0].servers[0].healthCheckPort = 8080
         let report = runtime.apply(changed)
         #expect(report.applied == ["frontend 'web': max_connections 0 -> 10", "pool pool: health check settings",
-                                   "pool pool: idle_timeout 300 s -> 60 s"])
+                                   "pool pool: idle_timeout 300 s -> 60 s", "server pool/s0: health_check_port unset -> 8080"])
     }
 
     @Test("settings the data planes read once at start are reported as needing a restart, each by its key")

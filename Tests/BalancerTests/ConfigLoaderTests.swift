@@ -520,6 +520,32 @@ struct ConfigLoaderTests {
         #expect(problems(text.replacingOccurrences(of: "\"v2\"", with: "\"v3\"")).first?.message == "'v3' is not one of: none, v1, v2")
     }
 
+    @Test("health_check_port is read on a pool and on a server, a server's outranking its pool's; HAProxy's name gets a hint")
+    func healthCheckPort() throws {
+        let text = "[frontends.web]\nlisten_addr = \"127.0.0.1:80\"\nbackend = \"pool\"\n[backends.pool]\n"
+            + "health_check_port = 8080\n[backends.pool.servers.a]\naddr = \"10.0.0.1:81\"\n"
+            + "[backends.pool.servers.b]\naddr = \"10.0.0.2:81\"\nhealth_check_port = 9090\n"
+            + "[backends.pool.servers.c]\naddr = \"10.0.0.3:81\"\n"
+        let loaded = try ConfigLoader.load(source: text, file: "t.toml")
+        #expect(loaded.warnings.isEmpty)
+        let pool = loaded.config.pools[0]
+        #expect(pool.health.port == 8080 && pool.servers.map(\.healthCheckPort) == [nil, 9090, nil])
+        let checked = HealthTarget.targets(for: loaded.config).map(\.checkedAddress.description)
+        #expect(checked == ["10.0.0.1:8080", "10.0.0.2:9090", "10.0.0.3:8080"])
+        #expect(HealthTarget.targets(for: loaded.config).map(\.address.description) == ["10.0.0.1:81", "10.0.0.2:81", "10.0.0.3:81"],
+                "the server's own address stays its identity")
+        // Without the pool's: each server's own port, unless it sets one.
+        let ownPorts = try ConfigLoader.load(source: text.replacingOccurrences(of: "health_check_port = 8080\n", with: ""), file: "t.toml")
+        #expect(HealthTarget.targets(for: ownPorts.config).map(\.checkedAddress.description) == ["10.0.0.1:81", "10.0.0.2:9090", "10.0.0.3:81"])
+        #expect(problems(text.replacingOccurrences(of: "9090", with: "0")).map(\.description)
+                == ["test.toml:10: backends.pool.servers.b.health_check_port: 0 is out of range (1-65535)"])
+        #expect(problems(text.replacingOccurrences(of: "8080", with: "70000")).map(\.description)
+                == ["test.toml:5: backends.pool.health_check_port: 70000 is out of range (1-65535)"])
+        let haproxy = try ConfigLoader.load(source: text.replacingOccurrences(of: "health_check_port = 9090", with: "port = 9090"), file: "t.toml")
+        #expect(haproxy.warnings.map(\.description) == ["t.toml:10: backends.pool.servers.b.port: unknown key here: "
+            + "the port health checks connect to is health_check_port here (on a server, or on its pool for all)"])
+    }
+
     @Test("a file with no frontends is refused, saying what to add")
     func noFrontends() {
         let p = problems("[stats]\nport = 7000\n")

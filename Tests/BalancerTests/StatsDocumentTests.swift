@@ -65,6 +65,18 @@ struct StatsDocumentTests {
         #expect(doc.json["backends"]?["pool"]?["servers"]?["127.0.0.1:9002"] == .bool(false), "the configured s2's verdict")
     }
 
+    @Test("/stats shows check_port for a server checked on another port than its own, and only then")
+    func checkPort() throws {
+        var c = config(ports: [9001, 9002])
+        c.pools[0].health.port = 8080
+        c.pools[0].servers[1].healthCheckPort = 9002  // s1's own port: nothing to show
+        let doc = StatsDocument(view: BalancerRuntime(config: c).view(), mode: .dsr, uptime: .seconds(1), version: "test",
+                                dataPlane: DataPlaneStats(json: .object([]), metrics: []), lastCheck: [:])
+        let detail = try #require(doc.json["backends"]?["pool"]?["server_detail"])
+        #expect(detail["s0"]?["check_port"] == .int(8080))
+        #expect(detail["s1"]?["addr"] == .string("127.0.0.1:9002") && detail["s1"]?["check_port"] == nil)
+    }
+
     @Test("/stats adds mode, uptime, per-server state and the data plane's section")
     func newKeys() throws {
         let json = try document().json

@@ -297,9 +297,11 @@ struct CommandLineTests {
         health_check_send = "PING\r\n\t\u0001"
         health_check_expect = "+PONG\\"
         queue_timeout = 4.5
+        health_check_port = 8080
         [backends."pool é".servers."a.1"]
         addr = "[::1]:9001"
         max_connections = 3
+        health_check_port = 8081
         [backends.other.servers.b]
         addr = "[::1]:9002"
         """#
@@ -313,6 +315,8 @@ struct CommandLineTests {
         #expect(run.stdout.contains("accept_proxy_protocol = true\nproxy_protocol_peers = [\"10.1.0.0/16\"]\n"), "\(run.stdout)")
         #expect(run.stdout.contains("queue_timeout = 4.5\n") && run.stdout.contains("  max_connections = 3\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# queue_timeout = 2  (no server of the pool sets max_connections"), "\(run.stdout)")
+        #expect(run.stdout.contains("health_check_port = 8080\n") && run.stdout.contains("  health_check_port = 8081\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("# health_check_port: each server's own port\n"), "the other pool: \(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)
         defer { second.remove() }
         let again = try ConveyRun(["--check", "--config", second.path])

@@ -286,6 +286,7 @@ public enum ConfigLoader {
         health.send = Array((t.string("health_check_send") ?? "").utf8)
         health.expect = Array((t.string("health_check_expect") ?? "").utf8)
         health.proxyProtocol = t.choice("health_check_proxy_protocol", ProxyProtocolVersion.self)
+        health.port = t.int("health_check_port", in: 1...65535).map(UInt16.init)
         let connectTimeout = t.seconds("connect_timeout", minimum: 0.001) ?? .seconds(2)
         let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)
@@ -302,6 +303,7 @@ public enum ConfigLoader {
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 let backup = s.bool("backup") ?? false
                 let maxConnections = s.int("max_connections", in: 0...10_000_000) ?? 0
+                let checkPort = s.int("health_check_port", in: 1...65535).map(UInt16.init)
                 s.reportUnknownKeys(elsewhere: MisplacedKeys.inServer(name))
                 guard let address else { continue }
                 if let other = addresses[address] {
@@ -310,7 +312,7 @@ public enum ConfigLoader {
                 }
                 addresses[address] = serverName
                 servers.append(ServerConfig(name: serverName, address: address, weight: weight, backup: backup,
-                                            maxConnections: maxConnections))
+                                            maxConnections: maxConnections, healthCheckPort: checkPort))
             }
             table.reportUnknownKeys()
             if servers.count > 0, servers.allSatisfy(\.backup) {

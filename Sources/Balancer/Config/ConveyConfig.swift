@@ -149,10 +149,17 @@ public struct HealthCheckConfig: Sendable, Equatable {
     /// servers that require one on every connection. Nil: as the frontends using the pool send
     /// (see `HealthTarget.targets`).
     public var proxyProtocol: ProxyProtocolVersion?
+    /// `health_check_port`: the port checks connect to on every server's address, for servers
+    /// whose health is served apart from their traffic (a status port, or DSR backends that
+    /// serve only the VIP); a server's own `health_check_port` outranks it. Nil: each
+    /// server's own port.
+    public var port: UInt16?
 
     public init(interval: Duration = .seconds(5), timeout: Duration = .seconds(1), rise: Int = 2,
-                fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = [], proxyProtocol: ProxyProtocolVersion? = nil) {
+                fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = [], proxyProtocol: ProxyProtocolVersion? = nil,
+                port: UInt16? = nil) {
         self.proxyProtocol = proxyProtocol
+        self.port = port
         self.interval = interval
         self.timeout = timeout
         self.rise = rise
@@ -180,11 +187,17 @@ public struct ServerConfig: Sendable, Equatable {
     /// goes to a candidate with room, and with none its SYN is dropped (the client sends it
     /// again). Zero: no limit.
     public var maxConnections: Int
+    /// `health_check_port` set on this server: the port its checks connect to, outranking its
+    /// pool's (HAProxy's server `port`, keepalived's `connect_port`). Nil: the pool's, or the
+    /// server's own.
+    public var healthCheckPort: UInt16?
 
     public static let maxWeight = 1000
 
-    public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false, maxConnections: Int = 0) {
+    public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false, maxConnections: Int = 0,
+                healthCheckPort: UInt16? = nil) {
         self.maxConnections = maxConnections
+        self.healthCheckPort = healthCheckPort
         self.name = name
         self.address = address
         self.weight = weight

@@ -3,7 +3,7 @@
 enum MisplacedKeys {
     static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "proxy_protocol_peers", "log_connections", "allow", "deny"]
     static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
-                           "health_check_expect", "health_check_proxy_protocol", "connect_timeout", "idle_timeout",
+                           "health_check_expect", "health_check_proxy_protocol", "health_check_port", "connect_timeout", "idle_timeout",
                            "drain_timeout", "slow_start", "error_limit", "queue_timeout",
                            "max_queue"]
     static let serverKeys = ["addr", "weight", "backup"]
@@ -28,6 +28,9 @@ enum MisplacedKeys {
         hints["max_connections"]! += " (or per frontend, under [frontends.NAME])"
         hints["maxconn"] = "HAProxy's maxconn is max_connections here, set per server under [backends.\(pool).servers.NAME]"
         hints["maxqueue"] = "HAProxy's maxqueue is max_queue here (the clients one frontend may have waiting)"
+        for key in ["check_port", "connect_port"] {
+            hints[key] = "the port health checks connect to is health_check_port here"
+        }
         return hints
     }
 
@@ -38,6 +41,9 @@ enum MisplacedKeys {
         for key in frontendKeys { hints[key] = "\(key) is a frontend setting: put it under [frontends.NAME]" }
         hints["maxconn"] = "HAProxy's maxconn is max_connections here"
         hints["maxqueue"] = "HAProxy's maxqueue is max_queue here, a pool setting: put it under [backends.\(pool)]"
+        for key in ["port", "check_port", "connect_port"] {
+            hints[key] = "the port health checks connect to is health_check_port here (on a server, or on its pool for all)"
+        }
         return hints
     }
 }

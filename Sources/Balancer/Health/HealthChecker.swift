@@ -145,7 +145,7 @@ public final class HealthChecker: Service, Sendable {
         for (target, token, status) in keptDown { deliver(status, of: target.id, token: token) {} }
         for (target, token) in revived {
             deliver(.unchecked, of: target.id, token: token) {
-                logger.notice("server \(target.id) now at \(target.address) is up until its checks say otherwise: its address changed",
+                logger.notice("server \(target.id) now at \(target.addressText) is up until its checks say otherwise: its address changed",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)"])
             }
         }
@@ -213,7 +213,7 @@ public final class HealthChecker: Service, Sendable {
     private func monitor(_ target: HealthTarget, token: UInt64, firstDelay: Duration) async {
         let address: Result<SocketAddress, HealthCheckFailure>
         do throws(HealthCheckFailure) {
-            address = .success(try HealthProbe.socketAddress(of: target.address))
+            address = .success(try HealthProbe.socketAddress(of: target.checkedAddress))
         } catch {
             address = .failure(error)
         }
@@ -257,11 +257,11 @@ public final class HealthChecker: Service, Sendable {
         deliver(status, of: target.id, token: token) {
             switch transition {
             case .wentDown:
-                logger.notice("server \(target.id) at \(target.address) is down: \(result) (\(Self.checks(status.consecutiveFailures, "failed")))",
+                logger.notice("server \(target.id) at \(target.addressText) is down: \(result) (\(Self.checks(status.consecutiveFailures, "failed")))",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)",
                                          "reason": "\(result)"])
             case .wentUp:
-                logger.notice("server \(target.id) at \(target.address) is up again (\(Self.checks(status.consecutiveSuccesses, "passed")))",
+                logger.notice("server \(target.id) at \(target.addressText) is up again (\(Self.checks(status.consecutiveSuccesses, "passed")))",
                               metadata: ["server": "\(target.id)", "address": "\(target.address)",
                                          "reason": "\(result)"])
             }

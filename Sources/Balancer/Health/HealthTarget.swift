@@ -5,24 +5,37 @@
 public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
     /// The server's identity across reloads (pool and server name).
     public var id: ServerID
-    /// The address checks connect to (the server's `addr`).
+    /// The server's address (`addr`), which identifies the machine across reloads.
     public var address: Endpoint
+    /// The address checks connect to: `address`, at `health_check_port` when one is set.
+    public var checkedAddress: Endpoint
     /// Interval, timeout, rise, fall, send and expect of the server's pool.
     public var check: HealthCheckConfig
     /// The PROXY protocol header each check opens with (resolved: `check.proxyProtocol`, or
     /// what the pool's frontends send).
     public var proxyHeader: ProxyProtocolVersion
 
-    /// A target for server `id` at `address`, checked as `check` says.
-    public init(id: ServerID, address: Endpoint, check: HealthCheckConfig, proxyHeader: ProxyProtocolVersion? = nil) {
+    /// A target for server `id` at `address`, checked as `check` says, on port `checkPort`
+    /// (the server's own `health_check_port`) or else `check.port` or else its own.
+    public init(id: ServerID, address: Endpoint, check: HealthCheckConfig, proxyHeader: ProxyProtocolVersion? = nil,
+                checkPort: UInt16? = nil) {
         self.id = id
         self.address = address
+        self.checkedAddress = Endpoint(address: address.address, port: checkPort ?? check.port ?? address.port)
         self.check = check
         self.proxyHeader = proxyHeader ?? check.proxyProtocol ?? .none
     }
 
-    /// `pool/name (ip:port)`, as log lines name a server.
-    public var description: String { "\(id) (\(address))" }
+    /// `pool/name (ip:port)`, or `pool/name (ip:port, checks on port N)`, as log lines name a server.
+    public var description: String { "\(id) (\(address)\(checkedElsewhere ? ", checks on port \(checkedAddress.port)" : ""))" }
+
+    /// The server's address, and the port its checks use when that is another:
+    /// `10.0.0.5:80` or `10.0.0.5:80 (checks on port 8080)`.
+    public var addressText: String {
+        checkedElsewhere ? "\(address) (checks on port \(checkedAddress.port))" : "\(address)"
+    }
+
+    private var checkedElsewhere: Bool { checkedAddress != address }
 
     /// One target per server of every pool in `config`, in pool then server order: what the
     /// runtime hands to `HealthChecker.update(targets:)` at start and on every reload.
@@ -39,7 +52,7 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
             let header = pool.health.proxyProtocol ?? (frontendsSendHeaders ? frontendHeader(of: pool.name, in: config) : .none)
             return pool.servers.map { server in
                 HealthTarget(id: ServerID(pool: pool.name, name: server.name), address: server.address,
-                             check: pool.health, proxyHeader: header)
+                             check: pool.health, proxyHeader: header, checkPort: server.healthCheckPort)
             }
         }
     }

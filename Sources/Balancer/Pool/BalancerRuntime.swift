@@ -697,6 +697,10 @@ public struct ReloadReport: Sendable, Equatable {
                     if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
                     if os.weight != s.weight { applied.append("server \(p.name)/\(s.name): weight \(os.weight) -> \(s.weight)") }
                     if os.backup != s.backup { applied.append("server \(p.name)/\(s.name): backup \(os.backup) -> \(s.backup)") }
+                    if os.healthCheckPort != s.healthCheckPort {
+                        func text(_ port: UInt16?) -> String { port.map { "\($0)" } ?? "unset" }
+                        applied.append("server \(p.name)/\(s.name): health_check_port \(text(os.healthCheckPort)) -> \(text(s.healthCheckPort))")
+                    }
                     if os.maxConnections != s.maxConnections {
                         applied.append("server \(p.name)/\(s.name): max_connections \(os.maxConnections) -> \(s.maxConnections)"
                                        + (s.maxConnections == 0 ? " (no limit)" : "")

@@ -26,6 +26,9 @@ public struct StatsDocument: Sendable {
         public var maxConnections: Int = 0
         /// Drained by the operator at runtime (`POST /servers/POOL/NAME/drain`).
         public var operatorDrain = false
+        /// The port its health checks connect to, when `health_check_port` makes it another
+        /// than `address`'s (nil: that one, or a removed server no longer checked).
+        public var checkPort: UInt16? = nil
     }
 
     public struct FrontendRow: Sendable {
@@ -114,6 +117,16 @@ public struct StatsDocument: Sendable {
                                  maxConnections: s.maxConnections, operatorDrain: drained)
             }
         }
+        // Check ports come from the configuration: a removed server draining is not checked.
+        for pool in view.config.pools {
+            for s in pool.servers {
+                let port = HealthTarget(id: ServerID(pool: pool.name, name: s.name), address: s.address, check: pool.health,
+                                        checkPort: s.healthCheckPort).checkedAddress.port
+                guard port != s.address.port, let rows = rowsByPool[pool.name],
+                      let i = rows.firstIndex(where: { $0.name == s.name && $0.address == s.address }) else { continue }
+                rowsByPool[pool.name]![i].checkPort = port
+            }
+        }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
         // One row per frontend, its live route first: a moved one's draining old address shares
         // its counters.
@@ -170,6 +183,7 @@ public struct StatsDocument: Sendable {
                 detail += four(s.totals, prefix: "")
                 detail.append(("connect_failures", .int(s.totals.connectFailures)))
                 if let check = s.lastCheck { detail.append(("last_check", .string(check))) }
+                if let port = s.checkPort { detail.append(("check_port", .int(Int64(port)))) }
                 return (s.name, .object(detail))
             })))
             return (pool.name, .object(fields))

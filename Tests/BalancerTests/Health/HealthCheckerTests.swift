@@ -328,6 +328,52 @@ struct HealthCheckerTests {
         #expect(!reports.isEmpty && !reports.contains(true), "down, said again under the new check, never revived by the reload: \(reports)")
     }
 
+    @Test("health_check_port: checks connect there, not to the server's own port, and the log names both")
+    func checksUseTheCheckPort() async throws {
+        let checkPort = try await LoopbackServer.start(.silent)
+        defer { Task { try await checkPort.stop() } }
+        let closed = try await LoopbackServer.closedPorts(2)
+        let recorder = TransitionRecorder()
+        let (logger, lines) = CapturingLogHandler.logger()
+        // a: its own port is closed, its check port listens. b: the other way round.
+        let a = HealthTarget(id: ServerID(pool: Self.pool, name: "a"), address: .loopback(closed[0]),
+                             check: Self.check(fall: 1), checkPort: UInt16(checkPort.port))
+        let b = HealthTarget(id: ServerID(pool: Self.pool, name: "b"), address: .loopback(checkPort.port),
+                             check: Self.check(fall: 1), checkPort: UInt16(closed[1]))
+        #expect(a.addressText == "127.0.0.1:\(closed[0]) (checks on port \(checkPort.port))")
+        #expect(a.description == "web_pool/a (127.0.0.1:\(closed[0]), checks on port \(checkPort.port))")
+        let checker = HealthChecker(targets: [a, b], logger: logger, onChange: recorder.handler)
+        try await whileRunning(checker) {
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 3 && recorder.of(b.id).count == 1 })
+        }
+        #expect(checker.status(of: a.id)?.isUp == true && recorder.of(a.id).isEmpty, "a's checks reach its check port")
+        #expect(recorder.of(b.id).first?.lastResult == .failed(.connectRefused), "b's checks go to its closed check port")
+        #expect(checkPort.acceptedConnections >= 3, "only a's checks land on the listening port")
+        #expect(lines.all.contains { $0.level == .notice && $0.message == "server web_pool/b at 127.0.0.1:\(checkPort.port) "
+                                     + "(checks on port \(closed[1])) is down: connect refused (1 failed check)" },
+                "\(lines.all.map(\.message))")
+    }
+
+    @Test("a reload that changes only a down server's check port keeps it down until rise checks pass there")
+    func reloadMovingTheCheckPortKeepsVerdict() async throws {
+        let closed = try await LoopbackServer.closedPorts(1)[0]
+        let checkPort = try await LoopbackServer.start(.silent)
+        defer { Task { try await checkPort.stop() } }
+        let recorder = TransitionRecorder()
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = Self.target("a", port: closed, Self.check(rise: 3, fall: 1))
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: recorder.handler)
+        try await whileRunning(checker) {
+            #expect(await eventually { checker.status(of: a.id)?.isUp == false })
+            checker.update(targets: [HealthTarget(id: a.id, address: a.address, check: a.check, checkPort: UInt16(checkPort.port))])
+            #expect(checker.status(of: a.id)?.isUp == false, "the same server: still down at the reload")
+            #expect(await eventually { checker.status(of: a.id)?.isUp == true })
+        }
+        let reports = recorder.of(a.id)
+        #expect(reports.map(\.isUp) == [false, false, true], "down, said again, then up: \(reports)")
+        #expect(reports.last?.consecutiveSuccesses == 3, "up after rise passed checks on the new port, not at the reload")
+    }
+
     @Test("a reload that moves a down server to a new address checks it afresh, starting up, and says so")
     func reloadRestartsChangedTarget() async throws {
         let closed = try await LoopbackServer.closedPorts(1)[0]
