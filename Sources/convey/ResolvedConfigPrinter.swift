@@ -34,8 +34,15 @@ enum ResolvedConfigPrinter {
         for p in c.pools {
             out += "\n[backends.\(k(p.name))]\nhealth_check_interval = \(secs(p.health.interval))\n"
             out += "health_check_timeout = \(secs(p.health.timeout))\nrise = \(p.health.rise)\nfall = \(p.health.fall)\n"
-            out += "health_check_send = \(q(String(decoding: p.health.send, as: UTF8.self)))\n"
-            out += "health_check_expect = \(q(String(decoding: p.health.expect, as: UTF8.self)))\n"
+            if let http = p.health.http {
+                out += "health_check_http = \(q(http.path))\n"
+                out += http.host.map { "health_check_http_host = \(q($0))\n" } ?? "# health_check_http_host: the address checked\n"
+                out += "health_check_http_status = \(q(http.statusText))\n"
+            } else {
+                out += "health_check_send = \(q(String(decoding: p.health.send, as: UTF8.self)))\n"
+                out += "health_check_expect = \(q(String(decoding: p.health.expect, as: UTF8.self)))\n"
+                out += "# health_check_http: not set (checks are TCP connects)\n"
+            }
             let header = p.health.proxyProtocol
                 ?? (mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none)
             out += "health_check_proxy_protocol = \(q(header.rawValue))\n"

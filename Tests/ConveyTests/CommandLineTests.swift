@@ -302,6 +302,9 @@ struct CommandLineTests {
         addr = "[::1]:9001"
         max_connections = 3
         health_check_port = 8081
+        [backends.other]
+        health_check_http = "/health?x=1"
+        health_check_http_status = 204
         [backends.other.servers.b]
         addr = "[::1]:9002"
         """#
@@ -317,6 +320,8 @@ struct CommandLineTests {
         #expect(run.stdout.contains("# queue_timeout = 2  (no server of the pool sets max_connections"), "\(run.stdout)")
         #expect(run.stdout.contains("health_check_port = 8080\n") && run.stdout.contains("  health_check_port = 8081\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# health_check_port: each server's own port\n"), "the other pool: \(run.stdout)")
+        #expect(run.stdout.contains("health_check_http = \"/health?x=1\"\n# health_check_http_host: the address checked\n"
+                                    + "health_check_http_status = \"204\"\n"), "\(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)
         defer { second.remove() }
         let again = try ConveyRun(["--check", "--config", second.path])

@@ -265,6 +265,47 @@ public enum ConfigLoader {
         }
     }
 
+    /// `health_check_http` and the keys that go with it (nil when it is not set, or wrong).
+    private static func httpCheck(_ t: TableReader, sendsOwnBytes: Bool) -> HTTPHealthCheck? {
+        let path = t.string("health_check_http")
+        let host = t.string("health_check_http_host")
+        let statusText = t.stringOrInteger("health_check_http_status")
+        guard let path else {
+            for (key, value) in [("health_check_http_host", host), ("health_check_http_status", statusText)] where value != nil {
+                t.warn(key, "has no effect without health_check_http (the path each check requests)")
+            }
+            return nil
+        }
+        var check = HTTPHealthCheck(path: path)
+        var valid = true
+        if let problem = HTTPHealthCheck.problem(path: path) {
+            t.fail("health_check_http", problem)
+            valid = false
+        }
+        if sendsOwnBytes {
+            t.fail("health_check_http", "sends its own request and judges the reply by its status: remove "
+                   + "health_check_send and health_check_expect, or health_check_http")
+            valid = false
+        }
+        if let host {
+            if let problem = HTTPHealthCheck.problem(host: host) {
+                t.fail("health_check_http_host", problem)
+                valid = false
+            }
+            check.host = host
+        }
+        if let statusText {
+            if let statuses = HTTPHealthCheck.statuses(parsing: statusText) {
+                check.statuses = statuses
+            } else {
+                t.fail("health_check_http_status", "'\(statusText)' is not a status code or a range of them within "
+                       + "100-599 (as \"200\" or \"200-299\")")
+                valid = false
+            }
+        }
+        return valid ? check : nil
+    }
+
     private static func readPool(_ name: String, _ t: TableReader) -> PoolConfig? {
         defer { t.reportUnknownKeys(elsewhere: MisplacedKeys.inPool(name)) }
         var health = HealthCheckConfig()
@@ -287,6 +328,7 @@ public enum ConfigLoader {
         health.expect = Array((t.string("health_check_expect") ?? "").utf8)
         health.proxyProtocol = t.choice("health_check_proxy_protocol", ProxyProtocolVersion.self)
         health.port = t.int("health_check_port", in: 1...65535).map(UInt16.init)
+        health.http = httpCheck(t, sendsOwnBytes: !health.send.isEmpty || !health.expect.isEmpty)
         let connectTimeout = t.seconds("connect_timeout", minimum: 0.001) ?? .seconds(2)
         let idleTimeout = t.seconds("idle_timeout", minimum: 0.001) ?? .seconds(300)
         let drainTimeout = t.seconds("drain_timeout") ?? .seconds(30)

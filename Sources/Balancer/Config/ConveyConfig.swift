@@ -154,12 +154,16 @@ public struct HealthCheckConfig: Sendable, Equatable {
     /// serve only the VIP); a server's own `health_check_port` outranks it. Nil: each
     /// server's own port.
     public var port: UInt16?
+    /// `health_check_http`: checks are HTTP requests judged by their status (nil: a TCP
+    /// connect, with `send` and `expect` if set; the two exclude each other).
+    public var http: HTTPHealthCheck?
 
     public init(interval: Duration = .seconds(5), timeout: Duration = .seconds(1), rise: Int = 2,
                 fall: Int = 3, send: [UInt8] = [], expect: [UInt8] = [], proxyProtocol: ProxyProtocolVersion? = nil,
-                port: UInt16? = nil) {
+                port: UInt16? = nil, http: HTTPHealthCheck? = nil) {
         self.proxyProtocol = proxyProtocol
         self.port = port
+        self.http = http
         self.interval = interval
         self.timeout = timeout
         self.rise = rise

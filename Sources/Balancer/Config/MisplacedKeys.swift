@@ -3,7 +3,8 @@
 enum MisplacedKeys {
     static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "proxy_protocol_peers", "log_connections", "allow", "deny"]
     static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
-                           "health_check_expect", "health_check_proxy_protocol", "health_check_port", "connect_timeout", "idle_timeout",
+                           "health_check_expect", "health_check_proxy_protocol", "health_check_port", "health_check_http",
+                           "health_check_http_host", "health_check_http_status", "connect_timeout", "idle_timeout",
                            "drain_timeout", "slow_start", "error_limit", "queue_timeout",
                            "max_queue"]
     static let serverKeys = ["addr", "weight", "backup"]

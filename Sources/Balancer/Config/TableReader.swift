@@ -48,6 +48,18 @@ final class TableReader {
         return s
     }
 
+    /// A string, or an integer read as its digits (`key = 200` or `key = "200-299"`); `nil`
+    /// when absent or neither.
+    func stringOrInteger(_ key: String) -> String? {
+        guard let v = value(key) else { return nil }
+        if let i = v.int { return String(i) }
+        guard let s = v.string else {
+            fail(key, "must be a string or an integer, found \(v.type)")
+            return nil
+        }
+        return s
+    }
+
     /// One string or an array of strings (`key = "a"` or `key = ["a", "b"]`); `nil` when
     /// absent or wrong.
     func strings(_ key: String) -> [String]? {

@@ -25,6 +25,14 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
     /// The reply arrived but did not start with `health_check_expect`; `received` holds the
     /// reply's first bytes (at most as many as expected).
     case unexpectedReply(received: [UInt8], expected: [UInt8])
+    /// `health_check_http`: the reply's status code is not one of `wanted`; `line` is the
+    /// status line as received.
+    case httpStatus(Int, line: [UInt8], wanted: ClosedRange<Int>)
+    /// `health_check_http`: the reply does not start with an HTTP status line; `received`
+    /// holds its first bytes.
+    case notHTTP(received: [UInt8])
+    /// `health_check_http`: the server closed the connection before a whole status line came.
+    case closedBeforeStatus(received: Int)
     /// Reading the reply failed (e.g. connection reset by the server).
     case readFailed(String)
     /// The server's address cannot be used by the socket layer (should not pass validation).
@@ -62,6 +70,14 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
         case .unexpectedReply(let received, let expected):
             return "reply did not start with expected bytes: got \(Self.quote(received)), "
                 + "expected \(Self.quote(expected))"
+        case .httpStatus(let code, let line, let wanted):
+            let range = wanted.count == 1 ? "\(wanted.lowerBound)" : "\(wanted.lowerBound)-\(wanted.upperBound)"
+            return "HTTP status \(code), not \(range): \(Self.quote(line))"
+        case .notHTTP(let received):
+            return "not an HTTP reply: got \(Self.quote(received))"
+        case .closedBeforeStatus(let received):
+            return received == 0 ? "connection closed before an HTTP reply"
+                : "connection closed before a whole HTTP status line (\(received) bytes received)"
         case .readFailed(let why):
             return "reading the reply failed: \(why)"
         case .badAddress(let why):

@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// Performs one health check of one server over SwiftNIO: a non-blocking TCP connect, then the
-/// optional send/expect exchange carried out by `HealthProbeHandler`.
+/// optional send/expect exchange or HTTP request carried out by `HealthProbeHandler`.
 ///
 /// Every check runs on an event loop of the injected group, so thousands of checks in flight
 /// cost sockets and timers, not threads, and a slow or silent server never delays another
@@ -26,8 +26,15 @@ struct HealthProbe: Sendable {
         let promise = loop.makePromise(of: HealthCheckResult.self)
         let timeout = target.check.timeout
         let deadline = NIODeadline.now() + TimeAmount(timeout)
-        let send = target.proxyHeader.healthCheckHeader + target.check.send
-        let expect = target.check.expect
+        let send: [UInt8]
+        let expected: ExpectedReply
+        if let http = target.check.http {
+            send = target.proxyHeader.healthCheckHeader + http.request(checking: target.checkedAddress)
+            expected = .httpStatus(http.statuses)
+        } else {
+            send = target.proxyHeader.healthCheckHeader + target.check.send
+            expected = target.check.expect.isEmpty ? .nothing : .prefix(target.check.expect)
+        }
 
         ClientBootstrap(group: loop)
             .connectTimeout(TimeAmount(timeout))
@@ -35,7 +42,7 @@ struct HealthProbe: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        HealthProbeHandler(send: send, expect: expect, deadline: deadline, timeout: timeout,
+                        HealthProbeHandler(send: send, expected: expected, deadline: deadline, timeout: timeout,
                                            promise: promise))
                 }
             }
