@@ -141,8 +141,12 @@ struct HTTPHealthCheckTests {
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
-        // SIGKILL: a child of the test runner inherits its blocked SIGTERM.
-        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        // SIGKILL: a child of the test runner inherits its blocked SIGTERM. Foundation reaps it;
+        // its exit is waited for with a bound (waitUntilExit was seen to miss a child's exit).
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            for _ in 0..<500 where server.isRunning { usleep(10_000) }
+        }
 
         let recorder = TransitionRecorder()
         let (logger, _) = CapturingLogHandler.logger()

@@ -144,7 +144,7 @@ final class ConveyLab: @unchecked Sendable {
 
 /// The lab's AF_XDP config: frontend `web` on the VIP, backends b1..bN, fast health checks.
 func labConfig(backends: Int = 3, weights: [Int]? = nil, backups: Set<Int> = [], balance: String = "maglev", capacity: Int = 100_000,
-               natPorts: String? = nil, establishedTimeout: Double = 300, extraXDP: String = "") -> String {
+               natPorts: String? = nil, establishedTimeout: Double = 300, extraXDP: String = "", extraPool: String = "") -> String {
     var text = """
     [frontends.web]
     listen_addr = "10.77.0.100:80"
@@ -157,6 +157,7 @@ func labConfig(backends: Int = 3, weights: [Int]? = nil, backups: Set<Int> = [],
     rise = 1
     fall = 2
     drain_timeout = 5
+    \(extraPool)
 
     """
     for i in 1...backends {
