@@ -49,6 +49,7 @@ enum ResolvedConfigPrinter {
             out += p.health.port.map { "health_check_port = \($0)\n" } ?? "# health_check_port: each server's own port\n"
             out += "connect_timeout = \(secs(p.connectTimeout))\(proxyOnly)\nidle_timeout = \(secs(p.idleTimeout))\(proxyOnly)\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
+            out += "on_down = \(q(p.onDown.rawValue))\n"
             out += "slow_start = \(secs(p.slowStart))\n"
             out += "error_limit = \(p.errorLimit)\(proxyOnly)\n"
             if p.servers.contains(where: { $0.maxConnections > 0 }) {

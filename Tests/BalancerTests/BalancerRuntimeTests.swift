@@ -427,6 +427,26 @@ struct BalancerRuntimeTests {
         #expect(taken.first?.message.contains("frontend 'web', which this file moves away from") == true)
     }
 
+    @Test("on_down = close: a down server's route stops keeping its flows until it is up again; keep (the default) keeps them")
+    func onDownClose() throws {
+        var c = config(ports: [9001, 9002])
+        let runtime = BalancerRuntime(config: c)
+        let s0 = ServerID(pool: "pool", name: "s0")
+        func route() throws -> ServerRoute {
+            try #require(runtime.snapshots.load().value.frontend(named: "web")?.servers.first { $0.id == s0 })
+        }
+        runtime.setHealth(s0, up: false)
+        #expect(try route().state == .down && route().keepsFlows, "keep: a down server's flows go on")
+        c.pools[0].onDown = .close
+        let report = runtime.apply(c)
+        #expect(report.applied == ["pool pool: on_down keep -> close (connections of servers down now are closed too)"])
+        #expect(try route().state == .down && !route().keepsFlows, "close: a down server's flows end")
+        runtime.setHealth(s0, up: true)
+        #expect(try route().state == .up && route().keepsFlows)
+        let s1 = try #require(runtime.snapshots.load().value.frontend(named: "web")?.servers.first { $0.id.name == "s1" })
+        #expect(s1.keepsFlows)
+    }
+
     @Test("live changes of frontend limits and pool settings are reported as applied")
     func liveSettingsAreReported() {
         let runtime = BalancerRuntime(config: config(ports: [9001]))

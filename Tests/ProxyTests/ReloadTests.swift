@@ -43,6 +43,39 @@ extension ProxyTests {
             try await proxy.stop()
         }
 
+        @Test("a server marked down keeps its connections; with on_down = close (keepsFlows false while down) they are reset, logged as its server being down")
+        func serverDownClosesConnections() async throws {
+            let a = try TestServer.naming("a"), b = try TestServer.naming("b")
+            defer { a.stop(); b.stop() }
+            let log = LogLines()
+            let proxy = ProxyHarness(servers: [.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint)],
+                                     frontend: { $0.logConnections = true }, logger: log.logger())
+            let address = try await proxy.start()
+            var open: [TestSocket] = []
+            for _ in 0..<8 { open.append(try TestSocket.connect(to: address, timeout: 5)) }
+            let owners = open.map { ask($0) }
+            let onB = zip(open, owners).filter { $0.1 == "b" }.map(\.0)
+            let onA = zip(open, owners).filter { $0.1 == "a" }.map(\.0)
+            #expect(onB.count >= 2 && onA.count >= 2, "\(owners)")
+
+            // b down, on_down = keep: the runtime keeps its flows.
+            proxy.publish([.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint, state: .down)])
+            for _ in 0..<10 { #expect(try whoAnswers(address) == "a") }
+            for c in onB { #expect(ask(c) == "b", "a down server keeps its connections by default") }
+
+            // on_down = close: the runtime republishes b down with keepsFlows = false.
+            proxy.publish([.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint, state: .down, keepsFlows: false)])
+            for c in onB { #expect(["eof", "reset"].contains(c.waitForClose()), "b's connections are closed") }
+            for c in onA { #expect(ask(c) == "a", "a's connections are untouched") }
+            #expect(await eventually { proxy.counters(server: "b").snapshot().currentConnections == 0 })
+            #expect(await eventually { log.all.contains { $0.contains("closed") && $0.contains("connection(s) of servers marked down (on_down = close)") } },
+                    "\(log.all)")
+            let ends = log.all.filter { $0.hasPrefix("connection ") && $0.contains("its server is down (on_down = close)") }
+            #expect(ends.count == onB.count, "one log_connections line per closed connection: \(ends)")
+            #expect(!log.all.contains { $0.contains("drain ended") }, "not called a drain: \(log.all)")
+            try await proxy.stop()
+        }
+
         @Test("a server removed from the pool loses its connections; a server added takes new ones at once")
         func removeAndAdd() async throws {
             let a = try TestServer.naming("a"), b = try TestServer.naming("b"), c = try TestServer.naming("c")

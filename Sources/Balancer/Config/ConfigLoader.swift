@@ -336,6 +336,7 @@ public enum ConfigLoader {
         let errorLimit = t.int("error_limit", in: 0...1000) ?? 0
         let queueTimeout = t.seconds("queue_timeout", minimum: 0.001)
         let maxQueue = t.int("max_queue", in: 0...10_000_000) ?? 0
+        let onDown = t.choice("on_down", ServerDownAction.self) ?? .keep
 
         var servers: [ServerConfig] = []
         if let table = t.table("servers") {
@@ -372,7 +373,7 @@ public enum ConfigLoader {
         }
         return PoolConfig(name: name, health: health, connectTimeout: connectTimeout, idleTimeout: idleTimeout,
                           drainTimeout: drainTimeout, slowStart: slowStart, errorLimit: errorLimit, queueTimeout: queueTimeout,
-                          maxQueue: maxQueue, servers: servers)
+                          maxQueue: maxQueue, onDown: onDown, servers: servers)
     }
 
     private static func readStats(_ t: TableReader) -> StatsConfig {

@@ -70,6 +70,19 @@ public struct FrontendConfig: Sendable, Equatable {
 }
 
 /// `balance = ...`: how a frontend picks a server for a new connection.
+/// `on_down`: what becomes of a server's open connections when its health checks (or
+/// `error_limit`) mark it down. New connections leave it either way.
+public enum ServerDownAction: String, Sendable, CaseIterable {
+    /// They go on (the default, as HAProxy's and IPVS's): a server that fails its checks may
+    /// still serve what it holds, and a dead one's connections end by themselves.
+    case keep
+    /// They are closed at once, as HAProxy's `on-marked-down shutdown-sessions` and IPVS's
+    /// `expire_nodest_conn`: proxy mode resets both sides, the AF_XDP modes forget the flows
+    /// and answer their next segments with resets, so clients learn now, not after their own
+    /// retransmission timeouts, and reconnect to a server that is up.
+    case close
+}
+
 public enum BalanceAlgorithm: String, Sendable, CaseIterable {
     /// Smooth weighted round robin (nginx-style): exact proportions, evenly interleaved.
     case wrr
@@ -113,13 +126,16 @@ public struct PoolConfig: Sendable, Equatable {
     /// HAProxy answers past its `maxqueue`, rather than holding it until `queue_timeout`.
     /// Zero: no limit.
     public var maxQueue: Int
+    /// `on_down`: what becomes of a server's open connections when it is marked down.
+    public var onDown: ServerDownAction
     /// Servers, sorted by name.
     public var servers: [ServerConfig]
 
     public init(name: String, health: HealthCheckConfig = .init(), connectTimeout: Duration = .seconds(2),
                 idleTimeout: Duration = .seconds(300), drainTimeout: Duration = .seconds(30),
                 slowStart: Duration = .zero, errorLimit: Int = 0, queueTimeout: Duration? = nil, maxQueue: Int = 0,
-                servers: [ServerConfig]) {
+                onDown: ServerDownAction = .keep, servers: [ServerConfig]) {
+        self.onDown = onDown
         self.queueTimeout = queueTimeout ?? connectTimeout
         self.maxQueue = maxQueue
         self.slowStart = slowStart

@@ -6,7 +6,7 @@ enum MisplacedKeys {
                            "health_check_expect", "health_check_proxy_protocol", "health_check_port", "health_check_http",
                            "health_check_http_host", "health_check_http_status", "connect_timeout", "idle_timeout",
                            "drain_timeout", "slow_start", "error_limit", "queue_timeout",
-                           "max_queue"]
+                           "max_queue", "on_down"]
     static let serverKeys = ["addr", "weight", "backup"]
 
     /// For a `[frontends.NAME]` table.
@@ -31,6 +31,9 @@ enum MisplacedKeys {
         hints["maxqueue"] = "HAProxy's maxqueue is max_queue here (the clients one frontend may have waiting)"
         for key in ["check_port", "connect_port"] {
             hints[key] = "the port health checks connect to is health_check_port here"
+        }
+        for key in ["on_marked_down", "on-marked-down", "shutdown_sessions", "expire_nodest_conn"] {
+            hints[key] = "on_down = \"close\" closes a server's connections when it is marked down"
         }
         return hints
     }

@@ -507,7 +507,8 @@ public final class BalancerRuntime: Sendable {
                 let ramp = ramps[id]
                 let up = state.healthy[id] ?? true
                 let serverState: ServerState = s.weight == 0 || state.drained.contains(id) ? .drain : (up ? .up : .down)
-                let keeps = !state.weightZeroExpired.contains(id)
+                // `on_down = "close"`: a down server's connections end with its health.
+                let keeps = !state.weightZeroExpired.contains(id) && (up || pool.onDown == .keep)
                 var weight = s.weight
                 if ramping {
                     weight = s.weight * ServerRoute.slowStartScale
@@ -688,6 +689,10 @@ public struct ReloadReport: Sendable, Equatable {
                 if o.maxQueue != p.maxQueue {
                     func text(_ n: Int) -> String { n == 0 ? "0 (no limit)" : "\(n)" }
                     applied.append("pool \(p.name): max_queue \(text(o.maxQueue)) -> \(text(p.maxQueue)) (clients that begin to wait; those waiting now stay)")
+                }
+                if o.onDown != p.onDown {
+                    applied.append("pool \(p.name): on_down \(o.onDown.rawValue) -> \(p.onDown.rawValue)"
+                                   + (p.onDown == .close ? " (connections of servers down now are closed too)" : ""))
                 }
                 if o.slowStart != p.slowStart { applied.append("pool \(p.name): slow_start \(o.slowStart.configText) -> \(p.slowStart.configText)") }
                 if o.drainTimeout != p.drainTimeout { applied.append("pool \(p.name): drain_timeout \(o.drainTimeout.configText) -> \(p.drainTimeout.configText) (drains under way too, from their start)") }

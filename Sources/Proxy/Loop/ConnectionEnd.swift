@@ -31,6 +31,8 @@ enum ConnectionEnd: CustomStringConvertible {
     case drainTimeout
     /// A reload or health change took its server or frontend away, and its drain ended.
     case drainEnded
+    /// Its server was marked down and its pool says `on_down = "close"`.
+    case serverDown
     /// convey stopped at once (SIGQUIT).
     case stopped
     /// This host failed it (an `epoll_ctl` error).
@@ -61,6 +63,7 @@ enum ConnectionEnd: CustomStringConvertible {
         case .proxyHeaderNotSent: return "PROXY header not sent"
         case .drainTimeout: return "drain_timeout at stop"
         case .drainEnded: return "its server or frontend left (drain ended)"
+        case .serverDown: return "its server is down (on_down = close)"
         case .stopped: return "stopped"
         case .localError(let e): return "local error: \(e)"
         case .denied: return "denied (allow/deny)"

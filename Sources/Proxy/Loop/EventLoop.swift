@@ -1255,7 +1255,7 @@ final class EventLoop {
         let (snapshot, newGeneration) = snapshots.load()
         generation = newGeneration
         defer { control.adoptedGeneration.store(newGeneration, ordering: .releasing) }
-        var cut = 0
+        var cut = 0, cutByDown = 0
         // For each frontend: old server index -> new server index (-1: gone or no longer kept).
         var remaps: [[Int]] = []
         var newRoutes: [FrontendRoute?] = []
@@ -1348,8 +1348,11 @@ final class EventLoop {
                 } else {
                     let before = f < oldRoutes.count ? oldRoutes[f]?.servers : nil
                     let server = before.flatMap { old >= 0 && old < $0.count ? $0[old].id : nil }
-                    close(index, abort: true, end: .drainEnded, server: server)
-                    cut += 1
+                    // Still in the routes, down, and not kept: `on_down = "close"`.
+                    let down = server.flatMap { id in newRoutes[f]?.servers.first { $0.id == id } }
+                        .map { $0.state == .down && !$0.keepsFlows } ?? false
+                    close(index, abort: true, end: down ? .serverDown : .drainEnded, server: server)
+                    if down { cutByDown += 1 } else { cut += 1 }
                 }
                 continue
             }
@@ -1375,6 +1378,9 @@ final class EventLoop {
         }
         if cut > 0 {
             logger.notice("closed \(cut) connection(s) whose drain ended (their server or frontend left, or drain_timeout passed)")
+        }
+        if cutByDown > 0 {
+            logger.notice("closed \(cutByDown) connection(s) of servers marked down (on_down = close)")
         }
     }
 
