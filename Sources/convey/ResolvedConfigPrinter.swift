@@ -43,9 +43,16 @@ enum ResolvedConfigPrinter {
                 out += "health_check_expect = \(q(String(decoding: p.health.expect, as: UTF8.self)))\n"
                 out += "# health_check_http: not set (checks are TCP connects)\n"
             }
-            let header = p.health.proxyProtocol
-                ?? (mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none)
-            out += "health_check_proxy_protocol = \(q(header.rawValue))\n"
+            // Unset, it follows the frontends, but checks on another port inherit no header (see
+            // `HealthTarget.targets`): written out, the value would apply to those too.
+            let inherited = mode == .proxy ? HealthTarget.frontendHeader(of: p.name, in: c) : .none
+            let header = p.health.proxyProtocol ?? (p.health.port == nil ? inherited : .none)
+            if let explicit = p.health.proxyProtocol {
+                out += "health_check_proxy_protocol = \(q(explicit.rawValue))\n"
+            } else {
+                out += "# health_check_proxy_protocol = \(q(inherited.rawValue))  (unset: what the pool's frontends send; "
+                    + "none on a health_check_port)\n"
+            }
             out += p.health.port.map { "health_check_port = \($0)\n" } ?? "# health_check_port: each server's own port\n"
             out += "connect_timeout = \(secs(p.connectTimeout))\(proxyOnly)\nidle_timeout = \(secs(p.idleTimeout))\(proxyOnly)\n"
             out += "drain_timeout = \(secs(p.drainTimeout))\n"
@@ -62,7 +69,10 @@ enum ResolvedConfigPrinter {
             for s in p.servers {
                 out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
                 out += "  max_connections = \(s.maxConnections)\n"
-                if let port = s.healthCheckPort { out += "  health_check_port = \(port)\n" }
+                if let port = s.healthCheckPort {
+                    let bare = header != .none && p.health.proxyProtocol == nil && port != s.address.port
+                    out += "  health_check_port = \(port)\(bare ? "  # checks there send no PROXY header" : "")\n"
+                }
             }
         }
         out += "\n[stats]\naddr = \(q(c.stats.address.description))\nport = \(c.stats.port)\nadmin = \(c.stats.admin)\n"

@@ -440,9 +440,15 @@ struct BalancerRuntimeTests {
         c.pools[0].onDown = .close
         let report = runtime.apply(c)
         #expect(report.applied == ["pool pool: on_down keep -> close (connections of servers down now are closed too)"])
-        #expect(try route().state == .down && !route().keepsFlows, "close: a down server's flows end")
+        #expect(try route().state == .down && !route().keepsFlows && route().closedWhileDown, "close: a down server's flows end")
+        // At weight 0 too (its state says drain; the reason its flows end is still its health).
+        c.pools[0].servers[0].weight = 0
+        runtime.apply(c)
+        #expect(try route().state == .drain && !route().keepsFlows && route().closedWhileDown)
+        c.pools[0].servers[0].weight = 1
+        runtime.apply(c)
         runtime.setHealth(s0, up: true)
-        #expect(try route().state == .up && route().keepsFlows)
+        #expect(try route().state == .up && route().keepsFlows && !route().closedWhileDown)
         let s1 = try #require(runtime.snapshots.load().value.frontend(named: "web")?.servers.first { $0.id.name == "s1" })
         #expect(s1.keepsFlows)
     }

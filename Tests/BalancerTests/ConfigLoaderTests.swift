@@ -543,7 +543,7 @@ struct ConfigLoaderTests {
                 == ["test.toml:5: backends.pool.health_check_port: 70000 is out of range (1-65535)"])
         let haproxy = try ConfigLoader.load(source: text.replacingOccurrences(of: "health_check_port = 9090", with: "port = 9090"), file: "t.toml")
         #expect(haproxy.warnings.map(\.description) == ["t.toml:10: backends.pool.servers.b.port: unknown key here: "
-            + "the port health checks connect to is health_check_port here (on a server, or on its pool for all)"])
+            + "a server's port goes in addr = \"IP:PORT\"; the port its health checks connect to, if another, is health_check_port"])
     }
 
     @Test("a file with no frontends is refused, saying what to add")

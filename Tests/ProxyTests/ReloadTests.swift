@@ -64,7 +64,8 @@ extension ProxyTests {
             for c in onB { #expect(ask(c) == "b", "a down server keeps its connections by default") }
 
             // on_down = close: the runtime republishes b down with keepsFlows = false.
-            proxy.publish([.init(name: "a", address: a.endpoint), .init(name: "b", address: b.endpoint, state: .down, keepsFlows: false)])
+            proxy.publish([.init(name: "a", address: a.endpoint),
+                           .init(name: "b", address: b.endpoint, state: .down, keepsFlows: false, closedWhileDown: true)])
             for c in onB { #expect(["eof", "reset"].contains(c.waitForClose()), "b's connections are closed") }
             for c in onA { #expect(ask(c) == "a", "a's connections are untouched") }
             #expect(await eventually { proxy.counters(server: "b").snapshot().currentConnections == 0 })

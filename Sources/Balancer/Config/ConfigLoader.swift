@@ -271,6 +271,8 @@ public enum ConfigLoader {
         let host = t.string("health_check_http_host")
         let statusText = t.stringOrInteger("health_check_http_status")
         guard let path else {
+            // A health_check_http of the wrong type has its own error already.
+            guard !t.has("health_check_http") else { return nil }
             for (key, value) in [("health_check_http_host", host), ("health_check_http_status", statusText)] where value != nil {
                 t.warn(key, "has no effect without health_check_http (the path each check requests)")
             }

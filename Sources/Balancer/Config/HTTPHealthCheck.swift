@@ -50,7 +50,8 @@ public struct HTTPHealthCheck: Sendable, Equatable {
         var line = Array(reply[..<end])
         if line.last == UInt8(ascii: "\r") { line.removeLast() }
         // "HTTP/1.1 200" at least: version, one space, three digits, then a space or the end.
-        guard line.count >= 12, line[9...11].allSatisfy({ (0x30...0x39).contains($0) }), line[8] == UInt8(ascii: " "),
+        guard line.count >= 12, (0x30...0x39).contains(line[7]), line[9...11].allSatisfy({ (0x30...0x39).contains($0) }),
+              line[8] == UInt8(ascii: " "),
               line.count == 12 || line[12] == UInt8(ascii: " ") else { return .notHTTP }
         let code = line[9...11].reduce(0) { $0 * 10 + Int($1 - 0x30) }
         return .status(code, line: line)

@@ -45,7 +45,9 @@ enum MisplacedKeys {
         for key in frontendKeys { hints[key] = "\(key) is a frontend setting: put it under [frontends.NAME]" }
         hints["maxconn"] = "HAProxy's maxconn is max_connections here"
         hints["maxqueue"] = "HAProxy's maxqueue is max_queue here, a pool setting: put it under [backends.\(pool)]"
-        for key in ["port", "check_port", "connect_port"] {
+        hints["port"] = "a server's port goes in addr = \"IP:PORT\"; the port its health checks connect to, if another, "
+            + "is health_check_port"
+        for key in ["check_port", "connect_port"] {
             hints[key] = "the port health checks connect to is health_check_port here (on a server, or on its pool for all)"
         }
         return hints

@@ -35,6 +35,9 @@ final class TableReader {
         return table.contains(key: key) ? table[key] as TOMLValueConvertible? : nil
     }
 
+    /// Whether the table holds `key` (of any type).
+    func has(_ key: String) -> Bool { table.contains(key: key) }
+
     /// A string; `nil` when absent (and an error when `required`).
     func string(_ key: String, required: Bool = false) -> String? {
         guard let v = value(key) else {

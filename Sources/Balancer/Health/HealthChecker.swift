@@ -116,11 +116,18 @@ public final class HealthChecker: Service, Sendable {
                 }
                 var entry = Entry(target: target, token: registry.newToken())
                 if let old, !old.status.isUp {
-                    if old.target.address == target.address {
+                    // The same server: the same address, or the same machine still checked at
+                    // the same place (only its traffic port moved).
+                    let sameServer = old.target.address == target.address
+                        || (old.target.address.address == target.address.address && old.target.checkedAddress == target.checkedAddress)
+                    if sameServer {
                         // Only its check changed: the same server, still down until `rise`
                         // checks of the new kind pass.
                         entry.state = HealthState(rise: target.check.rise, fall: target.check.fall, up: false)
                         entry.status.isUp = false
+                        // Why it is down stays readable (`/stats` last_check) until a new check says.
+                        entry.status.lastResult = old.status.lastResult
+                        entry.status.lastCheck = old.status.lastCheck
                         // Said again under the new token: a "down" of the old one still on its
                         // way would be dropped as stale (the runtime ignores a repeat).
                         keptDown.append((target, entry.token, entry.status))

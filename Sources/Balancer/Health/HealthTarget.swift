@@ -35,7 +35,8 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
         checkedElsewhere ? "\(address) (checks on port \(checkedAddress.port))" : "\(address)"
     }
 
-    private var checkedElsewhere: Bool { checkedAddress != address }
+    /// Checks go to another port than the server's traffic (`health_check_port`).
+    public var checkedElsewhere: Bool { checkedAddress != address }
 
     /// One target per server of every pool in `config`, in pool then server order: what the
     /// runtime hands to `HealthChecker.update(targets:)` at start and on every reload.
@@ -47,12 +48,18 @@ public struct HealthTarget: Equatable, Sendable, CustomStringConvertible {
     /// send when they all send the same one (`frontendsSendHeaders`: proxy mode; the AF_XDP
     /// modes send none): a server that requires the header then sees it on checks too, as
     /// HAProxy's `check-send-proxy` does.
+    ///
+    /// A check sent to another port (`health_check_port`) reaches a status service, not the
+    /// one behind the frontends: it opens with a header only when the pool's
+    /// `health_check_proxy_protocol` says so (HAProxy's `check-send-proxy` likewise).
     public static func targets(for config: ConveyConfig, frontendsSendHeaders: Bool = true) -> [HealthTarget] {
         config.pools.flatMap { pool in
-            let header = pool.health.proxyProtocol ?? (frontendsSendHeaders ? frontendHeader(of: pool.name, in: config) : .none)
+            let inherited = frontendsSendHeaders ? frontendHeader(of: pool.name, in: config) : .none
             return pool.servers.map { server in
-                HealthTarget(id: ServerID(pool: pool.name, name: server.name), address: server.address,
-                             check: pool.health, proxyHeader: header, checkPort: server.healthCheckPort)
+                var target = HealthTarget(id: ServerID(pool: pool.name, name: server.name), address: server.address,
+                                          check: pool.health, checkPort: server.healthCheckPort)
+                target.proxyHeader = pool.health.proxyProtocol ?? (target.checkedElsewhere ? .none : inherited)
+                return target
             }
         }
     }

@@ -508,14 +508,15 @@ public final class BalancerRuntime: Sendable {
                 let up = state.healthy[id] ?? true
                 let serverState: ServerState = s.weight == 0 || state.drained.contains(id) ? .drain : (up ? .up : .down)
                 // `on_down = "close"`: a down server's connections end with its health.
-                let keeps = !state.weightZeroExpired.contains(id) && (up || pool.onDown == .keep)
+                let closedWhileDown = !up && pool.onDown == .close
+                let keeps = !state.weightZeroExpired.contains(id) && !closedWhileDown
                 var weight = s.weight
                 if ramping {
                     weight = s.weight * ServerRoute.slowStartScale
                     if let ramp, weight > 0 { weight = max(1, weight * ramp / 100) }
                 }
                 servers.append(ServerRoute(id: id, address: s.address, weight: weight, state: serverState,
-                                           isBackup: s.backup, keepsFlows: keeps,
+                                           isBackup: s.backup, keepsFlows: keeps, closedWhileDown: closedWhileDown,
                                            counters: state.serverCounters[id] ?? ServerCounters(),
                                            configuredWeight: s.weight, slowStartPercent: ramping ? ramp ?? 100 : 100,
                                            maxConnections: s.maxConnections))
@@ -570,13 +571,17 @@ public final class BalancerRuntime: Sendable {
     private static func drainingServers(ofPool name: String, fallback: PoolConfig?, _ state: State,
                                         now: ContinuousClock.Instant) -> [ServerRoute] {
         var configs: [String: ServerConfig] = [:]
-        for s in (state.config.pool(named: name) ?? fallback)?.servers ?? [] { configs[s.name] = s }
+        let pool = state.config.pool(named: name) ?? fallback
+        for s in pool?.servers ?? [] { configs[s.name] = s }
         for (id, removed) in state.removed where id.pool == name && removed.deadline > now && configs[id.name] == nil {
             configs[id.name] = removed.config
         }
         return configs.sorted(by: { $0.key < $1.key }).map { serverName, server in
             let id = ServerID(pool: name, name: serverName)
-            return ServerRoute(id: id, address: server.address, weight: 0, state: .drain, isBackup: server.backup, keepsFlows: true,
+            // A removed server is not checked any more: its last verdict stands.
+            let closedWhileDown = pool?.onDown == .close && state.healthy[id] == false
+            return ServerRoute(id: id, address: server.address, weight: 0, state: .drain, isBackup: server.backup,
+                               keepsFlows: !closedWhileDown, closedWhileDown: closedWhileDown,
                                counters: state.serverCounters[id] ?? ServerCounters(), maxConnections: server.maxConnections)
         }
     }

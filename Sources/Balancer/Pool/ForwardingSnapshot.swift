@@ -135,8 +135,12 @@ public struct ServerRoute: Sendable {
     public var state: ServerState
     /// `backup = true`: takes new flows only while no non-backup server of the pool can.
     public var isBackup: Bool
-    /// False once a draining server's drain timeout has passed: its remaining flows are closed.
+    /// False once a draining server's drain timeout has passed, or while it is down in a pool
+    /// with `on_down = "close"`: its remaining flows are closed.
     public var keepsFlows: Bool
+    /// `keepsFlows` is false because the server is down and its pool says `on_down = "close"`
+    /// (what a data path names as the reason its connections end).
+    public var closedWhileDown: Bool
     /// `max_connections` (0: none): see `ServerConfig.maxConnections`.
     public var maxConnections: Int
     public var counters: ServerCounters
@@ -146,8 +150,9 @@ public struct ServerRoute: Sendable {
     public static let slowStartScale = 16
 
     public init(id: ServerID, address: Endpoint, weight: Int, state: ServerState, isBackup: Bool = false,
-                keepsFlows: Bool = true, counters: ServerCounters, configuredWeight: Int? = nil, slowStartPercent: Int = 100,
-                maxConnections: Int = 0) {
+                keepsFlows: Bool = true, closedWhileDown: Bool = false, counters: ServerCounters, configuredWeight: Int? = nil,
+                slowStartPercent: Int = 100, maxConnections: Int = 0) {
+        self.closedWhileDown = closedWhileDown
         self.maxConnections = maxConnections
         self.configuredWeight = configuredWeight ?? weight
         self.slowStartPercent = slowStartPercent

@@ -1348,9 +1348,8 @@ final class EventLoop {
                 } else {
                     let before = f < oldRoutes.count ? oldRoutes[f]?.servers : nil
                     let server = before.flatMap { old >= 0 && old < $0.count ? $0[old].id : nil }
-                    // Still in the routes, down, and not kept: `on_down = "close"`.
-                    let down = server.flatMap { id in newRoutes[f]?.servers.first { $0.id == id } }
-                        .map { $0.state == .down && !$0.keepsFlows } ?? false
+                    // Still in the routes, and not kept because it is down (`on_down = "close"`).
+                    let down = server.flatMap { id in newRoutes[f]?.servers.first { $0.id == id } }?.closedWhileDown ?? false
                     close(index, abort: true, end: down ? .serverDown : .drainEnded, server: server)
                     if down { cutByDown += 1 } else { cut += 1 }
                 }

@@ -30,7 +30,7 @@ struct HTTPHealthCheckTests {
     @Test("a reply that is not HTTP is said so as soon as its first bytes differ, or its first line is malformed")
     func notHTTP() {
         for text in ["SSH-2.0-OpenSSH_9.2\r\n", "HTTP/2 200\r\n", "HTTP/1.1 20\r\n", "HTTP/1.1 2000 OK\r\n",
-                     "HTTP/1.1  200 OK\r\n", "HTTP/1.1 abc OK\r\n", "+PONG\r\n"] {
+                     "HTTP/1.1  200 OK\r\n", "HTTP/1.1 abc OK\r\n", "HTTP/1.x 200 OK\r\n", "+PONG\r\n"] {
             #expect(HTTPHealthCheck.verdict(Array(text.utf8)) == .notHTTP, "\(text)")
         }
         #expect(HTTPHealthCheck.verdict(Array("x".utf8)) == .notHTTP, "wrong from the first byte")
@@ -80,6 +80,9 @@ struct HTTPHealthCheckTests {
         #expect(problem("health_check_http = \"/\"\nhealth_check_send = \"PING\\r\\n\"\n")
                 == ["test.toml:5: backends.pool.health_check_http: sends its own request and judges the reply by its status: "
                     + "remove health_check_send and health_check_expect, or health_check_http"])
+        #expect(problem("health_check_http = 1\nhealth_check_http_status = 200\n")
+                == ["test.toml:5: backends.pool.health_check_http: must be a string (in quotes), found integer"],
+                "one error, naming the key")
         let orphan = try ConfigLoader.load(source: Self.head + "health_check_http_status = 200\n" + Self.servers, file: "t.toml")
         #expect(orphan.warnings.map(\.description)
                 == ["t.toml:5: backends.pool.health_check_http_status: has no effect without health_check_http (the path each check requests)"])

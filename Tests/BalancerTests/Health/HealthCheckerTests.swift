@@ -169,6 +169,19 @@ struct HealthCheckerTests {
         #expect(headers == ["same": .v2, "mixed": .none, "told": .none, "unused": .none])
         let xdp = HealthTarget.targets(for: config, frontendsSendHeaders: false)
         #expect(xdp.allSatisfy { $0.proxyHeader == .none })
+
+        // Checks on a status port (health_check_port) inherit no header; the pool may still ask.
+        var statusPort = config
+        let same = try #require(statusPort.pools.firstIndex { $0.name == "same" })  // its frontends send v2
+        statusPort.pools[same].health.port = 8080
+        #expect(HealthTarget.targets(for: statusPort).first { $0.id.pool == "same" }?.proxyHeader == ProxyProtocolVersion.none,
+                "checked on 8080: no header")
+        statusPort.pools[same].health.proxyProtocol = .v1
+        #expect(HealthTarget.targets(for: statusPort).first { $0.id.pool == "same" }?.proxyHeader == .v1, "set on the pool: sent")
+        // A server whose check port is its own port is checked as its traffic is.
+        var own = config
+        own.pools[same].servers = [ServerConfig(name: "s", address: try Endpoint(parsing: "10.77.0.21:80"), healthCheckPort: 80)]
+        #expect(HealthTarget.targets(for: own).first { $0.id.pool == "same" }?.proxyHeader == .v2)
     }
 
     @Test("an IPv6 server is checked like any other")
@@ -321,6 +334,7 @@ struct HealthCheckerTests {
             checker.update(targets: [rechecked])
             let after = try #require(checker.status(of: a.id))
             #expect(!after.isUp && after.checks == 0, "\(after)")
+            #expect(after.lastResult == .failed(.connectRefused), "why it is down stays readable: \(after)")
             #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 3 })
             #expect(checker.status(of: a.id)?.isUp == false)
         }
@@ -372,6 +386,23 @@ struct HealthCheckerTests {
         let reports = recorder.of(a.id)
         #expect(reports.map(\.isUp) == [false, false, true], "down, said again, then up: \(reports)")
         #expect(reports.last?.consecutiveSuccesses == 3, "up after rise passed checks on the new port, not at the reload")
+    }
+
+    @Test("a reload that moves only a down server's traffic port, its checks staying on the same health_check_port, keeps it down")
+    func reloadMovingTheTrafficPortKeepsVerdict() async throws {
+        let closed = try await LoopbackServer.closedPorts(3)
+        let recorder = TransitionRecorder()
+        let (logger, _) = CapturingLogHandler.logger()
+        let a = HealthTarget(id: ServerID(pool: Self.pool, name: "a"), address: .loopback(closed[0]), check: Self.check(fall: 1),
+                             checkPort: UInt16(closed[2]))
+        let checker = HealthChecker(targets: [a], logger: logger, onChange: recorder.handler)
+        try await whileRunning(checker) {
+            #expect(await eventually { checker.status(of: a.id)?.isUp == false })
+            checker.update(targets: [HealthTarget(id: a.id, address: .loopback(closed[1]), check: a.check, checkPort: UInt16(closed[2]))])
+            #expect(checker.status(of: a.id)?.isUp == false, "the same machine, checked at the same place: still down")
+            #expect(await eventually { (checker.status(of: a.id)?.checks ?? 0) >= 2 })
+        }
+        #expect(!recorder.of(a.id).contains { $0.isUp }, "never revived: \(recorder.of(a.id))")
     }
 
     @Test("a reload that moves a down server to a new address checks it afresh, starting up, and says so")

@@ -4,7 +4,7 @@ import LabSupport
 import Testing
 
 extension EndToEndLabTests {
-    @Test("DSR, on_down: a server whose checks fail (its status port, health_check_port, stops) while its service runs keeps its open connection by default; a reload to on_down = close has its next segment answered with a reset (resets_sent), while the other server's connection goes on")
+    @Test("DSR, on_down: a server whose checks fail (its status port, health_check_port, stops) while its service runs keeps its open connection by default; a reload to on_down = close has its next segment answered with a reset, while the other server's connection goes on")
     func serverDownClosesFlows() throws {
         guard try labAvailable("serverDownClosesFlows") else { return }
         let keep = labConfig(backends: 2, extraPool: "health_check_port = 8080")
@@ -56,14 +56,14 @@ extension EndToEndLabTests {
             usleep(300_000)
             #expect(roundTrip(c1, 3), "on_down = keep (the default): b1's connection goes on")
 
-            let resetsBefore = (try? lab.forwarderTotals()["resets_sent"] as? Int) ?? 0
             try lab.rewriteConfig(keep.replacingOccurrences(of: "health_check_port = 8080", with: "health_check_port = 8080\non_down = \"close\""))
             #expect(waitUntil(seconds: 10) { lab.convey?.output.contains("pool web_pool: on_down keep -> close") == true },
                     "\(lab.convey?.output ?? "")")
             usleep(300_000)  // the workers adopt the new routes within 50 ms
+            // Its next segment meets a reset: convey's (resets_sent), or, once the table's sweep
+            // has forgotten the flow, b2's, which the hash now picks and which holds no such
+            // connection. Either way the client learns at once.
             #expect(!roundTrip(c1, 4), "on_down = close: b1's connection is over")
-            #expect(waitUntil(seconds: 5) { ((try? lab.forwarderTotals()["resets_sent"] as? Int) ?? 0) > resetsBefore },
-                    "its segment was answered with a reset: \(String(describing: try? lab.forwarderTotals()))")
             #expect(roundTrip(c2, 5), "b2's connection goes on")
             c2.shutdownWrite()
             #expect(lab.stopConvey() == 0)

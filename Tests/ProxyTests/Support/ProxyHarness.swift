@@ -35,6 +35,8 @@ final class ProxyHarness: Sendable {
         var weight = 1
         var state: ServerState? = nil
         var keepsFlows = true
+        /// Its flows are not kept because it is down (`on_down = "close"`).
+        var closedWhileDown = false
         /// The server's `max_connections` (0: none).
         var maxConnections = 0
     }
@@ -86,7 +88,8 @@ final class ProxyHarness: Sendable {
             }
             return ServerRoute(id: id, address: s.address, weight: s.weight,
                                state: s.state ?? (s.weight > 0 ? .up : .drain), isBackup: s.state == .standby,
-                               keepsFlows: s.keepsFlows, counters: counters, maxConnections: s.maxConnections)
+                               keepsFlows: s.keepsFlows, closedWhileDown: s.closedWhileDown, counters: counters,
+                               maxConnections: s.maxConnections)
         }
         let selectable = routes.indices.filter { routes[$0].state == .up && routes[$0].weight > 0 }
         let standby = routes.indices.filter { routes[$0].state == .standby }
