@@ -67,7 +67,8 @@ enum ResolvedConfigPrinter {
                 out += "# max_queue = \(p.maxQueue)\n"
             }
             for s in p.servers {
-                out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(q(s.address.description))\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
+                let addr = s.hostName.map { q("\($0):\(s.address.port)") + "  # resolves to \(s.address) now" } ?? q(s.address.description)
+                out += "  [backends.\(k(p.name)).servers.\(k(s.name))]\n  addr = \(addr)\n  weight = \(s.weight)\n  backup = \(s.backup)\n"
                 out += "  max_connections = \(s.maxConnections)\n"
                 if let port = s.healthCheckPort {
                     let bare = header != .none && p.health.proxyProtocol == nil && port != s.address.port

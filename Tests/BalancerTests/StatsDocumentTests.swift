@@ -65,16 +65,18 @@ struct StatsDocumentTests {
         #expect(doc.json["backends"]?["pool"]?["servers"]?["127.0.0.1:9002"] == .bool(false), "the configured s2's verdict")
     }
 
-    @Test("/stats shows check_port for a server checked on another port than its own, and only then")
+    @Test("/stats shows check_port for a server checked on another port than its own, and host for one addr named, only then")
     func checkPort() throws {
         var c = config(ports: [9001, 9002])
         c.pools[0].health.port = 8080
         c.pools[0].servers[1].healthCheckPort = 9002  // s1's own port: nothing to show
+        c.pools[0].servers[0].hostName = "web1.internal"
         let doc = StatsDocument(view: BalancerRuntime(config: c).view(), mode: .dsr, uptime: .seconds(1), version: "test",
                                 dataPlane: DataPlaneStats(json: .object([]), metrics: []), lastCheck: [:])
         let detail = try #require(doc.json["backends"]?["pool"]?["server_detail"])
         #expect(detail["s0"]?["check_port"] == .int(8080))
         #expect(detail["s1"]?["addr"] == .string("127.0.0.1:9002") && detail["s1"]?["check_port"] == nil)
+        #expect(detail["s0"]?["host"] == .string("web1.internal") && detail["s1"]?["host"] == nil, "a server's host name, when addr gave one")
     }
 
     @Test("/stats adds mode, uptime, per-server state and the data plane's section")

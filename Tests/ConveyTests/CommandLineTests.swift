@@ -307,6 +307,8 @@ struct CommandLineTests {
         health_check_http_status = 204
         [backends.other.servers.b]
         addr = "[::1]:9002"
+        [backends.other.servers.c]
+        addr = "localhost:9003"
         """#
         let first = try TemporaryConfig("convey-roundtrip", text)
         defer { first.remove() }
@@ -321,6 +323,7 @@ struct CommandLineTests {
         #expect(run.stdout.contains("  health_check_port = 8081  # checks there send no PROXY header\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# health_check_port: each server's own port\n"), "\(run.stdout)")
         #expect(run.stdout.contains("health_check_port = 8080\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("  addr = \"localhost:9003\"  # resolves to "), "the name, read again on a reload: \(run.stdout)")
         #expect(run.stdout.contains("health_check_http = \"/health?x=1\"\n# health_check_http_host: the address checked\n"
                                     + "health_check_http_status = \"204\"\n"), "\(run.stdout)")
         let second = try TemporaryConfig("convey-roundtrip-2", run.stdout)

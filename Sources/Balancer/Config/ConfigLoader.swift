@@ -36,7 +36,7 @@ public struct LoadedConfig: Sendable, Equatable {
 /// one pass; nothing here throws past the first problem.
 public enum ConfigLoader {
     /// Reads and validates `path`.
-    public static func load(path: String) throws(ConfigError) -> LoadedConfig {
+    public static func load(path: String, resolver: HostNameResolver = .system) throws(ConfigError) -> LoadedConfig {
         let text: String
         do {
             text = try readFile(path)
@@ -46,11 +46,12 @@ public enum ConfigLoader {
             throw ConfigError(problems: [ConfigProblem(file: path, line: nil, key: nil,
                                                        message: "cannot read: \(error)")])
         }
-        return try load(source: text, file: path)
+        return try load(source: text, file: path, resolver: resolver)
     }
 
-    /// Validates TOML `source`; `file` names it in messages.
-    public static func load(source: String, file: String) throws(ConfigError) -> LoadedConfig {
+    /// Validates TOML `source`; `file` names it in messages. Servers' host names are looked
+    /// up with `resolver`.
+    public static func load(source: String, file: String, resolver: HostNameResolver = .system) throws(ConfigError) -> LoadedConfig {
         if let (line, message) = TOMLPreflight.problem(in: source) {
             throw ConfigError(problems: [ConfigProblem(file: file, line: line, key: nil, message: message)])
         }
@@ -64,7 +65,7 @@ public enum ConfigLoader {
             throw ConfigError(problems: [ConfigProblem(file: file, line: nil, key: nil,
                                                        message: "TOML syntax error: \(error)")])
         }
-        let context = LoadContext(file: file, source: source)
+        let context = LoadContext(file: file, source: source, resolver: resolver)
         let reader = TableReader(root, path: [], context: context)
         let config = read(reader)
         reader.reportUnknownKeys()
@@ -344,7 +345,7 @@ public enum ConfigLoader {
         if let table = t.table("servers") {
             var addresses: [Endpoint: String] = [:]
             for (serverName, s) in table.namedTables() {
-                let address = endpoint(s, "addr", required: true, role: .server)
+                let (address, hostName) = serverEndpoint(s)
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 let backup = s.bool("backup") ?? false
                 let maxConnections = s.int("max_connections", in: 0...10_000_000) ?? 0
@@ -357,7 +358,7 @@ public enum ConfigLoader {
                 }
                 addresses[address] = serverName
                 servers.append(ServerConfig(name: serverName, address: address, weight: weight, backup: backup,
-                                            maxConnections: maxConnections, healthCheckPort: checkPort))
+                                            maxConnections: maxConnections, healthCheckPort: checkPort, hostName: hostName))
             }
             table.reportUnknownKeys()
             if servers.count > 0, servers.allSatisfy(\.backup) {
@@ -467,27 +468,63 @@ public enum ConfigLoader {
     /// What an endpoint is for: which addresses make sense there.
     private enum EndpointRole { case listener, server }
 
+    /// A server's `addr`: an address, or a host name looked up now (`HostNameResolver`), with
+    /// that name.
+    private static func serverEndpoint(_ t: TableReader) -> (Endpoint?, String?) {
+        guard let text = t.string("addr", required: true)?.trimmingSpaces() else { return (nil, nil) }
+        guard let colon = text.lastIndex(of: ":"), !text.hasPrefix("["),
+              !text[..<colon].contains(":"), HostNameResolver.isHostName(text[..<colon]) else {
+            return (endpoint(t, "addr", text: text, role: .server), nil)
+        }
+        let name = String(text[..<colon])
+        // The port first: a bad one is said without a lookup.
+        guard let port = try? Endpoint(parsing: "0.0.0.0" + text[colon...]).port else {
+            return (endpoint(t, "addr", text: "0.0.0.0" + text[colon...], role: .server), nil)
+        }
+        switch t.loadContext.resolver.lookUp(name) {
+        case .failure(let failure):
+            t.fail("addr", "'\(name)' does not resolve: \(failure) (names are looked up at start, at each reload and "
+                   + "at --check; write the address itself to depend on no resolver)")
+            return (nil, nil)
+        case .success(let addresses):
+            guard let first = addresses.first else { return (nil, nil) }
+            return (endpoint(t, "addr", text: Endpoint(address: first, port: port).description, role: .server,
+                             resolvedFrom: name), name)
+        }
+    }
+
     private static func endpoint(_ t: TableReader, _ key: String, required: Bool, role: EndpointRole) -> Endpoint? {
         guard let text = t.string(key, required: required) else { return nil }
+        return endpoint(t, key, text: text.trimmingSpaces(), role: role)
+    }
+
+    /// `text` as an endpoint in role `role`, or nil with a problem recorded under `key`.
+    private static func endpoint(_ t: TableReader, _ key: String, text: String, role: EndpointRole,
+                                 resolvedFrom name: String? = nil) -> Endpoint? {
         let endpoint: Endpoint
         do {
-            endpoint = try Endpoint(parsing: text.trimmingSpaces())
+            endpoint = try Endpoint(parsing: text)
         } catch {
-            t.fail(key, error.description)
+            if role == .listener, case .badAddress(let host) = error, HostNameResolver.isHostName(Substring(host)) {
+                t.fail(key, "'\(host)' is a host name: \(key) takes this host's own IP address (host names are for servers' addr)")
+            } else {
+                t.fail(key, error.description)
+            }
             return nil
         }
+        let via = name.map { " ('\($0)' resolves to it)" } ?? ""
         let a = endpoint.address
         if a.isMulticast || a.isReservedIPv4 {
-            t.fail(key, "\(a) is a \(a.isMulticast ? "multicast" : a == .v4(0xFFFF_FFFF) ? "broadcast" : "reserved (240.0.0.0/4)") "
+            t.fail(key, "\(a)\(via) is a \(a.isMulticast ? "multicast" : a == .v4(0xFFFF_FFFF) ? "broadcast" : "reserved (240.0.0.0/4)") "
                    + "address: TCP needs a unicast one")
             return nil
         }
         if role == .server && a.isUnspecified {
-            t.fail(key, "\(a) is the wildcard address, not a server: write the server's own address")
+            t.fail(key, "\(a)\(via) is the wildcard address, not a server: write the server's own address")
             return nil
         }
         if role == .server, case .v6(let hi, _) = a, hi >> 54 == 0x3FA {
-            t.fail(key, "\(a) is an IPv6 link-local address (fe80::/10): reaching it needs an interface (a scope, as in "
+            t.fail(key, "\(a)\(via) is an IPv6 link-local address (fe80::/10): reaching it needs an interface (a scope, as in "
                    + "fe80::1%eth0), which addr cannot carry, so every connect and health check would fail; use the "
                    + "server's global or unique-local address")
             return nil

@@ -211,11 +211,15 @@ public struct ServerConfig: Sendable, Equatable {
     /// pool's (HAProxy's server `port`, keepalived's `connect_port`). Nil: the pool's, or the
     /// server's own.
     public var healthCheckPort: UInt16?
+    /// The host name `addr` gave instead of an address (`"web1.internal:80"`), which the load
+    /// resolved to `address`; nil when `addr` is an address.
+    public var hostName: String?
 
     public static let maxWeight = 1000
 
     public init(name: String, address: Endpoint, weight: Int = 1, backup: Bool = false, maxConnections: Int = 0,
-                healthCheckPort: UInt16? = nil) {
+                healthCheckPort: UInt16? = nil, hostName: String? = nil) {
+        self.hostName = hostName
         self.maxConnections = maxConnections
         self.healthCheckPort = healthCheckPort
         self.name = name

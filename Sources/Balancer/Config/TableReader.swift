@@ -208,9 +208,13 @@ final class LoadContext {
     private(set) var problems: [ConfigProblem] = []
     private(set) var warnings: [ConfigProblem] = []
 
-    init(file: String, source: String) {
+    /// Looks up servers' host names.
+    let resolver: HostNameResolver
+
+    init(file: String, source: String, resolver: HostNameResolver = .system) {
         self.file = file
         self.locator = TOMLKeyLocator(source: source)
+        self.resolver = resolver
     }
 
     func problem(path: [String], _ message: String) {

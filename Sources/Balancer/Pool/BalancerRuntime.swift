@@ -704,7 +704,10 @@ public struct ReloadReport: Sendable, Equatable {
             }
             for s in p.servers {
                 if let os = o?.servers.first(where: { $0.name == s.name }) {
-                    if os.address != s.address { applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)") }
+                    if os.address != s.address {
+                        applied.append("server \(p.name)/\(s.name): \(os.address) -> \(s.address)"
+                                       + (s.hostName.map { " ('\($0)' resolves to it now)" } ?? ""))
+                    }
                     if os.weight != s.weight { applied.append("server \(p.name)/\(s.name): weight \(os.weight) -> \(s.weight)") }
                     if os.backup != s.backup { applied.append("server \(p.name)/\(s.name): backup \(os.backup) -> \(s.backup)") }
                     if os.healthCheckPort != s.healthCheckPort {

@@ -29,6 +29,8 @@ public struct StatsDocument: Sendable {
         /// The port its health checks connect to, when `health_check_port` makes it another
         /// than `address`'s (nil: that one, or a removed server no longer checked).
         public var checkPort: UInt16? = nil
+        /// The host name its `addr` gave, resolved to `address` (nil: an address was given).
+        public var hostName: String? = nil
     }
 
     public struct FrontendRow: Sendable {
@@ -117,14 +119,16 @@ public struct StatsDocument: Sendable {
                                  maxConnections: s.maxConnections, operatorDrain: drained)
             }
         }
-        // Check ports come from the configuration: a removed server draining is not checked.
+        // Check ports and host names come from the configuration (a removed server draining is
+        // not checked).
         for pool in view.config.pools {
             for s in pool.servers {
                 let port = HealthTarget(id: ServerID(pool: pool.name, name: s.name), address: s.address, check: pool.health,
                                         checkPort: s.healthCheckPort).checkedAddress.port
-                guard port != s.address.port, let rows = rowsByPool[pool.name],
+                guard let rows = rowsByPool[pool.name],
                       let i = rows.firstIndex(where: { $0.name == s.name && $0.address == s.address }) else { continue }
-                rowsByPool[pool.name]![i].checkPort = port
+                if port != s.address.port { rowsByPool[pool.name]![i].checkPort = port }
+                rowsByPool[pool.name]![i].hostName = s.hostName
             }
         }
         pools = rowsByPool.keys.sorted().map { ($0, rowsByPool[$0]!) }
@@ -184,6 +188,7 @@ public struct StatsDocument: Sendable {
                 detail.append(("connect_failures", .int(s.totals.connectFailures)))
                 if let check = s.lastCheck { detail.append(("last_check", .string(check))) }
                 if let port = s.checkPort { detail.append(("check_port", .int(Int64(port)))) }
+                if let name = s.hostName { detail.append(("host", .string(name))) }
                 return (s.name, .object(detail))
             })))
             return (pool.name, .object(fields))
