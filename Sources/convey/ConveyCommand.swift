@@ -72,6 +72,13 @@ struct ConveyCommand: AsyncParsableCommand {
             loaded = try ConfigLoader.load(path: config)
         } catch {
             printError(error.description)
+            // Only names that did not resolve: the resolver may be back in a moment (at boot,
+            // DNS can come up after convey), so exit 1, which systemd's unit restarts; 2 (a
+            // wrong file) it does not.
+            if error.problems.allSatisfy(\.isLookupFailure) {
+                printError("(exit status 1: the file may be right once the names resolve)")
+                throw ExitCode(1)
+            }
             throw ExitCode(2)
         }
         var resolvedFile = loaded

@@ -290,4 +290,26 @@ struct ReloadServiceTests {
             group.cancelAll()
         }
     }
+
+    @Test("SIGHUP with the file unchanged parses nothing, unless it names hosts: then they are looked up again")
+    func sighupLooksNamesUpAgain() async throws {
+        for named in [false, true] {
+            let dir = ConfigDirectory()
+            defer { dir.remove() }
+            let text = Self.toml(weights: [1]).replacingOccurrences(of: "127.0.0.1:9001", with: named ? "localhost:9001" : "127.0.0.1:9001")
+            dir.write(text)
+            let runtime = BalancerRuntime(config: try ConfigLoader.load(path: dir.file).config)
+            #expect(runtime.config.namesHosts == named)
+            let (logger, lines) = CapturingLogHandler.logger()
+            let service = ReloadService(path: dir.file, runtime: runtime, logger: logger, startedWith: text)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await service.run() }
+                try await Task.sleep(for: .milliseconds(400))
+                kill(getpid(), SIGHUP)
+                let expected = named ? "configuration reloaded" : "configuration unchanged; nothing to reload"
+                #expect(try await waitFor { lines.all.contains { $0.message == expected } }, "\(named): \(lines.all.map(\.message))")
+                group.cancelAll()
+            }
+        }
+    }
 }

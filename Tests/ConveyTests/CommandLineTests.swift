@@ -344,6 +344,24 @@ struct CommandLineTests {
                                     + "run it with sudo"), "stderr was: \(run.stderr)")
     }
 
+    @Test("a server name that does not resolve stops the start with exit status 1 (systemd restarts it), not 2 (a wrong file)")
+    func unresolvableNameExitsOne() throws {
+        let file = try TemporaryConfig("convey-unresolvable", """
+            [frontends.web]
+            listen_addr = "127.0.0.1:18099"
+            backend = "pool"
+            [backends.pool.servers.a]
+            addr = "convey-test.invalid:80"
+            [stats]
+            port = 0
+            """)
+        defer { file.remove() }
+        let run = try ConveyRun(["--config", file.path])
+        #expect(run.status == 1, "\(run.stderr)")
+        #expect(run.stderr.contains(":5: backends.pool.servers.a.addr: 'convey-test.invalid' does not resolve: "), "\(run.stderr)")
+        #expect(run.stderr.contains("(exit status 1: the file may be right once the names resolve)"))
+    }
+
     @Test("an AF_XDP mode without an interface is refused, saying how to name one")
     func xdpNeedsInterface() throws {
         let run = try ConveyRun(["--check", "--dsr", "--config", "examples/dsr.toml"])

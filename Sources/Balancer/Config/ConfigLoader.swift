@@ -111,7 +111,8 @@ public enum ConfigLoader {
     // MARK: - Sections
 
     private static func read(_ root: TableReader) -> ConveyConfig {
-        let pools = root.table("backends")?.namedTables().compactMap { readPool($0.name, $0.reader) } ?? []
+        let families = frontendFamilies(root.table)
+        let pools = root.table("backends")?.namedTables().compactMap { readPool($0.name, $0.reader, families: families[$0.name]) } ?? []
         let frontendTables = root.table("frontends", required: true)?.namedTables() ?? []
         if frontendTables.isEmpty, root.table["frontends"]?.table?.isEmpty == true {
             root.fail("frontends", "defines no frontend: add a [frontends.NAME] table with listen_addr and backend")
@@ -309,7 +310,21 @@ public enum ConfigLoader {
         return valid ? check : nil
     }
 
-    private static func readPool(_ name: String, _ t: TableReader) -> PoolConfig? {
+    /// Per pool, whether its frontends listen on IPv4 (true) or IPv6 (false) addresses: read
+    /// ahead of the pools, so a server's host name can take an address its frontends reach
+    /// (the frontends themselves are read, and judged, later).
+    private static func frontendFamilies(_ root: TOMLTable) -> [String: Set<Bool>] {
+        var families: [String: Set<Bool>] = [:]
+        guard let frontends = root["frontends"]?.table else { return families }
+        for key in frontends.keys {
+            guard let f = frontends[key]?.table, let pool = f["backend"]?.string, let listen = f["listen_addr"]?.string,
+                  let endpoint = try? Endpoint(parsing: listen.trimmingSpaces()) else { continue }
+            families[pool, default: []].insert(endpoint.address.isIPv4)
+        }
+        return families
+    }
+
+    private static func readPool(_ name: String, _ t: TableReader, families: Set<Bool>?) -> PoolConfig? {
         defer { t.reportUnknownKeys(elsewhere: MisplacedKeys.inPool(name)) }
         var health = HealthCheckConfig()
         if let interval = t.seconds("health_check_interval") {
@@ -345,7 +360,7 @@ public enum ConfigLoader {
         if let table = t.table("servers") {
             var addresses: [Endpoint: String] = [:]
             for (serverName, s) in table.namedTables() {
-                let (address, hostName) = serverEndpoint(s)
+                let (address, hostName) = serverEndpoint(s, families: families ?? [])
                 let weight = s.int("weight", in: 0...ServerConfig.maxWeight) ?? 1
                 let backup = s.bool("backup") ?? false
                 let maxConnections = s.int("max_connections", in: 0...10_000_000) ?? 0
@@ -353,7 +368,7 @@ public enum ConfigLoader {
                 s.reportUnknownKeys(elsewhere: MisplacedKeys.inServer(name))
                 guard let address else { continue }
                 if let other = addresses[address] {
-                    s.fail("addr", "\(address) is already server '\(other)' of this pool")
+                    s.fail("addr", "\(address)\(hostName.map { " ('\($0)' resolves to it)" } ?? "") is already server '\(other)' of this pool")
                     continue
                 }
                 addresses[address] = serverName
@@ -469,8 +484,10 @@ public enum ConfigLoader {
     private enum EndpointRole { case listener, server }
 
     /// A server's `addr`: an address, or a host name looked up now (`HostNameResolver`), with
-    /// that name.
-    private static func serverEndpoint(_ t: TableReader) -> (Endpoint?, String?) {
+    /// that name. Of a name's addresses it takes the first the resolver prefers, of the family
+    /// the pool's frontends listen on when they all use one (passthrough keeps a flow in its
+    /// family; proxy mode would connect either way).
+    private static func serverEndpoint(_ t: TableReader, families: Set<Bool>) -> (Endpoint?, String?) {
         guard let text = t.string("addr", required: true)?.trimmingSpaces() else { return (nil, nil) }
         guard let colon = text.lastIndex(of: ":"), !text.hasPrefix("["),
               !text[..<colon].contains(":"), HostNameResolver.isHostName(text[..<colon]) else {
@@ -483,11 +500,16 @@ public enum ConfigLoader {
         }
         switch t.loadContext.resolver.lookUp(name) {
         case .failure(let failure):
-            t.fail("addr", "'\(name)' does not resolve: \(failure) (names are looked up at start, at each reload and "
-                   + "at --check; write the address itself to depend on no resolver)")
+            t.failLookup("addr", "'\(name)' does not resolve: \(failure) (names are looked up at start, at each reload and "
+                         + "at --check; write the address itself to depend on no resolver)")
             return (nil, nil)
         case .success(let addresses):
-            guard let first = addresses.first else { return (nil, nil) }
+            let reachable = families.count == 1 ? addresses.filter { families.contains($0.isIPv4) } : addresses
+            guard let first = reachable.first ?? addresses.first else { return (nil, nil) }
+            if addresses.count > 1 {
+                t.warn("addr", "'\(name)' has \(addresses.count) addresses (\(addresses.map(\.description).joined(separator: ", "))); "
+                       + "this server is \(first): list one server per address to use them all")
+            }
             return (endpoint(t, "addr", text: Endpoint(address: first, port: port).description, role: .server,
                              resolvedFrom: name), name)
         }

@@ -8,6 +8,9 @@ public struct ConfigProblem: Sendable, Equatable, CustomStringConvertible {
     public var key: String?
     /// What is wrong and, where possible, how to fix it.
     public var message: String
+    /// A server's host name did not resolve: the file may be right and the resolver away for
+    /// a moment (at boot, DNS may come up after convey), so a start stopped by it is retried.
+    public var isLookupFailure = false
 
     public init(file: String, line: Int?, key: String?, message: String) {
         self.file = file

@@ -5,6 +5,9 @@
 /// and everything downstream reads it without re-checking.
 public struct ConveyConfig: Sendable, Equatable {
     /// Frontends (listeners / VIPs), sorted by name.
+    /// Whether some server's `addr` is a host name (looked up at each load).
+    public var namesHosts: Bool { pools.contains { $0.servers.contains { $0.hostName != nil } } }
+
     public var frontends: [FrontendConfig]
     /// Backend pools, sorted by name.
     public var pools: [PoolConfig]

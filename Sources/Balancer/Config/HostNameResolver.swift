@@ -8,6 +8,8 @@ import Glibc
 /// a name whose address changes takes the new one at the next reload.
 ///
 /// A value holding the lookup, so tests can load files naming hosts without a DNS server.
+/// `preferring(_:)` keeps the addresses a running configuration has where a name still has
+/// them, so a name with several addresses does not move its server at every reload.
 public struct HostNameResolver: Sendable {
     /// The addresses `name` has, in the order to prefer them, or why there are none.
     public var lookUp: @Sendable (_ name: String) -> Result<[IPAddress], Failure>
@@ -39,10 +41,12 @@ public struct HostNameResolver: Sendable {
         var addresses: [IPAddress] = []
         var entry = list
         while let e = entry {
-            if let sockaddr = e.pointee.ai_addr {
+            let family = e.pointee.ai_family
+            if let sockaddr = e.pointee.ai_addr, family == AF_INET || family == AF_INET6 {
                 var storage = sockaddr_storage()
+                let length = min(Int(e.pointee.ai_addrlen), MemoryLayout<sockaddr_storage>.size)
                 withUnsafeMutableBytes(of: &storage) { raw in
-                    raw.copyMemory(from: UnsafeRawBufferPointer(start: sockaddr, count: Int(e.pointee.ai_addrlen)))
+                    raw.copyMemory(from: UnsafeRawBufferPointer(start: sockaddr, count: length))
                 }
                 if let endpoint = Endpoint(sockaddr: storage), !addresses.contains(endpoint.address) {
                     addresses.append(endpoint.address)
@@ -53,8 +57,31 @@ public struct HostNameResolver: Sendable {
         return addresses.isEmpty ? .failure(Failure("no IPv4 or IPv6 address")) : .success(addresses)
     }
 
-    /// Whether `text` reads as a host name (RFC 1123 labels: letters, digits and hyphens,
-    /// dot-separated, not all digits), not a mistyped address.
+    /// This resolver, answering each name the running `config` resolved with the address its
+    /// server has now first, while the name still has it: a reload moves a server only when
+    /// its name left that address.
+    public func preferring(_ config: ConveyConfig) -> HostNameResolver {
+        var current: [String: Set<IPAddress>] = [:]
+        for pool in config.pools {
+            for server in pool.servers {
+                if let name = server.hostName { current[name, default: []].insert(server.address.address) }
+            }
+        }
+        guard !current.isEmpty else { return self }
+        let lookUp = self.lookUp
+        let kept = current
+        return HostNameResolver { name in
+            lookUp(name).map { addresses in
+                guard let held = kept[name] else { return addresses }
+                return addresses.filter { held.contains($0) } + addresses.filter { !held.contains($0) }
+            }
+        }
+    }
+
+    /// Whether `text` reads as a host name (RFC 1123 labels: letters, digits, hyphens and
+    /// underscores, dot-separated, the last not all digits), not a mistyped address.
+    /// Underscores are taken: `/etc/hosts` and container DNS (Docker Compose service names)
+    /// hand them out, and `getaddrinfo` looks them up.
     static func isHostName(_ text: Substring) -> Bool {
         // A fully qualified name may end with its root's dot.
         let text = text.hasSuffix(".") ? text.dropLast() : text
@@ -64,7 +91,7 @@ public struct HostNameResolver: Sendable {
         if labels.last.map({ $0.allSatisfy(\.isNumber) }) ?? true { return false }
         return labels.allSatisfy { label in
             !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
-                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
         }
     }
 }

@@ -25,6 +25,11 @@ final class TableReader {
         context.problem(path: key.map { path + [$0] } ?? path, message)
     }
 
+    /// Records that `key`'s host name did not resolve (see `ConfigProblem.isLookupFailure`).
+    func failLookup(_ key: String, _ message: String) {
+        context.problem(path: path + [key], message, isLookupFailure: true)
+    }
+
     /// Records a warning about `key`.
     func warn(_ key: String?, _ message: String) {
         context.warning(path: key.map { path + [$0] } ?? path, message)
@@ -217,9 +222,11 @@ final class LoadContext {
         self.resolver = resolver
     }
 
-    func problem(path: [String], _ message: String) {
-        problems.append(ConfigProblem(file: file, line: locator.line(of: path),
-                                      key: path.isEmpty ? nil : path.joined(separator: "."), message: message))
+    func problem(path: [String], _ message: String, isLookupFailure: Bool = false) {
+        var problem = ConfigProblem(file: file, line: locator.line(of: path),
+                                    key: path.isEmpty ? nil : path.joined(separator: "."), message: message)
+        problem.isLookupFailure = isLookupFailure
+        problems.append(problem)
     }
 
     func warning(path: [String], _ message: String) {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
@@ -104,11 +105,12 @@ public struct ReloadService: Service {
                 // before is tried again: a bind may succeed now).
                 guard source != lastSource || trigger == .signal else { continue }
                 lastSource = source
-                if trigger == .signal && source == appliedSource {
+                // Unless it names hosts: a SIGHUP looks them up again.
+                if trigger == .signal && source == appliedSource && !runtime.config.namesHosts {
                     logger.notice("configuration unchanged; nothing to reload", metadata: ["file": "\(path)"])
                     continue
                 }
-                if reload(source: source) { appliedSource = source }
+                if await reloadOffThread(source: source) { appliedSource = source }
             }
         } onGracefulShutdown: {
             continuation.finish()
@@ -120,10 +122,36 @@ public struct ReloadService: Service {
     /// Validates and applies `source`; returns whether it was applied.
     @discardableResult
     func reload(source: String) -> Bool {
-        let loaded: LoadedConfig
+        apply(Result { () throws(ConfigError) in
+            try ConfigLoader.load(source: source, file: path, resolver: HostNameResolver.system.preferring(runtime.config))
+        })
+    }
+
+    /// `reload(source:)`, with the file read on a thread of NIO's blocking pool: looking host
+    /// names up can wait out the resolver's timeouts, which must not hold one of the few
+    /// threads Swift concurrency shares with the health checks and the stats server.
+    func reloadOffThread(source: String) async -> Bool {
+        let path = self.path
+        let resolver = HostNameResolver.system.preferring(runtime.config)
+        let loaded: Result<LoadedConfig, ConfigError>
         do {
-            loaded = try ConfigLoader.load(source: source, file: path)
+            loaded = try await NIOThreadPool.singleton.runIfActive {
+                Result { () throws(ConfigError) in try ConfigLoader.load(source: source, file: path, resolver: resolver) }
+            }
         } catch {
+            logger.error("config not reloaded: the thread pool is stopping (\(error))")
+            return false
+        }
+        return apply(loaded)
+    }
+
+    /// Applies a loaded file, or logs why it was rejected; returns whether it was applied.
+    private func apply(_ result: Result<LoadedConfig, ConfigError>) -> Bool {
+        let loaded: LoadedConfig
+        switch result {
+        case .success(let value):
+            loaded = value
+        case .failure(let error):
             for problem in error.problems {
                 logger.error("config rejected, running configuration kept: \(problem)")
             }
