@@ -12,7 +12,8 @@ import UnixSignals
 /// configuration stays. A valid one is applied to the runtime (new servers and weights take new
 /// connections at once; removed ones drain) and handed to `onApplied` (health checks follow it).
 /// Bursts of events (an editor's write + rename) are coalesced, and a file whose bytes did not
-/// change is not reloaded on a file event (SIGHUP always reloads).
+/// change is not reloaded on a file event (SIGHUP always reloads). The file is read on NIO's
+/// blocking thread pool: looking servers' host names up can block.
 public struct ReloadService: Service {
     private let path: String
     private let runtime: BalancerRuntime
@@ -38,7 +39,8 @@ public struct ReloadService: Service {
     ///     then leaves nothing behind.
     ///   - startedWith: the text the running configuration was loaded from. A file that no
     ///     longer holds it once the watcher runs (changed while convey was starting) is
-    ///     reloaded then, and a SIGHUP while it still holds it parses nothing.
+    ///     reloaded then, and a SIGHUP while it still holds it parses nothing (unless the
+    ///     running configuration names hosts, which a SIGHUP looks up again).
     public init(path: String, runtime: BalancerRuntime, logger: Logger, startedWith: String? = nil,
                 overrides: @escaping @Sendable (inout ConveyConfig) -> Void = { _ in },
                 check: @escaping @Sendable (LoadedConfig) -> [ConfigProblem] = { _ in [] },
