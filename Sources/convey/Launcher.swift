@@ -143,6 +143,12 @@ struct Launcher {
             "mode": "\(mode.rawValue)", "config": "\(configPath)",
             "frontends": "\(config.frontends.map { "\($0.name)=\($0.listen)" }.joined(separator: ","))",
         ])
+        for pool in config.pools {
+            for server in pool.servers {
+                guard let name = server.hostName else { continue }
+                logger.info("server \(pool.name)/\(server.name): '\(name)' resolves to \(server.address.address) (looked up again at each reload)")
+            }
+        }
         let group = ServiceGroup(configuration: .init(
             // A service that fails (the interface went away, the stats port is taken) stops
             // the others gracefully, as SIGTERM would: each closes cleanly and quietly.
