@@ -121,6 +121,11 @@ enum ModeChecks {
                                           + "header from a balancer in front goes on to the servers as it is (they must "
                                           + "accept it themselves)"))
             }
+            if f.tcpKeepalive != 0 {
+                out.append(loaded.problem(path: ["frontends", f.name, "tcp_keepalive"],
+                                          "proxy mode only: the \(mode.rawValue) mode holds no sockets of its clients' "
+                                          + "connections (ignored; the endpoints' own keepalives pass through)"))
+            }
             if f.logConnections {
                 out.append(loaded.problem(path: ["frontends", f.name, "log_connections"],
                                           "proxy mode only: the \(mode.rawValue) mode forwards packets and logs no "

@@ -28,6 +28,7 @@ enum ResolvedConfigPrinter {
                 out += "proxy_protocol_peers = [\(f.proxyProtocolPeers.allow.map { q($0.description) }.joined(separator: ", "))]\(proxyOnly)\n"
             }
             out += "log_connections = \(f.logConnections)\(proxyOnly)\n"
+            out += "tcp_keepalive = \(f.tcpKeepalive)\(proxyOnly)\(f.tcpKeepalive == 0 && mode == .proxy ? "  # off" : "")\n"
             if !f.sources.allow.isEmpty { out += "allow = [\(f.sources.allow.map { q($0.description) }.joined(separator: ", "))]\n" }
             if !f.sources.deny.isEmpty { out += "deny = [\(f.sources.deny.map { q($0.description) }.joined(separator: ", "))]\n" }
         }

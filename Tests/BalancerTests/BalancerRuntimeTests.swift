@@ -461,8 +461,10 @@ struct BalancerRuntimeTests {
         changed.pools[0].idleTimeout = .seconds(60)
         changed.pools[0].health.rise = 5
         changed.pools[0].servers[0].healthCheckPort = 8080
+        changed.frontends[0].tcpKeepalive = 60
         let report = runtime.apply(changed)
-        #expect(report.applied == ["frontend 'web': max_connections 0 -> 10", "pool pool: health check settings",
+        #expect(report.applied == ["frontend 'web': max_connections 0 -> 10",
+                                   "frontend 'web': tcp_keepalive 0 (off) -> 60 s (new connections)", "pool pool: health check settings",
                                    "pool pool: idle_timeout 300 s -> 60 s", "server pool/s0: health_check_port unset -> 8080"])
     }
 

@@ -293,6 +293,7 @@ struct CommandLineTests {
         proxy_protocol = "v1"
         accept_proxy_protocol = true
         proxy_protocol_peers = ["10.1.0.0/16"]
+        tcp_keepalive = 30
         [backends."pool é"]
         health_check_send = "PING\r\n\t\u0001"
         health_check_expect = "+PONG\\"
@@ -323,6 +324,7 @@ struct CommandLineTests {
         #expect(run.stdout.contains("  health_check_port = 8081  # checks there send no PROXY header\n"), "\(run.stdout)")
         #expect(run.stdout.contains("# health_check_port: each server's own port\n"), "\(run.stdout)")
         #expect(run.stdout.contains("health_check_port = 8080\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("\ntcp_keepalive = 30\n"), "\(run.stdout)")
         #expect(run.stdout.contains("  addr = \"localhost:9003\"  # resolves to "), "the name, read again on a reload: \(run.stdout)")
         #expect(run.stdout.contains("health_check_http = \"/health?x=1\"\n# health_check_http_host: the address checked\n"
                                     + "health_check_http_status = \"204\"\n"), "\(run.stdout)")

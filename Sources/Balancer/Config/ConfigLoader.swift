@@ -150,6 +150,7 @@ public enum ConfigLoader {
         let maxConnections = t.int("max_connections", in: 0...10_000_000) ?? 0
         let proxyProtocol = t.choice("proxy_protocol", ProxyProtocolVersion.self) ?? ProxyProtocolVersion.none
         let logConnections = t.bool("log_connections") ?? false
+        let tcpKeepalive = t.int("tcp_keepalive", in: 0...32767) ?? 0
         let acceptProxyProtocol = t.bool("accept_proxy_protocol") ?? false
         let peers = prefixes(t, "proxy_protocol_peers")
         if !peers.isEmpty && !acceptProxyProtocol {
@@ -167,7 +168,7 @@ public enum ConfigLoader {
         return FrontendConfig(name: name, listen: listen, pool: poolName, balance: balance,
                               maxConnections: maxConnections, proxyProtocol: proxyProtocol, logConnections: logConnections,
                               sources: sources, acceptProxyProtocol: acceptProxyProtocol,
-                              proxyProtocolPeers: SourceFilter(allow: peers))
+                              proxyProtocolPeers: SourceFilter(allow: peers), tcpKeepalive: tcpKeepalive)
     }
 
     /// `allow` / `deny`: address prefixes, each `ADDRESS` or `ADDRESS/LENGTH`.

@@ -54,11 +54,17 @@ public struct FrontendConfig: Sendable, Equatable {
     /// whose connections open with a header; a client from elsewhere is its own client, sends
     /// none and cannot forge one. Empty: every peer sends one.
     public var proxyProtocolPeers: SourceFilter
+    /// `tcp_keepalive` (proxy mode): seconds of silence after which the kernel probes both
+    /// sockets of a connection (the client's and the server's), so a peer that vanished is
+    /// found and its connection closed, and middleboxes keep the idle connection's state, as
+    /// HAProxy's `option tcpka` and nginx's `so_keepalive`. 0: off (the system's default).
+    public var tcpKeepalive: Int
 
     public init(name: String, listen: Endpoint, pool: String, balance: BalanceAlgorithm = .wrr,
                 maxConnections: Int = 0, proxyProtocol: ProxyProtocolVersion = .none, logConnections: Bool = false,
                 sources: SourceFilter = SourceFilter(), acceptProxyProtocol: Bool = false,
-                proxyProtocolPeers: SourceFilter = SourceFilter()) {
+                proxyProtocolPeers: SourceFilter = SourceFilter(), tcpKeepalive: Int = 0) {
+        self.tcpKeepalive = tcpKeepalive
         self.acceptProxyProtocol = acceptProxyProtocol
         self.proxyProtocolPeers = proxyProtocolPeers
         self.name = name

@@ -1,7 +1,7 @@
 /// Keys an operator may write in the wrong table, or by HAProxy's name, and where they go:
 /// the unknown-key warning says so instead of only "unknown key".
 enum MisplacedKeys {
-    static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "proxy_protocol_peers", "log_connections", "allow", "deny"]
+    static let frontendKeys = ["listen_addr", "backend", "balance", "proxy_protocol", "accept_proxy_protocol", "proxy_protocol_peers", "log_connections", "allow", "deny", "tcp_keepalive"]
     static let poolKeys = ["health_check_interval", "health_check_timeout", "rise", "fall", "health_check_send",
                            "health_check_expect", "health_check_proxy_protocol", "health_check_port", "health_check_http",
                            "health_check_http_host", "health_check_http_status", "connect_timeout", "idle_timeout",
@@ -16,6 +16,7 @@ enum MisplacedKeys {
         for key in serverKeys { hints[key] = "\(key) is a server setting: put it under [backends.POOL.servers.NAME]" }
         hints["maxconn"] = "HAProxy's maxconn is max_connections here"
         hints["addr"] = "a frontend's address is listen_addr (addr is a server's)"
+        for key in ["tcpka", "so_keepalive", "keepalive"] { hints[key] = "TCP keepalive is tcp_keepalive = SECONDS here" }
         return hints
     }
 

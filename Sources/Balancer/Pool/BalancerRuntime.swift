@@ -665,6 +665,10 @@ public struct ReloadReport: Sendable, Equatable {
             if o.sources != f.sources {
                 applied.append("frontend '\(f.name)': allow/deny lists (new connections; open ones keep going)")
             }
+            if o.tcpKeepalive != f.tcpKeepalive {
+                func text(_ n: Int) -> String { n == 0 ? "0 (off)" : "\(n) s" }
+                applied.append("frontend '\(f.name)': tcp_keepalive \(text(o.tcpKeepalive)) -> \(text(f.tcpKeepalive)) (new connections)")
+            }
             if o.logConnections != f.logConnections {
                 applied.append("frontend '\(f.name)': log_connections \(o.logConnections) -> \(f.logConnections)")
             }

@@ -80,6 +80,9 @@ final class EventLoop {
         var proxyProtocol: ProxyProtocolVersion
         var maxConnections: Int
         var logConnections: Bool
+        /// `tcp_keepalive` seconds (0: off), set on the listener (its accepted sockets inherit
+        /// it) and on each server socket.
+        var tcpKeepalive: Int
         /// `accept_proxy_protocol`: clients open with a PROXY header naming the real client.
         var acceptProxyProtocol: Bool
         /// `proxy_protocol_peers`: the peers that send one (empty: all).
@@ -106,11 +109,13 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            tcpKeepalive = route.config.tcpKeepalive
             acceptProxyProtocol = route.config.acceptProxyProtocol
             proxyProtocolPeers = route.config.proxyProtocolPeers
             sources = route.config.sources
             vip = listener?.address ?? route.config.listen
             follow(route)
+            if let listener, tcpKeepalive > 0 { SocketCalls.setKeepalive(listener.fd, idle: tcpKeepalive) }
         }
 
         /// Takes up what `route` (this frontend in a newer snapshot) says; the listener and
@@ -127,6 +132,11 @@ final class EventLoop {
             proxyProtocol = route.config.proxyProtocol
             maxConnections = route.config.maxConnections
             logConnections = route.config.logConnections
+            if route.config.tcpKeepalive != tcpKeepalive {
+                tcpKeepalive = route.config.tcpKeepalive
+                // One socket shared by the loops: each sets the same value.
+                if let listener { SocketCalls.setKeepalive(listener.fd, idle: tcpKeepalive) }
+            }
             acceptProxyProtocol = route.config.acceptProxyProtocol
             proxyProtocolPeers = route.config.proxyProtocolPeers
             sources = route.config.sources
@@ -629,6 +639,8 @@ final class EventLoop {
                 fd = try backendSocket(for: s.address, frontend: conn.pointee.frontend)
                 SocketCalls.setNoDelay(fd)
                 SocketCalls.setNotSentLowWater(fd, bytes: notSentLowWater)
+                let keepalive = frontends[conn.pointee.frontend].tcpKeepalive
+                if keepalive > 0 { SocketCalls.setKeepalive(fd, idle: keepalive) }
                 conn.pointee.backend = fd
                 conn.pointee.server = target
                 conn.pointee.serverAddress = s.address
@@ -1388,6 +1400,7 @@ final class EventLoop {
         closeListener(f)
         frontends[f].listener = listener
         frontends[f].vip = listener.address
+        if frontends[f].tcpKeepalive > 0 { SocketCalls.setKeepalive(listener.fd, idle: frontends[f].tcpKeepalive) }
         requeueListener(f, listener)
     }
 

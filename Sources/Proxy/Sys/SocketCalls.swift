@@ -33,6 +33,19 @@ enum SocketCalls {
         _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
     }
 
+    /// TCP keepalive (`tcp_keepalive`): after `idle` seconds of silence the kernel probes the
+    /// peer every `idle / 3` seconds (at least 1), and a peer that misses 3 probes ends the
+    /// connection with `ETIMEDOUT`; so a vanished peer is found within about twice `idle`.
+    /// 0 turns it off (a listener a reload changed). Best effort, like `setNoDelay`. Set on a
+    /// listener, it is inherited by the sockets it accepts.
+    static func setKeepalive(_ fd: Int32, idle: Int) {
+        _ = try? setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: idle > 0 ? 1 : 0)
+        guard idle > 0 else { return }
+        _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPIDLE, value: Int32(idle))
+        _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPINTVL, value: Int32(max(1, idle / 3)))
+        _ = try? setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_KEEPCNT, value: 3)
+    }
+
     /// `TCP_NOTSENT_LOWAT`: the socket reports writable (and takes more) only while fewer than
     /// `bytes` are queued but not yet sent. Best effort, like `setNoDelay`: without it the proxy
     /// still works, with the kernel's unlimited default.
