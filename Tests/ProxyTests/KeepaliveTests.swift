@@ -13,7 +13,20 @@ struct KernelSocket {
 
     /// Every IPv4 TCP socket of this network namespace.
     static func all() throws -> [KernelSocket] {
-        let text = try String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)
+        // Read to the end with read(2): procfs reports a size of 0, and the table grows with
+        // every socket a test run left in TIME_WAIT.
+        let fd = open("/proc/net/tcp", O_RDONLY)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += chunk[..<n]
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
         return text.split(separator: "\n").dropFirst().compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count > 5, let local = fields[1].split(separator: ":").last, let remote = fields[2].split(separator: ":").last,
