@@ -496,8 +496,12 @@ public enum ConfigLoader {
         }
         let name = String(text[..<colon])
         // The port first: a bad one is said without a lookup.
-        guard let port = try? Endpoint(parsing: "0.0.0.0" + text[colon...]).port else {
-            return (endpoint(t, "addr", text: "0.0.0.0" + text[colon...], role: .server), nil)
+        let port: UInt16
+        do {
+            port = try Endpoint.port(parsing: text[text.index(after: colon)...])
+        } catch {
+            t.fail("addr", error.description)
+            return (nil, nil)
         }
         switch t.loadContext.resolver.lookUp(name) {
         case .failure(let failure):

@@ -46,10 +46,15 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
             if host.contains(":") { throw .badAddress(text) }  // bare IPv6 needs brackets
         }
         guard let address = IPAddress(String(host)) else { throw .badAddress(String(host)) }
+        self.init(address: address, port: try Self.port(parsing: portText))
+    }
+
+    /// The port of an `addr` or `listen_addr`, the text after its last colon.
+    static func port(parsing text: Substring) throws(ParseError) -> UInt16 {
         // Digits only, no sign and no leading zero: "+80" and "080" are typos, not ports.
-        guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), !portText.hasPrefix("0"),
-              let port = UInt16(portText), port != 0 else { throw .badPort(String(portText)) }
-        self.init(address: address, port: port)
+        guard text.allSatisfy({ $0.isASCII && $0.isNumber }), !text.hasPrefix("0"),
+              let port = UInt16(text), port != 0 else { throw .badPort(String(text)) }
+        return port
     }
 
     public var description: String {

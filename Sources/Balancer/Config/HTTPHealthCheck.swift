@@ -84,7 +84,12 @@ public struct HTTPHealthCheck: Sendable, Equatable {
     }
 
     /// The statuses as the configuration writes them.
-    public var statusText: String { statuses.count == 1 ? "\(statuses.lowerBound)" : "\(statuses.lowerBound)-\(statuses.upperBound)" }
+    public var statusText: String { Self.text(of: statuses) }
+
+    /// `200` or `200-399`.
+    static func text(of statuses: ClosedRange<Int>) -> String {
+        statuses.count == 1 ? "\(statuses.lowerBound)" : "\(statuses.lowerBound)-\(statuses.upperBound)"
+    }
 }
 
 private extension Substring {

@@ -71,8 +71,7 @@ public enum HealthCheckFailure: Error, Sendable, Equatable, CustomStringConverti
             return "reply did not start with expected bytes: got \(Self.quote(received)), "
                 + "expected \(Self.quote(expected))"
         case .httpStatus(let code, let line, let wanted):
-            let range = wanted.count == 1 ? "\(wanted.lowerBound)" : "\(wanted.lowerBound)-\(wanted.upperBound)"
-            return "HTTP status \(code), not \(range): \(Self.quote(line))"
+            return "HTTP status \(code), not \(HTTPHealthCheck.text(of: wanted)): \(Self.quote(line))"
         case .notHTTP(let received):
             return "not an HTTP reply: got \(Self.quote(received))"
         case .closedBeforeStatus(let received):

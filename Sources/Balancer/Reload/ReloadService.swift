@@ -112,7 +112,7 @@ public struct ReloadService: Service {
                     logger.notice("configuration unchanged; nothing to reload", metadata: ["file": "\(path)"])
                     continue
                 }
-                if await reloadOffThread(source: source) { appliedSource = source }
+                if await reload(source: source) { appliedSource = source }
             }
         } onGracefulShutdown: {
             continuation.finish()
@@ -121,18 +121,11 @@ public struct ReloadService: Service {
 
     private enum Trigger { case fileEvent, signal }
 
-    /// Validates and applies `source`; returns whether it was applied.
-    @discardableResult
-    func reload(source: String) -> Bool {
-        apply(Result { () throws(ConfigError) in
-            try ConfigLoader.load(source: source, file: path, resolver: HostNameResolver.system.preferring(runtime.config))
-        })
-    }
-
-    /// `reload(source:)`, with the file read on a thread of NIO's blocking pool: looking host
-    /// names up can wait out the resolver's timeouts, which must not hold one of the few
-    /// threads Swift concurrency shares with the health checks and the stats server.
-    func reloadOffThread(source: String) async -> Bool {
+    /// Validates and applies `source`; returns whether it was applied. The file is read on a
+    /// thread of NIO's blocking pool: looking host names up can wait out the resolver's
+    /// timeouts, which must not hold one of the few threads Swift concurrency shares with the
+    /// health checks and the stats server.
+    func reload(source: String) async -> Bool {
         let path = self.path
         let resolver = HostNameResolver.system.preferring(runtime.config)
         let loaded: Result<LoadedConfig, ConfigError>

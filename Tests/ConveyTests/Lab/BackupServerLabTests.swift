@@ -30,16 +30,7 @@ extension EndToEndLabTests {
                 try c.send("ECHO\n")
                 return c
             }
-            func roundTrip(_ seed: UInt64) -> Bool {
-                let chunk = randomBytes(32 << 10, seed: seed)
-                guard (try? stream.send(chunk)) != nil else { return false }
-                var got: [UInt8] = []
-                while got.count < chunk.count {
-                    guard let part = try? stream.receive(upTo: chunk.count - got.count), !part.isEmpty else { return false }
-                    got += part
-                }
-                return got == chunk
-            }
+            func roundTrip(_ seed: UInt64) -> Bool { stream.echoes(randomBytes(32 << 10, seed: seed)) }
             #expect(roundTrip(1))
             // /flows names the backup as the holder of that connection.
             let port = stream.localPort

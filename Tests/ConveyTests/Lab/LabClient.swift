@@ -81,6 +81,18 @@ final class LabClient: @unchecked Sendable {
         return Array(buffer[0..<n])
     }
 
+    /// Sends `bytes` on a connection in `ECHO` mode and reads them back: true when they all
+    /// came back unchanged, false on a short read, a close or an error.
+    func echoes(_ bytes: [UInt8]) -> Bool {
+        guard (try? send(bytes)) != nil else { return false }
+        var got: [UInt8] = []
+        while got.count < bytes.count {
+            guard let part = try? receive(upTo: bytes.count - got.count), !part.isEmpty else { return false }
+            got += part
+        }
+        return got == bytes
+    }
+
     /// Reads until EOF (or `limit` bytes).
     func readToEnd(limit: Int = 1 << 26) throws -> [UInt8] {
         var out: [UInt8] = []
